@@ -1,0 +1,36 @@
+//! The consumer interface: what a VMM programs against, whichever fault queue feeds it.
+//!
+//! iopf's own fault queue, its iommufd-compatible queue and the real Linux iommufd fault fd all
+//! implement [`FaultConsumer`], so the same resolver code runs on each. The interface is the
+//! iommufd one, the lowest common form: records carry their group's cookie, and responses name a
+//! group by cookie with SUCCESS or INVALID.
+
+use crate::{IommufdResponse, PgFault};
+
+/// The consuming end of a fault queue.
+///
+/// Contract, mirroring `iommufd_fault_fops_read()` / `_write()`:
+/// * [`read_faults`](FaultConsumer::read_faults) hands out whole groups only, in arrival order;
+///   every record of a group carries the same cookie and the last one has `LAST_PAGE`. A group
+///   handed out is the consumer's to answer, exactly once.
+/// * [`respond`](FaultConsumer::respond) answers groups in order and stops at the first response
+///   it rejects: it returns how many it accepted, or that first error if it accepted none.
+/// * Dropping the consumer is not a way to leave groups unanswered: iopf's queues answer INVALID
+///   for every group the consumer still held (the kernel does so on detach or replace).
+pub trait FaultConsumer {
+    /// The implementation's error, with the errno Linux would return where one exists.
+    type Error: core::fmt::Debug + core::fmt::Display;
+
+    /// Moves as many whole waiting groups as fit into `out` and returns the number of records
+    /// written; `Ok(0)` when nothing is waiting. If the first waiting group alone is larger than
+    /// `out`, nothing is taken and an error (EINVAL) is returned.
+    fn read_faults(&mut self, out: &mut [PgFault]) -> Result<usize, Self::Error>;
+
+    /// Answers groups by cookie, in order. Returns the number accepted; an unknown cookie
+    /// (EINVAL) stops the batch there.
+    fn respond(&mut self, responses: &[IommufdResponse]) -> Result<usize, Self::Error>;
+
+    /// Waits until at least one group is waiting or `timeout_ms` milliseconds pass (`None`:
+    /// without limit; `Some(0)`: just look). Returns whether a group is waiting.
+    fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool, Self::Error>;
+}

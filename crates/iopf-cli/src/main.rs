@@ -1,0 +1,39 @@
+//! `iopf`: the command-line program.
+//!
+//! One binary, one subcommand per job; each subcommand lives in `cmd/<name>.rs` with its `Args`
+//! and a `run(args) -> Result<ExitCode, CliError>`.
+
+mod cmd;
+mod error;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The recoverable I/O page fault path of a virtualised machine.
+#[derive(Debug, Parser)]
+#[command(name = "iopf", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode fault and response records given as hex or in a binary file.
+    Decode(cmd::decode::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Decode(args) => cmd::decode::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("iopf: {err}");
+            err.exit_code()
+        }
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's quick start and CI run it:
+#   formatting, lints, every crate's unit, property and integration tests, then the kernel tier
+#   (a Linux 6.12 kernel in QEMU) when its script is present.
+# Set IOPF_SKIP_KERNEL=1 to leave the kernel tier out of a local run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
+
+if [ -f scripts/kernel-tier.sh ] && [ "${IOPF_SKIP_KERNEL:-0}" != 1 ]; then
+    echo "== kernel tier"
+    bash scripts/kernel-tier.sh
+fi
+echo "== all tests passed"
