@@ -42,8 +42,13 @@ pub mod response;
 pub use code::ResponseCode;
 pub use consumer::FaultConsumer;
 pub use error::AbiError;
-pub use fault::{Fault, IommuFault, PageRequest, PageRequestFlags, Unrecoverable};
-pub use features::Features;
-pub use iommufd::{HwptPageResponse, HwptPgfault, IommufdResponse, PgFault};
+pub use fault::{
+    Fault, FaultReason, IommuFault, PageRequest, PageRequestFlags, Unrecoverable,
+    UnrecoverableFlags,
+};
+pub use features::{Features, RecordFormats, ResponseFormats};
+pub use iommufd::{HwptPageResponse, HwptPgfault, IommufdResponse, PgFault, PgfaultFlags};
 pub use perm::Perm;
-pub use response::{IommuPageResponse, IommuPageResponseV1, PageResponse, VfioIommuPageResponse};
+pub use response::{
+    IommuPageResponse, IommuPageResponseV1, PageResponse, ResponseFlags, VfioIommuPageResponse,
+};
