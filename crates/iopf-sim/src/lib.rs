@@ -1,1 +1,49 @@
-//! The simulated platform: PRI devices, an IOMMU with a page request queue, I/O page tables, workloads.
+//! The simulated platform: PRI devices, an IOMMU with a page request queue, per-PASID I/O page
+//! tables, workloads, a resolver, and an independent ledger.
+//!
+//! ```text
+//!  producer side (one thread)                                         consumer side (thread or process)
+//!  ┌────────────────────────────────────────────────────────────┐    ┌──────────────────────────┐
+//!  │ PriDevice ──page requests──▶ Iommu (PRQ, overflow)          │    │                          │
+//!  │   ▲   │ (ATS translate)          │ service(): FaultSink      │    │  fault queue consumer    │
+//!  │   │   ▼                          ▼                           │    │        │                 │
+//!  │   │ PageTables ◀───────────────────────────────────────────────────── Resolver (map pages)  │
+//!  │   │                        fault core ──▶ fault queue ──────────────▶      │                 │
+//!  │   └── PRG responses ◀────── (validate) ◀── responses ◀──────────────────────┘                │
+//!  │ Ledger: taps every device's link, checks exactly-once        │    │                          │
+//!  └────────────────────────────────────────────────────────────┘    └──────────────────────────┘
+//! ```
+//!
+//! * [`page_table`]: sparse 4 KiB I/O page tables per (device, PASID), with permissions.
+//! * [`prg`]: the 9-bit PRG index allocator of a PRI function.
+//! * [`device`]: a PRI function: OPRA, groups with LAST_PAGE, SUCCESS/INVALID/FAILURE, stop PASID.
+//! * [`prq`]: the IOMMU's page request queue and its overflow behaviour.
+//! * [`iommu`]: translation, the queue, and the driver pass reporting into the fault core.
+//! * [`workload`]: sequential, random and strided work items of one or more pages.
+//! * [`resolver`]: the consumer side's demand paging, with service time and invalid addresses.
+//! * [`ledger`]: the independent witness of every group and response on the devices' links.
+//! * [`scenario`]: the TOML scenario format and the built-in default scenario.
+//! * [`clock`]: the run's monotonic clock.
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod device;
+pub mod error;
+pub mod iommu;
+pub mod ledger;
+pub mod page_table;
+pub mod prg;
+pub mod prq;
+pub mod resolver;
+pub mod scenario;
+pub mod workload;
+
+pub use device::{DeviceConfig, DeviceStats, PriDevice, StopMode};
+pub use error::SimError;
+pub use iommu::{FaultSink, Iommu};
+pub use ledger::{Ledger, LinkTap, PrgResponse, Verdict, Violation};
+pub use page_table::{DeviceId, IoPageTable, PageTables, Translation, PAGE_SIZE};
+pub use prq::{PageRequestQueue, QueuedRequest};
+pub use resolver::{Resolver, ResolverSpec};
+pub use scenario::Scenario;
+pub use workload::{Pattern, WorkItem, Workload, WorkloadSpec};
