@@ -1,1 +1,89 @@
-//! The iopf fault core: page request groups, pending responses, exactly-once answers, teardown (Linux io-pgfault.c + iommufd/fault.c).
+//! The iopf fault core: page request groups, pending responses, exactly-once answers, teardown.
+//!
+//! iopf's counterpart of Linux 6.12 `drivers/iommu/io-pgfault.c` plus the cookie bookkeeping of
+//! `drivers/iommu/iommufd/fault.c`. It guarantees invariant 1 of the design: every page request
+//! group whose LAST_PAGE request reached the core gets exactly one response to its device, and no
+//! response ever reaches a device for a group that is not outstanding.
+//!
+//! ```text
+//!  IOMMU page request queue
+//!        │ report(device, fault, now)                    [`FaultCore::report`]
+//!        ▼
+//!  ┌─ FaultCore ───────────────────────────────────────────────────────────────────────┐
+//!  │ stop marker → dropped      unrecoverable → handler.unrecoverable()                │
+//!  │ no LAST_PAGE → partial list (per device, by PRG index)           partial.rs       │
+//!  │ LAST_PAGE → group = partials of that index + it                                   │
+//!  │     no handler / storm / over allocation / table full ──▶ answered at once ──┐    │
+//!  │     handler.deliver(&Group) ── Refusal ─────────────────▶ answered at once ──┤    │
+//!  │        │ Ok: outstanding under a Cookie                        table.rs      │    │
+//!  │        ▼                                                                     │    │
+//!  │ respond(handler, Response) ── judged ── error: nothing sent   respond.rs     │    │
+//!  │        │ accepted                                                            │    │
+//!  │ detach / replace / remove_device / flush_pasid / expire ── INVALID ──────────┤    │
+//!  │        ▼                                                    teardown.rs      ▼    │
+//!  │   ResponseSink::page_response(device, DeviceResponse)  ◀── exactly once per group │
+//!  └───────────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! * [`FaultCore`] (core.rs): registry of devices ([`PriCaps`]) and handlers, and the report path.
+//! * [`GroupHandler`] (handler.rs): where groups go; the core owns its handlers.
+//! * [`ResponseSink`], [`Response`], [`DeviceResponse`] (response.rs): both directions of answers.
+//! * respond.rs: response validation; teardown.rs: detach, replace, removal, flush, overflow, age.
+//! * [`DeviceCounters`] (counters.rs): what happened, per device, with the identities they obey.
+//!
+//! Time is the caller's ([`Nanos`]), so a simulator can drive it. The core never allocates per
+//! fault once its tables have grown to the working set; an outstanding group costs one 72-byte
+//! slot plus its entry in the device's PRG-index map (see `docs/CORE.md` for the measured figure).
+//!
+//! ```
+//! use iopf_abi::{Fault, Features, PageRequest, PageRequestFlags, Perm, ResponseCode};
+//! use iopf_core::*;
+//!
+//! #[derive(Default)]
+//! struct Recorder(Vec<(DeviceId, DeviceResponse)>);
+//! impl ResponseSink for Recorder {
+//!     fn page_response(&mut self, d: DeviceId, r: &DeviceResponse) { self.0.push((d, *r)) }
+//! }
+//! struct Accept;
+//! impl GroupHandler for Accept {
+//!     fn deliver(&mut self, _g: &Group<'_>) -> Result<(), Refusal> { Ok(()) }
+//! }
+//!
+//! let mut core: FaultCore<Recorder> = FaultCore::new(Recorder::default());
+//! let dev = core.register(PriCaps::default())?;
+//! let h = core.attach(dev, None, Box::new(Accept), Features::COOKIE_RESPONSE)?;
+//! let req = PageRequest { flags: PageRequestFlags::LAST_PAGE, pasid: 0, grpid: 7,
+//!                         perm: Perm::READ, addr: 0x1000, private_data: [0; 2] };
+//! let Reported::Delivered { cookie, .. } = core.report(dev, &Fault::PageRequest(req), 10)? else {
+//!     unreachable!()
+//! };
+//! core.respond(h, &Response::by_cookie(cookie, ResponseCode::Success))?;
+//! assert_eq!(core.sink().0[0].1.grpid, 7);
+//! // A second answer is refused, and nothing more reaches the device.
+//! assert_eq!(core.respond(h, &Response::by_cookie(cookie, ResponseCode::Success)),
+//!            Err(CoreError::AlreadyAnswered(cookie)));
+//! assert_eq!(core.sink().0.len(), 1);
+//! # Ok::<(), CoreError>(())
+//! ```
+#![deny(missing_docs)]
+
+mod core;
+mod counters;
+mod device;
+mod error;
+mod handler;
+mod ids;
+mod partial;
+mod respond;
+mod response;
+mod table;
+mod teardown;
+
+pub use crate::core::{DropReason, FaultCore, GroupInfo, Reported};
+pub use counters::{AutoReason, CoreCounters, DeviceCounters, RejectReason};
+pub use device::{AgeLimit, PriCaps, StormLimit};
+pub use error::CoreError;
+pub use handler::{Group, GroupHandler, Refusal};
+pub use ids::{Cookie, DeviceId, HandlerId, Nanos};
+pub use response::{Answered, DeviceResponse, GroupRef, Response, ResponseSink};
+pub use teardown::RemovedDevice;

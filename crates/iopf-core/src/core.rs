@@ -1,0 +1,892 @@
+//! [`FaultCore`]: the registry of devices and handlers, and the report path
+//! (`iommu_report_device_fault()`).
+
+use iopf_abi::fault::UnrecoverableFlags;
+use iopf_abi::{Fault, Features, PageRequest, PageRequestFlags, ResponseCode};
+use rustc_hash::FxHashMap;
+
+use crate::counters::{AutoReason, CoreCounters, DeviceCounters};
+use crate::device::{AgeLimit, PriCaps, StormLimit};
+use crate::handler::{Group, GroupHandler};
+use crate::ids::next_gen;
+use crate::partial::{Chain, PartialPool};
+use crate::response::{Answered, DeviceResponse, ResponseSink};
+use crate::table::{GroupTable, List, HAS_PASID, NIL, PRIV_DATA};
+use crate::{Cookie, CoreError, DeviceId, HandlerId, Nanos};
+
+/// Largest generation of device and handler ids (16 bits; 0 unused).
+const ID_MAX_GEN: u16 = u16::MAX;
+/// Device and handler slots per core (16-bit index).
+const ID_MAX_SLOTS: usize = 1 << 16;
+
+/// What [`FaultCore::report`] did with a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    /// A request without LAST_PAGE, now held on the device's partial list.
+    Held,
+    /// The group completed and its handler accepted it: it is outstanding under `cookie`.
+    Delivered {
+        /// The handler it went to.
+        handler: HandlerId,
+        /// Its cookie.
+        cookie: Cookie,
+    },
+    /// The group completed and the core answered it at once, for `reason`.
+    Answered {
+        /// Why.
+        reason: AutoReason,
+        /// What reached the device.
+        sent: DeviceResponse,
+    },
+    /// A request without LAST_PAGE that was not held (counted in
+    /// [`DeviceCounters::dropped_partials`]).
+    Dropped(DropReason),
+    /// A PCIe stop marker, dropped: it needs no response (Linux's IOMMU drivers discard them before
+    /// `iommu_report_device_fault()`).
+    StopMarker,
+    /// An unrecoverable fault; `passed_on` says whether a handler received it.
+    Unrecoverable {
+        /// Whether a handler was attached for it.
+        passed_on: bool,
+    },
+}
+
+/// Why a partial request was not held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The device's storm limit was reached in this interval.
+    Storm,
+    /// The device already has its Outstanding Page Request Allocation in flight.
+    OverAllocation,
+}
+
+/// An outstanding group, as [`FaultCore::group`] describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The device.
+    pub device: DeviceId,
+    /// The handler it was delivered to.
+    pub handler: HandlerId,
+    /// Its LAST_PAGE request's PASID.
+    pub pasid: Option<u32>,
+    /// Its PRG index.
+    pub grpid: u32,
+    /// Its page requests.
+    pub requests: u32,
+    /// When its first request was reported.
+    pub first_at: Nanos,
+    /// When it completed and was delivered.
+    pub completed_at: Nanos,
+    /// Whether it has outlived the device's age limit.
+    pub aged: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StormState {
+    pub limit: StormLimit,
+    window_start: Nanos,
+    count: u32,
+    started: bool,
+}
+
+impl StormState {
+    /// Whether one more request is admitted at `now` (fixed windows).
+    fn admit(&mut self, now: Nanos) -> bool {
+        if !self.started || now.saturating_sub(self.window_start) >= self.limit.interval {
+            self.started = true;
+            self.window_start = now;
+            self.count = 0;
+        }
+        if self.count >= self.limit.max_requests {
+            false
+        } else {
+            self.count += 1;
+            true
+        }
+    }
+}
+
+/// The fault state of one registered device (`struct iommu_fault_param`).
+#[derive(Debug)]
+pub(crate) struct DeviceState {
+    pub caps: PriCaps,
+    pub counters: DeviceCounters,
+    pub age: Option<AgeLimit>,
+    pub storm: Option<StormState>,
+    /// Device-wide handler slot, or NIL.
+    pub handler: u32,
+    /// PASID → handler slot.
+    pub pasid_handlers: FxHashMap<u32, u32>,
+    /// PRG index → held partial requests.
+    pub partials: FxHashMap<u32, Chain>,
+    pub held_partials: u32,
+    /// Page requests in flight: held partials plus the requests of outstanding groups.
+    pub in_flight: u32,
+    pub outstanding: u32,
+    /// PRG index → oldest outstanding group with it (chained through `next_same_grpid`).
+    pub by_grpid: FxHashMap<u32, u32>,
+}
+
+impl DeviceState {
+    fn new(caps: PriCaps) -> DeviceState {
+        DeviceState {
+            caps,
+            counters: DeviceCounters::default(),
+            age: None,
+            storm: None,
+            handler: NIL,
+            pasid_handlers: FxHashMap::default(),
+            partials: FxHashMap::default(),
+            held_partials: 0,
+            in_flight: 0,
+            outstanding: 0,
+            by_grpid: FxHashMap::default(),
+        }
+    }
+
+    /// The handler slot a request with `pasid` goes to: the PASID's own handler, else the
+    /// device-wide one (`find_fault_handler()`; Linux falls back to the RID's handler for
+    /// PASIDs only with a user-managed PASID table, iopf always does, so a VMM can take all
+    /// PASIDs of a device with one handler).
+    pub fn route(&self, pasid: Option<u32>) -> u32 {
+        if let Some(p) = pasid {
+            if !self.pasid_handlers.is_empty() {
+                if let Some(&h) = self.pasid_handlers.get(&p) {
+                    return h;
+                }
+            }
+        }
+        self.handler
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct DeviceSlot {
+    gen: u16,
+    state: Option<DeviceState>,
+}
+
+/// An attached handler and its outstanding groups.
+#[derive(Debug)]
+pub(crate) struct HandlerState<H> {
+    pub handler: H,
+    pub device: DeviceId,
+    pub pasid: Option<u32>,
+    pub agreed: Features,
+    /// Its outstanding groups, in delivery order.
+    pub list: List,
+    /// The oldest of its groups not yet counted as aged, or NIL.
+    pub age_cursor: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct HandlerSlot<H> {
+    pub gen: u16,
+    pub state: Option<HandlerState<H>>,
+}
+
+/// The fault core: every registered device's partial requests and outstanding groups, and the
+/// handlers they go to. See the crate documentation for the data flow.
+///
+/// `S` receives every response to a device; `H` is the handler type (by default a boxed trait
+/// object, so different handlers can share one core). The core is single-threaded (`&mut self`
+/// everywhere); wrap it in a `Mutex` to share it, as Linux takes `iommu_fault_param.lock`.
+///
+/// Cost: [`report`](Self::report) and [`respond`](Self::respond) are O(1) (O(group size) for the
+/// LAST_PAGE request that completes a group) and allocate nothing once the tables have grown to
+/// the working set: freed group and partial slots are reused.
+pub struct FaultCore<S, H = Box<dyn GroupHandler + Send>> {
+    pub(crate) devices: Vec<DeviceSlot>,
+    device_free: Vec<u32>,
+    pub(crate) handlers: Vec<HandlerSlot<H>>,
+    handler_free: Vec<u32>,
+    pub(crate) groups: GroupTable,
+    pub(crate) partials: PartialPool,
+    scratch: Vec<PageRequest>,
+    pub(crate) scratch_handlers: Vec<u32>,
+    pub(crate) sink: S,
+    pub(crate) counters: CoreCounters,
+}
+
+impl<S: core::fmt::Debug, H> core::fmt::Debug for FaultCore<S, H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FaultCore")
+            .field("devices", &(self.devices.len() - self.device_free.len()))
+            .field("handlers", &(self.handlers.len() - self.handler_free.len()))
+            .field("sink", &self.sink)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The response the device gets for a group whose LAST_PAGE request is `last`, with the
+/// PCIe and Linux mappings applied, sent through `sink` and counted.
+pub(crate) fn send<S: ResponseSink>(
+    sink: &mut S,
+    device: DeviceId,
+    dev: &mut DeviceState,
+    pasid: Option<u32>,
+    grpid: u32,
+    private_data: Option<[u64; 2]>,
+    code: ResponseCode,
+) -> DeviceResponse {
+    let code = if code == ResponseCode::Failure && !dev.caps.failure_allowed {
+        dev.counters.failure_as_invalid += 1;
+        ResponseCode::Invalid
+    } else {
+        code
+    };
+    let resp = DeviceResponse {
+        pasid: if dev.caps.pasid_required { pasid } else { None },
+        grpid,
+        code,
+        private_data,
+    };
+    dev.counters.responses[code as usize] += 1;
+    sink.page_response(device, &resp);
+    resp
+}
+
+fn request_private_data(req: &PageRequest) -> Option<[u64; 2]> {
+    req.flags
+        .contains(PageRequestFlags::PRIV_DATA)
+        .then_some(req.private_data)
+}
+
+impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
+    /// An empty core sending responses to `sink`.
+    pub fn new(sink: S) -> FaultCore<S, H> {
+        FaultCore {
+            devices: Vec::new(),
+            device_free: Vec::new(),
+            handlers: Vec::new(),
+            handler_free: Vec::new(),
+            groups: GroupTable::new(),
+            partials: PartialPool::new(),
+            scratch: Vec::new(),
+            scratch_handlers: Vec::new(),
+            sink,
+            counters: CoreCounters::default(),
+        }
+    }
+
+    /// Registers a device with its PRI properties and returns its id
+    /// (`iopf_queue_add_device()`). Errors: `outstanding_allocation` of 0
+    /// ([`CoreError::BadConfig`]); 65,536 devices at once ([`CoreError::TableFull`]).
+    pub fn register(&mut self, caps: PriCaps) -> Result<DeviceId, CoreError> {
+        if caps.outstanding_allocation == 0 {
+            return Err(CoreError::BadConfig(
+                "the outstanding page request allocation must be at least 1",
+            ));
+        }
+        let idx = match self.device_free.pop() {
+            Some(i) => i,
+            None => {
+                if self.devices.len() >= ID_MAX_SLOTS {
+                    return Err(CoreError::TableFull("device"));
+                }
+                self.devices.push(DeviceSlot {
+                    gen: 0,
+                    state: None,
+                });
+                (self.devices.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.devices[idx as usize];
+        slot.gen = next_gen(slot.gen, ID_MAX_GEN);
+        slot.state = Some(DeviceState::new(caps));
+        Ok(DeviceId::new(idx, slot.gen))
+    }
+
+    pub(crate) fn device(&self, id: DeviceId) -> Result<&DeviceState, CoreError> {
+        match self.devices.get(id.index()) {
+            Some(DeviceSlot {
+                gen,
+                state: Some(s),
+            }) if *gen == id.gen() => Ok(s),
+            _ => Err(CoreError::UnknownDevice(id)),
+        }
+    }
+
+    pub(crate) fn device_mut(&mut self, id: DeviceId) -> Result<&mut DeviceState, CoreError> {
+        device_mut(&mut self.devices, id)
+    }
+
+    /// Forgets a device slot (its state must already be drained).
+    pub(crate) fn free_device(&mut self, id: DeviceId) -> Option<DeviceState> {
+        let slot = self.devices.get_mut(id.index())?;
+        let state = slot.state.take();
+        if state.is_some() {
+            self.device_free.push(id.index() as u32);
+        }
+        state
+    }
+
+    /// Ids of every registered device, in slot order.
+    pub fn devices(&self) -> impl Iterator<Item = DeviceId> + '_ {
+        self.devices
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.state.as_ref().map(|_| DeviceId::new(i as u32, s.gen)))
+    }
+
+    /// The device's PRI properties.
+    pub fn caps(&self, device: DeviceId) -> Result<PriCaps, CoreError> {
+        Ok(self.device(device)?.caps)
+    }
+
+    /// The device's counters.
+    pub fn counters(&self, device: DeviceId) -> Result<&DeviceCounters, CoreError> {
+        Ok(&self.device(device)?.counters)
+    }
+
+    /// Counters that belong to no device.
+    pub fn core_counters(&self) -> &CoreCounters {
+        &self.counters
+    }
+
+    /// Number of the device's outstanding (delivered, unanswered) groups.
+    pub fn outstanding(&self, device: DeviceId) -> Result<u32, CoreError> {
+        Ok(self.device(device)?.outstanding)
+    }
+
+    /// Number of partial requests the device has held.
+    pub fn held_partials(&self, device: DeviceId) -> Result<u32, CoreError> {
+        Ok(self.device(device)?.held_partials)
+    }
+
+    /// The response sink.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// The response sink, mutably (e.g. to drain a recorder).
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
+    /// Sets or clears the device's age limit (default: none, as in PCIe and Linux).
+    /// Errors: unknown device; a zero limit ([`CoreError::BadConfig`]).
+    pub fn set_age_limit(
+        &mut self,
+        device: DeviceId,
+        limit: Option<AgeLimit>,
+    ) -> Result<(), CoreError> {
+        if matches!(limit, Some(AgeLimit { limit: 0, .. })) {
+            return Err(CoreError::BadConfig("the age limit must be above zero"));
+        }
+        self.device_mut(device)?.age = limit;
+        Ok(())
+    }
+
+    /// Sets or clears the device's storm limit (default: none). Errors: unknown device; a zero
+    /// `max_requests` or `interval` ([`CoreError::BadConfig`]).
+    pub fn set_storm_limit(
+        &mut self,
+        device: DeviceId,
+        limit: Option<StormLimit>,
+    ) -> Result<(), CoreError> {
+        if let Some(l) = limit {
+            if l.max_requests == 0 || l.interval == 0 {
+                return Err(CoreError::BadConfig(
+                    "a storm limit needs at least one request per non-empty interval",
+                ));
+            }
+        }
+        self.device_mut(device)?.storm = limit.map(|limit| StormState {
+            limit,
+            window_start: 0,
+            count: 0,
+            started: false,
+        });
+        Ok(())
+    }
+
+    /// Attaches `handler` to the device (`pasid: None`: every request without a PASID, and every
+    /// PASID without a handler of its own) or to one PASID of it, with the features its consumer
+    /// agreed on (which response forms [`respond`](Self::respond) accepts through it). Mirrors
+    /// attaching a fault-capable domain (`iommufd_fault_domain_attach_dev()`). Errors: unknown
+    /// device; the place is taken ([`CoreError::HandlerBusy`], EBUSY); no room.
+    pub fn attach(
+        &mut self,
+        device: DeviceId,
+        pasid: Option<u32>,
+        handler: H,
+        agreed: Features,
+    ) -> Result<HandlerId, CoreError> {
+        let dev = self.device(device)?;
+        let taken = match pasid {
+            None => dev.handler != NIL,
+            Some(p) => dev.pasid_handlers.contains_key(&p),
+        };
+        if taken {
+            return Err(CoreError::HandlerBusy { device, pasid });
+        }
+        let id = self.alloc_handler(HandlerState {
+            handler,
+            device,
+            pasid,
+            agreed,
+            list: List::EMPTY,
+            age_cursor: NIL,
+        })?;
+        let dev = self.device_mut(device)?;
+        match pasid {
+            None => dev.handler = id.index() as u32,
+            Some(p) => {
+                dev.pasid_handlers.insert(p, id.index() as u32);
+            }
+        }
+        Ok(id)
+    }
+
+    fn alloc_handler(&mut self, state: HandlerState<H>) -> Result<HandlerId, CoreError> {
+        let idx = match self.handler_free.pop() {
+            Some(i) => i,
+            None => {
+                if self.handlers.len() >= ID_MAX_SLOTS {
+                    return Err(CoreError::TableFull("handler"));
+                }
+                self.handlers.push(HandlerSlot {
+                    gen: 0,
+                    state: None,
+                });
+                (self.handlers.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.handlers[idx as usize];
+        slot.gen = next_gen(slot.gen, ID_MAX_GEN);
+        slot.state = Some(state);
+        Ok(HandlerId::new(idx, slot.gen))
+    }
+
+    pub(crate) fn handler_state(&self, id: HandlerId) -> Option<&HandlerState<H>> {
+        match self.handlers.get(id.index()) {
+            Some(HandlerSlot {
+                gen,
+                state: Some(s),
+            }) if *gen == id.gen() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Takes a handler out of its slot and frees the slot.
+    pub(crate) fn take_handler(&mut self, idx: u32) -> Option<HandlerState<H>> {
+        let state = self.handlers.get_mut(idx as usize)?.state.take();
+        if state.is_some() {
+            self.handler_free.push(idx);
+        }
+        state
+    }
+
+    pub(crate) fn handler_id(&self, idx: u32) -> HandlerId {
+        HandlerId::new(idx, self.handlers[idx as usize].gen)
+    }
+
+    /// The attached handler, if `id` is attached.
+    pub fn handler(&self, id: HandlerId) -> Option<&H> {
+        self.handler_state(id).map(|s| &s.handler)
+    }
+
+    /// The attached handler, mutably, if `id` is attached.
+    pub fn handler_mut(&mut self, id: HandlerId) -> Option<&mut H> {
+        match self.handlers.get_mut(id.index()) {
+            Some(HandlerSlot {
+                gen,
+                state: Some(s),
+            }) if *gen == id.gen() => Some(&mut s.handler),
+            _ => None,
+        }
+    }
+
+    /// The handler attached at exactly this place (`pasid: None`: the device-wide one).
+    pub fn handler_at(
+        &self,
+        device: DeviceId,
+        pasid: Option<u32>,
+    ) -> Result<Option<HandlerId>, CoreError> {
+        let dev = self.device(device)?;
+        let idx = match pasid {
+            None => dev.handler,
+            Some(p) => dev.pasid_handlers.get(&p).copied().unwrap_or(NIL),
+        };
+        Ok((idx != NIL).then(|| self.handler_id(idx)))
+    }
+
+    /// The features agreed for `handler`'s consumer.
+    pub fn agreed(&self, handler: HandlerId) -> Result<Features, CoreError> {
+        self.handler_state(handler)
+            .map(|s| s.agreed)
+            .ok_or(CoreError::UnknownHandler(handler))
+    }
+
+    /// Changes the features agreed for `handler`'s consumer (after a renegotiation). Affects only
+    /// responses checked from now on.
+    pub fn set_agreed(&mut self, handler: HandlerId, agreed: Features) -> Result<(), CoreError> {
+        match self.handlers.get_mut(handler.index()) {
+            Some(HandlerSlot {
+                gen,
+                state: Some(s),
+            }) if *gen == handler.gen() => {
+                s.agreed = agreed;
+                Ok(())
+            }
+            _ => Err(CoreError::UnknownHandler(handler)),
+        }
+    }
+
+    /// Describes an outstanding group.
+    pub fn group(&self, cookie: Cookie) -> Option<GroupInfo> {
+        match self.groups.lookup(cookie) {
+            crate::table::Lookup::Live(idx) => {
+                let s = self.groups.get(idx);
+                Some(GroupInfo {
+                    device: s.device,
+                    handler: self.handler_id(s.handler),
+                    pasid: s.pasid(),
+                    grpid: s.grpid,
+                    requests: s.requests,
+                    first_at: s.first_at,
+                    completed_at: s.completed_at,
+                    aged: s.flags & crate::table::AGED != 0,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Reports one fault from `device` at time `now` (`iommu_report_device_fault()`).
+    ///
+    /// * An unrecoverable fault goes to the handler of its PASID (or the device) for information.
+    /// * A stop marker is dropped.
+    /// * A page request without LAST_PAGE is held on the device's partial list
+    ///   (`report_partial_fault()`), unless the storm limit or the outstanding allocation is
+    ///   reached ([`Reported::Dropped`]).
+    /// * A LAST_PAGE request completes the group with every held partial of the same PRG index,
+    ///   whatever their PASID (`iopf_group_alloc()`: PRG indexes are per function; a differing
+    ///   PASID is counted in [`DeviceCounters::pasid_mismatches`]), and the group goes to the
+    ///   handler of its PASID, else of the device. No handler: INVALID at once
+    ///   (`iopf_error_response()`). The handler refuses: FAILURE at once (`err_abort`), INVALID
+    ///   where FAILURE is not allowed. Storm limit or allocation exceeded, or no slot left:
+    ///   answered at once.
+    ///
+    /// Linux differs in one point: with no handler it answers even a request without LAST_PAGE,
+    /// which answers a group before its end; iopf holds partials regardless of handlers and
+    /// answers each group once, when it completes.
+    ///
+    /// Errors: only [`CoreError::UnknownDevice`] (the device is not registered, so its PRI is off:
+    /// nothing is sent, and [`CoreCounters::unknown_device_reports`] counts it).
+    pub fn report(
+        &mut self,
+        device: DeviceId,
+        fault: &Fault,
+        now: Nanos,
+    ) -> Result<Reported, CoreError> {
+        let dev = match device_mut(&mut self.devices, device) {
+            Ok(d) => d,
+            Err(e) => {
+                self.counters.unknown_device_reports += 1;
+                return Err(e);
+            }
+        };
+        let req = match fault {
+            Fault::PageRequest(req) => req,
+            Fault::Unrecoverable(u) => {
+                dev.counters.unrecoverable += 1;
+                let pasid = u
+                    .flags
+                    .contains(UnrecoverableFlags::PASID_VALID)
+                    .then_some(u.pasid);
+                let h = dev.route(pasid);
+                if h == NIL {
+                    return Ok(Reported::Unrecoverable { passed_on: false });
+                }
+                dev.counters.unrecoverable_passed += 1;
+                if let Some(hs) = self.handlers[h as usize].state.as_mut() {
+                    hs.handler.unrecoverable(device, u);
+                }
+                return Ok(Reported::Unrecoverable { passed_on: true });
+            }
+        };
+        dev.counters.reported += 1;
+        if req.is_stop_marker() {
+            dev.counters.stop_markers += 1;
+            return Ok(Reported::StopMarker);
+        }
+        let mut req = *req;
+        let pasid = req.pasid();
+        req.flags.set(
+            PageRequestFlags::RESPONSE_NEEDS_PASID,
+            dev.caps.pasid_required && pasid.is_some(),
+        );
+        let storm_excess = match dev.storm.as_mut() {
+            Some(s) => !s.admit(now),
+            None => false,
+        };
+        let over_allocation = dev.in_flight >= dev.caps.outstanding_allocation;
+
+        if !req.is_last() {
+            if storm_excess || over_allocation {
+                dev.counters.dropped_partials += 1;
+                return Ok(Reported::Dropped(if storm_excess {
+                    DropReason::Storm
+                } else {
+                    DropReason::OverAllocation
+                }));
+            }
+            match dev.partials.get_mut(&req.grpid) {
+                Some(chain) => self.partials.push(chain, req),
+                None => {
+                    let chain = self.partials.start(req, now);
+                    dev.partials.insert(req.grpid, chain);
+                }
+            }
+            dev.in_flight += 1;
+            dev.held_partials += 1;
+            return Ok(Reported::Held);
+        }
+
+        dev.counters.groups += 1;
+        let chain = dev.partials.remove(&req.grpid);
+        let private_data = request_private_data(&req);
+        let early = if let (true, Some(s)) = (storm_excess, dev.storm.as_ref()) {
+            Some((AutoReason::Storm, s.limit.code))
+        } else if over_allocation {
+            Some((AutoReason::OverAllocation, ResponseCode::Invalid))
+        } else {
+            None
+        };
+        if let Some((reason, code)) = early {
+            if let Some(chain) = chain {
+                let n = self.partials.drop_chain(chain);
+                dev.in_flight -= n;
+                dev.held_partials -= n;
+                dev.counters.discarded_partials += u64::from(n);
+            }
+            let sent = send(
+                &mut self.sink,
+                device,
+                dev,
+                pasid,
+                req.grpid,
+                private_data,
+                code,
+            );
+            dev.counters.auto[reason as usize] += 1;
+            return Ok(Reported::Answered { reason, sent });
+        }
+
+        // Gather the group: held partials of this PRG index, oldest first, then LAST_PAGE.
+        self.scratch.clear();
+        let first_at = match chain {
+            Some(chain) => {
+                let first_at = chain.first_at;
+                dev.in_flight -= chain.count;
+                dev.held_partials -= chain.count;
+                self.partials.take_into(chain, &mut self.scratch);
+                for p in &self.scratch {
+                    if p.pasid() != pasid {
+                        dev.counters.pasid_mismatches += 1;
+                    }
+                }
+                first_at
+            }
+            None => now,
+        };
+        self.scratch.push(req);
+        let nreq = self.scratch.len() as u32;
+
+        let h = dev.route(pasid);
+        let auto = |reason: AutoReason,
+                    code: ResponseCode,
+                    sink: &mut S,
+                    dev: &mut DeviceState|
+         -> Reported {
+            let sent = send(sink, device, dev, pasid, req.grpid, private_data, code);
+            dev.counters.auto[reason as usize] += 1;
+            Reported::Answered { reason, sent }
+        };
+        if h == NIL {
+            return Ok(auto(
+                AutoReason::NoHandler,
+                ResponseCode::Invalid,
+                &mut self.sink,
+                dev,
+            ));
+        }
+        let Some(idx) = self.groups.alloc() else {
+            return Ok(auto(
+                AutoReason::CoreFull,
+                ResponseCode::Invalid,
+                &mut self.sink,
+                dev,
+            ));
+        };
+        let cookie = self.groups.cookie(idx);
+        let hslot = &mut self.handlers[h as usize];
+        let handler_id = HandlerId::new(h, hslot.gen);
+        let Some(hs) = hslot.state.as_mut() else {
+            // Routing only ever names attached handlers; answer rather than strand the group.
+            self.groups.free(idx);
+            return Ok(auto(
+                AutoReason::NoHandler,
+                ResponseCode::Invalid,
+                &mut self.sink,
+                dev,
+            ));
+        };
+        let group = Group {
+            device,
+            handler: handler_id,
+            cookie,
+            requests: &self.scratch,
+            first_at,
+            completed_at: now,
+        };
+        if hs.handler.deliver(&group).is_err() {
+            self.groups.free(idx);
+            return Ok(auto(
+                AutoReason::Refused,
+                ResponseCode::Failure,
+                &mut self.sink,
+                dev,
+            ));
+        }
+        {
+            let s = self.groups.get_mut(idx);
+            s.private_data = req.private_data;
+            s.first_at = first_at;
+            s.completed_at = now;
+            s.pasid = req.pasid;
+            s.grpid = req.grpid;
+            s.device = device;
+            s.handler = h;
+            s.requests = nreq;
+            if pasid.is_some() {
+                s.flags |= HAS_PASID;
+            }
+            if private_data.is_some() {
+                s.flags |= PRIV_DATA;
+            }
+        }
+        self.groups.push_back(&mut hs.list, idx);
+        if hs.age_cursor == NIL {
+            hs.age_cursor = idx;
+        }
+        match dev.by_grpid.entry(req.grpid) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                dev.counters.grpid_reuses += 1;
+                let mut cur = *e.get();
+                loop {
+                    let next = self.groups.get(cur).next_same_grpid;
+                    if next == NIL {
+                        break;
+                    }
+                    cur = next;
+                }
+                self.groups.get_mut(cur).next_same_grpid = idx;
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(idx);
+            }
+        }
+        dev.in_flight += nreq;
+        dev.outstanding += 1;
+        dev.counters.delivered += 1;
+        Ok(Reported::Delivered {
+            handler: handler_id,
+            cookie,
+        })
+    }
+
+    /// Answers the outstanding group in slot `idx` (already unlinked from its handler's list, or
+    /// its handler gone) with `code`, counted under `reason` (`None`: the consumer's response),
+    /// and frees it (`iopf_group_response()` + `iopf_free_group()`).
+    pub(crate) fn retire(
+        &mut self,
+        idx: u32,
+        code: ResponseCode,
+        reason: Option<AutoReason>,
+    ) -> Answered {
+        let slot = *self.groups.get(idx);
+        let cookie = self.groups.cookie(idx);
+        let dev = match device_mut(&mut self.devices, slot.device) {
+            Ok(d) => d,
+            Err(_) => unreachable!("an outstanding group's device is registered"),
+        };
+        remove_grpid(&mut self.groups, dev, slot.grpid, idx);
+        dev.in_flight -= slot.requests;
+        dev.outstanding -= 1;
+        let sent = send(
+            &mut self.sink,
+            slot.device,
+            dev,
+            slot.pasid(),
+            slot.grpid,
+            slot.private_data(),
+            code,
+        );
+        match reason {
+            Some(r) => dev.counters.auto[r as usize] += 1,
+            None => dev.counters.consumer_responses += 1,
+        }
+        self.groups.free(idx);
+        Answered {
+            device: slot.device,
+            cookie,
+            sent,
+            requests: slot.requests,
+            first_at: slot.first_at,
+            completed_at: slot.completed_at,
+        }
+    }
+
+    /// Unlinks slot `idx` from its (attached) handler's list, keeping the age cursor valid.
+    pub(crate) fn unlink_from_handler(&mut self, idx: u32) {
+        let h = self.groups.get(idx).handler;
+        if let Some(hs) = self.handlers[h as usize].state.as_mut() {
+            let next = self.groups.unlink(&mut hs.list, idx);
+            if hs.age_cursor == idx {
+                hs.age_cursor = next;
+            }
+        }
+    }
+}
+
+pub(crate) fn device_mut(
+    devices: &mut [DeviceSlot],
+    id: DeviceId,
+) -> Result<&mut DeviceState, CoreError> {
+    match devices.get_mut(id.index()) {
+        Some(DeviceSlot {
+            gen,
+            state: Some(s),
+        }) if *gen == id.gen() => Ok(s),
+        _ => Err(CoreError::UnknownDevice(id)),
+    }
+}
+
+/// Removes slot `idx` from the device's chain of groups with PRG index `grpid`.
+fn remove_grpid(groups: &mut GroupTable, dev: &mut DeviceState, grpid: u32, idx: u32) {
+    let Some(head) = dev.by_grpid.get_mut(&grpid) else {
+        return;
+    };
+    let after = groups.get(idx).next_same_grpid;
+    if *head == idx {
+        if after == NIL {
+            dev.by_grpid.remove(&grpid);
+        } else {
+            *head = after;
+        }
+        return;
+    }
+    let mut cur = *head;
+    while cur != NIL {
+        let next = groups.get(cur).next_same_grpid;
+        if next == idx {
+            groups.get_mut(cur).next_same_grpid = after;
+            return;
+        }
+        cur = next;
+    }
+}

@@ -1,0 +1,131 @@
+//! Names the core hands out: devices, handlers, group cookies, and the caller's clock.
+//!
+//! Every name packs a slot index with a generation, so a stale name (a removed device, a detached
+//! handler, an answered group whose slot was reused) is told apart from a live one in O(1).
+
+/// A point in time, in nanoseconds, on the caller's clock. The core never reads a clock itself:
+/// the simulator drives time, tests use any monotonic counter, real backends pass
+/// `Instant`-derived nanoseconds. Only differences between values are used.
+pub type Nanos = u64;
+
+/// A registered PRI device (a PCIe function), as named by [`crate::FaultCore::register`].
+///
+/// Opaque: a 16-bit slot index and a 16-bit generation, so an id of a removed device is not
+/// mistaken for the device that reuses its slot. [`DeviceId::raw`] is stable for the device's
+/// lifetime and suits the `dev_id` field of an `iommu_hwpt_pgfault` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub(crate) u32);
+
+/// An attached fault handler, as named by [`crate::FaultCore::attach`] or
+/// [`crate::FaultCore::replace`]. A response is accepted only through the handler its group was
+/// delivered to. Opaque: slot index and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HandlerId(pub(crate) u32);
+
+/// The name of one delivered page request group, unique among outstanding groups (the
+/// `cookie` of `iommu_hwpt_pgfault`, which `iommufd_fault_fops_read()` allocates with
+/// `xa_alloc()`). Never reused while its group is outstanding; a cookie of an answered group stays
+/// recognisable as *answered* until its slot is reused, and is then unknown.
+///
+/// Layout: low [`Cookie::INDEX_BITS`] bits are the slot index, the high bits a generation that is
+/// never 0, so a cookie is never 0 (iommufd also starts at 1: `XA_FLAGS_ALLOC1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cookie(pub(crate) u32);
+
+const SLOT_BITS: u32 = 16;
+const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
+
+impl DeviceId {
+    /// The id as a number (for records and logs).
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+    /// An id from a number, e.g. read back from a record. Whether it names a live device is
+    /// checked by every call that takes it.
+    pub fn from_raw(raw: u32) -> DeviceId {
+        DeviceId(raw)
+    }
+    pub(crate) fn new(index: u32, gen: u16) -> DeviceId {
+        DeviceId((u32::from(gen) << SLOT_BITS) | index)
+    }
+    pub(crate) fn index(self) -> usize {
+        (self.0 & SLOT_MASK) as usize
+    }
+    pub(crate) fn gen(self) -> u16 {
+        (self.0 >> SLOT_BITS) as u16
+    }
+}
+
+impl HandlerId {
+    /// The id as a number.
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+    /// An id from a number; checked by every call that takes it.
+    pub fn from_raw(raw: u32) -> HandlerId {
+        HandlerId(raw)
+    }
+    pub(crate) fn new(index: u32, gen: u16) -> HandlerId {
+        HandlerId((u32::from(gen) << SLOT_BITS) | index)
+    }
+    pub(crate) fn index(self) -> usize {
+        (self.0 & SLOT_MASK) as usize
+    }
+    pub(crate) fn gen(self) -> u16 {
+        (self.0 >> SLOT_BITS) as u16
+    }
+}
+
+impl Cookie {
+    /// Bits of the slot index: at most 2^22 (4,194,304) groups outstanding in one core.
+    pub const INDEX_BITS: u32 = 22;
+    /// Number of group slots a core can have.
+    pub const MAX_SLOTS: usize = 1 << Self::INDEX_BITS;
+    const INDEX_MASK: u32 = (1 << Self::INDEX_BITS) - 1;
+    /// Largest generation (10 bits); generations run 1..=MAX_GEN.
+    pub(crate) const MAX_GEN: u16 = (1 << (32 - Self::INDEX_BITS)) - 1;
+
+    /// The cookie as the number a consumer echoes.
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+    /// A cookie from the number a consumer sent; whether it names an outstanding group is checked
+    /// by [`crate::FaultCore::respond`].
+    pub fn from_raw(raw: u32) -> Cookie {
+        Cookie(raw)
+    }
+    pub(crate) fn new(index: u32, gen: u16) -> Cookie {
+        Cookie((u32::from(gen) << Self::INDEX_BITS) | index)
+    }
+    pub(crate) fn index(self) -> usize {
+        (self.0 & Self::INDEX_MASK) as usize
+    }
+    pub(crate) fn gen(self) -> u16 {
+        (self.0 >> Self::INDEX_BITS) as u16
+    }
+}
+
+/// The generation after `gen` among 1..=`max` (0 is never used, so a zeroed name is never live).
+pub(crate) fn next_gen(gen: u16, max: u16) -> u16 {
+    if gen >= max {
+        1
+    } else {
+        gen + 1
+    }
+}
+
+impl core::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "device {}#{}", self.index(), self.gen())
+    }
+}
+impl core::fmt::Display for HandlerId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "handler {}#{}", self.index(), self.gen())
+    }
+}
+impl core::fmt::Display for Cookie {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "cookie {:#x}", self.0)
+    }
+}

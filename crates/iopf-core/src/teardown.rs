@@ -1,0 +1,287 @@
+//! Teardown and expiry: no group is ever stranded. Detach, replace, device removal and PASID
+//! flush answer every outstanding group they take away; hardware queue overflow discards the
+//! partial lists; the opt-in age limit answers groups that waited too long.
+
+use iopf_abi::{Features, ResponseCode};
+
+use crate::core::device_mut;
+use crate::counters::{AutoReason, DeviceCounters};
+use crate::handler::GroupHandler;
+use crate::response::ResponseSink;
+use crate::table::{AGED, NIL};
+use crate::{CoreError, DeviceId, FaultCore, HandlerId, Nanos};
+
+/// What [`FaultCore::remove_device`] hands back.
+#[derive(Debug)]
+pub struct RemovedDevice<H> {
+    /// The handlers that were attached, with where they were (`None`: device-wide).
+    pub handlers: Vec<(HandlerId, Option<u32>, H)>,
+    /// Groups answered INVALID by the removal.
+    pub answered: u32,
+    /// Partial requests discarded by the removal.
+    pub discarded_partials: u32,
+    /// The device's final counters.
+    pub counters: DeviceCounters,
+}
+
+impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
+    /// Answers INVALID for every group of the (already unrouted) handler in slot `h`, counted under
+    /// `reason`, and returns the handler. Its groups are the ones `iommufd_auto_response_faults()`
+    /// finds both on `fault->deliver` (not yet read) and in `fault->response` (read, unanswered):
+    /// in iopf the handler holds the first kind and the core tracks both as outstanding.
+    fn drain_handler(&mut self, h: u32, reason: AutoReason) -> Option<(H, u32)> {
+        let hs = self.take_handler(h)?;
+        let mut idx = hs.list.head;
+        let mut answered = 0;
+        while idx != NIL {
+            let next = self.groups.get(idx).next;
+            self.retire(idx, ResponseCode::Invalid, Some(reason));
+            answered += 1;
+            idx = next;
+        }
+        Some((hs.handler, answered))
+    }
+
+    /// Detaches a handler and hands it back; every group it still owed is answered INVALID
+    /// ([`AutoReason::Detached`]). New requests stop going to it first, then its groups are
+    /// answered: the order of `iommufd_fault_domain_detach_dev()` (detach the handle, then
+    /// `iommufd_auto_response_faults()`). Errors: [`CoreError::UnknownHandler`].
+    pub fn detach(&mut self, handler: HandlerId) -> Result<H, CoreError> {
+        let hs = self
+            .handler_state(handler)
+            .ok_or(CoreError::UnknownHandler(handler))?;
+        let (device, pasid) = (hs.device, hs.pasid);
+        let dev = self.device_mut(device)?;
+        match pasid {
+            None => dev.handler = NIL,
+            Some(p) => {
+                dev.pasid_handlers.remove(&p);
+            }
+        }
+        let (h, _) = self
+            .drain_handler(handler.index() as u32, AutoReason::Detached)
+            .ok_or(CoreError::UnknownHandler(handler))?;
+        Ok(h)
+    }
+
+    /// Puts `new` in the place of `old` (same device, same PASID or device-wide) and hands `old`
+    /// back; every group `old` still owed is answered INVALID ([`AutoReason::Replaced`]) after
+    /// the new handler is in place, as `__fault_domain_replace_dev()` does. Returns the new
+    /// handler's id. Errors: [`CoreError::UnknownHandler`] (then `new` is dropped), no room.
+    pub fn replace(
+        &mut self,
+        old: HandlerId,
+        new: H,
+        agreed: Features,
+    ) -> Result<(HandlerId, H), CoreError> {
+        let hs = self
+            .handler_state(old)
+            .ok_or(CoreError::UnknownHandler(old))?;
+        let (device, pasid) = (hs.device, hs.pasid);
+        // Route to nothing while the new handler is put in, then to it.
+        {
+            let dev = self.device_mut(device)?;
+            match pasid {
+                None => dev.handler = NIL,
+                Some(p) => {
+                    dev.pasid_handlers.remove(&p);
+                }
+            }
+        }
+        let new_id = match self.attach(device, pasid, new, agreed) {
+            Ok(id) => id,
+            Err(e) => {
+                // Put the old one back where it was: nothing changed.
+                let dev = self.device_mut(device)?;
+                match pasid {
+                    None => dev.handler = old.index() as u32,
+                    Some(p) => {
+                        dev.pasid_handlers.insert(p, old.index() as u32);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let (h, _) = self
+            .drain_handler(old.index() as u32, AutoReason::Replaced)
+            .ok_or(CoreError::UnknownHandler(old))?;
+        Ok((new_id, h))
+    }
+
+    /// Removes a device, in the order `iopf_queue_remove_device()` documents: reception stops
+    /// first (once this returns, [`report`](Self::report) refuses the id; the caller must have
+    /// stopped its hardware queue for the device, and with `&mut self` no report can interleave),
+    /// then the partial list is discarded and every outstanding group answered INVALID
+    /// ([`AutoReason::Removed`]), then the device is forgotten. The handlers come back to the
+    /// caller. Errors: [`CoreError::UnknownDevice`].
+    pub fn remove_device(&mut self, device: DeviceId) -> Result<RemovedDevice<H>, CoreError> {
+        let discarded_partials = self.discard_device_partials(device)?;
+        let dev = self.device(device)?;
+        let mut places: Vec<(u32, Option<u32>)> = Vec::with_capacity(1 + dev.pasid_handlers.len());
+        if dev.handler != NIL {
+            places.push((dev.handler, None));
+        }
+        places.extend(dev.pasid_handlers.iter().map(|(&p, &h)| (h, Some(p))));
+        {
+            let dev = self.device_mut(device)?;
+            dev.handler = NIL;
+            dev.pasid_handlers.clear();
+        }
+        let mut handlers = Vec::with_capacity(places.len());
+        let mut answered = 0;
+        for (h, pasid) in places {
+            let id = self.handler_id(h);
+            if let Some((handler, n)) = self.drain_handler(h, AutoReason::Removed) {
+                answered += n;
+                handlers.push((id, pasid, handler));
+            }
+        }
+        let state = self
+            .free_device(device)
+            .ok_or(CoreError::UnknownDevice(device))?;
+        Ok(RemovedDevice {
+            handlers,
+            answered,
+            discarded_partials,
+            counters: state.counters,
+        })
+    }
+
+    /// Answers INVALID every outstanding group of `pasid` on the device ([`AutoReason::Flushed`],
+    /// each handler told through [`GroupHandler::withdraw`]) and discards the PASID's held partial
+    /// requests, so the PASID can be reused without a stale answer reaching its next user: what
+    /// `iopf_queue_flush_dev()` guarantees before a PASID is freed. Handlers stay attached.
+    /// Returns the number of groups answered. Errors: [`CoreError::UnknownDevice`].
+    pub fn flush_pasid(&mut self, device: DeviceId, pasid: u32) -> Result<u32, CoreError> {
+        let dev = device_mut(&mut self.devices, device)?;
+        let mut discarded = 0;
+        let grpids: Vec<u32> = dev.partials.keys().copied().collect();
+        for grpid in grpids {
+            if let Some(chain) = dev.partials.remove(&grpid) {
+                let (n, kept) = self
+                    .partials
+                    .drop_where(chain, |r| r.pasid() == Some(pasid));
+                discarded += n;
+                if let Some(kept) = kept {
+                    dev.partials.insert(grpid, kept);
+                }
+            }
+        }
+        dev.in_flight -= discarded;
+        dev.held_partials -= discarded;
+        dev.counters.discarded_partials += u64::from(discarded);
+
+        let mut places = Vec::with_capacity(2);
+        if let Some(&h) = dev.pasid_handlers.get(&pasid) {
+            places.push(h);
+        }
+        if dev.handler != NIL {
+            places.push(dev.handler);
+        }
+        let mut answered = 0;
+        for h in places {
+            let mut idx = match self.handlers[h as usize].state.as_ref() {
+                Some(hs) => hs.list.head,
+                None => NIL,
+            };
+            while idx != NIL {
+                let s = *self.groups.get(idx);
+                if s.pasid() == Some(pasid) {
+                    let cookie = self.groups.cookie(idx);
+                    self.unlink_from_handler(idx);
+                    if let Some(hs) = self.handlers[h as usize].state.as_mut() {
+                        hs.handler.withdraw(cookie);
+                    }
+                    self.retire(idx, ResponseCode::Invalid, Some(AutoReason::Flushed));
+                    answered += 1;
+                }
+                idx = s.next;
+            }
+        }
+        Ok(answered)
+    }
+
+    /// Discards the device's held partial requests, after its hardware page request queue
+    /// overflowed (their LAST_PAGE request may have been lost). Returns how many. Errors:
+    /// [`CoreError::UnknownDevice`].
+    pub fn discard_device_partials(&mut self, device: DeviceId) -> Result<u32, CoreError> {
+        let dev = device_mut(&mut self.devices, device)?;
+        let mut n = 0;
+        for (_, chain) in dev.partials.drain() {
+            n += self.partials.drop_chain(chain);
+        }
+        dev.in_flight -= n;
+        dev.held_partials -= n;
+        dev.counters.discarded_partials += u64::from(n);
+        Ok(n)
+    }
+
+    /// Discards every device's held partial requests (`iopf_queue_discard_partial()`: the IOMMU
+    /// driver calls it when its page request queue overflowed). Returns how many.
+    pub fn discard_partials(&mut self) -> u64 {
+        let ids: Vec<DeviceId> = self.devices().collect();
+        ids.into_iter()
+            .map(|d| u64::from(self.discard_device_partials(d).unwrap_or(0)))
+            .sum()
+    }
+
+    /// Applies every device's age limit at time `now`: each delivered group that completed at
+    /// least `limit` ago is counted once in [`crate::DeviceCounters::aged`], and, if the policy
+    /// says so, answered with its code ([`AutoReason::Aged`], the handler told through
+    /// [`GroupHandler::withdraw`]). Devices without a policy are untouched. Returns the number of
+    /// groups answered. Cost: O(devices with a policy + groups that aged), since each handler's
+    /// groups are kept in delivery order.
+    pub fn expire(&mut self, now: Nanos) -> u32 {
+        let ids: Vec<DeviceId> = self.devices().collect();
+        let mut answered = 0;
+        for device in ids {
+            let mut places = std::mem::take(&mut self.scratch_handlers);
+            places.clear();
+            let Ok(dev) = self.device(device) else {
+                self.scratch_handlers = places;
+                continue;
+            };
+            let Some(policy) = dev.age else {
+                self.scratch_handlers = places;
+                continue;
+            };
+            if dev.handler != NIL {
+                places.push(dev.handler);
+            }
+            places.extend(dev.pasid_handlers.values().copied());
+            for &h in &places {
+                let mut cur = match self.handlers[h as usize].state.as_ref() {
+                    Some(hs) => hs.age_cursor,
+                    None => NIL,
+                };
+                while cur != NIL {
+                    let s = *self.groups.get(cur);
+                    if now.saturating_sub(s.completed_at) < policy.limit {
+                        break;
+                    }
+                    if s.flags & AGED == 0 {
+                        self.groups.get_mut(cur).flags |= AGED;
+                        if let Ok(dev) = self.device_mut(device) {
+                            dev.counters.aged += 1;
+                        }
+                    }
+                    if let Some(code) = policy.answer {
+                        let cookie = self.groups.cookie(cur);
+                        self.unlink_from_handler(cur);
+                        if let Some(hs) = self.handlers[h as usize].state.as_mut() {
+                            hs.handler.withdraw(cookie);
+                        }
+                        self.retire(cur, code, Some(AutoReason::Aged));
+                        answered += 1;
+                    }
+                    cur = s.next;
+                }
+                if let Some(hs) = self.handlers[h as usize].state.as_mut() {
+                    hs.age_cursor = cur;
+                }
+            }
+            self.scratch_handlers = places;
+        }
+        answered
+    }
+}
