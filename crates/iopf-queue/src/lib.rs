@@ -1,1 +1,92 @@
-//! The iopf fault queue: a shared-memory ring of fault records with page responses back, negotiation, across processes.
+//! The iopf fault queue: the seed's shared fault region, page responses, negotiation, across
+//! processes.
+//!
+//! ```text
+//!  fault core ──Group──▶ Producer ══ fault ring (iommu_fault | iommu_hwpt_pgfault + seq) ══▶ Consumer ──▶ VMM
+//!      ▲                    │    ◀═════ response ring (vfio_iommu_page_response | cookie) ═══    │
+//!      └──── Answer ◀── judge ──═════ verdict ring (accepted | rejected + reason) ═══════════▶   │
+//!                 eventfd ×2: rung only for a side that said it sleeps
+//! ```
+//!
+//! * [`negotiate`]: the producer's [`Offer`], the consumer's [`Request`], the [`Agreement`].
+//! * [`Producer`]: pushes groups (or reports them [`QueueError::Lost`]), judges responses, answers
+//!   everything INVALID when the consumer goes away ([`Producer::close`]).
+//! * [`Consumer`]: reads records, writes responses, receives verdicts; implements
+//!   [`iopf_abi::FaultConsumer`].
+//! * [`channel`] builds both ends in one process; [`Listener`] / [`connect`] put them in two,
+//!   over a UNIX socket with `SCM_RIGHTS`.
+//! * `layout`, `shm`, `wake`, `record`, `response`, `pending`: the region's words, its mapping
+//!   (the crate's only `unsafe`), wake-ups, slot encodings, response judgement, unanswered groups.
+//!
+//! The producer treats the whole region as hostile (invariant 3 of the design): it keeps its own
+//! indices, checks the consumer's, copies a response out before judging it, and caps the work
+//! done per call. Records carry sequence numbers; a group that does not fit is lost, counted in
+//! the header and announced by a loss record (invariant 2).
+#![deny(missing_docs)]
+
+pub mod consumer;
+pub mod error;
+pub mod layout;
+pub mod negotiate;
+pub mod producer;
+pub mod record;
+pub mod response;
+pub mod socket;
+
+mod pending;
+mod shared;
+mod shm;
+mod wake;
+
+use std::sync::Arc;
+
+pub use consumer::{Consumer, ConsumerStats, Verdict};
+pub use error::{LossReason, QueueError, RejectReason, Rejection};
+pub use negotiate::{negotiate, Agreement, Offer, RecordFormat, Request};
+pub use producer::{Answer, AnsweredBy, Group, Producer, ProducerConfig, ProducerStats};
+pub use record::{Event, FaultEvent};
+pub use response::RawFormat;
+pub use socket::{connect, Listener, ServeConfig};
+
+/// Negotiates `request` against `offer` and builds both ends of a queue in this process (the
+/// region is still a sealed memfd, exactly as across processes). Errors: the negotiation's
+/// refusal, or a failed system call.
+pub fn channel(
+    offer: &Offer,
+    request: &Request,
+    config: ProducerConfig,
+) -> Result<(Producer, Consumer), QueueError> {
+    let agreement = negotiate(offer, request)?;
+    let geo = layout::Geometry::new(&agreement);
+    let (region, _memfd) = shm::Region::create(geo.bytes())?;
+    let shared = shared::Shared::new(Arc::new(region), geo)?;
+    let fault_bell = wake::Doorbell::new()?;
+    let resp_bell = wake::Doorbell::new()?;
+    let consumer_fault = fault_bell
+        .fd()
+        .try_clone()
+        .map_err(|e| QueueError::os("dup", e))?;
+    let consumer_resp = resp_bell
+        .fd()
+        .try_clone()
+        .map_err(|e| QueueError::os("dup", e))?;
+    let alive = Arc::new(());
+    let producer = Producer::new(
+        shared.clone(),
+        agreement,
+        config,
+        fault_bell,
+        resp_bell,
+        producer::Link::InProcess(Arc::downgrade(&alive)),
+        None,
+    );
+    let consumer = Consumer::new(
+        shared,
+        agreement,
+        wake::Doorbell::from_fd(consumer_fault),
+        wake::Doorbell::from_fd(consumer_resp),
+        Some(alive),
+        None,
+    )?;
+    Ok((producer, consumer))
+}

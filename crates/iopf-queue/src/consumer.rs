@@ -1,0 +1,512 @@
+//! The consuming end: the VMM's side of the queue.
+//!
+//! It reads fault records (record by record with [`Consumer::pop_events`], or whole groups through
+//! [`FaultConsumer::read_faults`]), writes responses (by grpid, by cookie, or raw bytes), and
+//! collects the producer's verdict on each of them. It keeps the groups it has read and not
+//! answered, so that [`FaultConsumer::respond`] can refuse an unknown cookie at once, as the
+//! kernel's `write()` does, and can fill in PASID and private data for grpid-named responses.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use iopf_abi::fault::PageRequestFlags;
+use iopf_abi::features::ResponseFormats;
+use iopf_abi::iommufd::PgfaultFlags;
+use iopf_abi::response::{VFIO_PAGE_RESPONSE_V1_SIZE, VFIO_PAGE_RESPONSE_V2_SIZE};
+use iopf_abi::{FaultConsumer, IommufdResponse, PageResponse, PgFault};
+use zerocopy::IntoBytes;
+
+use crate::error::{RejectReason, Rejection};
+use crate::layout::{hdr, unpack, FLAG_CONSUMER_CLOSED, RESP_SLOT_BYTES};
+use crate::negotiate::Agreement;
+use crate::record::{decode_slot, Event, FaultEvent, MAX_SLOT_WORDS};
+use crate::response::{encode_slot, RawFormat};
+use crate::shared::Shared;
+use crate::wake::{wait_until, wake_if_sleeping, Doorbell};
+use crate::QueueError;
+
+/// The most verdicts a consumer keeps for [`Consumer::take_verdicts`]; older ones are dropped
+/// (and counted) when it is not called.
+pub const MAX_KEPT_VERDICTS: usize = 65536;
+
+/// The producer's verdict on one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// The response's id, as returned when it was written (its index in the response ring).
+    pub id: u64,
+    /// Accepted, or why not.
+    pub outcome: Result<(), Rejection>,
+}
+
+/// What the consumer remembers of a group it read and has not answered.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    pasid: Option<u32>,
+    grpid: u32,
+    private_data: Option<[u64; 2]>,
+}
+
+/// Counters a consumer keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Fault records read.
+    pub records: u64,
+    /// Records the producer reported lost (loss records, or gaps in the sequence).
+    pub lost: u64,
+    /// Responses accepted by the producer.
+    pub accepted: u64,
+    /// Responses rejected by the producer.
+    pub rejected: u64,
+    /// Verdicts dropped because [`Consumer::take_verdicts`] was not called.
+    pub verdicts_dropped: u64,
+}
+
+/// The consuming end of a fault queue. Owned by one thread at a time (`Send`, not `Sync`).
+/// Dropping it tells the producer, which answers every group the consumer held INVALID.
+#[derive(Debug)]
+pub struct Consumer {
+    shared: Shared,
+    agreement: Agreement,
+    fault_tail: u64,
+    cached_fault_head: u64,
+    resp_head: u64,
+    cached_resp_tail: u64,
+    verdict_tail: u64,
+    expected_seq: u64,
+    held: HashMap<u32, Held>,
+    verdicts: VecDeque<Verdict>,
+    stats: ConsumerStats,
+    fault_bell: Doorbell,
+    resp_bell: Doorbell,
+    _alive: Option<Arc<()>>,
+    _socket: Option<OwnedFd>,
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        shared: Shared,
+        agreement: Agreement,
+        fault_bell: Doorbell,
+        resp_bell: Doorbell,
+        alive: Option<Arc<()>>,
+        socket: Option<OwnedFd>,
+    ) -> Result<Consumer, QueueError> {
+        shared.check_header(&agreement)?;
+        Ok(Consumer {
+            shared,
+            agreement,
+            fault_tail: 0,
+            cached_fault_head: 0,
+            resp_head: 0,
+            cached_resp_tail: 0,
+            verdict_tail: 0,
+            expected_seq: 0,
+            held: HashMap::new(),
+            verdicts: VecDeque::new(),
+            stats: ConsumerStats::default(),
+            fault_bell,
+            resp_bell,
+            _alive: alive,
+            _socket: socket,
+        })
+    }
+
+    /// What was agreed with the producer.
+    pub fn agreement(&self) -> &Agreement {
+        &self.agreement
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ConsumerStats {
+        self.stats
+    }
+
+    /// The producer's count of lost records, from the region header.
+    pub fn producer_lost(&self) -> u64 {
+        self.shared.w(hdr::LOST).load(Ordering::Acquire)
+    }
+
+    /// Groups read and not yet answered.
+    pub fn held_groups(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The whole shared region as words. A consumer has write access to all of it anyway; this
+    /// is for tools and tests that play a misbehaving consumer. Writing here can only harm this
+    /// consumer's own queue.
+    pub fn raw_region(&self) -> &[AtomicU64] {
+        self.shared.words()
+    }
+
+    /// Records waiting in the fault ring, re-reading the producer's head only when the cached
+    /// one says none.
+    fn available(&mut self) -> Result<u64, QueueError> {
+        if self.cached_fault_head == self.fault_tail {
+            let head = self.shared.w(hdr::FAULT_HEAD).load(Ordering::Acquire);
+            if head.wrapping_sub(self.fault_tail) > self.shared.geo.entries {
+                return Err(QueueError::Corrupt("fault_head is impossible"));
+            }
+            self.cached_fault_head = head;
+        }
+        Ok(self.cached_fault_head.wrapping_sub(self.fault_tail))
+    }
+
+    fn read_slot(&self, index: u64) -> Result<Event, QueueError> {
+        let base = self.shared.geo.fault_slot(index);
+        let mut w = [0u64; MAX_SLOT_WORDS];
+        for (i, v) in w
+            .iter_mut()
+            .take(self.shared.geo.fault_slot_words)
+            .enumerate()
+        {
+            *v = self.shared.w(base + i).load(Ordering::Relaxed);
+        }
+        decode_slot(self.agreement.record, &w)
+    }
+
+    fn note(&mut self, ev: &Event) {
+        match *ev {
+            Event::Fault(f) => {
+                self.stats.records += 1;
+                if f.seq > self.expected_seq {
+                    self.stats.lost += f.seq - self.expected_seq;
+                }
+                self.expected_seq = f.seq + 1;
+                if f.request.is_last() {
+                    self.held.insert(
+                        f.cookie,
+                        Held {
+                            pasid: f.request.pasid(),
+                            grpid: f.request.grpid,
+                            private_data: f
+                                .request
+                                .flags
+                                .contains(PageRequestFlags::PRIV_DATA)
+                                .then_some(f.request.private_data),
+                        },
+                    );
+                }
+            }
+            Event::Lost { first_seq, count } => {
+                if first_seq >= self.expected_seq {
+                    self.stats.lost += count;
+                    self.expected_seq = first_seq.saturating_add(count);
+                }
+            }
+        }
+    }
+
+    fn commit_tail(&mut self) {
+        self.shared
+            .w(hdr::FAULT_TAIL)
+            .store(self.fault_tail, Ordering::Release);
+    }
+
+    /// Takes up to `max` records (faults and loss records) into `out`, returning how many. A
+    /// group may be split across calls.
+    pub fn pop_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, QueueError> {
+        self.collect_verdicts();
+        let n = self.available()?.min(max as u64);
+        for _ in 0..n {
+            let ev = self.read_slot(self.fault_tail)?;
+            self.note(&ev);
+            out.push(ev);
+            self.fault_tail += 1;
+        }
+        if n > 0 {
+            self.commit_tail();
+        }
+        Ok(n as usize)
+    }
+
+    /// Waits until a record is waiting or `timeout` passes (spinning briefly, then sleeping on
+    /// the fault eventfd). Returns whether a record is waiting.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, QueueError> {
+        let shared = self.shared.clone();
+        let tail = self.fault_tail;
+        wait_until(
+            shared.w(hdr::CONSUMER_SLEEPING),
+            &self.fault_bell,
+            None,
+            timeout,
+            || shared.w(hdr::FAULT_HEAD).load(Ordering::Acquire) != tail,
+        )
+    }
+
+    /// Room in the response ring.
+    fn resp_room(&mut self) -> u64 {
+        let entries = self.shared.geo.entries;
+        let used = self.resp_head.wrapping_sub(self.cached_resp_tail);
+        if used < entries {
+            return entries - used;
+        }
+        let t = self.shared.w(hdr::RESP_TAIL).load(Ordering::Acquire);
+        if t.wrapping_sub(self.cached_resp_tail) <= used {
+            self.cached_resp_tail = t;
+        }
+        entries - self.resp_head.wrapping_sub(self.cached_resp_tail)
+    }
+
+    fn write_response(&mut self, format: RawFormat, bytes: &[u8]) -> u64 {
+        let w = encode_slot(format, bytes);
+        let base = self.shared.geo.resp_slot(self.resp_head);
+        for (i, v) in w.iter().enumerate() {
+            self.shared.w(base + i).store(*v, Ordering::Relaxed);
+        }
+        self.resp_head += 1;
+        self.resp_head - 1
+    }
+
+    fn publish_responses(&mut self) {
+        self.shared
+            .w(hdr::RESP_HEAD)
+            .store(self.resp_head, Ordering::Release);
+        wake_if_sleeping(self.shared.w(hdr::PRODUCER_SLEEPING), &self.resp_bell);
+    }
+
+    /// Writes raw response bytes (at most 56) as they are, without any check, and publishes
+    /// them. Returns the response's id, or `Ok(None)` when the response ring is full. For old
+    /// consumers that build their own structs, and for tests that send bad responses.
+    pub fn push_raw_response(
+        &mut self,
+        format: RawFormat,
+        bytes: &[u8],
+    ) -> Result<Option<u64>, QueueError> {
+        if bytes.len() > RESP_SLOT_BYTES {
+            return Err(QueueError::Refused(Rejection::new(RejectReason::Malformed)));
+        }
+        self.collect_verdicts();
+        if self.resp_room() == 0 {
+            return Ok(None);
+        }
+        let id = self.write_response(format, bytes);
+        self.publish_responses();
+        Ok(Some(id))
+    }
+
+    /// Answers groups by (PASID, grpid) with the seed's `vfio_iommu_page_response`, version 2
+    /// when it was agreed and version 1 otherwise, and publishes them. Refused before anything is
+    /// written: private data when echoing was not agreed, or when no VFIO format was. Returns
+    /// the ids of the responses written, in order (fewer than asked when the ring is full).
+    pub fn respond_pages(&mut self, responses: &[PageResponse]) -> Result<Vec<u64>, QueueError> {
+        if !self.agreement.vfio_responses() {
+            return Err(QueueError::Refused(Rejection::new(
+                RejectReason::FormatNotAgreed,
+            )));
+        }
+        let v2 = self.agreement.responses.contains(ResponseFormats::VFIO_V2);
+        let mut ids = Vec::with_capacity(responses.len());
+        self.collect_verdicts();
+        for r in responses {
+            if r.private_data.is_some() && !self.agreement.echoes_private_data() {
+                return Err(QueueError::Refused(Rejection::new(
+                    RejectReason::PrivDataNotAgreed,
+                )));
+            }
+            let mut r = *r;
+            r.version = if v2 { 2 } else { 1 };
+            let size = if v2 {
+                VFIO_PAGE_RESPONSE_V2_SIZE
+            } else {
+                VFIO_PAGE_RESPONSE_V1_SIZE
+            };
+            let mut buf = [0u8; VFIO_PAGE_RESPONSE_V2_SIZE];
+            let n = r.write_vfio(size, &mut buf)?;
+            if self.resp_room() == 0 {
+                break;
+            }
+            ids.push(self.write_response(RawFormat::Vfio, &buf[..n]));
+            if let Some(c) = self
+                .held
+                .iter()
+                .find(|(_, h)| h.grpid == r.grpid)
+                .map(|(c, _)| *c)
+            {
+                self.held.remove(&c);
+            }
+        }
+        self.publish_responses();
+        Ok(ids)
+    }
+
+    /// Moves the producer's verdicts out of the verdict ring into the kept list.
+    fn collect_verdicts(&mut self) {
+        let head = self.shared.w(hdr::VERDICT_HEAD).load(Ordering::Acquire);
+        let n = head.wrapping_sub(self.verdict_tail);
+        if n == 0 || n > self.shared.geo.entries {
+            return;
+        }
+        for _ in 0..n {
+            let base = self.shared.geo.verdict_slot(self.verdict_tail);
+            let id = self.shared.w(base).load(Ordering::Relaxed);
+            let (errno, reason) = unpack(self.shared.w(base + 1).load(Ordering::Relaxed));
+            let outcome = if reason == 0 {
+                self.stats.accepted += 1;
+                Ok(())
+            } else {
+                self.stats.rejected += 1;
+                Err(Rejection {
+                    reason: RejectReason::from_raw(reason).unwrap_or(RejectReason::Malformed),
+                    errno: errno as i32,
+                })
+            };
+            if self.verdicts.len() >= MAX_KEPT_VERDICTS {
+                self.verdicts.pop_front();
+                self.stats.verdicts_dropped += 1;
+            }
+            self.verdicts.push_back(Verdict { id, outcome });
+            self.verdict_tail += 1;
+        }
+        self.shared
+            .w(hdr::VERDICT_TAIL)
+            .store(self.verdict_tail, Ordering::Release);
+    }
+
+    /// Moves the verdicts received so far into `out`, oldest first.
+    pub fn take_verdicts(&mut self, out: &mut Vec<Verdict>) -> usize {
+        self.collect_verdicts();
+        let n = self.verdicts.len();
+        out.extend(self.verdicts.drain(..));
+        n
+    }
+
+    /// Closes the consumer's end: the producer answers every group it still holds INVALID.
+    /// Dropping the consumer does the same.
+    pub fn close(self) {}
+
+    fn to_pgfault(f: &FaultEvent) -> PgFault {
+        let mut flags = PgfaultFlags::empty();
+        flags.set(PgfaultFlags::PASID_VALID, f.request.pasid().is_some());
+        flags.set(PgfaultFlags::LAST_PAGE, f.request.is_last());
+        PgFault {
+            flags,
+            dev_id: f.dev_id,
+            pasid: f.request.pasid,
+            grpid: f.request.grpid,
+            perm: f.request.perm,
+            addr: f.request.addr,
+            length: 0,
+            cookie: f.cookie,
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.shared
+            .w(hdr::FLAGS)
+            .fetch_or(FLAG_CONSUMER_CLOSED, Ordering::SeqCst);
+        self.resp_bell.ring();
+    }
+}
+
+impl FaultConsumer for Consumer {
+    type Error = QueueError;
+
+    /// Whole groups only, as `iommufd_fault_fops_read()`; loss records are skipped (counted in
+    /// [`ConsumerStats::lost`]). `EINVAL` ([`QueueError::Inconsistent`]) when the first group
+    /// does not fit in `out`.
+    fn read_faults(&mut self, out: &mut [PgFault]) -> Result<usize, QueueError> {
+        self.collect_verdicts();
+        let avail = self.available()?;
+        let mut pos = self.fault_tail;
+        let end = self.fault_tail + avail;
+        let mut written = 0;
+        let mut group_start = 0;
+        while pos < end {
+            let ev = self.read_slot(pos)?;
+            match ev {
+                Event::Lost { .. } => {
+                    if written == group_start {
+                        self.note(&ev);
+                        pos += 1;
+                        self.fault_tail = pos;
+                        continue;
+                    }
+                    return Err(QueueError::Corrupt("loss record inside a group"));
+                }
+                Event::Fault(f) => {
+                    let Some(slot) = out.get_mut(written) else {
+                        break;
+                    };
+                    *slot = Consumer::to_pgfault(&f);
+                    written += 1;
+                    pos += 1;
+                    if f.request.is_last() {
+                        // The group is complete: account for its records and take it.
+                        for i in self.fault_tail..pos {
+                            let ev = self.read_slot(i)?;
+                            self.note(&ev);
+                        }
+                        self.fault_tail = pos;
+                        group_start = written;
+                    }
+                }
+            }
+        }
+        self.commit_tail();
+        if group_start == 0 && self.fault_tail < end && out.len() <= written {
+            return Err(QueueError::Inconsistent(
+                "the first waiting group does not fit",
+            ));
+        }
+        Ok(group_start)
+    }
+
+    /// Answers groups by cookie, in order, stopping at the first unknown cookie (`EINVAL`, as
+    /// `iommufd_fault_fops_write()`), or when the response ring is full. With cookie responses
+    /// agreed it sends them as they are; otherwise it builds the VFIO response from what it
+    /// remembers of the group (PASID, grpid, private data when echoing was agreed).
+    fn respond(&mut self, responses: &[IommufdResponse]) -> Result<usize, QueueError> {
+        self.collect_verdicts();
+        let mut done = 0;
+        let cookie = self.agreement.cookie_responses();
+        let v2 = self.agreement.responses.contains(ResponseFormats::VFIO_V2);
+        let echo = self.agreement.echoes_private_data();
+        for r in responses {
+            let Some(h) = self.held.get(&r.cookie).copied() else {
+                if done == 0 {
+                    return Err(QueueError::Refused(Rejection::new(
+                        RejectReason::UnknownGroup,
+                    )));
+                }
+                break;
+            };
+            if self.resp_room() == 0 {
+                break;
+            }
+            if cookie {
+                self.write_response(RawFormat::Cookie, r.encode().as_bytes());
+            } else {
+                let pr = PageResponse {
+                    version: if v2 { 2 } else { 1 },
+                    pasid: h.pasid,
+                    grpid: h.grpid,
+                    code: r.code,
+                    private_data: if echo { h.private_data } else { None },
+                };
+                let size = if v2 {
+                    VFIO_PAGE_RESPONSE_V2_SIZE
+                } else {
+                    VFIO_PAGE_RESPONSE_V1_SIZE
+                };
+                let mut buf = [0u8; VFIO_PAGE_RESPONSE_V2_SIZE];
+                let n = pr.write_vfio(size, &mut buf)?;
+                self.write_response(RawFormat::Vfio, &buf[..n]);
+            }
+            self.held.remove(&r.cookie);
+            done += 1;
+        }
+        if done > 0 {
+            self.publish_responses();
+        }
+        Ok(done)
+    }
+
+    fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool, QueueError> {
+        self.wait(timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))))
+    }
+}

@@ -1,0 +1,194 @@
+//! The shared region's layout: where every header field, ring and slot lives, in 64-bit words.
+//!
+//! ```text
+//!  word 0       header, line 0: magic, version|record format, response formats|fault slot words,
+//!               entries, features, fault ring offset, response ring offset, verdict ring offset,
+//!               region size        (written once by the producer, before the consumer maps it)
+//!  word 8       fault_head        (producer)      \
+//!  word 16      fault_tail        (consumer)       |
+//!  word 24      resp_head         (consumer)       |  one cache line each, so the two
+//!  word 32      resp_tail         (producer)       |  ends never share a line they write
+//!  word 40      verdict_head      (producer)       |
+//!  word 48      verdict_tail      (consumer)       |
+//!  word 56      consumer_sleeping (consumer; producer clears it when it rings)
+//!  word 64      producer_sleeping (producer; consumer clears it when it rings)
+//!  word 72      next_seq, lost    (producer)
+//!  word 80      flags             (consumer: CONSUMER_CLOSED)
+//!  word 128     fault ring:    entries × fault slot  (slot: seq, kind|cookie, dev_id, record)
+//!  ...          response ring: entries × 8 words    (slot: len|format, 56 bytes of response)
+//!  ...          verdict ring:  entries × 2 words    (slot: response id, errno|reason)
+//! ```
+//!
+//! Indices are free-running `u64` counters; a slot is `index & (entries - 1)`. The ring sizes and
+//! offsets are computed from the [`Agreement`] by each end on its own; neither end ever takes an
+//! offset or a size from the region to index it.
+
+use crate::negotiate::{Agreement, RecordFormat};
+
+/// `"IOPFQ\0\0\x01"`: the region's magic.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"IOPFQ\0\0\x01");
+
+/// Header word indices.
+pub(crate) mod hdr {
+    pub const MAGIC: usize = 0;
+    pub const VERSION_RECORD: usize = 1;
+    pub const RESPONSES_SLOT: usize = 2;
+    pub const ENTRIES: usize = 3;
+    pub const FEATURES: usize = 4;
+    /// Fault ring offset (low) | response ring offset (high), in words.
+    pub const RING_OFFS: usize = 5;
+    pub const VERDICT_OFF: usize = 6;
+    pub const SIZE: usize = 7;
+    pub const FAULT_HEAD: usize = 8;
+    pub const FAULT_TAIL: usize = 16;
+    pub const RESP_HEAD: usize = 24;
+    pub const RESP_TAIL: usize = 32;
+    pub const VERDICT_HEAD: usize = 40;
+    pub const VERDICT_TAIL: usize = 48;
+    pub const CONSUMER_SLEEPING: usize = 56;
+    pub const PRODUCER_SLEEPING: usize = 64;
+    pub const NEXT_SEQ: usize = 72;
+    pub const LOST: usize = 73;
+    pub const FLAGS: usize = 80;
+    /// Words in the header.
+    pub const WORDS: usize = 128;
+}
+
+// The read-mostly description fits in the header's first line.
+const _: () = assert!(hdr::SIZE < 8 && hdr::VERDICT_OFF < 8 && hdr::RING_OFFS < 8);
+
+/// `flags` bit: the consumer has closed its end.
+pub(crate) const FLAG_CONSUMER_CLOSED: u64 = 1;
+
+/// Words of a fault slot's own header: sequence number; kind | cookie; dev_id.
+pub(crate) const SLOT_HEADER_WORDS: usize = 3;
+/// Slot kind: a fault record.
+pub(crate) const KIND_FAULT: u32 = 1;
+/// Slot kind: a loss record (first lost sequence number in the seq word, count in the body).
+pub(crate) const KIND_LOST: u32 = 2;
+/// Words of a response slot: len | format, then 56 bytes of response.
+pub(crate) const RESP_SLOT_WORDS: usize = 8;
+/// Bytes of response a slot can carry.
+pub const RESP_SLOT_BYTES: usize = (RESP_SLOT_WORDS - 1) * 8;
+/// Response slot format tag: a `vfio_iommu_page_response`.
+pub(crate) const RESP_VFIO: u32 = 1;
+/// Response slot format tag: an `iommu_hwpt_page_response`.
+pub(crate) const RESP_COOKIE: u32 = 2;
+/// Words of a verdict slot: response id; errno | reason.
+pub(crate) const VERDICT_SLOT_WORDS: usize = 2;
+
+/// Where everything is, in words, for one agreement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub entries: u64,
+    pub record_words: usize,
+    pub fault_slot_words: usize,
+    pub fault_off: usize,
+    pub resp_off: usize,
+    pub verdict_off: usize,
+    pub words: usize,
+}
+
+impl Geometry {
+    /// Computes the layout; the region size is rounded up to a whole page.
+    pub fn new(a: &Agreement) -> Geometry {
+        let record_words = match a.record {
+            RecordFormat::IommuFault => iopf_abi::IommuFault::SIZE / 8,
+            RecordFormat::HwptPgfault => iopf_abi::HwptPgfault::SIZE / 8,
+        };
+        let entries = a.entries as usize;
+        let fault_slot_words = SLOT_HEADER_WORDS + record_words;
+        let fault_off = hdr::WORDS;
+        let resp_off = align8(fault_off + entries * fault_slot_words);
+        let verdict_off = align8(resp_off + entries * RESP_SLOT_WORDS);
+        let end = verdict_off + entries * VERDICT_SLOT_WORDS;
+        let words = end.div_ceil(512) * 512;
+        Geometry {
+            entries: a.entries as u64,
+            record_words,
+            fault_slot_words,
+            fault_off,
+            resp_off,
+            verdict_off,
+            words,
+        }
+    }
+
+    /// The region size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.words * 8
+    }
+
+    pub fn mask(&self) -> u64 {
+        self.entries - 1
+    }
+
+    /// First word of fault slot `index`.
+    pub fn fault_slot(&self, index: u64) -> usize {
+        self.fault_off + (index & self.mask()) as usize * self.fault_slot_words
+    }
+
+    /// First word of response slot `index`.
+    pub fn resp_slot(&self, index: u64) -> usize {
+        self.resp_off + (index & self.mask()) as usize * RESP_SLOT_WORDS
+    }
+
+    /// First word of verdict slot `index`.
+    pub fn verdict_slot(&self, index: u64) -> usize {
+        self.verdict_off + (index & self.mask()) as usize * VERDICT_SLOT_WORDS
+    }
+}
+
+fn align8(words: usize) -> usize {
+    words.div_ceil(8) * 8
+}
+
+/// Packs two `u32` into a header word (low, high).
+pub(crate) fn pack(lo: u32, hi: u32) -> u64 {
+    u64::from(lo) | (u64::from(hi) << 32)
+}
+
+/// Unpacks a header word into (low, high).
+pub(crate) fn unpack(w: u64) -> (u32, u32) {
+    (w as u32, (w >> 32) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::negotiate::{negotiate, Offer, Request};
+
+    #[test]
+    fn header_fields_do_not_overlap_and_hot_indices_have_their_own_lines() {
+        let hot = [
+            hdr::FAULT_HEAD,
+            hdr::FAULT_TAIL,
+            hdr::RESP_HEAD,
+            hdr::RESP_TAIL,
+            hdr::VERDICT_HEAD,
+            hdr::VERDICT_TAIL,
+            hdr::CONSUMER_SLEEPING,
+            hdr::PRODUCER_SLEEPING,
+            hdr::NEXT_SEQ,
+            hdr::FLAGS,
+        ];
+        let lines: std::collections::HashSet<usize> = hot.iter().map(|w| w / 8).collect();
+        assert_eq!(lines.len(), hot.len());
+        assert!(hot.iter().all(|&w| w < hdr::WORDS));
+    }
+
+    #[test]
+    fn every_slot_of_every_ring_is_inside_the_region() {
+        for entries in [2, 64, 4096] {
+            let mut r = Request::v1();
+            r.entries = entries;
+            let g = Geometry::new(&negotiate(&Offer::current(), &r).unwrap());
+            let last = u64::from(entries) - 1;
+            assert!(g.fault_slot(last) + g.fault_slot_words <= g.resp_off);
+            assert!(g.resp_slot(last) + RESP_SLOT_WORDS <= g.verdict_off);
+            assert!(g.verdict_slot(last) + VERDICT_SLOT_WORDS <= g.words);
+            assert_eq!(g.fault_slot(last + 1), g.fault_off);
+            assert_eq!(g.bytes() % 4096, 0);
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The producing end: the fault core's side of the queue.
+//!
+//! The producer never blocks the fault path and never trusts the region: it keeps its own indices
+//! privately and only *reads* the consumer's (`fault_tail`, `resp_head`, `verdict_tail`), each
+//! checked to lie between the last valid value and the producer's own index; an impossible value
+//! is counted as a violation and treated as "no progress". Responses are copied out of their slot
+//! before they are judged, and at most [`ProducerConfig::max_per_wake`] are handled per call.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::sync::Weak;
+use std::time::Duration;
+
+use iopf_abi::fault::PageRequestFlags;
+use iopf_abi::{PageRequest, ResponseCode};
+
+use crate::error::{LossReason, Rejection};
+use crate::layout::{hdr, pack, FLAG_CONSUMER_CLOSED, RESP_SLOT_WORDS};
+use crate::negotiate::Agreement;
+use crate::pending::{Pending, PendingGroup};
+use crate::record::{encode_fault, encode_lost, MAX_SLOT_WORDS};
+use crate::response::judge;
+use crate::shared::Shared;
+use crate::wake::{wait_until, wake_if_sleeping, Doorbell};
+use crate::QueueError;
+
+/// Tunables of a producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerConfig {
+    /// The most unanswered groups the producer keeps for its consumer; past it, new groups are
+    /// lost ([`LossReason::TooManyPending`]). At most 65536.
+    pub max_pending: usize,
+    /// The most responses judged per [`Producer::drain_responses`] call.
+    pub max_per_wake: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            max_pending: 4096,
+            max_per_wake: 256,
+        }
+    }
+}
+
+/// A page request group handed to the producer: all its requests, the last with `LAST_PAGE`.
+#[derive(Debug, Clone, Copy)]
+pub struct Group<'a> {
+    /// The owner's name for the group (the fault core's cookie, say), returned in its [`Answer`].
+    pub tag: u64,
+    /// The device's id, delivered with every record.
+    pub dev_id: u32,
+    /// The requests, in arrival order.
+    pub requests: &'a [PageRequest],
+}
+
+/// Who answered a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnsweredBy {
+    /// The consumer's response, validated.
+    Consumer,
+    /// The consumer went away (or the producer was closed) with the group unanswered: INVALID.
+    ConsumerGone,
+}
+
+/// A group's answer, for the owner to send to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The tag the group was pushed with.
+    pub tag: u64,
+    /// The cookie the queue gave it.
+    pub cookie: u32,
+    /// The device.
+    pub dev_id: u32,
+    /// The request's PASID, if it had one.
+    pub pasid: Option<u32>,
+    /// The PRG index.
+    pub grpid: u32,
+    /// The response code.
+    pub code: ResponseCode,
+    /// The request's private data, to go back to the IOMMU with the response. Always the
+    /// producer's own copy: when the consumer echoes it, the echo was checked against it.
+    pub private_data: Option<[u64; 2]>,
+    /// Who answered.
+    pub by: AnsweredBy,
+}
+
+/// How the producer learns that its consumer is gone.
+#[derive(Debug)]
+pub(crate) enum Link {
+    /// A consumer in this process holds the strong end.
+    InProcess(Weak<()>),
+    /// A consumer in another process holds the other end of this socket.
+    Socket(OwnedFd),
+}
+
+/// Counters a producer keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerStats {
+    /// Records pushed into the ring.
+    pub delivered: u64,
+    /// Records lost (not delivered).
+    pub lost: u64,
+    /// Responses accepted.
+    pub accepted: u64,
+    /// Responses rejected.
+    pub rejected: u64,
+    /// Impossible indices the consumer wrote (ignored).
+    pub violations: u64,
+}
+
+/// The producing end of a fault queue. Owned by one thread at a time (`Send`, not `Sync`).
+///
+/// Contract: every group pushed successfully ends up in exactly one [`Answer`], from
+/// [`drain_responses`](Producer::drain_responses) or from [`close`](Producer::close); a group
+/// whose push failed was never delivered, and its owner answers it. Call `close` before
+/// dropping a producer with unanswered groups, or they are answered by nobody.
+#[derive(Debug)]
+pub struct Producer {
+    shared: Shared,
+    agreement: Agreement,
+    config: ProducerConfig,
+    fault_head: u64,
+    cached_fault_tail: u64,
+    resp_tail: u64,
+    verdict_head: u64,
+    cached_verdict_tail: u64,
+    next_seq: u64,
+    unreported_loss: Option<(u64, u64)>,
+    pending: Pending,
+    fault_bell: Doorbell,
+    resp_bell: Doorbell,
+    link: Link,
+    closed: bool,
+    stats: ProducerStats,
+    memfd: Option<OwnedFd>,
+}
+
+impl Producer {
+    pub(crate) fn new(
+        shared: Shared,
+        agreement: Agreement,
+        config: ProducerConfig,
+        fault_bell: Doorbell,
+        resp_bell: Doorbell,
+        link: Link,
+        memfd: Option<OwnedFd>,
+    ) -> Producer {
+        shared.write_header(&agreement);
+        Producer {
+            pending: Pending::new(config.max_pending, agreement.vfio_responses()),
+            shared,
+            agreement,
+            config,
+            fault_head: 0,
+            cached_fault_tail: 0,
+            resp_tail: 0,
+            verdict_head: 0,
+            cached_verdict_tail: 0,
+            next_seq: 0,
+            unreported_loss: None,
+            fault_bell,
+            resp_bell,
+            link,
+            closed: false,
+            stats: ProducerStats::default(),
+            memfd,
+        }
+    }
+
+    pub(crate) fn set_link(&mut self, link: Link) {
+        self.link = link;
+    }
+
+    pub(crate) fn memfd(&self) -> Option<&OwnedFd> {
+        self.memfd.as_ref()
+    }
+
+    pub(crate) fn bells(&self) -> (&OwnedFd, &OwnedFd) {
+        (self.fault_bell.fd(), self.resp_bell.fd())
+    }
+
+    /// What was agreed with the consumer.
+    pub fn agreement(&self) -> &Agreement {
+        &self.agreement
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ProducerStats {
+        self.stats
+    }
+
+    /// Groups delivered and not yet answered.
+    pub fn pending_groups(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Pushes one group and publishes it. Returns the group's cookie, or an error: a malformed
+    /// group ([`QueueError::BadGroup`]), or [`QueueError::Lost`] when it could not be delivered
+    /// — counted, announced to the consumer, and the caller must answer the group itself.
+    pub fn push_group(&mut self, group: &Group<'_>) -> Result<u32, QueueError> {
+        let r = self.push_one(group);
+        self.publish();
+        r
+    }
+
+    /// Pushes several groups with one publication and at most one wake-up; `out` receives one
+    /// result per group, as [`push_group`](Producer::push_group) would return it.
+    pub fn push_groups(&mut self, groups: &[Group<'_>], out: &mut Vec<Result<u32, QueueError>>) {
+        for g in groups {
+            let r = self.push_one(g);
+            out.push(r);
+        }
+        self.publish();
+    }
+
+    fn check_group(&self, group: &Group<'_>) -> Result<(), QueueError> {
+        let (last, rest) = group
+            .requests
+            .split_last()
+            .ok_or(QueueError::BadGroup("a group has at least one request"))?;
+        if !last.is_last() || rest.iter().any(PageRequest::is_last) {
+            return Err(QueueError::BadGroup(
+                "exactly the last request has LAST_PAGE",
+            ));
+        }
+        if last.is_stop_marker() {
+            return Err(QueueError::BadGroup(
+                "stop markers get no response and are not queued",
+            ));
+        }
+        if group
+            .requests
+            .iter()
+            .any(|r| r.grpid != last.grpid || r.pasid() != last.pasid())
+        {
+            return Err(QueueError::BadGroup(
+                "the requests of a group share grpid and PASID",
+            ));
+        }
+        Ok(())
+    }
+
+    fn push_one(&mut self, group: &Group<'_>) -> Result<u32, QueueError> {
+        self.check_group(group)?;
+        let n = group.requests.len() as u64;
+        // The link (a socket poll) is looked at by `wait_responses` and `consumer_gone`, not on
+        // this hot path; the closed flag is one load.
+        let reason = if self.closed
+            || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
+        {
+            Some(LossReason::ConsumerGone)
+        } else if self.pending.is_full() {
+            Some(LossReason::TooManyPending)
+        } else if self.pending.grpid_taken(group.requests[0].grpid) {
+            Some(LossReason::AmbiguousGroup)
+        } else {
+            let report = self.unreported_loss.is_some()
+                && self
+                    .agreement
+                    .features
+                    .contains(iopf_abi::Features::LOSS_RECORDS);
+            let need = n + u64::from(report);
+            if !self.has_room(need) {
+                Some(LossReason::RingFull)
+            } else {
+                None
+            }
+        };
+        if let Some(reason) = reason {
+            self.count_loss(n);
+            return Err(QueueError::Lost(reason));
+        }
+        self.write_loss_record();
+        let Some(last) = group.requests.last() else {
+            return Err(QueueError::BadGroup("a group has at least one request"));
+        };
+        let private_data = group
+            .requests
+            .iter()
+            .rev()
+            .find(|r| r.flags.contains(PageRequestFlags::PRIV_DATA))
+            .map(|r| r.private_data);
+        let cookie = self
+            .pending
+            .insert(PendingGroup {
+                tag: group.tag,
+                dev_id: group.dev_id,
+                pasid: last.pasid(),
+                grpid: last.grpid,
+                needs_pasid: last.flags.contains(PageRequestFlags::RESPONSE_NEEDS_PASID),
+                private_data,
+            })
+            .ok_or(QueueError::Lost(LossReason::TooManyPending))?;
+        let echo = self.agreement.echoes_private_data();
+        let mut words = [0u64; MAX_SLOT_WORDS];
+        for r in group.requests {
+            let mut r = *r;
+            if !echo {
+                r.flags.remove(PageRequestFlags::PRIV_DATA);
+                r.private_data = [0, 0];
+            }
+            let used = encode_fault(
+                self.agreement.record,
+                self.next_seq,
+                cookie,
+                group.dev_id,
+                &r,
+                &mut words,
+            );
+            self.write_slot(&words[..used]);
+            self.next_seq += 1;
+        }
+        self.stats.delivered += n;
+        Ok(cookie)
+    }
+
+    /// Whether the fault ring has `need` free slots, re-reading the consumer's tail only when the
+    /// cached one says it has not.
+    fn has_room(&mut self, need: u64) -> bool {
+        let entries = self.shared.geo.entries;
+        if entries - self.fault_head.wrapping_sub(self.cached_fault_tail) >= need {
+            return true;
+        }
+        let tail = self.shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire);
+        self.accept_tail(tail);
+        entries - self.fault_head.wrapping_sub(self.cached_fault_tail) >= need
+    }
+
+    fn accept_tail(&mut self, tail: u64) {
+        let progress = tail.wrapping_sub(self.cached_fault_tail);
+        if progress <= self.fault_head.wrapping_sub(self.cached_fault_tail) {
+            self.cached_fault_tail = tail;
+        } else {
+            self.stats.violations += 1;
+        }
+    }
+
+    fn write_slot(&mut self, words: &[u64]) {
+        let base = self.shared.geo.fault_slot(self.fault_head);
+        for (i, &v) in words.iter().enumerate() {
+            self.shared.w(base + i).store(v, Ordering::Relaxed);
+        }
+        self.fault_head += 1;
+    }
+
+    fn count_loss(&mut self, n: u64) {
+        let first = self.next_seq;
+        self.next_seq += n;
+        self.stats.lost += n;
+        self.unreported_loss = Some(match self.unreported_loss {
+            Some((f, c)) => (f, c + n),
+            None => (first, n),
+        });
+        self.shared
+            .w(hdr::LOST)
+            .store(self.stats.lost, Ordering::Release);
+        if !self
+            .agreement
+            .features
+            .contains(iopf_abi::Features::LOSS_RECORDS)
+        {
+            self.unreported_loss = None;
+        }
+    }
+
+    fn write_loss_record(&mut self) {
+        if let Some((first, count)) = self.unreported_loss.take() {
+            let mut words = [0u64; MAX_SLOT_WORDS];
+            let n = encode_lost(first, count, self.shared.geo.fault_slot_words, &mut words);
+            self.write_slot(&words[..n]);
+        }
+    }
+
+    /// Makes written records visible and wakes the consumer if it sleeps.
+    fn publish(&mut self) {
+        self.shared
+            .w(hdr::NEXT_SEQ)
+            .store(self.next_seq, Ordering::Relaxed);
+        self.shared
+            .w(hdr::FAULT_HEAD)
+            .store(self.fault_head, Ordering::Release);
+        wake_if_sleeping(self.shared.w(hdr::CONSUMER_SLEEPING), &self.fault_bell);
+    }
+
+    /// Judges up to `max_per_wake` waiting responses: each gets a verdict in the verdict ring
+    /// (accepted, or rejected with its reason); each accepted one removes its group and is
+    /// appended to `out`. Returns the number of responses judged; call again while it is
+    /// non-zero. A response waits (and the consumer's response ring fills) while the consumer
+    /// leaves no room in the verdict ring.
+    pub fn drain_responses(&mut self, out: &mut Vec<Answer>) -> usize {
+        let entries = self.shared.geo.entries;
+        let head = self.shared.w(hdr::RESP_HEAD).load(Ordering::Acquire);
+        let mut avail = head.wrapping_sub(self.resp_tail);
+        if avail > entries {
+            self.stats.violations += 1;
+            avail = 0;
+        }
+        if avail == 0 {
+            return 0;
+        }
+        let vt = self.shared.w(hdr::VERDICT_TAIL).load(Ordering::Acquire);
+        if vt.wrapping_sub(self.cached_verdict_tail)
+            <= self.verdict_head.wrapping_sub(self.cached_verdict_tail)
+        {
+            self.cached_verdict_tail = vt;
+        } else {
+            self.stats.violations += 1;
+        }
+        let room = entries - self.verdict_head.wrapping_sub(self.cached_verdict_tail);
+        let n = avail.min(room).min(self.config.max_per_wake as u64);
+        for _ in 0..n {
+            let base = self.shared.geo.resp_slot(self.resp_tail);
+            let mut w = [0u64; RESP_SLOT_WORDS];
+            for (i, v) in w.iter_mut().enumerate() {
+                *v = self.shared.w(base + i).load(Ordering::Relaxed);
+            }
+            let verdict = match judge(&self.agreement, &mut self.pending, &w) {
+                Ok(acc) => {
+                    self.stats.accepted += 1;
+                    out.push(Answer {
+                        tag: acc.group.tag,
+                        cookie: acc.cookie,
+                        dev_id: acc.group.dev_id,
+                        pasid: acc.group.pasid,
+                        grpid: acc.group.grpid,
+                        code: acc.code,
+                        private_data: acc.group.private_data,
+                        by: AnsweredBy::Consumer,
+                    });
+                    0
+                }
+                Err(rej) => {
+                    self.stats.rejected += 1;
+                    verdict_word(rej)
+                }
+            };
+            let vbase = self.shared.geo.verdict_slot(self.verdict_head);
+            self.shared
+                .w(vbase)
+                .store(self.resp_tail, Ordering::Relaxed);
+            self.shared.w(vbase + 1).store(verdict, Ordering::Relaxed);
+            self.verdict_head += 1;
+            self.resp_tail += 1;
+        }
+        self.shared
+            .w(hdr::VERDICT_HEAD)
+            .store(self.verdict_head, Ordering::Release);
+        self.shared
+            .w(hdr::RESP_TAIL)
+            .store(self.resp_tail, Ordering::Release);
+        n as usize
+    }
+
+    /// Whether responses are waiting (the consumer's published head differs from ours).
+    pub fn responses_waiting(&self) -> bool {
+        self.shared.w(hdr::RESP_HEAD).load(Ordering::Acquire) != self.resp_tail
+    }
+
+    /// Waits until responses wait, the consumer is gone, or `timeout` passes (spinning briefly,
+    /// then sleeping on the response eventfd and, for a socket consumer, the socket). Returns
+    /// whether there is something to do.
+    pub fn wait_responses(&mut self, timeout: Option<Duration>) -> Result<bool, QueueError> {
+        let shared = self.shared.clone();
+        let resp_tail = self.resp_tail;
+        let link = &self.link;
+        let extra = match link {
+            Link::Socket(fd) => Some(fd),
+            Link::InProcess(_) => None,
+        };
+        wait_until(
+            shared.w(hdr::PRODUCER_SLEEPING),
+            &self.resp_bell,
+            extra,
+            timeout,
+            || {
+                shared.w(hdr::RESP_HEAD).load(Ordering::Acquire) != resp_tail
+                    || shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
+                    || link_gone(link)
+            },
+        )
+    }
+
+    /// Whether the consumer has gone away: it closed its end, its process died (socket closed)
+    /// or, in process, it was dropped.
+    pub fn consumer_gone(&self) -> bool {
+        self.closed
+            || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
+            || link_gone(&self.link)
+    }
+
+    /// Ends the queue: judges the responses already in the ring, then answers every group still
+    /// pending INVALID ([`AnsweredBy::ConsumerGone`]), as Linux does for a detached fault queue.
+    /// Later pushes are lost with [`LossReason::ConsumerGone`]. Returns how many answers were
+    /// appended to `out`.
+    pub fn close(&mut self, out: &mut Vec<Answer>) -> usize {
+        let before = out.len();
+        let mut rounds = 0;
+        while rounds < 64 && self.drain_responses(out) > 0 {
+            rounds += 1;
+        }
+        self.closed = true;
+        for (cookie, g) in self.pending.drain() {
+            out.push(Answer {
+                tag: g.tag,
+                cookie,
+                dev_id: g.dev_id,
+                pasid: g.pasid,
+                grpid: g.grpid,
+                code: ResponseCode::Invalid,
+                private_data: g.private_data,
+                by: AnsweredBy::ConsumerGone,
+            });
+        }
+        out.len() - before
+    }
+}
+
+fn verdict_word(rej: Rejection) -> u64 {
+    pack(rej.errno as u32, rej.reason as u32)
+}
+
+fn link_gone(link: &Link) -> bool {
+    match link {
+        Link::InProcess(w) => w.strong_count() == 0,
+        Link::Socket(fd) => crate::socket::peer_closed(fd),
+    }
+}

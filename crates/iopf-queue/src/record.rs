@@ -1,0 +1,203 @@
+//! Fault slots: what the producer writes for one page request, and what the consumer reads back.
+//!
+//! A slot is three words of its own header (sequence number; kind | cookie; dev_id) followed by
+//! the agreed record: the seed's 64-byte `iommu_fault` or the iommufd 40-byte
+//! `iommu_hwpt_pgfault`. A loss record (kind LOST) carries the first lost sequence number in the
+//! sequence word and the number of records lost in the first body word, like iommufd's vEVENTQ
+//! `IOMMU_VEVENTQ_FLAG_LOST_EVENTS` header.
+
+use iopf_abi::fault::PageRequestFlags;
+use iopf_abi::iommufd::PgfaultFlags;
+use iopf_abi::{Fault, HwptPgfault, IommuFault, PageRequest, PgFault};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::layout::{pack, unpack, KIND_FAULT, KIND_LOST, SLOT_HEADER_WORDS};
+use crate::negotiate::RecordFormat;
+use crate::QueueError;
+
+/// The largest slot: header plus a 64-byte record.
+pub(crate) const MAX_SLOT_WORDS: usize = SLOT_HEADER_WORDS + IommuFault::SIZE / 8;
+
+/// One record taken out of the fault ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A page request of a group. Groups are contiguous; the last request has `LAST_PAGE`.
+    Fault(FaultEvent),
+    /// `count` records starting at sequence number `first_seq` were not delivered (the ring was
+    /// full); their groups were answered without the consumer.
+    Lost {
+        /// The first lost sequence number.
+        first_seq: u64,
+        /// How many records were lost.
+        count: u64,
+    },
+}
+
+/// A page request as the consumer receives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultEvent {
+    /// The record's sequence number (consecutive; a gap is a loss).
+    pub seq: u64,
+    /// The group's cookie, to answer it with a cookie response.
+    pub cookie: u32,
+    /// The device's id.
+    pub dev_id: u32,
+    /// The request. Private data is present only when echoing it was agreed.
+    pub request: PageRequest,
+}
+
+/// Encodes a page request into slot words; returns how many words were used.
+pub(crate) fn encode_fault(
+    format: RecordFormat,
+    seq: u64,
+    cookie: u32,
+    dev_id: u32,
+    request: &PageRequest,
+    out: &mut [u64; MAX_SLOT_WORDS],
+) -> usize {
+    out[0] = seq;
+    out[1] = pack(KIND_FAULT, cookie);
+    out[2] = u64::from(dev_id);
+    let body = &mut out[SLOT_HEADER_WORDS..];
+    match format {
+        RecordFormat::IommuFault => {
+            let rec = Fault::PageRequest(*request).encode();
+            body.as_mut_bytes()[..IommuFault::SIZE].copy_from_slice(rec.as_bytes());
+            SLOT_HEADER_WORDS + IommuFault::SIZE / 8
+        }
+        RecordFormat::HwptPgfault => {
+            let mut flags = PgfaultFlags::empty();
+            flags.set(PgfaultFlags::PASID_VALID, request.pasid().is_some());
+            flags.set(PgfaultFlags::LAST_PAGE, request.is_last());
+            let rec = PgFault {
+                flags,
+                dev_id,
+                pasid: request.pasid,
+                grpid: request.grpid,
+                perm: request.perm,
+                addr: request.addr,
+                length: 0,
+                cookie,
+            }
+            .encode();
+            body.as_mut_bytes()[..HwptPgfault::SIZE].copy_from_slice(rec.as_bytes());
+            SLOT_HEADER_WORDS + HwptPgfault::SIZE / 8
+        }
+    }
+}
+
+/// Encodes a loss record into slot words (the whole slot is written, the body zeroed).
+pub(crate) fn encode_lost(
+    first_seq: u64,
+    count: u64,
+    words: usize,
+    out: &mut [u64; MAX_SLOT_WORDS],
+) -> usize {
+    out.fill(0);
+    out[0] = first_seq;
+    out[1] = pack(KIND_LOST, 0);
+    out[SLOT_HEADER_WORDS] = count;
+    words
+}
+
+/// Decodes slot words copied out of the ring.
+pub(crate) fn decode_slot(
+    format: RecordFormat,
+    w: &[u64; MAX_SLOT_WORDS],
+) -> Result<Event, QueueError> {
+    let (kind, cookie) = unpack(w[1]);
+    let body = &w[SLOT_HEADER_WORDS..];
+    match kind {
+        KIND_LOST => Ok(Event::Lost {
+            first_seq: w[0],
+            count: body[0],
+        }),
+        KIND_FAULT => {
+            let dev_id = w[2] as u32;
+            let request = match format {
+                RecordFormat::IommuFault => {
+                    let rec = IommuFault::read_from_bytes(&body.as_bytes()[..IommuFault::SIZE])
+                        .map_err(|_| QueueError::Corrupt("short fault slot"))?;
+                    match rec.decode()? {
+                        Fault::PageRequest(p) => p,
+                        Fault::Unrecoverable(_) => {
+                            return Err(QueueError::Corrupt("unrecoverable record was not agreed"))
+                        }
+                    }
+                }
+                RecordFormat::HwptPgfault => {
+                    let rec = HwptPgfault::read(&body.as_bytes()[..HwptPgfault::SIZE])?.decode()?;
+                    if rec.cookie != cookie {
+                        return Err(QueueError::Corrupt(
+                            "record cookie differs from slot cookie",
+                        ));
+                    }
+                    let mut flags = PageRequestFlags::empty();
+                    flags.set(
+                        PageRequestFlags::PASID_VALID,
+                        rec.flags.contains(PgfaultFlags::PASID_VALID),
+                    );
+                    flags.set(PageRequestFlags::LAST_PAGE, rec.is_last());
+                    PageRequest {
+                        flags,
+                        pasid: rec.pasid,
+                        grpid: rec.grpid,
+                        perm: rec.perm,
+                        addr: rec.addr,
+                        private_data: [0, 0],
+                    }
+                }
+            };
+            Ok(Event::Fault(FaultEvent {
+                seq: w[0],
+                cookie,
+                dev_id,
+                request,
+            }))
+        }
+        _ => Err(QueueError::Corrupt("unknown slot kind")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iopf_abi::Perm;
+
+    fn req() -> PageRequest {
+        PageRequest {
+            flags: PageRequestFlags::PASID_VALID | PageRequestFlags::LAST_PAGE,
+            pasid: 5,
+            grpid: 300,
+            perm: Perm::READ | Perm::WRITE,
+            addr: 0x7000_1000,
+            private_data: [0, 0],
+        }
+    }
+
+    #[test]
+    fn both_formats_round_trip_through_a_slot() {
+        for f in [RecordFormat::IommuFault, RecordFormat::HwptPgfault] {
+            let mut w = [0u64; MAX_SLOT_WORDS];
+            encode_fault(f, 42, 0x10003, 9, &req(), &mut w);
+            let Event::Fault(e) = decode_slot(f, &w).unwrap() else {
+                panic!("not a fault")
+            };
+            assert_eq!(
+                (e.seq, e.cookie, e.dev_id, e.request),
+                (42, 0x10003, 9, req())
+            );
+        }
+        let mut w = [0u64; MAX_SLOT_WORDS];
+        encode_lost(7, 3, 11, &mut w);
+        assert_eq!(
+            decode_slot(RecordFormat::IommuFault, &w).unwrap(),
+            Event::Lost {
+                first_seq: 7,
+                count: 3
+            }
+        );
+        w[1] = pack(99, 0);
+        assert!(decode_slot(RecordFormat::IommuFault, &w).is_err());
+    }
+}

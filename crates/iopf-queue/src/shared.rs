@@ -1,0 +1,86 @@
+//! A mapped region together with the geometry both ends computed from their agreement: word
+//! accessors, and the header written by the producer and checked by the consumer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::layout::{hdr, pack, Geometry, MAGIC};
+use crate::negotiate::Agreement;
+use crate::shm::Region;
+use crate::QueueError;
+
+/// The region and its geometry. Every index into the region is computed from `geo`, which
+/// [`Shared::new`] checked against the mapping's length, so no access is out of bounds.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    region: Arc<Region>,
+    pub geo: Geometry,
+}
+
+impl Shared {
+    pub fn new(region: Arc<Region>, geo: Geometry) -> Result<Shared, QueueError> {
+        if region.words().len() < geo.words {
+            return Err(QueueError::Corrupt(
+                "the mapping is smaller than the agreed region",
+            ));
+        }
+        Ok(Shared { region, geo })
+    }
+
+    /// Word `i` of the region. `i` always comes from `geo` (below `geo.words`).
+    #[inline]
+    pub fn w(&self, i: usize) -> &AtomicU64 {
+        &self.region.words()[i]
+    }
+
+    /// Every word of the region.
+    pub fn words(&self) -> &[AtomicU64] {
+        self.region.words()
+    }
+
+    /// The header words describing `a`, as the producer writes them.
+    fn header(&self, a: &Agreement) -> [(usize, u64); 8] {
+        let g = &self.geo;
+        [
+            (hdr::MAGIC, MAGIC),
+            (
+                hdr::VERSION_RECORD,
+                pack(a.abi_version, a.record.bits().bits()),
+            ),
+            (
+                hdr::RESPONSES_SLOT,
+                pack(a.responses.bits(), g.fault_slot_words as u32 * 8),
+            ),
+            (hdr::ENTRIES, pack(a.entries, a.entries)),
+            (hdr::FEATURES, a.features.bits()),
+            (
+                hdr::RING_OFFS,
+                pack(g.fault_off as u32 * 8, g.resp_off as u32 * 8),
+            ),
+            (hdr::VERDICT_OFF, g.verdict_off as u64 * 8),
+            (hdr::SIZE, g.bytes() as u64),
+        ]
+    }
+
+    /// Producer: writes the header (before the consumer can see the region).
+    pub fn write_header(&self, a: &Agreement) {
+        for (i, v) in self.header(a) {
+            self.w(i).store(v, Ordering::Release);
+        }
+    }
+
+    /// Consumer: checks that the header says what was agreed.
+    pub fn check_header(&self, a: &Agreement) -> Result<(), QueueError> {
+        if self.w(hdr::MAGIC).load(Ordering::Acquire) != MAGIC {
+            return Err(QueueError::Corrupt("bad magic"));
+        }
+        for (i, v) in self.header(a) {
+            if self.w(i).load(Ordering::Acquire) != v {
+                return Err(QueueError::Corrupt(
+                    "the header does not describe what was agreed",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
