@@ -1,0 +1,34 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use iopf_abi::fault::PageRequestFlags;
+use iopf_abi::{PageRequest, Perm};
+
+/// A page request of group `grpid`; `last` sets LAST_PAGE.
+pub fn req(grpid: u32, pasid: Option<u32>, last: bool, addr: u64) -> PageRequest {
+    let mut flags = PageRequestFlags::empty();
+    flags.set(PageRequestFlags::LAST_PAGE, last);
+    flags.set(PageRequestFlags::PASID_VALID, pasid.is_some());
+    PageRequest {
+        flags,
+        pasid: pasid.unwrap_or(0),
+        grpid,
+        perm: Perm::READ | Perm::WRITE,
+        addr,
+        private_data: [0, 0],
+    }
+}
+
+/// A one-request group's request with private data, as VT-d ≤ 3.x sends it, from a device that
+/// needs the PASID in its response.
+pub fn vtd_req(grpid: u32, pasid: u32, data: [u64; 2]) -> PageRequest {
+    let mut r = req(
+        grpid,
+        Some(pasid),
+        true,
+        0x4000_0000 + u64::from(grpid) * 4096,
+    );
+    r.flags |= PageRequestFlags::PRIV_DATA | PageRequestFlags::RESPONSE_NEEDS_PASID;
+    r.private_data = data;
+    r
+}
