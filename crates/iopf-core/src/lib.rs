@@ -78,6 +78,8 @@ mod respond;
 mod response;
 mod table;
 mod teardown;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 
 pub use crate::core::{DropReason, FaultCore, GroupInfo, Reported};
 pub use counters::{AutoReason, CoreCounters, DeviceCounters, RejectReason};

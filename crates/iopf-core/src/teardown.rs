@@ -250,7 +250,11 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             }
             places.extend(dev.pasid_handlers.values().copied());
             for &h in &places {
+                // Counting resumes after the groups already counted; answering starts at the
+                // oldest, since groups counted under an earlier count-only policy are still
+                // outstanding.
                 let mut cur = match self.handlers[h as usize].state.as_ref() {
+                    Some(hs) if policy.answer.is_some() => hs.list.head,
                     Some(hs) => hs.age_cursor,
                     None => NIL,
                 };
