@@ -1,1 +1,42 @@
 //! The Linux iommufd fault queue backend, and an iommufd-compatible fault queue of iopf's own.
+//!
+//! ```text
+//!  device ─PRI─▶ IOMMU driver ─▶ iommu_report_device_fault() ─▶ fault-capable HWPT ─▶ fault queue
+//!                                                                 (IOMMU_HWPT_ALLOC    │ read(): whole groups,
+//!                                                                  + FAULT_ID_VALID)   │ 40-byte records
+//!  device ◀─ page response ◀── iopf_group_response() ◀── write(): 8-byte {cookie, code} ◀┘
+//! ```
+//!
+//! * [`Iommufd`]: `/dev/iommu` (through cloud-hypervisor's `iommufd-ioctls`): IOAS and HWPT
+//!   allocation, [`Iommufd::alloc_fault_queue`] (`IOMMU_FAULT_QUEUE_ALLOC`, which
+//!   `iommufd-ioctls` lacks), [`Iommufd::alloc_fault_hwpt`], and [`attach_hwpt`] for any device
+//!   implementing `iommufd_ioctls::AttachHwpt`.
+//! * [`FaultQueue`]: the kernel's fault fd, read and answered with the kernel's exact rules
+//!   ([`FaultFd`]) and usable as an [`iopf_abi::FaultConsumer`].
+//! * [`CompatFaultQueue`] / [`CompatProducer`]: iopf's own queue with the same records, rules,
+//!   cookies and errno, for machines without `/dev/iommu`.
+//! * `selftest` (feature `selftest`): the kernel's iommufd selftest mock device, which produces
+//!   real fault records without hardware. The in-guest test program `iopf-kernel-tests` (run by
+//!   `scripts/kernel-tier.sh`) is built on it.
+//! * [`differential`]: one script of fault-queue operations, run against any [`FaultFd`], so
+//!   the kernel and [`CompatFaultQueue`] can be required to behave identically.
+//!
+//! Errors are [`Error`]s; [`Error::errno`] is the errno Linux returns for each.
+
+mod compat;
+pub mod differential;
+mod error;
+mod fault_queue;
+mod iommufd;
+#[cfg(feature = "selftest")]
+pub mod selftest;
+mod sys;
+mod wire;
+
+pub use compat::{
+    compat_fault_queue, Answer, AnsweredBy, CompatFaultQueue, CompatProducer, PageRequest,
+};
+pub use error::{Error, Result};
+pub use fault_queue::FaultQueue;
+pub use iommufd::{attach_hwpt, HwptAlloc, Iommufd, IOMMU_HWPT_ALLOC_NEST_PARENT};
+pub use wire::{encode_response, FaultFd, Readiness, RECORD_SIZE, RESPONSE_SIZE};
