@@ -1,159 +1,100 @@
-//! iopf's own iommufd-compatible fault queue: the records, `read()` / `write()` rules, cookies and
-//! errno of Linux 6.12's fault fd (`drivers/iommu/iommufd/fault.c`), fed by the grouping of
-//! `iommu_report_device_fault()` (`drivers/iommu/io-pgfault.c`), with no `/dev/iommu` needed.
+//! iopf's own iommufd-compatible fault queue: the records, `read()` / `write()` rules and errno of
+//! Linux 6.12's fault fd (`drivers/iommu/iommufd/fault.c`), on top of iopf's fault core
+//! (`iopf-core`: grouping, cookies, response validation, exactly-once answers, teardown), with no
+//! `/dev/iommu` needed.
 //!
 //! ```text
-//!  CompatProducer::report ──▶ partial list (per device, by grpid) ──LAST_PAGE──▶ deliver queue
+//!  CompatProducer::report ──▶ FaultCore::report ──▶ partial list ──LAST_PAGE──▶ QueueHandler::deliver
+//!                                                                              (deliver list)
 //!                                                                                  │ read_bytes
-//!  answers ◀── INVALID on detach / consumer drop ◀── response table (cookie) ◀─────┘ write_bytes
+//!  answers (ResponseSink) ◀── FaultCore::respond ◀── cookie handed out? ◀──────────┘ write_bytes
+//!          ▲ INVALID on detach / consumer drop (FaultCore::detach)
 //! ```
 //!
-//! The two halves share one lock: [`CompatProducer`] (the fault core's side: reports requests,
-//! detaches, collects the answers) and [`CompatFaultQueue`] (the consumer's side: a [`FaultFd`]
-//! and an [`iopf_abi::FaultConsumer`]). Cookies are allocated when a group is read, lowest free
-//! first starting at 1, exactly as `xa_alloc()` on the kernel's `XA_FLAGS_ALLOC1` xarray does, so
-//! the same operations give byte-identical records on both queues.
+//! The two halves share one lock: [`CompatProducer`] (the device's side: reports requests,
+//! detaches and attaches the queue, collects the answers the device got) and
+//! [`CompatFaultQueue`] (the consumer's side: a [`FaultFd`] and an [`iopf_abi::FaultConsumer`]).
 //!
-//! Self-contained: the iopf fault core (crates/iopf-core) had no committed API when this was
-//! written; this module carries its own small group table.
+//! Cookies are the fault core's ([`iopf_core::Cookie`]: unique among outstanding groups, never
+//! 0); Linux allocates its own (`xa_alloc()`, lowest free from 1), so the values differ between
+//! the two queues while their uniqueness and every rule agree. As in Linux, a cookie counts only
+//! once its group has been read: answering a group not yet read is EINVAL.
 //!
-//! Differences from Linux, both deliberate: dropping the consumer answers every group it still
-//! held INVALID (Linux answers nothing on close), and later reports are answered INVALID at once.
+//! One deliberate difference from Linux: dropping the consumer answers every group it still held
+//! INVALID (Linux answers nothing on close), and later reports are answered INVALID at once.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use iopf_abi::iommufd::PgfaultFlags;
 use iopf_abi::{
-    FaultConsumer, HwptPageResponse, HwptPgfault, IommufdResponse, Perm, PgFault, ResponseCode,
+    Fault, FaultConsumer, Features, HwptPageResponse, HwptPgfault, IommufdResponse, PageRequest,
+    PgFault, ResponseCode,
+};
+use iopf_core::{
+    Cookie, DeviceId, DeviceResponse, FaultCore, Group, GroupHandler, HandlerId, PriCaps, Refusal,
+    Response, ResponseSink,
 };
 use zerocopy::IntoBytes;
 
 use crate::wire::{self, FaultFd, Readiness, RECORD_SIZE, RESPONSE_SIZE};
 use crate::{Error, Result};
 
-/// One page request as the IOMMU driver reports it (`struct iommu_fault_page_request`, with the
-/// device it came from).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageRequest {
-    /// The device's iommufd id, copied into every record (`iommu_hwpt_pgfault.dev_id`).
-    pub dev_id: u32,
-    /// `PASID_VALID` and `LAST_PAGE`.
-    pub flags: PgfaultFlags,
-    /// The PASID (meaningful with `PASID_VALID`).
-    pub pasid: u32,
-    /// The PRG index.
-    pub grpid: u32,
-    /// The access.
-    pub perm: Perm,
-    /// The faulting address.
-    pub addr: u64,
-}
+/// The answers that reached the device, oldest first (the core's [`ResponseSink`]).
+#[derive(Debug, Default)]
+struct AnswerLog(Vec<DeviceResponse>);
 
-/// Who answered a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnsweredBy {
-    /// The consumer, through `write()`.
-    Consumer,
-    /// The queue on detach/replace, for a group still outstanding (`iommufd_auto_response_faults()`).
-    Detach,
-    /// The queue, because no fault-capable HWPT was attached when the request arrived
-    /// (`iommu_report_device_fault()`'s `err_bad_iopf`).
-    NoHandler,
-    /// The queue, because the consumer was dropped with the group outstanding.
-    ConsumerGone,
-}
-
-/// A page (group) response that went back to the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Answer {
-    /// The device.
-    pub dev_id: u32,
-    /// The group's PRG index.
-    pub grpid: u32,
-    /// The PASID of the group's last request.
-    pub pasid: u32,
-    /// SUCCESS or INVALID.
-    pub code: ResponseCode,
-    /// Who answered.
-    pub by: AnsweredBy,
-}
-
-#[derive(Debug, Clone)]
-struct Group {
-    /// Partials in arrival order, then the LAST_PAGE request.
-    requests: Vec<PageRequest>,
-}
-
-impl Group {
-    fn last(&self) -> &PageRequest {
-        // A group is built around its LAST_PAGE request, so it is never empty.
-        &self.requests[self.requests.len() - 1]
-    }
-
-    fn answer(&self, code: ResponseCode, by: AnsweredBy) -> Answer {
-        let last = self.last();
-        Answer {
-            dev_id: last.dev_id,
-            grpid: last.grpid,
-            pasid: last.pasid,
-            code,
-            by,
-        }
+impl ResponseSink for AnswerLog {
+    fn page_response(&mut self, _device: DeviceId, response: &DeviceResponse) {
+        self.0.push(*response);
     }
 }
 
-/// Lowest-free cookie allocation from 1, as `xa_alloc()` with `XA_FLAGS_ALLOC1`.
-#[derive(Debug)]
-struct Cookies {
-    /// Every cookie below `next` is in use unless it is in `free`.
-    next: u64,
-    free: BTreeSet<u32>,
+/// The fault core's handler for the queue: completed groups wait here until read
+/// (`iommufd_fault_iopf_handler()` → `fault->deliver`).
+#[derive(Debug, Default)]
+struct QueueHandler {
+    deliver: VecDeque<(Cookie, Vec<PageRequest>)>,
 }
 
-impl Cookies {
-    fn new() -> Cookies {
-        Cookies {
-            next: 1,
-            free: BTreeSet::new(),
-        }
+impl GroupHandler for QueueHandler {
+    fn deliver(&mut self, group: &Group<'_>) -> std::result::Result<(), Refusal> {
+        self.deliver
+            .push_back((group.cookie, group.requests.to_vec()));
+        Ok(())
     }
 
-    fn alloc(&mut self) -> Option<u32> {
-        if let Some(c) = self.free.pop_first() {
-            return Some(c);
-        }
-        let c = u32::try_from(self.next).ok()?;
-        self.next += 1;
-        Some(c)
-    }
-
-    fn release(&mut self, c: u32) {
-        if u64::from(c) + 1 == self.next {
-            self.next -= 1;
-            while let Some(&top) = self.free.last() {
-                if u64::from(top) + 1 != self.next {
-                    break;
-                }
-                self.free.pop_last();
-                self.next -= 1;
-            }
-        } else {
-            self.free.insert(c);
-        }
+    fn withdraw(&mut self, cookie: Cookie) {
+        self.deliver.retain(|(c, _)| *c != cookie);
     }
 }
 
 #[derive(Debug)]
 struct State {
-    attached: bool,
+    core: FaultCore<AnswerLog, QueueHandler>,
+    device: DeviceId,
+    /// The queue's handler while a fault-capable HWPT is attached.
+    handler: Option<HandlerId>,
+    /// Cookies handed out by a read and not yet answered (`fault->response`).
+    handed_out: BTreeSet<u32>,
     consumer_gone: bool,
-    partial: Vec<PageRequest>,
-    deliver: VecDeque<Group>,
-    response: BTreeMap<u32, Group>,
-    cookies: Cookies,
-    answers: Vec<Answer>,
+    epoch: Instant,
+}
+
+impl State {
+    fn deliver_list(&mut self) -> Option<&mut VecDeque<(Cookie, Vec<PageRequest>)>> {
+        let h = self.handler?;
+        self.core.handler_mut(h).map(|q| &mut q.deliver)
+    }
+
+    fn detach(&mut self) {
+        if let Some(h) = self.handler.take() {
+            // Answers every group the handler still owed INVALID, read or not
+            // (`iommufd_auto_response_faults()`). The handler was attached, so this succeeds.
+            let _ = self.core.detach(h);
+        }
+        self.handed_out.clear();
+    }
 }
 
 #[derive(Debug)]
@@ -164,15 +105,16 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves the state consistent (every mutation is a single
-        // push/pop/insert), so a poisoned lock is still usable.
+        // Every mutation completes under the lock without panicking paths in between, so a
+        // poisoned lock still guards a consistent state.
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// The producer's half: reports page requests, attaches and detaches, collects answers.
+/// The device's half: reports page requests, attaches and detaches the queue, and collects the
+/// responses the device received.
 #[derive(Debug, Clone)]
 pub struct CompatProducer {
     shared: Arc<Shared>,
@@ -183,124 +125,128 @@ pub struct CompatProducer {
 #[derive(Debug)]
 pub struct CompatFaultQueue {
     shared: Arc<Shared>,
+    dev_id: u32,
     scratch: Vec<u8>,
 }
 
-/// A new queue, attached (a fault-capable HWPT in place), with no faults.
-pub fn compat_fault_queue() -> (CompatProducer, CompatFaultQueue) {
+/// A new queue for one device whose iommufd id (copied into every record) is `dev_id`, attached
+/// (a fault-capable HWPT in place), with no faults.
+///
+/// The device has no limit on outstanding requests (Linux's fault queue has none) and may not
+/// receive Response Failure (the iommufd path never sends it).
+///
+/// Errors: only if the fault core refuses the configuration, which it does not for this one.
+pub fn compat_fault_queue(dev_id: u32) -> Result<(CompatProducer, CompatFaultQueue)> {
+    let mut core = FaultCore::new(AnswerLog::default());
+    let device = core
+        .register(PriCaps {
+            outstanding_allocation: u32::MAX,
+            pasid_required: false,
+            failure_allowed: false,
+        })
+        .map_err(core_setup)?;
+    let handler = core
+        .attach(
+            device,
+            None,
+            QueueHandler::default(),
+            Features::COOKIE_RESPONSE,
+        )
+        .map_err(core_setup)?;
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            attached: true,
+            core,
+            device,
+            handler: Some(handler),
+            handed_out: BTreeSet::new(),
             consumer_gone: false,
-            partial: Vec::new(),
-            deliver: VecDeque::new(),
-            response: BTreeMap::new(),
-            cookies: Cookies::new(),
-            answers: Vec::new(),
+            epoch: Instant::now(),
         }),
         readable: Condvar::new(),
     });
-    (
+    Ok((
         CompatProducer {
             shared: shared.clone(),
         },
         CompatFaultQueue {
             shared,
+            dev_id,
             scratch: Vec::new(),
         },
-    )
+    ))
+}
+
+fn core_setup(e: iopf_core::CoreError) -> Error {
+    Error::Core(e)
 }
 
 impl CompatProducer {
-    /// Reports one page request (`iommu_report_device_fault()`): without a handler (detached,
-    /// or the consumer gone) it is answered INVALID at once; a request without `LAST_PAGE` waits
-    /// on the partial list; a `LAST_PAGE` request completes its group with the partials of the
-    /// same device and grpid (in arrival order) and queues the group for reading.
+    /// Reports one page request ([`FaultCore::report`], `iommu_report_device_fault()`): a
+    /// request without `LAST_PAGE` waits on the partial list; a `LAST_PAGE` request completes its
+    /// group and queues it for reading; with no queue attached (detached, or the consumer gone)
+    /// the group is answered INVALID at once.
     pub fn report(&self, req: PageRequest) {
         let mut st = self.shared.lock();
-        if !st.attached || st.consumer_gone {
-            let by = if st.consumer_gone {
-                AnsweredBy::ConsumerGone
-            } else {
-                AnsweredBy::NoHandler
-            };
-            st.answers.push(Answer {
-                dev_id: req.dev_id,
-                grpid: req.grpid,
-                pasid: req.pasid,
-                code: ResponseCode::Invalid,
-                by,
-            });
-            return;
-        }
-        if !req.flags.contains(PgfaultFlags::LAST_PAGE) {
-            st.partial.push(req);
-            return;
-        }
-        let mut requests = Vec::new();
-        st.partial.retain(|p| {
-            let same = p.dev_id == req.dev_id && p.grpid == req.grpid;
-            if same {
-                requests.push(*p);
-            }
-            !same
-        });
-        requests.push(req);
-        st.deliver.push_back(Group { requests });
+        let now = st.epoch.elapsed().as_nanos() as u64;
+        let device = st.device;
+        // The device is registered for the queue's whole life, so report cannot fail.
+        let _ = st.core.report(device, &Fault::PageRequest(req), now);
         drop(st);
         self.shared.readable.notify_all();
     }
 
-    /// Detaches the fault-capable HWPT (detach or replace, `iommufd_auto_response_faults()`):
-    /// every group waiting to be read or awaiting a response is answered INVALID and its cookie
-    /// freed; later reports are answered INVALID until [`CompatProducer::attach`].
+    /// Detaches the queue (replace or detach of the fault-capable HWPT,
+    /// `iommufd_auto_response_faults()`): every group waiting to be read or awaiting a response is
+    /// answered INVALID; later reports are answered INVALID until [`CompatProducer::attach`].
     pub fn detach(&self) {
+        self.shared.lock().detach();
+    }
+
+    /// Attaches the queue again (no effect while attached or once the consumer is gone).
+    pub fn attach(&self) -> Result<()> {
         let mut st = self.shared.lock();
-        st.attached = false;
-        answer_all(&mut st, AnsweredBy::Detach);
+        if st.handler.is_some() || st.consumer_gone {
+            return Ok(());
+        }
+        let device = st.device;
+        let h = st
+            .core
+            .attach(
+                device,
+                None,
+                QueueHandler::default(),
+                Features::COOKIE_RESPONSE,
+            )
+            .map_err(core_setup)?;
+        st.handler = Some(h);
+        Ok(())
     }
 
-    /// Attaches a fault-capable HWPT again.
-    pub fn attach(&self) {
-        self.shared.lock().attached = true;
+    /// Takes the responses the device received so far, oldest first.
+    pub fn take_answers(&self) -> Vec<DeviceResponse> {
+        std::mem::take(&mut self.shared.lock().core.sink_mut().0)
     }
 
-    /// Takes the answers given so far, oldest first.
-    pub fn take_answers(&self) -> Vec<Answer> {
-        std::mem::take(&mut self.shared.lock().answers)
-    }
-
-    /// Groups read and not yet answered.
+    /// Groups read by the consumer and not yet answered.
     pub fn outstanding(&self) -> usize {
-        self.shared.lock().response.len()
+        self.shared.lock().handed_out.len()
     }
 }
 
-fn answer_all(st: &mut State, by: AnsweredBy) {
-    let waiting: Vec<Group> = st.deliver.drain(..).collect();
-    for g in &waiting {
-        let a = g.answer(ResponseCode::Invalid, by);
-        st.answers.push(a);
-    }
-    let held = std::mem::take(&mut st.response);
-    for (cookie, g) in held {
-        st.answers.push(g.answer(ResponseCode::Invalid, by));
-        st.cookies.release(cookie);
-    }
-}
-
-fn record(req: &PageRequest, cookie: u32) -> HwptPgfault {
-    // `iommufd_compose_fault_message()`: length is always 0 in Linux 6.12.
-    HwptPgfault {
-        flags: req.flags.bits(),
-        dev_id: req.dev_id,
-        pasid: req.pasid,
-        grpid: req.grpid,
-        perm: req.perm.bits(),
-        reserved: 0,
-        addr: req.addr,
-        length: 0,
-        cookie,
+impl CompatFaultQueue {
+    fn record(&self, req: &PageRequest, cookie: u32) -> HwptPgfault {
+        // `iommufd_compose_fault_message()`: flags copied as reported, length always 0 in 6.12.
+        HwptPgfault {
+            flags: req.flags.bits(),
+            dev_id: self.dev_id,
+            pasid: req.pasid,
+            grpid: req.grpid,
+            perm: req.perm.bits(),
+            reserved: 0,
+            addr: req.addr,
+            length: 0,
+            cookie,
+        }
     }
 }
 
@@ -310,43 +256,38 @@ impl FaultFd for CompatFaultQueue {
         if buf.len() % RECORD_SIZE != 0 {
             return Err(Error::ReadSize { len: buf.len() });
         }
-        let mut st = self.shared.lock();
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
         let mut done = 0;
-        while let Some(group) = st.deliver.pop_front() {
-            let need = group.requests.len() * RECORD_SIZE;
-            if done >= buf.len() || need > buf.len() - done {
-                st.deliver.push_front(group);
-                if done == 0 {
-                    return Err(Error::GroupTooLarge {
-                        capacity: buf.len() / RECORD_SIZE,
-                    });
+        let mut taken = Vec::new();
+        if let Some(deliver) = st.deliver_list() {
+            while let Some((cookie, requests)) = deliver.pop_front() {
+                let need = requests.len() * RECORD_SIZE;
+                if done >= buf.len() || need > buf.len() - done {
+                    deliver.push_front((cookie, requests));
+                    if done == 0 {
+                        return Err(Error::GroupTooLarge {
+                            capacity: buf.len() / RECORD_SIZE,
+                        });
+                    }
+                    break;
                 }
-                break;
-            }
-            let Some(cookie) = st.cookies.alloc() else {
-                st.deliver.push_front(group);
-                if done == 0 {
-                    return Err(Error::Io {
-                        op: "read (cookies exhausted)",
-                        errno: rustix::io::Errno::BUSY,
-                    });
+                for (req, out) in requests
+                    .iter()
+                    .zip(buf[done..].chunks_exact_mut(RECORD_SIZE))
+                {
+                    out.copy_from_slice(self.record(req, cookie.raw()).as_bytes());
                 }
-                break;
-            };
-            for (req, out) in group
-                .requests
-                .iter()
-                .zip(buf[done..].chunks_exact_mut(RECORD_SIZE))
-            {
-                out.copy_from_slice(record(req, cookie).as_bytes());
+                done += need;
+                taken.push(cookie.raw());
             }
-            done += need;
-            st.response.insert(cookie, group);
         }
+        st.handed_out.extend(taken);
         Ok(done)
     }
 
-    /// `iommufd_fault_fops_write()`.
+    /// `iommufd_fault_fops_write()`: each response's code is checked first, then its cookie
+    /// must name a group handed out by a read; the fault core then judges and sends it.
     fn write_bytes(&mut self, buf: &[u8]) -> Result<usize> {
         if buf.len() % RESPONSE_SIZE != 0 {
             return Err(Error::WriteSize { len: buf.len() });
@@ -369,13 +310,21 @@ impl FaultFd for CompatFaultQueue {
                     break;
                 }
             };
-            let Some(group) = st.response.remove(&r.cookie) else {
-                rc = Some(Error::UnknownCookie { cookie: r.cookie });
+            let unknown = Error::UnknownCookie { cookie: r.cookie };
+            let Some(h) = st.handler else {
+                rc = Some(unknown);
                 break;
             };
-            st.cookies.release(r.cookie);
-            let a = group.answer(code, AnsweredBy::Consumer);
-            st.answers.push(a);
+            if !st.handed_out.contains(&r.cookie) {
+                rc = Some(unknown);
+                break;
+            }
+            let response = Response::by_cookie(Cookie::from_raw(r.cookie), code);
+            if st.core.respond(h, &response).is_err() {
+                rc = Some(unknown);
+                break;
+            }
+            st.handed_out.remove(&r.cookie);
             done += RESPONSE_SIZE;
         }
         match rc {
@@ -386,8 +335,10 @@ impl FaultFd for CompatFaultQueue {
 
     /// `iommufd_fault_fops_poll()`.
     fn readiness(&mut self) -> Result<Readiness> {
+        let mut st = self.shared.lock();
+        let readable = st.deliver_list().is_some_and(|d| !d.is_empty());
         Ok(Readiness {
-            readable: !self.shared.lock().deliver.is_empty(),
+            readable,
             writable: true,
         })
     }
@@ -413,32 +364,32 @@ impl FaultConsumer for CompatFaultQueue {
     /// Blocks on the queue's condition variable until a group waits or the timeout passes.
     fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool> {
         let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(u64::from(ms)));
-        let mut st = self.shared.lock();
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
         loop {
-            if !st.deliver.is_empty() {
+            if st.deliver_list().is_some_and(|d| !d.is_empty()) {
                 return Ok(true);
             }
-            match deadline {
-                None => {
-                    st = self
-                        .shared
+            let wait = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(false),
+                },
+            };
+            st = match wait {
+                None => shared
+                    .readable
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(left) => {
+                    shared
                         .readable
-                        .wait(st)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                }
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Ok(false);
-                    }
-                    st = self
-                        .shared
-                        .readable
-                        .wait_timeout(st, d - now)
+                        .wait_timeout(st, left)
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .0;
+                        .0
                 }
-            }
+            };
         }
     }
 }
@@ -447,6 +398,6 @@ impl Drop for CompatFaultQueue {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
         st.consumer_gone = true;
-        answer_all(&mut st, AnsweredBy::ConsumerGone);
+        st.detach();
     }
 }

@@ -3,6 +3,13 @@
 //! give identical observable results: the bytes every read returns, every write's count, every
 //! errno, every poll.
 //!
+//! Cookie values are each implementation's own (Linux: lowest free from 1; iopf's fault core:
+//! slot and generation), so in the recorded bytes a cookie is replaced by the ordinal of the group
+//! it names in the run (`0` for the first group read, `1` for the next...): two queues agree when
+//! they hand out the same groups in the same order. Bogus cookies in scripts are values neither
+//! issues (0 and `0x30_0000 + k`: Linux would need three million groups outstanding, and iopf's
+//! cookies all have a non-zero generation at bit 22).
+//!
 //! While running, [`run`] also checks on each queue what must hold whatever the implementation:
 //! a read returns whole groups (every record of a group carries its cookie, the last one has
 //! `LAST_PAGE`) and no cookie handed out is one still awaiting an answer.
@@ -12,11 +19,11 @@
 use std::collections::BTreeSet;
 
 use iopf_abi::iommufd::PgfaultFlags;
-use iopf_abi::{HwptPgfault, Perm};
+use iopf_abi::{HwptPgfault, PageRequest, PageRequestFlags, Perm};
 
 use crate::{
-    compat_fault_queue, CompatFaultQueue, CompatProducer, FaultFd, PageRequest, Readiness, Result,
-    RECORD_SIZE, RESPONSE_SIZE,
+    compat_fault_queue, CompatFaultQueue, CompatProducer, FaultFd, Readiness, Result, RECORD_SIZE,
+    RESPONSE_SIZE,
 };
 
 /// A cookie to answer: one read earlier in the same run, or a literal (for bogus cookies).
@@ -99,30 +106,37 @@ pub struct Transcript {
 
 #[derive(Default)]
 struct Tracker {
+    /// Raw cookies of every record read, in order (what [`CookieRef::Read`] indexes).
     seen: Vec<u32>,
+    /// Raw cookies handed out and not answered.
     outstanding: BTreeSet<u32>,
-    /// Cookies of the groups answered by a write, in the order they were written.
+    /// Groups read so far: the next group's ordinal.
+    groups: u32,
     violations: Vec<String>,
 }
+
+/// A cookie the queues never issue, for references to records not read.
+const NEVER_ISSUED: u32 = 0x30_0000;
 
 impl Tracker {
     fn cookie(&self, r: CookieRef) -> u32 {
         match r {
             CookieRef::Literal(c) => c,
-            CookieRef::Read(n) if self.seen.is_empty() => 0xffff_0000 | (n as u32 & 0xffff),
+            CookieRef::Read(n) if self.seen.is_empty() => NEVER_ISSUED | (n as u32 & 0xffff),
             CookieRef::Read(n) => self.seen[n % self.seen.len()],
         }
     }
 
-    fn on_read(&mut self, op: usize, bytes: &[u8]) {
+    /// Checks a read's records and replaces each cookie by its group's ordinal.
+    fn on_read(&mut self, op: usize, bytes: &mut [u8]) {
         if bytes.len() % RECORD_SIZE != 0 {
             self.violations
                 .push(format!("op {op}: read returned {} bytes", bytes.len()));
             return;
         }
         let mut group_cookie: Option<u32> = None;
-        for raw in bytes.chunks_exact(RECORD_SIZE) {
-            let rec = match HwptPgfault::read(raw) {
+        for raw in bytes.chunks_exact_mut(RECORD_SIZE) {
+            let rec = match HwptPgfault::read(&*raw) {
                 Ok(r) => r,
                 Err(e) => {
                     self.violations.push(format!("op {op}: {e}"));
@@ -132,6 +146,7 @@ impl Tracker {
             self.seen.push(rec.cookie);
             match group_cookie {
                 None => {
+                    self.groups += 1;
                     if !self.outstanding.insert(rec.cookie) {
                         self.violations.push(format!(
                             "op {op}: cookie {} handed out while still outstanding",
@@ -145,6 +160,7 @@ impl Tracker {
                 )),
                 Some(_) => {}
             }
+            raw[36..40].copy_from_slice(&(self.groups - 1).to_ne_bytes());
             group_cookie = if rec.flags & PgfaultFlags::LAST_PAGE.bits() != 0 {
                 None
             } else {
@@ -175,7 +191,7 @@ pub fn run(target: &mut dyn Target, script: &[Op]) -> Transcript {
                 match target.fd().read_bytes(&mut buf) {
                     Ok(n) => {
                         buf.truncate(n);
-                        t.on_read(i, &buf);
+                        t.on_read(i, &mut buf);
                         Outcome::Bytes(buf)
                     }
                     Err(e) => Outcome::Errno(e.errno()),
@@ -284,6 +300,7 @@ pub fn standard_script() -> Vec<Op> {
         Op::Read { len: 39 },
         Op::WriteRaw(vec![0; 7]),
         Op::Write(vec![(Literal(1), 0)]),
+        Op::Write(vec![(Literal(0), 1)]),
         trig(1, 2, rw, 0xdead_beaf),
         Op::Poll,
         Op::Read { len: 0 },
@@ -306,7 +323,7 @@ pub fn standard_script() -> Vec<Op> {
     s.extend([
         Op::Read { len: 80 },
         Op::Read { len: 120 },
-        Op::Write(vec![(R(2), 1), (Literal(0x7777), 0), (R(3), 0)]),
+        Op::Write(vec![(R(2), 1), (Literal(NEVER_ISSUED + 7), 0), (R(3), 0)]),
         Op::Write(vec![(R(1), 0)]),
         Op::Read { len: 400 },
         Op::Read { len: 400 },
@@ -363,7 +380,9 @@ pub fn random_script(seed: u64, len: usize) -> Vec<Op> {
                     (0..n)
                         .map(|_| {
                             let cookie = if next() % 8 == 0 {
-                                CookieRef::Literal((next() % 64) as u32)
+                                CookieRef::Literal(
+                                    [0, NEVER_ISSUED + (next() % 64) as u32][(next() % 2) as usize],
+                                )
                             } else {
                                 CookieRef::Read(next() as usize)
                             };
@@ -401,13 +420,13 @@ pub struct CompatTarget {
 
 impl CompatTarget {
     /// A fresh, attached queue for a device with iommufd id `dev_id`.
-    pub fn new(dev_id: u32) -> CompatTarget {
-        let (producer, queue) = compat_fault_queue();
-        CompatTarget {
+    pub fn new(dev_id: u32) -> Result<CompatTarget> {
+        let (producer, queue) = compat_fault_queue(dev_id)?;
+        Ok(CompatTarget {
             producer,
             queue,
             dev_id,
-        }
+        })
     }
 }
 
@@ -417,17 +436,17 @@ impl Target for CompatTarget {
     }
 
     fn trigger(&mut self, pasid: u32, grpid: u32, perm: u32, addr: u64) -> Result<()> {
-        let mut flags = PgfaultFlags::LAST_PAGE;
+        let mut flags = PageRequestFlags::LAST_PAGE;
         if pasid != 0 {
-            flags |= PgfaultFlags::PASID_VALID;
+            flags |= PageRequestFlags::PASID_VALID;
         }
         self.producer.report(PageRequest {
-            dev_id: self.dev_id,
             flags,
             pasid,
             grpid,
             perm: Perm::from_bits_retain(perm),
             addr,
+            private_data: [0; 2],
         });
         Ok(())
     }
@@ -438,7 +457,6 @@ impl Target for CompatTarget {
     }
 
     fn attach(&mut self) -> Result<()> {
-        self.producer.attach();
-        Ok(())
+        self.producer.attach()
     }
 }

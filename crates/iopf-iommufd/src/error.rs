@@ -57,6 +57,9 @@ pub enum Error {
     /// A record read from the kernel does not decode (a newer kernel's flags, say).
     #[error("fault record from the kernel does not decode: {0}")]
     Record(#[source] AbiError),
+    /// iopf's fault core refused an operation of the compatible queue (its configuration).
+    #[error("fault core: {0}")]
+    Core(#[source] iopf_core::CoreError),
     /// Any other failed system call on the fault fd (`op`: read, write, poll...).
     #[error("fault queue {op} failed: {errno}")]
     Io {
@@ -79,6 +82,7 @@ impl Error {
             | Error::UnknownCode { .. }
             | Error::UnknownCookie { .. } => Errno::INVAL.raw_os_error(),
             Error::Record(e) => e.errno(),
+            Error::Core(e) => e.errno(),
         }
     }
 

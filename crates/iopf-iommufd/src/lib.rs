@@ -13,8 +13,8 @@
 //!   implementing `iommufd_ioctls::AttachHwpt`.
 //! * [`FaultQueue`]: the kernel's fault fd, read and answered with the kernel's exact rules
 //!   ([`FaultFd`]) and usable as an [`iopf_abi::FaultConsumer`].
-//! * [`CompatFaultQueue`] / [`CompatProducer`]: iopf's own queue with the same records, rules,
-//!   cookies and errno, for machines without `/dev/iommu`.
+//! * [`CompatFaultQueue`] / [`CompatProducer`]: iopf's own queue with the same records, rules
+//!   and errno, built on iopf's fault core (`iopf-core`), for machines without `/dev/iommu`.
 //! * `selftest` (feature `selftest`): the kernel's iommufd selftest mock device, which produces
 //!   real fault records without hardware. The in-guest test program `iopf-kernel-tests` (run by
 //!   `scripts/kernel-tier.sh`) is built on it.
@@ -33,9 +33,7 @@ pub mod selftest;
 mod sys;
 mod wire;
 
-pub use compat::{
-    compat_fault_queue, Answer, AnsweredBy, CompatFaultQueue, CompatProducer, PageRequest,
-};
+pub use compat::{compat_fault_queue, CompatFaultQueue, CompatProducer};
 pub use error::{Error, Result};
 pub use fault_queue::FaultQueue;
 pub use iommufd::{attach_hwpt, HwptAlloc, Iommufd, IOMMU_HWPT_ALLOC_NEST_PARENT};

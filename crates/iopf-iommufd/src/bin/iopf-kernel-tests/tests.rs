@@ -3,7 +3,10 @@
 use std::time::Instant;
 
 use iopf_abi::iommufd::PgfaultFlags;
-use iopf_abi::{FaultConsumer, HwptPgfault, IommufdResponse, Perm, PgFault, ResponseCode};
+use iopf_abi::{
+    FaultConsumer, HwptPgfault, IommufdResponse, PageRequest, PageRequestFlags, Perm, PgFault,
+    ResponseCode,
+};
 use iopf_iommufd::differential::{self, CompatTarget, Op};
 use iopf_iommufd::{compat_fault_queue, Error, FaultFd, HwptAlloc, IOMMU_HWPT_ALLOC_NEST_PARENT};
 use rustix::io::Errno;
@@ -180,6 +183,18 @@ fn round_trip<C: FaultConsumer<Error = Error>>(
     Ok(())
 }
 
+/// A one-request group without PASID, as the mock's trigger makes them.
+fn page_request(grpid: u32, addr: u64) -> PageRequest {
+    PageRequest {
+        flags: PageRequestFlags::LAST_PAGE,
+        pasid: 0,
+        grpid,
+        perm: Perm::READ,
+        addr,
+        private_data: [0; 2],
+    }
+}
+
 fn consumer_round_trip() -> Outcome {
     let mut f = Fixture::new()?;
     let mock = f.mock.clone();
@@ -193,16 +208,9 @@ fn consumer_round_trip() -> Outcome {
         .ctx("trigger")
     })
     .map_err(|e| format!("kernel: {e}"))?;
-    let (producer, mut queue) = compat_fault_queue();
+    let (producer, mut queue) = compat_fault_queue(f.mock.dev_id).ctx("compat queue")?;
     round_trip(&mut queue, &mut |g| {
-        producer.report(iopf_iommufd::PageRequest {
-            dev_id: 1,
-            flags: PgfaultFlags::LAST_PAGE,
-            pasid: 0,
-            grpid: g,
-            perm: Perm::READ,
-            addr: 0x10_0000,
-        });
+        producer.report(page_request(g, 0x10_0000));
         Ok(())
     })
     .map_err(|e| format!("compat: {e}"))?;
@@ -599,18 +607,11 @@ fn many_faults() -> Outcome {
         "left over"
     );
 
-    let (producer, mut queue) = compat_fault_queue();
+    let (producer, mut queue) = compat_fault_queue(f.mock.dev_id).ctx("compat queue")?;
     let t1 = Instant::now();
     for base in (0..TOTAL).step_by(BATCH as usize) {
         for g in 0..BATCH {
-            producer.report(iopf_iommufd::PageRequest {
-                dev_id: f.mock.dev_id,
-                flags: PgfaultFlags::LAST_PAGE,
-                pasid: 0,
-                grpid: (base + g) % 512,
-                perm: Perm::READ,
-                addr: u64::from(base + g) << 12,
-            });
+            producer.report(page_request((base + g) % 512, u64::from(base + g) << 12));
         }
         let n = queue.read_faults(&mut out).ctx("compat read_faults")?;
         responses.clear();
@@ -637,7 +638,7 @@ fn many_faults() -> Outcome {
 
 fn differential(script: &[Op]) -> Result<usize, String> {
     let mut kernel = Fixture::new()?;
-    let mut compat = CompatTarget::new(kernel.mock.dev_id);
+    let mut compat = CompatTarget::new(kernel.mock.dev_id).ctx("compat queue")?;
     let k = differential::run(&mut kernel, script);
     let c = differential::run(&mut compat, script);
     differential::compare(script, "kernel", &k, "iopf", &c)?;
