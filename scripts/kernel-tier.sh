@@ -111,7 +111,7 @@ build_kernel() {
 build_guest() {
     log "building the in-guest tests (static $guest_bin)"
     # A separate --target keeps these RUSTFLAGS from invalidating the host build.
-    RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release --locked \
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release \
         -p iopf-iommufd --features selftest --bin "$guest_bin" --target "$guest_target"
     local bin="$root/target/$guest_target/release/$guest_bin"
     [ -x "$bin" ] || die "guest binary $bin missing"

@@ -90,7 +90,12 @@ impl Error {
     pub(crate) fn from_ioctls(op: &'static str, e: iommufd_ioctls::IommufdError) -> Error {
         use iommufd_ioctls::IommufdError as E;
         let errno = match &e {
-            E::OpenIommufd(io) => return Error::Open(std::io::Error::new(io.kind(), e)),
+            E::OpenIommufd(io) => {
+                return Error::Open(match io.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(io.kind(), e),
+                })
+            }
             E::IommuDestroy(s)
             | E::IommuIoasAlloc(s)
             | E::IommuIoasMap(s)

@@ -304,3 +304,36 @@ fn the_standard_script_starts_as_linux_does() {
     let other = differential::run(&mut CompatTarget::new(DEV + 1).unwrap(), &script);
     assert!(differential::compare(&script, "a", &run, "b", &other).is_err());
 }
+
+#[test]
+fn failure_is_encoded_as_invalid_for_the_fault_fd() {
+    let r = iopf_iommufd::encode_response(&IommufdResponse {
+        cookie: 77,
+        code: ResponseCode::Failure,
+    });
+    assert_eq!((r.cookie, r.code), (77, 1));
+    let r = iopf_iommufd::encode_response(&IommufdResponse {
+        cookie: 78,
+        code: ResponseCode::Success,
+    });
+    assert_eq!((r.cookie, r.code), (78, 0));
+}
+
+/// Opening `/dev/iommu` where there is none is [`Error::Open`] with open()'s own errno.
+#[test]
+fn opening_a_missing_dev_iommu_reports_open_errno() {
+    match (
+        iopf_iommufd::Iommufd::open(),
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/iommu"),
+    ) {
+        (Ok(_), Ok(_)) => {}
+        (Err(e), Err(std_err)) => {
+            assert!(matches!(e, Error::Open(_)), "{e:?}");
+            assert_eq!(Some(e.errno()), std_err.raw_os_error());
+        }
+        (a, b) => panic!("iopf and std disagree on opening /dev/iommu: {a:?} vs {b:?}"),
+    }
+}
