@@ -62,6 +62,9 @@ pub struct ConsumerStats {
     pub rejected: u64,
     /// Verdicts dropped because [`Consumer::take_verdicts`] was not called.
     pub verdicts_dropped: u64,
+    /// Slots that did not decode (only a corrupted region has them); each was skipped, with the
+    /// rest of the group it was part of.
+    pub corrupt: u64,
 }
 
 /// The consuming end of a fault queue. Owned by one thread at a time (`Send`, not `Sync`).
@@ -146,7 +149,17 @@ impl Consumer {
     fn available(&mut self) -> Result<u64, QueueError> {
         if self.cached_fault_head == self.fault_tail {
             let head = self.shared.w(hdr::FAULT_HEAD).load(Ordering::Acquire);
-            if head.wrapping_sub(self.fault_tail) > self.shared.geo.entries {
+            let ahead = head.wrapping_sub(self.fault_tail);
+            if ahead > self.shared.geo.entries {
+                // Only a scribbled region gets here (this consumer's own, as only it writes the
+                // shared tail, and the producer rewrites its head on every push). Resynchronise
+                // on the head rather than wedge: the records in between are gone.
+                if ahead < 1 << 62 {
+                    self.stats.corrupt = self.stats.corrupt.saturating_add(ahead);
+                }
+                self.fault_tail = head;
+                self.cached_fault_head = head;
+                self.commit_tail();
                 return Err(QueueError::Corrupt("fault_head is impossible"));
             }
             self.cached_fault_head = head;
@@ -172,9 +185,9 @@ impl Consumer {
             Event::Fault(f) => {
                 self.stats.records += 1;
                 if f.seq > self.expected_seq {
-                    self.stats.lost += f.seq - self.expected_seq;
+                    self.stats.lost = self.stats.lost.saturating_add(f.seq - self.expected_seq);
                 }
-                self.expected_seq = f.seq + 1;
+                self.expected_seq = f.seq.saturating_add(1);
                 if f.request.is_last() {
                     self.held.insert(
                         f.cookie,
@@ -192,7 +205,7 @@ impl Consumer {
             }
             Event::Lost { first_seq, count } => {
                 if first_seq >= self.expected_seq {
-                    self.stats.lost += count;
+                    self.stats.lost = self.stats.lost.saturating_add(count);
                     self.expected_seq = first_seq.saturating_add(count);
                 }
             }
@@ -206,20 +219,28 @@ impl Consumer {
     }
 
     /// Takes up to `max` records (faults and loss records) into `out`, returning how many. A
-    /// group may be split across calls.
+    /// group may be split across calls. A slot that does not decode is skipped and counted
+    /// ([`ConsumerStats::corrupt`]), so a corrupted region cannot wedge the consumer.
     pub fn pop_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, QueueError> {
         self.collect_verdicts();
         let n = self.available()?.min(max as u64);
+        let mut taken = 0;
         for _ in 0..n {
-            let ev = self.read_slot(self.fault_tail)?;
-            self.note(&ev);
-            out.push(ev);
-            self.fault_tail += 1;
+            let slot = self.read_slot(self.fault_tail);
+            self.fault_tail = self.fault_tail.wrapping_add(1);
+            match slot {
+                Ok(ev) => {
+                    self.note(&ev);
+                    out.push(ev);
+                    taken += 1;
+                }
+                Err(_) => self.stats.corrupt = self.stats.corrupt.saturating_add(1),
+            }
         }
         if n > 0 {
             self.commit_tail();
         }
-        Ok(n as usize)
+        Ok(taken)
     }
 
     /// Waits until a record is waiting or `timeout` passes (spinning briefly, then sleeping on
@@ -256,8 +277,8 @@ impl Consumer {
         for (i, v) in w.iter().enumerate() {
             self.shared.w(base + i).store(*v, Ordering::Relaxed);
         }
-        self.resp_head += 1;
-        self.resp_head - 1
+        self.resp_head = self.resp_head.wrapping_add(1);
+        self.resp_head.wrapping_sub(1)
     }
 
     fn publish_responses(&mut self) {
@@ -358,7 +379,7 @@ impl Consumer {
                 self.stats.verdicts_dropped += 1;
             }
             self.verdicts.push_back(Verdict { id, outcome });
-            self.verdict_tail += 1;
+            self.verdict_tail = self.verdict_tail.wrapping_add(1);
         }
         self.shared
             .w(hdr::VERDICT_TAIL)
@@ -413,20 +434,27 @@ impl FaultConsumer for Consumer {
         self.collect_verdicts();
         let avail = self.available()?;
         let mut pos = self.fault_tail;
-        let end = self.fault_tail + avail;
+        let end = self.fault_tail.wrapping_add(avail);
         let mut written = 0;
         let mut group_start = 0;
-        while pos < end {
-            let ev = self.read_slot(pos)?;
+        while pos != end {
+            let ev = match self.read_slot(pos) {
+                Ok(ev) => ev,
+                Err(_) => {
+                    // Skip the slot and the unfinished group it breaks.
+                    self.stats.corrupt = self.stats.corrupt.saturating_add(1);
+                    pos = pos.wrapping_add(1);
+                    self.fault_tail = pos;
+                    written = group_start;
+                    continue;
+                }
+            };
             match ev {
                 Event::Lost { .. } => {
-                    if written == group_start {
-                        self.note(&ev);
-                        pos += 1;
-                        self.fault_tail = pos;
-                        continue;
-                    }
-                    return Err(QueueError::Corrupt("loss record inside a group"));
+                    self.note(&ev);
+                    pos = pos.wrapping_add(1);
+                    self.fault_tail = pos;
+                    written = group_start;
                 }
                 Event::Fault(f) => {
                     let Some(slot) = out.get_mut(written) else {
@@ -434,12 +462,13 @@ impl FaultConsumer for Consumer {
                     };
                     *slot = Consumer::to_pgfault(&f);
                     written += 1;
-                    pos += 1;
+                    pos = pos.wrapping_add(1);
                     if f.request.is_last() {
                         // The group is complete: account for its records and take it.
                         for i in self.fault_tail..pos {
-                            let ev = self.read_slot(i)?;
-                            self.note(&ev);
+                            if let Ok(ev) = self.read_slot(i) {
+                                self.note(&ev);
+                            }
                         }
                         self.fault_tail = pos;
                         group_start = written;
@@ -448,7 +477,7 @@ impl FaultConsumer for Consumer {
             }
         }
         self.commit_tail();
-        if group_start == 0 && self.fault_tail < end && out.len() <= written {
+        if group_start == 0 && self.fault_tail != end && out.len() <= written {
             return Err(QueueError::Inconsistent(
                 "the first waiting group does not fit",
             ));
