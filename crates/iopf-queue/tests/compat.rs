@@ -9,6 +9,7 @@
 //!
 //! In all four pairs the device gets its private data back; only new × new has the consumer echo
 //! it (and checked), elsewhere the producer keeps and restores it.
+#![allow(clippy::unwrap_used)] // in a test, a failed unwrap is a failed test
 
 mod common;
 

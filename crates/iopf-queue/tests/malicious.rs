@@ -3,6 +3,7 @@
 //! pushing groups. The producer must never panic (every index it uses is its own or checked) and
 //! every group it delivered must be answered exactly once — by a validated response, or INVALID
 //! when the consumer is gone.
+#![allow(clippy::unwrap_used)] // in a test, a failed unwrap is a failed test
 
 mod common;
 

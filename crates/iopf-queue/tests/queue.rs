@@ -1,4 +1,5 @@
 //! The queue in one process: round trips, verdicts, loss, consumer death.
+#![allow(clippy::unwrap_used)] // in a test, a failed unwrap is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
+#![allow(clippy::unwrap_used)] // in a test, a failed unwrap is a failed test
 #![allow(dead_code)]
 
 use iopf_abi::fault::PageRequestFlags;
