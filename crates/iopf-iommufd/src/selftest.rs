@@ -93,8 +93,11 @@ pub struct MockDevice {
     iommufd: Iommufd,
     /// The selftest object id (`out_stdev_id`), the handle for replace and destroy.
     pub stdev_id: u32,
-    /// The HWPT the device was first attached to (`out_hwpt_id`): not fault-capable.
+    /// The HWPT the device was first attached to (`out_hwpt_id`): an automatic domain of the
+    /// IOAS, not fault-capable, destroyed by the kernel once the device leaves it.
     pub hwpt_id: u32,
+    /// The IOAS the device was created on.
+    pub ioas_id: u32,
     /// The device's iommufd id (`out_idev_id`): `dev_id` in HWPT_ALLOC, triggers and records.
     pub dev_id: u32,
 }
@@ -115,6 +118,7 @@ impl MockDevice {
             iommufd: iommufd.clone(),
             stdev_id: out.out_stdev_id,
             hwpt_id: out.out_hwpt_id,
+            ioas_id,
             dev_id: out.out_idev_id,
         })
     }
@@ -165,8 +169,8 @@ impl iommufd_ioctls::AttachHwpt for MockDevice {
             .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
     }
 
-    /// Back to the device's first (not fault-capable) HWPT.
+    /// Back to an automatic (not fault-capable) domain of the device's IOAS.
     fn detach_hwpt(&self) -> std::io::Result<()> {
-        self.attach_hwpt(self.hwpt_id)
+        self.attach_hwpt(self.ioas_id)
     }
 }

@@ -103,8 +103,10 @@ impl Target for Fixture {
         })
     }
 
+    /// To the NEST_PARENT HWPT: a paging domain without a fault queue, which outlives the
+    /// attachment (an automatic domain would be destroyed on leaving it).
     fn detach(&mut self) -> iopf_iommufd::Result<()> {
-        self.mock.replace(self.mock.hwpt_id).map(|_| ())
+        self.mock.replace(self.parent).map(|_| ())
     }
 
     fn attach(&mut self) -> iopf_iommufd::Result<()> {

@@ -496,10 +496,10 @@ fn replace_with_faults_outstanding() -> Outcome {
     let t0 = Instant::now();
     let now = f
         .mock
-        .replace(f.mock.hwpt_id)
+        .replace(f.parent)
         .ctx("replace with faults outstanding")?;
     let took = t0.elapsed();
-    ensure_eq!(now, f.mock.hwpt_id, "HWPT attached after replace");
+    ensure_eq!(now, f.parent, "HWPT attached after replace");
     let r = f.fq.readiness().ctx("poll")?;
     ensure!(!r.readable, "readable after replace: {r:?}");
     let mut big = [0u8; 400];
