@@ -13,6 +13,8 @@
 //!   everything INVALID when the consumer goes away ([`Producer::close`]).
 //! * [`Consumer`]: reads records, writes responses, receives verdicts; implements
 //!   [`iopf_abi::FaultConsumer`].
+//! * [`core_link`]: the producer as the fault core's handler, and the pump that feeds validated
+//!   responses back into the core (and detaches a dead consumer so the core answers INVALID).
 //! * [`channel`] builds both ends in one process; [`Listener`] / [`connect`] put them in two,
 //!   over a UNIX socket with `SCM_RIGHTS`.
 //! * `layout`, `shm`, `wake`, `record`, `response`, `pending`: the region's words, its mapping
@@ -25,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod consumer;
+pub mod core_link;
 pub mod error;
 pub mod layout;
 pub mod negotiate;
@@ -41,6 +44,7 @@ mod wake;
 use std::sync::Arc;
 
 pub use consumer::{Consumer, ConsumerStats, Verdict};
+pub use core_link::{CoreLink, Pumped, QueueHandler};
 pub use error::{LossReason, QueueError, RejectReason, Rejection};
 pub use negotiate::{negotiate, Agreement, Offer, RecordFormat, Request};
 pub use producer::{Answer, AnsweredBy, Group, Producer, ProducerConfig, ProducerStats};

@@ -124,6 +124,15 @@ impl Pending {
         Some(group)
     }
 
+    /// The cookie of the pending group with this owner's tag (a scan: for rare withdrawals).
+    pub fn cookie_of_tag(&self, tag: u64) -> Option<u32> {
+        self.slots.iter().enumerate().find_map(|(i, s)| {
+            s.group
+                .filter(|g| g.tag == tag)
+                .map(|_| (u32::from(s.generation) << INDEX_BITS) | i as u32)
+        })
+    }
+
     /// Removes every group, returning (cookie, group) pairs.
     pub fn drain(&mut self) -> Vec<(u32, PendingGroup)> {
         let cookies: Vec<u32> = self

@@ -489,6 +489,16 @@ impl Producer {
             || link_gone(&self.link)
     }
 
+    /// Forgets the pending group pushed with `tag`, because its owner answered it otherwise (the
+    /// fault core's PASID flush or age limit). A response the consumer sends for it later is
+    /// rejected as naming no pending group. Returns whether the group was pending.
+    pub fn withdraw(&mut self, tag: u64) -> bool {
+        match self.pending.cookie_of_tag(tag) {
+            Some(cookie) => self.pending.remove(cookie).is_some(),
+            None => false,
+        }
+    }
+
     /// Ends the queue: judges the responses already in the ring, then answers every group still
     /// pending INVALID ([`AnsweredBy::ConsumerGone`]), as Linux does for a detached fault queue.
     /// Later pushes are lost with [`LossReason::ConsumerGone`]. Returns how many answers were
