@@ -170,21 +170,36 @@ fn decode_all(bytes: &[u8], format: Format) -> Result<Vec<Decoded>, CliError> {
     Ok(out)
 }
 
+/// Flag names joined by `|`, or `-` when none is set.
+fn names<F: bitflags::Flags>(flags: &F) -> String {
+    let all: Vec<&str> = flags.iter_names().map(|(n, _)| n).collect();
+    if all.is_empty() {
+        "-".into()
+    } else {
+        all.join("|")
+    }
+}
+
 fn describe(rec: &Decoded) -> String {
     match rec {
         Decoded::Fault(Fault::PageRequest(p)) => format!(
-            "page request grpid {} pasid {} addr {:#x} perm {:?} flags {:?} private_data [{:#x}, {:#x}]",
+            "page request grpid {} pasid {} addr {:#x} perm {} flags {} private_data [{:#x}, {:#x}]",
             p.grpid,
             p.pasid().map_or("none".to_string(), |v| v.to_string()),
             p.addr,
-            p.perm,
-            p.flags,
+            names(&p.perm),
+            names(&p.flags),
             p.private_data[0],
             p.private_data[1]
         ),
         Decoded::Fault(Fault::Unrecoverable(u)) => format!(
-            "unrecoverable fault reason {:?} pasid {} addr {:#x} fetch_addr {:#x} perm {:?} flags {:?}",
-            u.reason, u.pasid, u.addr, u.fetch_addr, u.perm, u.flags
+            "unrecoverable fault reason {:?} pasid {} addr {:#x} fetch_addr {:#x} perm {} flags {}",
+            u.reason,
+            u.pasid,
+            u.addr,
+            u.fetch_addr,
+            names(&u.perm),
+            names(&u.flags)
         ),
         Decoded::Response(r) => format!(
             "page response v{} grpid {} pasid {} code {:?}{}",
@@ -197,8 +212,15 @@ fn describe(rec: &Decoded) -> String {
                 .unwrap_or_default()
         ),
         Decoded::Pgfault(p) => format!(
-            "iommufd fault cookie {} dev_id {} grpid {} pasid {} addr {:#x} length {} perm {:?} flags {:?}",
-            p.cookie, p.dev_id, p.grpid, p.pasid, p.addr, p.length, p.perm, p.flags
+            "iommufd fault cookie {} dev_id {} grpid {} pasid {} addr {:#x} length {} perm {} flags {}",
+            p.cookie,
+            p.dev_id,
+            p.grpid,
+            p.pasid,
+            p.addr,
+            p.length,
+            names(&p.perm),
+            names(&p.flags)
         ),
         Decoded::HwptResponse(r) => format!("iommufd response cookie {} code {:?}", r.cookie, r.code),
     }
