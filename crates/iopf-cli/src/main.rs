@@ -22,12 +22,18 @@ struct Cli {
 enum Command {
     /// Decode fault and response records given as hex or in a binary file.
     Decode(cmd::decode::Args),
+    /// Serve a fault queue on a UNIX socket: a fault core and one PRI device feed each consumer.
+    Serve(cmd::serve::Args),
+    /// Attach to a served fault queue: print faults as they arrive and answer them by a policy.
+    Attach(cmd::attach::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Decode(args) => cmd::decode::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Attach(args) => cmd::attach::run(args),
     };
     match result {
         Ok(code) => code,

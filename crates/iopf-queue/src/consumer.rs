@@ -132,6 +132,19 @@ impl Consumer {
         self.shared.w(hdr::LOST).load(Ordering::Acquire)
     }
 
+    /// Whether the producer has gone away: its process closed the socket or died. Never blocks;
+    /// always `false` for a queue built in one process by [`crate::channel`].
+    pub fn producer_gone(&self) -> bool {
+        self._socket
+            .as_ref()
+            .is_some_and(crate::socket::peer_closed)
+    }
+
+    /// Responses written so far (the next response's id).
+    pub fn responses_sent(&self) -> u64 {
+        self.resp_head
+    }
+
     /// Groups read and not yet answered.
     pub fn held_groups(&self) -> usize {
         self.held.len()

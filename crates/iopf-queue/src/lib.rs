@@ -50,7 +50,7 @@ pub use negotiate::{negotiate, Agreement, Offer, RecordFormat, Request};
 pub use producer::{Answer, AnsweredBy, Group, Producer, ProducerConfig, ProducerStats};
 pub use record::{Event, FaultEvent};
 pub use response::RawFormat;
-pub use socket::{connect, Listener, ServeConfig};
+pub use socket::{connect, own_uid, Listener, ServeConfig};
 
 /// Negotiates `request` against `offer` and builds both ends of a queue in this process (the
 /// region is still a sealed memfd, exactly as across processes). Errors: the negotiation's

@@ -168,6 +168,11 @@ pub(crate) fn peer_closed(fd: &OwnedFd) -> bool {
     }
 }
 
+/// The uid this process runs as (`getuid()`), the one [`ServeConfig::allowed_uids`] defaults to.
+pub fn own_uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
 /// How a producer serves its socket.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {

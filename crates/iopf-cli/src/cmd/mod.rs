@@ -1,3 +1,5 @@
 //! One module per subcommand.
 
+pub mod attach;
 pub mod decode;
+pub mod serve;

@@ -1,0 +1,288 @@
+//! `iopf serve`: a producer process. It creates a UNIX socket (mode 0600), and for each consumer
+//! that connects (uid checked, negotiated) it runs a fault core with one PRI device whose page
+//! request groups go through the fault queue, carries the consumer's responses back to the device,
+//! and prints what became of every group: answered by the consumer, answered at once because the
+//! ring was full, or answered INVALID because the consumer went away.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use iopf::core::{DeviceId, DeviceResponse, FaultCore, PriCaps, Reported, ResponseSink};
+use iopf::queue::{CoreLink, Listener, Offer, ServeConfig};
+use iopf_abi::{Fault, PageRequest, PageRequestFlags, Perm, ResponseCode};
+use serde::Serialize;
+
+use crate::error::CliError;
+
+/// What the producer offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OfferKind {
+    /// Everything iopf implements (ABI version 2).
+    Current,
+    /// An old producer: ABI version 1, `iommu_fault` records and version 1 responses only.
+    V1,
+}
+
+/// Arguments of `iopf serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Path of the UNIX socket to create (must not exist).
+    socket: PathBuf,
+    /// Page request groups to send to each consumer.
+    #[arg(long, default_value_t = 1000)]
+    groups: u32,
+    /// Page requests per group (the last one has LAST_PAGE).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    requests: u32,
+    /// Give every group VT-d-style private data, from a device that needs the PASID in its
+    /// responses.
+    #[arg(long)]
+    private_data: bool,
+    /// What to offer consumers.
+    #[arg(long, value_enum, default_value = "current")]
+    offer: OfferKind,
+    /// Largest ring (entries) to offer.
+    #[arg(long, default_value_t = 4096)]
+    max_entries: u32,
+    /// Groups kept in flight at once (at most 256: PRG indexes are 9 bits).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=256))]
+    window: u32,
+    /// Also let this uid connect (repeatable). Without it, only the server's own uid may.
+    #[arg(long = "allow-uid")]
+    allow_uids: Vec<u32>,
+    /// Consumers to serve, one after another, before exiting.
+    #[arg(long, default_value_t = 1)]
+    consumers: u32,
+    /// Print each consumer's summary as a JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Counts what reached the device.
+#[derive(Debug, Default)]
+struct DeviceSide {
+    success: u64,
+    invalid: u64,
+    failure: u64,
+    private_data_ok: u64,
+}
+
+impl ResponseSink for DeviceSide {
+    fn page_response(&mut self, _device: DeviceId, r: &DeviceResponse) {
+        match r.code {
+            ResponseCode::Success => self.success += 1,
+            ResponseCode::Invalid => self.invalid += 1,
+            ResponseCode::Failure => self.failure += 1,
+        }
+        if r.private_data == Some(private_data(r.grpid)) {
+            self.private_data_ok += 1;
+        }
+    }
+}
+
+impl DeviceSide {
+    fn total(&self) -> u64 {
+        self.success + self.invalid + self.failure
+    }
+}
+
+/// One consumer's outcome.
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    consumer: u32,
+    abi_version: u32,
+    record: String,
+    features: String,
+    groups: u64,
+    responses_to_device: u64,
+    success: u64,
+    invalid: u64,
+    failure: u64,
+    answered_by_consumer: u64,
+    answered_at_once_lost: u64,
+    answered_invalid_consumer_gone: u64,
+    responses_rejected: u64,
+    private_data_restored: u64,
+    consumer_gone: bool,
+}
+
+fn private_data(grpid: u32) -> [u64; 2] {
+    [0x5afe_0000 | u64::from(grpid), !u64::from(grpid)]
+}
+
+fn os_err(path: &std::path::Path, e: impl std::fmt::Display) -> CliError {
+    CliError::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Runs `iopf serve`.
+pub fn run(args: Args) -> Result<ExitCode, CliError> {
+    let mut offer = match args.offer {
+        OfferKind::Current => Offer::current(),
+        OfferKind::V1 => Offer::v1(),
+    };
+    offer.max_entries = args.max_entries;
+    let config = ServeConfig {
+        offer,
+        allowed_uids: if args.allow_uids.is_empty() {
+            Vec::new()
+        } else {
+            let mut v = args.allow_uids.clone();
+            v.push(iopf::queue::own_uid());
+            v
+        },
+        ..ServeConfig::default()
+    };
+    let listener = Listener::bind(&args.socket, config).map_err(|e| os_err(&args.socket, e))?;
+    eprintln!("iopf serve: listening on {}", args.socket.display());
+    let mut all_exact = true;
+    for n in 0..args.consumers {
+        let producer = match listener.accept() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("iopf serve: consumer refused: {e}");
+                continue;
+            }
+        };
+        let summary = serve_one(&args, n, producer).map_err(|e| os_err(&args.socket, e))?;
+        all_exact &= summary.responses_to_device == summary.groups;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&summary).map_err(|e| CliError::Input(e.to_string()))?
+            );
+        } else {
+            print_summary(&summary);
+        }
+    }
+    Ok(if all_exact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn serve_one(
+    args: &Args,
+    index: u32,
+    producer: iopf::queue::Producer,
+) -> Result<Summary, Box<dyn std::error::Error>> {
+    let agreement = *producer.agreement();
+    let mut core: FaultCore<DeviceSide> = FaultCore::new(DeviceSide::default());
+    let caps = PriCaps {
+        pasid_required: args.private_data,
+        outstanding_allocation: 512.max(args.window * args.requests),
+        ..PriCaps::default()
+    };
+    let dev = core.register(caps)?;
+    let mut link = CoreLink::attach(&mut core, dev, None, producer)?;
+    let start = Instant::now();
+    let now = || start.elapsed().as_nanos() as u64;
+    let mut s = Summary {
+        consumer: index,
+        abi_version: agreement.abi_version,
+        record: format!("{:?}", agreement.record),
+        features: format!("{:?}", agreement.features),
+        groups: u64::from(args.groups),
+        ..Summary::default()
+    };
+    let mut sent = 0u32;
+    let mut reqs: Vec<PageRequest> = Vec::with_capacity(args.requests as usize);
+    loop {
+        // Keep `window` groups in flight.
+        while sent < args.groups && core.outstanding(dev)? < args.window {
+            let grpid = sent % 512;
+            reqs.clear();
+            for i in 0..args.requests {
+                let mut flags = PageRequestFlags::PASID_VALID;
+                flags.set(PageRequestFlags::LAST_PAGE, i + 1 == args.requests);
+                if args.private_data {
+                    flags |= PageRequestFlags::PRIV_DATA;
+                }
+                reqs.push(PageRequest {
+                    flags,
+                    pasid: 1,
+                    grpid,
+                    perm: Perm::READ | Perm::WRITE,
+                    addr: 0x10_0000 + (u64::from(sent) * 64 + u64::from(i)) * 4096,
+                    private_data: if args.private_data {
+                        private_data(grpid)
+                    } else {
+                        [0, 0]
+                    },
+                });
+            }
+            for r in &reqs {
+                if let Reported::Answered { .. } =
+                    core.report(dev, &Fault::PageRequest(*r), now())?
+                {
+                    s.answered_at_once_lost += 1;
+                }
+            }
+            sent += 1;
+        }
+        if sent >= args.groups && core.outstanding(dev)? == 0 {
+            break;
+        }
+        link.wait(Some(Duration::from_millis(200)))?;
+        let before = core.sink().total();
+        let pumped = link.pump(&mut core);
+        s.answered_by_consumer += pumped.answered as u64;
+        if pumped.detached {
+            s.consumer_gone = true;
+            s.answered_invalid_consumer_gone +=
+                core.sink().total() - before - pumped.answered as u64;
+            // The rest of the groups are answered at once: nobody takes them any more.
+            while sent < args.groups {
+                let r = PageRequest {
+                    flags: PageRequestFlags::PASID_VALID | PageRequestFlags::LAST_PAGE,
+                    pasid: 1,
+                    grpid: sent % 512,
+                    perm: Perm::READ,
+                    addr: 0,
+                    private_data: [0, 0],
+                };
+                core.report(dev, &Fault::PageRequest(r), now())?;
+                s.answered_at_once_lost += 1;
+                sent += 1;
+            }
+            break;
+        }
+    }
+    s.responses_rejected = link.with_producer(|p| p.stats().rejected);
+    let d = core.sink();
+    s.responses_to_device = d.total();
+    s.success = d.success;
+    s.invalid = d.invalid;
+    s.failure = d.failure;
+    s.private_data_restored = d.private_data_ok;
+    Ok(s)
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "consumer {}: ABI v{}, {} records, features {}",
+        s.consumer, s.abi_version, s.record, s.features
+    );
+    println!(
+        "  {} groups, {} responses reached the device (SUCCESS {}, INVALID {}, FAILURE {})",
+        s.groups, s.responses_to_device, s.success, s.invalid, s.failure
+    );
+    println!(
+        "  answered by the consumer {}, at once (lost) {}, INVALID after the consumer left {}",
+        s.answered_by_consumer, s.answered_at_once_lost, s.answered_invalid_consumer_gone
+    );
+    println!(
+        "  responses rejected {}, private data restored {}{}",
+        s.responses_rejected,
+        s.private_data_restored,
+        if s.consumer_gone {
+            ", consumer gone"
+        } else {
+            ""
+        }
+    );
+}

@@ -1,0 +1,117 @@
+//! `iopf serve` and `iopf attach` as two processes, including a consumer killed mid-way.
+#![allow(clippy::unwrap_used)] // in a test, a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn iopf() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_iopf"))
+}
+
+fn serve(sock: &Path, extra: &[&str]) -> Child {
+    let child = iopf()
+        .arg("serve")
+        .arg(sock)
+        .arg("--json")
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the socket to appear.
+    for _ in 0..500 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(sock.exists(), "iopf serve did not create its socket");
+    child
+}
+
+fn summary(child: Child) -> serde_json::Value {
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn every_group_is_answered_by_the_attached_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("q.sock");
+    let server = serve(
+        &sock,
+        &["--groups", "200", "--requests", "2", "--private-data"],
+    );
+    let out = iopf()
+        .args(["attach", "--quiet", "--json", "--echo"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let attach: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(attach["records"], 400);
+    assert_eq!(attach["accepted"], 200);
+    assert_eq!(attach["rejected"], 0);
+    let s = summary(server);
+    assert_eq!(s["responses_to_device"], 200);
+    assert_eq!(s["answered_by_consumer"], 200);
+    assert_eq!(s["private_data_restored"], 200);
+    assert!(s["features"].as_str().unwrap().contains("PRIV_DATA_ECHO"));
+}
+
+#[test]
+fn a_killed_consumer_has_its_groups_answered_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("q.sock");
+    let server = serve(&sock, &["--groups", "100", "--window", "16"]);
+    let mut attach = iopf()
+        .args(["attach", "--policy", "ignore", "--json"])
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once it has printed a fault record it holds groups; kill it without warning.
+    let mut lines = BufReader::new(attach.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("\"event\":\"fault\""), "{first}");
+    attach.kill().unwrap();
+    attach.wait().unwrap();
+    let s = summary(server);
+    assert_eq!(s["consumer_gone"], true);
+    assert_eq!(s["responses_to_device"], 100, "{s}");
+    assert_eq!(s["answered_by_consumer"], 0);
+    assert!(
+        s["answered_invalid_consumer_gone"].as_u64().unwrap() >= 1,
+        "{s}"
+    );
+    assert_eq!(s["invalid"], 100);
+}
+
+#[test]
+fn an_old_consumer_is_refused_what_an_old_producer_lacks_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("q.sock");
+    let server = serve(&sock, &["--groups", "5", "--offer", "v1"]);
+    let out = iopf()
+        .args(["attach", "--record", "hwpt"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not offered") && err.contains("HWPT_PGFAULT"),
+        "{err}"
+    );
+    let out = server.wait_with_output().unwrap();
+    assert!(out.status.success());
+}
