@@ -21,6 +21,7 @@
 //! * [`iommu`]: translation, the queue, and the driver pass reporting into the fault core.
 //! * [`workload`]: sequential, random and strided work items of one or more pages.
 //! * [`resolver`]: the consumer side's demand paging, with service time and invalid addresses.
+//! * [`latency`]: per-stage latency percentiles and the VT-d debugfs buckets.
 //! * [`ledger`]: the independent witness of every group and response on the devices' links.
 //! * [`scenario`]: the TOML scenario format and the built-in default scenario.
 //! * [`clock`]: the run's monotonic clock.
@@ -30,10 +31,13 @@ pub mod clock;
 pub mod device;
 pub mod error;
 pub mod iommu;
+pub mod latency;
 pub mod ledger;
 pub mod page_table;
+pub mod platform;
 pub mod prg;
 pub mod prq;
+pub mod report;
 pub mod resolver;
 pub mod scenario;
 pub mod workload;

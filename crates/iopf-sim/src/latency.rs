@@ -1,0 +1,248 @@
+//! Latency per stage of a group's life, as percentiles and in the buckets of Linux's VT-d
+//! debugfs (`drivers/iommu/intel/perf.c`: <0.1 µs, 0.1–1 µs, 1–10 µs, 10–100 µs, 0.1–1 ms,
+//! 1–10 ms, ≥10 ms).
+//!
+//! The producer side marks each group when its LAST_PAGE left the device, when the IOMMU driver
+//! reported it into the fault core, and when the device got its response and retried; the
+//! consumer side marks when it read the group and when its response was accepted. Both use the
+//! same monotonic clock; [`join`] pairs the marks of one group (a consumer mark belongs to the
+//! producer group of the same device and PRG index whose report..retry interval contains it:
+//! a PRG index is reused only after its response, so the intervals never overlap).
+
+use std::collections::HashMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::resolver::ConsumerMark;
+use crate::DeviceId;
+
+/// The bucket edges of the VT-d debugfs histogram, in nanoseconds.
+pub const BUCKET_EDGES_NS: [u64; 6] = [100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+/// The bucket labels.
+pub const BUCKET_LABELS: [&str; 7] = [
+    "<0.1us", "0.1-1us", "1-10us", "10-100us", "0.1-1ms", "1-10ms", ">=10ms",
+];
+
+/// The stages of a group's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// LAST_PAGE sent → reported into the fault core (time in the IOMMU's queue).
+    Report,
+    /// Reported → read by the consumer (the fault core and the fault queue).
+    Delivered,
+    /// Read → response accepted (the resolver's work).
+    Answered,
+    /// Response accepted → the device retried (the way back through the core).
+    Retry,
+    /// LAST_PAGE sent → the device retried: the whole round trip.
+    Total,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 5] = [
+        Stage::Report,
+        Stage::Delivered,
+        Stage::Answered,
+        Stage::Retry,
+        Stage::Total,
+    ];
+
+    /// A label for reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Report => "sent->report",
+            Stage::Delivered => "report->delivered",
+            Stage::Answered => "delivered->answered",
+            Stage::Retry => "answered->retry",
+            Stage::Total => "sent->retry",
+        }
+    }
+}
+
+/// The producer side's marks of one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerMark {
+    /// The device.
+    pub dev: DeviceId,
+    /// The PRG index.
+    pub grpid: u32,
+    /// When the LAST_PAGE left the device.
+    pub sent_ns: u64,
+    /// When the driver reported the LAST_PAGE into the fault core (none if the IOMMU dropped it).
+    pub report_ns: Option<u64>,
+    /// When the device received the response and retried.
+    pub retry_ns: u64,
+}
+
+/// The distribution of one stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageLatency {
+    /// The stage.
+    pub stage: Stage,
+    /// Its label.
+    pub label: &'static str,
+    /// Groups measured.
+    pub count: u64,
+    /// Mean, ns.
+    pub mean_ns: f64,
+    /// Median, ns.
+    pub p50_ns: u64,
+    /// 90th percentile, ns.
+    pub p90_ns: u64,
+    /// 99th percentile, ns.
+    pub p99_ns: u64,
+    /// 99.9th percentile, ns.
+    pub p999_ns: u64,
+    /// Largest, ns.
+    pub max_ns: u64,
+    /// Counts in the VT-d buckets ([`BUCKET_LABELS`]).
+    pub buckets: [u64; 7],
+}
+
+/// One stage's recorder.
+#[derive(Debug, Clone)]
+struct Recorder {
+    hist: Histogram<u64>,
+    buckets: [u64; 7],
+}
+
+impl Recorder {
+    fn new() -> Recorder {
+        Recorder {
+            // 1 ns .. 1 hour, 3 significant digits. These bounds are valid constants.
+            hist: match Histogram::new_with_bounds(1, 3_600_000_000_000, 3) {
+                Ok(h) => h,
+                Err(e) => panic!("histogram bounds: {e}"),
+            },
+            buckets: [0; 7],
+        }
+    }
+
+    fn record(&mut self, ns: u64) {
+        self.hist.saturating_record(ns.max(1));
+        let b = BUCKET_EDGES_NS.iter().take_while(|&&e| ns >= e).count();
+        self.buckets[b] += 1;
+    }
+
+    fn finish(&self, stage: Stage) -> StageLatency {
+        let h = &self.hist;
+        StageLatency {
+            stage,
+            label: stage.label(),
+            count: h.len(),
+            mean_ns: if h.is_empty() { 0.0 } else { h.mean() },
+            p50_ns: h.value_at_quantile(0.5),
+            p90_ns: h.value_at_quantile(0.9),
+            p99_ns: h.value_at_quantile(0.99),
+            p999_ns: h.value_at_quantile(0.999),
+            max_ns: h.max(),
+            buckets: self.buckets,
+        }
+    }
+}
+
+/// Pairs the two sides' marks and returns the distribution of every stage.
+/// Groups the IOMMU answered itself have only the `Total` stage; groups the core answered
+/// without delivering them have `Report` and `Total`.
+pub fn join(producer: &[ProducerMark], consumer: &[ConsumerMark]) -> Vec<StageLatency> {
+    let mut rec: HashMap<Stage, Recorder> =
+        Stage::ALL.iter().map(|&s| (s, Recorder::new())).collect();
+    let mut by_group: HashMap<(DeviceId, u32), Vec<&ConsumerMark>> = HashMap::new();
+    for c in consumer {
+        by_group.entry((c.dev, c.grpid)).or_default().push(c);
+    }
+    for v in by_group.values_mut() {
+        v.sort_unstable_by_key(|c| c.delivered_ns);
+    }
+    let mut record = |s: Stage, ns: u64| {
+        if let Some(r) = rec.get_mut(&s) {
+            r.record(ns);
+        }
+    };
+    for p in producer {
+        record(Stage::Total, p.retry_ns.saturating_sub(p.sent_ns));
+        let Some(report) = p.report_ns else { continue };
+        record(Stage::Report, report.saturating_sub(p.sent_ns));
+        let Some(marks) = by_group.get(&(p.dev, p.grpid)) else {
+            continue;
+        };
+        let i = marks.partition_point(|c| c.delivered_ns < report);
+        if let Some(c) = marks.get(i).filter(|c| c.answered_ns <= p.retry_ns) {
+            record(Stage::Delivered, c.delivered_ns.saturating_sub(report));
+            record(
+                Stage::Answered,
+                c.answered_ns.saturating_sub(c.delivered_ns),
+            );
+            record(Stage::Retry, p.retry_ns.saturating_sub(c.answered_ns));
+        }
+    }
+    Stage::ALL
+        .iter()
+        .map(|&s| match rec.get(&s) {
+            Some(r) => r.finish(s),
+            None => Recorder::new().finish(s),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_pair_by_interval_and_fill_buckets() {
+        let p = [
+            ProducerMark {
+                dev: 1,
+                grpid: 3,
+                sent_ns: 0,
+                report_ns: Some(50),
+                retry_ns: 20_000,
+            },
+            ProducerMark {
+                dev: 1,
+                grpid: 3,
+                sent_ns: 30_000,
+                report_ns: Some(30_500),
+                retry_ns: 2_000_000,
+            },
+            ProducerMark {
+                dev: 2,
+                grpid: 3,
+                sent_ns: 0,
+                report_ns: None,
+                retry_ns: 700,
+            },
+        ];
+        let c = [
+            ConsumerMark {
+                dev: 1,
+                grpid: 3,
+                delivered_ns: 40_000,
+                answered_ns: 45_000,
+            },
+            ConsumerMark {
+                dev: 1,
+                grpid: 3,
+                delivered_ns: 1_000,
+                answered_ns: 11_000,
+            },
+        ];
+        let s = join(&p, &c);
+        let get = |st: Stage| s.iter().find(|x| x.stage == st).unwrap().clone();
+        assert_eq!(get(Stage::Total).count, 3);
+        assert_eq!(get(Stage::Report).count, 2);
+        let d = get(Stage::Delivered);
+        assert_eq!(d.count, 2);
+        // 1_000 - 50 = 950 ns (0.1-1 µs) and 40_000 - 30_500 = 9_500 ns (1-10 µs).
+        assert_eq!(d.buckets, [0, 1, 1, 0, 0, 0, 0]);
+        let r = get(Stage::Retry);
+        // 20_000 - 11_000 = 9 µs; 2_000_000 - 45_000 = 1.955 ms.
+        assert_eq!(r.buckets, [0, 0, 1, 0, 0, 1, 0]);
+        // 700 ns, 20 µs, 1.97 ms.
+        assert_eq!(get(Stage::Total).buckets, [0, 1, 0, 1, 0, 1, 0]);
+    }
+}

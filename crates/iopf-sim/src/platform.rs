@@ -1,0 +1,691 @@
+//! A run: the producer side (devices, IOMMU, fault core, fault queue producer) on one thread and
+//! the consumer side (fault queue consumer, resolver) on another, connected by the real fault
+//! queue; or, for a split run, in another process over the queue's UNIX socket.
+//!
+//! The producer side loops over platform steps: every device steps (translates, sends page
+//! requests), the IOMMU's own Success responses for requests it dropped go back to their devices,
+//! the driver takes a batch from the page request queue and reports it into the fault core (which
+//! groups and delivers to the queue), the consumer's responses are drained from the queue and
+//! judged by the core, and the responses the core sends reach the devices. The devices start new
+//! work for the scenario's duration; then the run drains until every device is idle, or the drain
+//! timeout passes.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use iopf_abi::{Fault, Features, RecordFormats, ResponseCode};
+use iopf_core::{
+    AutoReason, Cookie, DeviceResponse, FaultCore, GroupHandler, HandlerId, PriCaps, Refusal,
+    Reported, Response, ResponseSink,
+};
+use iopf_queue::{
+    Answer, AnsweredBy, LossReason, Offer, Producer, ProducerConfig, QueueError, Request,
+};
+
+use crate::clock::now_ns;
+use crate::device::PriDevice;
+use crate::iommu::{FaultSink, Iommu};
+use crate::latency::{join, ProducerMark};
+use crate::ledger::{Ledger, PrgResponse};
+use crate::prq::QueuedRequest;
+use crate::report::{CoreReport, DeviceReport, QueueReport, RunReport, Throughput, Totals};
+use crate::resolver::{ConsumerMark, ConsumerStats, Resolver};
+use crate::scenario::Scenario;
+use crate::{DeviceId, PageTables, SimError, PAGE_SIZE};
+
+/// Live figures of a running run, for a progress display on another thread.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Milliseconds since the start.
+    pub elapsed_ms: AtomicU64,
+    /// Groups the devices sent so far.
+    pub groups: AtomicU64,
+    /// Work items completed so far.
+    pub items: AtomicU64,
+    /// Set once the devices stopped starting work and the run drains.
+    pub draining: AtomicBool,
+}
+
+/// The request a simulated consumer makes: iommufd records, cookie responses, loss records.
+pub fn consumer_request(offer: &Offer, depth: u32) -> Result<Request, SimError> {
+    let mut req = Request::best_for(
+        offer,
+        RecordFormats::HWPT_PGFAULT,
+        Features::COOKIE_RESPONSE | Features::LOSS_RECORDS,
+    )
+    .ok_or_else(|| {
+        SimError::FaultPath("the producer offers no iommufd records with cookie responses".into())
+    })?;
+    req.entries = depth;
+    Ok(req)
+}
+
+/// Runs `scenario` with both sides in this process, on two threads. `progress` is updated as it
+/// goes. Errors: the fault path failed to set up, or a side stopped unexpectedly; a run whose
+/// ledger disagrees is not an error (see [`RunReport::ledger`]).
+pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunReport, SimError> {
+    let tables = Arc::new(PageTables::new());
+    let offer = Offer::current();
+    let request = consumer_request(&offer, scenario.queue.depth)?;
+    let (producer, mut consumer) = iopf_queue::channel(&offer, &request, producer_config())
+        .map_err(|e| SimError::FaultPath(e.to_string()))?;
+    let done = Arc::new(AtomicBool::new(false));
+    let consumer_side = {
+        let done = done.clone();
+        let tables = tables.clone();
+        let spec = scenario.resolver;
+        let seed = scenario.seed;
+        std::thread::Builder::new()
+            .name("iopf-consumer".into())
+            .spawn(
+                move || -> Result<(ConsumerStats, Vec<ConsumerMark>), SimError> {
+                    let mut resolver = Resolver::new(spec, seed, tables);
+                    let served = resolver.serve(&mut consumer, &|| done.load(Ordering::Acquire));
+                    served.map(|()| resolver.finish())
+                },
+            )
+            .map_err(|_| SimError::SideLost("consumer"))?
+    };
+    let side = ProducerSide::new(scenario, tables, producer, false)?;
+    let outcome = side.run(scenario, progress, &|| consumer_side.is_finished());
+    done.store(true, Ordering::Release);
+    let consumer_result = consumer_side
+        .join()
+        .map_err(|_| SimError::SideLost("consumer"))?;
+    let mut outcome = outcome?;
+    let (cstats, marks) = consumer_result?;
+    outcome.finish(cstats, &marks)
+}
+
+/// Runs the producer side of a split run: `producer` is the end of a queue accepted on the
+/// socket; the consumer process maps nothing here, so this side maps a group's pages when the
+/// consumer's SUCCESS for it is accepted (the `IOMMU_IOAS_MAP` a VMM issues reaches the host
+/// kernel, which is this side). `consumer_gone` says when the consumer process has exited.
+pub fn run_producer_side(
+    scenario: &Scenario,
+    producer: Producer,
+    progress: &Progress,
+    consumer_gone: &dyn Fn() -> bool,
+) -> Result<ProducerOutcome, SimError> {
+    let tables = Arc::new(PageTables::new());
+    ProducerSide::new(scenario, tables, producer, true)?.run(scenario, progress, consumer_gone)
+}
+
+/// The queue tunables a run uses: a pending limit past any scenario's in-flight groups, so the
+/// queue loses groups only when its ring is full.
+pub fn producer_config() -> ProducerConfig {
+    ProducerConfig {
+        max_pending: 65536,
+        max_per_wake: 256,
+    }
+}
+
+/// Where the core's responses to devices go: a mailbox the producer loop empties.
+#[derive(Debug, Default)]
+struct Mailbox(Vec<(iopf_core::DeviceId, DeviceResponse)>);
+
+impl ResponseSink for Mailbox {
+    fn page_response(&mut self, device: iopf_core::DeviceId, response: &DeviceResponse) {
+        self.0.push((device, *response));
+    }
+}
+
+/// The producer end of the fault queue as the core's handlers share it.
+#[derive(Debug)]
+struct QueueEnd {
+    producer: Producer,
+    /// With `map_on_success`: each delivered group's pages, by tag, to map on SUCCESS.
+    pages: Option<HashMap<u64, GroupPages>>,
+    lost: [u64; 3],
+    pending_high_water: usize,
+}
+
+/// A delivered group's pages, kept by tag in a split run to map them on SUCCESS.
+#[derive(Debug)]
+struct GroupPages {
+    dev: DeviceId,
+    pasid: u32,
+    pages: Vec<(u64, iopf_abi::Perm)>,
+}
+
+/// The glue from the fault core to the fault queue: the core's [`GroupHandler`] for one device,
+/// pushing its groups into the shared queue, tagged with the core's cookie.
+#[derive(Debug)]
+struct QueueHandler {
+    dev: DeviceId,
+    queue: Rc<RefCell<QueueEnd>>,
+}
+
+impl GroupHandler for QueueHandler {
+    fn deliver(&mut self, group: &iopf_core::Group<'_>) -> Result<(), Refusal> {
+        let mut q = self.queue.borrow_mut();
+        let tag = u64::from(group.cookie.raw());
+        let pushed = q.producer.push_group(&iopf_queue::Group {
+            tag,
+            dev_id: self.dev,
+            requests: group.requests,
+        });
+        match pushed {
+            Ok(_) => {
+                q.pending_high_water = q.pending_high_water.max(q.producer.pending_groups());
+                let dev = self.dev;
+                if let Some(pages) = q.pages.as_mut() {
+                    let pasid = group.requests.last().map_or(0, |r| r.pasid);
+                    let list = group
+                        .requests
+                        .iter()
+                        .map(|r| (r.addr & !(PAGE_SIZE - 1), r.perm))
+                        .collect();
+                    pages.insert(
+                        tag,
+                        GroupPages {
+                            dev,
+                            pasid,
+                            pages: list,
+                        },
+                    );
+                }
+                Ok(())
+            }
+            Err(QueueError::Lost(reason)) => {
+                let i = match reason {
+                    LossReason::RingFull => 0,
+                    LossReason::TooManyPending => 1,
+                    _ => 2,
+                };
+                q.lost[i] += 1;
+                Err(if reason == LossReason::ConsumerGone {
+                    Refusal::ShuttingDown
+                } else {
+                    Refusal::QueueFull
+                })
+            }
+            Err(_) => Err(Refusal::ShuttingDown),
+        }
+    }
+
+    /// The core answered the group itself: the queue forgets it (a later consumer response is
+    /// rejected with a verdict), and so do the split run's page lists.
+    fn withdraw(&mut self, cookie: Cookie) {
+        let mut q = self.queue.borrow_mut();
+        let tag = u64::from(cookie.raw());
+        q.producer.withdraw(tag);
+        if let Some(p) = q.pages.as_mut() {
+            p.remove(&tag);
+        }
+    }
+}
+
+/// The driver's view of the core: reports from the IOMMU's queue go into it.
+struct CoreFeed<'a> {
+    core: &'a mut FaultCore<Mailbox, QueueHandler>,
+    core_ids: &'a [iopf_core::DeviceId],
+    report_at: &'a mut HashMap<(DeviceId, u32), u64>,
+    now: u64,
+    unknown: u64,
+}
+
+impl FaultSink for CoreFeed<'_> {
+    fn report(&mut self, q: &QueuedRequest) {
+        let Some(&core_dev) = (q.dev as usize)
+            .checked_sub(1)
+            .and_then(|i| self.core_ids.get(i))
+        else {
+            self.unknown += 1;
+            return;
+        };
+        match self
+            .core
+            .report(core_dev, &Fault::PageRequest(q.req), self.now)
+        {
+            Ok(Reported::Delivered { .. }) | Ok(Reported::Answered { .. }) => {
+                self.report_at.insert((q.dev, q.req.grpid), self.now);
+            }
+            Ok(_) => {}
+            Err(_) => self.unknown += 1,
+        }
+    }
+
+    fn discard_partial(&mut self) {
+        self.core.discard_partials();
+    }
+}
+
+struct ProducerSide {
+    devices: Vec<PriDevice>,
+    iommu: Iommu,
+    core: FaultCore<Mailbox, QueueHandler>,
+    core_ids: Vec<iopf_core::DeviceId>,
+    sim_of_core: HashMap<u32, DeviceId>,
+    handlers: HashMap<DeviceId, HandlerId>,
+    queue: Rc<RefCell<QueueEnd>>,
+    ledger: Ledger,
+    split: bool,
+    consumer_gone_answers: u64,
+}
+
+/// What the producer side measured; [`ProducerOutcome::finish`] joins it with the consumer's.
+#[derive(Debug)]
+pub struct ProducerOutcome {
+    scenario: String,
+    split: bool,
+    wall_s: f64,
+    issue_s: f64,
+    devices: Vec<DeviceReport>,
+    iommu: crate::iommu::IommuStats,
+    queue: QueueReport,
+    core: CoreReport,
+    ledger: crate::ledger::Verdict,
+    marks: Vec<ProducerMark>,
+}
+
+impl ProducerSide {
+    fn new(
+        scenario: &Scenario,
+        tables: Arc<PageTables>,
+        producer: Producer,
+        split: bool,
+    ) -> Result<ProducerSide, SimError> {
+        let fault = |e: iopf_core::CoreError| SimError::FaultPath(e.to_string());
+        let queue = Rc::new(RefCell::new(QueueEnd {
+            producer,
+            pages: split.then(HashMap::new),
+            lost: [0; 3],
+            pending_high_water: 0,
+        }));
+        let mut core = FaultCore::new(Mailbox::default());
+        let mut devices = Vec::new();
+        let mut core_ids = Vec::new();
+        let mut sim_of_core = HashMap::new();
+        let mut handlers = HashMap::new();
+        for f in scenario.functions() {
+            let id = f.config.id;
+            let core_dev = core
+                .register(PriCaps {
+                    outstanding_allocation: f.config.opra,
+                    pasid_required: f.config.response_needs_pasid,
+                    failure_allowed: f.failure_allowed,
+                })
+                .map_err(fault)?;
+            if f.attached {
+                let h = core
+                    .attach(
+                        core_dev,
+                        None,
+                        QueueHandler {
+                            dev: id,
+                            queue: queue.clone(),
+                        },
+                        Features::COOKIE_RESPONSE,
+                    )
+                    .map_err(fault)?;
+                handlers.insert(id, h);
+            }
+            core_ids.push(core_dev);
+            sim_of_core.insert(core_dev.raw(), id);
+            devices.push(PriDevice::new(f.config));
+        }
+        Ok(ProducerSide {
+            devices,
+            iommu: Iommu::new(tables, scenario.iommu.prq_depth),
+            core,
+            core_ids,
+            sim_of_core,
+            handlers,
+            queue,
+            ledger: Ledger::new(),
+            split,
+            consumer_gone_answers: 0,
+        })
+    }
+
+    fn run(
+        mut self,
+        scenario: &Scenario,
+        progress: &Progress,
+        consumer_gone: &dyn Fn() -> bool,
+    ) -> Result<ProducerOutcome, SimError> {
+        let start = now_ns();
+        let issue_ns = scenario.duration_ms * 1_000_000;
+        let drain_ns = scenario.drain_timeout_ms * 1_000_000;
+        let mut stops = scenario.stops.clone();
+        stops.sort_by_key(|s| s.at_ms);
+        let mut next_stop = 0;
+        let mut issuing = true;
+        let mut issue_end = start;
+        let mut report_at: HashMap<(DeviceId, u32), u64> = HashMap::new();
+        let mut marks: Vec<ProducerMark> = Vec::new();
+        let mut answers: Vec<Answer> = Vec::new();
+        let mut occupancy: Vec<f64> = vec![0.0; self.devices.len()];
+        let mut steps: u64 = 0;
+        let mut gone_at: Option<u64> = None;
+        loop {
+            let now = now_ns();
+            let elapsed = now - start;
+            if issuing && elapsed >= issue_ns {
+                issuing = false;
+                issue_end = now;
+                progress.draining.store(true, Ordering::Relaxed);
+                for d in &mut self.devices {
+                    d.set_issuing(false);
+                }
+            }
+            while let Some(s) = stops
+                .get(next_stop)
+                .filter(|s| s.at_ms * 1_000_000 <= elapsed)
+            {
+                if let Some(d) = (s.device as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.devices.get_mut(i))
+                {
+                    d.stop_pasid(s.pasid, s.mode, now, &mut self.iommu, &mut self.ledger);
+                }
+                next_stop += 1;
+            }
+            for d in &mut self.devices {
+                d.step(now, &mut self.iommu, &mut self.ledger);
+            }
+            // Each phase reads the clock afresh: a stage's time is the time it really took.
+            let t = now_ns();
+            for (dev, resp) in self.iommu.take_auto_responses() {
+                self.deliver(dev, resp, t, &mut report_at, &mut marks);
+            }
+            let mut feed = CoreFeed {
+                core: &mut self.core,
+                core_ids: &self.core_ids,
+                report_at: &mut report_at,
+                now: now_ns(),
+                unknown: 0,
+            };
+            self.iommu.service(scenario.iommu.service_batch, &mut feed);
+            self.pump_responses(&mut answers)?;
+            self.deliver_mail(&mut report_at, &mut marks);
+            steps += 1;
+            for (o, d) in occupancy.iter_mut().zip(&self.devices) {
+                *o += f64::from(d.outstanding()) / f64::from(d.stats().opra.max(1));
+            }
+            if steps % 64 == 0 {
+                progress
+                    .elapsed_ms
+                    .store(elapsed / 1_000_000, Ordering::Relaxed);
+                progress.groups.store(
+                    self.devices.iter().map(|d| d.stats().groups).sum(),
+                    Ordering::Relaxed,
+                );
+                progress.items.store(
+                    self.devices.iter().map(|d| d.stats().items_completed).sum(),
+                    Ordering::Relaxed,
+                );
+            }
+            if !issuing {
+                let idle = self.devices.iter().all(PriDevice::is_idle) && self.iommu.queued() == 0;
+                if idle || elapsed >= issue_ns + drain_ns {
+                    break;
+                }
+                // A consumer that went away leaves its groups to the queue's close(): give it
+                // a moment to answer what is in flight, then close.
+                if consumer_gone() {
+                    let t = *gone_at.get_or_insert(now);
+                    if now - t > 100_000_000 {
+                        break;
+                    }
+                }
+            }
+        }
+        // Close the queue: groups still pending are answered INVALID (ConsumerGone), and those
+        // answers reach their devices through the core.
+        let closed = {
+            let mut q = self.queue.borrow_mut();
+            q.producer.close(&mut answers);
+            std::mem::take(&mut answers)
+        };
+        self.apply_answers(closed);
+        self.deliver_mail(&mut report_at, &mut marks);
+        let end = now_ns();
+        if issuing {
+            issue_end = end;
+        }
+        Ok(self.outcome(scenario, start, issue_end, end, steps, &occupancy, marks))
+    }
+
+    /// Delivers the responses the core sent to their devices.
+    fn deliver_mail(
+        &mut self,
+        report_at: &mut HashMap<(DeviceId, u32), u64>,
+        marks: &mut Vec<ProducerMark>,
+    ) {
+        let mail = std::mem::take(&mut self.core.sink_mut().0);
+        if mail.is_empty() {
+            return;
+        }
+        let now = now_ns();
+        for (core_dev, r) in mail {
+            let Some(&dev) = self.sim_of_core.get(&core_dev.raw()) else {
+                continue;
+            };
+            let resp = PrgResponse {
+                prgi: (r.grpid & 0x1ff) as u16,
+                pasid: r.pasid,
+                code: r.code,
+            };
+            self.deliver(dev, resp, now, report_at, marks);
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        dev: DeviceId,
+        resp: PrgResponse,
+        now: u64,
+        report_at: &mut HashMap<(DeviceId, u32), u64>,
+        marks: &mut Vec<ProducerMark>,
+    ) {
+        let Some(d) = (dev as usize)
+            .checked_sub(1)
+            .and_then(|i| self.devices.get_mut(i))
+        else {
+            return;
+        };
+        if let Some(done) = d.page_response(resp, &mut self.ledger) {
+            marks.push(ProducerMark {
+                dev,
+                grpid: u32::from(done.prgi),
+                sent_ns: done.sent_ns,
+                report_ns: report_at.remove(&(dev, u32::from(done.prgi))),
+                retry_ns: now,
+            });
+        }
+    }
+
+    fn pump_responses(&mut self, answers: &mut Vec<Answer>) -> Result<(), SimError> {
+        loop {
+            answers.clear();
+            let judged = self.queue.borrow_mut().producer.drain_responses(answers);
+            let batch = std::mem::take(answers);
+            self.apply_answers(batch);
+            if judged == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    fn apply_answers(&mut self, batch: Vec<Answer>) {
+        for a in batch {
+            if a.by == AnsweredBy::ConsumerGone {
+                self.consumer_gone_answers += 1;
+            }
+            let Some(&h) = self.handlers.get(&a.dev_id) else {
+                continue;
+            };
+            if self.split && a.code == ResponseCode::Success {
+                let group = self
+                    .queue
+                    .borrow_mut()
+                    .pages
+                    .as_mut()
+                    .and_then(|p| p.remove(&a.tag));
+                if let Some(g) = group {
+                    for (iova, perm) in g.pages {
+                        // Page-aligned by construction, so mapping cannot fail.
+                        let _ = self.iommu.tables().map(g.dev, g.pasid, iova, perm);
+                    }
+                }
+            } else if let Some(p) = self.queue.borrow_mut().pages.as_mut() {
+                p.remove(&a.tag);
+            }
+            let cookie = Cookie::from_raw(a.tag as u32);
+            // A rejection (e.g. the core already answered the group itself) is counted by the
+            // core in its device's `rejected` counters.
+            let _ = self.core.respond(h, &Response::by_cookie(cookie, a.code));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn outcome(
+        self,
+        scenario: &Scenario,
+        start: u64,
+        issue_end: u64,
+        end: u64,
+        steps: u64,
+        occupancy: &[f64],
+        marks: Vec<ProducerMark>,
+    ) -> ProducerOutcome {
+        let q = self.queue.borrow();
+        let ps = q.producer.stats();
+        let mut core = CoreReport::default();
+        let mut auto = [0u64; AutoReason::COUNT];
+        for &c in &self.core_ids {
+            if let Ok(k) = self.core.counters(c) {
+                core.reported += k.reported;
+                core.groups += k.groups;
+                core.delivered += k.delivered;
+                core.consumer_responses += k.consumer_responses;
+                core.rejected += k.rejected_total();
+                core.failure_as_invalid += k.failure_as_invalid;
+                core.discarded_partials += k.discarded_partials;
+                core.dropped_partials += k.dropped_partials;
+                for r in AutoReason::ALL {
+                    auto[r as usize] += k.auto(r);
+                }
+            }
+        }
+        core.auto = AutoReason::ALL
+            .iter()
+            .map(|&r| (format!("{r:?}"), auto[r as usize]))
+            .collect();
+        let queue = QueueReport {
+            depth: q.producer.agreement().entries,
+            delivered: ps.delivered,
+            lost_ring_full: q.lost[0],
+            lost_too_many_pending: q.lost[1],
+            lost_other: q.lost[2],
+            accepted: ps.accepted,
+            rejected: ps.rejected,
+            answered_consumer_gone: self.consumer_gone_answers,
+            pending_high_water: q.pending_high_water,
+        };
+        let devices = self
+            .devices
+            .iter()
+            .zip(occupancy)
+            .map(|(d, o)| DeviceReport {
+                stats: d.stats().clone(),
+                mean_occupancy: if steps == 0 { 0.0 } else { o / steps as f64 },
+            })
+            .collect();
+        ProducerOutcome {
+            scenario: scenario.name.clone(),
+            split: self.split,
+            wall_s: (end - start) as f64 / 1e9,
+            issue_s: (issue_end - start) as f64 / 1e9,
+            devices,
+            iommu: self.iommu.stats(),
+            queue,
+            core,
+            ledger: self.ledger.finish(),
+            marks,
+        }
+    }
+}
+
+impl ProducerOutcome {
+    /// Joins the consumer side's figures and produces the report.
+    pub fn finish(
+        &mut self,
+        consumer: ConsumerStats,
+        marks: &[ConsumerMark],
+    ) -> Result<RunReport, SimError> {
+        let mut t = Totals::default();
+        let mut pri_disabled = Vec::new();
+        for d in &self.devices {
+            let s = &d.stats;
+            t.faults += s.page_requests;
+            t.groups += s.groups;
+            t.refaults += s.refaults;
+            t.items_started += s.items_started;
+            t.items_completed += s.items_completed;
+            t.items_invalid += s.items_invalid;
+            t.items_pri_disabled += s.items_pri_disabled;
+            t.items_abandoned += s.items_abandoned;
+            t.success += s.success;
+            t.invalid += s.invalid;
+            t.failure += s.failure;
+            t.stop_markers += s.stop_markers;
+            t.pasids_stopped += s.pasids_stopped;
+            if s.pri_disabled {
+                pri_disabled.push(s.id);
+            }
+        }
+        let wall = self.wall_s.max(1e-9);
+        Ok(RunReport {
+            scenario: self.scenario.clone(),
+            split: self.split,
+            wall_s: self.wall_s,
+            issue_s: self.issue_s,
+            throughput: Throughput {
+                faults_per_s: t.faults as f64 / wall,
+                groups_per_s: t.groups as f64 / wall,
+                items_per_s: t.items_completed as f64 / wall,
+            },
+            totals: t,
+            latency: join(&self.marks, marks),
+            iommu: self.iommu,
+            queue: self.queue.clone(),
+            core: self.core.clone(),
+            consumer,
+            devices: self.devices.clone(),
+            pri_disabled,
+            ledger: self.ledger.clone(),
+        })
+    }
+}
+
+/// Serves a queue consumer in this process until the producer side closes it: the consumer
+/// side of a split run. Returns its figures and marks.
+pub fn run_consumer_side<C: iopf_abi::FaultConsumer>(
+    scenario: &Scenario,
+    consumer: &mut C,
+    producer_done: &dyn Fn() -> bool,
+) -> Result<(ConsumerStats, Vec<ConsumerMark>), SimError> {
+    /// The consumer process cannot reach the producer's page tables: its SUCCESS stands for
+    /// "mapped", and the producer side maps the group's pages when it accepts it.
+    struct MappedByProducer;
+    impl crate::resolver::Mapper for MappedByProducer {
+        fn map(
+            &self,
+            _dev: DeviceId,
+            _pasid: u32,
+            _iova: u64,
+            _perm: iopf_abi::Perm,
+        ) -> Result<(), SimError> {
+            Ok(())
+        }
+    }
+    let mut r = Resolver::new(scenario.resolver, scenario.seed, MappedByProducer);
+    r.serve(consumer, producer_done)?;
+    Ok(r.finish())
+}

@@ -1,0 +1,244 @@
+//! Small scenarios run end to end through the real fault core and fault queue; the ledger's
+//! verdict and the counters are checked against what each scenario must produce.
+#![allow(clippy::unwrap_used)]
+
+use iopf_sim::platform::{run, Progress};
+use iopf_sim::report::RunReport;
+use iopf_sim::resolver::is_invalid;
+use iopf_sim::{Scenario, PAGE_SIZE};
+
+fn run_scenario(s: &Scenario) -> RunReport {
+    let r = run(s, &Progress::default()).unwrap();
+    // Whatever the scenario, the ledger and the devices agree on every group.
+    assert_eq!(r.ledger.groups_sent, r.totals.groups);
+    assert_eq!(
+        r.ledger.success + r.ledger.invalid + r.ledger.failure,
+        r.totals.success + r.totals.invalid + r.totals.failure
+    );
+    r
+}
+
+fn run_text(text: &str) -> RunReport {
+    run_scenario(&Scenario::parse(text, "test.toml").unwrap())
+}
+
+fn auto(r: &RunReport, reason: &str) -> u64 {
+    r.core
+        .auto
+        .iter()
+        .find(|(n, _)| n == reason)
+        .map(|(_, c)| *c)
+        .unwrap()
+}
+
+#[test]
+fn sequential_stream_is_answered_exactly_once() {
+    let r = run_text(
+        r#"
+name = "seq"
+duration_ms = 300
+[[devices]]
+count = 2
+pasids = 2
+opra = 32
+workload = { pattern = "sequential", region_pages = 1000000, group_pages = 2 }
+"#,
+    );
+    assert!(r.ledger.ok, "{:?}", r.ledger);
+    assert!(r.totals.groups > 50);
+    assert_eq!(r.ledger.answered, r.totals.groups);
+    assert_eq!(r.totals.success, r.totals.groups);
+    assert_eq!(r.totals.faults, 2 * r.totals.groups, "two pages per group");
+    assert_eq!(r.totals.items_completed, r.totals.items_started);
+    assert_eq!(r.core.consumer_responses, r.totals.groups);
+    for d in &r.devices {
+        assert!(d.stats.max_outstanding <= 32);
+    }
+}
+
+#[test]
+fn five_percent_invalid_addresses_give_that_many_invalid_responses() {
+    let s = Scenario::parse(
+        r#"
+name = "invalid"
+duration_ms = 400
+seed = 77
+[resolver]
+invalid_share = 0.05
+[[devices]]
+opra = 64
+workload = { pattern = "sequential", base = 0, region_pages = 68719476736 }
+"#,
+        "invalid.toml",
+    )
+    .unwrap();
+    let r = run_scenario(&s);
+    assert!(r.ledger.ok, "{:?}", r.ledger);
+    // Every work item touched a fresh page once: exactly the invalid ones among them are
+    // answered INVALID, and their work items fail.
+    let touched = r.totals.items_started;
+    let expected = (0..touched)
+        .filter(|i| is_invalid(77, 0.05, 1, 1, i * PAGE_SIZE))
+        .count() as u64;
+    assert!(touched > 1000, "{touched} items");
+    assert_eq!(r.ledger.invalid, expected);
+    assert_eq!(r.totals.items_invalid, expected);
+    assert_eq!(r.consumer.invalid, expected);
+    let share = expected as f64 / touched as f64;
+    assert!((0.035..0.065).contains(&share), "{share}");
+}
+
+#[test]
+fn shallow_page_request_queue_overflows_and_every_group_is_answered() {
+    let r = run_text(
+        r#"
+name = "prq-overflow"
+duration_ms = 300
+[iommu]
+prq_depth = 8
+service_batch = 2
+[[devices]]
+count = 2
+opra = 64
+items_per_step = 16
+workload = { pattern = "random", region_pages = 100000, group_pages = 4 }
+"#,
+    );
+    assert!(r.ledger.ok, "{:?}", r.ledger);
+    let p = r.iommu.prq;
+    assert!(
+        p.overflows > 0 && p.dropped > 0 && p.auto_success > 0,
+        "{p:?}"
+    );
+    assert!(p.high_water <= 8);
+    assert!(r.iommu.partial_discards > 0);
+    assert!(r.totals.refaults > 0, "auto-answered groups fault again");
+    assert_eq!(r.ledger.answered, r.totals.groups);
+}
+
+#[test]
+fn fault_queue_smaller_than_the_allocation_loses_groups_and_answers_them() {
+    let r = run_text(
+        r#"
+name = "queue-full"
+duration_ms = 300
+[queue]
+depth = 16
+[resolver]
+service_time_us = 20
+[[devices]]
+count = 2
+opra = 256
+failure_allowed = false
+items_per_step = 32
+workload = { pattern = "sequential", region_pages = 1000000 }
+"#,
+    );
+    assert!(r.ledger.ok, "{:?}", r.ledger);
+    assert!(r.queue.lost_ring_full > 0, "{:?}", r.queue);
+    assert_eq!(auto(&r, "Refused"), r.queue.lost_ring_full);
+    assert_eq!(r.core.failure_as_invalid, r.queue.lost_ring_full);
+    assert_eq!(r.totals.failure, 0, "VFs never receive FAILURE");
+    assert!(r.pri_disabled.is_empty());
+}
+
+#[test]
+fn a_function_that_received_failure_sends_nothing_more() {
+    let r = run_text(
+        r#"
+name = "failure"
+duration_ms = 300
+[queue]
+depth = 2
+[resolver]
+service_time_us = 50
+[[devices]]
+count = 2
+opra = 128
+failure_allowed = true
+items_per_step = 32
+workload = { pattern = "sequential", region_pages = 1000000 }
+"#,
+    );
+    // The ledger flags any group sent after FAILURE (SentAfterFailure): it must find none.
+    assert!(r.ledger.ok, "{:?}", r.ledger);
+    assert!(r.ledger.failure > 0);
+    let failed = r.devices.iter().filter(|d| d.stats.failure > 0).count();
+    assert!(failed > 0);
+    assert_eq!(r.pri_disabled.len(), failed);
+    for d in &r.devices {
+        if d.stats.failure > 0 {
+            assert!(d.stats.pri_disabled);
+            assert!(d.stats.items_pri_disabled > 0);
+        }
+    }
+}
+
+#[test]
+fn unattached_function_gets_invalid_from_the_core() {
+    let r = run_text(
+        r#"
+name = "no-handler"
+duration_ms = 200
+[[devices]]
+opra = 8
+attached = false
+workload = { pattern = "sequential", region_pages = 1000000 }
+"#,
+    );
+    assert!(r.ledger.ok, "{:?}", r.ledger);
+    assert!(r.totals.groups > 0);
+    assert_eq!(auto(&r, "NoHandler"), r.totals.groups);
+    assert_eq!(r.totals.invalid, r.totals.groups);
+    assert_eq!(r.queue.delivered, 0);
+}
+
+#[test]
+fn stopping_pasids_with_a_marker_and_by_waiting() {
+    let r = run_text(
+        r#"
+name = "stops"
+duration_ms = 300
+[[devices]]
+count = 2
+pasids = 3
+opra = 32
+workload = { pattern = "strided", region_pages = 100000, group_pages = 2, stride_pages = 7 }
+[[stops]]
+device = 1
+pasid = 2
+at_ms = 50
+mode = "marker"
+[[stops]]
+device = 2
+pasid = 3
+at_ms = 60
+mode = "wait"
+"#,
+    );
+    assert!(r.ledger.ok, "{:?}", r.ledger);
+    assert_eq!(r.totals.pasids_stopped, 2);
+    assert_eq!(r.totals.stop_markers, 1);
+    assert_eq!(r.ledger.stop_markers, 1);
+    assert_eq!(r.iommu.stop_markers_dropped, 1);
+}
+
+#[test]
+fn default_scenario_exercises_every_kind_of_event() {
+    let mut s = Scenario::default_scenario();
+    // The same machine, shortened: the stops keep their place in the run.
+    let full = s.duration_ms;
+    s.duration_ms = 1500;
+    for st in &mut s.stops {
+        st.at_ms = st.at_ms * s.duration_ms / full;
+    }
+    let r = run_scenario(&s);
+    assert!(r.ledger.ok, "{:?}", r.ledger);
+    assert!(r.iommu.prq.overflows > 0, "PRQ overflow");
+    assert!(r.iommu.prq.auto_success > 0, "hardware auto responses");
+    assert!(r.totals.invalid > 0, "INVALID");
+    assert!(auto(&r, "NoHandler") > 0, "unattached function");
+    assert_eq!(r.totals.stop_markers, 1);
+    assert_eq!(r.totals.pasids_stopped, 2);
+    assert!(r.totals.refaults > 0);
+}
