@@ -4,9 +4,11 @@
 use iopf_abi::fault::UnrecoverableFlags;
 use iopf_abi::{Fault, Features, PageRequest, PageRequestFlags, ResponseCode};
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 
 use crate::counters::{AutoReason, CoreCounters, DeviceCounters};
 use crate::device::{AgeLimit, PriCaps, StormLimit};
+use crate::grpid::GrpidIndex;
 use crate::handler::{Group, GroupHandler};
 use crate::ids::next_gen;
 use crate::partial::{Chain, PartialPool};
@@ -124,7 +126,7 @@ pub(crate) struct DeviceState {
     pub in_flight: u32,
     pub outstanding: u32,
     /// PRG index → oldest outstanding group with it (chained through `next_same_grpid`).
-    pub by_grpid: FxHashMap<u32, u32>,
+    pub by_grpid: GrpidIndex,
 }
 
 impl DeviceState {
@@ -140,7 +142,7 @@ impl DeviceState {
             held_partials: 0,
             in_flight: 0,
             outstanding: 0,
-            by_grpid: FxHashMap::default(),
+            by_grpid: GrpidIndex::default(),
         }
     }
 
@@ -634,11 +636,10 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
                     DropReason::OverAllocation
                 }));
             }
-            match dev.partials.get_mut(&req.grpid) {
-                Some(chain) => self.partials.push(chain, req),
-                None => {
-                    let chain = self.partials.start(req, now);
-                    dev.partials.insert(req.grpid, chain);
+            match dev.partials.entry(req.grpid) {
+                Entry::Occupied(mut e) => self.partials.push(e.get_mut(), req),
+                Entry::Vacant(v) => {
+                    v.insert(self.partials.start(req, now));
                 }
             }
             dev.in_flight += 1;
@@ -647,7 +648,11 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
         }
 
         dev.counters.groups += 1;
-        let chain = dev.partials.remove(&req.grpid);
+        let chain = if dev.held_partials == 0 {
+            None
+        } else {
+            dev.partials.remove(&req.grpid)
+        };
         let private_data = request_private_data(&req);
         let early = if let (true, Some(s)) = (storm_excess, dev.storm.as_ref()) {
             Some((AutoReason::Storm, s.limit.code))
@@ -773,22 +778,20 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
         if hs.age_cursor == NIL {
             hs.age_cursor = idx;
         }
-        match dev.by_grpid.entry(req.grpid) {
-            std::collections::hash_map::Entry::Occupied(e) => {
-                dev.counters.grpid_reuses += 1;
-                let mut cur = *e.get();
-                loop {
-                    let next = self.groups.get(cur).next_same_grpid;
-                    if next == NIL {
-                        break;
-                    }
-                    cur = next;
+        let head = dev.by_grpid.get(req.grpid);
+        if head == NIL {
+            dev.by_grpid.set(req.grpid, idx);
+        } else {
+            dev.counters.grpid_reuses += 1;
+            let mut cur = head;
+            loop {
+                let next = self.groups.get(cur).next_same_grpid;
+                if next == NIL {
+                    break;
                 }
-                self.groups.get_mut(cur).next_same_grpid = idx;
+                cur = next;
             }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(idx);
-            }
+            self.groups.get_mut(cur).next_same_grpid = idx;
         }
         dev.in_flight += nreq;
         dev.outstanding += 1;
@@ -868,19 +871,13 @@ pub(crate) fn device_mut(
 
 /// Removes slot `idx` from the device's chain of groups with PRG index `grpid`.
 fn remove_grpid(groups: &mut GroupTable, dev: &mut DeviceState, grpid: u32, idx: u32) {
-    let Some(head) = dev.by_grpid.get_mut(&grpid) else {
-        return;
-    };
+    let head = dev.by_grpid.get(grpid);
     let after = groups.get(idx).next_same_grpid;
-    if *head == idx {
-        if after == NIL {
-            dev.by_grpid.remove(&grpid);
-        } else {
-            *head = after;
-        }
+    if head == idx {
+        dev.by_grpid.set(grpid, after);
         return;
     }
-    let mut cur = *head;
+    let mut cur = head;
     while cur != NIL {
         let next = groups.get(cur).next_same_grpid;
         if next == idx {

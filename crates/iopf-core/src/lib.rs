@@ -71,6 +71,7 @@ mod core;
 mod counters;
 mod device;
 mod error;
+mod grpid;
 mod handler;
 mod ids;
 mod partial;

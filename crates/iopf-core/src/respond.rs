@@ -121,7 +121,7 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
                     .device(device)
                     .map_err(|e| (RejectReason::Unknown, e))?;
                 let needs_pasid = dev.caps.pasid_required;
-                let mut cur = dev.by_grpid.get(&grpid).copied().unwrap_or(NIL);
+                let mut cur = dev.by_grpid.get(grpid);
                 let mut own_seen = false;
                 let mut other = None;
                 let mut found = None;

@@ -114,7 +114,7 @@ fn op() -> impl Strategy<Value = Op> {
     let place = 0..PLACES;
     let pasid = prop::option::weighted(0.7, 0u32..3);
     prop_oneof![
-        12 => (dev.clone(), pasid.clone(), 0u32..6, prop::bool::weighted(0.55), prop::bool::weighted(0.03), prop::option::weighted(0.3, 1u64..4))
+        12 => (dev.clone(), pasid.clone(), prop_oneof![10 => 0u32..6, 1 => Just(600u32), 1 => Just(70_000u32)], prop::bool::weighted(0.55), prop::bool::weighted(0.03), prop::option::weighted(0.3, 1u64..4))
             .prop_map(|(dev, pasid, grpid, last, stop, private)| Op::Report { dev, pasid, grpid, last, stop, private }),
         2 => (dev.clone(), place.clone(), 0usize..5, any::<u8>()).prop_map(|(dev, place, cap, agreed)| Op::Attach { dev, place, cap, agreed }),
         1 => (dev.clone(), place.clone()).prop_map(|(dev, place)| Op::Detach { dev, place }),
@@ -125,7 +125,7 @@ fn op() -> impl Strategy<Value = Op> {
             prop_oneof![
                 6 => any::<usize>().prop_map(Target::Outstanding),
                 2 => any::<usize>().prop_map(Target::Answered),
-                1 => (any::<u32>(), 0u32..6, pasid.clone()).prop_map(|(raw, grpid, pasid)| Target::Forged { raw, grpid, pasid }),
+                1 => (any::<u32>(), prop_oneof![0u32..6, Just(600u32)], pasid.clone()).prop_map(|(raw, grpid, pasid)| Target::Forged { raw, grpid, pasid }),
             ],
             prop::option::weighted(0.2, (dev.clone(), place.clone())),
             prop_oneof![8 => 0u32..3, 1 => 3u32..6],
