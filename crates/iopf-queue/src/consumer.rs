@@ -6,7 +6,9 @@
 //! answered, so that [`FaultConsumer::respond`] can refuse an unknown cookie at once, as the
 //! kernel's `write()` does, and can fill in PASID and private data for grpid-named responses.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -79,7 +81,7 @@ pub struct Consumer {
     cached_resp_tail: u64,
     verdict_tail: u64,
     expected_seq: u64,
-    held: HashMap<u32, Held>,
+    held: FxHashMap<u32, Held>,
     verdicts: VecDeque<Verdict>,
     stats: ConsumerStats,
     fault_bell: Doorbell,
@@ -107,7 +109,7 @@ impl Consumer {
             cached_resp_tail: 0,
             verdict_tail: 0,
             expected_seq: 0,
-            held: HashMap::new(),
+            held: FxHashMap::default(),
             verdicts: VecDeque::new(),
             stats: ConsumerStats::default(),
             fault_bell,
@@ -235,7 +237,6 @@ impl Consumer {
     /// group may be split across calls. A slot that does not decode is skipped and counted
     /// ([`ConsumerStats::corrupt`]), so a corrupted region cannot wedge the consumer.
     pub fn pop_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, QueueError> {
-        self.collect_verdicts();
         let n = self.available()?.min(max as u64);
         let mut taken = 0;
         for _ in 0..n {
@@ -444,7 +445,6 @@ impl FaultConsumer for Consumer {
     /// [`ConsumerStats::lost`]). `EINVAL` ([`QueueError::Inconsistent`]) when the first group
     /// does not fit in `out`.
     fn read_faults(&mut self, out: &mut [PgFault]) -> Result<usize, QueueError> {
-        self.collect_verdicts();
         let avail = self.available()?;
         let mut pos = self.fault_tail;
         let end = self.fault_tail.wrapping_add(avail);

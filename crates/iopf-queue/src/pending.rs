@@ -7,7 +7,7 @@
 //! (the seed's VFIO response), a second index by grpid finds them, as the old
 //! `iommu_page_response()` matched by grpid.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// A delivered group waiting for its response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ struct Slot {
 pub(crate) struct Pending {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_grpid: Option<HashMap<u32, u32>>,
+    by_grpid: Option<FxHashMap<u32, u32>>,
     max: usize,
     len: usize,
 }
@@ -45,7 +45,7 @@ impl Pending {
         Pending {
             slots: Vec::new(),
             free: Vec::new(),
-            by_grpid: by_grpid.then(HashMap::new),
+            by_grpid: by_grpid.then(FxHashMap::default),
             max: max.min(1 << INDEX_BITS),
             len: 0,
         }

@@ -315,9 +315,19 @@ impl Producer {
         Ok(cookie)
     }
 
+    /// Free slots in the fault ring (re-reading the consumer's tail). An owner that would rather
+    /// hold groups back than lose them looks here before pushing; the fault path itself never
+    /// waits.
+    pub fn free_slots(&mut self) -> u64 {
+        let tail = self.shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire);
+        self.accept_tail(tail);
+        self.shared.geo.entries - self.fault_head.wrapping_sub(self.cached_fault_tail)
+    }
+
     /// Whether the fault ring has `need` free slots, re-reading the consumer's tail only when the
-    /// cached one says it has not.
-    fn has_room(&mut self, need: u64) -> bool {
+    /// cached one says it has not. An owner that would rather hold groups back than lose them
+    /// asks before pushing; the fault path itself never waits.
+    pub fn has_room(&mut self, need: u64) -> bool {
         let entries = self.shared.geo.entries;
         if entries - self.fault_head.wrapping_sub(self.cached_fault_tail) >= need {
             return true;
