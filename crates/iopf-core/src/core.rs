@@ -748,7 +748,8 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             first_at,
             completed_at: now,
         };
-        if hs.handler.deliver(&group).is_err() {
+        if let Err(refusal) = hs.handler.deliver(&group) {
+            dev.counters.refusals[refusal as usize] += 1;
             self.groups.free(idx);
             return Ok(auto(
                 AutoReason::Refused,

@@ -114,6 +114,9 @@ pub struct DeviceCounters {
     pub auto: [u64; AutoReason::COUNT],
     /// Rejected responses, by [`RejectReason`].
     pub rejected: [u64; RejectReason::COUNT],
+    /// Groups refused by their handler, by [`crate::Refusal`] (queue full, shutting down); each
+    /// also counts under [`AutoReason::Refused`].
+    pub refusals: [u64; 2],
     /// FAILURE codes sent as INVALID because the function may not receive Response Failure.
     pub failure_as_invalid: u64,
     /// Partial requests discarded: overflow, device removal, PASID flush, or a group answered at
@@ -140,6 +143,10 @@ impl DeviceCounters {
     /// Rejected responses for `reason`.
     pub fn rejected(&self, reason: RejectReason) -> u64 {
         self.rejected[reason as usize]
+    }
+    /// Groups refused for `refusal`.
+    pub fn refusals(&self, refusal: crate::Refusal) -> u64 {
+        self.refusals[refusal as usize]
     }
     /// Responses the device received with `code`.
     pub fn responses(&self, code: ResponseCode) -> u64 {

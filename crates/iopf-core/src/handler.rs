@@ -16,16 +16,19 @@ use crate::{Cookie, DeviceId, HandlerId, Nanos};
 /// [`crate::AutoReason::Refused`], and forgets the group: as `iommu_report_device_fault()` does when
 /// `iopf_handler()` fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
 pub enum Refusal {
     /// The handler's queue has no room for the group.
-    QueueFull,
+    QueueFull = 0,
     /// The handler is going away and takes no more groups.
-    ShuttingDown,
+    ShuttingDown = 1,
 }
 
 /// One completed page request group, as handed to [`GroupHandler::deliver`]. Borrowed: the
-/// handler copies what it needs (records into its ring) before returning.
+/// handler copies what it needs (records into its ring) before returning. Built by the core, or by
+/// [`Group::new`] (e.g. to test a handler on its own).
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Group<'a> {
     /// The device that sent it.
     pub device: DeviceId,
@@ -44,19 +47,35 @@ pub struct Group<'a> {
 }
 
 impl<'a> Group<'a> {
+    /// A group of `requests`, or `None` unless they are non-empty and only the last one has
+    /// LAST_PAGE (the shape the core delivers).
+    pub fn new(
+        device: DeviceId,
+        handler: HandlerId,
+        cookie: Cookie,
+        requests: &'a [PageRequest],
+        first_at: Nanos,
+        completed_at: Nanos,
+    ) -> Option<Group<'a>> {
+        let (last, partials) = requests.split_last()?;
+        if !last.is_last() || partials.iter().any(|r| r.is_last()) {
+            return None;
+        }
+        Some(Group {
+            device,
+            handler,
+            cookie,
+            requests,
+            first_at,
+            completed_at,
+        })
+    }
+
     /// The LAST_PAGE request, whose PASID, PRG index and private data the response uses
-    /// (`iopf_group.last_fault`).
-    pub fn last(&self) -> &'a PageRequest {
-        // A group always holds its LAST_PAGE request: the core builds it that way.
-        &self.requests[self.requests.len() - 1]
-    }
-    /// The group's PRG index.
-    pub fn grpid(&self) -> u32 {
-        self.last().grpid
-    }
-    /// The group's PASID, if its LAST_PAGE request carries one.
-    pub fn pasid(&self) -> Option<u32> {
-        self.last().pasid()
+    /// (`iopf_group.last_fault`). `None` only for an empty request list, which the core never
+    /// delivers.
+    pub fn last(&self) -> Option<&'a PageRequest> {
+        self.requests.last()
     }
 }
 

@@ -769,6 +769,12 @@ impl Run {
             return answer(m, AutoReason::NoHandler, ResponseCode::Invalid);
         };
         if h.shut || h.queue.len() >= h.cap {
+            let refusal = if h.shut {
+                Refusal::ShuttingDown
+            } else {
+                Refusal::QueueFull
+            };
+            d.counters.refusals[refusal as usize] += 1;
             return answer(m, AutoReason::Refused, ResponseCode::Failure);
         }
         self.pending_nreq = Some(group.len() as u32 + 1);

@@ -123,6 +123,7 @@ fn partials_wait_for_last_page_and_complete_their_group_in_order() {
         [0x1000, 0x2000, 0x3000]
     );
     assert!(g.requests.last().unwrap().is_last());
+    assert_eq!(c.counters(d).unwrap().refusals, [0, 0]);
     assert_eq!((g.first_at, g.completed_at), (10, 13));
     assert_eq!(
         c.held_partials(d).unwrap(),
@@ -201,6 +202,13 @@ fn refusal_answers_failure_or_invalid_where_failure_is_not_allowed() {
         ));
         let k = c.counters(d).unwrap();
         assert_eq!(k.auto(AutoReason::Refused), 2);
+        assert_eq!(
+            (
+                k.refusals(Refusal::QueueFull),
+                k.refusals(Refusal::ShuttingDown)
+            ),
+            (1, 1)
+        );
         assert_eq!(k.responses(code), 2);
         assert_eq!(
             k.failure_as_invalid,
@@ -807,6 +815,24 @@ fn outstanding_allocation_bounds_what_is_held() {
         .unwrap();
     delivered(c.report(d, &pr(req(None, 3, true, 0)), 0).unwrap());
     check_identities(c.counters(d).unwrap(), 1);
+}
+
+#[test]
+fn groups_built_outside_the_core_have_the_delivered_shape() {
+    let d = DeviceId::from_raw(1);
+    let (h, c) = (HandlerId::from_raw(1), Cookie::from_raw(1 << 22));
+    let parts = [req(None, 1, false, 0), req(None, 1, true, 0)];
+    let g = Group::new(d, h, c, &parts, 0, 1).unwrap();
+    assert_eq!(g.last().map(|r| r.addr), Some(0));
+    assert!(Group::new(d, h, c, &[], 0, 1).is_none());
+    assert!(
+        Group::new(d, h, c, &parts[..1], 0, 1).is_none(),
+        "no LAST_PAGE"
+    );
+    assert!(
+        Group::new(d, h, c, &[parts[1], parts[1]], 0, 1).is_none(),
+        "LAST_PAGE inside"
+    );
 }
 
 #[test]
