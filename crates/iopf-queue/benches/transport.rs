@@ -48,6 +48,31 @@ fn scaled(n: u64) -> u64 {
     ((n as f64 * scale()) as u64).max(1000)
 }
 
+/// What every busy-waiting loop does when it made no progress: spin a little, then give the
+/// core away. The machine is small and shared, so a waiting thread that never yields can keep the
+/// thread it waits for off the CPU; every peer gets the same treatment.
+/// Round trips are busy-polled: their waits spin for up to about a millisecond first.
+#[derive(Default)]
+struct Idle(u32, u32);
+
+impl Idle {
+    fn polling() -> Idle {
+        Idle(0, 1 << 16)
+    }
+    fn wait(&mut self) {
+        self.0 += 1;
+        if self.0 < self.1.max(256) {
+            std::hint::spin_loop();
+        } else {
+            self.0 = 0;
+            std::thread::yield_now();
+        }
+    }
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
+
 fn request(offer: &Offer) -> Request {
     let mut r =
         Request::best_for(offer, RecordFormats::IOMMU_FAULT, Features::COOKIE_RESPONSE).unwrap();
@@ -83,16 +108,25 @@ fn queue_producer_throughput(p: &mut Producer, n: u64, b: usize) -> Duration {
     let mut results = Vec::with_capacity(b);
     let mut answers = Vec::with_capacity(512);
     let (mut sent, mut answered) = (0u64, 0u64);
+    let mut idle = Idle::default();
     let start = Instant::now();
     while answered < n {
+        let mut progress = false;
         if sent < n && p.pending_groups() + b < 4096 && p.has_room(b as u64) {
             let k = (b as u64).min(n - sent) as usize;
             results.clear();
             p.push_groups(&groups[..k], &mut results);
             sent += results.iter().filter(|r| r.is_ok()).count() as u64;
+            progress = true;
         }
         answers.clear();
-        answered += p.drain_responses(&mut answers) as u64;
+        let d = p.drain_responses(&mut answers) as u64;
+        answered += d;
+        if progress || d > 0 {
+            idle.reset();
+        } else {
+            idle.wait();
+        }
     }
     start.elapsed()
 }
@@ -117,27 +151,36 @@ fn queue_producer_latency(p: &mut Producer, rounds: u64, b: usize) -> Vec<Durati
         p.push_groups(&groups, &mut results);
         assert!(results.iter().all(|r| r.is_ok()));
         let mut got = 0;
+        let mut idle = Idle::polling();
         while got < b {
             answers.clear();
             got += p.drain_responses(&mut answers);
+            idle.wait();
         }
         out.push(t.elapsed());
     }
     out
 }
 
-/// Takes `n` records in batches of up to `b` and answers each at once.
-fn queue_consumer(c: &mut Consumer, n: u64, b: usize) {
+/// Takes `n_tput + n_lat` records in batches of up to `b` and answers each at once; busy-polls
+/// once the first `n_tput` (the throughput run) are done.
+fn queue_consumer(c: &mut Consumer, n_tput: u64, n_lat: u64, b: usize) {
+    let n = n_tput + n_lat;
     let mut events = Vec::with_capacity(b);
     let mut responses = Vec::with_capacity(b);
     let mut got = 0;
+    let mut idle = Idle::default();
     while got < n {
         events.clear();
         let k = c.pop_events(&mut events, b).unwrap();
         if k == 0 {
-            std::hint::spin_loop();
+            idle.wait();
             continue;
         }
+        if got < n_tput && got + k as u64 >= n_tput {
+            idle = Idle::polling();
+        }
+        idle.reset();
         got += k as u64;
         responses.clear();
         for e in &events {
@@ -150,7 +193,11 @@ fn queue_consumer(c: &mut Consumer, n: u64, b: usize) {
         }
         let mut done = 0;
         while done < responses.len() {
-            done += c.respond(&responses[done..]).unwrap();
+            let k = c.respond(&responses[done..]).unwrap();
+            if k == 0 {
+                idle.wait();
+            }
+            done += k;
         }
     }
 }
@@ -163,7 +210,9 @@ fn rtrb_throughput(n: u64, b: usize) -> Duration {
     let consumer = std::thread::spawn(move || {
         let mut got = 0u64;
         let mut sum = 0u64;
+        let mut idle = Idle::default();
         while got < n {
+            let before = got;
             if b == 1 {
                 if let Ok(r) = rx.pop() {
                     sum = sum.wrapping_add(u64::from(r[0]));
@@ -177,13 +226,20 @@ fn rtrb_throughput(n: u64, b: usize) -> Duration {
                 got += (a.len() + c.len()) as u64;
                 chunk.commit_all();
             }
+            if got == before {
+                idle.wait();
+            } else {
+                idle.reset();
+            }
         }
         sum
     });
     let start = Instant::now();
     let mut sent = 0u64;
     let rec = [7u8; 64];
+    let mut idle = Idle::default();
     while sent < n {
+        let before = sent;
         if b == 1 {
             if tx.push(rec).is_ok() {
                 sent += 1;
@@ -194,6 +250,11 @@ fn rtrb_throughput(n: u64, b: usize) -> Duration {
                 sent += chunk.fill_from_iter(std::iter::repeat(rec)) as u64;
             }
         }
+        if sent == before {
+            idle.wait();
+        } else {
+            idle.reset();
+        }
     }
     std::hint::black_box(consumer.join().unwrap());
     start.elapsed()
@@ -203,23 +264,32 @@ fn rtrb_latency(rounds: u64, b: usize) -> Vec<Duration> {
     let (mut tx, mut rx) = rtrb::RingBuffer::<Rec>::new(ENTRIES as usize);
     let (mut atx, mut arx) = rtrb::RingBuffer::<u64>::new(ENTRIES as usize);
     let echo = std::thread::spawn(move || {
+        let mut idle = Idle::polling();
         for _ in 0..rounds * b as u64 {
             let r = loop {
                 if let Ok(r) = rx.pop() {
                     break r;
                 }
+                idle.wait();
             };
-            while atx.push(u64::from(r[0])).is_err() {}
+            while atx.push(u64::from(r[0])).is_err() {
+                idle.wait();
+            }
         }
     });
     let mut out = Vec::with_capacity(rounds as usize);
     for _ in 0..rounds {
         let t = Instant::now();
+        let mut idle = Idle::polling();
         for _ in 0..b {
-            while tx.push([1u8; 64]).is_err() {}
+            while tx.push([1u8; 64]).is_err() {
+                idle.wait();
+            }
         }
         for _ in 0..b {
-            while arx.pop().is_err() {}
+            while arx.pop().is_err() {
+                idle.wait();
+            }
         }
         out.push(t.elapsed());
     }
@@ -233,23 +303,37 @@ fn crossbeam_throughput(n: u64, b: usize) -> Duration {
     let consumer = std::thread::spawn(move || {
         let mut got = 0u64;
         let mut sum = 0u64;
+        let mut idle = Idle::default();
         while got < n {
+            let before = got;
             for _ in 0..b {
                 if let Some(r) = q2.pop() {
                     sum = sum.wrapping_add(u64::from(r[0]));
                     got += 1;
                 }
             }
+            if got == before {
+                idle.wait();
+            } else {
+                idle.reset();
+            }
         }
         sum
     });
     let start = Instant::now();
     let mut sent = 0u64;
+    let mut idle = Idle::default();
     while sent < n {
+        let before = sent;
         for _ in 0..b {
             if sent < n && q.push([7u8; 64]).is_ok() {
                 sent += 1;
             }
+        }
+        if sent == before {
+            idle.wait();
+        } else {
+            idle.reset();
         }
     }
     std::hint::black_box(consumer.join().unwrap());
@@ -261,23 +345,32 @@ fn crossbeam_latency(rounds: u64, b: usize) -> Vec<Duration> {
     let a = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(ENTRIES as usize));
     let (q2, a2) = (q.clone(), a.clone());
     let echo = std::thread::spawn(move || {
+        let mut idle = Idle::polling();
         for _ in 0..rounds * b as u64 {
             let r = loop {
                 if let Some(r) = q2.pop() {
                     break r;
                 }
+                idle.wait();
             };
-            while a2.push(u64::from(r[0])).is_err() {}
+            while a2.push(u64::from(r[0])).is_err() {
+                idle.wait();
+            }
         }
     });
     let mut out = Vec::with_capacity(rounds as usize);
     for _ in 0..rounds {
         let t = Instant::now();
+        let mut idle = Idle::polling();
         for _ in 0..b {
-            while q.push([1u8; 64]).is_err() {}
+            while q.push([1u8; 64]).is_err() {
+                idle.wait();
+            }
         }
         for _ in 0..b {
-            while a.pop().is_none() {}
+            while a.pop().is_none() {
+                idle.wait();
+            }
         }
         out.push(t.elapsed());
     }
@@ -414,7 +507,7 @@ fn fmt_ns(ns: f64) -> String {
 }
 
 fn child_main(spec: &str) {
-    // spec: "<peer>:<path>:<b>:<n>"
+    // spec: "<peer>:<path>:<b>:<n>:<n_lat>"
     let parts: Vec<&str> = spec.split(':').collect();
     let (peer, path, b, n) = (
         parts[0],
@@ -422,10 +515,11 @@ fn child_main(spec: &str) {
         parts[2].parse().unwrap(),
         parts[3].parse().unwrap(),
     );
+    let n_lat: u64 = parts.get(4).and_then(|s| s.parse().ok()).unwrap_or(0);
     match peer {
         "queue" => {
             let mut c = connect(path, request).unwrap();
-            queue_consumer(&mut c, n, b);
+            queue_consumer(&mut c, n, n_lat, b);
             // Stay until the producer has the last answers.
             while !c.producer_gone() {
                 std::thread::sleep(Duration::from_millis(1));
@@ -439,11 +533,11 @@ fn child_main(spec: &str) {
     }
 }
 
-fn spawn_child(peer: &str, path: &Path, b: usize, n: u64) -> std::process::Child {
+fn spawn_child(peer: &str, path: &Path, b: usize, n: u64, n_lat: u64) -> std::process::Child {
     std::process::Command::new(std::env::current_exe().unwrap())
         .env(
             "IOPF_BENCH_CHILD",
-            format!("{peer}:{}:{b}:{n}", path.display()),
+            format!("{peer}:{}:{b}:{n}:{n_lat}", path.display()),
         )
         .spawn()
         .unwrap()
@@ -479,7 +573,7 @@ fn main() {
         )
         .unwrap();
         let t = std::thread::spawn(move || {
-            queue_consumer(&mut c, n + lat_rounds * b as u64, b);
+            queue_consumer(&mut c, n, lat_rounds * b as u64, b);
             c
         });
         let d = queue_producer_throughput(&mut p, n, b);
@@ -529,7 +623,7 @@ fn main() {
             },
         )
         .unwrap();
-        let mut child = spawn_child("queue", &path, b, n + lat_rounds * b as u64);
+        let mut child = spawn_child("queue", &path, b, n, lat_rounds * b as u64);
         let mut p = listener.accept().unwrap();
         let d = queue_producer_throughput(&mut p, n, b);
         let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
@@ -540,13 +634,13 @@ fn main() {
 
         let path = dir.join(format!("s{b}.sock"));
         let l = UnixListener::bind(&path).unwrap();
-        let mut child = spawn_child("socket", &path, b, sn);
+        let mut child = spawn_child("socket", &path, b, sn, 0);
         let (mut s, _) = l.accept().unwrap();
         let d = socket_writer_throughput(&mut s, sn, b);
         child.wait().unwrap();
         std::fs::remove_file(&path).unwrap();
         let l = UnixListener::bind(&path).unwrap();
-        let mut child = spawn_child("socket-echo", &path, b, lr * b as u64);
+        let mut child = spawn_child("socket-echo", &path, b, lr * b as u64, 0);
         let (mut s, _) = l.accept().unwrap();
         let lat = percentiles(socket_writer_latency(&mut s, lr, b));
         child.wait().unwrap();

@@ -7,8 +7,6 @@
 //! kernel's `write()` does, and can fill in PASID and private data for grpid-named responses.
 
 use std::collections::VecDeque;
-
-use rustc_hash::FxHashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +20,7 @@ use iopf_abi::{FaultConsumer, IommufdResponse, PageResponse, PgFault};
 use zerocopy::IntoBytes;
 
 use crate::error::{RejectReason, Rejection};
+use crate::held::{Held, HeldTable};
 use crate::layout::{hdr, unpack, FLAG_CONSUMER_CLOSED, RESP_SLOT_BYTES};
 use crate::negotiate::Agreement;
 use crate::record::{decode_slot, Event, FaultEvent, MAX_SLOT_WORDS};
@@ -41,14 +40,6 @@ pub struct Verdict {
     pub id: u64,
     /// Accepted, or why not.
     pub outcome: Result<(), Rejection>,
-}
-
-/// What the consumer remembers of a group it read and has not answered.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    pasid: Option<u32>,
-    grpid: u32,
-    private_data: Option<[u64; 2]>,
 }
 
 /// Counters a consumer keeps.
@@ -81,7 +72,7 @@ pub struct Consumer {
     cached_resp_tail: u64,
     verdict_tail: u64,
     expected_seq: u64,
-    held: FxHashMap<u32, Held>,
+    held: HeldTable,
     verdicts: VecDeque<Verdict>,
     stats: ConsumerStats,
     fault_bell: Doorbell,
@@ -109,7 +100,7 @@ impl Consumer {
             cached_resp_tail: 0,
             verdict_tail: 0,
             expected_seq: 0,
-            held: FxHashMap::default(),
+            held: HeldTable::default(),
             verdicts: VecDeque::new(),
             stats: ConsumerStats::default(),
             fault_bell,
@@ -354,13 +345,8 @@ impl Consumer {
                 break;
             }
             ids.push(self.write_response(RawFormat::Vfio, &buf[..n]));
-            if let Some(c) = self
-                .held
-                .iter()
-                .find(|(_, h)| h.grpid == r.grpid)
-                .map(|(c, _)| *c)
-            {
-                self.held.remove(&c);
+            if let Some(c) = self.held.find_grpid(r.grpid) {
+                self.held.remove(c);
             }
         }
         self.publish_responses();
@@ -509,7 +495,7 @@ impl FaultConsumer for Consumer {
         let v2 = self.agreement.responses.contains(ResponseFormats::VFIO_V2);
         let echo = self.agreement.echoes_private_data();
         for r in responses {
-            let Some(h) = self.held.get(&r.cookie).copied() else {
+            let Some(h) = self.held.get(r.cookie) else {
                 if done == 0 {
                     return Err(QueueError::Refused(Rejection::new(
                         RejectReason::UnknownGroup,
@@ -539,7 +525,7 @@ impl FaultConsumer for Consumer {
                 let n = pr.write_vfio(size, &mut buf)?;
                 self.write_response(RawFormat::Vfio, &buf[..n]);
             }
-            self.held.remove(&r.cookie);
+            self.held.remove(r.cookie);
             done += 1;
         }
         if done > 0 {

@@ -97,7 +97,9 @@ impl Geometry {
             RecordFormat::HwptPgfault => iopf_abi::HwptPgfault::SIZE / 8,
         };
         let entries = a.entries as usize;
-        let fault_slot_words = SLOT_HEADER_WORDS + record_words;
+        // Whole cache lines per slot, so neighbouring slots never share a line that both ends
+        // touch at once (the 40-byte record fills exactly one line, the 64-byte one two).
+        let fault_slot_words = align8(SLOT_HEADER_WORDS + record_words);
         let fault_off = hdr::WORDS;
         let resp_off = align8(fault_off + entries * fault_slot_words);
         let verdict_off = align8(resp_off + entries * RESP_SLOT_WORDS);

@@ -36,6 +36,7 @@ pub mod record;
 pub mod response;
 pub mod socket;
 
+mod held;
 mod pending;
 mod shared;
 mod shm;

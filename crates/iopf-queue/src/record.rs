@@ -97,7 +97,7 @@ pub(crate) fn encode_lost(
     out[0] = first_seq;
     out[1] = pack(KIND_LOST, 0);
     out[SLOT_HEADER_WORDS] = count;
-    words
+    words.min(MAX_SLOT_WORDS)
 }
 
 /// Decodes slot words copied out of the ring.
