@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the simulated platform through the real fault path and report (the main job).
+    Run(cmd::run::Args),
     /// Decode fault and response records given as hex or in a binary file.
     Decode(cmd::decode::Args),
     /// Serve a fault queue on a UNIX socket: a fault core and one PRI device feed each consumer.
@@ -31,6 +33,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => cmd::run::run(args),
         Command::Decode(args) => cmd::decode::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Attach(args) => cmd::attach::run(args),

@@ -51,6 +51,9 @@ pub struct DeviceConfig {
     pub response_needs_pasid: bool,
     /// Work items the function starts per step, at most.
     pub items_per_step: u32,
+    /// New work items the function starts per second, at most (`None`: as fast as its steps
+    /// and its allocation allow). Retries are not limited.
+    pub items_per_s: Option<f64>,
     /// One workload per PASID.
     pub streams: Vec<(u32, WorkloadSpec)>,
     /// Seed of the workloads.
@@ -153,6 +156,9 @@ pub struct PriDevice {
     in_flight: HashMap<u16, InFlight>,
     retries: VecDeque<Job>,
     issuing: bool,
+    /// Work items the rate still allows (a token bucket holding at most one step's worth).
+    tokens: f64,
+    last_step_ns: Option<u64>,
     stats: DeviceStats,
 }
 
@@ -193,6 +199,8 @@ impl PriDevice {
             in_flight: HashMap::new(),
             retries: VecDeque::new(),
             issuing: true,
+            tokens: 0.0,
+            last_step_ns: None,
         }
     }
 
@@ -248,6 +256,13 @@ impl PriDevice {
                 return;
             }
         }
+        if let Some(rate) = self.cfg.items_per_s {
+            let dt = self.last_step_ns.map_or(0, |t| now_ns.saturating_sub(t)) as f64 / 1e9;
+            let cap = f64::from(self.cfg.items_per_step.max(1));
+            self.tokens = (self.tokens + rate * dt).min(cap);
+            budget = budget.min(self.tokens as u32);
+        }
+        self.last_step_ns = Some(now_ns);
         let n = self.streams.len();
         let mut idle_streams = 0;
         while budget > 0 && n > 0 && idle_streams < n {
@@ -256,8 +271,16 @@ impl PriDevice {
             let s = &mut self.streams[i];
             let job = match s.blocked.take() {
                 Some(job) => job,
-                None if self.issuing && s.state == StreamState::Running => {
+                // A function whose PRI is disabled starts no new work: its driver has seen
+                // Response Failure and waits for a reset.
+                None if self.issuing
+                    && s.state == StreamState::Running
+                    && !self.stats.pri_disabled =>
+                {
                     self.stats.items_started += 1;
+                    if self.cfg.items_per_s.is_some() {
+                        self.tokens -= 1.0;
+                    }
                     Job {
                         item: s.workload.next_item(),
                         faulted: false,
@@ -491,6 +514,7 @@ mod tests {
             max_groups: 512,
             response_needs_pasid: true,
             items_per_step: 4,
+            items_per_s: None,
             streams: vec![(
                 7,
                 WorkloadSpec {
@@ -591,11 +615,28 @@ mod tests {
             sent,
             "no page request after FAILURE"
         );
-        assert!(d.stats().items_pri_disabled > 1);
+        assert_eq!(d.stats().items_pri_disabled, 1);
         assert!(d.reset(&mut ledger));
         assert!(d.pri_enabled());
         let v = ledger.finish();
         assert_eq!(v.violation_count, 1, "the duplicate: {v:?}");
+    }
+
+    #[test]
+    fn item_rate_limits_new_work() {
+        let tables = Arc::new(PageTables::new());
+        let mut iommu = Iommu::new(tables, 1 << 16);
+        let mut ledger = Ledger::new();
+        let mut c = cfg(1 << 16, 1);
+        c.items_per_step = 100;
+        c.items_per_s = Some(1000.0);
+        let mut d = PriDevice::new(c);
+        // 50 steps 1 ms apart at 1000 items/s: one item per step, 49 in all (the first step
+        // has no elapsed time yet).
+        for t in 0..50u64 {
+            d.step(t * 1_000_000, &mut iommu, &mut ledger);
+        }
+        assert_eq!(d.stats().items_started, 49);
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunReport, SimErr
             .spawn(
                 move || -> Result<(ConsumerStats, Vec<ConsumerMark>), SimError> {
                     let mut resolver = Resolver::new(spec, seed, tables);
-                    let served = resolver.serve(&mut consumer, &|| done.load(Ordering::Acquire));
+                    let served = resolver.serve(&mut consumer, &|_| done.load(Ordering::Acquire));
                     served.map(|()| resolver.finish())
                 },
             )
@@ -664,12 +664,11 @@ impl ProducerOutcome {
     }
 }
 
-/// Serves a queue consumer in this process until the producer side closes it: the consumer
-/// side of a split run. Returns its figures and marks.
-pub fn run_consumer_side<C: iopf_abi::FaultConsumer>(
+/// Serves a queue consumer in this process until the producer side has closed the queue and
+/// nothing is left to read: the consumer side of a split run. Returns its figures and marks.
+pub fn run_consumer_side(
     scenario: &Scenario,
-    consumer: &mut C,
-    producer_done: &dyn Fn() -> bool,
+    consumer: &mut iopf_queue::Consumer,
 ) -> Result<(ConsumerStats, Vec<ConsumerMark>), SimError> {
     /// The consumer process cannot reach the producer's page tables: its SUCCESS stands for
     /// "mapped", and the producer side maps the group's pages when it accepts it.
@@ -686,6 +685,6 @@ pub fn run_consumer_side<C: iopf_abi::FaultConsumer>(
         }
     }
     let mut r = Resolver::new(scenario.resolver, scenario.seed, MappedByProducer);
-    r.serve(consumer, producer_done)?;
+    r.serve(consumer, &|c: &iopf_queue::Consumer| c.producer_gone())?;
     Ok(r.finish())
 }

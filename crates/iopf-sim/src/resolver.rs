@@ -166,13 +166,13 @@ impl<M: Mapper> Resolver<M> {
         Ok(ResponseCode::Success)
     }
 
-    /// Serves `queue` until `done()` says the producer has finished and nothing is waiting:
+    /// Serves `queue` until `done(queue)` says the producer has finished and nothing is waiting:
     /// reads whole groups in batches, resolves each, answers the batch. Errors: the queue's, or
     /// a mapping the page tables refuse.
     pub fn serve<C: FaultConsumer>(
         &mut self,
         queue: &mut C,
-        done: &dyn Fn() -> bool,
+        done: &dyn Fn(&C) -> bool,
     ) -> Result<(), SimError> {
         let mut buf = vec![
             PgFault {
@@ -194,7 +194,7 @@ impl<M: Mapper> Resolver<M> {
                 .read_faults(&mut buf)
                 .map_err(|e| SimError::FaultPath(e.to_string()))?;
             if n == 0 {
-                if done() {
+                if done(queue) {
                     return Ok(());
                 }
                 queue

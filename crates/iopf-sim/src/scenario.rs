@@ -122,6 +122,10 @@ pub struct DeviceSpec {
     /// Work items each function starts per platform step, at most.
     #[serde(default = "eight")]
     pub items_per_step: u32,
+    /// New work items each function starts per second, at most (absent: as fast as the
+    /// function's allocation and the round trip allow).
+    #[serde(default)]
+    pub items_per_s: Option<f64>,
     /// The workload of every PASID of every function of the group.
     pub workload: WorkloadSpec,
 }
@@ -251,6 +255,9 @@ impl Scenario {
             if d.items_per_step == 0 {
                 return Err((f("items_per_step"), "must be at least 1".into()));
             }
+            if d.items_per_s.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return Err((f("items_per_s"), "must be a positive number".into()));
+            }
             let w = &d.workload;
             if w.group_pages == 0 || w.group_pages > d.opra {
                 return Err((
@@ -326,6 +333,7 @@ impl Scenario {
                         max_groups: d.max_groups as usize,
                         response_needs_pasid: d.pasid_required,
                         items_per_step: d.items_per_step,
+                        items_per_s: d.items_per_s,
                         streams: (1..=d.pasids).map(|p| (p, d.workload)).collect(),
                         seed: self.seed,
                     },

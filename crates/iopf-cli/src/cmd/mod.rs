@@ -2,4 +2,5 @@
 
 pub mod attach;
 pub mod decode;
+pub mod run;
 pub mod serve;
