@@ -20,6 +20,7 @@ pub(crate) struct GrpidIndex {
 
 impl GrpidIndex {
     /// The head slot for `grpid`, or NIL.
+    #[inline]
     pub fn get(&self, grpid: u32) -> u32 {
         if (grpid as usize) < FLAT {
             match &self.flat {
@@ -32,6 +33,7 @@ impl GrpidIndex {
     }
 
     /// Sets the head slot for `grpid` (NIL: none).
+    #[inline]
     pub fn set(&mut self, grpid: u32, slot: u32) {
         if (grpid as usize) < FLAT {
             let t = self.flat.get_or_insert_with(|| Box::new([NIL; FLAT]));

@@ -37,20 +37,25 @@ const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 
 impl DeviceId {
     /// The id as a number (for records and logs).
+    #[inline]
     pub fn raw(self) -> u32 {
         self.0
     }
     /// An id from a number, e.g. read back from a record. Whether it names a live device is
     /// checked by every call that takes it.
+    #[inline]
     pub fn from_raw(raw: u32) -> DeviceId {
         DeviceId(raw)
     }
+    #[inline]
     pub(crate) fn new(index: u32, gen: u16) -> DeviceId {
         DeviceId((u32::from(gen) << SLOT_BITS) | index)
     }
+    #[inline]
     pub(crate) fn index(self) -> usize {
         (self.0 & SLOT_MASK) as usize
     }
+    #[inline]
     pub(crate) fn gen(self) -> u16 {
         (self.0 >> SLOT_BITS) as u16
     }
@@ -58,19 +63,24 @@ impl DeviceId {
 
 impl HandlerId {
     /// The id as a number.
+    #[inline]
     pub fn raw(self) -> u32 {
         self.0
     }
     /// An id from a number; checked by every call that takes it.
+    #[inline]
     pub fn from_raw(raw: u32) -> HandlerId {
         HandlerId(raw)
     }
+    #[inline]
     pub(crate) fn new(index: u32, gen: u16) -> HandlerId {
         HandlerId((u32::from(gen) << SLOT_BITS) | index)
     }
+    #[inline]
     pub(crate) fn index(self) -> usize {
         (self.0 & SLOT_MASK) as usize
     }
+    #[inline]
     pub(crate) fn gen(self) -> u16 {
         (self.0 >> SLOT_BITS) as u16
     }
@@ -86,26 +96,32 @@ impl Cookie {
     pub(crate) const MAX_GEN: u16 = (1 << (32 - Self::INDEX_BITS)) - 1;
 
     /// The cookie as the number a consumer echoes.
+    #[inline]
     pub fn raw(self) -> u32 {
         self.0
     }
     /// A cookie from the number a consumer sent; whether it names an outstanding group is checked
     /// by [`crate::FaultCore::respond`].
+    #[inline]
     pub fn from_raw(raw: u32) -> Cookie {
         Cookie(raw)
     }
+    #[inline]
     pub(crate) fn new(index: u32, gen: u16) -> Cookie {
         Cookie((u32::from(gen) << Self::INDEX_BITS) | index)
     }
+    #[inline]
     pub(crate) fn index(self) -> usize {
         (self.0 & Self::INDEX_MASK) as usize
     }
+    #[inline]
     pub(crate) fn gen(self) -> u16 {
         (self.0 >> Self::INDEX_BITS) as u16
     }
 }
 
 /// The generation after `gen` among 1..=`max` (0 is never used, so a zeroed name is never live).
+#[inline]
 pub(crate) fn next_gen(gen: u16, max: u16) -> u16 {
     if gen >= max {
         1

@@ -43,6 +43,7 @@ impl PartialPool {
         }
     }
 
+    #[inline]
     fn alloc(&mut self, req: PageRequest) -> u32 {
         if self.free != NIL {
             let idx = self.free;
@@ -57,12 +58,14 @@ impl PartialPool {
         }
     }
 
+    #[inline]
     fn release(&mut self, idx: u32) {
         self.slots[idx as usize].next = self.free;
         self.free = idx;
     }
 
     /// Starts a chain with one request.
+    #[inline]
     pub fn start(&mut self, req: PageRequest, at: Nanos) -> Chain {
         let idx = self.alloc(req);
         Chain {
@@ -74,6 +77,7 @@ impl PartialPool {
     }
 
     /// Appends a request to a chain.
+    #[inline]
     pub fn push(&mut self, chain: &mut Chain, req: PageRequest) {
         let idx = self.alloc(req);
         self.slots[chain.tail as usize].next = idx;
@@ -82,6 +86,7 @@ impl PartialPool {
     }
 
     /// Moves the chain's requests, oldest first, to the end of `out`, and frees its slots.
+    #[inline]
     pub fn take_into(&mut self, chain: Chain, out: &mut Vec<PageRequest>) {
         let mut idx = chain.head;
         while idx != NIL {

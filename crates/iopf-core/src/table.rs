@@ -57,12 +57,15 @@ impl GroupSlot {
         gen: 0,
         flags: 0,
     };
+    #[inline]
     pub fn live(&self) -> bool {
         self.flags & LIVE != 0
     }
+    #[inline]
     pub fn pasid(&self) -> Option<u32> {
         (self.flags & HAS_PASID != 0).then_some(self.pasid)
     }
+    #[inline]
     pub fn private_data(&self) -> Option<[u64; 2]> {
         (self.flags & PRIV_DATA != 0).then_some(self.private_data)
     }
@@ -108,6 +111,7 @@ impl GroupTable {
 
     /// Takes a free slot (reused first, else a new one), bumps its generation and marks it live.
     /// `None` when all [`Cookie::MAX_SLOTS`] slots are outstanding.
+    #[inline]
     pub fn alloc(&mut self) -> Option<u32> {
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -130,6 +134,7 @@ impl GroupTable {
 
     /// Returns a live slot to the free list. Its generation stays, so its cookie reads as
     /// answered until the slot is reused.
+    #[inline]
     pub fn free(&mut self, idx: u32) {
         let s = &mut self.slots[idx as usize];
         s.flags = 0;
@@ -137,18 +142,22 @@ impl GroupTable {
         self.free.push(idx);
     }
 
+    #[inline]
     pub fn get(&self, idx: u32) -> &GroupSlot {
         &self.slots[idx as usize]
     }
 
+    #[inline]
     pub fn get_mut(&mut self, idx: u32) -> &mut GroupSlot {
         &mut self.slots[idx as usize]
     }
 
+    #[inline]
     pub fn cookie(&self, idx: u32) -> Cookie {
         Cookie::new(idx, self.slots[idx as usize].gen)
     }
 
+    #[inline]
     pub fn lookup(&self, cookie: Cookie) -> Lookup {
         match self.slots.get(cookie.index()) {
             Some(s) if s.gen == cookie.gen() && cookie.gen() != 0 => {
@@ -163,6 +172,7 @@ impl GroupTable {
     }
 
     /// Appends `idx` to `list`.
+    #[inline]
     pub fn push_back(&mut self, list: &mut List, idx: u32) {
         {
             let s = &mut self.slots[idx as usize];
@@ -179,6 +189,7 @@ impl GroupTable {
     }
 
     /// Removes `idx` from `list`; returns the slot that followed it.
+    #[inline]
     pub fn unlink(&mut self, list: &mut List, idx: u32) -> u32 {
         let (prev, next) = {
             let s = &self.slots[idx as usize];
