@@ -7,8 +7,10 @@
 //! slot and generation), so in the recorded bytes a cookie is replaced by the ordinal of the group
 //! it names in the run (`0` for the first group read, `1` for the next...): two queues agree when
 //! they hand out the same groups in the same order. Bogus cookies in scripts are values neither
-//! issues (0 and `0x30_0000 + k`: Linux would need three million groups outstanding, and iopf's
-//! cookies all have a non-zero generation at bit 22).
+//! issues (`0x30_0000 + k`: Linux would need three million groups outstanding, and iopf's cookies
+//! all have a non-zero generation at bit 22). Not 0: Linux 6.12 does issue cookie 0 once a
+//! response naming cookie 0 was written while a group was outstanding (its `xa_erase()` removes
+//! the placeholder `XA_FLAGS_ALLOC1` keeps at index 0), so 0 is bogus on Linux only until then.
 //!
 //! While running, [`run`] also checks on each queue what must hold whatever the implementation:
 //! a read returns whole groups (every record of a group carries its cookie, the last one has
@@ -27,11 +29,18 @@ use crate::{
 };
 
 /// A cookie to answer: one read earlier in the same run, or a literal (for bogus cookies).
+///
+/// Linux reuses a cookie value as soon as its group is answered (lowest free), while iopf's fault
+/// core gives each group a fresh generation; so a stale cookie may name a *new* group on Linux and
+/// none on iopf. Scripts meant to agree refer to stale cookies only before any later read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CookieRef {
     /// The cookie of the n-th record read so far in this run (modulo the number read; a
-    /// never-issued cookie when nothing was read yet).
+    /// never-issued cookie when nothing was read yet). May be stale.
     Read(usize),
+    /// The n-th (modulo their number) of the groups handed out and not yet answered, in the
+    /// order they were read; a never-issued cookie when there is none.
+    Outstanding(usize),
     /// This exact value.
     Literal(u32),
 }
@@ -102,6 +111,9 @@ pub struct Transcript {
     pub outcomes: Vec<Outcome>,
     /// Whole-group or cookie-uniqueness violations, in words.
     pub violations: Vec<String>,
+    /// The raw cookie of every record read, in order (for diagnosis: values differ between
+    /// implementations).
+    pub cookies: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -110,6 +122,8 @@ struct Tracker {
     seen: Vec<u32>,
     /// Raw cookies handed out and not answered.
     outstanding: BTreeSet<u32>,
+    /// The same, in the order they were read.
+    outstanding_in_order: Vec<u32>,
     /// Groups read so far: the next group's ordinal.
     groups: u32,
     violations: Vec<String>,
@@ -124,6 +138,12 @@ impl Tracker {
             CookieRef::Literal(c) => c,
             CookieRef::Read(n) if self.seen.is_empty() => NEVER_ISSUED | (n as u32 & 0xffff),
             CookieRef::Read(n) => self.seen[n % self.seen.len()],
+            CookieRef::Outstanding(n) if self.outstanding_in_order.is_empty() => {
+                NEVER_ISSUED | (n as u32 & 0xffff)
+            }
+            CookieRef::Outstanding(n) => {
+                self.outstanding_in_order[n % self.outstanding_in_order.len()]
+            }
         }
     }
 
@@ -147,6 +167,7 @@ impl Tracker {
             match group_cookie {
                 None => {
                     self.groups += 1;
+                    self.outstanding_in_order.push(rec.cookie);
                     if !self.outstanding.insert(rec.cookie) {
                         self.violations.push(format!(
                             "op {op}: cookie {} handed out while still outstanding",
@@ -208,6 +229,7 @@ pub fn run(target: &mut dyn Target, script: &[Op]) -> Transcript {
                     Ok(n) => {
                         for c in &cookies[..n / RESPONSE_SIZE] {
                             t.outstanding.remove(c);
+                            t.outstanding_in_order.retain(|o| o != c);
                         }
                         Outcome::Written(n)
                     }
@@ -225,6 +247,7 @@ pub fn run(target: &mut dyn Target, script: &[Op]) -> Transcript {
             Op::Detach => {
                 let o = done(target.detach());
                 t.outstanding.clear();
+                t.outstanding_in_order.clear();
                 o
             }
             Op::Attach => done(target.attach()),
@@ -234,6 +257,7 @@ pub fn run(target: &mut dyn Target, script: &[Op]) -> Transcript {
     Transcript {
         outcomes,
         violations: t.violations,
+        cookies: t.seen,
     }
 }
 
@@ -285,7 +309,7 @@ pub fn compare(
 /// first-group-does-not-fit EINVAL, batch reads, unknown cookie and code, FAILURE refused, double
 /// answers, partial writes, poll before and after, replace with faults outstanding, reattach).
 pub fn standard_script() -> Vec<Op> {
-    use CookieRef::{Literal, Read as R};
+    use CookieRef::{Literal, Outstanding as Out, Read as R};
     let rw = (Perm::READ | Perm::WRITE).bits();
     let trig = |pasid: u32, grpid: u32, perm: u32, addr: u64| Op::Trigger {
         pasid,
@@ -334,8 +358,8 @@ pub fn standard_script() -> Vec<Op> {
         Op::Detach,
         Op::Poll,
         Op::Read { len: 400 },
-        Op::Write(vec![(R(9), 0)]),
-        Op::Write(vec![(R(10), 1)]),
+        Op::Write(vec![(R(7), 0)]),
+        Op::Write(vec![(R(6), 1)]),
         trig(1, 40, rw, 0x4000),
         Op::Read { len: 400 },
         Op::Attach,
@@ -343,8 +367,14 @@ pub fn standard_script() -> Vec<Op> {
         trig(0, 42, rw, 0x6000),
         Op::Poll,
         Op::Read { len: 400 },
-        Op::Write(vec![(R(11), 0), (R(12), 1)]),
-        Op::Write(vec![(R(11), 0)]),
+        Op::Write(vec![(R(8), 0), (R(9), 1)]),
+        Op::Write(vec![(R(8), 0)]),
+        trig(0, 43, rw, 0x7000),
+        trig(0, 44, rw, 0x8000),
+        Op::Read { len: 80 },
+        Op::Write(vec![(Out(1), 0), (Out(1), 0), (Out(0), 0)]),
+        Op::Write(vec![(Out(0), 1)]),
+        Op::Poll,
         Op::Poll,
     ]);
     s
@@ -380,11 +410,9 @@ pub fn random_script(seed: u64, len: usize) -> Vec<Op> {
                     (0..n)
                         .map(|_| {
                             let cookie = if next() % 8 == 0 {
-                                CookieRef::Literal(
-                                    [0, NEVER_ISSUED + (next() % 64) as u32][(next() % 2) as usize],
-                                )
+                                CookieRef::Literal(NEVER_ISSUED + (next() % 64) as u32)
                             } else {
-                                CookieRef::Read(next() as usize)
+                                CookieRef::Outstanding(next() as usize)
                             };
                             (cookie, [0, 0, 0, 1, 1, 2, 7][(next() % 7) as usize])
                         })
