@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let mut answers = Vec::new();
     let mut tag = 0u64;
     let mut out = [PgFault::from_bytes(&[0; 40]).unwrap_or_else(|_| unreachable!()); 32];
-    let mut settle = |answers: &mut Vec<iopf_queue::Answer>, outstanding: &mut HashSet<u64>| {
+    let settle = |answers: &mut Vec<iopf_queue::Answer>, outstanding: &mut HashSet<u64>| {
         for a in answers.drain(..) {
             assert!(outstanding.remove(&a.tag), "answered twice or never delivered: {a:?}");
         }
