@@ -25,6 +25,8 @@ use iopf_queue::{
     Answer, AnsweredBy, LossReason, Offer, Producer, ProducerConfig, QueueError, Request,
 };
 
+use rand::RngExt;
+
 use crate::clock::now_ns;
 use crate::device::PriDevice;
 use crate::iommu::{FaultSink, Iommu};
@@ -265,6 +267,8 @@ struct ProducerSide {
     ledger: Ledger,
     split: bool,
     consumer_gone_answers: u64,
+    inject: crate::scenario::InjectSpec,
+    rng: rand::rngs::SmallRng,
 }
 
 /// What the producer side measured; [`ProducerOutcome::finish`] joins it with the consumer's.
@@ -274,6 +278,7 @@ pub struct ProducerOutcome {
     split: bool,
     wall_s: f64,
     issue_s: f64,
+    steps: u64,
     devices: Vec<DeviceReport>,
     iommu: crate::iommu::IommuStats,
     queue: QueueReport,
@@ -339,6 +344,8 @@ impl ProducerSide {
             ledger: Ledger::new(),
             split,
             consumer_gone_answers: 0,
+            inject: scenario.inject,
+            rng: rand::SeedableRng::seed_from_u64(scenario.seed ^ 0x1e0f),
         })
     }
 
@@ -471,7 +478,14 @@ impl ProducerSide {
                 pasid: r.pasid,
                 code: r.code,
             };
+            let (dup, drop) = (self.inject.duplicate_responses, self.inject.drop_responses);
+            if drop > 0.0 && self.rng.random_bool(drop) {
+                continue;
+            }
             self.deliver(dev, resp, now, report_at, marks);
+            if dup > 0.0 && self.rng.random_bool(dup) {
+                self.deliver(dev, resp, now, report_at, marks);
+            }
         }
     }
 
@@ -602,6 +616,7 @@ impl ProducerSide {
             split: self.split,
             wall_s: (end - start) as f64 / 1e9,
             issue_s: (issue_end - start) as f64 / 1e9,
+            steps,
             devices,
             iommu: self.iommu.stats(),
             queue,
@@ -646,6 +661,7 @@ impl ProducerOutcome {
             split: self.split,
             wall_s: self.wall_s,
             issue_s: self.issue_s,
+            steps: self.steps,
             throughput: Throughput {
                 faults_per_s: t.faults as f64 / wall,
                 groups_per_s: t.groups as f64 / wall,

@@ -22,6 +22,8 @@ pub struct RunReport {
     pub wall_s: f64,
     /// Time the devices started new work, seconds.
     pub issue_s: f64,
+    /// Platform steps the producer side took (each: devices, IOMMU pass, responses).
+    pub steps: u64,
     /// Totals over all functions.
     pub totals: Totals,
     /// Rates over the wall time.

@@ -216,32 +216,52 @@ impl<M: Mapper> Resolver<M> {
                 self.stats.groups += 1;
                 let code = self.resolve(group)?;
                 responses.push(IommufdResponse {
-                    cookie: group[group.len() - 1].cookie,
+                    cookie: buf[i].cookie,
                     code,
                 });
                 pending_marks.push((buf[i].dev_id, buf[i].grpid));
+                // Answer in small batches: one write per batch, and no group waits for the
+                // resolution of a whole large read.
+                if responses.len() >= Self::ANSWER_BATCH {
+                    self.answer(queue, &responses, &pending_marks, delivered_ns);
+                    responses.clear();
+                    pending_marks.clear();
+                }
             }
-            let mut sent = 0;
-            while sent < responses.len() {
-                match queue.respond(&responses[sent..]) {
-                    Ok(k) => {
-                        let answered_ns = now_ns();
-                        for &(dev, grpid) in &pending_marks[sent..sent + k] {
-                            self.marks.push(ConsumerMark {
-                                dev,
-                                grpid,
-                                delivered_ns,
-                                answered_ns,
-                            });
-                        }
-                        sent += k.max(1);
+            self.answer(queue, &responses, &pending_marks, delivered_ns);
+        }
+    }
+
+    /// Groups answered per write to the queue, at most.
+    pub const ANSWER_BATCH: usize = 32;
+
+    fn answer<C: FaultConsumer>(
+        &mut self,
+        queue: &mut C,
+        responses: &[IommufdResponse],
+        marks: &[(DeviceId, u32)],
+        delivered_ns: u64,
+    ) {
+        let mut sent = 0;
+        while sent < responses.len() {
+            match queue.respond(&responses[sent..]) {
+                Ok(k) => {
+                    let answered_ns = now_ns();
+                    for &(dev, grpid) in &marks[sent..(sent + k).min(marks.len())] {
+                        self.marks.push(ConsumerMark {
+                            dev,
+                            grpid,
+                            delivered_ns,
+                            answered_ns,
+                        });
                     }
-                    Err(_) => {
-                        // The queue refused this response (e.g. the group was withdrawn after
-                        // the core answered it itself); count it and go on with the rest.
-                        self.stats.refused += 1;
-                        sent += 1;
-                    }
+                    sent += k.max(1);
+                }
+                Err(_) => {
+                    // The queue refused this response (e.g. the group was withdrawn after
+                    // the core answered it itself); count it and go on with the rest.
+                    self.stats.refused += 1;
+                    sent += 1;
                 }
             }
         }

@@ -54,6 +54,21 @@ pub struct Scenario {
     /// PASIDs to stop during the run.
     #[serde(default)]
     pub stops: Vec<StopSpec>,
+    /// Defects injected below the fault core, to show the ledger catching them.
+    #[serde(default)]
+    pub inject: InjectSpec,
+}
+
+/// Defects of the response path between the fault core and the devices (a faulty IOMMU), for
+/// demonstrating that the ledger, which only watches the devices' links, notices. Both are off
+/// by default; a run with either on is expected to end with the ledger disagreeing.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InjectSpec {
+    /// Share (0..=1) of the core's responses delivered to the device twice.
+    pub duplicate_responses: f64,
+    /// Share (0..=1) of the core's responses never delivered.
+    pub drop_responses: f64,
 }
 
 fn default_drain() -> u64 {
@@ -230,6 +245,12 @@ impl Scenario {
         }
         if !(0.0..=1.0).contains(&r.invalid_share) {
             return bad("resolver.invalid_share", "must be between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&self.inject.duplicate_responses) {
+            return bad("inject.duplicate_responses", "must be between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&self.inject.drop_responses) {
+            return bad("inject.drop_responses", "must be between 0 and 1");
         }
         if self.devices.is_empty() {
             return bad("devices", "at least one device is needed");

@@ -242,3 +242,35 @@ fn default_scenario_exercises_every_kind_of_event() {
     assert_eq!(r.totals.pasids_stopped, 2);
     assert!(r.totals.refaults > 0);
 }
+
+#[test]
+fn the_ledger_catches_a_faulty_response_path() {
+    let base = r#"
+name = "faulty"
+duration_ms = 200
+[[devices]]
+opra = 16
+workload = { pattern = "sequential", region_pages = 1000000 }
+"#;
+    let dup = run_text(&format!("{base}[inject]\nduplicate_responses = 0.05\n"));
+    assert!(!dup.ledger.ok);
+    assert!(dup
+        .ledger
+        .violations
+        .iter()
+        .all(|v| matches!(v, iopf_sim::Violation::Unsolicited { .. })));
+    assert!(dup.devices[0].stats.unexpected > 0);
+    let dropped = run_text(&format!(
+        "{}[inject]\ndrop_responses = 0.05\n",
+        base.replace(
+            "duration_ms = 200",
+            "duration_ms = 200\ndrain_timeout_ms = 200"
+        )
+    ));
+    assert!(!dropped.ledger.ok);
+    assert!(dropped
+        .ledger
+        .violations
+        .iter()
+        .any(|v| matches!(v, iopf_sim::Violation::Unanswered { .. })));
+}

@@ -584,6 +584,7 @@ fn draw_plot(r: &RunReport, path: &Path) -> Result<(), CliError> {
                 String::new()
             }
         })
+        .y_label_formatter(&|y| format!("{y:.0}%"))
         .x_desc("latency bucket (Linux VT-d debugfs)")
         .y_desc("% of the stage's groups")
         .label_style(("sans-serif", 15))
@@ -620,7 +621,7 @@ fn draw_plot(r: &RunReport, path: &Path) -> Result<(), CliError> {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .label_font(("sans-serif", 15))

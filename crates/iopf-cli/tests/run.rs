@@ -1,0 +1,184 @@
+//! `iopf run` end to end: the binary on small scenarios, its report, JSON, plot, split mode,
+//! exit statuses and scenario errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn iopf() -> Command {
+    Command::cargo_bin("iopf").expect("the iopf binary")
+}
+
+const SMALL: &str = r#"
+name = "cli-small"
+duration_ms = 200
+[resolver]
+invalid_share = 0.05
+[[devices]]
+count = 2
+pasids = 2
+opra = 32
+workload = { pattern = "sequential", region_pages = 1000000, group_pages = 2 }
+"#;
+
+fn scenario(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn text_report_with_ledger_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = scenario(&dir, "small.toml", SMALL);
+    iopf()
+        .args(["run", "--quiet"])
+        .arg(&f)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("latency per stage"))
+        .stdout(predicate::str::contains("sent->retry"))
+        .stdout(predicate::str::contains("IOMMU page request queue"))
+        .stdout(predicate::str::contains("PRI occupancy"))
+        .stdout(predicate::str::contains(
+            "ledger: OK, every group answered exactly once",
+        ));
+}
+
+#[test]
+fn json_report_and_svg_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = scenario(&dir, "small.toml", SMALL);
+    let svg = dir.path().join("latency.svg");
+    let out = iopf()
+        .args(["run", "--json"])
+        .arg(&f)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["scenario"], "cli-small");
+    assert_eq!(r["ledger"]["ok"], true);
+    let groups = r["totals"]["groups"].as_u64().unwrap();
+    assert!(groups > 0);
+    assert_eq!(r["ledger"]["answered"].as_u64().unwrap(), groups);
+    assert_eq!(
+        r["ledger"]["invalid"], r["consumer"]["invalid"],
+        "every INVALID the resolver chose reached a device"
+    );
+    assert_eq!(r["latency"].as_array().unwrap().len(), 5);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"));
+    for label in ["0.1-1µs", "1-10ms", "&gt;=10ms", "sent-&gt;retry"] {
+        assert!(text.contains(label), "{label} missing from the plot");
+    }
+}
+
+#[test]
+fn split_run_over_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = scenario(&dir, "small.toml", SMALL);
+    let out = iopf()
+        .args(["run", "--json", "--split"])
+        .arg(&f)
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["split"], true);
+    assert_eq!(r["ledger"]["ok"], true);
+    assert!(r["totals"]["groups"].as_u64().unwrap() > 0);
+    assert!(r["consumer"]["groups"].as_u64().unwrap() > 0);
+    // The consumer process's marks came back: the middle stages were measured.
+    assert!(r["latency"][1]["count"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_disagreeing_ledger_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = scenario(
+        &dir,
+        "faulty.toml",
+        &format!("{SMALL}[inject]\nduplicate_responses = 0.05\n"),
+    );
+    iopf()
+        .args(["run", "--quiet"])
+        .arg(&f)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("ledger: DISAGREES"))
+        .stdout(predicate::str::contains("Unsolicited"))
+        .stderr(predicate::str::contains("the ledger disagrees"));
+}
+
+#[test]
+fn bad_scenarios_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = scenario(&dir, "bad.toml", &SMALL.replace("opra = 32", "opra = -4"));
+    iopf()
+        .args(["run", "--quiet"])
+        .arg(&f)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("bad.toml:9:"))
+        .stderr(predicate::str::contains("devices[0].opra"));
+    let f = scenario(
+        &dir,
+        "rule.toml",
+        &SMALL.replace("group_pages = 2", "group_pages = 40"),
+    );
+    iopf()
+        .args(["run", "--quiet"])
+        .arg(&f)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("rule.toml:10:"))
+        .stderr(predicate::str::contains("devices[0].workload.group_pages"));
+    iopf()
+        .args(["run", "--quiet", "/nonexistent/scenario.toml"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("/nonexistent/scenario.toml"));
+    iopf()
+        .args(["run", "--quiet", "--plot", "x.png"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("SVG only"));
+}
+
+#[test]
+fn the_repository_scenarios_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            iopf_sim_parse(&p);
+            n += 1;
+        }
+    }
+    assert!(n >= 5);
+}
+
+fn iopf_sim_parse(p: &std::path::Path) {
+    if let Err(e) = iopf::sim::Scenario::load(p) {
+        panic!("{}: {e}", p.display());
+    }
+}
+
+#[test]
+fn no_arguments_runs_the_built_in_default_scenario() {
+    // The built-in scenario, shortened so the test stays quick; the stops fall after the end.
+    iopf()
+        .args(["run", "--json", "--duration-ms", "300"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"scenario\": \"default\""));
+}
