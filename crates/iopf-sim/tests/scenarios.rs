@@ -80,7 +80,7 @@ workload = { pattern = "sequential", base = 0, region_pages = 68719476736 }
     let expected = (0..touched)
         .filter(|i| is_invalid(77, 0.05, 1, 1, i * PAGE_SIZE))
         .count() as u64;
-    assert!(touched > 1000, "{touched} items");
+    assert!(touched > 200, "{touched} items");
     assert_eq!(r.ledger.invalid, expected);
     assert_eq!(r.totals.items_invalid, expected);
     assert_eq!(r.consumer.invalid, expected);
