@@ -105,13 +105,17 @@ impl Iommufd {
         if req.fault_id.is_some() {
             flags |= IOMMU_HWPT_FAULT_ID_VALID;
         }
+        let data_len = u32::try_from(req.data.len()).map_err(|_| Error::Ioctl {
+            op: "IOMMU_HWPT_ALLOC (data longer than u32::MAX bytes)",
+            errno: rustix::io::Errno::INVAL,
+        })?;
         let mut cmd = iommu_hwpt_alloc {
             size: std::mem::size_of::<iommu_hwpt_alloc>() as u32,
             flags,
             dev_id: req.dev_id,
             pt_id: req.pt_id,
             data_type: req.data_type,
-            data_len: req.data.len() as u32,
+            data_len,
             data_uptr: if req.data.is_empty() {
                 0
             } else {

@@ -22,6 +22,38 @@
 //!   the kernel and [`CompatFaultQueue`] can be required to behave identically.
 //!
 //! Errors are [`Error`]s; [`Error::errno`] is the errno Linux returns for each.
+//!
+//! A VMM's fault loop, the same on the kernel's queue and on iopf's (`dev_id`, the parent HWPT,
+//! the stage-1 data and the device handle come from the VMM's own setup):
+//!
+//! ```no_run
+//! use iopf_abi::{FaultConsumer, IommufdResponse, PgFault, ResponseCode};
+//! use iopf_iommufd::{attach_hwpt, Iommufd};
+//!
+//! fn serve<C: FaultConsumer>(queue: &mut C) -> Result<(), C::Error> {
+//!     let mut records = [PgFault::from_bytes(&[0; 40]).expect("a zeroed record decodes"); 64];
+//!     while queue.wait_readable(None)? {
+//!         let n = queue.read_faults(&mut records)?;
+//!         // Resolve each group (map the pages), then answer it once, by its cookie.
+//!         let answers: Vec<IommufdResponse> = records[..n]
+//!             .iter()
+//!             .filter(|r| r.is_last())
+//!             .map(|r| IommufdResponse { cookie: r.cookie, code: ResponseCode::Success })
+//!             .collect();
+//!         queue.respond(&answers)?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! # fn setup(dev_id: u32, parent_hwpt: u32, data_type: u32, stage1: &[u8],
+//! #          device: &dyn iommufd_ioctls::AttachHwpt) -> Result<(), iopf_iommufd::Error> {
+//! let iommufd = Iommufd::open()?;
+//! let mut queue = iommufd.alloc_fault_queue()?;
+//! let hwpt = iommufd.alloc_fault_hwpt(dev_id, parent_hwpt, data_type, stage1, &queue)?;
+//! attach_hwpt(device, hwpt)?;
+//! serve(&mut queue)?;
+//! # Ok(()) }
+//! ```
 
 mod compat;
 pub mod differential;
