@@ -175,13 +175,10 @@ impl Consumer {
 
     fn read_slot(&self, index: u64) -> Result<Event, QueueError> {
         let base = self.shared.geo.fault_slot(index);
+        let n = self.shared.geo.fault_slot_words.min(MAX_SLOT_WORDS);
         let mut w = [0u64; MAX_SLOT_WORDS];
-        for (i, v) in w
-            .iter_mut()
-            .take(self.shared.geo.fault_slot_words)
-            .enumerate()
-        {
-            *v = self.shared.w(base + i).load(Ordering::Relaxed);
+        for (v, src) in w.iter_mut().zip(self.shared.words_at(base, n)) {
+            *v = src.load(Ordering::Relaxed);
         }
         decode_slot(self.agreement.record, &w)
     }
@@ -279,8 +276,8 @@ impl Consumer {
     fn write_response(&mut self, format: RawFormat, bytes: &[u8]) -> u64 {
         let w = encode_slot(format, bytes);
         let base = self.shared.geo.resp_slot(self.resp_head);
-        for (i, v) in w.iter().enumerate() {
-            self.shared.w(base + i).store(*v, Ordering::Relaxed);
+        for (dst, v) in self.shared.words_at(base, w.len()).iter().zip(&w) {
+            dst.store(*v, Ordering::Relaxed);
         }
         self.resp_head = self.resp_head.wrapping_add(1);
         self.resp_head.wrapping_sub(1)

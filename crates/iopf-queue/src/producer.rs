@@ -348,8 +348,9 @@ impl Producer {
 
     fn write_slot(&mut self, words: &[u64]) {
         let base = self.shared.geo.fault_slot(self.fault_head);
-        for (i, &v) in words.iter().enumerate() {
-            self.shared.w(base + i).store(v, Ordering::Relaxed);
+        let slot = self.shared.words_at(base, words.len());
+        for (w, &v) in slot.iter().zip(words) {
+            w.store(v, Ordering::Relaxed);
         }
         self.fault_head += 1;
     }
@@ -422,8 +423,9 @@ impl Producer {
         for _ in 0..n {
             let base = self.shared.geo.resp_slot(self.resp_tail);
             let mut w = [0u64; RESP_SLOT_WORDS];
-            for (i, v) in w.iter_mut().enumerate() {
-                *v = self.shared.w(base + i).load(Ordering::Relaxed);
+            let slot = self.shared.words_at(base, RESP_SLOT_WORDS);
+            for (v, src) in w.iter_mut().zip(slot) {
+                *v = src.load(Ordering::Relaxed);
             }
             let verdict = match judge(&self.agreement, &mut self.pending, &w) {
                 Ok(acc) => {

@@ -33,6 +33,14 @@ impl Shared {
         &self.region.words()[i]
     }
 
+    /// Words `base..base + n` of the region; both always come from `geo` (a slot), which
+    /// [`Shared::new`] checked against the mapping, so this never comes out short.
+    #[inline]
+    pub fn words_at(&self, base: usize, n: usize) -> &[AtomicU64] {
+        let words = self.region.words();
+        words.get(base..base + n).unwrap_or(&[])
+    }
+
     /// Every word of the region.
     pub fn words(&self) -> &[AtomicU64] {
         self.region.words()
