@@ -164,7 +164,7 @@ impl DeviceState {
 
 #[derive(Debug)]
 pub(crate) struct DeviceSlot {
-    gen: u16,
+    pub gen: u16,
     state: Option<DeviceState>,
 }
 

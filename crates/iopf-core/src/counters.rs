@@ -23,7 +23,7 @@ pub enum AutoReason {
     OverAllocation = 2,
     /// The device's storm limit was reached in the current interval (the policy's code).
     Storm = 3,
-    /// The core's group table (2^22 slots) is full (INVALID).
+    /// The core's group table (2^20 slots) is full (INVALID).
     CoreFull = 4,
     /// The handler was detached (INVALID; `iommufd_fault_domain_detach_dev()` →
     /// `iommufd_auto_response_faults()`).

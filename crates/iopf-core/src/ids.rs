@@ -25,7 +25,10 @@ pub struct HandlerId(pub(crate) u32);
 /// The name of one delivered page request group, unique among outstanding groups (the
 /// `cookie` of `iommu_hwpt_pgfault`, which `iommufd_fault_fops_read()` allocates with
 /// `xa_alloc()`). Never reused while its group is outstanding; a cookie of an answered group stays
-/// recognisable as *answered* until its slot is reused, and is then unknown.
+/// recognisable as *answered* until its slot is reused, and is then unknown. Slots are reused
+/// oldest-first and only once 256 are free, so a cookie value comes back only after more than a
+/// million later deliveries (iommufd reuses the lowest free cookie at once): a very late response
+/// is rejected rather than taken for a new group's.
 ///
 /// Layout: low [`Cookie::INDEX_BITS`] bits are the slot index, the high bits a generation that is
 /// never 0, so a cookie is never 0 (iommufd also starts at 1: `XA_FLAGS_ALLOC1`).
@@ -87,8 +90,9 @@ impl HandlerId {
 }
 
 impl Cookie {
-    /// Bits of the slot index: at most 2^22 (4,194,304) groups outstanding in one core.
-    pub const INDEX_BITS: u32 = 22;
+    /// Bits of the slot index: at most 2^20 (1,048,576) groups outstanding in one core, e.g.
+    /// 2,048 functions with all 512 PRG indexes in flight; the other 12 bits are the generation.
+    pub const INDEX_BITS: u32 = 20;
     /// Number of group slots a core can have.
     pub const MAX_SLOTS: usize = 1 << Self::INDEX_BITS;
     const INDEX_MASK: u32 = (1 << Self::INDEX_BITS) - 1;

@@ -98,30 +98,99 @@ pub(crate) enum Lookup {
     Unknown,
 }
 
+/// Free slots are reused oldest-first, and only once at least this many are free: a cookie's
+/// value then comes back only after `REUSE_DISTANCE × Cookie::MAX_GEN` (over a million) later
+/// deliveries, so a very late response is recognised as stale instead of answering a new group
+/// (iommufd's `xa_alloc()` hands the lowest free cookie out again at once).
+pub(crate) const REUSE_DISTANCE: u32 = 256;
+
+/// Slots are made in chunks of this many (72 KiB), so the table never reserves more than one
+/// chunk beyond what it uses (a doubling vector could reserve as much again as it holds).
+const CHUNK_BITS: u32 = 10;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// The slots, in fixed chunks: indexing is two array accesses, growth never moves a slot.
 #[derive(Debug, Default)]
+struct Slots {
+    chunks: Vec<Box<[GroupSlot; CHUNK]>>,
+    len: usize,
+}
+
+impl Slots {
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+    #[inline]
+    fn get(&self, idx: usize) -> Option<&GroupSlot> {
+        if idx < self.len {
+            Some(&self.chunks[idx >> CHUNK_BITS][idx & (CHUNK - 1)])
+        } else {
+            None
+        }
+    }
+    /// Makes one more slot; returns its index.
+    fn push(&mut self) -> usize {
+        if self.len == self.chunks.len() * CHUNK {
+            self.chunks.push(Box::new([GroupSlot::EMPTY; CHUNK]));
+        }
+        self.len += 1;
+        self.len - 1
+    }
+}
+
+impl core::ops::Index<usize> for Slots {
+    type Output = GroupSlot;
+    #[inline]
+    fn index(&self, idx: usize) -> &GroupSlot {
+        &self.chunks[idx >> CHUNK_BITS][idx & (CHUNK - 1)]
+    }
+}
+
+impl core::ops::IndexMut<usize> for Slots {
+    #[inline]
+    fn index_mut(&mut self, idx: usize) -> &mut GroupSlot {
+        &mut self.chunks[idx >> CHUNK_BITS][idx & (CHUNK - 1)]
+    }
+}
+
+#[derive(Debug)]
 pub(crate) struct GroupTable {
-    slots: Vec<GroupSlot>,
-    free: Vec<u32>,
+    slots: Slots,
+    /// Free slots, oldest first, linked through `next`.
+    free_head: u32,
+    free_tail: u32,
+    free_len: u32,
 }
 
 impl GroupTable {
     pub fn new() -> GroupTable {
-        GroupTable::default()
+        GroupTable {
+            slots: Slots::default(),
+            free_head: NIL,
+            free_tail: NIL,
+            free_len: 0,
+        }
     }
 
-    /// Takes a free slot (reused first, else a new one), bumps its generation and marks it live.
-    /// `None` when all [`Cookie::MAX_SLOTS`] slots are outstanding.
+    /// Takes a slot, bumps its generation and marks it live: the oldest free slot once
+    /// [`REUSE_DISTANCE`] are free (or no new slot can be made), else a new one. `None` when all
+    /// [`Cookie::MAX_SLOTS`] slots are outstanding.
     #[inline]
     pub fn alloc(&mut self) -> Option<u32> {
-        let idx = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                if self.slots.len() >= Cookie::MAX_SLOTS {
-                    return None;
-                }
-                self.slots.push(GroupSlot::EMPTY);
-                (self.slots.len() - 1) as u32
+        let full = self.slots.len() >= Cookie::MAX_SLOTS;
+        let idx = if self.free_len >= REUSE_DISTANCE || (full && self.free_len > 0) {
+            let idx = self.free_head;
+            self.free_head = self.slots[idx as usize].next;
+            if self.free_head == NIL {
+                self.free_tail = NIL;
             }
+            self.free_len -= 1;
+            idx
+        } else if full {
+            return None;
+        } else {
+            self.slots.push() as u32
         };
         let s = &mut self.slots[idx as usize];
         s.gen = next_gen(s.gen, Cookie::MAX_GEN);
@@ -132,14 +201,21 @@ impl GroupTable {
         Some(idx)
     }
 
-    /// Returns a live slot to the free list. Its generation stays, so its cookie reads as
-    /// answered until the slot is reused.
+    /// Returns a live slot to the end of the free list. Its generation stays, so its cookie reads
+    /// as answered until the slot is reused.
     #[inline]
     pub fn free(&mut self, idx: u32) {
         let s = &mut self.slots[idx as usize];
         s.flags = 0;
         s.handler = NIL;
-        self.free.push(idx);
+        s.next = NIL;
+        if self.free_tail == NIL {
+            self.free_head = idx;
+        } else {
+            self.slots[self.free_tail as usize].next = idx;
+        }
+        self.free_tail = idx;
+        self.free_len += 1;
     }
 
     #[inline]
@@ -227,10 +303,36 @@ mod tests {
         assert_eq!(t.lookup(ca), Lookup::Live(a));
         t.free(a);
         assert_eq!(t.lookup(ca), Lookup::Answered);
+        // Fewer than REUSE_DISTANCE free: new slots are made, the answered one is kept.
+        for _ in 1..REUSE_DISTANCE {
+            let i = t.alloc().unwrap();
+            assert_ne!(i, a);
+            t.free(i);
+        }
+        assert_eq!(t.lookup(ca), Lookup::Answered);
         let b = t.alloc().unwrap();
-        assert_eq!(a, b, "freed slots are reused");
+        assert_eq!(a, b, "the oldest free slot is reused first");
         assert_ne!(t.cookie(b), ca, "a reused slot gets a new cookie");
         assert_eq!(t.lookup(ca), Lookup::Unknown);
         assert_eq!(t.lookup(Cookie::from_raw(0)), Lookup::Unknown);
+    }
+
+    #[test]
+    fn a_cookie_value_recurs_only_after_a_million_deliveries() {
+        let mut t = GroupTable::new();
+        let first = t.alloc().unwrap();
+        let c0 = t.cookie(first);
+        t.free(first);
+        let distance = REUSE_DISTANCE as usize * Cookie::MAX_GEN as usize;
+        for n in 1..=distance {
+            let i = t.alloc().unwrap();
+            let c = t.cookie(i);
+            t.free(i);
+            if c == c0 {
+                assert_eq!(n, distance, "cookie came back after {n} deliveries");
+                return;
+            }
+        }
+        panic!("the cookie never came back within {distance} deliveries plus one");
     }
 }

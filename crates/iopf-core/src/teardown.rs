@@ -232,9 +232,9 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
     /// groups answered. Cost: O(devices with a policy + groups that aged), since each handler's
     /// groups are kept in delivery order.
     pub fn expire(&mut self, now: Nanos) -> u32 {
-        let ids: Vec<DeviceId> = self.devices().collect();
         let mut answered = 0;
-        for device in ids {
+        for slot in 0..self.devices.len() {
+            let device = DeviceId::new(slot as u32, self.devices[slot].gen);
             let mut places = std::mem::take(&mut self.scratch_handlers);
             places.clear();
             let Ok(dev) = self.device(device) else {

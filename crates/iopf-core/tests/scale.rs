@@ -160,21 +160,35 @@ fn thousand_devices_with_full_prg_index_space() {
         "every group answered"
     );
 
-    // Round 2: the same load again. Freed slots are reused: no allocation at all.
-    core.sink_mut().seen.iter_mut().for_each(|w| *w = 0);
-    core.sink_mut().count = 0;
-    let (allocs_before, base) = (allocs(), live());
+    // Round 2: the same load again. The table keeps answered slots free until 1,024 are free
+    // (so cookie values come back late), so it may still add a chunk of slots here.
+    let reset = |core: &mut FaultCore<Ledger, Accept>| {
+        core.sink_mut().seen.iter_mut().for_each(|w| *w = 0);
+        core.sink_mut().count = 0;
+    };
+    reset(&mut core);
     fill(&mut core, &devs, &mut cookies, 2);
+    drain(&mut core, &cookies);
+    assert_eq!((core.sink().count, core.sink().bad), (total as u64, 0));
+
+    // Round 3, steady state: no allocation at all, nothing leaks.
+    reset(&mut core);
+    let (allocs_before, base) = (allocs(), live());
+    fill(&mut core, &devs, &mut cookies, 3);
     let steady = live() - before; // everything the core holds beyond its empty state
     drain(&mut core, &cookies);
     let allocations = allocs() - allocs_before;
     assert_eq!(live(), base, "nothing leaks from a full cycle");
     assert_eq!((core.sink().count, core.sink().bad), (total as u64, 0));
+    assert!(
+        core.sink().seen.iter().all(|w| *w == u64::MAX),
+        "every group answered"
+    );
     for &d in &devs {
         let c = core.counters(d).unwrap();
         assert_eq!(
             (c.groups, c.delivered, c.consumer_responses),
-            (1024, 1024, 1024)
+            (3 * 512, 3 * 512, 3 * 512)
         );
         assert_eq!(core.outstanding(d).unwrap(), 0);
     }
@@ -184,7 +198,7 @@ fn thousand_devices_with_full_prg_index_space() {
     println!(
         "{DEVICES} devices x {GROUPS} groups = {total} outstanding: {grown} B when grown from empty \
          ({per_group_grown:.1} B/group), {steady} B in steady state ({per_group_steady:.1} B/group, \
-         free list included); allocations during a full steady-state cycle: {allocations}"
+         reuse reserve included); allocations during a full steady-state cycle: {allocations}"
     );
     assert_eq!(allocations, 0, "no allocation per fault in steady state");
     assert!(
