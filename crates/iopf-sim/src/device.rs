@@ -304,6 +304,13 @@ impl PriDevice {
             self.stats.items_abandoned += 1;
             return Outcome::Done;
         }
+        // With the whole allocation or every PRG index in flight, a page still missing could not
+        // be requested: wait without translating (the common case of a saturated function).
+        if !self.stats.pri_disabled
+            && (self.outstanding >= self.cfg.opra || self.in_flight.len() >= self.cfg.max_groups)
+        {
+            return Outcome::Blocked(job);
+        }
         let access = job.item.perm;
         let missing: Vec<u64> = job
             .item

@@ -392,9 +392,12 @@ impl ProducerSide {
                 }
                 next_stop += 1;
             }
+            let offered = self.iommu.stats().prq.queued + self.iommu.stats().prq.dropped;
             for d in &mut self.devices {
                 d.step(now, &mut self.iommu, &mut self.ledger);
             }
+            let stats = self.iommu.stats();
+            let mut worked = stats.prq.queued + stats.prq.dropped != offered;
             // Each phase reads the clock afresh: a stage's time is the time it really took.
             let t = now_ns();
             for (dev, resp) in self.iommu.take_auto_responses() {
@@ -407,9 +410,13 @@ impl ProducerSide {
                 now: now_ns(),
                 unknown: 0,
             };
-            self.iommu.service(scenario.iommu.service_batch, &mut feed);
-            self.pump_responses(&mut answers)?;
-            self.deliver_mail(&mut report_at, &mut marks);
+            worked |= self.iommu.service(scenario.iommu.service_batch, &mut feed) > 0;
+            worked |= self.pump_responses(&mut answers) > 0;
+            worked |= self.deliver_mail(&mut report_at, &mut marks) > 0;
+            if !worked {
+                // Nothing moved this step: let the consumer have the core if it shares ours.
+                std::thread::yield_now();
+            }
             steps += 1;
             for (o, d) in occupancy.iter_mut().zip(&self.devices) {
                 *o += f64::from(d.outstanding()) / f64::from(d.stats().opra.max(1));
@@ -450,7 +457,7 @@ impl ProducerSide {
             std::mem::take(&mut answers)
         };
         self.apply_answers(closed);
-        self.deliver_mail(&mut report_at, &mut marks);
+        let _ = self.deliver_mail(&mut report_at, &mut marks);
         let end = now_ns();
         if issuing {
             issue_end = end;
@@ -458,15 +465,16 @@ impl ProducerSide {
         Ok(self.outcome(scenario, start, issue_end, end, steps, &occupancy, marks))
     }
 
-    /// Delivers the responses the core sent to their devices.
+    /// Delivers the responses the core sent to their devices; returns how many there were.
     fn deliver_mail(
         &mut self,
         report_at: &mut HashMap<(DeviceId, u32), u64>,
         marks: &mut Vec<ProducerMark>,
-    ) {
+    ) -> usize {
         let mail = std::mem::take(&mut self.core.sink_mut().0);
+        let n = mail.len();
         if mail.is_empty() {
-            return;
+            return 0;
         }
         let now = now_ns();
         for (core_dev, r) in mail {
@@ -487,6 +495,7 @@ impl ProducerSide {
                 self.deliver(dev, resp, now, report_at, marks);
             }
         }
+        n
     }
 
     fn deliver(
@@ -514,15 +523,18 @@ impl ProducerSide {
         }
     }
 
-    fn pump_responses(&mut self, answers: &mut Vec<Answer>) -> Result<(), SimError> {
+    /// Judges the consumer's waiting responses and hands them to the core; returns how many.
+    fn pump_responses(&mut self, answers: &mut Vec<Answer>) -> usize {
+        let mut total = 0;
         loop {
             answers.clear();
             let judged = self.queue.borrow_mut().producer.drain_responses(answers);
             let batch = std::mem::take(answers);
             self.apply_answers(batch);
             if judged == 0 {
-                return Ok(());
+                return total;
             }
+            total += judged;
         }
     }
 
