@@ -52,7 +52,7 @@ fn scaled(n: u64) -> u64 {
 /// What every busy-waiting loop does when it made no progress: spin a little, then give the
 /// core away. The machine is small and shared, so a waiting thread that never yields can keep the
 /// thread it waits for off the CPU; every peer gets the same treatment.
-/// Round trips are busy-polled: their waits spin for up to about a millisecond first.
+/// Round trips are busy-polled: their waits spin far longer before giving the core away.
 #[derive(Default)]
 struct Idle(u32, u32);
 
@@ -62,7 +62,7 @@ impl Idle {
     }
     fn wait(&mut self) {
         self.0 += 1;
-        if self.0 < self.1.max(256) {
+        if self.0 < self.1.max(4096) {
             std::hint::spin_loop();
         } else {
             self.0 = 0;

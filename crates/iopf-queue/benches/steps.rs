@@ -1,0 +1,91 @@
+//! CPU cost of each step of the protocol, per record, on one thread (no cross-core traffic): the
+//! producer's push, the consumer's pop, its response, and the producer's judgement. Batches of 64
+//! one-request groups through a 512-entry queue; `iommu_fault` records, cookie responses.
+//!
+//! ```text
+//! cargo bench -p iopf-queue --bench steps
+//! ```
+#![allow(clippy::unwrap_used)] // a benchmark that fails to set up should stop loudly
+#![allow(missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use iopf_abi::features::RecordFormats;
+use iopf_abi::{
+    FaultConsumer, Features, IommufdResponse, PageRequest, PageRequestFlags, Perm, ResponseCode,
+};
+use iopf_queue::{channel, Event, Group, Offer, ProducerConfig, Request};
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let offer = Offer::current();
+    let mut r = Request::best_for(
+        &offer,
+        RecordFormats::IOMMU_FAULT,
+        Features::COOKIE_RESPONSE,
+    )
+    .unwrap();
+    r.entries = 512;
+    let (mut p, mut c) = channel(&offer, &r, ProducerConfig::default()).unwrap();
+    let reqs: Vec<[PageRequest; 1]> = (0..64u64)
+        .map(|i| {
+            [PageRequest {
+                flags: PageRequestFlags::LAST_PAGE | PageRequestFlags::PASID_VALID,
+                pasid: 1,
+                grpid: i as u32,
+                perm: Perm::READ,
+                addr: i << 12,
+                private_data: [0, 0],
+            }]
+        })
+        .collect();
+    let groups: Vec<Group<'_>> = reqs
+        .iter()
+        .map(|r| Group {
+            tag: 0,
+            dev_id: 1,
+            requests: r,
+        })
+        .collect();
+    let (mut results, mut events, mut responses, mut answers) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut t = [Duration::ZERO; 4];
+    let rounds = 50_000u32;
+    for _ in 0..rounds {
+        let s = Instant::now();
+        results.clear();
+        p.push_groups(&groups, &mut results);
+        t[0] += s.elapsed();
+        let s = Instant::now();
+        events.clear();
+        c.pop_events(&mut events, 64).unwrap();
+        t[1] += s.elapsed();
+        let s = Instant::now();
+        responses.clear();
+        for e in &events {
+            if let Event::Fault(f) = e {
+                responses.push(IommufdResponse {
+                    cookie: f.cookie,
+                    code: ResponseCode::Success,
+                });
+            }
+        }
+        assert_eq!(c.respond(&responses).unwrap(), 64);
+        t[2] += s.elapsed();
+        let s = Instant::now();
+        answers.clear();
+        assert_eq!(p.drain_responses(&mut answers), 64);
+        t[3] += s.elapsed();
+    }
+    let per = |d: Duration| d.as_nanos() as f64 / f64::from(rounds * 64);
+    println!(
+        "per record: push {:.0} ns, pop {:.0} ns, respond {:.0} ns, judge {:.0} ns; total {:.0} ns",
+        per(t[0]),
+        per(t[1]),
+        per(t[2]),
+        per(t[3]),
+        per(t.iter().sum())
+    );
+}
