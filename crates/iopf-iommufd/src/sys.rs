@@ -23,10 +23,11 @@ pub(crate) fn fault_queue_alloc(
     iommufd: BorrowedFd<'_>,
     cmd: &mut IommuFaultAlloc,
 ) -> rustix::io::Result<OwnedFd> {
+    cmd.size = core::mem::size_of::<IommuFaultAlloc>() as u32;
     // SAFETY: IOMMU_FAULT_QUEUE_ALLOC takes a pointer to `struct iommu_fault_alloc`.
     // `IommuFaultAlloc` is `#[repr(C)]` with the same four u32 fields (16 bytes; iopf-abi's layout
     // tests check it against the Linux header), `cmd` is a live exclusive borrow for the whole
-    // call, and the kernel reads/writes at most `cmd.size` = 16 bytes of it.
+    // call, and the kernel reads/writes at most `cmd.size`, set to 16 just above.
     unsafe {
         ioctl(
             iommufd,
@@ -88,10 +89,11 @@ mod selftest {
         iommufd: BorrowedFd<'_>,
         cmd: &mut IommuTestCmd,
     ) -> rustix::io::Result<()> {
+        cmd.size = core::mem::size_of::<IommuTestCmd>() as u32;
         // SAFETY: IOMMU_TEST_CMD takes a pointer to `struct iommu_test_cmd`; `IommuTestCmd` has
         // its layout (72 bytes, 8-aligned, `last` at 64: asserted above), `cmd` is a live
-        // exclusive borrow for the whole call, and the kernel copies at most `cmd.size` bytes in
-        // and out. Payloads carry no user pointers for the ops this crate issues.
+        // exclusive borrow for the whole call, and the kernel copies at most `cmd.size` (72, set
+        // just above) bytes in and out. Payloads carry no user pointers for the ops this crate issues.
         unsafe { ioctl(iommufd, Updater::<IOMMU_TEST_CMD, IommuTestCmd>::new(cmd)) }
     }
 }
