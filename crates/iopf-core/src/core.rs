@@ -681,11 +681,11 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             return Ok(Reported::Answered { reason, sent });
         }
 
-        // Gather the group: held partials of this PRG index, oldest first, then LAST_PAGE.
-        self.scratch.clear();
-        let first_at = match chain {
+        // Gather the group: held partials of this PRG index, oldest first, then LAST_PAGE. A
+        // group of one request is passed as it is, without copying it into the scratch buffer.
+        let (first_at, gathered) = match chain {
             Some(chain) => {
-                let first_at = chain.first_at;
+                self.scratch.clear();
                 dev.in_flight -= chain.count;
                 dev.held_partials -= chain.count;
                 self.partials.take_into(chain, &mut self.scratch);
@@ -694,12 +694,17 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
                         dev.counters.pasid_mismatches += 1;
                     }
                 }
-                first_at
+                self.scratch.push(req);
+                (chain.first_at, true)
             }
-            None => now,
+            None => (now, false),
         };
-        self.scratch.push(req);
-        let nreq = self.scratch.len() as u32;
+        let requests: &[PageRequest] = if gathered {
+            &self.scratch
+        } else {
+            core::slice::from_ref(&req)
+        };
+        let nreq = requests.len() as u32;
 
         let h = dev.route(pasid);
         let auto = |reason: AutoReason,
@@ -744,7 +749,7 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             device,
             handler: handler_id,
             cookie,
-            requests: &self.scratch,
+            requests,
             first_at,
             completed_at: now,
         };
