@@ -28,12 +28,15 @@
 //! * [`FaultCore`] (core.rs): registry of devices ([`PriCaps`]) and handlers, and the report path.
 //! * [`GroupHandler`] (handler.rs): where groups go; the core owns its handlers.
 //! * [`ResponseSink`], [`Response`], [`DeviceResponse`] (response.rs): both directions of answers.
+//! * table.rs: outstanding groups and their cookies; partial.rs: held partial requests;
+//!   grpid.rs: PRG index → outstanding group, for (PASID, grpid) responses.
 //! * respond.rs: response validation; teardown.rs: detach, replace, removal, flush, overflow, age.
+//! * `testing` (feature `test-utils`): a recording sink and a bounded queue handler.
 //! * [`DeviceCounters`] (counters.rs): what happened, per device, with the identities they obey.
 //!
 //! Time is the caller's ([`Nanos`]), so a simulator can drive it. The core never allocates per
 //! fault once its tables have grown to the working set; an outstanding group costs one 72-byte
-//! slot plus 4 bytes in its device's PRG-index table: 76–80 bytes per group measured at 1,024
+//! slot plus 4 bytes in its device's PRG-index table: 76 bytes per group measured at 1,024
 //! devices × 512 groups (`tests/scale.rs`, figures and method in `docs/CORE.md`).
 //!
 //! ```
