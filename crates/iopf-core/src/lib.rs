@@ -25,7 +25,8 @@
 //!  └───────────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! * [`FaultCore`] (core.rs): registry of devices ([`PriCaps`]) and handlers, and the report path.
+//! * [`FaultCore`] (core.rs): registry of devices ([`PriCaps`]) and handlers.
+//! * report.rs: the report path, [`FaultCore::report`].
 //! * [`GroupHandler`] (handler.rs): where groups go; the core owns its handlers.
 //! * [`ResponseSink`], [`Response`], [`DeviceResponse`] (response.rs): both directions of answers.
 //! * table.rs: outstanding groups and their cookies; partial.rs: held partial requests;
@@ -79,6 +80,7 @@ mod grpid;
 mod handler;
 mod ids;
 mod partial;
+mod report;
 mod respond;
 mod response;
 mod table;
@@ -86,11 +88,12 @@ mod teardown;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 
-pub use crate::core::{DropReason, FaultCore, GroupInfo, Reported};
+pub use crate::core::{FaultCore, GroupInfo};
 pub use counters::{AutoReason, CoreCounters, DeviceCounters, RejectReason};
 pub use device::{AgeLimit, PriCaps, StormLimit};
 pub use error::CoreError;
 pub use handler::{Group, GroupHandler, Refusal};
 pub use ids::{Cookie, DeviceId, HandlerId, Nanos};
+pub use report::{DropReason, Reported};
 pub use response::{Answered, DeviceResponse, GroupRef, Response, ResponseSink};
 pub use teardown::RemovedDevice;
