@@ -290,6 +290,16 @@ impl Scenario {
                     ),
                 ));
             }
+            if w.group_pages as usize > self.iommu.prq_depth {
+                return Err((
+                    f("workload.group_pages"),
+                    format!(
+                        "must not exceed iommu.prq_depth ({}): a larger group could never be \
+                         queued whole and its device would fault forever",
+                        self.iommu.prq_depth
+                    ),
+                ));
+            }
             if w.region_pages == 0 || w.region_pages > 1 << 36 {
                 return Err((
                     f("workload.region_pages"),
