@@ -182,6 +182,9 @@ pub struct ServeConfig {
     pub allowed_uids: Vec<u32>,
     /// Tunables of each connection's producer.
     pub producer: ProducerConfig,
+    /// How long a connecting peer has to send its request: a peer that connects and says nothing
+    /// cannot hold the listener.
+    pub handshake_timeout: std::time::Duration,
 }
 
 impl Default for ServeConfig {
@@ -190,6 +193,7 @@ impl Default for ServeConfig {
             offer: Offer::current(),
             allowed_uids: Vec::new(),
             producer: ProducerConfig::default(),
+            handshake_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -235,9 +239,10 @@ impl Listener {
     }
 
     /// Waits for a consumer, checks its uid, negotiates, and returns the producer end of its new
-    /// queue. A peer that is not allowed ([`QueueError::PeerNotAllowed`]), breaks the protocol or
-    /// asks for what is not offered is answered with a refusal and disconnected; the error is
-    /// returned and the listener keeps working.
+    /// queue. A peer that is not allowed ([`QueueError::PeerNotAllowed`]), breaks the protocol,
+    /// stays silent past [`ServeConfig::handshake_timeout`] (`EAGAIN`) or asks for what is not
+    /// offered is answered with a refusal and disconnected; the error is returned and the
+    /// listener keeps working.
     pub fn accept(&self) -> Result<Producer, QueueError> {
         let conn = rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC)
             .map_err(|e| QueueError::os("accept", e))?;
@@ -255,6 +260,17 @@ impl Listener {
             let _ = refuse(conn.as_fd(), &err);
             return Err(err);
         }
+        let timeout = Some(
+            self.config
+                .handshake_timeout
+                .max(std::time::Duration::from_millis(1)),
+        );
+        rustix::net::sockopt::set_socket_timeout(
+            &conn,
+            rustix::net::sockopt::Timeout::Recv,
+            timeout,
+        )
+        .map_err(|e| QueueError::os("SO_RCVTIMEO", e))?;
         match handshake(conn.as_fd(), &self.config) {
             Ok(mut producer) => {
                 producer.set_link(Link::Socket(conn));

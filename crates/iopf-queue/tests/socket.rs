@@ -199,3 +199,29 @@ fn a_consumer_process_that_dies_has_its_groups_answered_invalid() {
         ]
     );
 }
+
+#[test]
+fn a_silent_peer_cannot_hold_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.sock");
+    let config = ServeConfig {
+        handshake_timeout: Duration::from_millis(100),
+        ..ServeConfig::default()
+    };
+    let listener = Listener::bind(&path, config).unwrap();
+    // Connects and never sends its request.
+    let fd = rustix::net::socket(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        None,
+    )
+    .unwrap();
+    rustix::net::connect(&fd, &rustix::net::SocketAddrUnix::new(&path).unwrap()).unwrap();
+    let e = listener.accept().unwrap_err();
+    assert_eq!(e.errno(), libc::EAGAIN, "{e}");
+    // The next consumer is served.
+    let p2 = path.clone();
+    let t = std::thread::spawn(move || connect(&p2, cookie_choice).map(|_| ()));
+    listener.accept().unwrap();
+    t.join().unwrap().unwrap();
+}
