@@ -24,7 +24,20 @@
 //! * [`latency`]: per-stage latency percentiles and the VT-d debugfs buckets.
 //! * [`ledger`]: the independent witness of every group and response on the devices' links.
 //! * [`scenario`]: the TOML scenario format and the built-in default scenario.
+//! * [`platform`]: a run: both sides wired through the real fault core (`iopf-core`) and fault
+//!   queue (`iopf-queue`), on two threads or, for a split run, two processes.
+//! * [`report`]: what a run measured, serialisable.
 //! * [`clock`]: the run's monotonic clock.
+//!
+//! ```no_run
+//! use iopf_sim::platform::{run, Progress};
+//! use iopf_sim::Scenario;
+//!
+//! let report = run(&Scenario::default_scenario(), &Progress::default())?;
+//! assert!(report.ledger.ok, "every group answered exactly once");
+//! println!("{} groups, p50 round trip {} ns", report.totals.groups, report.latency[4].p50_ns);
+//! # Ok::<(), iopf_sim::SimError>(())
+//! ```
 #![deny(missing_docs)]
 
 pub mod clock;
