@@ -104,38 +104,32 @@ pub(crate) enum Lookup {
 /// (iommufd's `xa_alloc()` hands the lowest free cookie out again at once).
 pub(crate) const REUSE_DISTANCE: u32 = 256;
 
-/// Slots are made in chunks of this many (72 KiB), so the table never reserves more than one
-/// chunk beyond what it uses (a doubling vector could reserve as much again as it holds).
-const CHUNK_BITS: u32 = 10;
-const CHUNK: usize = 1 << CHUNK_BITS;
+/// The slot vector grows by a quarter of its length (at least this many slots) at a time, with
+/// `reserve_exact`, rather than doubling: at most a quarter more slots are reserved than are in use,
+/// and growth stays amortised O(1) per slot.
+const GROWTH_MIN: usize = 1024;
 
-/// The slots, in fixed chunks: indexing is two array accesses, growth never moves a slot.
+/// The slots: one vector, grown by [`GROWTH_MIN`] or a quarter, whichever is more.
 #[derive(Debug, Default)]
-struct Slots {
-    chunks: Vec<Box<[GroupSlot; CHUNK]>>,
-    len: usize,
-}
+struct Slots(Vec<GroupSlot>);
 
 impl Slots {
     #[inline]
     fn len(&self) -> usize {
-        self.len
+        self.0.len()
     }
     #[inline]
     fn get(&self, idx: usize) -> Option<&GroupSlot> {
-        if idx < self.len {
-            Some(&self.chunks[idx >> CHUNK_BITS][idx & (CHUNK - 1)])
-        } else {
-            None
-        }
+        self.0.get(idx)
     }
     /// Makes one more slot; returns its index.
     fn push(&mut self) -> usize {
-        if self.len == self.chunks.len() * CHUNK {
-            self.chunks.push(Box::new([GroupSlot::EMPTY; CHUNK]));
+        if self.0.len() == self.0.capacity() {
+            let grow = (self.0.len() / 4).max(GROWTH_MIN);
+            self.0.reserve_exact(grow);
         }
-        self.len += 1;
-        self.len - 1
+        self.0.push(GroupSlot::EMPTY);
+        self.0.len() - 1
     }
 }
 
@@ -143,14 +137,14 @@ impl core::ops::Index<usize> for Slots {
     type Output = GroupSlot;
     #[inline]
     fn index(&self, idx: usize) -> &GroupSlot {
-        &self.chunks[idx >> CHUNK_BITS][idx & (CHUNK - 1)]
+        &self.0[idx]
     }
 }
 
 impl core::ops::IndexMut<usize> for Slots {
     #[inline]
     fn index_mut(&mut self, idx: usize) -> &mut GroupSlot {
-        &mut self.chunks[idx >> CHUNK_BITS][idx & (CHUNK - 1)]
+        &mut self.0[idx]
     }
 }
 
