@@ -37,7 +37,7 @@
 //!
 //! Time is the caller's ([`Nanos`]), so a simulator can drive it. The core never allocates per
 //! fault once its tables have grown to the working set; an outstanding group costs one 72-byte
-//! slot plus 4 bytes in its device's PRG-index table: 76 bytes per group measured at 1,024
+//! slot plus 4 bytes in its device's PRG-index table: 80 bytes per group measured at 1,024
 //! devices × 512 groups (`tests/scale.rs`, figures and method in `docs/CORE.md`).
 //!
 //! ```
