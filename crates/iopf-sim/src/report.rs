@@ -122,8 +122,9 @@ pub struct CoreReport {
     pub delivered: u64,
     /// Responses from the consumer the core accepted.
     pub consumer_responses: u64,
-    /// Automatic responses by reason (`no_handler`, `refused`, `over_allocation`, ...).
-    pub auto: Vec<(String, u64)>,
+    /// Automatic responses by reason (`NoHandler`, `Refused`, `OverAllocation`, ... as named by
+    /// `iopf_core::AutoReason`), every reason present.
+    pub auto: std::collections::BTreeMap<String, u64>,
     /// Responses the core rejected.
     pub rejected: u64,
     /// FAILUREs sent as INVALID because the function may not receive FAILURE.

@@ -23,12 +23,7 @@ fn run_text(text: &str) -> RunReport {
 }
 
 fn auto(r: &RunReport, reason: &str) -> u64 {
-    r.core
-        .auto
-        .iter()
-        .find(|(n, _)| n == reason)
-        .map(|(_, c)| *c)
-        .unwrap()
+    r.core.auto[reason]
 }
 
 #[test]

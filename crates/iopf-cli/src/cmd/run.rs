@@ -478,7 +478,7 @@ pub fn render(r: &RunReport) -> String {
     let autos: Vec<String> = c
         .auto
         .iter()
-        .filter(|(_, n)| *n > 0)
+        .filter(|(_, n)| **n > 0)
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     let _ = writeln!(
