@@ -492,10 +492,36 @@ impl Results {
         self.rows.push((peer.into(), mode.into(), b, tput, lat));
     }
 
-    fn get(&self, peer: &str, mode: &str, b: usize) -> Option<&Row> {
-        self.rows
-            .iter()
-            .find(|r| r.0 == peer && r.1 == mode && r.2 == b)
+    /// One row per (peer, mode, batch): the median throughput of the repetitions, and the
+    /// round trip of the repetition whose median is the median.
+    fn summary(&self) -> Vec<Row> {
+        let mut keys: Vec<(String, String, usize)> = Vec::new();
+        for r in &self.rows {
+            let k = (r.0.clone(), r.1.clone(), r.2);
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        keys.into_iter()
+            .map(|(peer, mode, b)| {
+                let reps: Vec<&Row> = self
+                    .rows
+                    .iter()
+                    .filter(|r| r.0 == peer && r.1 == mode && r.2 == b)
+                    .collect();
+                let mut t: Vec<f64> = reps.iter().filter_map(|r| r.3).collect();
+                t.sort_by(f64::total_cmp);
+                let mut l: Vec<(f64, f64)> = reps.iter().filter_map(|r| r.4).collect();
+                l.sort_by(|a, b| a.0.total_cmp(&b.0));
+                (
+                    peer,
+                    mode,
+                    b,
+                    t.get(t.len() / 2).copied(),
+                    l.get(l.len() / 2).copied(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -552,114 +578,127 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let n1 = scaled(400_000);
-    let n64 = scaled(4_000_000);
-    let rounds = scaled(20_000);
+    // Repetitions, interleaved across peers so that a change in the machine's load falls on all of
+    // them; each row reports the median repetition.
+    let reps: u64 = std::env::var("IOPF_BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let n1 = scaled(400_000) / reps;
+    let n64 = scaled(4_000_000) / reps;
+    let rounds = scaled(20_000) / reps;
     let mut r = Results { rows: Vec::new() };
     let dir = std::env::temp_dir().join(format!("iopf-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
-    let (_, pp) = (0, percentiles(ping_pong(rounds)));
-    r.add("cache-line ping-pong", "thread", 1, None, Some(pp));
+    for _ in 0..reps {
+        let pp = percentiles(ping_pong(rounds));
+        r.add("cache-line ping-pong", "thread", 1, None, Some(pp));
 
-    for b in [1usize, 64] {
-        let n = if b == 1 { n1 } else { n64 };
-        let lat_rounds = if b == 1 { rounds } else { rounds / 8 };
+        for b in [1usize, 64] {
+            let n = if b == 1 { n1 } else { n64 };
+            let lat_rounds = if b == 1 { rounds } else { rounds / 8 };
 
-        // This queue, thread to thread.
-        let (mut p, mut c) = channel(
-            &Offer::current(),
-            &request(&Offer::current()),
-            ProducerConfig::default(),
-        )
-        .unwrap();
-        let t = std::thread::spawn(move || {
-            queue_consumer(&mut c, n, lat_rounds * b as u64, b);
-            c
-        });
-        let d = queue_producer_throughput(&mut p, n, b);
-        let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
-        drop(t.join().unwrap());
-        r.add("iopf queue", "thread", b, Some(rate(n, d)), Some(lat));
+            // This queue, thread to thread.
+            let (mut p, mut c) = channel(
+                &Offer::current(),
+                &request(&Offer::current()),
+                ProducerConfig::default(),
+            )
+            .unwrap();
+            let t = std::thread::spawn(move || {
+                queue_consumer(&mut c, n, lat_rounds * b as u64, b);
+                c
+            });
+            let d = queue_producer_throughput(&mut p, n, b);
+            let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
+            drop(t.join().unwrap());
+            r.add("iopf queue", "thread", b, Some(rate(n, d)), Some(lat));
 
-        let d = rtrb_throughput(n, b);
-        let lat = percentiles(rtrb_latency(lat_rounds, b));
-        r.add("rtrb", "thread", b, Some(rate(n, d)), Some(lat));
+            let d = rtrb_throughput(n, b);
+            let lat = percentiles(rtrb_latency(lat_rounds, b));
+            r.add("rtrb", "thread", b, Some(rate(n, d)), Some(lat));
 
-        let d = crossbeam_throughput(n, b);
-        let lat = percentiles(crossbeam_latency(lat_rounds, b));
-        r.add(
-            "crossbeam ArrayQueue",
-            "thread",
-            b,
-            Some(rate(n, d)),
-            Some(lat),
-        );
+            let d = crossbeam_throughput(n, b);
+            let lat = percentiles(crossbeam_latency(lat_rounds, b));
+            r.add(
+                "crossbeam ArrayQueue",
+                "thread",
+                b,
+                Some(rate(n, d)),
+                Some(lat),
+            );
 
-        let sn = if b == 1 { n / 4 } else { n };
-        let (mut a, mut z) = UnixStream::pair().unwrap();
-        let t = std::thread::spawn(move || socket_reader(&mut z, sn, b, false));
-        let d = socket_writer_throughput(&mut a, sn, b);
-        t.join().unwrap();
-        let (mut a, mut z) = UnixStream::pair().unwrap();
-        let lr = lat_rounds / 4;
-        let t = std::thread::spawn(move || socket_reader(&mut z, lr * b as u64, b, true));
-        let lat = percentiles(socket_writer_latency(&mut a, lr, b));
-        t.join().unwrap();
-        r.add(
-            "socketpair read/write",
-            "thread",
-            b,
-            Some(rate(sn, d)),
-            Some(lat),
-        );
+            let sn = if b == 1 { n / 4 } else { n };
+            let (mut a, mut z) = UnixStream::pair().unwrap();
+            let t = std::thread::spawn(move || socket_reader(&mut z, sn, b, false));
+            let d = socket_writer_throughput(&mut a, sn, b);
+            t.join().unwrap();
+            let (mut a, mut z) = UnixStream::pair().unwrap();
+            let lr = lat_rounds / 4;
+            let t = std::thread::spawn(move || socket_reader(&mut z, lr * b as u64, b, true));
+            let lat = percentiles(socket_writer_latency(&mut a, lr, b));
+            t.join().unwrap();
+            r.add(
+                "socketpair read/write",
+                "thread",
+                b,
+                Some(rate(sn, d)),
+                Some(lat),
+            );
 
-        // Process to process.
-        let path = dir.join(format!("q{b}.sock"));
-        let listener = Listener::bind(
-            &path,
-            ServeConfig {
-                offer: Offer::current(),
-                ..ServeConfig::default()
-            },
-        )
-        .unwrap();
-        let mut child = spawn_child("queue", &path, b, n, lat_rounds * b as u64);
-        let mut p = listener.accept().unwrap();
-        let d = queue_producer_throughput(&mut p, n, b);
-        let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
-        drop(p);
-        child.wait().unwrap();
-        drop(listener);
-        r.add("iopf queue", "process", b, Some(rate(n, d)), Some(lat));
+            // Process to process.
+            let path = dir.join(format!("q{b}.sock"));
+            let listener = Listener::bind(
+                &path,
+                ServeConfig {
+                    offer: Offer::current(),
+                    ..ServeConfig::default()
+                },
+            )
+            .unwrap();
+            let mut child = spawn_child("queue", &path, b, n, lat_rounds * b as u64);
+            let mut p = listener.accept().unwrap();
+            let d = queue_producer_throughput(&mut p, n, b);
+            let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
+            drop(p);
+            child.wait().unwrap();
+            drop(listener);
+            r.add("iopf queue", "process", b, Some(rate(n, d)), Some(lat));
 
-        let path = dir.join(format!("s{b}.sock"));
-        let l = UnixListener::bind(&path).unwrap();
-        let mut child = spawn_child("socket", &path, b, sn, 0);
-        let (mut s, _) = l.accept().unwrap();
-        let d = socket_writer_throughput(&mut s, sn, b);
-        child.wait().unwrap();
-        std::fs::remove_file(&path).unwrap();
-        let l = UnixListener::bind(&path).unwrap();
-        let mut child = spawn_child("socket-echo", &path, b, lr * b as u64, 0);
-        let (mut s, _) = l.accept().unwrap();
-        let lat = percentiles(socket_writer_latency(&mut s, lr, b));
-        child.wait().unwrap();
-        std::fs::remove_file(&path).unwrap();
-        r.add(
-            "socketpair read/write",
-            "process",
-            b,
-            Some(rate(sn, d)),
-            Some(lat),
-        );
+            let path = dir.join(format!("s{b}.sock"));
+            let l = UnixListener::bind(&path).unwrap();
+            let mut child = spawn_child("socket", &path, b, sn, 0);
+            let (mut s, _) = l.accept().unwrap();
+            let d = socket_writer_throughput(&mut s, sn, b);
+            child.wait().unwrap();
+            std::fs::remove_file(&path).unwrap();
+            let l = UnixListener::bind(&path).unwrap();
+            let mut child = spawn_child("socket-echo", &path, b, lr * b as u64, 0);
+            let (mut s, _) = l.accept().unwrap();
+            let lat = percentiles(socket_writer_latency(&mut s, lr, b));
+            child.wait().unwrap();
+            std::fs::remove_file(&path).unwrap();
+            r.add(
+                "socketpair read/write",
+                "process",
+                b,
+                Some(rate(sn, d)),
+                Some(lat),
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let rows = r.summary();
+    let get = |peer: &str, mode: &str, b: usize| {
+        rows.iter().find(|x| x.0 == peer && x.1 == mode && x.2 == b)
+    };
 
     // The table and the ratios against the targets.
     println!("| transport | mode | batch | throughput (records/s) | round trip median / p99 |");
     println!("|---|---|---:|---:|---:|");
-    for (peer, mode, b, t, l) in &r.rows {
+    for (peer, mode, b, t, l) in &rows {
         let t = t
             .map(|t| format!("{:.2} M", t / 1e6))
             .unwrap_or_else(|| "—".into());
@@ -668,11 +707,10 @@ fn main() {
             .unwrap_or_else(|| "—".into());
         println!("| {peer} | {mode} | {b} | {t} | {l} |");
     }
-    let tp = |peer: &str, mode: &str, b: usize| {
-        r.get(peer, mode, b).and_then(|x| x.3).unwrap_or(f64::NAN)
-    };
+    let tp =
+        |peer: &str, mode: &str, b: usize| get(peer, mode, b).and_then(|x| x.3).unwrap_or(f64::NAN);
     let med = |peer: &str, mode: &str, b: usize| {
-        r.get(peer, mode, b)
+        get(peer, mode, b)
             .and_then(|x| x.4)
             .map(|x| x.0)
             .unwrap_or(f64::NAN)
