@@ -135,7 +135,7 @@ fn show_progress(scenario: &Scenario, progress: &Progress) {
         ProgressDrawTarget::stderr_with_hz(10),
     );
     let style =
-        ProgressStyle::with_template("{spinner} {prefix} [{bar:40}] {pos:>6}/{len} ms  {msg}")
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos:>5}/{len} ms {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
     bar.set_style(style);
@@ -152,7 +152,7 @@ fn show_progress(scenario: &Scenario, progress: &Progress) {
             "running"
         };
         bar.set_message(format!(
-            "{phase}: {} groups, {} work items done",
+            "{phase}: {} groups, {} items",
             progress.groups.load(Ordering::Relaxed),
             progress.items.load(Ordering::Relaxed)
         ));
