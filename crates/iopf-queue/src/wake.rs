@@ -122,3 +122,50 @@ pub(crate) fn wait_until(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(bell: &Doorbell) -> u64 {
+        let mut buf = [0u8; 8];
+        match rustix::io::read(bell.fd(), &mut buf) {
+            Ok(8) => u64::from_ne_bytes(buf),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn an_awake_peer_is_never_sent_a_wake_up_and_a_sleeper_gets_exactly_one() {
+        let bell = Doorbell::new().unwrap();
+        let sleeping = AtomicU64::new(0);
+        for _ in 0..100 {
+            wake_if_sleeping(&sleeping, &bell);
+        }
+        assert_eq!(count(&bell), 0, "no system call for an awake peer");
+        sleeping.store(1, Ordering::SeqCst);
+        for _ in 0..100 {
+            wake_if_sleeping(&sleeping, &bell);
+        }
+        assert_eq!(count(&bell), 1, "one wake-up, then the word says awake");
+        assert_eq!(sleeping.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_waiter_sees_work_published_before_it_sleeps_and_wakes_for_work_after() {
+        let bell = std::sync::Arc::new(Doorbell::new().unwrap());
+        let sleeping = std::sync::Arc::new(AtomicU64::new(0));
+        let index = std::sync::Arc::new(AtomicU64::new(0));
+        let (b2, s2, i2) = (bell.clone(), sleeping.clone(), index.clone());
+        let waiter = std::thread::spawn(move || {
+            wait_until(&s2, &b2, None, Some(Duration::from_secs(20)), || {
+                i2.load(Ordering::Acquire) != 0
+            })
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        index.store(1, Ordering::Release);
+        wake_if_sleeping(&sleeping, &bell);
+        assert!(waiter.join().unwrap());
+    }
+}
