@@ -349,6 +349,9 @@ impl ProducerSide {
         })
     }
 
+    /// Idle steps spun through before the producer yields its core.
+    const IDLE_STEPS_BEFORE_YIELD: u32 = 256;
+
     fn run(
         mut self,
         scenario: &Scenario,
@@ -369,6 +372,7 @@ impl ProducerSide {
         let mut occupancy: Vec<f64> = vec![0.0; self.devices.len()];
         let mut steps: u64 = 0;
         let mut gone_at: Option<u64> = None;
+        let mut idle_steps = 0u32;
         loop {
             let now = now_ns();
             let elapsed = now - start;
@@ -413,8 +417,10 @@ impl ProducerSide {
             worked |= self.iommu.service(scenario.iommu.service_batch, &mut feed) > 0;
             worked |= self.pump_responses(&mut answers) > 0;
             worked |= self.deliver_mail(&mut report_at, &mut marks) > 0;
-            if !worked {
-                // Nothing moved this step: let the consumer have the core if it shares ours.
+            // After a run of steps in which nothing moved, let the consumer have the core if it
+            // shares ours; a short run is spun through, so a busy path never waits a time slice.
+            idle_steps = if worked { 0 } else { idle_steps + 1 };
+            if idle_steps >= Self::IDLE_STEPS_BEFORE_YIELD {
                 std::thread::yield_now();
             }
             steps += 1;
