@@ -8,7 +8,7 @@
 //!                 eventfd ×2: rung only for a side that said it sleeps
 //! ```
 //!
-//! * [`negotiate`]: the producer's [`Offer`], the consumer's [`Request`], the [`Agreement`].
+//! * [`negotiate`](mod@negotiate): the producer's [`Offer`], the consumer's [`Request`], the [`Agreement`].
 //! * [`Producer`]: pushes groups (or reports them [`QueueError::Lost`]), judges responses, answers
 //!   everything INVALID when the consumer goes away ([`Producer::close`]).
 //! * [`Consumer`]: reads records, writes responses, receives verdicts; implements
@@ -17,8 +17,30 @@
 //!   responses back into the core (and detaches a dead consumer so the core answers INVALID).
 //! * [`channel`] builds both ends in one process; [`Listener`] / [`connect`] put them in two,
 //!   over a UNIX socket with `SCM_RIGHTS`.
-//! * `layout`, `shm`, `wake`, `record`, `response`, `pending`: the region's words, its mapping
-//!   (the crate's only `unsafe`), wake-ups, slot encodings, response judgement, unanswered groups.
+//! * [`layout`], `shm`, `wake`, [`record`], [`response`], `pending`, `held`: the region's words,
+//!   its mapping (the crate's only `unsafe`), wake-ups, slot encodings, response judgement, the
+//!   producer's unanswered groups and the consumer's held ones.
+//!
+//! ```
+//! use iopf_abi::features::RecordFormats;
+//! use iopf_abi::{FaultConsumer, Features, IommufdResponse, ResponseCode};
+//! use iopf_queue::{channel, Group, Offer, ProducerConfig, Request};
+//! # use iopf_abi::{PageRequest, PageRequestFlags, Perm};
+//! # let request = PageRequest { flags: PageRequestFlags::LAST_PAGE, pasid: 0, grpid: 1,
+//! #     perm: Perm::READ, addr: 0x1000, private_data: [0; 2] };
+//! let offer = Offer::current();
+//! let ask = Request::best_for(&offer, RecordFormats::HWPT_PGFAULT, Features::COOKIE_RESPONSE)
+//!     .expect("offered");
+//! let (mut producer, mut consumer) = channel(&offer, &ask, ProducerConfig::default())?;
+//! producer.push_group(&Group { tag: 7, dev_id: 1, requests: &[request] })?;
+//! let mut faults = [iopf_abi::PgFault::from_bytes(&[0; 40])?; 16];
+//! let n = consumer.read_faults(&mut faults)?;
+//! consumer.respond(&[IommufdResponse { cookie: faults[n - 1].cookie, code: ResponseCode::Success }])?;
+//! let mut answers = Vec::new();
+//! producer.drain_responses(&mut answers);
+//! assert_eq!(answers[0].tag, 7);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! The producer treats the whole region as hostile (invariant 3 of the design): it keeps its own
 //! indices, checks the consumer's, copies a response out before judging it, and caps the work
