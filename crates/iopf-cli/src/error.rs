@@ -16,6 +16,10 @@ pub enum CliError {
     /// The input is not what the subcommand needs.
     #[error("{0}")]
     Input(String),
+    /// A run of the simulated platform could not complete (the fault path failed to set up, or
+    /// one side of it stopped).
+    #[error("{0}")]
+    Run(String),
     /// A record did not decode.
     #[error("record {index}: {source}")]
     Record {
@@ -30,7 +34,7 @@ impl CliError {
     /// The process exit code: 2 for bad input, 1 otherwise.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Io { .. } => ExitCode::from(1),
+            CliError::Io { .. } | CliError::Run(_) => ExitCode::from(1),
             CliError::Input(_) | CliError::Record { .. } => ExitCode::from(2),
         }
     }

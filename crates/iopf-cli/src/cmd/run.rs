@@ -97,7 +97,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     }
     if args.json {
         let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| CliError::Input(format!("report: {e}")))?;
+            .map_err(|e| CliError::Run(format!("report: {e}")))?;
         println!("{text}");
     } else {
         print!("{}", render(&report));
@@ -123,7 +123,7 @@ fn sim_error(e: SimError) -> CliError {
             source,
         },
         SimError::Scenario { .. } => CliError::Input(e.to_string()),
-        other => CliError::Input(format!("run failed: {other}")),
+        other => CliError::Run(format!("run failed: {other}")),
     }
 }
 
@@ -175,7 +175,7 @@ fn run_split(scenario: &Scenario, progress: &Progress) -> Result<RunReport, CliE
     let socket = dir.path().join("fault-queue.sock");
     let out = dir.path().join("consumer.out");
     let scenario_file = dir.path().join("scenario.toml");
-    let text = toml::to_string(scenario).map_err(|e| CliError::Input(format!("scenario: {e}")))?;
+    let text = toml::to_string(scenario).map_err(|e| CliError::Run(format!("scenario: {e}")))?;
     std::fs::write(&scenario_file, text).map_err(|source| CliError::Io {
         path: scenario_file.display().to_string(),
         source,
@@ -187,7 +187,7 @@ fn run_split(scenario: &Scenario, progress: &Progress) -> Result<RunReport, CliE
             ..ServeConfig::default()
         },
     )
-    .map_err(|e| CliError::Input(format!("{}: {e}", socket.display())))?;
+    .map_err(|e| CliError::Run(format!("{}: {e}", socket.display())))?;
     let exe = std::env::current_exe().map_err(|source| CliError::Io {
         path: "current executable".into(),
         source,
@@ -231,7 +231,7 @@ fn run_split(scenario: &Scenario, progress: &Progress) -> Result<RunReport, CliE
     })?;
     let mut outcome = outcome.map_err(sim_error)?;
     if !status.success() {
-        return Err(CliError::Input(format!(
+        return Err(CliError::Run(format!(
             "the consumer process failed ({status})"
         )));
     }
@@ -250,12 +250,12 @@ fn accept_within(
     let start = std::time::Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(CliError::Input(format!(
+            return Err(CliError::Run(format!(
                 "the consumer process exited before connecting ({status})"
             )));
         }
         if start.elapsed() > limit {
-            return Err(CliError::Input(
+            return Err(CliError::Run(
                 "the consumer process did not connect within 30 s".into(),
             ));
         }
@@ -268,7 +268,7 @@ fn accept_within(
         if matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
             return listener
                 .accept()
-                .map_err(|e| CliError::Input(format!("accepting the consumer: {e}")));
+                .map_err(|e| CliError::Run(format!("accepting the consumer: {e}")));
         }
     }
 }
@@ -287,9 +287,9 @@ fn consumer_process(scenario: &Scenario, socket: &Path, out: &Path) -> Result<Ex
             }
         }
     })
-    .map_err(|e| CliError::Input(format!("{}: {e}", socket.display())))?;
+    .map_err(|e| CliError::Run(format!("{}: {e}", socket.display())))?;
     if let Some(e) = request_error {
-        return Err(CliError::Input(e));
+        return Err(CliError::Run(e));
     }
     let (stats, marks) = platform::run_consumer_side(scenario, &mut consumer).map_err(sim_error)?;
     write_consumer_out(out, &stats, &marks)?;
@@ -305,7 +305,7 @@ fn write_consumer_out(
         path: out.display().to_string(),
         source,
     };
-    let head = serde_json::to_vec(stats).map_err(|e| CliError::Input(e.to_string()))?;
+    let head = serde_json::to_vec(stats).map_err(|e| CliError::Run(e.to_string()))?;
     let mut f = std::io::BufWriter::new(std::fs::File::create(out).map_err(io)?);
     f.write_all(&(head.len() as u64).to_le_bytes())
         .map_err(io)?;
@@ -332,7 +332,7 @@ fn read_consumer_out(out: &Path) -> Result<(ConsumerStats, Vec<ConsumerMark>), C
             source,
         })?;
     let bad = || {
-        CliError::Input(format!(
+        CliError::Run(format!(
             "{}: the consumer's figures are malformed",
             out.display()
         ))
@@ -549,7 +549,7 @@ pub fn render(r: &RunReport) -> String {
 /// Draws the share of groups per VT-d bucket, one line per stage.
 fn draw_plot(r: &RunReport, path: &Path) -> Result<(), CliError> {
     use plotters::prelude::*;
-    let err = |e: &dyn std::fmt::Display| CliError::Input(format!("{}: {e}", path.display()));
+    let err = |e: &dyn std::fmt::Display| CliError::Run(format!("{}: {e}", path.display()));
     let stages: Vec<&StageLatency> = r.latency.iter().collect();
     let share = |s: &StageLatency, b: usize| {
         if s.count == 0 {
