@@ -8,23 +8,40 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use iopf_abi::features::RecordFormats;
-use iopf_abi::{FaultConsumer, Features, IommufdResponse, PageRequest, PageRequestFlags, Perm, PgFault, ResponseCode};
+use iopf_abi::{
+    FaultConsumer, Features, IommufdResponse, PageRequest, PageRequestFlags, Perm, PgFault,
+    ResponseCode,
+};
 use iopf_queue::{channel, Group, Offer, ProducerConfig, QueueError, Request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let cur = Offer::current();
-    let Some(mut req) = Request::best_for(&cur, RecordFormats::HWPT_PGFAULT, Features::COOKIE_RESPONSE | Features::LOSS_RECORDS) else { return };
+    let Some(mut req) = Request::best_for(
+        &cur,
+        RecordFormats::HWPT_PGFAULT,
+        Features::COOKIE_RESPONSE | Features::LOSS_RECORDS,
+    ) else {
+        return;
+    };
     req.entries = 16;
-    let config = ProducerConfig { max_pending: 64, max_per_wake: 8 };
-    let Ok((mut p, mut c)) = channel(&cur, &req, config) else { return };
+    let config = ProducerConfig {
+        max_pending: 64,
+        max_per_wake: 8,
+    };
+    let Ok((mut p, mut c)) = channel(&cur, &req, config) else {
+        return;
+    };
     let mut outstanding = HashSet::new();
     let mut answers = Vec::new();
     let mut tag = 0u64;
     let mut out = [PgFault::from_bytes(&[0; 40]).unwrap_or_else(|_| unreachable!()); 32];
     let settle = |answers: &mut Vec<iopf_queue::Answer>, outstanding: &mut HashSet<u64>| {
         for a in answers.drain(..) {
-            assert!(outstanding.remove(&a.tag), "answered twice or never delivered: {a:?}");
+            assert!(
+                outstanding.remove(&a.tag),
+                "answered twice or never delivered: {a:?}"
+            );
         }
     };
     for chunk in data.chunks(10) {
@@ -34,7 +51,11 @@ fuzz_target!(|data: &[u8]| {
                 let n = 1 + usize::from(op >> 4) % 3;
                 let reqs: Vec<PageRequest> = (0..n)
                     .map(|i| PageRequest {
-                        flags: if i + 1 == n { PageRequestFlags::LAST_PAGE } else { PageRequestFlags::empty() },
+                        flags: if i + 1 == n {
+                            PageRequestFlags::LAST_PAGE
+                        } else {
+                            PageRequestFlags::empty()
+                        },
                         pasid: 0,
                         grpid: (tag % 512) as u32,
                         perm: Perm::WRITE,
@@ -42,7 +63,11 @@ fuzz_target!(|data: &[u8]| {
                         private_data: [0, 0],
                     })
                     .collect();
-                match p.push_group(&Group { tag, dev_id: 0, requests: &reqs }) {
+                match p.push_group(&Group {
+                    tag,
+                    dev_id: 0,
+                    requests: &reqs,
+                }) {
                     Ok(_) => {
                         outstanding.insert(tag);
                     }
@@ -56,7 +81,10 @@ fuzz_target!(|data: &[u8]| {
                     let rs: Vec<IommufdResponse> = out[..n]
                         .iter()
                         .filter(|f| f.is_last())
-                        .map(|f| IommufdResponse { cookie: f.cookie, code: ResponseCode::Success })
+                        .map(|f| IommufdResponse {
+                            cookie: f.cookie,
+                            code: ResponseCode::Success,
+                        })
                         .collect();
                     let _ = c.respond(&rs);
                 }
@@ -80,5 +108,9 @@ fuzz_target!(|data: &[u8]| {
     drop(c);
     p.close(&mut answers);
     settle(&mut answers, &mut outstanding);
-    assert!(outstanding.is_empty(), "{} groups never answered", outstanding.len());
+    assert!(
+        outstanding.is_empty(),
+        "{} groups never answered",
+        outstanding.len()
+    );
 });

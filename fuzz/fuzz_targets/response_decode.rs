@@ -27,28 +27,44 @@ fn request(kind: u8) -> (Offer, Request) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&kind, mut rest)) = data.split_first() else { return };
+    let Some((&kind, mut rest)) = data.split_first() else {
+        return;
+    };
     let (offer, req) = request(kind);
-    let Ok((mut p, mut c)) = channel(&offer, &req, ProducerConfig::default()) else { return };
+    let Ok((mut p, mut c)) = channel(&offer, &req, ProducerConfig::default()) else {
+        return;
+    };
     // A few pending groups the responses may name: grpid 0..8, PASID 1, private data.
     for g in 0..8u32 {
         let r = PageRequest {
             flags: PageRequestFlags::LAST_PAGE
                 | PageRequestFlags::PASID_VALID
                 | PageRequestFlags::PRIV_DATA
-                | if g % 2 == 0 { PageRequestFlags::RESPONSE_NEEDS_PASID } else { PageRequestFlags::empty() },
+                | if g % 2 == 0 {
+                    PageRequestFlags::RESPONSE_NEEDS_PASID
+                } else {
+                    PageRequestFlags::empty()
+                },
             pasid: 1,
             grpid: g,
             perm: Perm::READ,
             addr: 0,
             private_data: [u64::from(g), 7],
         };
-        let _ = p.push_group(&Group { tag: u64::from(g), dev_id: 0, requests: &[r] });
+        let _ = p.push_group(&Group {
+            tag: u64::from(g),
+            dev_id: 0,
+            requests: &[r],
+        });
     }
     let mut sent = 0u64;
     while let Some((&head, tail)) = rest.split_first() {
         let len = usize::from(head & 0x3f).min(56).min(tail.len());
-        let format = if head & 0x40 != 0 { RawFormat::Cookie } else { RawFormat::Vfio };
+        let format = if head & 0x40 != 0 {
+            RawFormat::Cookie
+        } else {
+            RawFormat::Vfio
+        };
         let (bytes, next) = tail.split_at(len);
         rest = next;
         match c.push_raw_response(format, bytes) {
@@ -64,9 +80,19 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(tags.len(), answers.len(), "a group answered twice");
     let mut verdicts = Vec::new();
     c.take_verdicts(&mut verdicts);
-    assert_eq!(verdicts.len() as u64, sent, "every response gets one verdict");
-    assert_eq!(verdicts.iter().filter(|v| v.outcome.is_ok()).count(), answers.len());
+    assert_eq!(
+        verdicts.len() as u64,
+        sent,
+        "every response gets one verdict"
+    );
+    assert_eq!(
+        verdicts.iter().filter(|v| v.outcome.is_ok()).count(),
+        answers.len()
+    );
     let mut rest_answers = Vec::new();
     p.close(&mut rest_answers);
-    assert_eq!(answers.len() + rest_answers.len(), 8 - p.stats().lost as usize);
+    assert_eq!(
+        answers.len() + rest_answers.len(),
+        8 - p.stats().lost as usize
+    );
 });
