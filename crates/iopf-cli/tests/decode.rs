@@ -8,7 +8,7 @@ use predicates::str::contains;
 use zerocopy::IntoBytes;
 
 fn iopf() -> Command {
-    Command::cargo_bin("iopf").unwrap()
+    Command::cargo_bin("iopf").expect("cargo builds the iopf binary for its integration tests")
 }
 
 fn request() -> Fault {
