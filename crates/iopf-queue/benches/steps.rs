@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo bench -p iopf-queue --bench steps
+//! IOPF_STEPS_ROUNDS=5000 valgrind --tool=callgrind target/release/deps/steps-*   # instructions
 //! ```
 #![allow(clippy::unwrap_used)] // a benchmark that fails to set up should stop loudly
 #![allow(missing_docs)]
@@ -52,7 +53,12 @@ fn main() {
     let (mut results, mut events, mut responses, mut answers) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut t = [Duration::ZERO; 4];
-    let rounds = 50_000u32;
+    // IOPF_STEPS_ROUNDS: fewer rounds for an instruction count under `valgrind --tool=callgrind`.
+    let rounds: u32 = std::env::var("IOPF_STEPS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50_000)
+        .max(1);
     for _ in 0..rounds {
         let s = Instant::now();
         results.clear();
