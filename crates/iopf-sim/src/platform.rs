@@ -86,7 +86,11 @@ pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunReport, SimErr
                 move || -> Result<(ConsumerStats, Vec<ConsumerMark>), SimError> {
                     let mut resolver = Resolver::new(spec, seed, tables);
                     let served = resolver.serve(&mut consumer, &|_| done.load(Ordering::Acquire));
-                    served.map(|()| resolver.finish())
+                    served.map(|()| {
+                        let (mut stats, marks) = resolver.finish();
+                        stats.lost_signalled = consumer.stats().lost;
+                        (stats, marks)
+                    })
                 },
             )
             .map_err(|_| SimError::SideLost("consumer"))?
@@ -612,6 +616,7 @@ impl ProducerSide {
         let queue = QueueReport {
             depth: q.producer.agreement().entries,
             delivered: ps.delivered,
+            lost_records: ps.lost,
             lost_ring_full: q.lost[0],
             lost_too_many_pending: q.lost[1],
             lost_other: q.lost[2],
@@ -720,5 +725,7 @@ pub fn run_consumer_side(
     }
     let mut r = Resolver::new(scenario.resolver, scenario.seed, MappedByProducer);
     r.serve(consumer, &|c: &iopf_queue::Consumer| c.producer_gone())?;
-    Ok(r.finish())
+    let (mut stats, marks) = r.finish();
+    stats.lost_signalled = consumer.stats().lost;
+    Ok((stats, marks))
 }

@@ -95,6 +95,8 @@ pub struct QueueReport {
     pub depth: u32,
     /// Records delivered into the ring.
     pub delivered: u64,
+    /// Records that could not be delivered (each lost group's records).
+    pub lost_records: u64,
     /// Groups that could not be delivered, by reason (the core answered them: `Refused`).
     pub lost_ring_full: u64,
     /// Lost: the producer already held its maximum of unanswered groups.

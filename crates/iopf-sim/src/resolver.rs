@@ -116,6 +116,9 @@ pub struct ConsumerStats {
     pub refused: u64,
     /// Pages mapped.
     pub mapped: u64,
+    /// Fault records the queue told the consumer were lost (loss records, sequence gaps).
+    #[serde(default)]
+    pub lost_signalled: u64,
 }
 
 /// The resolver with its mapper and books.
@@ -223,28 +226,40 @@ impl<M: Mapper> Resolver<M> {
                 // Answer in small batches: one write per batch, and no group waits for the
                 // resolution of a whole large read.
                 if responses.len() >= Self::ANSWER_BATCH {
-                    self.answer(queue, &responses, &pending_marks, delivered_ns);
+                    self.answer(queue, &responses, &pending_marks, delivered_ns, done);
                     responses.clear();
                     pending_marks.clear();
                 }
             }
-            self.answer(queue, &responses, &pending_marks, delivered_ns);
+            self.answer(queue, &responses, &pending_marks, delivered_ns, done);
         }
     }
 
     /// Groups answered per write to the queue, at most.
     pub const ANSWER_BATCH: usize = 32;
 
+    /// Writes `responses` (with the `marks` of their groups) to `queue`, waiting while its
+    /// response ring is full; a response the queue refuses (its group was withdrawn) is counted
+    /// and skipped.
     fn answer<C: FaultConsumer>(
         &mut self,
         queue: &mut C,
         responses: &[IommufdResponse],
         marks: &[(DeviceId, u32)],
         delivered_ns: u64,
+        done: &dyn Fn(&C) -> bool,
     ) {
         let mut sent = 0;
         while sent < responses.len() {
             match queue.respond(&responses[sent..]) {
+                Ok(0) => {
+                    // The response ring is full: wait for the producer to judge what is in it.
+                    // A producer that has finished answers everything itself on close.
+                    if done(queue) {
+                        return;
+                    }
+                    std::thread::yield_now();
+                }
                 Ok(k) => {
                     let answered_ns = now_ns();
                     for &(dev, grpid) in &marks[sent..(sent + k).min(marks.len())] {
@@ -255,7 +270,7 @@ impl<M: Mapper> Resolver<M> {
                             answered_ns,
                         });
                     }
-                    sent += k.max(1);
+                    sent += k;
                 }
                 Err(_) => {
                     // The queue refused this response (e.g. the group was withdrawn after

@@ -9,6 +9,11 @@ use iopf_sim::{Scenario, PAGE_SIZE};
 
 fn run_scenario(s: &Scenario) -> RunReport {
     let r = run(s, &Progress::default()).unwrap();
+    // The consumer is healthy in every scenario here: it answers every group it reads, so the
+    // queue never has to answer for it, and it answers nothing twice.
+    assert_eq!(r.queue.answered_consumer_gone, 0, "{:?}", r.queue);
+    assert_eq!(r.consumer.refused, 0);
+    assert_eq!(r.queue.accepted, r.consumer.success + r.consumer.invalid);
     // Whatever the scenario, the ledger and the devices agree on every group.
     assert_eq!(r.ledger.groups_sent, r.totals.groups);
     assert_eq!(
@@ -132,6 +137,10 @@ workload = { pattern = "sequential", region_pages = 1000000 }
     assert!(r.ledger.ok, "{:?}", r.ledger);
     assert!(r.queue.lost_ring_full > 0, "{:?}", r.queue);
     assert_eq!(auto(&r, "Refused"), r.queue.lost_ring_full);
+    // Nothing lost silently: the consumer was told of lost records (a loss still waiting for
+    // room in the ring when the run ended may not have been announced yet).
+    assert!(r.consumer.lost_signalled > 0);
+    assert!(r.consumer.lost_signalled <= r.queue.lost_records);
     assert_eq!(r.core.failure_as_invalid, r.queue.lost_ring_full);
     assert_eq!(r.totals.failure, 0, "VFs never receive FAILURE");
     assert!(r.pri_disabled.is_empty());

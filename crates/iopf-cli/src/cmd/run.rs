@@ -457,13 +457,15 @@ pub fn render(r: &RunReport) -> String {
     let _ = writeln!(o, "\nfault queue");
     let _ = writeln!(
         o,
-        "  depth {} records, {} delivered, high-water {} groups held for the consumer; lost: {} ring full, {} too many pending, {} other; {} responses accepted, {} rejected, {} answered INVALID as the consumer went away",
+        "  depth {} records, {} delivered, high-water {} groups held for the consumer; lost groups: {} ring full, {} too many pending, {} other ({} records, {} of them announced to the consumer); {} responses accepted, {} rejected, {} answered INVALID as the consumer went away",
         q.depth,
         q.delivered,
         q.pending_high_water,
         q.lost_ring_full,
         q.lost_too_many_pending,
         q.lost_other,
+        q.lost_records,
+        r.consumer.lost_signalled,
         q.accepted,
         q.rejected,
         q.answered_consumer_gone
