@@ -465,6 +465,14 @@ workload = { pattern = "sequential", region_pages = 64, group_pages = 2 }
     }
 
     #[test]
+    fn scenarios_survive_a_round_trip_through_toml() {
+        // A split run hands its scenario to the consumer process this way.
+        let s = Scenario::default_scenario();
+        let text = toml::to_string(&s).unwrap();
+        assert_eq!(Scenario::parse(&text, "round-trip").unwrap(), s);
+    }
+
+    #[test]
     fn small_scenario_and_defaults() {
         let s = Scenario::parse(SMALL, "small.toml").unwrap();
         assert_eq!(s.iommu, IommuSpec::default());
