@@ -42,6 +42,22 @@ pub struct Verdict {
     pub outcome: Result<(), Rejection>,
 }
 
+/// Verdicts kept for [`Consumer::take_verdicts`]: a run of accepted responses, or one rejection.
+#[derive(Debug, Clone, Copy)]
+enum Kept {
+    Accepted { first: u64, count: u64 },
+    Rejected(Verdict),
+}
+
+impl Kept {
+    fn len(&self) -> u64 {
+        match self {
+            Kept::Accepted { count, .. } => *count,
+            Kept::Rejected(_) => 1,
+        }
+    }
+}
+
 /// Counters a consumer keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConsumerStats {
@@ -73,7 +89,10 @@ pub struct Consumer {
     verdict_tail: u64,
     expected_seq: u64,
     held: HeldTable,
-    verdicts: VecDeque<Verdict>,
+    /// Responses below this id have their verdict in `verdicts` (or were dropped from it).
+    judged: u64,
+    verdicts: VecDeque<Kept>,
+    kept: u64,
     stats: ConsumerStats,
     fault_bell: Doorbell,
     resp_bell: Doorbell,
@@ -101,7 +120,9 @@ impl Consumer {
             verdict_tail: 0,
             expected_seq: 0,
             held: HeldTable::default(),
+            judged: 0,
             verdicts: VecDeque::new(),
+            kept: 0,
             stats: ConsumerStats::default(),
             fault_bell,
             resp_bell,
@@ -350,45 +371,123 @@ impl Consumer {
         Ok(ids)
     }
 
-    /// Moves the producer's verdicts out of the verdict ring into the kept list.
+    /// Learns the producer's verdicts: every response below the producer's `resp_tail`
+    /// watermark was judged, the rejected ones have an entry (id, errno, reason) in the verdict
+    /// ring, and the rest were accepted. Accepted runs are kept as ranges, so an accepted
+    /// response costs no ring entry and no per-response work here.
     fn collect_verdicts(&mut self) {
-        let head = self.shared.w(hdr::VERDICT_HEAD).load(Ordering::Acquire);
-        let n = head.wrapping_sub(self.verdict_tail);
-        if n == 0 || n > self.shared.geo.entries {
+        let judged = self.shared.w(hdr::RESP_TAIL).load(Ordering::Acquire);
+        let ahead = judged.wrapping_sub(self.judged);
+        if ahead == 0 || ahead > self.resp_head.wrapping_sub(self.judged) {
+            // Nothing new, or a watermark beyond the responses sent (only a scribbled region).
             return;
         }
-        for _ in 0..n {
-            let base = self.shared.geo.verdict_slot(self.verdict_tail);
-            let id = self.shared.w(base).load(Ordering::Relaxed);
-            let (errno, reason) = unpack(self.shared.w(base + 1).load(Ordering::Relaxed));
-            let outcome = if reason == 0 {
-                self.stats.accepted += 1;
-                Ok(())
-            } else {
-                self.stats.rejected += 1;
-                Err(Rejection {
-                    reason: RejectReason::from_raw(reason).unwrap_or(RejectReason::Malformed),
-                    errno: errno as i32,
-                })
-            };
-            if self.verdicts.len() >= MAX_KEPT_VERDICTS {
-                self.verdicts.pop_front();
-                self.stats.verdicts_dropped += 1;
-            }
-            self.verdicts.push_back(Verdict { id, outcome });
-            self.verdict_tail = self.verdict_tail.wrapping_add(1);
+        // Loaded after the watermark: every rejection below it is visible.
+        let head = self.shared.w(hdr::VERDICT_HEAD).load(Ordering::Acquire);
+        let n = head.wrapping_sub(self.verdict_tail);
+        if n > self.shared.geo.entries {
+            // Only a scribbled region: learn nothing rather than call a rejection accepted.
+            return;
         }
-        self.shared
-            .w(hdr::VERDICT_TAIL)
-            .store(self.verdict_tail, Ordering::Release);
+        {
+            for _ in 0..n {
+                let base = self.shared.geo.verdict_slot(self.verdict_tail);
+                let id = self.shared.w(base).load(Ordering::Relaxed);
+                if id.wrapping_sub(self.judged) >= self.resp_head.wrapping_sub(self.judged) {
+                    // Not a response awaiting its verdict (only a scribbled region): skip it.
+                    self.verdict_tail = self.verdict_tail.wrapping_add(1);
+                    continue;
+                }
+                if id.wrapping_sub(self.judged) >= ahead {
+                    break; // Beyond the watermark: next time.
+                }
+                let (errno, reason) = unpack(self.shared.w(base + 1).load(Ordering::Relaxed));
+                self.keep_accepted(id);
+                self.stats.rejected += 1;
+                self.keep(Kept::Rejected(Verdict {
+                    id,
+                    outcome: Err(Rejection {
+                        reason: RejectReason::from_raw(reason).unwrap_or(RejectReason::Malformed),
+                        errno: errno as i32,
+                    }),
+                }));
+                self.judged = id.wrapping_add(1);
+                self.verdict_tail = self.verdict_tail.wrapping_add(1);
+            }
+            self.shared
+                .w(hdr::VERDICT_TAIL)
+                .store(self.verdict_tail, Ordering::Release);
+        }
+        self.keep_accepted(judged);
+        self.judged = judged;
+    }
+
+    /// Keeps the responses from `self.judged` up to (not including) `end` as accepted.
+    fn keep_accepted(&mut self, end: u64) {
+        let count = end.wrapping_sub(self.judged);
+        if count == 0 {
+            return;
+        }
+        self.stats.accepted += count;
+        match self.verdicts.back_mut() {
+            Some(Kept::Accepted { first, count: c }) if first.wrapping_add(*c) == self.judged => {
+                *c += count;
+                self.kept += count;
+                self.trim_kept();
+            }
+            _ => self.keep(Kept::Accepted {
+                first: self.judged,
+                count,
+            }),
+        }
+    }
+
+    fn keep(&mut self, k: Kept) {
+        self.kept += k.len();
+        self.verdicts.push_back(k);
+        self.trim_kept();
+    }
+
+    /// Drops the oldest kept verdicts beyond [`MAX_KEPT_VERDICTS`], counting them.
+    fn trim_kept(&mut self) {
+        while self.kept > MAX_KEPT_VERDICTS as u64 {
+            let excess = self.kept - MAX_KEPT_VERDICTS as u64;
+            let Some(front) = self.verdicts.front_mut() else {
+                self.kept = 0;
+                return;
+            };
+            let dropped = match front {
+                Kept::Accepted { first, count } if *count > excess => {
+                    *first = first.wrapping_add(excess);
+                    *count -= excess;
+                    excess
+                }
+                _ => {
+                    let len = front.len();
+                    self.verdicts.pop_front();
+                    len
+                }
+            };
+            self.kept -= dropped;
+            self.stats.verdicts_dropped += dropped;
+        }
     }
 
     /// Moves the verdicts received so far into `out`, oldest first.
     pub fn take_verdicts(&mut self, out: &mut Vec<Verdict>) -> usize {
         self.collect_verdicts();
-        let n = self.verdicts.len();
-        out.extend(self.verdicts.drain(..));
-        n
+        let before = out.len();
+        for k in self.verdicts.drain(..) {
+            match k {
+                Kept::Accepted { first, count } => out.extend((0..count).map(|i| Verdict {
+                    id: first.wrapping_add(i),
+                    outcome: Ok(()),
+                })),
+                Kept::Rejected(v) => out.push(v),
+            }
+        }
+        self.kept = 0;
+        out.len() - before
     }
 
     /// Closes the consumer's end: the producer answers every group it still holds INVALID.
@@ -533,5 +632,123 @@ impl FaultConsumer for Consumer {
 
     fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool, QueueError> {
         self.wait(timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{channel, Group, Offer, ProducerConfig, Request};
+    use iopf_abi::features::RecordFormats;
+    use iopf_abi::{Features, PageRequest, Perm, ResponseCode};
+
+    fn queue(entries: u32) -> (crate::Producer, Consumer) {
+        let offer = Offer::current();
+        let mut r = Request::best_for(
+            &offer,
+            RecordFormats::HWPT_PGFAULT,
+            Features::COOKIE_RESPONSE,
+        )
+        .unwrap();
+        r.entries = entries;
+        channel(&offer, &r, ProducerConfig::default()).unwrap()
+    }
+
+    /// Pushes and answers `n` one-request groups; every `reject_every`-th response names a
+    /// cookie nobody holds (sent raw, so the producer rejects it).
+    fn exchange(p: &mut crate::Producer, c: &mut Consumer, n: u64, reject_every: u64) {
+        let mut answers = Vec::new();
+        let mut evs = Vec::new();
+        for i in 0..n {
+            let request = PageRequest {
+                flags: PageRequestFlags::LAST_PAGE,
+                pasid: 0,
+                grpid: (i % 512) as u32,
+                perm: Perm::READ,
+                addr: i << 12,
+                private_data: [0, 0],
+            };
+            p.push_group(&Group {
+                tag: i,
+                dev_id: 0,
+                requests: &[request],
+            })
+            .unwrap();
+            evs.clear();
+            c.pop_events(&mut evs, 4).unwrap();
+            let Some(Event::Fault(f)) = evs.first() else {
+                panic!("no record")
+            };
+            if reject_every != 0 && i % reject_every == 0 {
+                let bad = IommufdResponse {
+                    cookie: f.cookie ^ 0x8000_0000,
+                    code: ResponseCode::Success,
+                };
+                c.push_raw_response(RawFormat::Cookie, bad.encode().as_bytes())
+                    .unwrap()
+                    .unwrap();
+            }
+            let ok = IommufdResponse {
+                cookie: f.cookie,
+                code: ResponseCode::Success,
+            };
+            assert_eq!(c.respond(&[ok]).unwrap(), 1);
+            answers.clear();
+            while p.drain_responses(&mut answers) > 0 {}
+            assert_eq!(answers.len(), 1);
+        }
+    }
+
+    #[test]
+    fn accepted_responses_take_no_verdict_entry_and_still_get_a_verdict() {
+        let (mut p, mut c) = queue(4);
+        exchange(&mut p, &mut c, 40, 0);
+        assert_eq!(c.shared.w(hdr::VERDICT_HEAD).load(Ordering::Acquire), 0);
+        let mut v = Vec::new();
+        assert_eq!(c.take_verdicts(&mut v), 40);
+        assert!(v.iter().all(|v| v.outcome.is_ok()));
+        assert_eq!(
+            v.iter().map(|v| v.id).collect::<Vec<_>>(),
+            (0..40).collect::<Vec<_>>()
+        );
+        assert_eq!((c.stats().accepted, c.stats().rejected), (40, 0));
+    }
+
+    #[test]
+    fn rejections_interleave_with_accepted_runs_in_id_order() {
+        let (mut p, mut c) = queue(4);
+        // 30 groups, a bad response before every third good one: 40 responses in all.
+        exchange(&mut p, &mut c, 30, 3);
+        let mut v = Vec::new();
+        assert_eq!(c.take_verdicts(&mut v), 40);
+        assert_eq!(
+            v.iter().map(|v| v.id).collect::<Vec<_>>(),
+            (0..40).collect::<Vec<_>>()
+        );
+        let rejected: Vec<u64> = v
+            .iter()
+            .filter(|v| v.outcome.is_err())
+            .map(|v| v.id)
+            .collect();
+        // Group i (i % 3 == 0) sends its bad response first: ids 0, 4, 8, ...
+        assert_eq!(rejected, (0..10).map(|k| 4 * k).collect::<Vec<_>>());
+        assert!(v
+            .iter()
+            .filter_map(|v| v.outcome.err())
+            .all(|r| r.reason == RejectReason::UnknownGroup));
+        assert_eq!((c.stats().accepted, c.stats().rejected), (30, 10));
+    }
+
+    #[test]
+    fn kept_verdicts_are_capped_oldest_first_and_the_drop_is_counted() {
+        let (mut p, mut c) = queue(64);
+        let n = MAX_KEPT_VERDICTS as u64 + 100;
+        exchange(&mut p, &mut c, n, 1000);
+        let sent = c.responses_sent();
+        let mut v = Vec::new();
+        assert_eq!(c.take_verdicts(&mut v), MAX_KEPT_VERDICTS);
+        assert_eq!(c.stats().verdicts_dropped, sent - MAX_KEPT_VERDICTS as u64);
+        assert_eq!(v.last().map(|v| v.id), Some(sent - 1));
+        assert!(v.windows(2).all(|w| w[1].id == w[0].id + 1));
     }
 }

@@ -16,7 +16,9 @@
 //!  word 80      flags             (consumer: CONSUMER_CLOSED)
 //!  word 128     fault ring:    entries × fault slot  (slot: seq, kind|cookie, dev_id, record)
 //!  ...          response ring: entries × 8 words    (slot: len|format, 56 bytes of response)
-//!  ...          verdict ring:  entries × 2 words    (slot: response id, errno|reason)
+//!  ...          verdict ring:  entries × 2 words    (slot: response id, errno|reason), for
+//!               rejections only: a response below resp_tail (the producer's judged watermark)
+//!               with no entry here was accepted
 //! ```
 //!
 //! Indices are free-running `u64` counters; a slot is `index & (entries - 1)`. The ring sizes and
@@ -74,7 +76,8 @@ pub const RESP_SLOT_BYTES: usize = (RESP_SLOT_WORDS - 1) * 8;
 pub(crate) const RESP_VFIO: u32 = 1;
 /// Response slot format tag: an `iommu_hwpt_page_response`.
 pub(crate) const RESP_COOKIE: u32 = 2;
-/// Words of a verdict slot: response id; errno | reason.
+/// Words of a verdict slot (a rejection; accepted responses have none): response id;
+/// errno | reason.
 pub(crate) const VERDICT_SLOT_WORDS: usize = 2;
 
 /// Where everything is, in words, for one agreement.

@@ -394,11 +394,13 @@ impl Producer {
         wake_if_sleeping(self.shared.w(hdr::CONSUMER_SLEEPING), &self.fault_bell);
     }
 
-    /// Judges up to `max_per_wake` waiting responses: each gets a verdict in the verdict ring
-    /// (accepted, or rejected with its reason); each accepted one removes its group and is
-    /// appended to `out`. Returns the number of responses judged; call again while it is
-    /// non-zero. A response waits (and the consumer's response ring fills) while the consumer
-    /// leaves no room in the verdict ring.
+    /// Judges up to `max_per_wake` waiting responses: each gets a verdict the consumer can learn
+    /// — accepted ones by the published `resp_tail` watermark (every response below it that has
+    /// no entry in the verdict ring was accepted), rejected ones by an entry in the verdict ring
+    /// (response id, errno and reason). Each accepted one removes its group and is appended to
+    /// `out`. Returns the number of responses judged; call again while it is non-zero. A response
+    /// waits (and the consumer's response ring fills) while the consumer leaves no room in the
+    /// verdict ring for a possible rejection.
     pub fn drain_responses(&mut self, out: &mut Vec<Answer>) -> usize {
         let entries = self.shared.geo.entries;
         let head = self.shared.w(hdr::RESP_HEAD).load(Ordering::Acquire);
@@ -410,24 +412,26 @@ impl Producer {
         if avail == 0 {
             return 0;
         }
-        let vt = self.shared.w(hdr::VERDICT_TAIL).load(Ordering::Acquire);
-        if vt.wrapping_sub(self.cached_verdict_tail)
-            <= self.verdict_head.wrapping_sub(self.cached_verdict_tail)
-        {
-            self.cached_verdict_tail = vt;
-        } else {
-            self.stats.violations += 1;
-        }
-        let room = entries - self.verdict_head.wrapping_sub(self.cached_verdict_tail);
-        let n = avail.min(room).min(self.config.max_per_wake as u64);
-        for _ in 0..n {
+        let n = avail.min(self.config.max_per_wake as u64);
+        // The consumer's verdict tail is re-read only when the cached one says the ring is full:
+        // with no rejections the consumer's line is never pulled over.
+        let mut room = entries - self.verdict_head.wrapping_sub(self.cached_verdict_tail);
+        let mut judged = 0;
+        let mut rejected = false;
+        while judged < n {
+            if room == 0 {
+                room = self.verdict_room();
+                if room == 0 {
+                    break;
+                }
+            }
             let base = self.shared.geo.resp_slot(self.resp_tail);
             let mut w = [0u64; RESP_SLOT_WORDS];
             let slot = self.shared.words_at(base, RESP_SLOT_WORDS);
             for (v, src) in w.iter_mut().zip(slot) {
                 *v = src.load(Ordering::Relaxed);
             }
-            let verdict = match judge(&self.agreement, &mut self.pending, &w) {
+            match judge(&self.agreement, &mut self.pending, &w) {
                 Ok(acc) => {
                     self.stats.accepted += 1;
                     out.push(Answer {
@@ -440,28 +444,51 @@ impl Producer {
                         private_data: acc.group.private_data,
                         by: AnsweredBy::Consumer,
                     });
-                    0
                 }
                 Err(rej) => {
                     self.stats.rejected += 1;
-                    verdict_word(rej)
+                    let vbase = self.shared.geo.verdict_slot(self.verdict_head);
+                    self.shared
+                        .w(vbase)
+                        .store(self.resp_tail, Ordering::Relaxed);
+                    self.shared
+                        .w(vbase + 1)
+                        .store(verdict_word(rej), Ordering::Relaxed);
+                    self.verdict_head += 1;
+                    room -= 1;
+                    rejected = true;
                 }
-            };
-            let vbase = self.shared.geo.verdict_slot(self.verdict_head);
-            self.shared
-                .w(vbase)
-                .store(self.resp_tail, Ordering::Relaxed);
-            self.shared.w(vbase + 1).store(verdict, Ordering::Relaxed);
-            self.verdict_head += 1;
+            }
             self.resp_tail += 1;
+            judged += 1;
         }
-        self.shared
-            .w(hdr::VERDICT_HEAD)
-            .store(self.verdict_head, Ordering::Release);
+        if judged == 0 {
+            return 0;
+        }
+        // Rejections first, then the watermark: a consumer that sees `resp_tail` (acquire) sees
+        // every rejection entry below it.
+        if rejected {
+            self.shared
+                .w(hdr::VERDICT_HEAD)
+                .store(self.verdict_head, Ordering::Release);
+        }
         self.shared
             .w(hdr::RESP_TAIL)
             .store(self.resp_tail, Ordering::Release);
-        n as usize
+        judged as usize
+    }
+
+    /// Free entries in the verdict ring, re-reading (and checking) the consumer's tail.
+    fn verdict_room(&mut self) -> u64 {
+        let vt = self.shared.w(hdr::VERDICT_TAIL).load(Ordering::Acquire);
+        if vt.wrapping_sub(self.cached_verdict_tail)
+            <= self.verdict_head.wrapping_sub(self.cached_verdict_tail)
+        {
+            self.cached_verdict_tail = vt;
+        } else {
+            self.stats.violations += 1;
+        }
+        self.shared.geo.entries - self.verdict_head.wrapping_sub(self.cached_verdict_tail)
     }
 
     /// Whether responses are waiting (the consumer's published head differs from ours).
