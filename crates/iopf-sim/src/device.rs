@@ -95,6 +95,10 @@ pub struct DeviceStats {
     pub stop_markers: u64,
     /// PASIDs stopped.
     pub pasids_stopped: u64,
+    /// Function resets.
+    pub resets: u64,
+    /// Groups sent before the last reset (so `groups - groups_before_reset` were sent since).
+    pub groups_before_reset: u64,
     /// The most page requests outstanding at once (never above `opra`).
     pub max_outstanding: u32,
     /// The most groups in flight at once (never above 512).
@@ -500,6 +504,8 @@ impl PriDevice {
         }
         tap.function_reset(self.cfg.id);
         self.stats.pri_disabled = false;
+        self.stats.resets += 1;
+        self.stats.groups_before_reset = self.stats.groups;
         true
     }
 }

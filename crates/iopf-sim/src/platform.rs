@@ -368,6 +368,7 @@ impl ProducerSide {
         let mut stops = scenario.stops.clone();
         stops.sort_by_key(|s| s.at_ms);
         let mut next_stop = 0;
+        let mut resets = scenario.resets.clone();
         let mut issuing = true;
         let mut issue_end = start;
         let mut report_at: HashMap<(DeviceId, u32), u64> = HashMap::new();
@@ -400,6 +401,19 @@ impl ProducerSide {
                 }
                 next_stop += 1;
             }
+            // A reset waits until the function has no group in flight.
+            resets.retain(|r| {
+                if r.at_ms * 1_000_000 > elapsed {
+                    return true;
+                }
+                match (r.device as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.devices.get_mut(i))
+                {
+                    Some(d) => !d.reset(&mut self.ledger),
+                    None => false,
+                }
+            });
             let offered = self.iommu.stats().prq.queued + self.iommu.stats().prq.dropped;
             for d in &mut self.devices {
                 d.step(now, &mut self.iommu, &mut self.ledger);
@@ -674,6 +688,7 @@ impl ProducerOutcome {
             t.failure += s.failure;
             t.stop_markers += s.stop_markers;
             t.pasids_stopped += s.pasids_stopped;
+            t.resets += s.resets;
             if s.pri_disabled {
                 pri_disabled.push(s.id);
             }

@@ -75,6 +75,8 @@ pub struct Totals {
     pub stop_markers: u64,
     /// PASIDs stopped.
     pub pasids_stopped: u64,
+    /// Function resets.
+    pub resets: u64,
 }
 
 /// Rates.

@@ -54,6 +54,9 @@ pub struct Scenario {
     /// PASIDs to stop during the run.
     #[serde(default)]
     pub stops: Vec<StopSpec>,
+    /// Functions to reset during the run (a reset re-enables PRI after Response Failure).
+    #[serde(default)]
+    pub resets: Vec<ResetSpec>,
     /// Defects injected below the fault core, to show the ledger catching them.
     #[serde(default)]
     pub inject: InjectSpec,
@@ -170,6 +173,18 @@ pub struct StopSpec {
     pub at_ms: u64,
     /// Wait for outstanding groups, or send a stop marker.
     pub mode: StopMode,
+}
+
+/// Resetting one function during the run (PCIe Function Level Reset): PRI is enabled again if
+/// Response Failure had disabled it. The reset waits until none of the function's groups is in
+/// flight, since their responses are still owed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetSpec {
+    /// The function's id.
+    pub device: DeviceId,
+    /// When, in milliseconds from the start.
+    pub at_ms: u64,
 }
 
 /// A function of the scenario with its fault-path properties.
@@ -334,6 +349,14 @@ impl Scenario {
                 return Err((
                     format!("stops[{i}].pasid"),
                     format!("function {} has PASIDs 1..={}", s.device, d.pasids),
+                ));
+            }
+        }
+        for (i, r) in self.resets.iter().enumerate() {
+            if self.function_spec(r.device).is_none() {
+                return Err((
+                    format!("resets[{i}].device"),
+                    format!("no function {} (functions are 1..={functions})", r.device),
                 ));
             }
         }

@@ -167,6 +167,7 @@ workload = { pattern = "sequential", region_pages = 1000000 }
     // The ledger flags any group sent after FAILURE (SentAfterFailure): it must find none.
     assert!(r.ledger.ok, "{:?}", r.ledger);
     assert!(r.ledger.failure > 0);
+    assert_eq!(r.totals.resets, 0);
     let failed = r.devices.iter().filter(|d| d.stats.failure > 0).count();
     assert!(failed > 0);
     assert_eq!(r.pri_disabled.len(), failed);
@@ -277,4 +278,36 @@ workload = { pattern = "sequential", region_pages = 1000000 }
         .violations
         .iter()
         .any(|v| matches!(v, iopf_sim::Violation::Unanswered { .. })));
+}
+
+#[test]
+fn a_reset_function_issues_again() {
+    let r = run_text(
+        r#"
+name = "reset"
+duration_ms = 400
+[queue]
+depth = 2
+[resolver]
+service_time_us = 50
+[[devices]]
+opra = 128
+failure_allowed = true
+items_per_step = 32
+workload = { pattern = "sequential", region_pages = 1000000 }
+[[resets]]
+device = 1
+at_ms = 200
+"#,
+    );
+    // The ledger forgives the function its FAILURE only once it was reset: groups sent after
+    // the reset are no violation.
+    assert!(r.ledger.ok, "{:?}", r.ledger);
+    assert_eq!(r.totals.resets, 1);
+    let d = &r.devices[0].stats;
+    assert!(d.failure >= 1);
+    assert!(
+        d.groups > d.groups_before_reset,
+        "the reset function sent page requests again: {d:?}"
+    );
 }

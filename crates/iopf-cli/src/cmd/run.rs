@@ -411,8 +411,8 @@ pub fn render(r: &RunReport) -> String {
     );
     let _ = writeln!(
         o,
-        "  responses at the devices: {} SUCCESS, {} INVALID, {} FAILURE; {} stop markers, {} PASIDs stopped",
-        t.success, t.invalid, t.failure, t.stop_markers, t.pasids_stopped
+        "  responses at the devices: {} SUCCESS, {} INVALID, {} FAILURE; {} stop markers, {} PASIDs stopped, {} function resets",
+        t.success, t.invalid, t.failure, t.stop_markers, t.pasids_stopped, t.resets
     );
     let _ = writeln!(o, "\nlatency per stage");
     let _ = writeln!(
