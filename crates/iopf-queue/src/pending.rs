@@ -29,12 +29,61 @@ struct Slot {
     group: Option<PendingGroup>,
 }
 
+/// PCIe's Page Request Group Index is 9 bits: grpids below this are indexed directly.
+const DIRECT_GRPIDS: usize = 512;
+
+/// Cookies by grpid: a direct table for PCIe's 9-bit PRG indices (0 = none: a cookie's
+/// generation is never 0), a map for anything larger a caller hands in.
+#[derive(Debug)]
+struct GrpidIndex {
+    direct: Box<[u32; DIRECT_GRPIDS]>,
+    wide: FxHashMap<u32, u32>,
+}
+
+impl GrpidIndex {
+    fn new() -> GrpidIndex {
+        GrpidIndex {
+            direct: Box::new([0; DIRECT_GRPIDS]),
+            wide: FxHashMap::default(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, grpid: u32) -> Option<u32> {
+        match self.direct.get(grpid as usize) {
+            Some(&0) => None,
+            Some(&c) => Some(c),
+            None => self.wide.get(&grpid).copied(),
+        }
+    }
+
+    #[inline]
+    fn insert(&mut self, grpid: u32, cookie: u32) {
+        match self.direct.get_mut(grpid as usize) {
+            Some(c) => *c = cookie,
+            None => {
+                self.wide.insert(grpid, cookie);
+            }
+        }
+    }
+
+    #[inline]
+    fn remove(&mut self, grpid: u32) {
+        match self.direct.get_mut(grpid as usize) {
+            Some(c) => *c = 0,
+            None => {
+                self.wide.remove(&grpid);
+            }
+        }
+    }
+}
+
 /// Groups by cookie, plus an optional grpid index.
 #[derive(Debug)]
 pub(crate) struct Pending {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_grpid: Option<FxHashMap<u32, u32>>,
+    by_grpid: Option<GrpidIndex>,
     max: usize,
     len: usize,
 }
@@ -45,7 +94,7 @@ impl Pending {
         Pending {
             slots: Vec::new(),
             free: Vec::new(),
-            by_grpid: by_grpid.then(FxHashMap::default),
+            by_grpid: by_grpid.then(GrpidIndex::new),
             max: max.min(1 << INDEX_BITS),
             len: 0,
         }
@@ -63,7 +112,7 @@ impl Pending {
     pub fn grpid_taken(&self, grpid: u32) -> bool {
         self.by_grpid
             .as_ref()
-            .is_some_and(|m| m.contains_key(&grpid))
+            .is_some_and(|m| m.get(grpid).is_some())
     }
 
     /// Stores a group and returns its cookie, or `None` when the table is full.
@@ -103,7 +152,7 @@ impl Pending {
 
     /// The cookie of the pending group with this grpid.
     pub fn cookie_of_grpid(&self, grpid: u32) -> Option<u32> {
-        self.by_grpid.as_ref()?.get(&grpid).copied()
+        self.by_grpid.as_ref()?.get(grpid)
     }
 
     /// Removes and returns the group with this cookie; its slot's generation moves on, so the
@@ -118,7 +167,7 @@ impl Pending {
         slot.generation = slot.generation.wrapping_add(1).max(1);
         self.free.push(index);
         if let Some(m) = self.by_grpid.as_mut() {
-            m.remove(&group.grpid);
+            m.remove(group.grpid);
         }
         self.len -= 1;
         Some(group)
@@ -176,6 +225,19 @@ mod tests {
         assert!(p.get(c).is_none());
         assert!(!p.grpid_taken(7));
         assert!(p.grpid_taken(8));
+    }
+
+    #[test]
+    fn grpids_past_the_pcie_range_are_indexed_too() {
+        let mut p = Pending::new(8, true);
+        let small = p.insert(group(511)).unwrap();
+        let wide = p.insert(group(0x1_0000)).unwrap();
+        assert_eq!(p.cookie_of_grpid(511), Some(small));
+        assert_eq!(p.cookie_of_grpid(0x1_0000), Some(wide));
+        assert_eq!(p.cookie_of_grpid(512), None);
+        p.remove(wide).unwrap();
+        assert!(!p.grpid_taken(0x1_0000));
+        assert!(p.grpid_taken(511));
     }
 
     #[test]

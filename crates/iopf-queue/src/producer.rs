@@ -218,7 +218,7 @@ impl Producer {
         let (last, rest) = group
             .requests
             .split_last()
-            .ok_or(QueueError::BadGroup("a group has at least one request"))?;
+            .ok_or_else(|| QueueError::BadGroup("a group has at least one request"))?;
         if !last.is_last() || rest.iter().any(PageRequest::is_last) {
             return Err(QueueError::BadGroup(
                 "exactly the last request has LAST_PAGE",
@@ -291,7 +291,7 @@ impl Producer {
                 needs_pasid: last.flags.contains(PageRequestFlags::RESPONSE_NEEDS_PASID),
                 private_data,
             })
-            .ok_or(QueueError::Lost(LossReason::TooManyPending))?;
+            .ok_or_else(|| QueueError::Lost(LossReason::TooManyPending))?;
         let echo = self.agreement.echoes_private_data();
         let mut words = [0u64; MAX_SLOT_WORDS];
         for r in group.requests {

@@ -86,10 +86,10 @@ fn judge_vfio(a: &Agreement, pending: &mut Pending, bytes: &[u8]) -> Result<Acce
     }
     let cookie = pending
         .cookie_of_grpid(r.grpid)
-        .ok_or(Rejection::new(RejectReason::UnknownGroup))?;
+        .ok_or_else(|| Rejection::new(RejectReason::UnknownGroup))?;
     let g = *pending
         .get(cookie)
-        .ok_or(Rejection::new(RejectReason::UnknownGroup))?;
+        .ok_or_else(|| Rejection::new(RejectReason::UnknownGroup))?;
     // A PASID given must be the request's; one the device requires must be given.
     let pasid_ok = r.pasid == g.pasid || (r.pasid.is_none() && !g.needs_pasid);
     if !pasid_ok {
@@ -100,7 +100,7 @@ fn judge_vfio(a: &Agreement, pending: &mut Pending, bytes: &[u8]) -> Result<Acce
     }
     let group = pending
         .remove(cookie)
-        .ok_or(Rejection::new(RejectReason::UnknownGroup))?;
+        .ok_or_else(|| Rejection::new(RejectReason::UnknownGroup))?;
     Ok(Accepted {
         cookie,
         group,
@@ -115,7 +115,7 @@ fn judge_cookie(a: &Agreement, pending: &mut Pending, bytes: &[u8]) -> Result<Ac
     let r = IommufdResponse::from_bytes(bytes).map_err(Rejection::decode)?;
     let group = pending
         .remove(r.cookie)
-        .ok_or(Rejection::new(RejectReason::UnknownGroup))?;
+        .ok_or_else(|| Rejection::new(RejectReason::UnknownGroup))?;
     Ok(Accepted {
         cookie: r.cookie,
         group,
