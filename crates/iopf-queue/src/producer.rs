@@ -215,10 +215,10 @@ impl Producer {
     }
 
     fn check_group(&self, group: &Group<'_>) -> Result<(), QueueError> {
-        let (last, rest) = group
-            .requests
-            .split_last()
-            .ok_or_else(|| QueueError::BadGroup("a group has at least one request"))?;
+        // Not `ok_or(..)?`: that builds (and drops) the error on every call of the hot path.
+        let Some((last, rest)) = group.requests.split_last() else {
+            return Err(QueueError::BadGroup("a group has at least one request"));
+        };
         if !last.is_last() || rest.iter().any(PageRequest::is_last) {
             return Err(QueueError::BadGroup(
                 "exactly the last request has LAST_PAGE",
@@ -281,17 +281,16 @@ impl Producer {
             .rev()
             .find(|r| r.flags.contains(PageRequestFlags::PRIV_DATA))
             .map(|r| r.private_data);
-        let cookie = self
-            .pending
-            .insert(PendingGroup {
-                tag: group.tag,
-                dev_id: group.dev_id,
-                pasid: last.pasid(),
-                grpid: last.grpid,
-                needs_pasid: last.flags.contains(PageRequestFlags::RESPONSE_NEEDS_PASID),
-                private_data,
-            })
-            .ok_or_else(|| QueueError::Lost(LossReason::TooManyPending))?;
+        let Some(cookie) = self.pending.insert(PendingGroup {
+            tag: group.tag,
+            dev_id: group.dev_id,
+            pasid: last.pasid(),
+            grpid: last.grpid,
+            needs_pasid: last.flags.contains(PageRequestFlags::RESPONSE_NEEDS_PASID),
+            private_data,
+        }) else {
+            return Err(QueueError::Lost(LossReason::TooManyPending));
+        };
         let echo = self.agreement.echoes_private_data();
         let mut words = [0u64; MAX_SLOT_WORDS];
         for r in group.requests {
