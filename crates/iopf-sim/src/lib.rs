@@ -27,6 +27,8 @@
 //! * [`platform`]: a run: both sides wired through the real fault core (`iopf-core`) and fault
 //!   queue (`iopf-queue`), on two threads or, for a split run, two processes.
 //! * [`report`]: what a run measured, serialisable.
+//! * `glue` (private): the fault core's handler pushing into the shared fault queue, the
+//!   core's response mailbox, and the IOMMU driver's report path into the core.
 //! * [`clock`]: the run's monotonic clock.
 //!
 //! ```no_run
@@ -43,6 +45,7 @@
 pub mod clock;
 pub mod device;
 pub mod error;
+mod glue;
 pub mod iommu;
 pub mod latency;
 pub mod ledger;

@@ -16,27 +16,22 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use iopf_abi::{Fault, Features, RecordFormats, ResponseCode};
-use iopf_core::{
-    AutoReason, Cookie, DeviceResponse, FaultCore, GroupHandler, HandlerId, PriCaps, Refusal,
-    Reported, Response, ResponseSink,
-};
-use iopf_queue::{
-    Answer, AnsweredBy, LossReason, Offer, Producer, ProducerConfig, QueueError, Request,
-};
+use iopf_abi::{Features, RecordFormats, ResponseCode};
+use iopf_core::{AutoReason, Cookie, FaultCore, HandlerId, PriCaps, Response};
+use iopf_queue::{Answer, AnsweredBy, Offer, Producer, ProducerConfig, Request};
 
 use rand::RngExt;
 
 use crate::clock::now_ns;
 use crate::device::PriDevice;
-use crate::iommu::{FaultSink, Iommu};
+use crate::glue::{CoreFeed, Mailbox, QueueEnd, QueueHandler};
+use crate::iommu::Iommu;
 use crate::latency::{join, ProducerMark};
 use crate::ledger::{Ledger, PrgResponse};
-use crate::prq::QueuedRequest;
 use crate::report::{CoreReport, DeviceReport, QueueReport, RunReport, Throughput, Totals};
 use crate::resolver::{ConsumerMark, ConsumerStats, Resolver};
 use crate::scenario::Scenario;
-use crate::{DeviceId, PageTables, SimError, PAGE_SIZE};
+use crate::{DeviceId, PageTables, SimError};
 
 /// Live figures of a running run, for a progress display on another thread.
 #[derive(Debug, Default)]
@@ -126,137 +121,6 @@ pub fn producer_config() -> ProducerConfig {
     ProducerConfig {
         max_pending: 65536,
         max_per_wake: 256,
-    }
-}
-
-/// Where the core's responses to devices go: a mailbox the producer loop empties.
-#[derive(Debug, Default)]
-struct Mailbox(Vec<(iopf_core::DeviceId, DeviceResponse)>);
-
-impl ResponseSink for Mailbox {
-    fn page_response(&mut self, device: iopf_core::DeviceId, response: &DeviceResponse) {
-        self.0.push((device, *response));
-    }
-}
-
-/// The producer end of the fault queue as the core's handlers share it.
-#[derive(Debug)]
-struct QueueEnd {
-    producer: Producer,
-    /// With `map_on_success`: each delivered group's pages, by tag, to map on SUCCESS.
-    pages: Option<HashMap<u64, GroupPages>>,
-    lost: [u64; 3],
-    pending_high_water: usize,
-}
-
-/// A delivered group's pages, kept by tag in a split run to map them on SUCCESS.
-#[derive(Debug)]
-struct GroupPages {
-    dev: DeviceId,
-    pasid: u32,
-    pages: Vec<(u64, iopf_abi::Perm)>,
-}
-
-/// The glue from the fault core to the fault queue: the core's [`GroupHandler`] for one device,
-/// pushing its groups into the shared queue, tagged with the core's cookie.
-#[derive(Debug)]
-struct QueueHandler {
-    dev: DeviceId,
-    queue: Rc<RefCell<QueueEnd>>,
-}
-
-impl GroupHandler for QueueHandler {
-    fn deliver(&mut self, group: &iopf_core::Group<'_>) -> Result<(), Refusal> {
-        let mut q = self.queue.borrow_mut();
-        let tag = u64::from(group.cookie.raw());
-        let pushed = q.producer.push_group(&iopf_queue::Group {
-            tag,
-            dev_id: self.dev,
-            requests: group.requests,
-        });
-        match pushed {
-            Ok(_) => {
-                q.pending_high_water = q.pending_high_water.max(q.producer.pending_groups());
-                let dev = self.dev;
-                if let Some(pages) = q.pages.as_mut() {
-                    let pasid = group.requests.last().map_or(0, |r| r.pasid);
-                    let list = group
-                        .requests
-                        .iter()
-                        .map(|r| (r.addr & !(PAGE_SIZE - 1), r.perm))
-                        .collect();
-                    pages.insert(
-                        tag,
-                        GroupPages {
-                            dev,
-                            pasid,
-                            pages: list,
-                        },
-                    );
-                }
-                Ok(())
-            }
-            Err(QueueError::Lost(reason)) => {
-                let i = match reason {
-                    LossReason::RingFull => 0,
-                    LossReason::TooManyPending => 1,
-                    _ => 2,
-                };
-                q.lost[i] += 1;
-                Err(if reason == LossReason::ConsumerGone {
-                    Refusal::ShuttingDown
-                } else {
-                    Refusal::QueueFull
-                })
-            }
-            Err(_) => Err(Refusal::ShuttingDown),
-        }
-    }
-
-    /// The core answered the group itself: the queue forgets it (a later consumer response is
-    /// rejected with a verdict), and so do the split run's page lists.
-    fn withdraw(&mut self, cookie: Cookie) {
-        let mut q = self.queue.borrow_mut();
-        let tag = u64::from(cookie.raw());
-        q.producer.withdraw(tag);
-        if let Some(p) = q.pages.as_mut() {
-            p.remove(&tag);
-        }
-    }
-}
-
-/// The driver's view of the core: reports from the IOMMU's queue go into it.
-struct CoreFeed<'a> {
-    core: &'a mut FaultCore<Mailbox, QueueHandler>,
-    core_ids: &'a [iopf_core::DeviceId],
-    report_at: &'a mut HashMap<(DeviceId, u32), u64>,
-    now: u64,
-    unknown: u64,
-}
-
-impl FaultSink for CoreFeed<'_> {
-    fn report(&mut self, q: &QueuedRequest) {
-        let Some(&core_dev) = (q.dev as usize)
-            .checked_sub(1)
-            .and_then(|i| self.core_ids.get(i))
-        else {
-            self.unknown += 1;
-            return;
-        };
-        match self
-            .core
-            .report(core_dev, &Fault::PageRequest(q.req), self.now)
-        {
-            Ok(Reported::Delivered { .. }) | Ok(Reported::Answered { .. }) => {
-                self.report_at.insert((q.dev, q.req.grpid), self.now);
-            }
-            Ok(_) => {}
-            Err(_) => self.unknown += 1,
-        }
-    }
-
-    fn discard_partial(&mut self) {
-        self.core.discard_partials();
     }
 }
 
