@@ -565,8 +565,10 @@ fn draw_plot(r: &RunReport, path: &Path) -> Result<(), CliError> {
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
-                "iopf run \"{}\": latency per stage ({} groups)",
-                r.scenario, r.totals.groups
+                "iopf run \"{}\"{}: latency per stage ({} groups)",
+                r.scenario,
+                if r.split { ", two processes" } else { "" },
+                r.totals.groups
             ),
             ("sans-serif", 22),
         )
