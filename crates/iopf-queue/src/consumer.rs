@@ -17,14 +17,15 @@ use iopf_abi::features::ResponseFormats;
 use iopf_abi::iommufd::PgfaultFlags;
 use iopf_abi::response::{VFIO_PAGE_RESPONSE_V1_SIZE, VFIO_PAGE_RESPONSE_V2_SIZE};
 use iopf_abi::{FaultConsumer, IommufdResponse, PageResponse, PgFault};
-use zerocopy::IntoBytes;
 
 use crate::error::{RejectReason, Rejection};
 use crate::held::{Held, HeldTable};
-use crate::layout::{hdr, unpack, FLAG_CONSUMER_CLOSED, RESP_SLOT_BYTES};
+use crate::layout::{
+    hdr, unpack, COOKIES_PER_SLOT, FLAG_CONSUMER_CLOSED, RESP_SLOT_BYTES, RESP_SLOT_WORDS,
+};
 use crate::negotiate::Agreement;
 use crate::record::{decode_slot, Event, FaultEvent, MAX_SLOT_WORDS};
-use crate::response::{encode_slot, RawFormat};
+use crate::response::{encode_cookies, encode_slot, RawFormat};
 use crate::shared::Shared;
 use crate::wake::{wait_until, wake_if_sleeping, Doorbell};
 use crate::QueueError;
@@ -85,6 +86,8 @@ pub struct Consumer {
     fault_tail: u64,
     cached_fault_head: u64,
     resp_head: u64,
+    /// Responses written (a packed slot carries several): the next response's id.
+    resp_seq: u64,
     cached_resp_tail: u64,
     verdict_tail: u64,
     expected_seq: u64,
@@ -116,6 +119,7 @@ impl Consumer {
             fault_tail: 0,
             cached_fault_head: 0,
             resp_head: 0,
+            resp_seq: 0,
             cached_resp_tail: 0,
             verdict_tail: 0,
             expected_seq: 0,
@@ -156,7 +160,7 @@ impl Consumer {
 
     /// Responses written so far (the next response's id).
     pub fn responses_sent(&self) -> u64 {
-        self.resp_head
+        self.resp_seq
     }
 
     /// Groups read and not yet answered.
@@ -294,14 +298,32 @@ impl Consumer {
         entries - self.resp_head.wrapping_sub(self.cached_resp_tail)
     }
 
-    fn write_response(&mut self, format: RawFormat, bytes: &[u8]) -> u64 {
-        let w = encode_slot(format, bytes);
+    fn write_slot(&mut self, w: &[u64; RESP_SLOT_WORDS]) {
         let base = self.shared.geo.resp_slot(self.resp_head);
-        for (dst, v) in self.shared.words_at(base, w.len()).iter().zip(&w) {
+        for (dst, v) in self.shared.words_at(base, w.len()).iter().zip(w) {
             dst.store(*v, Ordering::Relaxed);
         }
         self.resp_head = self.resp_head.wrapping_add(1);
-        self.resp_head.wrapping_sub(1)
+    }
+
+    /// Writes one response in its own slot; returns its id.
+    fn write_response(&mut self, format: RawFormat, bytes: &[u8]) -> u64 {
+        self.write_slot(&encode_slot(format, bytes));
+        self.resp_seq = self.resp_seq.wrapping_add(1);
+        self.resp_seq.wrapping_sub(1)
+    }
+
+    /// Writes encoded cookie responses (at most [`Consumer::cookies_per_slot`]) packed in one
+    /// slot; each is its own response with its own id and verdict.
+    fn write_cookies(&mut self, cookies: &[u64]) {
+        self.write_slot(&encode_cookies(cookies));
+        self.resp_seq = self.resp_seq.wrapping_add(cookies.len() as u64);
+    }
+
+    /// Cookie responses packed per slot: 7, or the ring size if smaller (the producer judges a
+    /// slot only when the verdict ring has room for all of its possible rejections).
+    fn cookies_per_slot(&self) -> usize {
+        COOKIES_PER_SLOT.min(self.shared.geo.entries as usize)
     }
 
     fn publish_responses(&mut self) {
@@ -371,14 +393,14 @@ impl Consumer {
         Ok(ids)
     }
 
-    /// Learns the producer's verdicts: every response below the producer's `resp_tail`
+    /// Learns the producer's verdicts: every response below the producer's `judged`
     /// watermark was judged, the rejected ones have an entry (id, errno, reason) in the verdict
     /// ring, and the rest were accepted. Accepted runs are kept as ranges, so an accepted
     /// response costs no ring entry and no per-response work here.
     fn collect_verdicts(&mut self) {
-        let judged = self.shared.w(hdr::RESP_TAIL).load(Ordering::Acquire);
+        let judged = self.shared.w(hdr::JUDGED).load(Ordering::Acquire);
         let ahead = judged.wrapping_sub(self.judged);
-        if ahead == 0 || ahead > self.resp_head.wrapping_sub(self.judged) {
+        if ahead == 0 || ahead > self.resp_seq.wrapping_sub(self.judged) {
             // Nothing new, or a watermark beyond the responses sent (only a scribbled region).
             return;
         }
@@ -393,7 +415,7 @@ impl Consumer {
             for _ in 0..n {
                 let base = self.shared.geo.verdict_slot(self.verdict_tail);
                 let id = self.shared.w(base).load(Ordering::Relaxed);
-                if id.wrapping_sub(self.judged) >= self.resp_head.wrapping_sub(self.judged) {
+                if id.wrapping_sub(self.judged) >= self.resp_seq.wrapping_sub(self.judged) {
                     // Not a response awaiting its verdict (only a scribbled region): skip it.
                     self.verdict_tail = self.verdict_tail.wrapping_add(1);
                     continue;
@@ -590,6 +612,10 @@ impl FaultConsumer for Consumer {
         let cookie = self.agreement.cookie_responses();
         let v2 = self.agreement.responses.contains(ResponseFormats::VFIO_V2);
         let echo = self.agreement.echoes_private_data();
+        // Cookie responses go packed, up to `per_slot` to a slot (one cache line).
+        let per_slot = self.cookies_per_slot();
+        let mut packed = [0u64; COOKIES_PER_SLOT];
+        let mut k = 0;
         for r in responses {
             let Some(h) = self.held.get(r.cookie) else {
                 if done == 0 {
@@ -599,12 +625,21 @@ impl FaultConsumer for Consumer {
                 }
                 break;
             };
-            if self.resp_room() == 0 {
-                break;
-            }
             if cookie {
-                self.write_response(RawFormat::Cookie, r.encode().as_bytes());
+                if k == 0 && self.resp_room() == 0 {
+                    break;
+                }
+                let one: u64 = zerocopy::transmute!(r.encode());
+                packed[k] = one;
+                k += 1;
+                if k == per_slot {
+                    self.write_cookies(&packed[..k]);
+                    k = 0;
+                }
             } else {
+                if self.resp_room() == 0 {
+                    break;
+                }
                 let pr = PageResponse {
                     version: if v2 { 2 } else { 1 },
                     pasid: h.pasid,
@@ -624,6 +659,9 @@ impl FaultConsumer for Consumer {
             self.held.remove(r.cookie);
             done += 1;
         }
+        if k > 0 {
+            self.write_cookies(&packed[..k]);
+        }
         if done > 0 {
             self.publish_responses();
         }
@@ -641,6 +679,7 @@ mod tests {
     use crate::{channel, Group, Offer, ProducerConfig, Request};
     use iopf_abi::features::RecordFormats;
     use iopf_abi::{Features, PageRequest, Perm, ResponseCode};
+    use zerocopy::IntoBytes;
 
     fn queue(entries: u32) -> (crate::Producer, Consumer) {
         let offer = Offer::current();
@@ -750,5 +789,115 @@ mod tests {
         assert_eq!(c.stats().verdicts_dropped, sent - MAX_KEPT_VERDICTS as u64);
         assert_eq!(v.last().map(|v| v.id), Some(sent - 1));
         assert!(v.windows(2).all(|w| w[1].id == w[0].id + 1));
+    }
+
+    /// Pushes `n` one-request groups and reads them; returns their cookies.
+    fn deliver(p: &mut crate::Producer, c: &mut Consumer, n: u64) -> Vec<u32> {
+        let mut evs = Vec::new();
+        for i in 0..n {
+            let request = PageRequest {
+                flags: PageRequestFlags::LAST_PAGE,
+                pasid: 0,
+                grpid: i as u32,
+                perm: Perm::READ,
+                addr: i << 12,
+                private_data: [0, 0],
+            };
+            p.push_group(&Group {
+                tag: i,
+                dev_id: 0,
+                requests: &[request],
+            })
+            .unwrap();
+        }
+        c.pop_events(&mut evs, n as usize).unwrap();
+        evs.iter()
+            .filter_map(|e| match e {
+                Event::Fault(f) => Some(f.cookie),
+                Event::Lost { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cookie_responses_share_slots_and_each_gets_its_own_verdict() {
+        let (mut p, mut c) = queue(64);
+        let cookies = deliver(&mut p, &mut c, 20);
+        let rs: Vec<IommufdResponse> = cookies
+            .iter()
+            .map(|&cookie| IommufdResponse {
+                cookie,
+                code: ResponseCode::Success,
+            })
+            .collect();
+        assert_eq!(c.respond(&rs).unwrap(), 20);
+        // 20 responses, 7 to a slot: 3 slots, 20 ids.
+        assert_eq!(c.shared.w(hdr::RESP_HEAD).load(Ordering::Acquire), 3);
+        assert_eq!(c.responses_sent(), 20);
+        let mut answers = Vec::new();
+        assert_eq!(p.drain_responses(&mut answers), 20);
+        let mut tags: Vec<u64> = answers.iter().map(|a| a.tag).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, (0..20).collect::<Vec<_>>());
+        let mut v = Vec::new();
+        assert_eq!(c.take_verdicts(&mut v), 20);
+        assert!(v.iter().all(|v| v.outcome.is_ok()));
+    }
+
+    #[test]
+    fn a_small_ring_packs_no_more_than_its_verdict_ring_can_reject() {
+        let (mut p, mut c) = queue(2);
+        let cookies = deliver(&mut p, &mut c, 2);
+        let rs: Vec<IommufdResponse> = cookies
+            .iter()
+            .map(|&cookie| IommufdResponse {
+                cookie,
+                code: ResponseCode::Success,
+            })
+            .collect();
+        assert_eq!(c.respond(&rs).unwrap(), 2);
+        let mut answers = Vec::new();
+        while p.drain_responses(&mut answers) > 0 {}
+        assert_eq!(answers.len(), 2);
+    }
+
+    #[test]
+    fn a_forged_packed_slot_is_one_malformed_response() {
+        let (mut p, mut c) = queue(4);
+        let cookies = deliver(&mut p, &mut c, 1);
+        let good = IommufdResponse {
+            cookie: cookies[0],
+            code: ResponseCode::Success,
+        };
+        let one: u64 = zerocopy::transmute!(good.encode());
+        // Seven packed responses in a 4-entry queue, a length that is not whole responses, and
+        // an empty packed slot: each is one malformed response, and the good cookie inside the
+        // first is not acted on.
+        for (len, k) in [(56u32, 7usize), (12, 2), (0, 0)] {
+            let mut w = encode_cookies(&[one; COOKIES_PER_SLOT][..k.max(1)]);
+            w[0] = crate::layout::pack(len, crate::layout::RESP_COOKIES);
+            let id = c.resp_seq;
+            let base = c.shared.geo.resp_slot(c.resp_head);
+            for (dst, v) in c.shared.words_at(base, w.len()).iter().zip(&w) {
+                dst.store(*v, Ordering::Relaxed);
+            }
+            c.resp_head += 1;
+            c.resp_seq += 1;
+            c.publish_responses();
+            let mut answers = Vec::new();
+            assert_eq!(p.drain_responses(&mut answers), 1);
+            assert!(answers.is_empty());
+            let mut v = Vec::new();
+            assert_eq!(c.take_verdicts(&mut v), 1);
+            assert_eq!(v[0].id, id);
+            assert_eq!(
+                v[0].outcome.err().map(|r| r.reason),
+                Some(RejectReason::Malformed)
+            );
+        }
+        assert_eq!(c.respond(&[good]).unwrap(), 1);
+        let mut answers = Vec::new();
+        assert_eq!(p.drain_responses(&mut answers), 1);
+        assert_eq!(answers.len(), 1);
     }
 }

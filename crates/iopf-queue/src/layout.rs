@@ -7,7 +7,7 @@
 //!  word 8       fault_head        (producer)      \
 //!  word 16      fault_tail        (consumer)       |
 //!  word 24      resp_head         (consumer)       |  one cache line each, so the two
-//!  word 32      resp_tail         (producer)       |  ends never share a line they write
+//!  word 32      resp_tail, judged (producer)       |  ends never share a line they write
 //!  word 40      verdict_head      (producer)       |
 //!  word 48      verdict_tail      (consumer)       |
 //!  word 56      consumer_sleeping (consumer; producer clears it when it rings)
@@ -15,10 +15,11 @@
 //!  word 72      next_seq, lost    (producer)
 //!  word 80      flags             (consumer: CONSUMER_CLOSED)
 //!  word 128     fault ring:    entries × fault slot  (slot: seq, kind|cookie, dev_id, record)
-//!  ...          response ring: entries × 8 words    (slot: len|format, 56 bytes of response)
+//!  ...          response ring: entries × 8 words    (slot: len|format, 56 bytes of response:
+//!               one VFIO or cookie response, or up to 7 packed cookie responses)
 //!  ...          verdict ring:  entries × 2 words    (slot: response id, errno|reason), for
-//!               rejections only: a response below resp_tail (the producer's judged watermark)
-//!               with no entry here was accepted
+//!               rejections only: a response below `judged` (the producer's watermark, counted
+//!               in responses) with no entry here was accepted
 //! ```
 //!
 //! Indices are free-running `u64` counters; a slot is `index & (entries - 1)`. The ring sizes and
@@ -27,8 +28,10 @@
 
 use crate::negotiate::{Agreement, RecordFormat};
 
-/// `"IOPFQ\0\0\x01"`: the region's magic.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"IOPFQ\0\0\x01");
+/// `"IOPFQ\0\0\x02"`: the region's magic. The last byte is the region format's version: 2 has
+/// the judged watermark and packed cookie responses, so a version 1 peer is refused ("bad
+/// magic") instead of misreading verdicts.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"IOPFQ\0\0\x02");
 
 /// Header word indices.
 pub(crate) mod hdr {
@@ -45,6 +48,9 @@ pub(crate) mod hdr {
     pub const FAULT_TAIL: usize = 16;
     pub const RESP_HEAD: usize = 24;
     pub const RESP_TAIL: usize = 32;
+    /// Responses judged (the verdict watermark), on `resp_tail`'s line: the producer writes
+    /// both at once and the consumer reads both.
+    pub const JUDGED: usize = 33;
     pub const VERDICT_HEAD: usize = 40;
     pub const VERDICT_TAIL: usize = 48;
     pub const CONSUMER_SLEEPING: usize = 56;
@@ -76,6 +82,11 @@ pub const RESP_SLOT_BYTES: usize = (RESP_SLOT_WORDS - 1) * 8;
 pub(crate) const RESP_VFIO: u32 = 1;
 /// Response slot format tag: an `iommu_hwpt_page_response`.
 pub(crate) const RESP_COOKIE: u32 = 2;
+/// Response slot format tag: 1 to [`COOKIES_PER_SLOT`] `iommu_hwpt_page_response`s, each its
+/// own response with its own verdict (the length says how many).
+pub(crate) const RESP_COOKIES: u32 = 3;
+/// Cookie responses one response slot carries.
+pub(crate) const COOKIES_PER_SLOT: usize = RESP_SLOT_BYTES / 8;
 /// Words of a verdict slot (a rejection; accepted responses have none): response id;
 /// errno | reason.
 pub(crate) const VERDICT_SLOT_WORDS: usize = 2;
@@ -180,6 +191,11 @@ mod tests {
         let lines: std::collections::HashSet<usize> = hot.iter().map(|w| w / 8).collect();
         assert_eq!(lines.len(), hot.len());
         assert!(hot.iter().all(|&w| w < hdr::WORDS));
+        assert_eq!(
+            hdr::JUDGED / 8,
+            hdr::RESP_TAIL / 8,
+            "read together, written together"
+        );
     }
 
     #[test]

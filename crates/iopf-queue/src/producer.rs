@@ -19,7 +19,7 @@ use crate::layout::{hdr, pack, FLAG_CONSUMER_CLOSED, RESP_SLOT_WORDS};
 use crate::negotiate::Agreement;
 use crate::pending::{Pending, PendingGroup};
 use crate::record::{encode_fault, encode_lost, MAX_SLOT_WORDS};
-use crate::response::judge;
+use crate::response::{judge, judge_packed, packed_in};
 use crate::shared::Shared;
 use crate::wake::{wait_until, wake_if_sleeping, Doorbell};
 use crate::QueueError;
@@ -123,6 +123,8 @@ pub struct Producer {
     fault_head: u64,
     cached_fault_tail: u64,
     resp_tail: u64,
+    /// Responses judged (a slot may carry several): the id of the next one.
+    judged: u64,
     verdict_head: u64,
     cached_verdict_tail: u64,
     next_seq: u64,
@@ -155,6 +157,7 @@ impl Producer {
             fault_head: 0,
             cached_fault_tail: 0,
             resp_tail: 0,
+            judged: 0,
             verdict_head: 0,
             cached_verdict_tail: 0,
             next_seq: 0,
@@ -393,8 +396,9 @@ impl Producer {
         wake_if_sleeping(self.shared.w(hdr::CONSUMER_SLEEPING), &self.fault_bell);
     }
 
-    /// Judges up to `max_per_wake` waiting responses: each gets a verdict the consumer can learn
-    /// — accepted ones by the published `resp_tail` watermark (every response below it that has
+    /// Judges up to `max_per_wake` waiting responses (a slot of packed cookie responses is
+    /// judged whole, so up to 6 more): each gets a verdict the consumer can learn
+    /// — accepted ones by the published `judged` watermark (every response below it that has
     /// no entry in the verdict ring was accepted), rejected ones by an entry in the verdict ring
     /// (response id, errno and reason). Each accepted one removes its group and is appended to
     /// `out`. Returns the number of responses judged; call again while it is non-zero. A response
@@ -411,60 +415,69 @@ impl Producer {
         if avail == 0 {
             return 0;
         }
-        let n = avail.min(self.config.max_per_wake as u64);
-        // The consumer's verdict tail is re-read only when the cached one says the ring is full:
-        // with no rejections the consumer's line is never pulled over.
+        let max = self.config.max_per_wake.max(1);
+        // The consumer's verdict tail is re-read only when the cached one says the ring may be
+        // too full: with no rejections the consumer's line is never pulled over.
         let mut room = entries - self.verdict_head.wrapping_sub(self.cached_verdict_tail);
-        let mut judged = 0;
+        let (mut slots, mut judged) = (0u64, 0usize);
         let mut rejected = false;
-        while judged < n {
-            if room == 0 {
-                room = self.verdict_room();
-                if room == 0 {
-                    break;
-                }
-            }
+        while slots < avail && judged < max {
             let base = self.shared.geo.resp_slot(self.resp_tail);
             let mut w = [0u64; RESP_SLOT_WORDS];
             let slot = self.shared.words_at(base, RESP_SLOT_WORDS);
             for (v, src) in w.iter_mut().zip(slot) {
                 *v = src.load(Ordering::Relaxed);
             }
-            match judge(&self.agreement, &mut self.pending, &w) {
-                Ok(acc) => {
-                    self.stats.accepted += 1;
-                    out.push(Answer {
-                        tag: acc.group.tag,
-                        cookie: acc.cookie,
-                        dev_id: acc.group.dev_id,
-                        pasid: acc.group.pasid,
-                        grpid: acc.group.grpid,
-                        code: acc.code,
-                        private_data: acc.group.private_data,
-                        by: AnsweredBy::Consumer,
-                    });
-                }
-                Err(rej) => {
-                    self.stats.rejected += 1;
-                    let vbase = self.shared.geo.verdict_slot(self.verdict_head);
-                    self.shared
-                        .w(vbase)
-                        .store(self.resp_tail, Ordering::Relaxed);
-                    self.shared
-                        .w(vbase + 1)
-                        .store(verdict_word(rej), Ordering::Relaxed);
-                    self.verdict_head += 1;
-                    room -= 1;
-                    rejected = true;
+            // Judged from the copy only: what the consumer writes now changes nothing.
+            let packed = packed_in(&w, entries);
+            let k = packed.unwrap_or(1);
+            if room < k as u64 {
+                room = self.verdict_room();
+                if room < k as u64 {
+                    break;
                 }
             }
+            for i in 0..k {
+                let verdict = match packed {
+                    Some(_) => judge_packed(&self.agreement, &mut self.pending, &w, i),
+                    None => judge(&self.agreement, &mut self.pending, &w),
+                };
+                match verdict {
+                    Ok(acc) => {
+                        self.stats.accepted += 1;
+                        out.push(Answer {
+                            tag: acc.group.tag,
+                            cookie: acc.cookie,
+                            dev_id: acc.group.dev_id,
+                            pasid: acc.group.pasid,
+                            grpid: acc.group.grpid,
+                            code: acc.code,
+                            private_data: acc.group.private_data,
+                            by: AnsweredBy::Consumer,
+                        });
+                    }
+                    Err(rej) => {
+                        self.stats.rejected += 1;
+                        let vbase = self.shared.geo.verdict_slot(self.verdict_head);
+                        self.shared.w(vbase).store(self.judged, Ordering::Relaxed);
+                        self.shared
+                            .w(vbase + 1)
+                            .store(verdict_word(rej), Ordering::Relaxed);
+                        self.verdict_head += 1;
+                        room -= 1;
+                        rejected = true;
+                    }
+                }
+                self.judged += 1;
+            }
             self.resp_tail += 1;
-            judged += 1;
+            slots += 1;
+            judged += k;
         }
-        if judged == 0 {
+        if slots == 0 {
             return 0;
         }
-        // Rejections first, then the watermark: a consumer that sees `resp_tail` (acquire) sees
+        // Rejections first, then the watermark: a consumer that sees `judged` (acquire) sees
         // every rejection entry below it.
         if rejected {
             self.shared
@@ -472,9 +485,12 @@ impl Producer {
                 .store(self.verdict_head, Ordering::Release);
         }
         self.shared
+            .w(hdr::JUDGED)
+            .store(self.judged, Ordering::Release);
+        self.shared
             .w(hdr::RESP_TAIL)
             .store(self.resp_tail, Ordering::Release);
-        judged as usize
+        judged
     }
 
     /// Free entries in the verdict ring, re-reading (and checking) the consumer's tail.

@@ -14,7 +14,10 @@ use iopf_abi::{IommufdResponse, PageResponse, ResponseCode, VfioIommuPageRespons
 use zerocopy::IntoBytes;
 
 use crate::error::{RejectReason, Rejection};
-use crate::layout::{pack, unpack, RESP_COOKIE, RESP_SLOT_BYTES, RESP_SLOT_WORDS, RESP_VFIO};
+use crate::layout::{
+    pack, unpack, COOKIES_PER_SLOT, RESP_COOKIE, RESP_COOKIES, RESP_SLOT_BYTES, RESP_SLOT_WORDS,
+    RESP_VFIO,
+};
 use crate::negotiate::Agreement;
 use crate::pending::{Pending, PendingGroup};
 
@@ -45,6 +48,40 @@ pub(crate) fn encode_slot(format: RawFormat, bytes: &[u8]) -> [u64; RESP_SLOT_WO
     w
 }
 
+/// Encodes up to [`COOKIES_PER_SLOT`] cookie responses (already encoded, 8 bytes each) into one
+/// packed slot. The caller passes 1 to 7 of them.
+pub(crate) fn encode_cookies(responses: &[u64]) -> [u64; RESP_SLOT_WORDS] {
+    let mut w = [0u64; RESP_SLOT_WORDS];
+    let k = responses.len().min(COOKIES_PER_SLOT);
+    w[0] = pack(k as u32 * 8, RESP_COOKIES);
+    w[1..=k].copy_from_slice(&responses[..k]);
+    w
+}
+
+/// How many packed cookie responses a slot copied out of the ring carries: `Some(k)` for a
+/// well-formed packed slot of at most `max` (the ring size, so that the verdict ring can always
+/// take all its rejections), `None` for any other slot, which is one response judged by
+/// [`judge`] (a malformed packed slot is one malformed response).
+pub(crate) fn packed_in(w: &[u64; RESP_SLOT_WORDS], max: u64) -> Option<usize> {
+    let (len, tag) = unpack(w[0]);
+    let k = len as usize / 8;
+    (tag == RESP_COOKIES && len % 8 == 0 && (1..=COOKIES_PER_SLOT).contains(&k) && k as u64 <= max)
+        .then_some(k)
+}
+
+/// Judges packed cookie response `i` of a slot [`packed_in`] found well-formed.
+pub(crate) fn judge_packed(
+    agreement: &Agreement,
+    pending: &mut Pending,
+    w: &[u64; RESP_SLOT_WORDS],
+    i: usize,
+) -> Result<Accepted, Rejection> {
+    match w.get(1 + i) {
+        Some(one) => judge_cookie(agreement, pending, one.as_bytes()),
+        None => Err(Rejection::new(RejectReason::Malformed)),
+    }
+}
+
 /// A response the producer accepted: the group it answers and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Accepted {
@@ -53,8 +90,9 @@ pub(crate) struct Accepted {
     pub code: ResponseCode,
 }
 
-/// Judges one response slot (already copied out of shared memory) against the agreement and the
-/// pending groups, and on success removes the group from `pending`.
+/// Judges a one-response slot (already copied out of shared memory) against the agreement and
+/// the pending groups, and on success removes the group from `pending`. A packed slot that
+/// [`packed_in`] refused is malformed.
 pub(crate) fn judge(
     agreement: &Agreement,
     pending: &mut Pending,
