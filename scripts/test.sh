@@ -12,6 +12,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+# The in-guest test program of the kernel tier builds only with the selftest feature.
+cargo clippy -p iopf-iommufd --features selftest --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 

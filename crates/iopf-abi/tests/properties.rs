@@ -2,6 +2,8 @@
 //! decoder and give either a value that re-encodes to the same bytes or a specific error; the
 //! extensible-struct rule holds on random sizes and tails.
 
+#![allow(clippy::unwrap_used)] // test strategies build values known to be valid
+
 use iopf_abi::extensible::{copy_struct, write_struct};
 use iopf_abi::fault::{FaultReason, UnrecoverableFlags};
 use iopf_abi::iommufd::PgfaultFlags;
