@@ -8,13 +8,64 @@
 //!
 //! Each stage is its own crate, re-exported here under the name of its stage:
 //!
-//! | module | crate | stage |
-//! |---|---|---|
-//! | [`abi`] | `iopf-abi` | kernel-exact records, the extensible-struct rule, feature bits, the consumer interface |
-//! | [`core`] | `iopf-core` | the fault core: groups, cookies, response validation, teardown |
-//! | [`queue`] | `iopf-queue` | the fault queue shared with user space |
-//! | [`iommufd`] | `iopf-iommufd` | the real Linux iommufd fault queue, and a compatible one of iopf's own |
-//! | [`sim`] | `iopf-sim` | the built-in simulated platform |
+//! | module | crate | stage | Linux counterpart |
+//! |---|---|---|---|
+//! | [`abi`] | `iopf-abi` | kernel-exact records, the extensible-struct rule, feature bits, the [`FaultConsumer`](abi::FaultConsumer) interface | `uapi/linux/iommu.h`, `uapi/linux/iommufd.h` |
+//! | [`sim`] | `iopf-sim` | the built-in simulated platform: PRI devices, IOMMU page request queue, I/O page tables, workloads, `iopf run` | hardware |
+//! | [`core`] | `iopf-core` | the fault core: partial and complete groups, cookies, response validation, exactly-once, teardown | `io-pgfault.c`, `iommufd/fault.c` |
+//! | [`queue`] | `iopf-queue` | the fault queue shared with user space: shared-memory rings, negotiation, UNIX socket | the VFIO fault region (never merged) |
+//! | [`iommufd`] | `iopf-iommufd` | the real Linux iommufd fault queue, and an iommufd-compatible queue of iopf's own | `/dev/iommu` |
+//!
+//! Who owns what: the [`core::FaultCore`] owns the devices, their handlers and every outstanding
+//! group, and is the only thing that sends a response to a device (through its
+//! [`core::ResponseSink`]); a queue's [`queue::Producer`] lives with the core, its
+//! [`queue::Consumer`] with the VMM; the consumer only ever *asks*, and the core judges.
+//!
+//! The whole path in one process, from a page request to the response at the device:
+//!
+//! ```
+//! use iopf::abi::{Fault, FaultConsumer, Features, IommufdResponse, PageRequest,
+//!                 PageRequestFlags, Perm, PgFault, RecordFormats, ResponseCode};
+//! use iopf::core::{DeviceId, DeviceResponse, FaultCore, PriCaps, ResponseSink};
+//! use iopf::queue::{channel, CoreLink, Offer, ProducerConfig, Request};
+//!
+//! /// Stands in for the IOMMU: what reaches the device.
+//! #[derive(Default)]
+//! struct ToDevice(Vec<DeviceResponse>);
+//! impl ResponseSink for ToDevice {
+//!     fn page_response(&mut self, _dev: DeviceId, r: &DeviceResponse) { self.0.push(*r) }
+//! }
+//!
+//! // The producer side: a fault core with one PRI function, feeding a negotiated queue.
+//! let mut core = FaultCore::new(ToDevice::default());
+//! let dev = core.register(PriCaps::default())?;
+//! let offer = Offer::current();
+//! let ask = Request::best_for(&offer, RecordFormats::HWPT_PGFAULT, Features::COOKIE_RESPONSE)
+//!     .ok_or("the producer does not offer cookie responses")?;
+//! let (producer, mut consumer) = channel(&offer, &ask, ProducerConfig::default())?;
+//! let mut link = CoreLink::attach(&mut core, dev, None, producer)?;
+//!
+//! // The device asks for a page; the IOMMU reports it.
+//! let request = PageRequest { flags: PageRequestFlags::LAST_PAGE, pasid: 0, grpid: 3,
+//!                             perm: Perm::READ | Perm::WRITE, addr: 0x7000, private_data: [0; 2] };
+//! core.report(dev, &Fault::PageRequest(request), 0)?;
+//!
+//! // The consumer (a VMM) reads whole groups, maps the page, and answers by cookie.
+//! let mut faults = [PgFault::from_bytes(&[0; 40])?; 8];
+//! let n = consumer.read_faults(&mut faults)?;
+//! assert_eq!((n, faults[0].addr), (1, 0x7000));
+//! consumer.respond(&[IommufdResponse { cookie: faults[0].cookie, code: ResponseCode::Success }])?;
+//!
+//! // Back on the producer side: the core judges the response and answers the device, once.
+//! link.pump(&mut core);
+//! assert_eq!(core.sink().0.len(), 1);
+//! assert_eq!((core.sink().0[0].grpid, core.sink().0[0].code), (3, ResponseCode::Success));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Features: `test-utils` turns on the fault core's test doubles (a recording response sink, a
+//! handler that keeps its groups) so a VMM's own fault handling can be tested against iopf;
+//! `selftest` turns on the iommufd selftest mock device (Linux `CONFIG_IOMMUFD_TEST`).
 #![deny(missing_docs)]
 
 pub use iopf_abi as abi;
