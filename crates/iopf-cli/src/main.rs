@@ -4,6 +4,7 @@
 //! and a `run(args) -> Result<ExitCode, CliError>`.
 
 mod cmd;
+mod display;
 mod error;
 
 use std::process::ExitCode;

@@ -11,6 +11,7 @@ use iopf_abi::features::RecordFormats;
 use iopf_abi::{FaultConsumer, Features, IommufdResponse, ResponseCode};
 use serde::Serialize;
 
+use crate::display::flag_names;
 use crate::error::CliError;
 
 /// How to answer each group.
@@ -138,7 +139,10 @@ fn emit(args: &Args, line: &Line) -> Result<(), CliError> {
             last,
             private_data,
         } => {
-            print!("seq {seq} cookie {cookie:#x} dev {dev_id:#x} grpid {grpid} addr {addr:#x} perm {perm:?}");
+            print!(
+                "seq {seq} cookie {cookie:#x} dev {dev_id:#x} grpid {grpid} addr {addr:#x} perm {}",
+                flag_names(perm)
+            );
             if let Some(p) = pasid {
                 print!(" pasid {p}");
             }
@@ -307,7 +311,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         &Line::Summary {
             abi_version: a.abi_version,
             record: format!("{:?}", a.record),
-            features: format!("{:?}", a.features),
+            features: flag_names(&a.features),
             records: s.records,
             groups_answered: answered,
             lost: s.lost,

@@ -11,6 +11,7 @@ use iopf_abi::{
 };
 use serde::Serialize;
 
+use crate::display::flag_names;
 use crate::error::CliError;
 
 /// The record layouts `decode` understands.
@@ -170,16 +171,6 @@ fn decode_all(bytes: &[u8], format: Format) -> Result<Vec<Decoded>, CliError> {
     Ok(out)
 }
 
-/// Flag names joined by `|`, or `-` when none is set.
-fn names<F: bitflags::Flags>(flags: &F) -> String {
-    let all: Vec<&str> = flags.iter_names().map(|(n, _)| n).collect();
-    if all.is_empty() {
-        "-".into()
-    } else {
-        all.join("|")
-    }
-}
-
 fn describe(rec: &Decoded) -> String {
     match rec {
         Decoded::Fault(Fault::PageRequest(p)) => format!(
@@ -187,8 +178,8 @@ fn describe(rec: &Decoded) -> String {
             p.grpid,
             p.pasid().map_or("none".to_string(), |v| v.to_string()),
             p.addr,
-            names(&p.perm),
-            names(&p.flags),
+            flag_names(&p.perm),
+            flag_names(&p.flags),
             p.private_data[0],
             p.private_data[1]
         ),
@@ -198,8 +189,8 @@ fn describe(rec: &Decoded) -> String {
             u.pasid,
             u.addr,
             u.fetch_addr,
-            names(&u.perm),
-            names(&u.flags)
+            flag_names(&u.perm),
+            flag_names(&u.flags)
         ),
         Decoded::Response(r) => format!(
             "page response v{} grpid {} pasid {} code {:?}{}",
@@ -219,8 +210,8 @@ fn describe(rec: &Decoded) -> String {
             p.pasid,
             p.addr,
             p.length,
-            names(&p.perm),
-            names(&p.flags)
+            flag_names(&p.perm),
+            flag_names(&p.flags)
         ),
         Decoded::HwptResponse(r) => format!("iommufd response cookie {} code {:?}", r.cookie, r.code),
     }

@@ -13,6 +13,7 @@ use iopf::queue::{CoreLink, Listener, Offer, ServeConfig};
 use iopf_abi::{Fault, PageRequest, PageRequestFlags, Perm, ResponseCode};
 use serde::Serialize;
 
+use crate::display::flag_names;
 use crate::error::CliError;
 
 /// What the producer offers.
@@ -185,7 +186,7 @@ fn serve_one(
         consumer: index,
         abi_version: agreement.abi_version,
         record: format!("{:?}", agreement.record),
-        features: format!("{:?}", agreement.features),
+        features: flag_names(&agreement.features),
         groups: u64::from(args.groups),
         ..Summary::default()
     };
