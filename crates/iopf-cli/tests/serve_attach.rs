@@ -63,7 +63,7 @@ fn every_group_is_answered_by_the_attached_consumer() {
     let s = summary(server);
     assert_eq!(s["responses_to_device"], 200);
     assert_eq!(s["answered_by_consumer"], 200);
-    assert_eq!(s["private_data_restored"], 200);
+    assert_eq!(s["private_data_at_device"], 200);
     assert!(s["features"].as_str().unwrap().contains("PRIV_DATA_ECHO"));
 }
 

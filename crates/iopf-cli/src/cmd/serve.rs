@@ -104,7 +104,7 @@ struct Summary {
     answered_at_once_lost: u64,
     answered_invalid_consumer_gone: u64,
     responses_rejected: u64,
-    private_data_restored: u64,
+    private_data_at_device: u64,
     consumer_gone: bool,
 }
 
@@ -259,7 +259,7 @@ fn serve_one(
     s.success = d.success;
     s.invalid = d.invalid;
     s.failure = d.failure;
-    s.private_data_restored = d.private_data_ok;
+    s.private_data_at_device = d.private_data_ok;
     Ok(s)
 }
 
@@ -277,9 +277,9 @@ fn print_summary(s: &Summary) {
         s.answered_by_consumer, s.answered_at_once_lost, s.answered_invalid_consumer_gone
     );
     println!(
-        "  responses rejected {}, private data restored {}{}",
+        "  responses rejected {}, responses carrying the request's private data to the device {}{}",
         s.responses_rejected,
-        s.private_data_restored,
+        s.private_data_at_device,
         if s.consumer_gone {
             ", consumer gone"
         } else {
