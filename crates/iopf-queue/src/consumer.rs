@@ -436,9 +436,11 @@ impl Consumer {
                 self.judged = id.wrapping_add(1);
                 self.verdict_tail = self.verdict_tail.wrapping_add(1);
             }
-            self.shared
-                .w(hdr::VERDICT_TAIL)
-                .store(self.verdict_tail, Ordering::Release);
+            if n > 0 {
+                self.shared
+                    .w(hdr::VERDICT_TAIL)
+                    .store(self.verdict_tail, Ordering::Release);
+            }
         }
         self.keep_accepted(judged);
         self.judged = judged;
