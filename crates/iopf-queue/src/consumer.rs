@@ -37,7 +37,8 @@ pub const MAX_KEPT_VERDICTS: usize = 65536;
 /// The producer's verdict on one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
-    /// The response's id, as returned when it was written (its index in the response ring).
+    /// The response's id, as returned when it was written: its number among the responses this
+    /// consumer wrote, from 0 (several cookie responses can share one response slot).
     pub id: u64,
     /// Accepted, or why not.
     pub outcome: Result<(), Rejection>,

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  fault core ──Group──▶ Producer ══ fault ring (iommu_fault | iommu_hwpt_pgfault + seq) ══▶ Consumer ──▶ VMM
-//!      ▲                    │    ◀═════ response ring (vfio_iommu_page_response | cookie) ═══    │
-//!      └──── Answer ◀── judge ──═════ verdict ring (accepted | rejected + reason) ═══════════▶   │
+//!      ▲                    │    ◀═══ response ring (vfio_iommu_page_response | ≤7 cookies) ═    │
+//!      └──── Answer ◀── judge ──═════ judged watermark + verdict ring (rejections + reason) ══▶   │
 //!                 eventfd ×2: rung only for a side that said it sleeps
 //! ```
 //!
