@@ -416,12 +416,15 @@ impl Consumer {
             for _ in 0..n {
                 let base = self.shared.geo.verdict_slot(self.verdict_tail);
                 let id = self.shared.w(base).load(Ordering::Relaxed);
-                if id.wrapping_sub(self.judged) >= self.resp_seq.wrapping_sub(self.judged) {
-                    // Not a response awaiting its verdict (only a scribbled region): skip it.
+                // Relative to the first response still without a verdict (which moves as
+                // rejections are taken): below `judged` is this round's, up to `resp_seq` a
+                // later round's, anything else only a scribbled region has.
+                let rel = id.wrapping_sub(self.judged);
+                if rel >= self.resp_seq.wrapping_sub(self.judged) {
                     self.verdict_tail = self.verdict_tail.wrapping_add(1);
                     continue;
                 }
-                if id.wrapping_sub(self.judged) >= ahead {
+                if rel >= judged.wrapping_sub(self.judged) {
                     break; // Beyond the watermark: next time.
                 }
                 let (errno, reason) = unpack(self.shared.w(base + 1).load(Ordering::Relaxed));
@@ -902,5 +905,29 @@ mod tests {
         let mut answers = Vec::new();
         assert_eq!(p.drain_responses(&mut answers), 1);
         assert_eq!(answers.len(), 1);
+    }
+
+    #[test]
+    fn rejections_published_past_the_watermark_wait_for_it() {
+        // The producer publishes rejection entries before its watermark, so a consumer can see
+        // entries beyond the watermark it loaded: they must wait for the next collection.
+        let (mut p, mut c) = queue(8);
+        for _ in 0..4 {
+            c.push_raw_response(RawFormat::Cookie, &[1, 2, 3])
+                .unwrap()
+                .unwrap();
+        }
+        let mut answers = Vec::new();
+        assert_eq!(p.drain_responses(&mut answers), 4);
+        c.shared.w(hdr::JUDGED).store(3, Ordering::Release);
+        let mut v = Vec::new();
+        assert_eq!(c.take_verdicts(&mut v), 3);
+        assert_eq!(v.iter().map(|v| v.id).collect::<Vec<_>>(), vec![0, 1, 2]);
+        c.shared.w(hdr::JUDGED).store(4, Ordering::Release);
+        v.clear();
+        assert_eq!(c.take_verdicts(&mut v), 1);
+        assert_eq!(v[0].id, 3);
+        assert!(v[0].outcome.is_err());
+        assert_eq!((c.stats().accepted, c.stats().rejected), (0, 4));
     }
 }
