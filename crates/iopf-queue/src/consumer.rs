@@ -613,7 +613,6 @@ impl FaultConsumer for Consumer {
     /// agreed it sends them as they are; otherwise it builds the VFIO response from what it
     /// remembers of the group (PASID, grpid, private data when echoing was agreed).
     fn respond(&mut self, responses: &[IommufdResponse]) -> Result<usize, QueueError> {
-        self.collect_verdicts();
         let mut done = 0;
         let cookie = self.agreement.cookie_responses();
         let v2 = self.agreement.responses.contains(ResponseFormats::VFIO_V2);
@@ -625,6 +624,7 @@ impl FaultConsumer for Consumer {
         for r in responses {
             let Some(h) = self.held.get(r.cookie) else {
                 if done == 0 {
+                    self.collect_verdicts();
                     return Err(QueueError::Refused(Rejection::new(
                         RejectReason::UnknownGroup,
                     )));
@@ -671,6 +671,10 @@ impl FaultConsumer for Consumer {
         if done > 0 {
             self.publish_responses();
         }
+        // Verdicts are collected after the responses are published, not before: reading the
+        // producer's watermark line would otherwise sit between a record's arrival and its
+        // response on the round trip.
+        self.collect_verdicts();
         Ok(done)
     }
 
