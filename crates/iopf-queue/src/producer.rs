@@ -385,6 +385,23 @@ impl Producer {
         }
     }
 
+    /// Writes the loss record for losses no record has named yet, if the fault ring has a free
+    /// slot now, and publishes it. A push does this before its next record; [`drain_responses`]
+    /// calls it too, so losses after the last push are announced as soon as the consumer makes
+    /// room, not only when another group arrives. Returns whether a record was written. (The
+    /// header's lost counter is exact at all times; the record is what a consumer reading the
+    /// ring in order sees.)
+    ///
+    /// [`drain_responses`]: Producer::drain_responses
+    pub fn announce_losses(&mut self) -> bool {
+        if self.unreported_loss.is_none() || !self.has_room(1) {
+            return false;
+        }
+        self.write_loss_record();
+        self.publish();
+        true
+    }
+
     /// Makes written records visible and wakes the consumer if it sleeps.
     fn publish(&mut self) {
         self.shared
@@ -405,6 +422,9 @@ impl Producer {
     /// waits (and the consumer's response ring fills) while the consumer leaves no room in the
     /// verdict ring for a possible rejection.
     pub fn drain_responses(&mut self, out: &mut Vec<Answer>) -> usize {
+        if self.unreported_loss.is_some() {
+            self.announce_losses();
+        }
         let entries = self.shared.geo.entries;
         let head = self.shared.w(hdr::RESP_HEAD).load(Ordering::Acquire);
         let mut avail = head.wrapping_sub(self.resp_tail);

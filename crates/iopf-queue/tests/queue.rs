@@ -300,6 +300,47 @@ fn a_full_ring_loses_groups_counts_them_and_says_so() {
 }
 
 #[test]
+fn losses_after_the_last_push_are_announced_once_there_is_room() {
+    let (mut p, mut c) = channel(
+        &Offer::current(),
+        &cookie_request(4),
+        ProducerConfig::default(),
+    )
+    .unwrap();
+    for g in 0..6u32 {
+        let _ = p.push_group(&Group {
+            tag: u64::from(g),
+            dev_id: 0,
+            requests: &[req(g, None, true, 0)],
+        });
+    }
+    assert_eq!(p.stats().lost, 2);
+    // The ring is full: nothing can be announced yet, and nothing more is pushed.
+    assert!(!p.announce_losses());
+    let mut evs = Vec::new();
+    c.pop_events(&mut evs, 16).unwrap();
+    assert_eq!(evs.len(), 4);
+    // The owner's routine drain writes the record now that the consumer made room.
+    let mut answers = Vec::new();
+    p.drain_responses(&mut answers);
+    evs.clear();
+    c.pop_events(&mut evs, 16).unwrap();
+    assert_eq!(
+        evs,
+        vec![Event::Lost {
+            first_seq: 4,
+            count: 2
+        }]
+    );
+    // Announced once only.
+    assert!(!p.announce_losses());
+    p.drain_responses(&mut answers);
+    evs.clear();
+    c.pop_events(&mut evs, 16).unwrap();
+    assert!(evs.is_empty());
+}
+
+#[test]
 fn without_loss_records_the_consumer_sees_the_gap() {
     let mut r = cookie_request(2);
     r.features.remove(Features::LOSS_RECORDS);
