@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start and CI run it:
-#   formatting, lints, every crate's unit, property and integration tests, then the kernel tier
+#   formatting, lints, docs, every crate's unit, property and integration tests, then the kernel tier
 #   (a Linux 6.12 kernel in QEMU) when its script is present.
 # Set IOPF_SKIP_KERNEL=1 to leave the kernel tier out of a local run.
 set -euo pipefail
@@ -14,6 +14,8 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 # The in-guest test program of the kernel tier builds only with the selftest feature.
 cargo clippy -p iopf-iommufd --features selftest --all-targets -- -D warnings
+echo "== cargo doc (broken links and missing docs fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== cargo test"
 cargo test --workspace
 

@@ -34,7 +34,7 @@ pub enum Reported {
         sent: DeviceResponse,
     },
     /// A request without LAST_PAGE that was not held (counted in
-    /// [`DeviceCounters::dropped_partials`]).
+    /// [`crate::DeviceCounters::dropped_partials`]).
     Dropped(DropReason),
     /// A PCIe stop marker, dropped: it needs no response (Linux's IOMMU drivers discard them before
     /// `iommu_report_device_fault()`).
@@ -105,7 +105,7 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
     ///   reached ([`Reported::Dropped`]).
     /// * A LAST_PAGE request completes the group with every held partial of the same PRG index,
     ///   whatever their PASID (`iopf_group_alloc()`: PRG indexes are per function; a differing
-    ///   PASID is counted in [`DeviceCounters::pasid_mismatches`]), and the group goes to the
+    ///   PASID is counted in [`crate::DeviceCounters::pasid_mismatches`]), and the group goes to the
     ///   handler of its PASID, else of the device. No handler: INVALID at once
     ///   (`iopf_error_response()`). The handler refuses: FAILURE at once (`err_abort`), INVALID
     ///   where FAILURE is not allowed. Storm limit or allocation exceeded, or no slot left:
@@ -116,7 +116,7 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
     /// answers each group once, when it completes.
     ///
     /// Errors: only [`CoreError::UnknownDevice`] (the device is not registered, so its PRI is off:
-    /// nothing is sent, and [`CoreCounters::unknown_device_reports`] counts it).
+    /// nothing is sent, and [`crate::CoreCounters::unknown_device_reports`] counts it).
     pub fn report(
         &mut self,
         device: DeviceId,
