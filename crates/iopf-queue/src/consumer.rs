@@ -1,7 +1,7 @@
 //! The consuming end: the VMM's side of the queue.
 //!
 //! It reads fault records (record by record with [`Consumer::pop_events`], or whole groups through
-//! [`FaultConsumer::read_faults`]), writes responses (by grpid, by cookie, or raw bytes), and
+//! [`FaultConsumer::read_faults`], which skips unrecoverable fault records), writes responses (by grpid, by cookie, or raw bytes), and
 //! collects the producer's verdict on each of them. It keeps the groups it has read and not
 //! answered, so that [`FaultConsumer::respond`] can refuse an unknown cookie at once, as the
 //! kernel's `write()` does, and can fill in PASID and private data for grpid-named responses.
@@ -63,7 +63,7 @@ impl Kept {
 /// Counters a consumer keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConsumerStats {
-    /// Fault records read.
+    /// Fault records read (page requests and unrecoverable faults).
     pub records: u64,
     /// Records the producer reported lost (loss records, or gaps in the sequence).
     pub lost: u64,
@@ -206,7 +206,7 @@ impl Consumer {
         for (v, src) in w.iter_mut().zip(self.shared.words_at(base, n)) {
             *v = src.load(Ordering::Relaxed);
         }
-        decode_slot(self.agreement.record, &w)
+        decode_slot(&self.agreement, &w)
     }
 
     fn note(&mut self, ev: &Event) {
@@ -232,6 +232,13 @@ impl Consumer {
                     );
                 }
             }
+            Event::Unrecoverable { seq, .. } => {
+                self.stats.records += 1;
+                if seq > self.expected_seq {
+                    self.stats.lost = self.stats.lost.saturating_add(seq - self.expected_seq);
+                }
+                self.expected_seq = seq.saturating_add(1);
+            }
             Event::Lost { first_seq, count } => {
                 if first_seq >= self.expected_seq {
                     self.stats.lost = self.stats.lost.saturating_add(count);
@@ -247,7 +254,8 @@ impl Consumer {
             .store(self.fault_tail, Ordering::Release);
     }
 
-    /// Takes up to `max` records (faults and loss records) into `out`, returning how many. A
+    /// Takes up to `max` records (page requests, loss records and, when agreed, unrecoverable
+    /// faults) into `out`, returning how many. A
     /// group may be split across calls. A slot that does not decode is skipped and counted
     /// ([`ConsumerStats::corrupt`]), so a corrupted region cannot wedge the consumer.
     pub fn pop_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, QueueError> {
@@ -552,8 +560,12 @@ impl FaultConsumer for Consumer {
     type Error = QueueError;
 
     /// Whole groups only, as `iommufd_fault_fops_read()`; loss records are skipped (counted in
-    /// [`ConsumerStats::lost`]). `EINVAL` ([`QueueError::Inconsistent`]) when the first group
-    /// does not fit in `out`.
+    /// [`ConsumerStats::lost`]), and so are unrecoverable fault records, which the iommufd
+    /// record cannot express (counted in [`ConsumerStats::records`] and kept in the sequence, so
+    /// they are not taken for losses; read them with [`Consumer::pop_events`]). A loss or
+    /// unrecoverable record inside a group — the producer writes every group whole, so only a
+    /// misbehaving one does that — ends the unfinished group. `EINVAL`
+    /// ([`QueueError::Inconsistent`]) when the first group does not fit in `out`.
     fn read_faults(&mut self, out: &mut [PgFault]) -> Result<usize, QueueError> {
         let avail = self.available()?;
         let mut pos = self.fault_tail;
@@ -573,7 +585,7 @@ impl FaultConsumer for Consumer {
                 }
             };
             match ev {
-                Event::Lost { .. } => {
+                Event::Lost { .. } | Event::Unrecoverable { .. } => {
                     self.note(&ev);
                     pos = pos.wrapping_add(1);
                     self.fault_tail = pos;
@@ -824,7 +836,7 @@ mod tests {
         evs.iter()
             .filter_map(|e| match e {
                 Event::Fault(f) => Some(f.cookie),
-                Event::Lost { .. } => None,
+                Event::Lost { .. } | Event::Unrecoverable { .. } => None,
             })
             .collect()
     }

@@ -7,17 +7,21 @@
 //!        ▲   (Lost: Refusal → core answers at once)                                    │
 //!        └── FaultCore::respond(handler, cookie) ◀── CoreLink::pump ◀── drain_responses ◀┘
 //!            consumer gone: CoreLink::pump detaches the handler → core answers INVALID
+//!  FaultCore::report(unrecoverable) ──unrecoverable()──▶ QueueHandler ──push_unrecoverable──▶ …
 //! ```
 //!
 //! The queue's tag for a group is the core's cookie, so an answer names the core's group
 //! directly; the core judges it once more (its own exactly-once rule) and restores private data
 //! from its own copy. A group the queue could not deliver (full ring, too many pending, consumer
 //! gone) is refused, and the core answers it at once (`iommu_report_device_fault()`'s path for a
-//! failing `iopf_handler()`), so nothing waits on a record that was never delivered.
+//! failing `iopf_handler()`), so nothing waits on a record that was never delivered. Unrecoverable
+//! faults are passed on as records when the consumer agreed
+//! [`Features::UNRECOVERABLE`](iopf_abi::Features::UNRECOVERABLE), and dropped otherwise.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use iopf_abi::Unrecoverable;
 use iopf_core::{
     Cookie, CoreError, DeviceId, FaultCore, GroupHandler, GroupRef, HandlerId, Refusal, Response,
     ResponseSink,
@@ -64,6 +68,13 @@ impl GroupHandler for QueueHandler {
     /// consumer is rejected with a verdict.
     fn withdraw(&mut self, cookie: Cookie) {
         lock(&self.producer).withdraw(u64::from(cookie.raw()));
+    }
+
+    /// Pushes the fault as an unrecoverable fault record (dev_id = the core's device id). It
+    /// needs no answer, so every outcome is final here: not agreed by the consumer, it is
+    /// dropped; lost (full ring, consumer gone), the queue counts and announces it.
+    fn unrecoverable(&mut self, device: DeviceId, fault: &Unrecoverable) {
+        let _ = lock(&self.producer).push_unrecoverable(device.raw(), fault);
     }
 }
 

@@ -17,6 +17,10 @@ pub enum QueueError {
     /// The consumer asked for something outside the producer's offer or the agreed ABI version.
     #[error("not offered: {0}")]
     NotOffered(String),
+    /// The producer was asked to deliver something the consumer did not agree to receive (an
+    /// unrecoverable fault without [`iopf_abi::Features::UNRECOVERABLE`]); nothing was written.
+    #[error("not agreed with the consumer: {0}")]
+    NotAgreed(&'static str),
     /// The consumer's request contradicts itself.
     #[error("inconsistent request: {0}")]
     Inconsistent(&'static str),
@@ -75,12 +79,14 @@ pub enum QueueError {
 
 impl QueueError {
     /// The errno Linux returns for this kind of mistake: `EINVAL` for bad requests, groups and
-    /// responses (`E2BIG` for a non-zero unknown tail), `EOPNOTSUPP` for what was not offered,
+    /// responses (`E2BIG` for a non-zero unknown tail), `EOPNOTSUPP` for what was not offered or agreed,
     /// `ENOSPC` for a lost group, `EPIPE` for a closed peer, `EPROTO` for protocol and region
     /// corruption, `EACCES` for a refused peer, and the system call's own errno otherwise.
     pub fn errno(&self) -> i32 {
         match self {
-            QueueError::VersionNotOffered { .. } | QueueError::NotOffered(_) => libc::EOPNOTSUPP,
+            QueueError::VersionNotOffered { .. }
+            | QueueError::NotOffered(_)
+            | QueueError::NotAgreed(_) => libc::EOPNOTSUPP,
             QueueError::Inconsistent(_) | QueueError::BadEntries { .. } => libc::EINVAL,
             QueueError::BadGroup(_) => libc::EINVAL,
             QueueError::Lost(_) => libc::ENOSPC,

@@ -74,6 +74,9 @@ pub(crate) const SLOT_HEADER_WORDS: usize = 3;
 pub(crate) const KIND_FAULT: u32 = 1;
 /// Slot kind: a loss record (first lost sequence number in the seq word, count in the body).
 pub(crate) const KIND_LOST: u32 = 2;
+/// Slot kind: an unrecoverable fault record (`iommu_fault` of type `IOMMU_FAULT_DMA_UNRECOV`,
+/// cookie 0), only on a queue that agreed [`iopf_abi::Features::UNRECOVERABLE`].
+pub(crate) const KIND_UNRECOV: u32 = 3;
 /// Words of a response slot: len | format, then 56 bytes of response.
 pub(crate) const RESP_SLOT_WORDS: usize = 8;
 /// Bytes of response a slot can carry.

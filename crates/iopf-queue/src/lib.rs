@@ -9,10 +9,14 @@
 //! ```
 //!
 //! * [`negotiate`](mod@negotiate): the producer's [`Offer`], the consumer's [`Request`], the [`Agreement`].
-//! * [`Producer`]: pushes groups (or reports them [`QueueError::Lost`]), judges responses, answers
-//!   everything INVALID when the consumer goes away ([`Producer::close`]).
-//! * [`Consumer`]: reads records, writes responses, receives verdicts; implements
-//!   [`iopf_abi::FaultConsumer`].
+//! * [`Producer`]: pushes groups (or reports them [`QueueError::Lost`]) and, when
+//!   [`Features::UNRECOVERABLE`](iopf_abi::Features::UNRECOVERABLE) was agreed (`iommu_fault`
+//!   records only), unrecoverable faults for information ([`Producer::push_unrecoverable`]);
+//!   judges responses, answers everything INVALID when the consumer goes away
+//!   ([`Producer::close`]).
+//! * [`Consumer`]: reads records ([`Event`]: page requests, loss records, unrecoverable
+//!   faults), writes responses, receives verdicts; implements [`iopf_abi::FaultConsumer`], whose
+//!   `read_faults` skips unrecoverable faults (the iommufd record cannot express them).
 //! * [`core_link`]: the producer as the fault core's handler, and the pump that feeds validated
 //!   responses back into the core (and detaches a dead consumer so the core answers INVALID).
 //! * [`channel`] builds both ends in one process; [`Listener`] / [`connect`] put them in two,

@@ -5,7 +5,8 @@
 //! from the [`Offer`] that version 2 responses (private data) are not understood and does not send
 //! them (the old `iommu_page_response()` would reject the flag); an old consumer on a new producer
 //! asks for no [`Features::PRIV_DATA_ECHO`], so the producer knows the private data will not come
-//! back and keeps it with the group itself.
+//! back and keeps it with the group itself. Likewise a consumer that does not agree
+//! [`Features::UNRECOVERABLE`] is never sent an unrecoverable fault record.
 
 use iopf_abi::features::{RecordFormats, ResponseFormats};
 use iopf_abi::Features;
@@ -50,7 +51,10 @@ impl Offer {
             responses: ResponseFormats::VFIO_V1
                 | ResponseFormats::VFIO_V2
                 | ResponseFormats::COOKIE,
-            features: Features::PRIV_DATA_ECHO | Features::COOKIE_RESPONSE | Features::LOSS_RECORDS,
+            features: Features::PRIV_DATA_ECHO
+                | Features::COOKIE_RESPONSE
+                | Features::LOSS_RECORDS
+                | Features::UNRECOVERABLE,
             max_entries: DEFAULT_MAX_ENTRIES,
         }
     }
@@ -100,8 +104,9 @@ impl Request {
     /// What a new consumer that wants `record` records and the `features` it lists asks for,
     /// having read `offer`: the newest common version, and of its wishes only what is offered
     /// (responses follow from the features: cookies with `COOKIE_RESPONSE`, version 2 with
-    /// `PRIV_DATA_ECHO`, version 1 always when offered). Returns `None` when the offer lacks the
-    /// record layout.
+    /// `PRIV_DATA_ECHO`, version 1 always when offered). `PRIV_DATA_ECHO` and `UNRECOVERABLE`
+    /// are dropped unless the record is `iommu_fault` (the iommufd record has neither private
+    /// data nor an unrecoverable form). Returns `None` when the offer lacks the record layout.
     pub fn best_for(offer: &Offer, record: RecordFormats, features: Features) -> Option<Request> {
         if !offer.records.contains(record) || record.bits().count_ones() != 1 {
             return None;
@@ -111,6 +116,9 @@ impl Request {
             || !offer.responses.contains(ResponseFormats::VFIO_V2)
         {
             features.remove(Features::PRIV_DATA_ECHO);
+        }
+        if record != RecordFormats::IOMMU_FAULT {
+            features.remove(Features::UNRECOVERABLE);
         }
         if !offer.responses.contains(ResponseFormats::COOKIE) {
             features.remove(Features::COOKIE_RESPONSE);
@@ -193,7 +201,8 @@ impl Agreement {
 /// outside the offer or inconsistent: a version above the offer's; a record, response format or
 /// feature not offered (or, at version 1, not part of version 1); not exactly one record format;
 /// no response format; `PRIV_DATA_ECHO` without version 2 responses and `iommu_fault` records
-/// (the iommufd record has no private data); `COOKIE_RESPONSE` and the cookie response format
+/// (the iommufd record has no private data); `UNRECOVERABLE` without `iommu_fault` records (the
+/// iommufd record has no unrecoverable form); `COOKIE_RESPONSE` and the cookie response format
 /// asked for without each other; a ring size that is not a power of two within the offer.
 pub fn negotiate(offer: &Offer, request: &Request) -> Result<Agreement, QueueError> {
     if request.abi_version == 0 || request.abi_version > offer.abi_version.min(ABI_VERSION) {
@@ -250,6 +259,11 @@ pub fn negotiate(offer: &Offer, request: &Request) -> Result<Agreement, QueueErr
     {
         return Err(QueueError::Inconsistent(
             "PRIV_DATA_ECHO needs iommu_fault records and version 2 responses",
+        ));
+    }
+    if request.features.contains(Features::UNRECOVERABLE) && record != RecordFormat::IommuFault {
+        return Err(QueueError::Inconsistent(
+            "UNRECOVERABLE needs iommu_fault records (iommu_hwpt_pgfault has no unrecoverable form)",
         ));
     }
     if request.features.contains(Features::COOKIE_RESPONSE)
@@ -323,15 +337,13 @@ mod tests {
                 offered: 1
             })
         ));
-        let mut r = Request::best_for(
-            &Offer::current(),
-            RecordFormats::IOMMU_FAULT,
-            Features::all(),
-        )
-        .unwrap();
+        // A producer that does not offer UNRECOVERABLE (this crate's before it carried them).
+        let mut old = Offer::current();
+        old.features.remove(Features::UNRECOVERABLE);
+        let mut r = Request::best_for(&old, RecordFormats::IOMMU_FAULT, Features::all()).unwrap();
         assert!(!r.features.contains(Features::UNRECOVERABLE));
         r.features |= Features::UNRECOVERABLE;
-        let e = negotiate(&Offer::current(), &r).unwrap_err();
+        let e = negotiate(&old, &r).unwrap_err();
         assert_eq!(e.errno(), libc::EOPNOTSUPP);
         assert!(e.to_string().contains("UNRECOVERABLE"), "{e}");
     }

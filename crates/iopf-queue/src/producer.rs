@@ -12,13 +12,13 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use iopf_abi::fault::PageRequestFlags;
-use iopf_abi::{PageRequest, ResponseCode};
+use iopf_abi::{Features, PageRequest, ResponseCode, Unrecoverable};
 
 use crate::error::{LossReason, Rejection};
 use crate::layout::{hdr, pack, FLAG_CONSUMER_CLOSED, RESP_SLOT_WORDS};
-use crate::negotiate::Agreement;
+use crate::negotiate::{Agreement, RecordFormat};
 use crate::pending::{Pending, PendingGroup};
-use crate::record::{encode_fault, encode_lost, MAX_SLOT_WORDS};
+use crate::record::{encode_fault, encode_lost, encode_unrecoverable, MAX_SLOT_WORDS};
 use crate::response::{judge, judge_packed, packed_in};
 use crate::shared::Shared;
 use crate::wake::{wait_until, wake_if_sleeping, Doorbell};
@@ -215,6 +215,53 @@ impl Producer {
             out.push(r);
         }
         self.publish();
+    }
+
+    /// Pushes an unrecoverable fault of device `dev_id`, for information, and publishes it (what
+    /// `iommu_report_device_fault()` receives as `IOMMU_FAULT_DMA_UNRECOV`). It takes the next
+    /// sequence number like any record, but is never pending and takes no answer. Returns its
+    /// sequence number, or:
+    /// * [`QueueError::NotAgreed`] (`EOPNOTSUPP`) when the consumer did not agree
+    ///   [`Features::UNRECOVERABLE`]: nothing is written, no sequence number is used and nothing
+    ///   is counted — the consumer asked not to be told;
+    /// * [`QueueError::Lost`] when the ring has no room ([`LossReason::RingFull`]) or the
+    ///   consumer is gone ([`LossReason::ConsumerGone`]): counted and announced like a lost page
+    ///   request (its sequence number is in the loss record), and there is nothing to answer.
+    pub fn push_unrecoverable(
+        &mut self,
+        dev_id: u32,
+        fault: &Unrecoverable,
+    ) -> Result<u64, QueueError> {
+        // Negotiation agrees UNRECOVERABLE only with `iommu_fault` records; both are checked so
+        // that no other record format is ever asked to carry one.
+        if !self.agreement.features.contains(Features::UNRECOVERABLE)
+            || self.agreement.record != RecordFormat::IommuFault
+        {
+            return Err(QueueError::NotAgreed("UNRECOVERABLE"));
+        }
+        let reason = if self.closed
+            || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
+        {
+            Some(LossReason::ConsumerGone)
+        } else {
+            let report = self.unreported_loss.is_some()
+                && self.agreement.features.contains(Features::LOSS_RECORDS);
+            (!self.has_room(1 + u64::from(report))).then_some(LossReason::RingFull)
+        };
+        if let Some(reason) = reason {
+            self.count_loss(1);
+            self.publish();
+            return Err(QueueError::Lost(reason));
+        }
+        self.write_loss_record();
+        let seq = self.next_seq;
+        let mut words = [0u64; MAX_SLOT_WORDS];
+        let used = encode_unrecoverable(seq, dev_id, fault, &mut words);
+        self.write_slot(&words[..used]);
+        self.next_seq += 1;
+        self.stats.delivered += 1;
+        self.publish();
+        Ok(seq)
     }
 
     fn check_group(&self, group: &Group<'_>) -> Result<(), QueueError> {

@@ -4,15 +4,19 @@
 //! the agreed record: the seed's 64-byte `iommu_fault` or the iommufd 40-byte
 //! `iommu_hwpt_pgfault`. A loss record (kind LOST) carries the first lost sequence number in the
 //! sequence word and the number of records lost in the first body word, like iommufd's vEVENTQ
-//! `IOMMU_VEVENTQ_FLAG_LOST_EVENTS` header.
+//! `IOMMU_VEVENTQ_FLAG_LOST_EVENTS` header. An unrecoverable fault record (kind UNRECOV, cookie
+//! 0) carries an `iommu_fault` of type `IOMMU_FAULT_DMA_UNRECOV`, as `iommu_report_device_fault()`
+//! receives it; it exists only on an `iommu_fault` queue that agreed
+//! [`Features::UNRECOVERABLE`](iopf_abi::Features::UNRECOVERABLE) (the iommufd record has no
+//! unrecoverable form).
 
 use iopf_abi::fault::PageRequestFlags;
 use iopf_abi::iommufd::PgfaultFlags;
-use iopf_abi::{Fault, HwptPgfault, IommuFault, PageRequest, PgFault};
+use iopf_abi::{Fault, Features, HwptPgfault, IommuFault, PageRequest, PgFault, Unrecoverable};
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::layout::{pack, unpack, KIND_FAULT, KIND_LOST, SLOT_HEADER_WORDS};
-use crate::negotiate::RecordFormat;
+use crate::layout::{pack, unpack, KIND_FAULT, KIND_LOST, KIND_UNRECOV, SLOT_HEADER_WORDS};
+use crate::negotiate::{Agreement, RecordFormat};
 use crate::QueueError;
 
 /// The largest slot: header plus a 64-byte record.
@@ -30,6 +34,17 @@ pub enum Event {
         first_seq: u64,
         /// How many records were lost.
         count: u64,
+    },
+    /// An unrecoverable fault, for information: it has a sequence number like any record but
+    /// belongs to no group and takes no response. Only on a queue that agreed
+    /// [`Features::UNRECOVERABLE`].
+    Unrecoverable {
+        /// The record's sequence number (in the same sequence as page requests).
+        seq: u64,
+        /// The device's id.
+        dev_id: u32,
+        /// The fault, as the IOMMU reported it.
+        fault: Unrecoverable,
     },
 }
 
@@ -86,6 +101,22 @@ pub(crate) fn encode_fault(
     }
 }
 
+/// Encodes an unrecoverable fault record into slot words (`iommu_fault` records only: the caller
+/// checked the agreement); returns how many words were used.
+pub(crate) fn encode_unrecoverable(
+    seq: u64,
+    dev_id: u32,
+    fault: &Unrecoverable,
+    out: &mut [u64; MAX_SLOT_WORDS],
+) -> usize {
+    out[0] = seq;
+    out[1] = pack(KIND_UNRECOV, 0);
+    out[2] = u64::from(dev_id);
+    let rec = Fault::Unrecoverable(*fault).encode();
+    out[SLOT_HEADER_WORDS..].as_mut_bytes()[..IommuFault::SIZE].copy_from_slice(rec.as_bytes());
+    SLOT_HEADER_WORDS + IommuFault::SIZE / 8
+}
+
 /// Encodes a loss record into slot words (the whole slot is written, the body zeroed).
 pub(crate) fn encode_lost(
     first_seq: u64,
@@ -100,14 +131,42 @@ pub(crate) fn encode_lost(
     words.min(MAX_SLOT_WORDS)
 }
 
-/// Decodes slot words copied out of the ring.
+/// Decodes slot words copied out of the ring under `agreement`. Strict, as the words come from
+/// a peer: an unrecoverable record is an error unless it was agreed, carries a cookie or a dev_id
+/// wider than 32 bits, or its `iommu_fault` is not a valid `IOMMU_FAULT_DMA_UNRECOV` record; a
+/// fault slot must hold a page request.
 pub(crate) fn decode_slot(
-    format: RecordFormat,
+    agreement: &Agreement,
     w: &[u64; MAX_SLOT_WORDS],
 ) -> Result<Event, QueueError> {
+    let format = agreement.record;
     let (kind, cookie) = unpack(w[1]);
     let body = &w[SLOT_HEADER_WORDS..];
     match kind {
+        KIND_UNRECOV => {
+            if format != RecordFormat::IommuFault
+                || !agreement.features.contains(Features::UNRECOVERABLE)
+            {
+                return Err(QueueError::Corrupt("unrecoverable record was not agreed"));
+            }
+            if cookie != 0 {
+                return Err(QueueError::Corrupt("unrecoverable record with a cookie"));
+            }
+            let dev_id = u32::try_from(w[2])
+                .map_err(|_| QueueError::Corrupt("dev_id wider than 32 bits"))?;
+            let rec = IommuFault::read_from_bytes(&body.as_bytes()[..IommuFault::SIZE])
+                .map_err(|_| QueueError::Corrupt("short fault slot"))?;
+            match rec.decode()? {
+                Fault::Unrecoverable(fault) => Ok(Event::Unrecoverable {
+                    seq: w[0],
+                    dev_id,
+                    fault,
+                }),
+                Fault::PageRequest(_) => {
+                    Err(QueueError::Corrupt("page request in an unrecoverable slot"))
+                }
+            }
+        }
         KIND_LOST => Ok(Event::Lost {
             first_seq: w[0],
             count: body[0],
@@ -121,7 +180,9 @@ pub(crate) fn decode_slot(
                     match rec.decode()? {
                         Fault::PageRequest(p) => p,
                         Fault::Unrecoverable(_) => {
-                            return Err(QueueError::Corrupt("unrecoverable record was not agreed"))
+                            return Err(QueueError::Corrupt(
+                                "unrecoverable fault in a page request slot",
+                            ))
                         }
                     }
                 }
@@ -162,7 +223,30 @@ pub(crate) fn decode_slot(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iopf_abi::fault::{FaultReason, UnrecoverableFlags};
+    use iopf_abi::features::ResponseFormats;
     use iopf_abi::Perm;
+
+    fn agreed(record: RecordFormat, features: Features) -> Agreement {
+        Agreement {
+            abi_version: 2,
+            record,
+            responses: ResponseFormats::COOKIE,
+            features,
+            entries: 8,
+        }
+    }
+
+    fn unrecov() -> Unrecoverable {
+        Unrecoverable {
+            reason: FaultReason::Permission,
+            flags: UnrecoverableFlags::ADDR_VALID | UnrecoverableFlags::PASID_VALID,
+            pasid: 3,
+            perm: Perm::WRITE,
+            addr: 0xdead_0000,
+            fetch_addr: 0,
+        }
+    }
 
     fn req() -> PageRequest {
         PageRequest {
@@ -180,7 +264,7 @@ mod tests {
         for f in [RecordFormat::IommuFault, RecordFormat::HwptPgfault] {
             let mut w = [0u64; MAX_SLOT_WORDS];
             encode_fault(f, 42, 0x10003, 9, &req(), &mut w);
-            let Event::Fault(e) = decode_slot(f, &w).unwrap() else {
+            let Event::Fault(e) = decode_slot(&agreed(f, Features::empty()), &w).unwrap() else {
                 panic!("not a fault")
             };
             assert_eq!(
@@ -191,13 +275,53 @@ mod tests {
         let mut w = [0u64; MAX_SLOT_WORDS];
         encode_lost(7, 3, 11, &mut w);
         assert_eq!(
-            decode_slot(RecordFormat::IommuFault, &w).unwrap(),
+            decode_slot(&agreed(RecordFormat::IommuFault, Features::empty()), &w).unwrap(),
             Event::Lost {
                 first_seq: 7,
                 count: 3
             }
         );
         w[1] = pack(99, 0);
-        assert!(decode_slot(RecordFormat::IommuFault, &w).is_err());
+        assert!(decode_slot(&agreed(RecordFormat::IommuFault, Features::empty()), &w).is_err());
+    }
+
+    #[test]
+    fn unrecoverable_slots_decode_only_when_agreed_and_well_formed() {
+        let yes = agreed(RecordFormat::IommuFault, Features::UNRECOVERABLE);
+        let mut w = [0u64; MAX_SLOT_WORDS];
+        encode_unrecoverable(12, 4, &unrecov(), &mut w);
+        assert_eq!(
+            decode_slot(&yes, &w).unwrap(),
+            Event::Unrecoverable {
+                seq: 12,
+                dev_id: 4,
+                fault: unrecov()
+            }
+        );
+        // Not agreed, or on the iommufd record format: a corrupt slot.
+        for a in [
+            agreed(RecordFormat::IommuFault, Features::empty()),
+            agreed(RecordFormat::HwptPgfault, Features::UNRECOVERABLE),
+        ] {
+            assert!(matches!(decode_slot(&a, &w), Err(QueueError::Corrupt(_))));
+        }
+        // A cookie, a wide dev_id, a bad reason, a page request in the slot, or an unrecoverable
+        // fault in a page request slot.
+        let mut bad = w;
+        bad[1] = pack(KIND_UNRECOV, 5);
+        assert!(decode_slot(&yes, &bad).is_err());
+        let mut bad = w;
+        bad[2] = 1 << 32;
+        assert!(decode_slot(&yes, &bad).is_err());
+        let mut bad = w;
+        bad[SLOT_HEADER_WORDS + 1] = 0xffff;
+        assert!(matches!(decode_slot(&yes, &bad), Err(QueueError::Abi(_))));
+        let mut bad = [0u64; MAX_SLOT_WORDS];
+        encode_fault(RecordFormat::IommuFault, 1, 0, 4, &req(), &mut bad);
+        bad[1] = pack(KIND_UNRECOV, 0);
+        assert!(decode_slot(&yes, &bad).is_err());
+        let mut bad = w;
+        bad[1] = pack(KIND_FAULT, 1);
+        assert!(decode_slot(&yes, &bad).is_err());
     }
 }

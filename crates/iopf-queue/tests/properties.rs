@@ -110,6 +110,9 @@ proptest! {
                                 prop_assert_eq!(*first_seq, next_seq.unwrap_or(*first_seq));
                                 next_seq = Some(first_seq + count);
                             }
+                            Event::Unrecoverable { .. } => {
+                                prop_assert!(false, "no unrecoverable fault was pushed");
+                            }
                         }
                     }
                 },

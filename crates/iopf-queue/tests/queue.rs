@@ -366,6 +366,7 @@ fn without_loss_records_the_consumer_sees_the_gap() {
         .map(|e| match e {
             Event::Fault(f) => f.seq,
             Event::Lost { .. } => panic!("loss records were not agreed"),
+            Event::Unrecoverable { .. } => panic!("no unrecoverable fault was pushed"),
         })
         .collect();
     assert_eq!(seqs, vec![0, 1, 3]);

@@ -106,7 +106,10 @@ fn a_peer_with_another_uid_is_refused() {
 fn a_request_outside_the_offer_is_refused_and_the_listener_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.sock");
-    let listener = Listener::bind(&path, ServeConfig::default()).unwrap();
+    // A producer that does not offer UNRECOVERABLE.
+    let mut config = ServeConfig::default();
+    config.offer.features.remove(Features::UNRECOVERABLE);
+    let listener = Listener::bind(&path, config).unwrap();
     let p2 = path.clone();
     let consumer = std::thread::spawn(move || {
         let bad = connect(&p2, |o| {

@@ -96,6 +96,11 @@ enum Line {
         first_seq: u64,
         count: u64,
     },
+    Unrecoverable {
+        seq: u64,
+        dev_id: u32,
+        fault: iopf_abi::Unrecoverable,
+    },
     Rejected {
         response: u64,
         reason: String,
@@ -152,6 +157,23 @@ fn emit(args: &Args, line: &Line) -> Result<(), CliError> {
             println!("{}", if *last { " LAST" } else { "" });
         }
         Line::Lost { first_seq, count } => println!("lost {count} records from seq {first_seq}"),
+        Line::Unrecoverable { seq, dev_id, fault } => {
+            print!(
+                "seq {seq} unrecoverable dev {dev_id:#x} reason {:?} addr {:#x} fetch_addr {:#x} perm {} flags {}",
+                fault.reason,
+                fault.addr,
+                fault.fetch_addr,
+                flag_names(&fault.perm),
+                flag_names(&fault.flags)
+            );
+            if fault
+                .flags
+                .contains(iopf_abi::fault::UnrecoverableFlags::PASID_VALID)
+            {
+                print!(" pasid {}", fault.pasid);
+            }
+            println!();
+        }
         Line::Rejected {
             response,
             reason,
@@ -186,7 +208,8 @@ fn choose(args: &Args, offer: &iopf::queue::Offer) -> Request {
                 RecordKind::IommuFault => RecordFormats::IOMMU_FAULT,
                 RecordKind::Hwpt => RecordFormats::HWPT_PGFAULT,
             };
-            let mut want = Features::LOSS_RECORDS;
+            // UNRECOVERABLE is dropped from the request for the iommufd record (no such form).
+            let mut want = Features::LOSS_RECORDS | Features::UNRECOVERABLE;
             if args.echo {
                 want |= Features::PRIV_DATA_ECHO;
             }
@@ -278,6 +301,18 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
                             }),
                             None => answered += 1,
                         }
+                    }
+                }
+                Event::Unrecoverable { seq, dev_id, fault } => {
+                    if !args.quiet {
+                        emit(
+                            &args,
+                            &Line::Unrecoverable {
+                                seq: *seq,
+                                dev_id: *dev_id,
+                                fault: *fault,
+                            },
+                        )?;
                     }
                 }
                 Event::Lost { first_seq, count } => {

@@ -1,0 +1,325 @@
+//! Unrecoverable fault records: carried when (and only when) `Features::UNRECOVERABLE` was
+//! agreed, in the same sequence as page requests, lost and announced like any record, skipped by
+//! `read_faults`, refused with the iommufd record format, and fed from the fault core.
+#![allow(clippy::unwrap_used)] // in a test, a failed unwrap is a failed test
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::req;
+use iopf_abi::fault::{FaultReason, UnrecoverableFlags};
+use iopf_abi::features::RecordFormats;
+use iopf_abi::{
+    Fault, FaultConsumer, Features, IommufdResponse, Perm, PgFault, ResponseCode, Unrecoverable,
+};
+use iopf_core::testing::RecordingSink;
+use iopf_core::{FaultCore, PriCaps, Reported};
+use iopf_queue::{
+    channel, negotiate, Consumer, CoreLink, Event, Group, LossReason, Offer, Producer,
+    ProducerConfig, QueueError, Request,
+};
+
+fn fault(addr: u64) -> Unrecoverable {
+    Unrecoverable {
+        reason: FaultReason::Permission,
+        flags: UnrecoverableFlags::ADDR_VALID | UnrecoverableFlags::PASID_VALID,
+        pasid: 9,
+        perm: Perm::WRITE,
+        addr,
+        fetch_addr: 0,
+    }
+}
+
+/// An `iommu_fault` queue with cookie responses, loss records and, if `unrecoverable`, the
+/// feature.
+fn request(entries: u32, unrecoverable: bool) -> Request {
+    let mut want = Features::COOKIE_RESPONSE | Features::LOSS_RECORDS;
+    if unrecoverable {
+        want |= Features::UNRECOVERABLE;
+    }
+    let mut r = Request::best_for(&Offer::current(), RecordFormats::IOMMU_FAULT, want).unwrap();
+    assert_eq!(r.features, want);
+    r.entries = entries;
+    r
+}
+
+fn queue(entries: u32, unrecoverable: bool) -> (Producer, Consumer) {
+    channel(
+        &Offer::current(),
+        &request(entries, unrecoverable),
+        ProducerConfig::default(),
+    )
+    .unwrap()
+}
+
+fn push(p: &mut Producer, grpid: u32, n: usize) -> u32 {
+    let mut rs: Vec<_> = (0..n)
+        .map(|i| req(grpid, None, false, 0x1000 * i as u64))
+        .collect();
+    if let Some(last) = rs.last_mut() {
+        *last = req(grpid, None, true, 0x1000 * (n as u64 - 1));
+    }
+    p.push_group(&Group {
+        tag: u64::from(grpid),
+        dev_id: 1,
+        requests: &rs,
+    })
+    .unwrap()
+}
+
+#[test]
+fn delivered_when_agreed_and_never_pending() {
+    assert!(Offer::current().features.contains(Features::UNRECOVERABLE));
+    let (mut p, mut c) = queue(8, true);
+    assert_eq!(p.push_unrecoverable(5, &fault(0xdead_0000)).unwrap(), 0);
+    assert_eq!(p.pending_groups(), 0);
+    assert_eq!(p.stats().delivered, 1);
+    assert!(c.wait(Some(std::time::Duration::ZERO)).unwrap());
+    let mut evs = Vec::new();
+    assert_eq!(c.pop_events(&mut evs, 8).unwrap(), 1);
+    assert_eq!(
+        evs,
+        vec![Event::Unrecoverable {
+            seq: 0,
+            dev_id: 5,
+            fault: fault(0xdead_0000)
+        }]
+    );
+    assert_eq!(c.held_groups(), 0);
+    assert_eq!((c.stats().records, c.stats().lost), (1, 0));
+    // Nothing to answer: no response is waiting and the producer owes nothing.
+    let mut answers = Vec::new();
+    assert_eq!(p.drain_responses(&mut answers), 0);
+    assert_eq!(p.close(&mut answers), 0);
+}
+
+#[test]
+fn not_written_when_not_agreed() {
+    for r in [request(8, false), Request::v1()] {
+        let (mut p, mut c) = channel(&Offer::current(), &r, ProducerConfig::default()).unwrap();
+        let e = p.push_unrecoverable(5, &fault(0x1000)).unwrap_err();
+        assert!(matches!(e, QueueError::NotAgreed(_)), "{e}");
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+        assert!(e.to_string().contains("UNRECOVERABLE"), "{e}");
+        assert_eq!((p.stats().delivered, p.stats().lost), (0, 0));
+        let mut evs = Vec::new();
+        assert_eq!(c.pop_events(&mut evs, 8).unwrap(), 0);
+        // No sequence number was used: the next page request is seq 0, and no loss is seen.
+        push(&mut p, 1, 1);
+        c.pop_events(&mut evs, 8).unwrap();
+        let [Event::Fault(f)] = evs[..] else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(f.seq, 0);
+        assert_eq!(c.stats().lost, 0);
+    }
+}
+
+#[test]
+fn sequence_numbers_run_on_through_page_requests() {
+    let (mut p, mut c) = queue(16, true);
+    let g1 = push(&mut p, 1, 2);
+    assert_eq!(p.push_unrecoverable(3, &fault(0xa000)).unwrap(), 2);
+    let g2 = push(&mut p, 2, 1);
+    assert_eq!(p.push_unrecoverable(4, &fault(0xb000)).unwrap(), 4);
+    let mut evs = Vec::new();
+    assert_eq!(c.pop_events(&mut evs, 16).unwrap(), 5);
+    let seen: Vec<(u64, Option<u32>, Option<u64>)> = evs
+        .iter()
+        .map(|e| match e {
+            Event::Fault(f) => (f.seq, Some(f.cookie), None),
+            Event::Unrecoverable { seq, fault, .. } => (*seq, None, Some(fault.addr)),
+            Event::Lost { .. } => panic!("nothing was lost"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (0, Some(g1), None),
+            (1, Some(g1), None),
+            (2, None, Some(0xa000)),
+            (3, Some(g2), None),
+            (4, None, Some(0xb000)),
+        ]
+    );
+    assert_eq!((c.stats().records, c.stats().lost), (5, 0));
+    assert_eq!(c.held_groups(), 2);
+}
+
+#[test]
+fn a_full_ring_loses_them_and_announces_the_loss() {
+    let (mut p, mut c) = queue(4, true);
+    push(&mut p, 1, 2);
+    push(&mut p, 2, 1);
+    assert_eq!(p.push_unrecoverable(1, &fault(0x1000)).unwrap(), 3);
+    let e = p.push_unrecoverable(1, &fault(0x2000)).unwrap_err();
+    assert!(matches!(e, QueueError::Lost(LossReason::RingFull)), "{e}");
+    assert_eq!(e.errno(), libc::ENOSPC);
+    assert_eq!((p.stats().delivered, p.stats().lost), (4, 1));
+    assert_eq!(c.producer_lost(), 1);
+    let mut evs = Vec::new();
+    assert_eq!(c.pop_events(&mut evs, 16).unwrap(), 4);
+    // The next one is preceded by the loss record naming seq 4.
+    evs.clear();
+    assert_eq!(p.push_unrecoverable(1, &fault(0x3000)).unwrap(), 5);
+    c.pop_events(&mut evs, 16).unwrap();
+    assert_eq!(
+        evs,
+        vec![
+            Event::Lost {
+                first_seq: 4,
+                count: 1
+            },
+            Event::Unrecoverable {
+                seq: 5,
+                dev_id: 1,
+                fault: fault(0x3000)
+            }
+        ]
+    );
+    assert_eq!(c.stats().lost, 1);
+    // Lost after the last push: announced once the consumer has made room.
+    for a in 0..4 {
+        p.push_unrecoverable(1, &fault(a)).unwrap();
+    }
+    assert!(p.push_unrecoverable(1, &fault(0x4000)).is_err());
+    evs.clear();
+    c.pop_events(&mut evs, 16).unwrap();
+    assert!(p.announce_losses());
+    evs.clear();
+    c.pop_events(&mut evs, 16).unwrap();
+    assert_eq!(
+        evs,
+        vec![Event::Lost {
+            first_seq: 10,
+            count: 1
+        }]
+    );
+    // A consumer that is gone loses them too.
+    drop(c);
+    let e = p.push_unrecoverable(1, &fault(0x5000)).unwrap_err();
+    assert!(
+        matches!(e, QueueError::Lost(LossReason::ConsumerGone)),
+        "{e}"
+    );
+    assert_eq!(p.stats().lost, 3);
+}
+
+#[test]
+fn read_faults_skips_them_and_keeps_groups_whole() {
+    let (mut p, mut c) = queue(16, true);
+    let g1 = push(&mut p, 1, 2);
+    p.push_unrecoverable(1, &fault(0xa000)).unwrap();
+    let g2 = push(&mut p, 2, 1);
+    p.push_unrecoverable(1, &fault(0xb000)).unwrap();
+    p.push_unrecoverable(1, &fault(0xc000)).unwrap();
+    // Room for the first group only: it comes whole, the second waits.
+    let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 2];
+    assert_eq!(c.read_faults(&mut out).unwrap(), 2);
+    assert_eq!((out[0].cookie, out[1].cookie), (g1, g1));
+    assert!(out[1].is_last());
+    let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 8];
+    assert_eq!(c.read_faults(&mut out).unwrap(), 1);
+    assert_eq!((out[0].cookie, out[0].grpid), (g2, 2));
+    // Only unrecoverable records were left, and they were skipped: the ring is empty.
+    assert_eq!(c.read_faults(&mut out).unwrap(), 0);
+    let mut evs = Vec::new();
+    assert_eq!(c.pop_events(&mut evs, 8).unwrap(), 0);
+    // Skipped records are in the sequence: no loss is counted for them.
+    assert_eq!((c.stats().records, c.stats().lost), (6, 0));
+    // Both groups are answerable.
+    let rs = [g1, g2].map(|cookie| IommufdResponse {
+        cookie,
+        code: ResponseCode::Success,
+    });
+    assert_eq!(c.respond(&rs).unwrap(), 2);
+    let mut answers = Vec::new();
+    while p.drain_responses(&mut answers) > 0 {}
+    assert_eq!(answers.len(), 2);
+    assert_eq!(p.pending_groups(), 0);
+}
+
+#[test]
+fn a_malformed_record_from_the_producer_is_skipped_not_a_panic() {
+    let (mut p, mut c) = queue(4, true);
+    p.push_unrecoverable(1, &fault(0xa000)).unwrap();
+    p.push_unrecoverable(1, &fault(0xb000)).unwrap();
+    // The fault ring starts at word 128; an `iommu_fault` slot is 16 words (3 of slot header,
+    // 8 of record, padded to a cache line). Scribble an unknown reason into the first record.
+    c.raw_region()[128 + 3 + 1].store(0xffff, Ordering::Relaxed);
+    let mut evs = Vec::new();
+    assert_eq!(c.pop_events(&mut evs, 8).unwrap(), 1);
+    assert!(matches!(evs[0], Event::Unrecoverable { seq: 1, .. }));
+    assert_eq!(c.stats().corrupt, 1);
+}
+
+#[test]
+fn the_iommufd_record_format_cannot_carry_them() {
+    let offer = Offer::current();
+    // A consumer asking for everything gets UNRECOVERABLE only with iommu_fault records.
+    let r = Request::best_for(&offer, RecordFormats::HWPT_PGFAULT, Features::all()).unwrap();
+    assert!(!r.features.contains(Features::UNRECOVERABLE));
+    negotiate(&offer, &r).unwrap();
+    let r = Request::best_for(&offer, RecordFormats::IOMMU_FAULT, Features::all()).unwrap();
+    assert!(r.features.contains(Features::UNRECOVERABLE));
+    negotiate(&offer, &r).unwrap();
+    // Asked for anyway with the 40-byte record: refused, naming the feature.
+    let mut r = Request::best_for(
+        &offer,
+        RecordFormats::HWPT_PGFAULT,
+        Features::COOKIE_RESPONSE,
+    )
+    .unwrap();
+    r.features |= Features::UNRECOVERABLE;
+    let e = negotiate(&offer, &r).unwrap_err();
+    assert!(matches!(e, QueueError::Inconsistent(_)), "{e}");
+    assert_eq!(e.errno(), libc::EINVAL);
+    assert!(e.to_string().contains("UNRECOVERABLE"), "{e}");
+    assert!(channel(&offer, &r, ProducerConfig::default()).is_err());
+    // At ABI version 1 it is not offered at all.
+    let mut r = Request::v1();
+    r.features = Features::UNRECOVERABLE;
+    assert!(matches!(
+        negotiate(&offer, &r),
+        Err(QueueError::NotOffered(_))
+    ));
+}
+
+#[test]
+fn core_to_queue_to_consumer() {
+    for agreed in [true, false] {
+        let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
+        let dev = core.register(PriCaps::default()).unwrap();
+        let (p, mut c) = queue(8, agreed);
+        let link = CoreLink::attach(&mut core, dev, None, p).unwrap();
+        let r = core
+            .report(dev, &Fault::Unrecoverable(fault(0xf000)), 0)
+            .unwrap();
+        assert_eq!(r, Reported::Unrecoverable { passed_on: true });
+        let r = core
+            .report(dev, &Fault::PageRequest(req(1, None, true, 0x1000)), 1)
+            .unwrap();
+        assert!(matches!(r, Reported::Delivered { .. }), "{r:?}");
+        let mut evs = Vec::new();
+        c.pop_events(&mut evs, 8).unwrap();
+        if agreed {
+            assert_eq!(evs.len(), 2, "{evs:?}");
+            assert_eq!(
+                evs[0],
+                Event::Unrecoverable {
+                    seq: 0,
+                    dev_id: dev.raw(),
+                    fault: fault(0xf000)
+                }
+            );
+            assert!(matches!(evs[1], Event::Fault(f) if f.seq == 1));
+        } else {
+            assert_eq!(evs.len(), 1, "{evs:?}");
+            assert!(matches!(evs[0], Event::Fault(f) if f.seq == 0));
+        }
+        assert_eq!(link.with_producer(|p| p.stats().lost), 0);
+        // Nothing was sent to the device for the unrecoverable fault.
+        assert!(core.sink_mut().take().is_empty());
+    }
+}
