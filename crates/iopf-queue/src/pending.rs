@@ -6,6 +6,13 @@
 //! like an unknown cookie in `iommufd_fault_fops_write()`. When responses name groups by grpid
 //! (the seed's VFIO response), a second index by grpid finds them, as the old
 //! `iommu_page_response()` matched by grpid.
+//!
+//! Freed slots are reused oldest-first and only once `REUSE_DISTANCE` of them are free (as the
+//! fault core's group table does): with a stack of free slots, one group at a time would cycle a
+//! single slot through its 65,535 generations, and a response replayed 65,535 groups later would
+//! answer whatever group then held the cookie.
+
+use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
@@ -22,6 +29,10 @@ pub(crate) struct PendingGroup {
 
 const INDEX_BITS: u32 = 16;
 const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+
+/// A freed slot is reused only once this many slots are free (or no new slot can be made), so a
+/// cookie's value comes back only after about `REUSE_DISTANCE × 65,535` later groups.
+const REUSE_DISTANCE: usize = 256;
 
 #[derive(Debug)]
 struct Slot {
@@ -82,7 +93,8 @@ impl GrpidIndex {
 #[derive(Debug)]
 pub(crate) struct Pending {
     slots: Vec<Slot>,
-    free: Vec<u32>,
+    /// Freed slots, oldest first.
+    free: VecDeque<u32>,
     by_grpid: Option<GrpidIndex>,
     max: usize,
     len: usize,
@@ -93,7 +105,7 @@ impl Pending {
     pub fn new(max: usize, by_grpid: bool) -> Pending {
         Pending {
             slots: Vec::new(),
-            free: Vec::new(),
+            free: VecDeque::new(),
             by_grpid: by_grpid.then(GrpidIndex::new),
             max: max.min(1 << INDEX_BITS),
             len: 0,
@@ -120,16 +132,16 @@ impl Pending {
         if self.is_full() {
             return None;
         }
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                let i = u32::try_from(self.slots.len()).ok()?;
-                self.slots.push(Slot {
-                    generation: 1,
-                    group: None,
-                });
-                i
-            }
+        let can_grow = self.slots.len() < 1 << INDEX_BITS;
+        let index = if self.free.len() >= REUSE_DISTANCE || !can_grow {
+            self.free.pop_front()?
+        } else {
+            let i = u32::try_from(self.slots.len()).ok()?;
+            self.slots.push(Slot {
+                generation: 1,
+                group: None,
+            });
+            i
         };
         let slot = self.slots.get_mut(index as usize)?;
         slot.group = Some(group);
@@ -165,7 +177,7 @@ impl Pending {
         }
         let group = slot.group.take()?;
         slot.generation = slot.generation.wrapping_add(1).max(1);
-        self.free.push(index);
+        self.free.push_back(index);
         if let Some(m) = self.by_grpid.as_mut() {
             m.remove(group.grpid);
         }
