@@ -279,14 +279,11 @@ impl Producer {
                 "stop markers get no response and are not queued",
             ));
         }
-        if group
-            .requests
-            .iter()
-            .any(|r| r.grpid != last.grpid || r.pasid() != last.pasid())
-        {
-            return Err(QueueError::BadGroup(
-                "the requests of a group share grpid and PASID",
-            ));
+        // PRG indexes are per function: Linux's `iopf_group_alloc()` (and the fault core) gather
+        // held partials by grpid whatever their PASID, so a group's earlier requests may carry
+        // another PASID than its LAST_PAGE request, whose PASID the response uses.
+        if group.requests.iter().any(|r| r.grpid != last.grpid) {
+            return Err(QueueError::BadGroup("the requests of a group share grpid"));
         }
         Ok(())
     }
