@@ -212,7 +212,9 @@ impl PageResponse {
     /// Encodes as a VFIO page response for a peer that knows `peer_size` bytes of it
     /// ([`VFIO_PAGE_RESPONSE_V1_SIZE`] for an old peer, [`VFIO_PAGE_RESPONSE_V2_SIZE`] for a new
     /// one) into `out`, returning the bytes written. A response carrying private data cannot be
-    /// sent to a v1 peer: [`AbiError::NonZeroTail`].
+    /// sent to a peer that knows fewer than [`VFIO_PAGE_RESPONSE_V2_SIZE`] bytes, whatever the
+    /// data's value: [`AbiError::NonZeroTail`] (its `PRIV_DATA` flag would promise bytes the
+    /// peer does not receive, and [`VfioIommuPageResponse::read`] would reject it).
     pub fn write_vfio(&self, peer_size: usize, out: &mut [u8]) -> Result<usize, AbiError> {
         let mut pr = self.encode();
         if peer_size < VFIO_PAGE_RESPONSE_V1_SIZE {
@@ -220,6 +222,13 @@ impl PageResponse {
                 record: "vfio_iommu_page_response",
                 argsz: u32::try_from(peer_size).unwrap_or(u32::MAX),
                 min: VFIO_PAGE_RESPONSE_V1_SIZE,
+            });
+        }
+        if self.private_data.is_some() && peer_size < VFIO_PAGE_RESPONSE_V2_SIZE {
+            return Err(AbiError::NonZeroTail {
+                record: "vfio_iommu_page_response",
+                known: peer_size,
+                offset: VFIO_PAGE_RESPONSE_V1_SIZE,
             });
         }
         pr.argsz = pr.argsz.min(peer_size as u32 - 4);
