@@ -321,3 +321,163 @@ fn a_cookie_replayed_after_the_generations_came_round_does_not_answer_a_new_grou
     );
     assert_eq!(p.pending_groups(), 1);
 }
+
+mod handshake {
+    //! A socket peer that sends garbage, oversized or over-long requests, unknown bits, or
+    //! descriptors during the handshake: refused with a specific error, told why, and the
+    //! listener serves the next consumer.
+
+    use std::io::IoSlice;
+    use std::mem::MaybeUninit;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    use iopf_abi::features::{RecordFormats, ResponseFormats};
+    use iopf_abi::Features;
+    use iopf_queue::{connect, Listener, QueueError, ServeConfig};
+    use rustix::net::{
+        AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+        SocketType,
+    };
+
+    fn request(size: u32, features: u64, tail: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        for w in [
+            size,
+            2, // KIND_REQUEST
+            2, // ABI version 2
+            RecordFormats::HWPT_PGFAULT.bits(),
+            ResponseFormats::COOKIE.bits(),
+            0,
+        ] {
+            m.extend_from_slice(&w.to_ne_bytes());
+        }
+        m.extend_from_slice(&features.to_ne_bytes());
+        m.extend_from_slice(tail);
+        m
+    }
+
+    fn peer(path: &std::path::Path, msg: &[u8], fds: &[OwnedFd]) -> OwnedFd {
+        let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+        rustix::net::connect(&fd, &SocketAddrUnix::new(path).unwrap()).unwrap();
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(8))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !borrowed.is_empty() {
+            assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
+        }
+        rustix::net::sendmsg(&fd, &[IoSlice::new(msg)], &mut control, SendFlags::empty()).unwrap();
+        fd
+    }
+
+    /// The kind and errno of the refusal the peer received after the offer.
+    fn refusal(fd: &OwnedFd) -> (u32, u32) {
+        let mut buf = [0u8; 512];
+        let n = rustix::net::recv(fd, &mut buf, rustix::net::RecvFlags::empty())
+            .unwrap()
+            .0;
+        assert_eq!(
+            u32::from_ne_bytes(buf[4..8].try_into().unwrap()),
+            1,
+            "offer"
+        );
+        assert!(n >= 32);
+        let n = rustix::net::recv(fd, &mut buf, rustix::net::RecvFlags::empty())
+            .unwrap()
+            .0;
+        assert!(n >= 16);
+        (
+            u32::from_ne_bytes(buf[4..8].try_into().unwrap()),
+            u32::from_ne_bytes(buf[8..12].try_into().unwrap()),
+        )
+    }
+
+    fn some_fds(n: usize) -> Vec<OwnedFd> {
+        (0..n)
+            .map(|_| {
+                rustix::fs::open(
+                    "/dev/null",
+                    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn garbage_sizes_bits_and_descriptors_are_refused_and_the_listener_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sock");
+        let listener = Listener::bind(&path, ServeConfig::default()).unwrap();
+        let cookie = Features::COOKIE_RESPONSE.bits();
+        let cases: Vec<(&str, Vec<u8>, usize, i32)> = vec![
+            ("three bytes", vec![2, 0, 0], 0, libc::EPROTO),
+            ("argsz 0", request(0, cookie, &[]), 0, libc::EINVAL),
+            ("argsz 31", request(31, cookie, &[]), 0, libc::EINVAL),
+            (
+                "argsz past the message",
+                request(600, cookie, &[]),
+                0,
+                libc::EINVAL,
+            ),
+            (
+                "argsz u32::MAX",
+                request(u32::MAX, cookie, &[]),
+                0,
+                libc::EINVAL,
+            ),
+            (
+                "non-zero tail",
+                request(40, cookie, &[0, 0, 0, 1, 0, 0, 0, 0]),
+                0,
+                libc::E2BIG,
+            ),
+            (
+                "unknown feature bit",
+                request(32, cookie | 1 << 40, &[]),
+                0,
+                0,
+            ),
+            (
+                "descriptors with the request",
+                request(32, cookie, &[]),
+                3,
+                libc::EPROTO,
+            ),
+            (
+                "more descriptors than room",
+                request(32, cookie, &[]),
+                6,
+                libc::EPROTO,
+            ),
+        ];
+        for (what, msg, nfds, errno) in cases {
+            let fds = some_fds(nfds);
+            let fd = peer(&path, &msg, &fds);
+            drop(fds);
+            let e = listener.accept().unwrap_err();
+            if errno != 0 {
+                assert_eq!(e.errno(), errno, "{what}: {e}");
+            }
+            assert!(!matches!(e, QueueError::Os { .. }), "{what}: {e}");
+            let (kind, sent_errno) = refusal(&fd);
+            assert_eq!(kind, 4, "{what}: a refusal follows the offer");
+            assert_eq!(sent_errno as i32, e.errno(), "{what}");
+        }
+        // A newer consumer's longer request with a zero tail is accepted.
+        let fd = peer(&path, &request(40, cookie, &[0; 8]), &[]);
+        listener.accept().unwrap();
+        drop(fd);
+        // And an ordinary consumer is still served.
+        let p2 = path.clone();
+        let t = std::thread::spawn(move || {
+            connect(&p2, |o| {
+                iopf_queue::Request::best_for(o, RecordFormats::HWPT_PGFAULT, Features::empty())
+                    .unwrap()
+            })
+            .map(|_| ())
+        });
+        listener.accept().unwrap();
+        t.join().unwrap().unwrap();
+    }
+}
