@@ -1,22 +1,27 @@
 //! The glue between the fault core (`iopf-core`) and a fault queue: the queue's [`Producer`] as
-//! the core's [`GroupHandler`], and the pump that carries validated responses back into
-//! [`FaultCore::respond`].
+//! the core's [`GroupHandler`] for any number of devices (and per-(device, PASID) handlers), and
+//! the pump that carries validated responses back into [`FaultCore::respond`].
 //!
 //! ```text
-//!  FaultCore::report ──deliver(Group)──▶ QueueHandler ──push_group──▶ fault ring ──▶ consumer
-//!        ▲   (Lost: Refusal → core answers at once)                                    │
-//!        └── FaultCore::respond(handler, cookie) ◀── CoreLink::pump ◀── drain_responses ◀┘
-//!            consumer gone: CoreLink::pump detaches the handler → core answers INVALID
+//!  FaultCore::report ──deliver(Group)──▶ QueueHandler[slot] ──push_group──▶ fault ring ──▶ consumer
+//!        ▲   (Lost: Refusal → core answers at once)                                      │
+//!        └── FaultCore::respond(handler[slot], cookie) ◀── CoreLink::pump ◀── drain_responses ◀┘
+//!            consumer gone: CoreLink::pump detaches every handler → core answers INVALID
 //!  FaultCore::report(unrecoverable) ──unrecoverable()──▶ QueueHandler ──push_unrecoverable──▶ …
 //! ```
 //!
-//! The queue's tag for a group is the core's cookie, so an answer names the core's group
-//! directly; the core judges it once more (its own exactly-once rule) and restores private data
-//! from its own copy. A group the queue could not deliver (full ring, too many pending, consumer
-//! gone) is refused, and the core answers it at once (`iommu_report_device_fault()`'s path for a
-//! failing `iopf_handler()`), so nothing waits on a record that was never delivered. Unrecoverable
-//! faults are passed on as records when the consumer agreed
-//! [`Features::UNRECOVERABLE`](iopf_abi::Features::UNRECOVERABLE), and dropped otherwise.
+//! One queue may serve many devices, as many `IOMMU_HWPT_ALLOC`s may name one iommufd fault
+//! object: each [`CoreLink::attach`] adds one handler, numbered by its slot in the link. The
+//! queue's tag for a group is the slot (high 32 bits) and the core's cookie (low 32 bits), so an
+//! answer names both the core's handler and its group directly; the core judges it once more (its
+//! own exactly-once rule) and restores private data from its own copy. A group the queue could
+//! not deliver (full ring, too many pending, consumer gone) is counted by reason
+//! ([`LossCounts`]) and refused, and the core answers it at once (`iommu_report_device_fault()`'s
+//! path for a failing `iopf_handler()`), so nothing waits on a record that was never delivered.
+//! Unrecoverable faults are passed on as records when the consumer agreed
+//! [`Features::UNRECOVERABLE`](iopf_abi::Features::UNRECOVERABLE), and dropped otherwise. A
+//! [`LinkObserver`] sees each delivered group, each withdrawn one and each answer before the core
+//! judges it (e.g. to map a group's pages when its SUCCESS arrives).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -31,35 +36,117 @@ use crate::error::LossReason;
 use crate::producer::{Answer, AnsweredBy, Group, Producer};
 use crate::QueueError;
 
-/// A producer shared between the core (which owns the handler) and its [`CoreLink`].
-type Shared = Arc<Mutex<Producer>>;
+/// Groups the queue could not deliver, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LossCounts {
+    /// [`LossReason::RingFull`]: the fault ring had no room.
+    pub ring_full: u64,
+    /// [`LossReason::TooManyPending`]: the producer's pending limit was reached.
+    pub too_many_pending: u64,
+    /// Any other reason (ambiguous grpid, consumer gone).
+    pub other: u64,
+}
 
-fn lock(p: &Shared) -> MutexGuard<'_, Producer> {
+impl LossCounts {
+    fn count(&mut self, reason: LossReason) {
+        match reason {
+            LossReason::RingFull => self.ring_full += 1,
+            LossReason::TooManyPending => self.too_many_pending += 1,
+            LossReason::AmbiguousGroup | LossReason::ConsumerGone => self.other += 1,
+        }
+    }
+}
+
+/// Watches the groups going through a [`CoreLink`]. Every method runs with the link's producer
+/// locked, on the thread that reports into or pumps the core; `ticket` is the group's tag in the
+/// queue (unique among the link's pending groups). All methods default to doing nothing.
+pub trait LinkObserver: Send {
+    /// `group` was pushed into the fault ring as `ticket`.
+    fn delivered(&mut self, ticket: u64, group: &iopf_core::Group<'_>) {
+        let _ = (ticket, group);
+    }
+    /// The core answered `ticket` itself; no answer from the consumer will be passed on.
+    fn withdrawn(&mut self, ticket: u64) {
+        let _ = ticket;
+    }
+    /// The queue judged `answer` (its `tag` is the ticket); called before the core judges it,
+    /// for every answer the link takes, including [`AnsweredBy::ConsumerGone`] ones.
+    fn answered(&mut self, answer: &Answer) {
+        let _ = answer;
+    }
+}
+
+/// What the core's handlers and the link share: the producer and the link's own figures.
+struct LinkState {
+    producer: Producer,
+    lost: LossCounts,
+    pending_high_water: usize,
+    observer: Option<Box<dyn LinkObserver>>,
+}
+
+impl std::fmt::Debug for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkState")
+            .field("producer", &self.producer)
+            .field("lost", &self.lost)
+            .field("pending_high_water", &self.pending_high_water)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// The link's state shared between the core (which owns the handlers) and the [`CoreLink`].
+type Shared = Arc<Mutex<LinkState>>;
+
+fn lock(p: &Shared) -> MutexGuard<'_, LinkState> {
     // A panic while the lock was held cannot leave the producer half-updated in a way that
     // matters more than losing the queue; keep serving.
     p.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The fault core's handler for one queue: delivers each group into the fault ring.
+/// The queue's tag for the core's `cookie` delivered to the handler in `slot`.
+fn ticket(slot: u32, cookie: Cookie) -> u64 {
+    (u64::from(slot) << 32) | u64::from(cookie.raw())
+}
+
+/// The fault core's handler for one device (or one (device, PASID)) on a shared queue: delivers
+/// each group into the fault ring.
 #[derive(Debug)]
 pub struct QueueHandler {
-    producer: Shared,
+    state: Shared,
+    slot: u32,
+    dev_id: u32,
 }
 
 impl GroupHandler for QueueHandler {
-    /// Pushes the group's records (tag = the core's cookie, dev_id = the core's device id). A
-    /// group that cannot be delivered is counted lost by the queue, announced to the consumer,
-    /// and refused here so the core answers it at once.
+    /// Pushes the group's records (tag = slot and the core's cookie, dev_id = the id the device
+    /// was attached under). A group that cannot be delivered is counted lost by the queue and the
+    /// link, announced to the consumer, and refused here so the core answers it at once.
     fn deliver(&mut self, group: &iopf_core::Group<'_>) -> Result<(), Refusal> {
-        let mut p = lock(&self.producer);
+        let mut st = lock(&self.state);
+        let tag = ticket(self.slot, group.cookie);
         let g = Group {
-            tag: u64::from(group.cookie.raw()),
-            dev_id: group.device.raw(),
+            tag,
+            dev_id: self.dev_id,
             requests: group.requests,
         };
-        match p.push_group(&g) {
-            Ok(_) => Ok(()),
-            Err(QueueError::Lost(LossReason::ConsumerGone)) => Err(Refusal::ShuttingDown),
+        match st.producer.push_group(&g) {
+            Ok(_) => {
+                let pending = st.producer.pending_groups();
+                st.pending_high_water = st.pending_high_water.max(pending);
+                if let Some(o) = st.observer.as_mut() {
+                    o.delivered(tag, group);
+                }
+                Ok(())
+            }
+            Err(QueueError::Lost(reason)) => {
+                st.lost.count(reason);
+                Err(if reason == LossReason::ConsumerGone {
+                    Refusal::ShuttingDown
+                } else {
+                    Refusal::QueueFull
+                })
+            }
             Err(_) => Err(Refusal::QueueFull),
         }
     }
@@ -67,76 +154,153 @@ impl GroupHandler for QueueHandler {
     /// The core answered the group itself: the queue forgets it, and a later response from the
     /// consumer is rejected with a verdict.
     fn withdraw(&mut self, cookie: Cookie) {
-        lock(&self.producer).withdraw(u64::from(cookie.raw()));
+        let mut st = lock(&self.state);
+        let tag = ticket(self.slot, cookie);
+        st.producer.withdraw(tag);
+        if let Some(o) = st.observer.as_mut() {
+            o.withdrawn(tag);
+        }
     }
 
-    /// Pushes the fault as an unrecoverable fault record (dev_id = the core's device id). It
-    /// needs no answer, so every outcome is final here: not agreed by the consumer, it is
-    /// dropped; lost (full ring, consumer gone), the queue counts and announces it.
-    fn unrecoverable(&mut self, device: DeviceId, fault: &Unrecoverable) {
-        let _ = lock(&self.producer).push_unrecoverable(device.raw(), fault);
+    /// Pushes the fault as an unrecoverable fault record (dev_id = the id the device was attached
+    /// under). It needs no answer, so every outcome is final here: not agreed by the consumer, it
+    /// is dropped; lost (full ring, consumer gone), the queue counts and announces it.
+    fn unrecoverable(&mut self, _device: DeviceId, fault: &Unrecoverable) {
+        let _ = lock(&self.state)
+            .producer
+            .push_unrecoverable(self.dev_id, fault);
     }
 }
 
-/// What one [`CoreLink::pump`] did.
+/// What one [`CoreLink::pump`] (or [`CoreLink::close`]) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pumped {
+    /// Responses the queue judged (accepted or rejected with a verdict).
+    pub judged: usize,
     /// Responses the core accepted and sent to the device.
     pub answered: usize,
     /// Responses the queue accepted but the core refused (the group was answered meanwhile).
     pub refused_by_core: usize,
-    /// The consumer is gone: the handler was detached, and the core answered INVALID every
+    /// Groups the queue answered INVALID because the consumer is gone
+    /// ([`AnsweredBy::ConsumerGone`]); the core answers them when it detaches their handlers.
+    pub consumer_gone: usize,
+    /// The consumer is gone: every handler was detached, and the core answered INVALID every
     /// group it still owed.
     pub detached: bool,
 }
 
-/// One queue attached to the fault core: owns the link's half of the producer.
+/// One queue attached to the fault core for any number of devices: owns the link's half of the
+/// producer.
 #[derive(Debug)]
 pub struct CoreLink {
-    producer: Shared,
-    handler: HandlerId,
+    state: Shared,
+    /// The core's handler for each slot (the slot is the index).
+    handlers: Vec<HandlerId>,
     detached: bool,
     answers: Vec<Answer>,
 }
 
 impl CoreLink {
-    /// Attaches `producer` to `core` as the handler of `device` (`pasid: None`: device-wide).
-    /// The consumer's agreement is enforced by the queue; towards the core the link always names
-    /// groups by the core's cookie (the queue's tag), so the handler is attached with the
-    /// consumer's features plus `COOKIE_RESPONSE`. Errors: the core's
-    /// ([`CoreError::HandlerBusy`], unknown device, ...).
+    /// A link over `producer` with no handler yet: [`CoreLink::attach_device`] adds them.
+    pub fn new(producer: Producer) -> CoreLink {
+        CoreLink {
+            state: Arc::new(Mutex::new(LinkState {
+                producer,
+                lost: LossCounts::default(),
+                pending_high_water: 0,
+                observer: None,
+            })),
+            handlers: Vec::new(),
+            detached: false,
+            answers: Vec::new(),
+        }
+    }
+
+    /// The one-device shorthand: [`CoreLink::new`] then [`CoreLink::attach_device`] for
+    /// `device` and `pasid`. Errors: as [`CoreLink::attach_device`].
     pub fn attach<S: ResponseSink>(
         core: &mut FaultCore<S>,
         device: DeviceId,
         pasid: Option<u32>,
         producer: Producer,
     ) -> Result<CoreLink, CoreError> {
-        let agreed = producer.agreement().features | iopf_abi::Features::COOKIE_RESPONSE;
-        let producer = Arc::new(Mutex::new(producer));
-        let handler = core.attach(
-            device,
-            pasid,
-            Box::new(QueueHandler {
-                producer: producer.clone(),
-            }),
-            agreed,
-        )?;
-        Ok(CoreLink {
-            producer,
-            handler,
-            detached: false,
-            answers: Vec::new(),
-        })
+        let mut link = CoreLink::new(producer);
+        link.attach_device(core, device, pasid)?;
+        Ok(link)
     }
 
-    /// The core's id of this queue's handler.
-    pub fn handler(&self) -> HandlerId {
-        self.handler
+    /// Attaches this queue to `core` as the handler of `device` (`pasid: None`: device-wide),
+    /// naming the device in records by the core's id for it. Returns the core's handler id.
+    /// Errors: as [`CoreLink::attach_as`].
+    pub fn attach_device<S: ResponseSink>(
+        &mut self,
+        core: &mut FaultCore<S>,
+        device: DeviceId,
+        pasid: Option<u32>,
+    ) -> Result<HandlerId, CoreError> {
+        self.attach_as(core, device, pasid, device.raw())
+    }
+
+    /// Attaches this queue to `core` as the handler of `device` (`pasid: None`: device-wide),
+    /// naming the device `dev_id` in the records it delivers (iommufd: the device's object id).
+    /// The consumer's agreement is enforced by the queue; towards the core the link always names
+    /// groups by the core's cookie, so the handler is attached with the consumer's features plus
+    /// `COOKIE_RESPONSE`. Errors: the core's ([`CoreError::HandlerBusy`], unknown device, ...),
+    /// [`CoreError::BadConfig`] once the consumer is gone and the link detached every handler,
+    /// [`CoreError::TableFull`] past `u32::MAX` handlers.
+    pub fn attach_as<S: ResponseSink>(
+        &mut self,
+        core: &mut FaultCore<S>,
+        device: DeviceId,
+        pasid: Option<u32>,
+        dev_id: u32,
+    ) -> Result<HandlerId, CoreError> {
+        if self.detached {
+            return Err(CoreError::BadConfig("the queue's consumer is gone"));
+        }
+        let agreed =
+            lock(&self.state).producer.agreement().features | iopf_abi::Features::COOKIE_RESPONSE;
+        let slot = u32::try_from(self.handlers.len())
+            .map_err(|_| CoreError::TableFull("queue link handlers"))?;
+        let handler = QueueHandler {
+            state: self.state.clone(),
+            slot,
+            dev_id,
+        };
+        let id = core.attach(device, pasid, Box::new(handler), agreed)?;
+        self.handlers.push(id);
+        Ok(id)
+    }
+
+    /// The core's id of the first handler attached (the only one for a link made by
+    /// [`CoreLink::attach`]); `None` before any.
+    pub fn handler(&self) -> Option<HandlerId> {
+        self.handlers.first().copied()
+    }
+
+    /// The core's ids of every handler this link attached, in attach order.
+    pub fn handlers(&self) -> &[HandlerId] {
+        &self.handlers
+    }
+
+    /// Sets the observer told of every delivered, withdrawn and answered group from now on.
+    pub fn set_observer(&mut self, observer: Box<dyn LinkObserver>) {
+        lock(&self.state).observer = Some(observer);
+    }
+
+    /// Groups the queue could not deliver so far, by reason.
+    pub fn lost(&self) -> LossCounts {
+        lock(&self.state).lost
+    }
+
+    /// The most groups ever pending in the queue at once (after a delivery).
+    pub fn pending_high_water(&self) -> usize {
+        lock(&self.state).pending_high_water
     }
 
     /// Runs `f` on the producer (statistics, agreement).
     pub fn with_producer<T>(&self, f: impl FnOnce(&mut Producer) -> T) -> T {
-        f(&mut lock(&self.producer))
+        f(&mut lock(&self.state).producer)
     }
 
     /// Waits until responses are waiting, the consumer is gone, or `timeout` passes.
@@ -144,45 +308,89 @@ impl CoreLink {
         if self.detached {
             return Ok(false);
         }
-        lock(&self.producer).wait_responses(timeout)
+        lock(&self.state).producer.wait_responses(timeout)
     }
 
     /// Judges the responses waiting in the queue (at most the producer's `max_per_wake`) and
-    /// hands the accepted ones to [`FaultCore::respond`]. When the consumer is gone it takes the
-    /// responses it had already written, then detaches the handler: the core answers every
-    /// group still outstanding with it INVALID (`iommufd_auto_response_faults()`). After that,
-    /// pumping does nothing.
+    /// hands the accepted ones to [`FaultCore::respond`], each to the handler its group was
+    /// delivered through. When the consumer is gone (checked once no response is waiting), it
+    /// has taken the responses it had already written, and detaches every handler: the core answers every group still outstanding
+    /// with them INVALID (`iommufd_auto_response_faults()`). After that, pumping does nothing.
     pub fn pump<S: ResponseSink>(&mut self, core: &mut FaultCore<S>) -> Pumped {
-        let mut done = Pumped::default();
         if self.detached {
-            return done;
+            return Pumped::default();
         }
         let gone = {
-            let mut p = lock(&self.producer);
-            p.drain_responses(&mut self.answers);
-            let gone = p.consumer_gone();
+            let mut st = lock(&self.state);
+            let judged = st.producer.drain_responses(&mut self.answers);
+            // Only once the ring is empty: every response a dead consumer wrote is taken first,
+            // and a busy queue does not ask (for a socket consumer, a system call) each time.
+            let gone = judged == 0 && st.producer.consumer_gone();
             if gone {
-                p.close(&mut self.answers);
+                st.producer.close(&mut self.answers);
             }
-            gone
+            (judged, gone)
         };
+        let (judged, gone) = gone;
+        let mut done = self.finish(core, gone);
+        done.judged = judged;
+        done
+    }
+
+    /// Closes the queue (the producer side is done, or shutting down): takes the responses
+    /// already judged, has the queue answer every group still pending INVALID
+    /// ([`Producer::close`]) and detaches every handler, so the core answers INVALID every group
+    /// it still owed. After that, pumping does nothing.
+    pub fn close<S: ResponseSink>(&mut self, core: &mut FaultCore<S>) -> Pumped {
+        if self.detached {
+            return Pumped::default();
+        }
+        let judged = {
+            let mut st = lock(&self.state);
+            let judged = st.producer.drain_responses(&mut self.answers);
+            st.producer.close(&mut self.answers);
+            judged
+        };
+        let mut done = self.finish(core, true);
+        done.judged = judged;
+        done
+    }
+
+    /// Hands the taken answers to the core; with `detach`, detaches every handler.
+    fn finish<S: ResponseSink>(&mut self, core: &mut FaultCore<S>, detach: bool) -> Pumped {
+        let mut done = Pumped::default();
+        if !self.answers.is_empty() {
+            let mut st = lock(&self.state);
+            if let Some(o) = st.observer.as_mut() {
+                for a in &self.answers {
+                    o.answered(a);
+                }
+            }
+        }
         for a in self.answers.drain(..) {
             if a.by == AnsweredBy::ConsumerGone {
+                done.consumer_gone += 1;
                 continue; // the core's detach answers these, below
             }
+            let Some(&handler) = self.handlers.get((a.tag >> 32) as usize) else {
+                done.refused_by_core += 1; // not a tag this link made
+                continue;
+            };
             let r = Response {
                 group: GroupRef::Cookie(Cookie::from_raw(a.tag as u32)),
                 code: a.code.raw(),
                 private_data: None,
             };
-            match core.respond(self.handler, &r) {
+            match core.respond(handler, &r) {
                 Ok(_) => done.answered += 1,
                 Err(_) => done.refused_by_core += 1,
             }
         }
-        if gone {
-            // Detach answers INVALID for every group the core still holds for this handler.
-            let _ = core.detach(self.handler);
+        if detach {
+            // Detach answers INVALID for every group the core still holds for each handler.
+            for &h in &self.handlers {
+                let _ = core.detach(h);
+            }
             self.detached = true;
             done.detached = true;
         }

@@ -1,24 +1,23 @@
-//! The glue between the simulated platform and the real fault path: the fault core's
-//! [`GroupHandler`] that pushes each device's groups into the one fault queue every device shares
-//! (tagged with the core's cookie, so an answer names the core's group), the [`ResponseSink`]
-//! mailbox through which the core's responses reach the devices, and the IOMMU driver's
+//! The glue between the simulated platform and the real fault path: the [`ResponseSink`]
+//! mailbox through which the core's responses reach the devices, the IOMMU driver's
 //! [`FaultSink`] that reports page requests into the core (`iommu_report_device_fault()`) and
-//! discards partial groups after a PRQ overflow (`iopf_queue_discard_partial()`).
+//! discards partial groups after a PRQ overflow (`iopf_queue_discard_partial()`), and, for a
+//! split run, the [`LinkObserver`] that maps a group's pages when its SUCCESS is accepted.
 //!
-//! `iopf_queue::CoreLink` does the same for one device per queue; a simulated machine has many
-//! devices on one queue, as many `IOMMU_HWPT_ALLOC`s may name one iommufd fault object.
+//! The fault core's handlers are `iopf_queue::CoreLink`'s: one link serves every attached
+//! device on the one fault queue they share, as many `IOMMU_HWPT_ALLOC`s may name one iommufd
+//! fault object.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
-use iopf_abi::Fault;
-use iopf_core::{Cookie, DeviceResponse, FaultCore, GroupHandler, Refusal, Reported, ResponseSink};
-use iopf_queue::{LossReason, Producer, QueueError};
+use iopf_abi::{Fault, ResponseCode};
+use iopf_core::{DeviceResponse, FaultCore, Reported, ResponseSink};
+use iopf_queue::{Answer, LinkObserver};
 
 use crate::iommu::FaultSink;
 use crate::prq::QueuedRequest;
-use crate::{DeviceId, PAGE_SIZE};
+use crate::{DeviceId, PageTables, PAGE_SIZE};
 
 /// Where the core's responses to devices go: a mailbox the producer loop empties.
 #[derive(Debug, Default)]
@@ -30,95 +29,65 @@ impl ResponseSink for Mailbox {
     }
 }
 
-/// The producer end of the fault queue as the core's handlers share it.
+/// A delivered group's pages, kept by ticket in a split run to map them on SUCCESS.
 #[derive(Debug)]
-pub(crate) struct QueueEnd {
-    pub(crate) producer: Producer,
-    /// With `map_on_success`: each delivered group's pages, by tag, to map on SUCCESS.
-    pub(crate) pages: Option<HashMap<u64, GroupPages>>,
-    pub(crate) lost: [u64; 3],
-    pub(crate) pending_high_water: usize,
+struct GroupPages {
+    pasid: u32,
+    pages: Vec<(u64, iopf_abi::Perm)>,
 }
 
-/// A delivered group's pages, kept by tag in a split run to map them on SUCCESS.
+/// The split run's page bookkeeping: the consumer process cannot reach this side's page tables,
+/// so a group's pages are mapped here when the queue accepts the consumer's SUCCESS for it (the
+/// `IOMMU_IOAS_MAP` a VMM issues reaches the host kernel, which is this side). A group the core
+/// answered itself, or answered otherwise, is forgotten.
 #[derive(Debug)]
-pub(crate) struct GroupPages {
-    pub(crate) dev: DeviceId,
-    pub(crate) pasid: u32,
-    pub(crate) pages: Vec<(u64, iopf_abi::Perm)>,
+pub(crate) struct MapOnSuccess {
+    tables: Arc<PageTables>,
+    pages: HashMap<u64, GroupPages>,
 }
 
-/// The glue from the fault core to the fault queue: the core's [`GroupHandler`] for one device,
-/// pushing its groups into the shared queue, tagged with the core's cookie.
-#[derive(Debug)]
-pub(crate) struct QueueHandler {
-    pub(crate) dev: DeviceId,
-    pub(crate) queue: Rc<RefCell<QueueEnd>>,
-}
-
-impl GroupHandler for QueueHandler {
-    fn deliver(&mut self, group: &iopf_core::Group<'_>) -> Result<(), Refusal> {
-        let mut q = self.queue.borrow_mut();
-        let tag = u64::from(group.cookie.raw());
-        let pushed = q.producer.push_group(&iopf_queue::Group {
-            tag,
-            dev_id: self.dev,
-            requests: group.requests,
-        });
-        match pushed {
-            Ok(_) => {
-                q.pending_high_water = q.pending_high_water.max(q.producer.pending_groups());
-                let dev = self.dev;
-                if let Some(pages) = q.pages.as_mut() {
-                    let pasid = group.requests.last().map_or(0, |r| r.pasid);
-                    let list = group
-                        .requests
-                        .iter()
-                        .map(|r| (r.addr & !(PAGE_SIZE - 1), r.perm))
-                        .collect();
-                    pages.insert(
-                        tag,
-                        GroupPages {
-                            dev,
-                            pasid,
-                            pages: list,
-                        },
-                    );
-                }
-                Ok(())
-            }
-            Err(QueueError::Lost(reason)) => {
-                let i = match reason {
-                    LossReason::RingFull => 0,
-                    LossReason::TooManyPending => 1,
-                    _ => 2,
-                };
-                q.lost[i] += 1;
-                Err(if reason == LossReason::ConsumerGone {
-                    Refusal::ShuttingDown
-                } else {
-                    Refusal::QueueFull
-                })
-            }
-            Err(_) => Err(Refusal::ShuttingDown),
+impl MapOnSuccess {
+    /// Maps into `tables`.
+    pub(crate) fn new(tables: Arc<PageTables>) -> MapOnSuccess {
+        MapOnSuccess {
+            tables,
+            pages: HashMap::new(),
         }
     }
+}
 
-    /// The core answered the group itself: the queue forgets it (a later consumer response is
-    /// rejected with a verdict), and so do the split run's page lists.
-    fn withdraw(&mut self, cookie: Cookie) {
-        let mut q = self.queue.borrow_mut();
-        let tag = u64::from(cookie.raw());
-        q.producer.withdraw(tag);
-        if let Some(p) = q.pages.as_mut() {
-            p.remove(&tag);
+impl LinkObserver for MapOnSuccess {
+    fn delivered(&mut self, ticket: u64, group: &iopf_core::Group<'_>) {
+        let pasid = group.requests.last().map_or(0, |r| r.pasid);
+        let pages = group
+            .requests
+            .iter()
+            .map(|r| (r.addr & !(PAGE_SIZE - 1), r.perm))
+            .collect();
+        self.pages.insert(ticket, GroupPages { pasid, pages });
+    }
+
+    fn withdrawn(&mut self, ticket: u64) {
+        self.pages.remove(&ticket);
+    }
+
+    fn answered(&mut self, answer: &Answer) {
+        let Some(g) = self.pages.remove(&answer.tag) else {
+            return;
+        };
+        if answer.code == ResponseCode::Success {
+            let dev: DeviceId = answer.dev_id;
+            for (iova, perm) in g.pages {
+                // Page-aligned by construction, so mapping cannot fail.
+                let _ = self.tables.map(dev, g.pasid, iova, perm);
+            }
         }
     }
 }
 
 /// The driver's view of the core: reports from the IOMMU's queue go into it.
 pub(crate) struct CoreFeed<'a> {
-    pub(crate) core: &'a mut FaultCore<Mailbox, QueueHandler>,
+    pub(crate) core: &'a mut FaultCore<Mailbox>,
     pub(crate) core_ids: &'a [iopf_core::DeviceId],
     pub(crate) report_at: &'a mut HashMap<(DeviceId, u32), u64>,
     pub(crate) now: u64,

@@ -10,21 +10,19 @@
 //! work for the scenario's duration; then the run drains until every device is idle, or the drain
 //! timeout passes.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use iopf_abi::{Features, RecordFormats, ResponseCode};
-use iopf_core::{AutoReason, Cookie, FaultCore, HandlerId, PriCaps, Response};
-use iopf_queue::{Answer, AnsweredBy, Offer, Producer, ProducerConfig, Request};
+use iopf_abi::{Features, RecordFormats};
+use iopf_core::{AutoReason, FaultCore, PriCaps};
+use iopf_queue::{CoreLink, Offer, Producer, ProducerConfig, Request};
 
 use rand::RngExt;
 
 use crate::clock::now_ns;
 use crate::device::PriDevice;
-use crate::glue::{CoreFeed, Mailbox, QueueEnd, QueueHandler};
+use crate::glue::{CoreFeed, Mailbox, MapOnSuccess};
 use crate::iommu::Iommu;
 use crate::latency::{join, ProducerMark};
 use crate::ledger::{Ledger, PrgResponse};
@@ -127,11 +125,10 @@ pub fn producer_config() -> ProducerConfig {
 struct ProducerSide {
     devices: Vec<PriDevice>,
     iommu: Iommu,
-    core: FaultCore<Mailbox, QueueHandler>,
+    core: FaultCore<Mailbox>,
     core_ids: Vec<iopf_core::DeviceId>,
     sim_of_core: HashMap<u32, DeviceId>,
-    handlers: HashMap<DeviceId, HandlerId>,
-    queue: Rc<RefCell<QueueEnd>>,
+    link: CoreLink,
     ledger: Ledger,
     split: bool,
     consumer_gone_answers: u64,
@@ -163,17 +160,15 @@ impl ProducerSide {
         split: bool,
     ) -> Result<ProducerSide, SimError> {
         let fault = |e: iopf_core::CoreError| SimError::FaultPath(e.to_string());
-        let queue = Rc::new(RefCell::new(QueueEnd {
-            producer,
-            pages: split.then(HashMap::new),
-            lost: [0; 3],
-            pending_high_water: 0,
-        }));
+        // Every attached device shares the one queue; a split run maps pages on SUCCESS.
+        let mut link = CoreLink::new(producer);
+        if split {
+            link.set_observer(Box::new(MapOnSuccess::new(tables.clone())));
+        }
         let mut core = FaultCore::new(Mailbox::default());
         let mut devices = Vec::new();
         let mut core_ids = Vec::new();
         let mut sim_of_core = HashMap::new();
-        let mut handlers = HashMap::new();
         for f in scenario.functions() {
             let id = f.config.id;
             let core_dev = core
@@ -184,18 +179,9 @@ impl ProducerSide {
                 })
                 .map_err(fault)?;
             if f.attached {
-                let h = core
-                    .attach(
-                        core_dev,
-                        None,
-                        QueueHandler {
-                            dev: id,
-                            queue: queue.clone(),
-                        },
-                        Features::COOKIE_RESPONSE,
-                    )
+                // Records name the device by its simulated id, as the resolver knows it.
+                link.attach_as(&mut core, core_dev, None, id)
                     .map_err(fault)?;
-                handlers.insert(id, h);
             }
             core_ids.push(core_dev);
             sim_of_core.insert(core_dev.raw(), id);
@@ -207,8 +193,7 @@ impl ProducerSide {
             core,
             core_ids,
             sim_of_core,
-            handlers,
-            queue,
+            link,
             ledger: Ledger::new(),
             split,
             consumer_gone_answers: 0,
@@ -237,7 +222,6 @@ impl ProducerSide {
         let mut issue_end = start;
         let mut report_at: HashMap<(DeviceId, u32), u64> = HashMap::new();
         let mut marks: Vec<ProducerMark> = Vec::new();
-        let mut answers: Vec<Answer> = Vec::new();
         let mut occupancy: Vec<f64> = vec![0.0; self.devices.len()];
         let mut steps: u64 = 0;
         let mut gone_at: Option<u64> = None;
@@ -297,7 +281,7 @@ impl ProducerSide {
                 unknown: 0,
             };
             worked |= self.iommu.service(scenario.iommu.service_batch, &mut feed) > 0;
-            worked |= self.pump_responses(&mut answers) > 0;
+            worked |= self.pump_responses() > 0;
             worked |= self.deliver_mail(&mut report_at, &mut marks) > 0;
             // After a run of steps in which nothing moved, let the consumer have the core if it
             // shares ours; a short run is spun through, so a busy path never waits a time slice.
@@ -339,12 +323,8 @@ impl ProducerSide {
         }
         // Close the queue: groups still pending are answered INVALID (ConsumerGone), and those
         // answers reach their devices through the core.
-        let closed = {
-            let mut q = self.queue.borrow_mut();
-            q.producer.close(&mut answers);
-            std::mem::take(&mut answers)
-        };
-        self.apply_answers(closed);
+        let closed = self.link.close(&mut self.core);
+        self.consumer_gone_answers += closed.consumer_gone as u64;
         let _ = self.deliver_mail(&mut report_at, &mut marks);
         let end = now_ns();
         if issuing {
@@ -411,49 +391,17 @@ impl ProducerSide {
         }
     }
 
-    /// Judges the consumer's waiting responses and hands them to the core; returns how many.
-    fn pump_responses(&mut self, answers: &mut Vec<Answer>) -> usize {
+    /// Judges the consumer's waiting responses and hands them to the core; returns how many
+    /// the queue judged. A consumer found gone detaches every handler: the core answers INVALID.
+    fn pump_responses(&mut self) -> usize {
         let mut total = 0;
         loop {
-            answers.clear();
-            let judged = self.queue.borrow_mut().producer.drain_responses(answers);
-            let batch = std::mem::take(answers);
-            self.apply_answers(batch);
-            if judged == 0 {
-                return total;
+            let p = self.link.pump(&mut self.core);
+            self.consumer_gone_answers += p.consumer_gone as u64;
+            if p.judged == 0 || p.detached {
+                return total + p.judged;
             }
-            total += judged;
-        }
-    }
-
-    fn apply_answers(&mut self, batch: Vec<Answer>) {
-        for a in batch {
-            if a.by == AnsweredBy::ConsumerGone {
-                self.consumer_gone_answers += 1;
-            }
-            let Some(&h) = self.handlers.get(&a.dev_id) else {
-                continue;
-            };
-            if self.split && a.code == ResponseCode::Success {
-                let group = self
-                    .queue
-                    .borrow_mut()
-                    .pages
-                    .as_mut()
-                    .and_then(|p| p.remove(&a.tag));
-                if let Some(g) = group {
-                    for (iova, perm) in g.pages {
-                        // Page-aligned by construction, so mapping cannot fail.
-                        let _ = self.iommu.tables().map(g.dev, g.pasid, iova, perm);
-                    }
-                }
-            } else if let Some(p) = self.queue.borrow_mut().pages.as_mut() {
-                p.remove(&a.tag);
-            }
-            let cookie = Cookie::from_raw(a.tag as u32);
-            // A rejection (e.g. the core already answered the group itself) is counted by the
-            // core in its device's `rejected` counters.
-            let _ = self.core.respond(h, &Response::by_cookie(cookie, a.code));
+            total += p.judged;
         }
     }
 
@@ -468,8 +416,10 @@ impl ProducerSide {
         occupancy: &[f64],
         marks: Vec<ProducerMark>,
     ) -> ProducerOutcome {
-        let q = self.queue.borrow();
-        let ps = q.producer.stats();
+        let (ps, depth) = self
+            .link
+            .with_producer(|p| (p.stats(), p.agreement().entries));
+        let lost = self.link.lost();
         let mut core = CoreReport::default();
         let mut auto = [0u64; AutoReason::COUNT];
         for &c in &self.core_ids {
@@ -492,16 +442,16 @@ impl ProducerSide {
             .map(|&r| (format!("{r:?}"), auto[r as usize]))
             .collect();
         let queue = QueueReport {
-            depth: q.producer.agreement().entries,
+            depth,
             delivered: ps.delivered,
             lost_records: ps.lost,
-            lost_ring_full: q.lost[0],
-            lost_too_many_pending: q.lost[1],
-            lost_other: q.lost[2],
+            lost_ring_full: lost.ring_full,
+            lost_too_many_pending: lost.too_many_pending,
+            lost_other: lost.other,
             accepted: ps.accepted,
             rejected: ps.rejected,
             answered_consumer_gone: self.consumer_gone_answers,
-            pending_high_water: q.pending_high_water,
+            pending_high_water: self.link.pending_high_water(),
         };
         let devices = self
             .devices

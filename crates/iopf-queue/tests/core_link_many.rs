@@ -1,0 +1,158 @@
+//! One queue serving many devices and a per-(device, PASID) handler through one `CoreLink`:
+//! each answer reaches the handler its group was delivered through, losses are counted by
+//! reason, an observer sees every group, and a dead consumer detaches every handler.
+#![allow(clippy::unwrap_used)] // in a test, a failed unwrap is a failed test
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::req;
+use iopf_abi::features::RecordFormats;
+use iopf_abi::{Fault, FaultConsumer, Features, IommufdResponse, PgFault, ResponseCode};
+use iopf_core::testing::RecordingSink;
+use iopf_core::{CoreError, FaultCore, PriCaps, Reported};
+use iopf_queue::{channel, Answer, CoreLink, LinkObserver, Offer, ProducerConfig, Request};
+
+fn cookie_request(entries: u32) -> Request {
+    let mut r = Request::best_for(
+        &Offer::current(),
+        RecordFormats::HWPT_PGFAULT,
+        Features::COOKIE_RESPONSE | Features::LOSS_RECORDS,
+    )
+    .unwrap();
+    r.entries = entries;
+    r
+}
+
+/// Records what the link tells it: delivered tickets, withdrawn tickets, answered tickets.
+#[derive(Default)]
+struct Seen {
+    delivered: Vec<u64>,
+    withdrawn: Vec<u64>,
+    answered: Vec<(u64, ResponseCode)>,
+}
+
+struct Watch(Arc<Mutex<Seen>>);
+
+impl LinkObserver for Watch {
+    fn delivered(&mut self, ticket: u64, _group: &iopf_core::Group<'_>) {
+        self.0.lock().unwrap().delivered.push(ticket);
+    }
+    fn withdrawn(&mut self, ticket: u64) {
+        self.0.lock().unwrap().withdrawn.push(ticket);
+    }
+    fn answered(&mut self, answer: &Answer) {
+        self.0
+            .lock()
+            .unwrap()
+            .answered
+            .push((answer.tag, answer.code));
+    }
+}
+
+#[test]
+fn many_devices_on_one_queue_each_answer_reaches_its_own_handler() {
+    let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
+    let a = core.register(PriCaps::default()).unwrap();
+    let b = core.register(PriCaps::default()).unwrap();
+    let (p, mut c) = channel(
+        &Offer::current(),
+        &cookie_request(8),
+        ProducerConfig::default(),
+    )
+    .unwrap();
+    let mut link = CoreLink::new(p);
+    assert_eq!(link.handler(), None);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    link.set_observer(Box::new(Watch(seen.clone())));
+    let ha = link.attach_device(&mut core, a, None).unwrap();
+    let hb = link.attach_as(&mut core, b, None, 77).unwrap();
+    let hb5 = link.attach_device(&mut core, b, Some(5)).unwrap();
+    assert_eq!(link.handlers(), &[ha, hb, hb5]);
+    assert_eq!(link.handler(), Some(ha));
+
+    // One group each: device a, device b (device-wide), device b PASID 5.
+    for (dev, r) in [
+        (a, req(1, None, true, 0x1000)),
+        (b, req(1, None, true, 0x2000)),
+        (b, req(2, Some(5), true, 0x3000)),
+    ] {
+        let got = core.report(dev, &Fault::PageRequest(r), 0).unwrap();
+        assert!(matches!(got, Reported::Delivered { .. }), "{got:?}");
+    }
+    assert_eq!(link.pending_high_water(), 3);
+    let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 16];
+    assert_eq!(c.read_faults(&mut out).unwrap(), 3);
+    let ids: Vec<u32> = out[..3].iter().map(|f| f.dev_id).collect();
+    assert_eq!(ids, vec![a.raw(), 77, b.raw()]);
+    let codes = [
+        ResponseCode::Success,
+        ResponseCode::Invalid,
+        ResponseCode::Success,
+    ];
+    let answers: Vec<IommufdResponse> = out[..3]
+        .iter()
+        .zip(codes)
+        .map(|(f, code)| IommufdResponse {
+            cookie: f.cookie,
+            code,
+        })
+        .collect();
+    c.respond(&answers).unwrap();
+    let pumped = link.pump(&mut core);
+    // A response handed to the wrong handler would be refused by the core (WrongHandler).
+    assert_eq!(
+        (pumped.judged, pumped.answered, pumped.refused_by_core),
+        (3, 3, 0)
+    );
+    assert_eq!(core.outstanding(a).unwrap(), 0);
+    assert_eq!(core.outstanding(b).unwrap(), 0);
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.delivered.len(), 3);
+        let mut answered: Vec<u64> = s.answered.iter().map(|(t, _)| *t).collect();
+        answered.sort_unstable();
+        let mut delivered = s.delivered.clone();
+        delivered.sort_unstable();
+        assert_eq!(answered, delivered);
+        assert!(s.withdrawn.is_empty());
+    }
+    core.sink_mut().take();
+
+    // Fill the 8-entry ring from both devices: what does not fit is lost for RingFull and
+    // answered by the core at once.
+    let mut at_once = 0;
+    for g in 10..20u32 {
+        let dev = if g % 2 == 0 { a } else { b };
+        match core
+            .report(dev, &Fault::PageRequest(req(g, None, true, 0)), 1)
+            .unwrap()
+        {
+            Reported::Delivered { .. } => {}
+            Reported::Answered { .. } => at_once += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(at_once > 0);
+    assert_eq!(link.lost().ring_full, at_once);
+    assert_eq!(link.lost().too_many_pending + link.lost().other, 0);
+    assert_eq!(core.sink_mut().take().len() as u64, at_once);
+
+    // The consumer goes away: every handler is detached and the core answers what it owed.
+    drop(c);
+    let owed = core.outstanding(a).unwrap() + core.outstanding(b).unwrap();
+    assert!(owed > 0);
+    let pumped = link.pump(&mut core);
+    assert!(pumped.detached);
+    assert_eq!(core.outstanding(a).unwrap(), 0);
+    assert_eq!(core.outstanding(b).unwrap(), 0);
+    let sent = core.sink_mut().take();
+    assert_eq!(sent.len() as u32, owed);
+    assert!(sent.iter().all(|(_, r)| r.code == ResponseCode::Invalid));
+    assert_eq!(link.pump(&mut core), Default::default());
+    assert!(matches!(
+        link.attach_device(&mut core, a, None),
+        Err(CoreError::BadConfig(_))
+    ));
+}
