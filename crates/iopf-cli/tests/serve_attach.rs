@@ -115,3 +115,73 @@ fn an_old_consumer_is_refused_what_an_old_producer_lacks_in_plain_words() {
     let out = server.wait_with_output().unwrap();
     assert!(out.status.success());
 }
+
+#[test]
+fn unrecoverable_faults_reach_a_consumer_that_agreed_them_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("q.sock");
+    let server = serve(
+        &sock,
+        &["--groups", "40", "--unrecoverable", "5", "--consumers", "2"],
+    );
+    // `iommu_fault` records (the default) carry unrecoverable faults: UNRECOVERABLE is agreed.
+    let out = iopf()
+        .args(["attach", "--json"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let unrecov: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "unrecoverable")
+        .collect();
+    assert_eq!(unrecov.len(), 5, "{text}");
+    for u in &unrecov {
+        assert_eq!(u["fault"]["reason"], "Permission", "{u}");
+        assert_eq!(u["fault"]["pasid"], 1, "{u}");
+    }
+    // Spread among the page requests, not all before or after them.
+    let first_fault = lines.iter().position(|l| l["event"] == "fault").unwrap();
+    let last_fault = lines.iter().rposition(|l| l["event"] == "fault").unwrap();
+    let positions: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l["event"] == "unrecoverable")
+        .map(|(i, _)| i)
+        .collect();
+    assert!(positions.iter().any(|&i| i > first_fault && i < last_fault));
+
+    // iommufd records have no unrecoverable form: that consumer is not told.
+    let out = iopf()
+        .args(["attach", "--json", "--record", "hwpt"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("\"event\":\"unrecoverable\""), "{text}");
+
+    let out = server.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let sums: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sums.len(), 2, "{text}");
+    for s in &sums {
+        assert_eq!(s["responses_to_device"], 40, "{s}");
+        assert_eq!(s["unrecoverable_reported"], 5, "{s}");
+    }
+    assert_eq!(sums[0]["unrecoverable_delivered"], 5, "{}", sums[0]);
+    assert_eq!(sums[1]["unrecoverable_delivered"], 0, "{}", sums[1]);
+    assert_eq!(sums[1]["unrecoverable_not_agreed"], 5, "{}", sums[1]);
+}

@@ -57,6 +57,18 @@ impl LossCounts {
     }
 }
 
+/// What became of the unrecoverable faults the core passed to the link's handlers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnrecoverableCounts {
+    /// Pushed into the fault ring as records.
+    pub delivered: u64,
+    /// Dropped because the consumer did not agree
+    /// [`Features::UNRECOVERABLE`](iopf_abi::Features::UNRECOVERABLE).
+    pub not_agreed: u64,
+    /// Lost (full ring, consumer gone): counted and announced by the queue.
+    pub lost: u64,
+}
+
 /// Watches the groups going through a [`CoreLink`]. Every method runs with the link's producer
 /// locked, on the thread that reports into or pumps the core; `ticket` is the group's tag in the
 /// queue (unique among the link's pending groups). All methods default to doing nothing.
@@ -81,6 +93,7 @@ struct LinkState {
     producer: Producer,
     lost: LossCounts,
     pending_high_water: usize,
+    unrecoverable: UnrecoverableCounts,
     observer: Option<Box<dyn LinkObserver>>,
 }
 
@@ -90,6 +103,7 @@ impl std::fmt::Debug for LinkState {
             .field("producer", &self.producer)
             .field("lost", &self.lost)
             .field("pending_high_water", &self.pending_high_water)
+            .field("unrecoverable", &self.unrecoverable)
             .field("observer", &self.observer.is_some())
             .finish()
     }
@@ -164,11 +178,15 @@ impl GroupHandler for QueueHandler {
 
     /// Pushes the fault as an unrecoverable fault record (dev_id = the id the device was attached
     /// under). It needs no answer, so every outcome is final here: not agreed by the consumer, it
-    /// is dropped; lost (full ring, consumer gone), the queue counts and announces it.
+    /// is dropped; lost (full ring, consumer gone), the queue counts and announces it. The link
+    /// counts each outcome ([`CoreLink::unrecoverable`]).
     fn unrecoverable(&mut self, _device: DeviceId, fault: &Unrecoverable) {
-        let _ = lock(&self.state)
-            .producer
-            .push_unrecoverable(self.dev_id, fault);
+        let mut st = lock(&self.state);
+        match st.producer.push_unrecoverable(self.dev_id, fault) {
+            Ok(_) => st.unrecoverable.delivered += 1,
+            Err(QueueError::NotAgreed(_)) => st.unrecoverable.not_agreed += 1,
+            Err(_) => st.unrecoverable.lost += 1,
+        }
     }
 }
 
@@ -208,6 +226,7 @@ impl CoreLink {
                 producer,
                 lost: LossCounts::default(),
                 pending_high_water: 0,
+                unrecoverable: UnrecoverableCounts::default(),
                 observer: None,
             })),
             handlers: Vec::new(),
@@ -291,6 +310,11 @@ impl CoreLink {
     /// Groups the queue could not deliver so far, by reason.
     pub fn lost(&self) -> LossCounts {
         lock(&self.state).lost
+    }
+
+    /// What became of the unrecoverable faults passed to this link so far.
+    pub fn unrecoverable(&self) -> UnrecoverableCounts {
+        lock(&self.state).unrecoverable
     }
 
     /// The most groups ever pending in the queue at once (after a delivery).

@@ -71,7 +71,9 @@ mod wake;
 use std::sync::Arc;
 
 pub use consumer::{Consumer, ConsumerStats, Verdict};
-pub use core_link::{CoreLink, LinkObserver, LossCounts, Pumped, QueueHandler};
+pub use core_link::{
+    CoreLink, LinkObserver, LossCounts, Pumped, QueueHandler, UnrecoverableCounts,
+};
 pub use error::{LossReason, QueueError, RejectReason, Rejection};
 pub use negotiate::{negotiate, Agreement, Offer, RecordFormat, Request};
 pub use producer::{Answer, AnsweredBy, Group, Producer, ProducerConfig, ProducerStats};

@@ -139,6 +139,19 @@ fn many_devices_on_one_queue_each_answer_reaches_its_own_handler() {
     assert_eq!(link.lost().too_many_pending + link.lost().other, 0);
     assert_eq!(core.sink_mut().take().len() as u64, at_once);
 
+    // The consumer asked for iommufd records, which carry no unrecoverable faults: dropped.
+    let u = iopf_abi::Unrecoverable {
+        reason: iopf_abi::fault::FaultReason::Access,
+        flags: iopf_abi::fault::UnrecoverableFlags::ADDR_VALID,
+        pasid: 0,
+        perm: iopf_abi::Perm::READ,
+        addr: 0x5000,
+        fetch_addr: 0,
+    };
+    core.report(b, &Fault::Unrecoverable(u), 2).unwrap();
+    let un = link.unrecoverable();
+    assert_eq!((un.delivered, un.not_agreed, un.lost), (0, 1, 0));
+
     // The consumer goes away: every handler is detached and the core answers what it owed.
     drop(c);
     let owed = core.outstanding(a).unwrap() + core.outstanding(b).unwrap();

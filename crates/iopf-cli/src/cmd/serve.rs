@@ -2,7 +2,10 @@
 //! that connects (uid checked, negotiated) it runs a fault core with one PRI device whose page
 //! request groups go through the fault queue, carries the consumer's responses back to the device,
 //! and prints what became of every group: answered by the consumer, answered at once because the
-//! ring was full, or answered INVALID because the consumer went away.
+//! ring was full, or answered INVALID because the consumer went away. With `--unrecoverable N` the
+//! device also reports N unrecoverable faults among its page requests (`IOMMU_FAULT_DMA_UNRECOV`
+//! into `iommu_report_device_fault()`); they travel through the same `CoreLink` to a consumer
+//! that agreed `Features::UNRECOVERABLE`, and are dropped for one that did not.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use iopf::core::{DeviceId, DeviceResponse, FaultCore, PriCaps, Reported, ResponseSink};
 use iopf::queue::{CoreLink, Listener, Offer, ServeConfig};
-use iopf_abi::{Fault, PageRequest, PageRequestFlags, Perm, ResponseCode};
+use iopf_abi::fault::{FaultReason, UnrecoverableFlags};
+use iopf_abi::{Fault, PageRequest, PageRequestFlags, Perm, ResponseCode, Unrecoverable};
 use serde::Serialize;
 
 use crate::display::flag_names;
@@ -52,6 +56,10 @@ pub struct Args {
     /// Also let this uid connect (repeatable). Without it, only the server's own uid may.
     #[arg(long = "allow-uid")]
     allow_uids: Vec<u32>,
+    /// Unrecoverable faults to report among each consumer's page requests (spread evenly; no
+    /// answer is expected for them).
+    #[arg(long, default_value_t = 0)]
+    unrecoverable: u32,
     /// Consumers to serve, one after another, before exiting.
     #[arg(long, default_value_t = 1)]
     consumers: u32,
@@ -106,10 +114,27 @@ struct Summary {
     responses_rejected: u64,
     private_data_at_device: u64,
     consumer_gone: bool,
+    unrecoverable_reported: u64,
+    unrecoverable_delivered: u64,
+    unrecoverable_not_agreed: u64,
+    unrecoverable_lost: u64,
 }
 
 fn private_data(grpid: u32) -> [u64; 2] {
     [0x5afe_0000 | u64::from(grpid), !u64::from(grpid)]
+}
+
+/// The `n`th unrecoverable fault the device reports: a permission fault at an address beyond
+/// the page requests', PASID 1 (as the page requests).
+fn unrecoverable_fault(n: u32) -> Fault {
+    Fault::Unrecoverable(Unrecoverable {
+        reason: FaultReason::Permission,
+        flags: UnrecoverableFlags::PASID_VALID | UnrecoverableFlags::ADDR_VALID,
+        pasid: 1,
+        perm: Perm::WRITE,
+        addr: 0xdead_0000_0000 + u64::from(n) * 4096,
+        fetch_addr: 0,
+    })
 }
 
 fn os_err(path: &std::path::Path, e: impl std::fmt::Display) -> CliError {
@@ -191,10 +216,19 @@ fn serve_one(
         ..Summary::default()
     };
     let mut sent = 0u32;
+    let mut unrecoverable = 0u32;
     let mut reqs: Vec<PageRequest> = Vec::with_capacity(args.requests as usize);
     loop {
         // Keep `window` groups in flight.
         while sent < args.groups && core.outstanding(dev)? < args.window {
+            // Unrecoverable fault i goes before group i * groups / N: spread among the groups.
+            while unrecoverable < args.unrecoverable
+                && u64::from(unrecoverable) * u64::from(args.groups)
+                    <= u64::from(sent) * u64::from(args.unrecoverable)
+            {
+                core.report(dev, &unrecoverable_fault(unrecoverable), now())?;
+                unrecoverable += 1;
+            }
             let grpid = sent % 512;
             reqs.clear();
             for i in 0..args.requests {
@@ -253,6 +287,16 @@ fn serve_one(
             break;
         }
     }
+    // Those not reported yet (no groups, or the consumer left): reported now, after the groups.
+    while unrecoverable < args.unrecoverable {
+        core.report(dev, &unrecoverable_fault(unrecoverable), now())?;
+        unrecoverable += 1;
+    }
+    s.unrecoverable_reported = u64::from(unrecoverable);
+    let un = link.unrecoverable();
+    s.unrecoverable_delivered = un.delivered;
+    s.unrecoverable_not_agreed = un.not_agreed;
+    s.unrecoverable_lost = un.lost;
     s.responses_rejected = link.with_producer(|p| p.stats().rejected);
     let d = core.sink();
     s.responses_to_device = d.total();
@@ -276,6 +320,15 @@ fn print_summary(s: &Summary) {
         "  answered by the consumer {}, at once (lost) {}, INVALID after the consumer left {}",
         s.answered_by_consumer, s.answered_at_once_lost, s.answered_invalid_consumer_gone
     );
+    if s.unrecoverable_reported > 0 {
+        println!(
+            "  unrecoverable faults {}: delivered {}, not agreed by the consumer {}, lost {}",
+            s.unrecoverable_reported,
+            s.unrecoverable_delivered,
+            s.unrecoverable_not_agreed,
+            s.unrecoverable_lost
+        );
+    }
     println!(
         "  responses rejected {}, responses carrying the request's private data to the device {}{}",
         s.responses_rejected,
