@@ -3,11 +3,11 @@
 //! the pump that carries validated responses back into [`FaultCore::respond`].
 //!
 //! ```text
-//!  FaultCore::report ──deliver(Group)──▶ QueueHandler[slot] ──push_group──▶ fault ring ──▶ consumer
-//!        ▲   (Lost: Refusal → core answers at once)                                      │
-//!        └── FaultCore::respond(handler[slot], cookie) ◀── CoreLink::pump ◀── drain_responses ◀┘
-//!            consumer gone: CoreLink::pump detaches every handler → core answers INVALID
-//!  FaultCore::report(unrecoverable) ──unrecoverable()──▶ QueueHandler ──push_unrecoverable──▶ …
+//!  FaultCore::report ─deliver(Group)─▶ QueueHandler[slot] ─push_group─▶ fault ring ─▶ consumer
+//!      ▲  (Lost: Refusal → core answers at once)                                      │
+//!      └─ FaultCore::respond(handler[slot], cookie) ◀─ CoreLink::pump ◀─ drain_responses ◀┘
+//!         consumer gone: CoreLink::pump detaches every handler → core answers INVALID
+//!  FaultCore::report(unrecoverable) ─unrecoverable()─▶ QueueHandler ─push_unrecoverable─▶ …
 //! ```
 //!
 //! One queue may serve many devices, as many `IOMMU_HWPT_ALLOC`s may name one iommufd fault
@@ -338,8 +338,9 @@ impl CoreLink {
     /// Judges the responses waiting in the queue (at most the producer's `max_per_wake`) and
     /// hands the accepted ones to [`FaultCore::respond`], each to the handler its group was
     /// delivered through. When the consumer is gone (checked once no response is waiting), it
-    /// has taken the responses it had already written, and detaches every handler: the core answers every group still outstanding
-    /// with them INVALID (`iommufd_auto_response_faults()`). After that, pumping does nothing.
+    /// has taken the responses it had already written, and detaches every handler: the core
+    /// answers every group still outstanding with them INVALID
+    /// (`iommufd_auto_response_faults()`). After that, pumping does nothing.
     pub fn pump<S: ResponseSink>(&mut self, core: &mut FaultCore<S>) -> Pumped {
         if self.detached {
             return Pumped::default();

@@ -17,8 +17,9 @@
 //! * [`Consumer`]: reads records ([`Event`]: page requests, loss records, unrecoverable
 //!   faults), writes responses, receives verdicts; implements [`iopf_abi::FaultConsumer`], whose
 //!   `read_faults` skips unrecoverable faults (the iommufd record cannot express them).
-//! * [`core_link`]: the producer as the fault core's handler, and the pump that feeds validated
-//!   responses back into the core (and detaches a dead consumer so the core answers INVALID).
+//! * [`core_link`]: the producer as the fault core's handler for any number of devices on one
+//!   queue, and the pump that feeds validated responses back into the core (and detaches a dead
+//!   consumer's handlers so the core answers INVALID).
 //! * [`channel`] builds both ends in one process; [`Listener`] / [`connect`] put them in two,
 //!   over a UNIX socket with `SCM_RIGHTS`.
 //! * [`layout`], `shm`, `wake`, [`record`], [`response`], `pending`, `held`: the region's words,

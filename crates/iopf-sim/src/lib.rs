@@ -27,8 +27,9 @@
 //! * [`platform`]: a run: both sides wired through the real fault core (`iopf-core`) and fault
 //!   queue (`iopf-queue`), on two threads or, for a split run, two processes.
 //! * [`report`]: what a run measured, serialisable.
-//! * `glue` (private): the fault core's handler pushing into the shared fault queue, the
-//!   core's response mailbox, and the IOMMU driver's report path into the core.
+//! * `glue` (private): the core's response mailbox, the IOMMU driver's report path into the
+//!   core, and the split run's page mapping on SUCCESS; the core's handlers are
+//!   `iopf_queue::CoreLink`'s, one link for every device on the shared fault queue.
 //! * [`clock`]: the run's monotonic clock.
 //!
 //! ```no_run
