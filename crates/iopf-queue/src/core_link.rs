@@ -81,10 +81,14 @@ pub trait LinkObserver: Send {
     fn withdrawn(&mut self, ticket: u64) {
         let _ = ticket;
     }
-    /// The queue judged `answer` (its `tag` is the ticket); called before the core judges it,
-    /// for every answer the link takes, including [`AnsweredBy::ConsumerGone`] ones.
-    fn answered(&mut self, answer: &Answer) {
-        let _ = answer;
+    /// The link took `answer` (its `tag` is the ticket) and the core judged it: `at_device`
+    /// says whether this answer is the one the device receives. It is false when the core
+    /// refused it (the group was already answered on detach, replace, removal, flush or age
+    /// limit) and for [`AnsweredBy::ConsumerGone`] answers, which the core replaces with its own
+    /// INVALID when the link detaches. Act on an answer's code (map pages on SUCCESS, say) only
+    /// when `at_device` is true. Called for every answer the link takes.
+    fn answered(&mut self, answer: &Answer, at_device: bool) {
+        let _ = (answer, at_device);
     }
 }
 
@@ -216,6 +220,8 @@ pub struct CoreLink {
     handlers: Vec<HandlerId>,
     detached: bool,
     answers: Vec<Answer>,
+    /// For each of `answers`, whether the core passed it on to the device.
+    at_device: Vec<bool>,
 }
 
 impl CoreLink {
@@ -232,6 +238,7 @@ impl CoreLink {
             handlers: Vec::new(),
             detached: false,
             answers: Vec::new(),
+            at_device: Vec::new(),
         }
     }
 
@@ -384,33 +391,44 @@ impl CoreLink {
     /// Hands the taken answers to the core; with `detach`, detaches every handler.
     fn finish<S: ResponseSink>(&mut self, core: &mut FaultCore<S>, detach: bool) -> Pumped {
         let mut done = Pumped::default();
+        self.at_device.clear();
+        for a in &self.answers {
+            let at_device = if a.by == AnsweredBy::ConsumerGone {
+                done.consumer_gone += 1;
+                false // the core's detach answers these, below
+            } else if let Some(&handler) = self.handlers.get((a.tag >> 32) as usize) {
+                let r = Response {
+                    group: GroupRef::Cookie(Cookie::from_raw(a.tag as u32)),
+                    code: a.code.raw(),
+                    private_data: None,
+                };
+                match core.respond(handler, &r) {
+                    Ok(_) => {
+                        done.answered += 1;
+                        true
+                    }
+                    Err(_) => {
+                        done.refused_by_core += 1;
+                        false
+                    }
+                }
+            } else {
+                done.refused_by_core += 1; // not a tag this link made
+                false
+            };
+            self.at_device.push(at_device);
+        }
+        // The observer hears each answer after the core judged it (and outside the core's
+        // calls, which may take the same lock through a handler).
         if !self.answers.is_empty() {
             let mut st = lock(&self.state);
             if let Some(o) = st.observer.as_mut() {
-                for a in &self.answers {
-                    o.answered(a);
+                for (a, &at_device) in self.answers.iter().zip(&self.at_device) {
+                    o.answered(a, at_device);
                 }
             }
         }
-        for a in self.answers.drain(..) {
-            if a.by == AnsweredBy::ConsumerGone {
-                done.consumer_gone += 1;
-                continue; // the core's detach answers these, below
-            }
-            let Some(&handler) = self.handlers.get((a.tag >> 32) as usize) else {
-                done.refused_by_core += 1; // not a tag this link made
-                continue;
-            };
-            let r = Response {
-                group: GroupRef::Cookie(Cookie::from_raw(a.tag as u32)),
-                code: a.code.raw(),
-                private_data: None,
-            };
-            match core.respond(handler, &r) {
-                Ok(_) => done.answered += 1,
-                Err(_) => done.refused_by_core += 1,
-            }
-        }
+        self.answers.clear();
         if detach {
             // Detach answers INVALID for every group the core still holds for each handler.
             for &h in &self.handlers {

@@ -31,6 +31,8 @@ struct Seen {
     delivered: Vec<u64>,
     withdrawn: Vec<u64>,
     answered: Vec<(u64, ResponseCode)>,
+    /// Answers the core did not pass on to the device.
+    not_at_device: Vec<u64>,
 }
 
 struct Watch(Arc<Mutex<Seen>>);
@@ -42,12 +44,12 @@ impl LinkObserver for Watch {
     fn withdrawn(&mut self, ticket: u64) {
         self.0.lock().unwrap().withdrawn.push(ticket);
     }
-    fn answered(&mut self, answer: &Answer) {
-        self.0
-            .lock()
-            .unwrap()
-            .answered
-            .push((answer.tag, answer.code));
+    fn answered(&mut self, answer: &Answer, at_device: bool) {
+        let mut seen = self.0.lock().unwrap();
+        seen.answered.push((answer.tag, answer.code));
+        if !at_device {
+            seen.not_at_device.push(answer.tag);
+        }
     }
 }
 
@@ -117,6 +119,7 @@ fn many_devices_on_one_queue_each_answer_reaches_its_own_handler() {
         delivered.sort_unstable();
         assert_eq!(answered, delivered);
         assert!(s.withdrawn.is_empty());
+        assert!(s.not_at_device.is_empty());
     }
     core.sink_mut().take();
 
@@ -168,4 +171,47 @@ fn many_devices_on_one_queue_each_answer_reaches_its_own_handler() {
         link.attach_device(&mut core, a, None),
         Err(CoreError::BadConfig(_))
     ));
+}
+
+/// The core answered a group itself (its handler was detached behind the link's back); the
+/// consumer's late SUCCESS is judged by the queue but refused by the core, and the observer is
+/// told it did not reach the device, so nothing acts on it (the simulator maps pages only for
+/// answers that reach the device).
+#[test]
+fn a_late_answer_the_core_refused_is_not_at_the_device() {
+    let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
+    let a = core.register(PriCaps::default()).unwrap();
+    let (p, mut c) = channel(
+        &Offer::current(),
+        &cookie_request(8),
+        ProducerConfig::default(),
+    )
+    .unwrap();
+    let mut link = CoreLink::new(p);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    link.set_observer(Box::new(Watch(seen.clone())));
+    let h = link.attach_device(&mut core, a, None).unwrap();
+    core.report(a, &Fault::PageRequest(req(4, None, true, 0x4000)), 0)
+        .unwrap();
+    let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 4];
+    assert_eq!(c.read_faults(&mut out).unwrap(), 1);
+    // Detached: the core answers the group INVALID at once.
+    core.detach(h).unwrap();
+    let sent = core.sink_mut().take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.code, ResponseCode::Invalid);
+    c.respond(&[IommufdResponse {
+        cookie: out[0].cookie,
+        code: ResponseCode::Success,
+    }])
+    .unwrap();
+    let pumped = link.pump(&mut core);
+    assert_eq!((pumped.answered, pumped.refused_by_core), (0, 1));
+    assert!(
+        core.sink_mut().take().is_empty(),
+        "a second answer reached the device"
+    );
+    let s = seen.lock().unwrap();
+    assert_eq!(s.answered.len(), 1);
+    assert_eq!(s.not_at_device, vec![s.answered[0].0]);
 }

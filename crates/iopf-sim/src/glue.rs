@@ -71,11 +71,13 @@ impl LinkObserver for MapOnSuccess {
         self.pages.remove(&ticket);
     }
 
-    fn answered(&mut self, answer: &Answer) {
+    fn answered(&mut self, answer: &Answer, at_device: bool) {
         let Some(g) = self.pages.remove(&answer.tag) else {
             return;
         };
-        if answer.code == ResponseCode::Success {
+        // Only an answer the device receives maps pages: a late SUCCESS for a group the core
+        // already answered INVALID (detach, removal, age limit) must not.
+        if at_device && answer.code == ResponseCode::Success {
             let dev: DeviceId = answer.dev_id;
             for (iova, perm) in g.pages {
                 // Page-aligned by construction, so mapping cannot fail.
