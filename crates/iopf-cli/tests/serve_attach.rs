@@ -185,3 +185,29 @@ fn unrecoverable_faults_reach_a_consumer_that_agreed_them_and_no_other() {
     assert_eq!(sums[1]["unrecoverable_delivered"], 0, "{}", sums[1]);
     assert_eq!(sums[1]["unrecoverable_not_agreed"], 5, "{}", sums[1]);
 }
+
+#[test]
+fn a_consumer_that_never_answers_is_bounded_by_the_age_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("q.sock");
+    let server = serve(
+        &sock,
+        &["--groups", "40", "--window", "16", "--age-limit-ms", "20"],
+    );
+    // Stays connected, answers nothing, leaves when the producer goes away.
+    let attach = iopf()
+        .args(["attach", "--policy", "ignore", "--quiet", "--json"])
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = summary(server);
+    assert_eq!(s["responses_to_device"], 40);
+    assert_eq!(s["invalid"], 40);
+    assert_eq!(s["answered_invalid_aged"], 40);
+    assert_eq!(s["answered_by_consumer"], 0);
+    assert_eq!(s["consumer_gone"], false);
+    let out = attach.wait_with_output().unwrap();
+    assert!(out.status.success());
+}

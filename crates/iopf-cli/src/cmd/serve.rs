@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use iopf::core::{DeviceId, DeviceResponse, FaultCore, PriCaps, Reported, ResponseSink};
+use iopf::core::{AgeLimit, DeviceId, DeviceResponse, FaultCore, PriCaps, Reported, ResponseSink};
 use iopf::queue::{CoreLink, Listener, Offer, ServeConfig};
 use iopf_abi::fault::{FaultReason, UnrecoverableFlags};
 use iopf_abi::{Fault, PageRequest, PageRequestFlags, Perm, ResponseCode, Unrecoverable};
@@ -60,6 +60,11 @@ pub struct Args {
     /// answer is expected for them).
     #[arg(long, default_value_t = 0)]
     unrecoverable: u32,
+    /// Answer INVALID any group a consumer has held this many milliseconds (the fault core's
+    /// opt-in age limit). Without it a consumer that stays connected and never answers holds its
+    /// groups for ever, as with Linux's fault fd.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    age_limit_ms: Option<u64>,
     /// Consumers to serve, one after another, before exiting.
     #[arg(long, default_value_t = 1)]
     consumers: u32,
@@ -111,6 +116,7 @@ struct Summary {
     answered_by_consumer: u64,
     answered_at_once_lost: u64,
     answered_invalid_consumer_gone: u64,
+    answered_invalid_aged: u64,
     responses_rejected: u64,
     private_data_at_device: u64,
     consumer_gone: bool,
@@ -204,6 +210,13 @@ fn serve_one(
         ..PriCaps::default()
     };
     let dev = core.register(caps)?;
+    if let Some(ms) = args.age_limit_ms {
+        let limit = AgeLimit {
+            limit: ms.saturating_mul(1_000_000),
+            answer: Some(ResponseCode::Invalid),
+        };
+        core.set_age_limit(dev, Some(limit))?;
+    }
     let mut link = CoreLink::attach(&mut core, dev, None, producer)?;
     let start = Instant::now();
     let now = || start.elapsed().as_nanos() as u64;
@@ -266,6 +279,9 @@ fn serve_one(
         let before = core.sink().total();
         let pumped = link.pump(&mut core);
         s.answered_by_consumer += pumped.answered as u64;
+        if args.age_limit_ms.is_some() {
+            s.answered_invalid_aged += u64::from(core.expire(now()));
+        }
         if pumped.detached {
             s.consumer_gone = true;
             s.answered_invalid_consumer_gone +=
@@ -320,6 +336,9 @@ fn print_summary(s: &Summary) {
         "  answered by the consumer {}, at once (lost) {}, INVALID after the consumer left {}",
         s.answered_by_consumer, s.answered_at_once_lost, s.answered_invalid_consumer_gone
     );
+    if s.answered_invalid_aged > 0 {
+        println!("  INVALID past the age limit {}", s.answered_invalid_aged);
+    }
     if s.unrecoverable_reported > 0 {
         println!(
             "  unrecoverable faults {}: delivered {}, not agreed by the consumer {}, lost {}",
