@@ -9,31 +9,18 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::req;
-use iopf_abi::features::RecordFormats;
-use iopf_abi::{Fault, FaultConsumer, Features, IommufdResponse, PgFault, ResponseCode};
+use common::{cookie_request, req};
+use iopf_abi::{Fault, FaultConsumer, IommufdResponse, PgFault, ResponseCode};
 use iopf_core::testing::RecordingSink;
 use iopf_core::{AgeLimit, FaultCore, PriCaps, Reported};
 use iopf_queue::{
-    channel, AnsweredBy, CoreLink, Group, Offer, ProducerConfig, RawFormat, RejectReason, Request,
-    Verdict,
+    channel, AnsweredBy, CoreLink, Group, Offer, ProducerConfig, RawFormat, RejectReason, Verdict,
 };
 
 /// Header words the consumer owns (see `layout::hdr`).
 const FAULT_TAIL: usize = 16;
 const RESP_HEAD: usize = 24;
 const VERDICT_TAIL: usize = 48;
-
-fn cookie_request(entries: u32) -> Request {
-    let mut r = Request::best_for(
-        &Offer::current(),
-        RecordFormats::HWPT_PGFAULT,
-        Features::COOKIE_RESPONSE | Features::LOSS_RECORDS,
-    )
-    .unwrap();
-    r.entries = entries;
-    r
-}
 
 fn pgfaults() -> Vec<PgFault> {
     vec![PgFault::from_bytes(&[0; 40]).unwrap(); 64]

@@ -6,23 +6,11 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{req, vtd_req};
-use iopf_abi::features::RecordFormats;
-use iopf_abi::{Fault, FaultConsumer, Features, IommufdResponse, PgFault, ResponseCode};
+use common::{cookie_request, req, vtd_req};
+use iopf_abi::{Fault, FaultConsumer, IommufdResponse, PgFault, ResponseCode};
 use iopf_core::testing::RecordingSink;
 use iopf_core::{FaultCore, PriCaps, Reported};
 use iopf_queue::{channel, CoreLink, Event, Offer, ProducerConfig, Request};
-
-fn cookie_request(entries: u32) -> Request {
-    let mut r = Request::best_for(
-        &Offer::current(),
-        RecordFormats::HWPT_PGFAULT,
-        Features::COOKIE_RESPONSE | Features::LOSS_RECORDS,
-    )
-    .unwrap();
-    r.entries = entries;
-    r
-}
 
 #[test]
 fn core_to_queue_to_consumer_and_back_exactly_once() {

@@ -7,23 +7,11 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::req;
-use iopf_abi::features::RecordFormats;
-use iopf_abi::{Fault, FaultConsumer, Features, IommufdResponse, PgFault, ResponseCode};
+use common::{cookie_request, req};
+use iopf_abi::{Fault, FaultConsumer, IommufdResponse, PgFault, ResponseCode};
 use iopf_core::testing::RecordingSink;
 use iopf_core::{CoreError, FaultCore, PriCaps, Reported};
-use iopf_queue::{channel, Answer, CoreLink, LinkObserver, Offer, ProducerConfig, Request};
-
-fn cookie_request(entries: u32) -> Request {
-    let mut r = Request::best_for(
-        &Offer::current(),
-        RecordFormats::HWPT_PGFAULT,
-        Features::COOKIE_RESPONSE | Features::LOSS_RECORDS,
-    )
-    .unwrap();
-    r.entries = entries;
-    r
-}
+use iopf_queue::{channel, Answer, CoreLink, LinkObserver, Offer, ProducerConfig};
 
 /// Records what the link tells it: delivered tickets, withdrawn tickets, answered tickets.
 #[derive(Default)]

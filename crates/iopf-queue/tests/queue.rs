@@ -3,24 +3,12 @@
 
 mod common;
 
-use common::req;
-use iopf_abi::features::RecordFormats;
+use common::{cookie_request, req};
 use iopf_abi::{FaultConsumer, Features, IommufdResponse, PgFault, ResponseCode};
 use iopf_queue::{
     channel, AnsweredBy, Event, Group, LossReason, Offer, ProducerConfig, QueueError, RawFormat,
-    RejectReason, Request, Verdict,
+    RejectReason, Verdict,
 };
-
-fn cookie_request(entries: u32) -> Request {
-    let mut r = Request::best_for(
-        &Offer::current(),
-        RecordFormats::HWPT_PGFAULT,
-        Features::COOKIE_RESPONSE | Features::LOSS_RECORDS,
-    )
-    .unwrap();
-    r.entries = entries;
-    r
-}
 
 #[test]
 fn groups_go_out_whole_and_answers_come_back_with_their_tags() {

@@ -3,7 +3,22 @@
 #![allow(dead_code)]
 
 use iopf_abi::fault::PageRequestFlags;
-use iopf_abi::{PageRequest, Perm};
+use iopf_abi::features::RecordFormats;
+use iopf_abi::{Features, PageRequest, Perm};
+use iopf_queue::{Offer, Request};
+
+/// What a new consumer asks of the current producer: iommufd records answered by cookie, with
+/// loss records, in a ring of `entries`.
+pub fn cookie_request(entries: u32) -> Request {
+    let mut r = Request::best_for(
+        &Offer::current(),
+        RecordFormats::HWPT_PGFAULT,
+        Features::COOKIE_RESPONSE | Features::LOSS_RECORDS,
+    )
+    .unwrap();
+    r.entries = entries;
+    r
+}
 
 /// A page request of group `grpid`; `last` sets LAST_PAGE.
 pub fn req(grpid: u32, pasid: Option<u32>, last: bool, addr: u64) -> PageRequest {
