@@ -390,11 +390,7 @@ pub fn connect(
     let addr = SocketAddrUnix::new(path.as_ref()).map_err(|e| QueueError::os("socket path", e))?;
     rustix::net::connect(&fd, &addr).map_err(|e| QueueError::os("connect", e))?;
     let mut fds = Vec::new();
-    let msg = recv(fd.as_fd(), &mut fds)?;
-    check_refusal(&msg)?;
-    if kind_of(&msg)? != KIND_OFFER {
-        return Err(QueueError::Protocol("expected an offer"));
-    }
+    let msg = recv_from_producer(fd.as_fd(), &mut fds, KIND_OFFER, "expected an offer")?;
     let w: WireOffer = read_struct("offer", &msg, std::mem::size_of::<WireOffer>())?;
     let offer = Offer {
         abi_version: w.abi_version,
@@ -415,11 +411,7 @@ pub fn connect(
     };
     send(fd.as_fd(), wire.as_bytes(), &[])?;
     let mut fds = Vec::new();
-    let msg = recv(fd.as_fd(), &mut fds)?;
-    check_refusal(&msg)?;
-    if kind_of(&msg)? != KIND_ACCEPT {
-        return Err(QueueError::Protocol("expected an acceptance"));
-    }
+    let msg = recv_from_producer(fd.as_fd(), &mut fds, KIND_ACCEPT, "expected an acceptance")?;
     let w: WireAccept = read_struct("accept", &msg, std::mem::size_of::<WireAccept>())?;
     let agreement = Agreement {
         abi_version: w.abi_version,
@@ -468,6 +460,22 @@ pub fn connect(
         None,
         Some(fd),
     )
+}
+
+/// Receives the producer's next message, which must be of `kind` (else `Protocol(expected)`) or
+/// a refusal (returned as the producer's error).
+fn recv_from_producer(
+    fd: BorrowedFd<'_>,
+    fds: &mut Vec<OwnedFd>,
+    kind: u32,
+    expected: &'static str,
+) -> Result<Vec<u8>, QueueError> {
+    let msg = recv(fd, fds)?;
+    check_refusal(&msg)?;
+    if kind_of(&msg)? != kind {
+        return Err(QueueError::Protocol(expected));
+    }
+    Ok(msg)
 }
 
 fn check_refusal(msg: &[u8]) -> Result<(), QueueError> {
