@@ -21,7 +21,8 @@ use iopf_abi::{FaultConsumer, IommufdResponse, PageResponse, PgFault};
 use crate::error::{RejectReason, Rejection};
 use crate::held::{Held, HeldTable};
 use crate::layout::{
-    hdr, unpack, COOKIES_PER_SLOT, FLAG_CONSUMER_CLOSED, RESP_SLOT_BYTES, RESP_SLOT_WORDS,
+    hdr, stamp, unpack, COOKIES_PER_SLOT, FAULT_STAMP_WORD, FLAG_CONSUMER_CLOSED, RESP_SLOT_BYTES,
+    RESP_SLOT_WORDS,
 };
 use crate::negotiate::Agreement;
 use crate::record::{decode_slot, Event, FaultEvent, MAX_SLOT_WORDS};
@@ -85,8 +86,12 @@ pub struct Consumer {
     shared: Shared,
     agreement: Agreement,
     fault_tail: u64,
-    cached_fault_head: u64,
+    /// Fault slots up to here (from `fault_tail`) were seen stamped: published.
+    ready_to: u64,
     resp_head: u64,
+    /// The stamp word of the first response slot written since the last publication, and where
+    /// it goes: stored last, `SeqCst`, by `publish_responses` (see [`crate::wake`]).
+    unpublished: Option<(usize, u64)>,
     /// Responses written (a packed slot carries several): the next response's id.
     resp_seq: u64,
     cached_resp_tail: u64,
@@ -118,8 +123,9 @@ impl Consumer {
             shared,
             agreement,
             fault_tail: 0,
-            cached_fault_head: 0,
+            ready_to: 0,
             resp_head: 0,
+            unpublished: None,
             resp_seq: 0,
             cached_resp_tail: 0,
             verdict_tail: 0,
@@ -176,27 +182,20 @@ impl Consumer {
         self.shared.words()
     }
 
-    /// Records waiting in the fault ring, re-reading the producer's head only when the cached
-    /// one says none.
-    fn available(&mut self) -> Result<u64, QueueError> {
-        if self.cached_fault_head == self.fault_tail {
-            let head = self.shared.w(hdr::FAULT_HEAD).load(Ordering::Acquire);
-            let ahead = head.wrapping_sub(self.fault_tail);
-            if ahead > self.shared.geo.entries {
-                // Only a scribbled region gets here (this consumer's own, as only it writes the
-                // shared tail, and the producer rewrites its head on every push). Resynchronise
-                // on the head rather than wedge: the records in between are gone.
-                if ahead < 1 << 62 {
-                    self.stats.corrupt = self.stats.corrupt.saturating_add(ahead);
-                }
-                self.fault_tail = head;
-                self.cached_fault_head = head;
-                self.commit_tail();
-                return Err(QueueError::Corrupt("fault_head is impossible"));
-            }
-            self.cached_fault_head = head;
+    /// Records waiting in the fault ring, at most `limit`: the slots from `fault_tail` on that
+    /// carry their index's stamp (the producer publishes them in order), looking at each stamp
+    /// once.
+    fn available(&mut self, limit: u64) -> u64 {
+        let limit = limit.min(self.shared.geo.entries);
+        if self.ready_to.wrapping_sub(self.fault_tail) > self.shared.geo.entries {
+            self.ready_to = self.fault_tail;
         }
-        Ok(self.cached_fault_head.wrapping_sub(self.fault_tail))
+        while self.ready_to.wrapping_sub(self.fault_tail) < limit
+            && fault_published(&self.shared, self.ready_to)
+        {
+            self.ready_to = self.ready_to.wrapping_add(1);
+        }
+        self.ready_to.wrapping_sub(self.fault_tail).min(limit)
     }
 
     fn read_slot(&self, index: u64) -> Result<Event, QueueError> {
@@ -259,7 +258,7 @@ impl Consumer {
     /// group may be split across calls. A slot that does not decode is skipped and counted
     /// ([`ConsumerStats::corrupt`]), so a corrupted region cannot wedge the consumer.
     pub fn pop_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, QueueError> {
-        let n = self.available()?.min(max as u64);
+        let n = self.available(max as u64);
         let mut taken = 0;
         for _ in 0..n {
             let slot = self.read_slot(self.fault_tail);
@@ -289,7 +288,7 @@ impl Consumer {
             &self.fault_bell,
             None,
             timeout,
-            || shared.w(hdr::FAULT_HEAD).load(Ordering::Acquire) != tail,
+            || fault_published(&shared, tail),
         )
     }
 
@@ -307,10 +306,20 @@ impl Consumer {
         entries - self.resp_head.wrapping_sub(self.cached_resp_tail)
     }
 
+    /// Writes the next response slot. Its first word, with the stamp, goes last: with `Release`
+    /// when an earlier slot of this batch is still unpublished, or else kept for
+    /// `publish_responses`.
     fn write_slot(&mut self, w: &[u64; RESP_SLOT_WORDS]) {
         let base = self.shared.geo.resp_slot(self.resp_head);
-        for (dst, v) in self.shared.words_at(base, w.len()).iter().zip(w) {
+        let slot = self.shared.words_at(base, w.len());
+        for (dst, v) in slot.iter().zip(w).skip(1) {
             dst.store(*v, Ordering::Relaxed);
+        }
+        let first = (w[0] & 0xffff_ffff) | (u64::from(stamp(self.resp_head)) << 32);
+        if self.unpublished.is_none() {
+            self.unpublished = Some((base, first));
+        } else if let Some(dst) = slot.first() {
+            dst.store(first, Ordering::Release);
         }
         self.resp_head = self.resp_head.wrapping_add(1);
     }
@@ -335,10 +344,16 @@ impl Consumer {
         COOKIES_PER_SLOT.min(self.shared.geo.entries as usize)
     }
 
+    /// Makes written responses visible — the first unpublished slot's stamp, `SeqCst`, which
+    /// releases the whole batch — and wakes the producer if it sleeps.
     fn publish_responses(&mut self) {
+        let Some((word, first)) = self.unpublished.take() else {
+            return;
+        };
         self.shared
             .w(hdr::RESP_HEAD)
-            .store(self.resp_head, Ordering::Release);
+            .store(self.resp_head, Ordering::Relaxed);
+        self.shared.w(word).store(first, Ordering::SeqCst);
         wake_if_sleeping(self.shared.w(hdr::PRODUCER_SLEEPING), &self.resp_bell);
     }
 
@@ -567,7 +582,7 @@ impl FaultConsumer for Consumer {
     /// misbehaving one does that — ends the unfinished group. `EINVAL`
     /// ([`QueueError::Inconsistent`]) when the first group does not fit in `out`.
     fn read_faults(&mut self, out: &mut [PgFault]) -> Result<usize, QueueError> {
-        let avail = self.available()?;
+        let avail = self.available(u64::MAX);
         let mut pos = self.fault_tail;
         let end = self.fault_tail.wrapping_add(avail);
         let mut written = 0;
@@ -693,6 +708,14 @@ impl FaultConsumer for Consumer {
     fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool, QueueError> {
         self.wait(timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))))
     }
+}
+
+/// Whether the producer has published fault slot `index` (it carries the index's stamp).
+fn fault_published(shared: &Shared, index: u64) -> bool {
+    let w = shared
+        .w(shared.geo.fault_slot(index) + FAULT_STAMP_WORD)
+        .load(Ordering::Acquire);
+    w as u32 == stamp(index)
 }
 
 #[cfg(test)]
@@ -897,13 +920,9 @@ mod tests {
         // first is not acted on.
         for (len, k) in [(56u32, 7usize), (12, 2), (0, 0)] {
             let mut w = encode_cookies(&[one; COOKIES_PER_SLOT][..k.max(1)]);
-            w[0] = crate::layout::pack(len, crate::layout::RESP_COOKIES);
+            w[0] = crate::layout::resp_word(len, crate::layout::RESP_COOKIES);
             let id = c.resp_seq;
-            let base = c.shared.geo.resp_slot(c.resp_head);
-            for (dst, v) in c.shared.words_at(base, w.len()).iter().zip(&w) {
-                dst.store(*v, Ordering::Relaxed);
-            }
-            c.resp_head += 1;
+            c.write_slot(&w);
             c.resp_seq += 1;
             c.publish_responses();
             let mut answers = Vec::new();

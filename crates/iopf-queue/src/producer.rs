@@ -1,10 +1,11 @@
 //! The producing end: the fault core's side of the queue.
 //!
 //! The producer never blocks the fault path and never trusts the region: it keeps its own indices
-//! privately and only *reads* the consumer's (`fault_tail`, `resp_head`, `verdict_tail`), each
-//! checked to lie between the last valid value and the producer's own index; an impossible value
-//! is counted as a violation and treated as "no progress". Responses are copied out of their slot
-//! before they are judged, and at most [`ProducerConfig::max_per_wake`] are handled per call.
+//! privately and only *reads* the consumer's (`fault_tail`, `verdict_tail`), each checked to lie
+//! between the last valid value and the producer's own index; an impossible value is counted as a
+//! violation and treated as "no progress". A response slot is taken only when its stamp names the
+//! index the producer expects next (see [`crate::layout`]), is copied out before it is judged, and
+//! at most [`ProducerConfig::max_per_wake`] responses are handled per call.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
@@ -15,7 +16,7 @@ use iopf_abi::fault::PageRequestFlags;
 use iopf_abi::{Features, PageRequest, ResponseCode, Unrecoverable};
 
 use crate::error::{LossReason, Rejection};
-use crate::layout::{hdr, pack, FLAG_CONSUMER_CLOSED, RESP_SLOT_WORDS};
+use crate::layout::{hdr, pack, stamp, FAULT_STAMP_WORD, FLAG_CONSUMER_CLOSED, RESP_SLOT_WORDS};
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::pending::{Pending, PendingGroup};
 use crate::record::{encode_fault, encode_lost, encode_unrecoverable, MAX_SLOT_WORDS};
@@ -121,6 +122,9 @@ pub struct Producer {
     agreement: Agreement,
     config: ProducerConfig,
     fault_head: u64,
+    /// The stamp word of the first slot written since the last publication, and where it goes:
+    /// stored last, `SeqCst`, by [`Producer::publish`] (see [`crate::wake`]).
+    unpublished: Option<(usize, u64)>,
     cached_fault_tail: u64,
     resp_tail: u64,
     /// Responses judged (a slot may carry several): the id of the next one.
@@ -155,6 +159,7 @@ impl Producer {
             agreement,
             config,
             fault_head: 0,
+            unpublished: None,
             cached_fault_tail: 0,
             resp_tail: 0,
             judged: 0,
@@ -392,11 +397,23 @@ impl Producer {
         }
     }
 
+    /// Writes the next slot. Its stamp goes last: with `Release` when an earlier slot of this
+    /// batch is still unpublished (a reader cannot pass that one), or else kept for
+    /// [`Producer::publish`].
     fn write_slot(&mut self, words: &[u64]) {
         let base = self.shared.geo.fault_slot(self.fault_head);
         let slot = self.shared.words_at(base, words.len());
-        for (w, &v) in slot.iter().zip(words) {
-            w.store(v, Ordering::Relaxed);
+        for (i, (w, &v)) in slot.iter().zip(words).enumerate() {
+            if i != FAULT_STAMP_WORD {
+                w.store(v, Ordering::Relaxed);
+            }
+        }
+        let stamped =
+            words.get(FAULT_STAMP_WORD).copied().unwrap_or(0) | u64::from(stamp(self.fault_head));
+        if self.unpublished.is_none() {
+            self.unpublished = Some((base + FAULT_STAMP_WORD, stamped));
+        } else if let Some(w) = slot.get(FAULT_STAMP_WORD) {
+            w.store(stamped, Ordering::Release);
         }
         self.fault_head += 1;
     }
@@ -446,14 +463,19 @@ impl Producer {
         true
     }
 
-    /// Makes written records visible and wakes the consumer if it sleeps.
+    /// Makes written records visible — the first unpublished slot's stamp, `SeqCst`, which
+    /// releases the whole batch — and wakes the consumer if it sleeps.
     fn publish(&mut self) {
         self.shared
             .w(hdr::NEXT_SEQ)
             .store(self.next_seq, Ordering::Relaxed);
+        let Some((word, stamped)) = self.unpublished.take() else {
+            return;
+        };
         self.shared
             .w(hdr::FAULT_HEAD)
-            .store(self.fault_head, Ordering::Release);
+            .store(self.fault_head, Ordering::Relaxed);
+        self.shared.w(word).store(stamped, Ordering::SeqCst);
         wake_if_sleeping(self.shared.w(hdr::CONSUMER_SLEEPING), &self.fault_bell);
     }
 
@@ -470,28 +492,16 @@ impl Producer {
             self.announce_losses();
         }
         let entries = self.shared.geo.entries;
-        let head = self.shared.w(hdr::RESP_HEAD).load(Ordering::Acquire);
-        let mut avail = head.wrapping_sub(self.resp_tail);
-        if avail > entries {
-            self.stats.violations += 1;
-            avail = 0;
-        }
-        if avail == 0 {
-            return 0;
-        }
         let max = self.config.max_per_wake.max(1);
         // The consumer's verdict tail is re-read only when the cached one says the ring may be
         // too full: with no rejections the consumer's line is never pulled over.
         let mut room = entries - self.verdict_head.wrapping_sub(self.cached_verdict_tail);
         let (mut slots, mut judged) = (0u64, 0usize);
         let mut rejected = false;
-        while slots < avail && judged < max {
-            let base = self.shared.geo.resp_slot(self.resp_tail);
-            let mut w = [0u64; RESP_SLOT_WORDS];
-            let slot = self.shared.words_at(base, RESP_SLOT_WORDS);
-            for (v, src) in w.iter_mut().zip(slot) {
-                *v = src.load(Ordering::Relaxed);
-            }
+        while slots < entries && judged < max {
+            let Some(w) = self.copy_response(self.resp_tail) else {
+                break;
+            };
             // Judged from the copy only: what the consumer writes now changes nothing.
             let packed = packed_in(&w, entries);
             let k = packed.unwrap_or(1);
@@ -570,9 +580,27 @@ impl Producer {
         self.shared.geo.entries - self.verdict_head.wrapping_sub(self.cached_verdict_tail)
     }
 
-    /// Whether responses are waiting (the consumer's published head differs from ours).
+    /// Copies response slot `index` out of the ring if the consumer has published it (its stamp
+    /// names `index`): the copy is what gets judged, whatever the consumer writes afterwards.
+    fn copy_response(&self, index: u64) -> Option<[u64; RESP_SLOT_WORDS]> {
+        let slot = self
+            .shared
+            .words_at(self.shared.geo.resp_slot(index), RESP_SLOT_WORDS);
+        let first = slot.first()?.load(Ordering::Acquire);
+        if (first >> 32) as u32 != stamp(index) {
+            return None;
+        }
+        let mut w = [0u64; RESP_SLOT_WORDS];
+        w[0] = first;
+        for (v, src) in w.iter_mut().zip(slot).skip(1) {
+            *v = src.load(Ordering::Relaxed);
+        }
+        Some(w)
+    }
+
+    /// Whether a response is waiting (the next response slot carries the expected stamp).
     pub fn responses_waiting(&self) -> bool {
-        self.shared.w(hdr::RESP_HEAD).load(Ordering::Acquire) != self.resp_tail
+        response_published(&self.shared, self.resp_tail)
     }
 
     /// Waits until responses wait, the consumer is gone, or `timeout` passes (spinning briefly,
@@ -592,7 +620,7 @@ impl Producer {
             extra,
             timeout,
             || {
-                shared.w(hdr::RESP_HEAD).load(Ordering::Acquire) != resp_tail
+                response_published(&shared, resp_tail)
                     || shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
                     || link_gone(link)
             },
@@ -642,6 +670,14 @@ impl Producer {
         }
         out.len() - before
     }
+}
+
+/// Whether the consumer has published response slot `index`.
+fn response_published(shared: &Shared, index: u64) -> bool {
+    let w = shared
+        .w(shared.geo.resp_slot(index))
+        .load(Ordering::Acquire);
+    (w >> 32) as u32 == stamp(index)
 }
 
 fn verdict_word(rej: Rejection) -> u64 {

@@ -1,6 +1,7 @@
 //! Fault slots: what the producer writes for one page request, and what the consumer reads back.
 //!
-//! A slot is three words of its own header (sequence number; kind | cookie; dev_id) followed by
+//! A slot is three words of its own header (sequence number; kind | cookie; stamp | dev_id, the
+//! stamp left 0 here: the producer's ring writer sets it, see [`crate::layout`]) followed by
 //! the agreed record: the seed's 64-byte `iommu_fault` or the iommufd 40-byte
 //! `iommu_hwpt_pgfault`. A loss record (kind LOST) carries the first lost sequence number in the
 //! sequence word and the number of records lost in the first body word, like iommufd's vEVENTQ
@@ -15,7 +16,9 @@ use iopf_abi::iommufd::PgfaultFlags;
 use iopf_abi::{Fault, Features, HwptPgfault, IommuFault, PageRequest, PgFault, Unrecoverable};
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::layout::{pack, unpack, KIND_FAULT, KIND_LOST, KIND_UNRECOV, SLOT_HEADER_WORDS};
+use crate::layout::{
+    pack, unpack, FAULT_STAMP_WORD, KIND_FAULT, KIND_LOST, KIND_UNRECOV, SLOT_HEADER_WORDS,
+};
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::QueueError;
 
@@ -72,7 +75,7 @@ pub(crate) fn encode_fault(
 ) -> usize {
     out[0] = seq;
     out[1] = pack(KIND_FAULT, cookie);
-    out[2] = u64::from(dev_id);
+    out[FAULT_STAMP_WORD] = pack(0, dev_id);
     let body = &mut out[SLOT_HEADER_WORDS..];
     match format {
         RecordFormat::IommuFault => {
@@ -111,7 +114,7 @@ pub(crate) fn encode_unrecoverable(
 ) -> usize {
     out[0] = seq;
     out[1] = pack(KIND_UNRECOV, 0);
-    out[2] = u64::from(dev_id);
+    out[FAULT_STAMP_WORD] = pack(0, dev_id);
     let rec = Fault::Unrecoverable(*fault).encode();
     out[SLOT_HEADER_WORDS..].as_mut_bytes()[..IommuFault::SIZE].copy_from_slice(rec.as_bytes());
     SLOT_HEADER_WORDS + IommuFault::SIZE / 8
@@ -132,15 +135,16 @@ pub(crate) fn encode_lost(
 }
 
 /// Decodes slot words copied out of the ring under `agreement`. Strict, as the words come from
-/// a peer: an unrecoverable record is an error unless it was agreed, carries a cookie or a dev_id
-/// wider than 32 bits, or its `iommu_fault` is not a valid `IOMMU_FAULT_DMA_UNRECOV` record; a
-/// fault slot must hold a page request.
+/// a peer: an unrecoverable record is an error unless it was agreed, carries a cookie, or its
+/// `iommu_fault` is not a valid `IOMMU_FAULT_DMA_UNRECOV` record; a fault slot must hold a page
+/// request. The stamp (low half of the dev_id word) is the ring's business and is ignored.
 pub(crate) fn decode_slot(
     agreement: &Agreement,
     w: &[u64; MAX_SLOT_WORDS],
 ) -> Result<Event, QueueError> {
     let format = agreement.record;
     let (kind, cookie) = unpack(w[1]);
+    let (_stamp, dev_id) = unpack(w[FAULT_STAMP_WORD]);
     let body = &w[SLOT_HEADER_WORDS..];
     match kind {
         KIND_UNRECOV => {
@@ -152,8 +156,6 @@ pub(crate) fn decode_slot(
             if cookie != 0 {
                 return Err(QueueError::Corrupt("unrecoverable record with a cookie"));
             }
-            let dev_id = u32::try_from(w[2])
-                .map_err(|_| QueueError::Corrupt("dev_id wider than 32 bits"))?;
             let rec = IommuFault::read_from_bytes(&body.as_bytes()[..IommuFault::SIZE])
                 .map_err(|_| QueueError::Corrupt("short fault slot"))?;
             match rec.decode()? {
@@ -172,7 +174,6 @@ pub(crate) fn decode_slot(
             count: body[0],
         }),
         KIND_FAULT => {
-            let dev_id = w[2] as u32;
             let request = match format {
                 RecordFormat::IommuFault => {
                     let rec = IommuFault::read_from_bytes(&body.as_bytes()[..IommuFault::SIZE])
@@ -305,14 +306,17 @@ mod tests {
         ] {
             assert!(matches!(decode_slot(&a, &w), Err(QueueError::Corrupt(_))));
         }
-        // A cookie, a wide dev_id, a bad reason, a page request in the slot, or an unrecoverable
-        // fault in a page request slot.
+        // A cookie, a bad reason, a page request in the slot, or an unrecoverable fault in a
+        // page request slot; the stamp is not the record's business.
         let mut bad = w;
         bad[1] = pack(KIND_UNRECOV, 5);
         assert!(decode_slot(&yes, &bad).is_err());
-        let mut bad = w;
-        bad[2] = 1 << 32;
-        assert!(decode_slot(&yes, &bad).is_err());
+        let mut stamped = w;
+        stamped[FAULT_STAMP_WORD] |= 0x1234;
+        assert_eq!(
+            decode_slot(&yes, &stamped).unwrap(),
+            decode_slot(&yes, &w).unwrap()
+        );
         let mut bad = w;
         bad[SLOT_HEADER_WORDS + 1] = 0xffff;
         assert!(matches!(decode_slot(&yes, &bad), Err(QueueError::Abi(_))));

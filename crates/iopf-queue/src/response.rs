@@ -1,7 +1,8 @@
 //! Page responses: how the consumer puts one in a response slot, and how the producer judges a
 //! slot it copied out of the ring.
 //!
-//! A response slot is `len | format` in its first word and up to 56 bytes of response after it:
+//! A response slot is `len | format | stamp` in its first word (the stamp set by the consumer's
+//! ring writer, see [`crate::layout`]) and up to 56 bytes of response after it:
 //! a `vfio_iommu_page_response` (format VFIO, read by the extensible-struct rule, so a version 1
 //! caller's 28 bytes and a version 2 caller's 44 both read) or an 8-byte
 //! `iommu_hwpt_page_response` (format COOKIE). The producer's judgement mirrors the kernel's:
@@ -15,8 +16,8 @@ use zerocopy::IntoBytes;
 
 use crate::error::{RejectReason, Rejection};
 use crate::layout::{
-    pack, unpack, COOKIES_PER_SLOT, RESP_COOKIE, RESP_COOKIES, RESP_SLOT_BYTES, RESP_SLOT_WORDS,
-    RESP_VFIO,
+    resp_len_tag, resp_word, COOKIES_PER_SLOT, RESP_COOKIE, RESP_COOKIES, RESP_SLOT_BYTES,
+    RESP_SLOT_WORDS, RESP_VFIO,
 };
 use crate::negotiate::Agreement;
 use crate::pending::{Pending, PendingGroup};
@@ -43,7 +44,7 @@ impl RawFormat {
 pub(crate) fn encode_slot(format: RawFormat, bytes: &[u8]) -> [u64; RESP_SLOT_WORDS] {
     let mut w = [0u64; RESP_SLOT_WORDS];
     let n = bytes.len().min(RESP_SLOT_BYTES);
-    w[0] = pack(n as u32, format.tag());
+    w[0] = resp_word(n as u32, format.tag());
     w[1..].as_mut_bytes()[..n].copy_from_slice(&bytes[..n]);
     w
 }
@@ -53,7 +54,7 @@ pub(crate) fn encode_slot(format: RawFormat, bytes: &[u8]) -> [u64; RESP_SLOT_WO
 pub(crate) fn encode_cookies(responses: &[u64]) -> [u64; RESP_SLOT_WORDS] {
     let mut w = [0u64; RESP_SLOT_WORDS];
     let k = responses.len().min(COOKIES_PER_SLOT);
-    w[0] = pack(k as u32 * 8, RESP_COOKIES);
+    w[0] = resp_word(k as u32 * 8, RESP_COOKIES);
     w[1..=k].copy_from_slice(&responses[..k]);
     w
 }
@@ -63,7 +64,7 @@ pub(crate) fn encode_cookies(responses: &[u64]) -> [u64; RESP_SLOT_WORDS] {
 /// take all its rejections), `None` for any other slot, which is one response judged by
 /// [`judge`] (a malformed packed slot is one malformed response).
 pub(crate) fn packed_in(w: &[u64; RESP_SLOT_WORDS], max: u64) -> Option<usize> {
-    let (len, tag) = unpack(w[0]);
+    let (len, tag) = resp_len_tag(w[0]);
     let k = len as usize / 8;
     (tag == RESP_COOKIES && len % 8 == 0 && (1..=COOKIES_PER_SLOT).contains(&k) && k as u64 <= max)
         .then_some(k)
@@ -98,7 +99,7 @@ pub(crate) fn judge(
     pending: &mut Pending,
     w: &[u64; RESP_SLOT_WORDS],
 ) -> Result<Accepted, Rejection> {
-    let (len, tag) = unpack(w[0]);
+    let (len, tag) = resp_len_tag(w[0]);
     let len = len as usize;
     if len > RESP_SLOT_BYTES {
         return Err(Rejection::new(RejectReason::Malformed));

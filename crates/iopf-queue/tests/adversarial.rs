@@ -1,5 +1,6 @@
 //! An adversarial review of the queue against the design's invariants: groups the fault core
-//! legitimately forms, a consumer that writes wrapping indices, never drains its verdicts, sleeps
+//! legitimately forms, a consumer that writes wrapping indices or stamps a response slot for a
+//! lap of the ring that has not come, never drains its verdicts, sleeps
 //! with groups held, answers another queue's cookies, or replays a cookie after the producer's
 //! cookie space came round. Each test fails if a group is answered twice, not at all, or by a
 //! response that was not meant for it.
@@ -19,8 +20,10 @@ use iopf_queue::{
 
 /// Header words the consumer owns (see `layout::hdr`).
 const FAULT_TAIL: usize = 16;
-const RESP_HEAD: usize = 24;
 const VERDICT_TAIL: usize = 48;
+/// The header word with the fault ring's offset (low half) and the response ring's (high half),
+/// in bytes.
+const RING_OFFS: usize = 5;
 
 fn pgfaults() -> Vec<PgFault> {
     vec![PgFault::from_bytes(&[0; 40]).unwrap(); 64]
@@ -90,9 +93,12 @@ fn indices_wrapping_u64_are_ignored_and_every_group_still_answered_once() {
         );
     }
     let region = c.raw_region();
-    for v in [u64::MAX, u64::MAX - 3, 1 << 63, 9] {
+    let resp_slot0 = (region[RING_OFFS].load(Ordering::Relaxed) >> 32) as usize / 8;
+    // Response slot 0 stamped for later laps of the ring (index 8, 16, ...): not index 0's.
+    let laps = [8u64, 16, (1 << 32) - 8, u64::MAX - 7];
+    for (v, lap) in [u64::MAX, u64::MAX - 3, 1 << 63, 9].into_iter().zip(laps) {
         region[FAULT_TAIL].store(v, Ordering::Release);
-        region[RESP_HEAD].store(v, Ordering::Release);
+        region[resp_slot0].store(lap.wrapping_add(1) << 32 | 8, Ordering::Release);
         region[VERDICT_TAIL].store(v, Ordering::Release);
         let mut answers = Vec::new();
         assert_eq!(p.drain_responses(&mut answers), 0, "tail {v:#x}");

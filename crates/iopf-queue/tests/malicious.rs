@@ -95,6 +95,26 @@ fn hostile_consumer(
                 words[w].store(v, Ordering::Relaxed);
                 scribbles += 1;
             }
+            37 if rng.bool() => {
+                // A response slot stamped by hand: for its next lap (ahead of its turn), its
+                // current one again (a replay), or a random one; the content is whatever is there.
+                // (The ring's offset is read from the header, which another case scribbles: an
+                // offset out of the region is skipped, one inside it forges some other word.)
+                let words = c.raw_region();
+                let resp_off = (words[5].load(Ordering::Relaxed) >> 32) as usize / 8;
+                let entries = c.agreement().entries as usize;
+                let i = resp_off.saturating_add(rng.usize(0..entries) * 8);
+                if let Some(w) = words.get(i).filter(|_| i != FLAGS_WORD) {
+                    let w0 = w.load(Ordering::Relaxed);
+                    let stamp = match rng.u8(0..3) {
+                        0 => (w0 >> 32).wrapping_add(entries as u64),
+                        1 => w0 >> 32,
+                        _ => rng.u64(..),
+                    };
+                    w.store((w0 & 0xffff_ffff) | (stamp << 32), Ordering::Release);
+                    scribbles += 1;
+                }
+            }
             37 => {
                 // The read-mostly header line.
                 let words = c.raw_region();
