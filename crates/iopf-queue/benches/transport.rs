@@ -3,21 +3,47 @@
 //! ```text
 //! cargo bench -p iopf-queue --bench transport            # full run (a few seconds per peer)
 //! IOPF_BENCH_SCALE=0.1 cargo bench -p iopf-queue --bench transport   # a quick look
+//! IOPF_BENCH_REPS=5 ...                                   # repetitions (default 3), interleaved
 //! ```
 //!
-//! Peers, all moving 64-byte records: this queue (`iommu_fault` records, cookie responses: every
-//! record is a one-request group that the consumer answers and the producer judges, so each
-//! record makes a full trip of the protocol); `rtrb`; `crossbeam` `ArrayQueue` (no batch API: a
-//! batch is 64 single pushes); a stream socketpair with one `write`/`read` pair per batch (the
-//! iommufd fault-fd transport); and the floor, a cache-line ping-pong.
+//! Rows, all moving 64-byte records, at batch 1 and batch 64:
+//! * **iopf ring, one way** — this queue carrying `iommu_fault` records one way with its public
+//!   API and nothing to answer: `Features::UNRECOVERABLE` is agreed and every record is an
+//!   unrecoverable fault (`Producer::push_unrecoverable`, which publishes each record; there is
+//!   no batch push for them, so batch 64 is 64 single pushes behind one `has_room(64)` check),
+//!   taken with `Consumer::pop_events(.., b)` (decoded and validated) and touched. The producer
+//!   waits for room rather than lose a record; no record may be lost. Thread to thread and
+//!   process to process. This is the row to hold against the one-way peers below.
+//! * **rtrb**; **crossbeam ArrayQueue** (no batch API: a batch is 64 single pushes); a stream
+//!   **socketpair** with one `write`/`read` pair per batch (the iommufd fault-fd transport):
+//!   raw `[u8; 64]` one way, the consumer touching one byte of each.
+//! * **iopf queue, full exchange** — the whole page-request protocol per record: every record is
+//!   a one-request group (`push_groups`), the consumer takes it (`pop_events`, which also holds
+//!   the group) and answers with a cookie (`respond`), and the producer judges the answer
+//!   (`drain_responses`) and hands it back as an `Answer`. Thread to thread and process to
+//!   process.
+//! * **rtrb exchange** — the same exchange built by hand from two `rtrb` rings, thread to thread:
+//!   the producer assigns a cookie, keeps the group in a `std::collections::HashMap` pending
+//!   table, and pushes the request's `iommu_fault` record (`iopf_abi` encoding) behind a small
+//!   header (sequence number, cookie, device id: what this queue's slot header carries); the
+//!   consumer decodes and validates each record (`IommuFault::decode`, as a VMM would) and answers
+//!   each group with an 8-byte `iommu_hwpt_page_response` on the second ring; the producer
+//!   decodes the answer, removes its cookie from the table (an unknown cookie counts as rejected)
+//!   and keeps the answer. It has none of the queue's other duties (held-group table and
+//!   sequence check on the consumer side, verdicts, loss records, doorbells, cross-process
+//!   mapping): it is what the protocol's bare bones cost on `rtrb`.
+//! * **cache-line ping-pong** — the floor: one cache line each way between two threads.
 //!
-//! Throughput is records per second one way (this queue also carries every answer back).
+//! Throughput is records per second one way (the exchange rows also carry every answer back).
 //! Round trip: a batch of `b` records to the other side and `b` answers back, busy-polled on both
-//! sides (the socketpair blocks in `read`, as a socket consumer does); median and p99.
-//! Process-to-process runs re-execute this binary as the consumer.
+//! sides (the socketpair blocks in `read`, as a socket consumer does); median and p99. The one-way
+//! rows have no round trip: their API has no way back. Process-to-process runs re-execute this
+//! binary as the consumer. The table ends with the issue's targets as ratios of rows measured in
+//! the same run.
 #![allow(clippy::unwrap_used)] // a benchmark that fails to set up should stop loudly
 #![allow(missing_docs)]
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -27,10 +53,11 @@ use std::time::{Duration, Instant};
 
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{
-    FaultConsumer, Features, IommufdResponse, PageRequest, PageRequestFlags, Perm, ResponseCode,
+    Fault, FaultConsumer, FaultReason, Features, HwptPageResponse, IommuFault, IommufdResponse,
+    PageRequest, PageRequestFlags, Perm, ResponseCode, Unrecoverable, UnrecoverableFlags,
 };
 use iopf_queue::{
-    channel, connect, Consumer, Group, Listener, Offer, Producer, ProducerConfig, Request,
+    channel, connect, Consumer, Event, Group, Listener, Offer, Producer, ProducerConfig, Request,
     ServeConfig,
 };
 
@@ -204,6 +231,121 @@ fn queue_consumer(c: &mut Consumer, n_tput: u64, n_lat: u64, b: usize) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// This queue, one way: unrecoverable `iommu_fault` records, which take no answer.
+
+/// An `iommu_fault` queue that agreed `UNRECOVERABLE`.
+fn oneway_request(offer: &Offer) -> Request {
+    let mut r =
+        Request::best_for(offer, RecordFormats::IOMMU_FAULT, Features::UNRECOVERABLE).unwrap();
+    assert!(r.features.contains(Features::UNRECOVERABLE), "{r:?}");
+    r.entries = ENTRIES;
+    r
+}
+
+fn unrecoverable(i: u64) -> Unrecoverable {
+    Unrecoverable {
+        reason: FaultReason::Permission,
+        flags: UnrecoverableFlags::ADDR_VALID | UnrecoverableFlags::PASID_VALID,
+        pasid: 1,
+        perm: Perm::WRITE,
+        addr: i << 12,
+        fetch_addr: 0,
+    }
+}
+
+/// Pushes `n` unrecoverable records, `b` at a time once the ring has room for `b` (there is no
+/// batch push for unrecoverable records: each `push_unrecoverable` publishes its record), and
+/// waits for room rather than lose one. Returns the time the pushes took; the caller adds the
+/// wait for the consumer to have taken them all.
+fn oneway_producer(p: &mut Producer, n: u64, b: usize) -> Instant {
+    let faults: Vec<Unrecoverable> = (0..b as u64).map(unrecoverable).collect();
+    let mut sent = 0u64;
+    let mut idle = Idle::default();
+    let start = Instant::now();
+    while sent < n {
+        let k = (b as u64).min(n - sent);
+        if p.has_room(k) {
+            for f in &faults[..k as usize] {
+                p.push_unrecoverable(1, f).unwrap();
+            }
+            sent += k;
+            idle.reset();
+        } else {
+            idle.wait();
+        }
+    }
+    assert_eq!((p.stats().delivered, p.stats().lost), (n, 0));
+    start
+}
+
+/// Takes `n` records in batches of up to `b`, touching each; returns a checksum. Every record
+/// must be an unrecoverable fault, and none may be missing.
+fn oneway_consumer(c: &mut Consumer, n: u64, b: usize) -> u64 {
+    let mut events = Vec::with_capacity(b);
+    let (mut got, mut sum) = (0u64, 0u64);
+    let mut idle = Idle::default();
+    while got < n {
+        events.clear();
+        let k = c.pop_events(&mut events, b).unwrap();
+        if k == 0 {
+            idle.wait();
+            continue;
+        }
+        idle.reset();
+        for e in &events {
+            match e {
+                Event::Unrecoverable { fault, .. } => sum = sum.wrapping_add(fault.addr),
+                other => panic!("one-way run received {other:?}"),
+            }
+        }
+        got += k as u64;
+    }
+    assert_eq!((got, c.stats().records, c.stats().lost), (n, n, 0));
+    sum
+}
+
+/// One way, thread to thread: records per second, counted until the consumer has all of them.
+fn oneway_thread(n: u64, b: usize) -> f64 {
+    let (mut p, mut c) = channel(
+        &Offer::current(),
+        &oneway_request(&Offer::current()),
+        ProducerConfig::default(),
+    )
+    .unwrap();
+    let t = std::thread::spawn(move || oneway_consumer(&mut c, n, b));
+    let start = oneway_producer(&mut p, n, b);
+    std::hint::black_box(t.join().unwrap());
+    rate(n, start.elapsed())
+}
+
+/// One way, process to process: counted until the consumer's tail has caught up with every
+/// record (the ring is as empty as before the first push).
+fn oneway_process(dir: &Path, n: u64, b: usize) -> f64 {
+    let path = dir.join(format!("o{b}.sock"));
+    let listener = Listener::bind(
+        &path,
+        ServeConfig {
+            offer: Offer::current(),
+            ..ServeConfig::default()
+        },
+    )
+    .unwrap();
+    let mut child = spawn_child("oneway", &path, b, n, 0);
+    let mut p = listener.accept().unwrap();
+    let empty = p.free_slots();
+    let start = oneway_producer(&mut p, n, b);
+    let mut idle = Idle::default();
+    while p.free_slots() != empty {
+        idle.wait();
+    }
+    let d = start.elapsed();
+    drop(p);
+    assert!(child.wait().unwrap().success(), "one-way consumer failed");
+    drop(listener);
+    rate(n, d)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Peers.
 
 fn rtrb_throughput(n: u64, b: usize) -> Duration {
@@ -295,6 +437,192 @@ fn rtrb_latency(rounds: u64, b: usize) -> Vec<Duration> {
         out.push(t.elapsed());
     }
     echo.join().unwrap();
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exchange by hand on rtrb.
+
+/// One rtrb slot of the hand-built exchange: what this queue's slot carries (sequence number,
+/// cookie, device id) and the 64-byte `iommu_fault` record.
+#[derive(Clone, Copy)]
+struct ExchangeSlot {
+    seq: u64,
+    cookie: u32,
+    dev_id: u32,
+    record: IommuFault,
+}
+
+/// A group the hand-built producer waits on: tag, device, PASID, PRG index.
+type PendingGroup = (u64, u32, u32, u32);
+
+/// The producing end of the hand-built exchange.
+struct RtrbExchange {
+    tx: rtrb::Producer<ExchangeSlot>,
+    answers: rtrb::Consumer<HwptPageResponse>,
+    pending: HashMap<u32, PendingGroup>,
+    next_cookie: u32,
+    next_seq: u64,
+    accepted: u64,
+    rejected: u64,
+}
+
+impl RtrbExchange {
+    /// Pushes one one-request group per request, all or none (one publication); returns how many.
+    fn push(&mut self, requests: &[PageRequest]) -> usize {
+        let Ok(chunk) = self.tx.write_chunk_uninit(requests.len()) else {
+            return 0;
+        };
+        let (pending, cookie, seq) = (&mut self.pending, &mut self.next_cookie, &mut self.next_seq);
+        chunk.fill_from_iter(requests.iter().map(|r| {
+            let c = *cookie;
+            *cookie = cookie.wrapping_add(1);
+            pending.insert(c, (0, 1, r.pasid, r.grpid));
+            let s = *seq;
+            *seq += 1;
+            ExchangeSlot {
+                seq: s,
+                cookie: c,
+                dev_id: 1,
+                record: Fault::PageRequest(*r).encode(),
+            }
+        }))
+    }
+
+    /// Judges every waiting answer: decoded, its cookie taken out of the pending table (an answer
+    /// naming no pending group is rejected), accepted ones appended to `out`. Returns how many
+    /// answers were judged.
+    fn drain(&mut self, out: &mut Vec<(PendingGroup, ResponseCode)>) -> usize {
+        let k = self.answers.slots();
+        if k == 0 {
+            return 0;
+        }
+        for raw in self.answers.read_chunk(k).unwrap() {
+            match raw
+                .decode()
+                .ok()
+                .and_then(|a| Some((self.pending.remove(&a.cookie)?, a.code)))
+            {
+                Some(answer) => {
+                    self.accepted += 1;
+                    out.push(answer);
+                }
+                None => self.rejected += 1,
+            }
+        }
+        k
+    }
+}
+
+fn rtrb_exchange() -> (RtrbExchange, impl FnOnce(u64, u64, usize) -> u64 + Send) {
+    let (tx, mut rx) = rtrb::RingBuffer::<ExchangeSlot>::new(ENTRIES as usize);
+    let (mut atx, answers) = rtrb::RingBuffer::<HwptPageResponse>::new(ENTRIES as usize);
+    let producer = RtrbExchange {
+        tx,
+        answers,
+        pending: HashMap::new(),
+        next_cookie: 1,
+        next_seq: 0,
+        accepted: 0,
+        rejected: 0,
+    };
+    // The consumer: takes up to `b` records, decodes each (validated), answers each group; busy-
+    // polls once the first `n_tput` are done, like `queue_consumer`.
+    let consumer = move |n_tput: u64, n_lat: u64, b: usize| {
+        let n = n_tput + n_lat;
+        let mut responses: Vec<HwptPageResponse> = Vec::with_capacity(b);
+        let (mut got, mut expected_seq, mut sum) = (0u64, 0u64, 0u64);
+        let mut idle = Idle::default();
+        while got < n {
+            let k = rx.slots().min(b);
+            if k == 0 {
+                idle.wait();
+                continue;
+            }
+            if got < n_tput && got + k as u64 >= n_tput {
+                idle = Idle::polling();
+            }
+            idle.reset();
+            responses.clear();
+            for slot in rx.read_chunk(k).unwrap() {
+                assert_eq!(slot.seq, expected_seq);
+                expected_seq += 1;
+                let Ok(Fault::PageRequest(r)) = slot.record.decode() else {
+                    panic!("not a page request");
+                };
+                sum = sum.wrapping_add(u64::from(slot.dev_id) ^ r.addr);
+                if r.is_last() {
+                    responses.push(
+                        IommufdResponse {
+                            cookie: slot.cookie,
+                            code: ResponseCode::Success,
+                        }
+                        .encode(),
+                    );
+                }
+            }
+            got += k as u64;
+            let mut done = 0;
+            while done < responses.len() {
+                let room = atx.slots().min(responses.len() - done);
+                if room == 0 {
+                    idle.wait();
+                    continue;
+                }
+                let chunk = atx.write_chunk_uninit(room).unwrap();
+                done += chunk.fill_from_iter(responses[done..].iter().copied());
+            }
+        }
+        sum
+    };
+    (producer, consumer)
+}
+
+/// Pushes `n` one-request groups in batches of `b`, draining answers, until all are answered.
+fn rtrb_exchange_throughput(x: &mut RtrbExchange, n: u64, b: usize) -> Duration {
+    let reqs: Vec<PageRequest> = (0..b as u64).map(page_request).collect();
+    let mut answers = Vec::with_capacity(ENTRIES as usize);
+    let (mut sent, mut answered) = (0u64, 0u64);
+    let mut idle = Idle::default();
+    let start = Instant::now();
+    while answered < n {
+        let mut progress = false;
+        if sent < n && x.pending.len() + b < ENTRIES as usize {
+            let k = (b as u64).min(n - sent) as usize;
+            let pushed = x.push(&reqs[..k]) as u64;
+            sent += pushed;
+            progress = pushed > 0;
+        }
+        answers.clear();
+        let d = x.drain(&mut answers) as u64;
+        answered += answers.len() as u64;
+        if progress || d > 0 {
+            idle.reset();
+        } else {
+            idle.wait();
+        }
+    }
+    start.elapsed()
+}
+
+/// `rounds` round trips of `b` one-request groups each.
+fn rtrb_exchange_latency(x: &mut RtrbExchange, rounds: u64, b: usize) -> Vec<Duration> {
+    let reqs: Vec<PageRequest> = (0..b as u64).map(page_request).collect();
+    let mut answers = Vec::with_capacity(ENTRIES as usize);
+    let mut out = Vec::with_capacity(rounds as usize);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        assert_eq!(x.push(&reqs), b);
+        let mut got = 0;
+        let mut idle = Idle::polling();
+        while got < b {
+            answers.clear();
+            x.drain(&mut answers);
+            got += answers.len();
+            idle.wait();
+        }
+        out.push(t.elapsed());
+    }
     out
 }
 
@@ -552,6 +880,13 @@ fn child_main(spec: &str) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+        "oneway" => {
+            let mut c = connect(path, oneway_request).unwrap();
+            std::hint::black_box(oneway_consumer(&mut c, n, b));
+            while !c.producer_gone() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         "socket" | "socket-echo" => {
             let mut s = UnixStream::connect(path).unwrap();
             socket_reader(&mut s, n, b, peer == "socket-echo");
@@ -569,6 +904,14 @@ fn spawn_child(peer: &str, path: &Path, b: usize, n: u64, n_lat: u64) -> std::pr
         .spawn()
         .unwrap()
 }
+
+/// Row names.
+const ONE_WAY: &str = "iopf ring, one way";
+const FULL: &str = "iopf queue, full exchange";
+const RTRB_EXCHANGE: &str = "rtrb exchange";
+const RTRB: &str = "rtrb";
+const SOCKET: &str = "socketpair read/write";
+const PING_PONG: &str = "cache-line ping-pong";
 
 fn main() {
     if let Ok(spec) = std::env::var("IOPF_BENCH_CHILD") {
@@ -594,7 +937,7 @@ fn main() {
 
     for _ in 0..reps {
         let pp = percentiles(ping_pong(rounds));
-        r.add("cache-line ping-pong", "thread", 1, None, Some(pp));
+        r.add(PING_PONG, "thread", 1, None, Some(pp));
 
         for b in [1usize, 64] {
             let n = if b == 1 { n1 } else { n64 };
@@ -614,11 +957,23 @@ fn main() {
             let d = queue_producer_throughput(&mut p, n, b);
             let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
             drop(t.join().unwrap());
-            r.add("iopf queue", "thread", b, Some(rate(n, d)), Some(lat));
+            r.add(FULL, "thread", b, Some(rate(n, d)), Some(lat));
+
+            // The same exchange by hand on rtrb.
+            let (mut x, consumer) = rtrb_exchange();
+            let t = std::thread::spawn(move || consumer(n, lat_rounds * b as u64, b));
+            let d = rtrb_exchange_throughput(&mut x, n, b);
+            let lat = percentiles(rtrb_exchange_latency(&mut x, lat_rounds, b));
+            std::hint::black_box(t.join().unwrap());
+            assert_eq!((x.accepted, x.rejected), (n + lat_rounds * b as u64, 0));
+            r.add(RTRB_EXCHANGE, "thread", b, Some(rate(n, d)), Some(lat));
+
+            // This queue, one way.
+            r.add(ONE_WAY, "thread", b, Some(oneway_thread(n, b)), None);
 
             let d = rtrb_throughput(n, b);
             let lat = percentiles(rtrb_latency(lat_rounds, b));
-            r.add("rtrb", "thread", b, Some(rate(n, d)), Some(lat));
+            r.add(RTRB, "thread", b, Some(rate(n, d)), Some(lat));
 
             let d = crossbeam_throughput(n, b);
             let lat = percentiles(crossbeam_latency(lat_rounds, b));
@@ -640,13 +995,7 @@ fn main() {
             let t = std::thread::spawn(move || socket_reader(&mut z, lr * b as u64, b, true));
             let lat = percentiles(socket_writer_latency(&mut a, lr, b));
             t.join().unwrap();
-            r.add(
-                "socketpair read/write",
-                "thread",
-                b,
-                Some(rate(sn, d)),
-                Some(lat),
-            );
+            r.add(SOCKET, "thread", b, Some(rate(sn, d)), Some(lat));
 
             // Process to process.
             let path = dir.join(format!("q{b}.sock"));
@@ -665,7 +1014,15 @@ fn main() {
             drop(p);
             child.wait().unwrap();
             drop(listener);
-            r.add("iopf queue", "process", b, Some(rate(n, d)), Some(lat));
+            r.add(FULL, "process", b, Some(rate(n, d)), Some(lat));
+
+            r.add(
+                ONE_WAY,
+                "process",
+                b,
+                Some(oneway_process(&dir, n, b)),
+                None,
+            );
 
             let path = dir.join(format!("s{b}.sock"));
             let l = UnixListener::bind(&path).unwrap();
@@ -680,13 +1037,7 @@ fn main() {
             let lat = percentiles(socket_writer_latency(&mut s, lr, b));
             child.wait().unwrap();
             std::fs::remove_file(&path).unwrap();
-            r.add(
-                "socketpair read/write",
-                "process",
-                b,
-                Some(rate(sn, d)),
-                Some(lat),
-            );
+            r.add(SOCKET, "process", b, Some(rate(sn, d)), Some(lat));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -716,26 +1067,56 @@ fn main() {
             .unwrap_or(f64::NAN)
     };
     println!();
-    println!("| target | measured ratio |");
-    println!("|---|---:|");
-    println!(
-        "| throughput ≥ rtrb at batch 1 | {:.2}× |",
-        tp("iopf queue", "thread", 1) / tp("rtrb", "thread", 1)
-    );
+    println!("| target | compared | measured ratio |");
+    println!("|---|---|---:|");
+    let line = |target: &str, compared: String, ratio: f64| {
+        println!("| {target} | {compared} | {ratio:.2}× |");
+    };
+    for b in [1, 64] {
+        let target = if b == 1 {
+            "throughput ≥ 1× rtrb"
+        } else {
+            "(information)"
+        };
+        line(
+            target,
+            format!("{ONE_WAY} / {RTRB}, thread, batch {b}"),
+            tp(ONE_WAY, "thread", b) / tp(RTRB, "thread", b),
+        );
+    }
     for b in [1, 64] {
         for mode in ["thread", "process"] {
-            println!(
-                "| throughput ≥ 10× socketpair, batch {b}, {mode} | {:.1}× |",
-                tp("iopf queue", mode, b) / tp("socketpair read/write", mode, b)
+            let target = if b == 1 {
+                "throughput ≥ 10× socketpair"
+            } else {
+                "(information)"
+            };
+            line(
+                target,
+                format!("{ONE_WAY} / {SOCKET}, {mode}, batch {b}"),
+                tp(ONE_WAY, mode, b) / tp(SOCKET, mode, b),
             );
         }
     }
-    println!(
-        "| busy-polled round trip median ≤ 3× ping-pong (batch 1, thread) | {:.2}× |",
-        med("iopf queue", "thread", 1) / med("cache-line ping-pong", "thread", 1)
-    );
-    println!(
-        "| same, process to process | {:.2}× |",
-        med("iopf queue", "process", 1) / med("cache-line ping-pong", "thread", 1)
-    );
+    for mode in ["thread", "process"] {
+        line(
+            "busy-polled round trip median ≤ 3× ping-pong",
+            format!("{FULL} ({mode}) / {PING_PONG} (thread), batch 1"),
+            med(FULL, mode, 1) / med(PING_PONG, "thread", 1),
+        );
+    }
+    for b in [1, 64] {
+        line(
+            "(information, aim ≥ 1×)",
+            format!("{FULL} / {RTRB_EXCHANGE}, throughput, thread, batch {b}"),
+            tp(FULL, "thread", b) / tp(RTRB_EXCHANGE, "thread", b),
+        );
+    }
+    for b in [1, 64] {
+        line(
+            "(information, aim ≤ 1×)",
+            format!("{FULL} / {RTRB_EXCHANGE}, round trip median, thread, batch {b}"),
+            med(FULL, "thread", b) / med(RTRB_EXCHANGE, "thread", b),
+        );
+    }
 }
