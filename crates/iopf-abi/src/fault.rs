@@ -124,6 +124,7 @@ pub enum FaultReason {
 
 impl FaultReason {
     /// Decodes a reason; unknown values are an error.
+    #[inline]
     pub fn decode(raw: u32) -> Result<FaultReason, AbiError> {
         use FaultReason::*;
         Ok(match raw {
@@ -223,6 +224,7 @@ impl IommuFault {
 
     /// Decodes the record. Errors: unknown type, reason, flags or permissions, and any non-zero
     /// reserved byte (`padding`, or the union's bytes past the member `type_` selects).
+    #[inline]
     pub fn decode(&self) -> Result<Fault, AbiError> {
         if self.padding != 0 {
             return Err(AbiError::NonZeroReserved {
@@ -247,6 +249,7 @@ impl IommuFault {
     }
 }
 
+#[inline]
 fn check_zero(bytes: &[u8], field: &'static str) -> Result<(), AbiError> {
     if bytes.iter().all(|&b| b == 0) {
         Ok(())
@@ -257,6 +260,7 @@ fn check_zero(bytes: &[u8], field: &'static str) -> Result<(), AbiError> {
 
 impl IommuFaultUnrecoverable {
     /// Decodes the payload; unknown reason, flags or permissions are errors.
+    #[inline]
     pub fn decode(&self) -> Result<Unrecoverable, AbiError> {
         Ok(Unrecoverable {
             reason: FaultReason::decode(self.reason)?,
@@ -274,6 +278,7 @@ impl IommuFaultUnrecoverable {
 
 impl IommuFaultPageRequest {
     /// Decodes the payload; unknown flags or permissions are errors.
+    #[inline]
     pub fn decode(&self) -> Result<PageRequest, AbiError> {
         Ok(PageRequest {
             flags: PageRequestFlags::from_bits(self.flags).ok_or(AbiError::UnknownFlags {
@@ -291,6 +296,7 @@ impl IommuFaultPageRequest {
 
 impl Unrecoverable {
     /// The raw payload.
+    #[inline]
     pub fn encode(&self) -> IommuFaultUnrecoverable {
         IommuFaultUnrecoverable {
             reason: self.reason as u32,
@@ -305,6 +311,7 @@ impl Unrecoverable {
 
 impl PageRequest {
     /// The raw payload.
+    #[inline]
     pub fn encode(&self) -> IommuFaultPageRequest {
         IommuFaultPageRequest {
             flags: self.flags.bits(),
@@ -324,6 +331,7 @@ impl Fault {
     }
 
     /// The raw record, reserved bytes zeroed.
+    #[inline]
     pub fn encode(&self) -> IommuFault {
         let mut rec = IommuFault {
             type_: 0,
@@ -343,6 +351,114 @@ impl Fault {
             }
         }
         rec
+    }
+}
+
+/// A `struct iommu_fault` as the eight native-endian 64-bit words it occupies in 8-byte-aligned
+/// memory: word `i` holds bytes `8i..8i + 8`, so two `__u32` fields share a word in memory order.
+/// A ring that stores records a word at a time (iopf's fault queue) encodes and decodes here:
+/// the same record, the same rules and the same errors as [`Fault::encode`] and
+/// [`IommuFault::decode`] (a property test holds them to it), without a byte copy between the
+/// word stores and the field reads.
+pub type IommuFaultWords = [u64; 8];
+
+/// The two `__u32` fields a word holds, in memory order.
+#[inline]
+fn halves(w: u64) -> (u32, u32) {
+    let b = w.to_ne_bytes();
+    (
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+    )
+}
+
+/// The word holding two `__u32` fields, `first` at the lower address.
+#[inline]
+fn join(first: u32, second: u32) -> u64 {
+    let (a, b) = (first.to_ne_bytes(), second.to_ne_bytes());
+    u64::from_ne_bytes([a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]])
+}
+
+impl IommuFault {
+    /// Decodes a record given as its words: [`IommuFault::decode`] of the same bytes, with the
+    /// same errors in the same order (reserved `padding`, unknown type, reserved union bytes,
+    /// then the member's own fields).
+    #[inline]
+    pub fn decode_words(w: &IommuFaultWords) -> Result<Fault, AbiError> {
+        let (type_, padding) = halves(w[0]);
+        if padding != 0 {
+            return Err(AbiError::NonZeroReserved {
+                field: "iommu_fault.padding",
+            });
+        }
+        match type_ {
+            IOMMU_FAULT_DMA_UNRECOV => {
+                // 32 bytes of member: words 1..=4; the rest of the union is reserved.
+                if w[5] | w[6] | w[7] != 0 {
+                    return Err(AbiError::NonZeroReserved {
+                        field: "iommu_fault.padding2",
+                    });
+                }
+                let ((reason, flags), (pasid, perm)) = (halves(w[1]), halves(w[2]));
+                let raw = IommuFaultUnrecoverable {
+                    reason,
+                    flags,
+                    pasid,
+                    perm,
+                    addr: w[3],
+                    fetch_addr: w[4],
+                };
+                Ok(Fault::Unrecoverable(raw.decode()?))
+            }
+            IOMMU_FAULT_PAGE_REQ => {
+                // 40 bytes of member: words 1..=5.
+                if w[6] | w[7] != 0 {
+                    return Err(AbiError::NonZeroReserved {
+                        field: "iommu_fault.padding2",
+                    });
+                }
+                let ((flags, pasid), (grpid, perm)) = (halves(w[1]), halves(w[2]));
+                let raw = IommuFaultPageRequest {
+                    flags,
+                    pasid,
+                    grpid,
+                    perm,
+                    addr: w[3],
+                    private_data: [w[4], w[5]],
+                };
+                Ok(Fault::PageRequest(raw.decode()?))
+            }
+            other => Err(AbiError::UnknownFaultType(other)),
+        }
+    }
+}
+
+impl Fault {
+    /// The raw record as its words: the bytes of [`Fault::encode`], reserved bytes zeroed.
+    #[inline]
+    pub fn encode_words(&self) -> IommuFaultWords {
+        match self {
+            Fault::Unrecoverable(u) => [
+                join(IOMMU_FAULT_DMA_UNRECOV, 0),
+                join(u.reason as u32, u.flags.bits()),
+                join(u.pasid, u.perm.bits()),
+                u.addr,
+                u.fetch_addr,
+                0,
+                0,
+                0,
+            ],
+            Fault::PageRequest(p) => [
+                join(IOMMU_FAULT_PAGE_REQ, 0),
+                join(p.flags.bits(), p.pasid),
+                join(p.grpid, p.perm.bits()),
+                p.addr,
+                p.private_data[0],
+                p.private_data[1],
+                0,
+                0,
+            ],
+        }
     }
 }
 

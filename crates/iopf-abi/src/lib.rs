@@ -43,7 +43,7 @@ pub use code::ResponseCode;
 pub use consumer::FaultConsumer;
 pub use error::AbiError;
 pub use fault::{
-    Fault, FaultReason, IommuFault, PageRequest, PageRequestFlags, Unrecoverable,
+    Fault, FaultReason, IommuFault, IommuFaultWords, PageRequest, PageRequestFlags, Unrecoverable,
     UnrecoverableFlags,
 };
 pub use features::{Features, RecordFormats, ResponseFormats};

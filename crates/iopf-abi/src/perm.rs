@@ -18,6 +18,7 @@ bitflags::bitflags! {
 
 impl Perm {
     /// Decodes a permission field, naming `field` if it carries unknown bits.
+    #[inline]
     pub fn decode(bits: u32, field: &'static str) -> Result<Perm, crate::AbiError> {
         Perm::from_bits(bits).ok_or(crate::AbiError::UnknownFlags {
             field,
