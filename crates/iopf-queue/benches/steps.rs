@@ -1,6 +1,9 @@
 //! CPU cost of each step of the protocol, per record, on one thread (no cross-core traffic): the
 //! producer's push, the consumer's pop, its response, and the producer's judgement. Batches of 64
-//! one-request groups through a 512-entry queue; `iommu_fault` records, cookie responses.
+//! one-request groups through a 512-entry queue; `iommu_fault` records, cookie responses. Then
+//! the record direction alone (unrecoverable `iommu_fault` records, which take no answer): 64
+//! pushes of one record (each published), then 64 pops of one record, as the transport bench's
+//! batch 1 does.
 //!
 //! ```text
 //! cargo bench -p iopf-queue --bench steps
@@ -11,9 +14,11 @@
 
 use std::time::{Duration, Instant};
 
+use iopf_abi::fault::{FaultReason, UnrecoverableFlags};
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{
     FaultConsumer, Features, IommufdResponse, PageRequest, PageRequestFlags, Perm, ResponseCode,
+    Unrecoverable,
 };
 use iopf_queue::{channel, Event, Group, Offer, ProducerConfig, Request};
 
@@ -21,6 +26,24 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // IOPF_STEPS_ROUNDS: fewer rounds for an instruction count under `valgrind --tool=callgrind`.
+    let rounds: u32 = std::env::var("IOPF_STEPS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50_000)
+        .max(1);
+    // IOPF_STEPS_ONLY=exchange or one-way: one of the two, for a profile of it alone.
+    let only = std::env::var("IOPF_STEPS_ONLY").unwrap_or_default();
+    if only != "one-way" {
+        exchange(rounds);
+    }
+    if only != "exchange" {
+        one_way(rounds);
+    }
+}
+
+/// The whole exchange, step by step: `rounds` batches of 64 one-request groups.
+fn exchange(rounds: u32) {
     let offer = Offer::current();
     let mut r = Request::best_for(
         &offer,
@@ -53,12 +76,6 @@ fn main() {
     let (mut results, mut events, mut responses, mut answers) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut t = [Duration::ZERO; 4];
-    // IOPF_STEPS_ROUNDS: fewer rounds for an instruction count under `valgrind --tool=callgrind`.
-    let rounds: u32 = std::env::var("IOPF_STEPS_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50_000)
-        .max(1);
     for _ in 0..rounds {
         let s = Instant::now();
         results.clear();
@@ -93,5 +110,52 @@ fn main() {
         per(t[2]),
         per(t[3]),
         per(t.iter().sum())
+    );
+}
+
+/// The record direction: `rounds × 64` unrecoverable records, each pushed and popped alone.
+fn one_way(rounds: u32) {
+    let offer = Offer::current();
+    let mut r = Request::best_for(
+        &offer,
+        RecordFormats::IOMMU_FAULT,
+        Features::COOKIE_RESPONSE | Features::UNRECOVERABLE,
+    )
+    .unwrap();
+    r.entries = 512;
+    let (mut p, mut c) = channel(&offer, &r, ProducerConfig::default()).unwrap();
+    let fault = Unrecoverable {
+        reason: FaultReason::Permission,
+        flags: UnrecoverableFlags::PASID_VALID | UnrecoverableFlags::ADDR_VALID,
+        pasid: 1,
+        perm: Perm::WRITE,
+        addr: 0x1000,
+        fetch_addr: 0,
+    };
+    let mut events = Vec::with_capacity(1);
+    let mut t = [Duration::ZERO; 2];
+    let mut sum = 0u64;
+    for _ in 0..rounds {
+        let s = Instant::now();
+        for _ in 0..64 {
+            p.push_unrecoverable(1, &fault).unwrap();
+        }
+        t[0] += s.elapsed();
+        let s = Instant::now();
+        for _ in 0..64 {
+            events.clear();
+            c.pop_events(&mut events, 1).unwrap();
+            if let Some(Event::Unrecoverable { seq, .. }) = events.first() {
+                sum = sum.wrapping_add(*seq);
+            }
+        }
+        t[1] += s.elapsed();
+    }
+    std::hint::black_box(sum);
+    let per = |d: Duration| d.as_nanos() as f64 / f64::from(rounds * 64);
+    println!(
+        "record direction, per record: push {:.0} ns, pop {:.0} ns (one at a time)",
+        per(t[0]),
+        per(t[1]),
     );
 }

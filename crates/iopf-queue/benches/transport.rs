@@ -943,113 +943,146 @@ fn main() {
     let n1 = scaled(400_000) / reps;
     let n64 = scaled(4_000_000) / reps;
     let rounds = scaled(20_000) / reps;
+    // IOPF_BENCH_ONLY: a comma-separated subset of pingpong, full, rtrb-exchange, oneway, rtrb,
+    // crossbeam, socket, thread, process (a quick look at a few rows; the ratio table then shows
+    // NaN for what was not run).
+    let only: Option<Vec<String>> = std::env::var("IOPF_BENCH_ONLY")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+    let want = |what: &str, mode: &str| {
+        only.as_ref().is_none_or(|o| {
+            let modes = o.iter().any(|x| x == "thread" || x == "process");
+            let peers = o.iter().any(|x| x != "thread" && x != "process");
+            (!peers || o.iter().any(|x| x == what)) && (!modes || o.iter().any(|x| x == mode))
+        })
+    };
     let mut r = Results { rows: Vec::new() };
     let dir = std::env::temp_dir().join(format!("iopf-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
     for _ in 0..reps {
-        let pp = percentiles(ping_pong(rounds));
-        r.add(PING_PONG, "thread", 1, None, Some(pp));
+        if want("pingpong", "thread") {
+            let pp = percentiles(ping_pong(rounds));
+            r.add(PING_PONG, "thread", 1, None, Some(pp));
+        }
 
         for b in [1usize, 64] {
             let n = if b == 1 { n1 } else { n64 };
             let lat_rounds = if b == 1 { rounds } else { rounds / 8 };
 
-            // This queue, thread to thread.
-            let (mut p, mut c) = channel(
-                &Offer::current(),
-                &request(&Offer::current()),
-                ProducerConfig::default(),
-            )
-            .unwrap();
-            let t = std::thread::spawn(move || {
-                queue_consumer(&mut c, n, lat_rounds * b as u64, b);
-                c
-            });
-            let d = queue_producer_throughput(&mut p, n, b);
-            let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
-            drop(t.join().unwrap());
-            r.add(FULL, "thread", b, Some(rate(n, d)), Some(lat));
+            if want("full", "thread") {
+                // This queue, thread to thread.
+                let (mut p, mut c) = channel(
+                    &Offer::current(),
+                    &request(&Offer::current()),
+                    ProducerConfig::default(),
+                )
+                .unwrap();
+                let t = std::thread::spawn(move || {
+                    queue_consumer(&mut c, n, lat_rounds * b as u64, b);
+                    c
+                });
+                let d = queue_producer_throughput(&mut p, n, b);
+                let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
+                drop(t.join().unwrap());
+                r.add(FULL, "thread", b, Some(rate(n, d)), Some(lat));
+            }
 
-            // The same exchange by hand on rtrb.
-            let (mut x, consumer) = rtrb_exchange();
-            let t = std::thread::spawn(move || consumer(n, lat_rounds * b as u64, b));
-            let d = rtrb_exchange_throughput(&mut x, n, b);
-            let lat = percentiles(rtrb_exchange_latency(&mut x, lat_rounds, b));
-            std::hint::black_box(t.join().unwrap());
-            assert_eq!((x.accepted, x.rejected), (n + lat_rounds * b as u64, 0));
-            r.add(RTRB_EXCHANGE, "thread", b, Some(rate(n, d)), Some(lat));
+            if want("rtrb-exchange", "thread") {
+                // The same exchange by hand on rtrb.
+                let (mut x, consumer) = rtrb_exchange();
+                let t = std::thread::spawn(move || consumer(n, lat_rounds * b as u64, b));
+                let d = rtrb_exchange_throughput(&mut x, n, b);
+                let lat = percentiles(rtrb_exchange_latency(&mut x, lat_rounds, b));
+                std::hint::black_box(t.join().unwrap());
+                assert_eq!((x.accepted, x.rejected), (n + lat_rounds * b as u64, 0));
+                r.add(RTRB_EXCHANGE, "thread", b, Some(rate(n, d)), Some(lat));
+            }
 
-            // This queue, one way.
-            r.add(ONE_WAY, "thread", b, Some(oneway_thread(n, b)), None);
+            if want("oneway", "thread") {
+                // This queue, one way.
+                r.add(ONE_WAY, "thread", b, Some(oneway_thread(n, b)), None);
+            }
 
-            let d = rtrb_throughput(n, b);
-            let lat = percentiles(rtrb_latency(lat_rounds, b));
-            r.add(RTRB, "thread", b, Some(rate(n, d)), Some(lat));
+            if want("rtrb", "thread") {
+                let d = rtrb_throughput(n, b);
+                let lat = percentiles(rtrb_latency(lat_rounds, b));
+                r.add(RTRB, "thread", b, Some(rate(n, d)), Some(lat));
+            }
 
-            let d = crossbeam_throughput(n, b);
-            let lat = percentiles(crossbeam_latency(lat_rounds, b));
-            r.add(
-                "crossbeam ArrayQueue",
-                "thread",
-                b,
-                Some(rate(n, d)),
-                Some(lat),
-            );
+            if want("crossbeam", "thread") {
+                let d = crossbeam_throughput(n, b);
+                let lat = percentiles(crossbeam_latency(lat_rounds, b));
+                r.add(
+                    "crossbeam ArrayQueue",
+                    "thread",
+                    b,
+                    Some(rate(n, d)),
+                    Some(lat),
+                );
+            }
 
             let sn = if b == 1 { n / 4 } else { n };
-            let (mut a, mut z) = UnixStream::pair().unwrap();
-            let t = std::thread::spawn(move || socket_reader(&mut z, sn, b, false));
-            let d = socket_writer_throughput(&mut a, sn, b);
-            t.join().unwrap();
-            let (mut a, mut z) = UnixStream::pair().unwrap();
             let lr = lat_rounds / 4;
-            let t = std::thread::spawn(move || socket_reader(&mut z, lr * b as u64, b, true));
-            let lat = percentiles(socket_writer_latency(&mut a, lr, b));
-            t.join().unwrap();
-            r.add(SOCKET, "thread", b, Some(rate(sn, d)), Some(lat));
+            if want("socket", "thread") {
+                let (mut a, mut z) = UnixStream::pair().unwrap();
+                let t = std::thread::spawn(move || socket_reader(&mut z, sn, b, false));
+                let d = socket_writer_throughput(&mut a, sn, b);
+                t.join().unwrap();
+                let (mut a, mut z) = UnixStream::pair().unwrap();
+                let t = std::thread::spawn(move || socket_reader(&mut z, lr * b as u64, b, true));
+                let lat = percentiles(socket_writer_latency(&mut a, lr, b));
+                t.join().unwrap();
+                r.add(SOCKET, "thread", b, Some(rate(sn, d)), Some(lat));
+            }
 
-            // Process to process.
-            let path = dir.join(format!("q{b}.sock"));
-            let listener = Listener::bind(
-                &path,
-                ServeConfig {
-                    offer: Offer::current(),
-                    ..ServeConfig::default()
-                },
-            )
-            .unwrap();
-            let mut child = spawn_child("queue", &path, b, n, lat_rounds * b as u64);
-            let mut p = listener.accept().unwrap();
-            let d = queue_producer_throughput(&mut p, n, b);
-            let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
-            drop(p);
-            child.wait().unwrap();
-            drop(listener);
-            r.add(FULL, "process", b, Some(rate(n, d)), Some(lat));
+            if want("full", "process") {
+                // Process to process.
+                let path = dir.join(format!("q{b}.sock"));
+                let listener = Listener::bind(
+                    &path,
+                    ServeConfig {
+                        offer: Offer::current(),
+                        ..ServeConfig::default()
+                    },
+                )
+                .unwrap();
+                let mut child = spawn_child("queue", &path, b, n, lat_rounds * b as u64);
+                let mut p = listener.accept().unwrap();
+                let d = queue_producer_throughput(&mut p, n, b);
+                let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
+                drop(p);
+                child.wait().unwrap();
+                drop(listener);
+                r.add(FULL, "process", b, Some(rate(n, d)), Some(lat));
+            }
 
-            r.add(
-                ONE_WAY,
-                "process",
-                b,
-                Some(oneway_process(&dir, n, b)),
-                None,
-            );
+            if want("oneway", "process") {
+                r.add(
+                    ONE_WAY,
+                    "process",
+                    b,
+                    Some(oneway_process(&dir, n, b)),
+                    None,
+                );
+            }
 
-            let path = dir.join(format!("s{b}.sock"));
-            let l = UnixListener::bind(&path).unwrap();
-            let mut child = spawn_child("socket", &path, b, sn, 0);
-            let (mut s, _) = l.accept().unwrap();
-            let d = socket_writer_throughput(&mut s, sn, b);
-            child.wait().unwrap();
-            std::fs::remove_file(&path).unwrap();
-            let l = UnixListener::bind(&path).unwrap();
-            let mut child = spawn_child("socket-echo", &path, b, lr * b as u64, 0);
-            let (mut s, _) = l.accept().unwrap();
-            let lat = percentiles(socket_writer_latency(&mut s, lr, b));
-            child.wait().unwrap();
-            std::fs::remove_file(&path).unwrap();
-            r.add(SOCKET, "process", b, Some(rate(sn, d)), Some(lat));
+            if want("socket", "process") {
+                let path = dir.join(format!("s{b}.sock"));
+                let l = UnixListener::bind(&path).unwrap();
+                let mut child = spawn_child("socket", &path, b, sn, 0);
+                let (mut s, _) = l.accept().unwrap();
+                let d = socket_writer_throughput(&mut s, sn, b);
+                child.wait().unwrap();
+                std::fs::remove_file(&path).unwrap();
+                let l = UnixListener::bind(&path).unwrap();
+                let mut child = spawn_child("socket-echo", &path, b, lr * b as u64, 0);
+                let (mut s, _) = l.accept().unwrap();
+                let lat = percentiles(socket_writer_latency(&mut s, lr, b));
+                child.wait().unwrap();
+                std::fs::remove_file(&path).unwrap();
+                r.add(SOCKET, "process", b, Some(rate(sn, d)), Some(lat));
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -86,6 +86,8 @@ pub struct Consumer {
     shared: Shared,
     agreement: Agreement,
     fault_tail: u64,
+    /// The fault tail as last published: slots below it are the producer's again.
+    committed_tail: u64,
     /// Fault slots up to here (from `fault_tail`) were seen stamped: published.
     ready_to: u64,
     resp_head: u64,
@@ -123,6 +125,7 @@ impl Consumer {
             shared,
             agreement,
             fault_tail: 0,
+            committed_tail: 0,
             ready_to: 0,
             resp_head: 0,
             unpublished: None,
@@ -198,6 +201,7 @@ impl Consumer {
         self.ready_to.wrapping_sub(self.fault_tail).min(limit)
     }
 
+    #[inline(always)]
     fn read_slot(&self, index: u64) -> Result<Event, QueueError> {
         let base = self.shared.geo.fault_slot(index);
         let n = self.shared.geo.fault_slot_words.min(MAX_SLOT_WORDS);
@@ -208,6 +212,7 @@ impl Consumer {
         decode_slot(&self.agreement, &w)
     }
 
+    #[inline]
     fn note(&mut self, ev: &Event) {
         match *ev {
             Event::Fault(f) => {
@@ -247,16 +252,36 @@ impl Consumer {
         }
     }
 
+    /// Returns the slots read so far to the producer (publishes `fault_tail`).
     fn commit_tail(&mut self) {
         self.shared
             .w(hdr::FAULT_TAIL)
             .store(self.fault_tail, Ordering::Release);
+        self.committed_tail = self.fault_tail;
+    }
+
+    /// Returns the slots read so far once an eighth of the ring is waiting to go back, or at once
+    /// when `caught_up` (no record is waiting: the producer has nothing more to say until it gets
+    /// room, and this consumer may be about to sleep). Returning slots a batch at a time keeps the
+    /// tail's cache line from crossing to the consumer and back for every record while the
+    /// producer is ahead; it costs the producer at most an eighth of the ring while the consumer
+    /// is behind, never a slot while it keeps up.
+    fn return_slots(&mut self, caught_up: bool) {
+        let lag = self.fault_tail.wrapping_sub(self.committed_tail);
+        if lag != 0 && (caught_up || lag >= (self.shared.geo.entries / 8).max(1)) {
+            self.commit_tail();
+        }
     }
 
     /// Takes up to `max` records (page requests, loss records and, when agreed, unrecoverable
-    /// faults) into `out`, returning how many. A
-    /// group may be split across calls. A slot that does not decode is skipped and counted
-    /// ([`ConsumerStats::corrupt`]), so a corrupted region cannot wedge the consumer.
+    /// faults) into `out`, returning how many. A group may be split across calls. A slot that
+    /// does not decode is skipped and counted ([`ConsumerStats::corrupt`]), so a corrupted region
+    /// cannot wedge the consumer.
+    ///
+    /// The slots read go back to the producer when this call finds no more records waiting, or
+    /// once an eighth of the ring has been read since they last went back: while more records
+    /// wait, up to an eighth of the ring can stay out of the producer's reach until the next call
+    /// (or [`Consumer::wait`]).
     pub fn pop_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, QueueError> {
         let n = self.available(max as u64);
         let mut taken = 0;
@@ -272,15 +297,15 @@ impl Consumer {
                 Err(_) => self.stats.corrupt = self.stats.corrupt.saturating_add(1),
             }
         }
-        if n > 0 {
-            self.commit_tail();
-        }
+        let caught_up = n < max as u64 || !fault_published(&self.shared, self.fault_tail);
+        self.return_slots(caught_up);
         Ok(taken)
     }
 
     /// Waits until a record is waiting or `timeout` passes (spinning briefly, then sleeping on
     /// the fault eventfd). Returns whether a record is waiting.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, QueueError> {
+        self.return_slots(true);
         let shared = self.shared.clone();
         let tail = self.fault_tail;
         wait_until(

@@ -13,8 +13,10 @@
 
 use iopf_abi::fault::PageRequestFlags;
 use iopf_abi::iommufd::PgfaultFlags;
-use iopf_abi::{Fault, Features, HwptPgfault, IommuFault, PageRequest, PgFault, Unrecoverable};
-use zerocopy::{FromBytes, IntoBytes};
+use iopf_abi::{
+    Fault, Features, HwptPgfault, IommuFault, IommuFaultWords, PageRequest, PgFault, Unrecoverable,
+};
+use zerocopy::IntoBytes;
 
 use crate::layout::{
     pack, unpack, FAULT_STAMP_WORD, KIND_FAULT, KIND_LOST, KIND_UNRECOV, SLOT_HEADER_WORDS,
@@ -22,8 +24,11 @@ use crate::layout::{
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::QueueError;
 
+/// Words of an `iommu_fault` record.
+const RECORD_WORDS: usize = IommuFault::SIZE / 8;
+
 /// The largest slot: header plus a 64-byte record.
-pub(crate) const MAX_SLOT_WORDS: usize = SLOT_HEADER_WORDS + IommuFault::SIZE / 8;
+pub(crate) const MAX_SLOT_WORDS: usize = SLOT_HEADER_WORDS + RECORD_WORDS;
 
 /// One record taken out of the fault ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +84,8 @@ pub(crate) fn encode_fault(
     let body = &mut out[SLOT_HEADER_WORDS..];
     match format {
         RecordFormat::IommuFault => {
-            let rec = Fault::PageRequest(*request).encode();
-            body.as_mut_bytes()[..IommuFault::SIZE].copy_from_slice(rec.as_bytes());
-            SLOT_HEADER_WORDS + IommuFault::SIZE / 8
+            body[..RECORD_WORDS].copy_from_slice(&Fault::PageRequest(*request).encode_words());
+            SLOT_HEADER_WORDS + RECORD_WORDS
         }
         RecordFormat::HwptPgfault => {
             let mut flags = PgfaultFlags::empty();
@@ -115,9 +119,8 @@ pub(crate) fn encode_unrecoverable(
     out[0] = seq;
     out[1] = pack(KIND_UNRECOV, 0);
     out[FAULT_STAMP_WORD] = pack(0, dev_id);
-    let rec = Fault::Unrecoverable(*fault).encode();
-    out[SLOT_HEADER_WORDS..].as_mut_bytes()[..IommuFault::SIZE].copy_from_slice(rec.as_bytes());
-    SLOT_HEADER_WORDS + IommuFault::SIZE / 8
+    out[SLOT_HEADER_WORDS..].copy_from_slice(&Fault::Unrecoverable(*fault).encode_words());
+    SLOT_HEADER_WORDS + RECORD_WORDS
 }
 
 /// Encodes a loss record into slot words (the whole slot is written, the body zeroed).
@@ -138,6 +141,7 @@ pub(crate) fn encode_lost(
 /// a peer: an unrecoverable record is an error unless it was agreed, carries a cookie, or its
 /// `iommu_fault` is not a valid `IOMMU_FAULT_DMA_UNRECOV` record; a fault slot must hold a page
 /// request. The stamp (low half of the dev_id word) is the ring's business and is ignored.
+#[inline(always)]
 pub(crate) fn decode_slot(
     agreement: &Agreement,
     w: &[u64; MAX_SLOT_WORDS],
@@ -156,9 +160,7 @@ pub(crate) fn decode_slot(
             if cookie != 0 {
                 return Err(QueueError::Corrupt("unrecoverable record with a cookie"));
             }
-            let rec = IommuFault::read_from_bytes(&body.as_bytes()[..IommuFault::SIZE])
-                .map_err(|_| QueueError::Corrupt("short fault slot"))?;
-            match rec.decode()? {
+            match IommuFault::decode_words(&record_words(body))? {
                 Fault::Unrecoverable(fault) => Ok(Event::Unrecoverable {
                     seq: w[0],
                     dev_id,
@@ -175,18 +177,14 @@ pub(crate) fn decode_slot(
         }),
         KIND_FAULT => {
             let request = match format {
-                RecordFormat::IommuFault => {
-                    let rec = IommuFault::read_from_bytes(&body.as_bytes()[..IommuFault::SIZE])
-                        .map_err(|_| QueueError::Corrupt("short fault slot"))?;
-                    match rec.decode()? {
-                        Fault::PageRequest(p) => p,
-                        Fault::Unrecoverable(_) => {
-                            return Err(QueueError::Corrupt(
-                                "unrecoverable fault in a page request slot",
-                            ))
-                        }
+                RecordFormat::IommuFault => match IommuFault::decode_words(&record_words(body))? {
+                    Fault::PageRequest(p) => p,
+                    Fault::Unrecoverable(_) => {
+                        return Err(QueueError::Corrupt(
+                            "unrecoverable fault in a page request slot",
+                        ))
                     }
-                }
+                },
                 RecordFormat::HwptPgfault => {
                     let rec = HwptPgfault::read(&body.as_bytes()[..HwptPgfault::SIZE])?.decode()?;
                     if rec.cookie != cookie {
@@ -219,6 +217,12 @@ pub(crate) fn decode_slot(
         }
         _ => Err(QueueError::Corrupt("unknown slot kind")),
     }
+}
+
+/// The `iommu_fault` record of a slot body (the body is `MAX_SLOT_WORDS - 3` words: exactly it).
+#[inline]
+fn record_words(body: &[u64]) -> IommuFaultWords {
+    core::array::from_fn(|i| body.get(i).copied().unwrap_or(0))
 }
 
 #[cfg(test)]
