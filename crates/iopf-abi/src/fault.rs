@@ -126,8 +126,14 @@ impl FaultReason {
     /// Decodes a reason; unknown values are an error.
     #[inline]
     pub fn decode(raw: u32) -> Result<FaultReason, AbiError> {
+        FaultReason::from_raw(raw).ok_or(AbiError::UnknownReason(raw))
+    }
+
+    /// The reason `raw` names, if it names one.
+    #[inline]
+    pub fn from_raw(raw: u32) -> Option<FaultReason> {
         use FaultReason::*;
-        Ok(match raw {
+        Some(match raw {
             0 => Unknown,
             1 => PasidFetch,
             2 => BadPasidEntry,
@@ -137,7 +143,7 @@ impl FaultReason {
             6 => Permission,
             7 => Access,
             8 => OorAddress,
-            other => return Err(AbiError::UnknownReason(other)),
+            _ => return None,
         })
     }
 }
@@ -383,53 +389,74 @@ impl IommuFault {
     /// Decodes a record given as its words: [`IommuFault::decode`] of the same bytes, with the
     /// same errors in the same order (reserved `padding`, unknown type, reserved union bytes,
     /// then the member's own fields).
+    ///
+    /// A valid record is checked and built from the words' fields without constructing any
+    /// error (the fast path a ring's consumer takes per record); only a record that fails a check
+    /// goes the byte path, which names the error.
     #[inline]
     pub fn decode_words(w: &IommuFaultWords) -> Result<Fault, AbiError> {
+        if let Some(u) = Unrecoverable::from_words(w) {
+            return Ok(Fault::Unrecoverable(u));
+        }
+        if let Some(p) = PageRequest::from_words(w) {
+            return Ok(Fault::PageRequest(p));
+        }
+        Self::word_error(w)
+    }
+
+    /// The error [`IommuFault::decode`] gives for the bytes of `w` (which the fast path refused).
+    #[cold]
+    #[inline(never)]
+    pub fn word_error(w: &IommuFaultWords) -> Result<Fault, AbiError> {
+        let rec: IommuFault = zerocopy::transmute!(*w);
+        rec.decode()
+    }
+}
+
+impl Unrecoverable {
+    /// The unrecoverable fault a record in word form holds, if it is a valid
+    /// `IOMMU_FAULT_DMA_UNRECOV` record; `None` for anything [`IommuFault::decode_words`] would
+    /// not decode to one (it names the error). No error is built, so a ring's consumer can take
+    /// the valid case without the cost of the error type.
+    #[inline]
+    pub fn from_words(w: &IommuFaultWords) -> Option<Unrecoverable> {
         let (type_, padding) = halves(w[0]);
-        if padding != 0 {
-            return Err(AbiError::NonZeroReserved {
-                field: "iommu_fault.padding",
-            });
+        // reason, flags, pasid, perm; addr, fetch_addr: 32 bytes of member, words 1..=4; the
+        // rest of the union is reserved.
+        if type_ != IOMMU_FAULT_DMA_UNRECOV || padding != 0 || w[5] | w[6] | w[7] != 0 {
+            return None;
         }
-        match type_ {
-            IOMMU_FAULT_DMA_UNRECOV => {
-                // 32 bytes of member: words 1..=4; the rest of the union is reserved.
-                if w[5] | w[6] | w[7] != 0 {
-                    return Err(AbiError::NonZeroReserved {
-                        field: "iommu_fault.padding2",
-                    });
-                }
-                let ((reason, flags), (pasid, perm)) = (halves(w[1]), halves(w[2]));
-                let raw = IommuFaultUnrecoverable {
-                    reason,
-                    flags,
-                    pasid,
-                    perm,
-                    addr: w[3],
-                    fetch_addr: w[4],
-                };
-                Ok(Fault::Unrecoverable(raw.decode()?))
-            }
-            IOMMU_FAULT_PAGE_REQ => {
-                // 40 bytes of member: words 1..=5.
-                if w[6] | w[7] != 0 {
-                    return Err(AbiError::NonZeroReserved {
-                        field: "iommu_fault.padding2",
-                    });
-                }
-                let ((flags, pasid), (grpid, perm)) = (halves(w[1]), halves(w[2]));
-                let raw = IommuFaultPageRequest {
-                    flags,
-                    pasid,
-                    grpid,
-                    perm,
-                    addr: w[3],
-                    private_data: [w[4], w[5]],
-                };
-                Ok(Fault::PageRequest(raw.decode()?))
-            }
-            other => Err(AbiError::UnknownFaultType(other)),
+        let ((reason, flags), (pasid, perm)) = (halves(w[1]), halves(w[2]));
+        Some(Unrecoverable {
+            reason: FaultReason::from_raw(reason)?,
+            flags: UnrecoverableFlags::from_bits(flags)?,
+            pasid,
+            perm: Perm::from_bits(perm)?,
+            addr: w[3],
+            fetch_addr: w[4],
+        })
+    }
+}
+
+impl PageRequest {
+    /// The page request a record in word form holds, if it is a valid `IOMMU_FAULT_PAGE_REQ`
+    /// record; `None` for anything [`IommuFault::decode_words`] would not decode to one.
+    #[inline]
+    pub fn from_words(w: &IommuFaultWords) -> Option<PageRequest> {
+        let (type_, padding) = halves(w[0]);
+        // flags, pasid, grpid, perm; addr, private_data: 40 bytes of member, words 1..=5.
+        if type_ != IOMMU_FAULT_PAGE_REQ || padding != 0 || w[6] | w[7] != 0 {
+            return None;
         }
+        let ((flags, pasid), (grpid, perm)) = (halves(w[1]), halves(w[2]));
+        Some(PageRequest {
+            flags: PageRequestFlags::from_bits(flags)?,
+            pasid,
+            grpid,
+            perm: Perm::from_bits(perm)?,
+            addr: w[3],
+            private_data: [w[4], w[5]],
+        })
     }
 }
 
