@@ -21,11 +21,11 @@ use iopf_abi::{FaultConsumer, IommufdResponse, PageResponse, PgFault};
 use crate::error::{RejectReason, Rejection};
 use crate::held::{Held, HeldTable};
 use crate::layout::{
-    hdr, stamp, unpack, COOKIES_PER_SLOT, FAULT_STAMP_WORD, FLAG_CONSUMER_CLOSED, RESP_SLOT_BYTES,
+    hdr, stamp, unpack, COOKIES_PER_SLOT, FAULT_SLOT_WORDS, FLAG_CONSUMER_CLOSED, RESP_SLOT_BYTES,
     RESP_SLOT_WORDS,
 };
 use crate::negotiate::Agreement;
-use crate::record::{decode_slot, Event, FaultEvent, MAX_SLOT_WORDS};
+use crate::record::{decode_slot, Event, FaultEvent};
 use crate::response::{encode_cookies, encode_slot, RawFormat};
 use crate::shared::Shared;
 use crate::wake::{wait_until, wake_if_sleeping, Doorbell};
@@ -68,7 +68,9 @@ pub struct ConsumerStats {
     pub records: u64,
     /// Records the producer reported lost (loss records, or gaps in the sequence).
     pub lost: u64,
-    /// Responses accepted by the producer.
+    /// Responses accepted by the producer, as far as this consumer has learnt: accepted
+    /// responses are counted when [`Consumer::take_verdicts`] collects them (rejections as soon
+    /// as they arrive).
     pub accepted: u64,
     /// Responses rejected by the producer.
     pub rejected: u64,
@@ -201,14 +203,16 @@ impl Consumer {
         self.ready_to.wrapping_sub(self.fault_tail).min(limit)
     }
 
+    /// Copies fault slot `index` out of the ring and decodes the copy.
     #[inline(always)]
     fn read_slot(&self, index: u64) -> Result<Event, QueueError> {
         let base = self.shared.geo.fault_slot(index);
-        let n = self.shared.geo.fault_slot_words.min(MAX_SLOT_WORDS);
-        let mut w = [0u64; MAX_SLOT_WORDS];
-        for (v, src) in w.iter_mut().zip(self.shared.words_at(base, n)) {
-            *v = src.load(Ordering::Relaxed);
-        }
+        let words = self.shared.words_at(base, FAULT_SLOT_WORDS);
+        // The geometry put the slot inside the mapping, so the slice is whole.
+        let Ok(slot) = <&[AtomicU64; FAULT_SLOT_WORDS]>::try_from(words) else {
+            return Err(QueueError::Corrupt("fault slot outside the region"));
+        };
+        let w = slot.each_ref().map(|v| v.load(Ordering::Relaxed));
         decode_slot(&self.agreement, &w)
     }
 
@@ -283,9 +287,21 @@ impl Consumer {
     /// wait, up to an eighth of the ring can stay out of the producer's reach until the next call
     /// (or [`Consumer::wait`]).
     pub fn pop_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, QueueError> {
-        let n = self.available(max as u64);
-        let mut taken = 0;
-        for _ in 0..n {
+        let max = (max as u64).min(self.shared.geo.entries);
+        if self.ready_to.wrapping_sub(self.fault_tail) > self.shared.geo.entries {
+            self.ready_to = self.fault_tail;
+        }
+        let (mut n, mut taken, mut caught_up) = (0, 0, false);
+        while n < max {
+            // A slot known published (by `available`) or carrying its stamp now.
+            if self.ready_to == self.fault_tail {
+                if !fault_published(&self.shared, self.fault_tail) {
+                    caught_up = true;
+                    break;
+                }
+                self.ready_to = self.fault_tail.wrapping_add(1);
+            }
+            n += 1;
             let slot = self.read_slot(self.fault_tail);
             self.fault_tail = self.fault_tail.wrapping_add(1);
             match slot {
@@ -297,7 +313,16 @@ impl Consumer {
                 Err(_) => self.stats.corrupt = self.stats.corrupt.saturating_add(1),
             }
         }
-        let caught_up = n < max as u64 || !fault_published(&self.shared, self.fault_tail);
+        // Took `max`: look at the next slot's stamp now. It says whether the producer is ahead
+        // (keep the slots a while) or not (give them back), and its line, which the next call
+        // reads anyway, is on its way while the caller works on this record.
+        if !caught_up && self.ready_to == self.fault_tail {
+            if fault_published(&self.shared, self.fault_tail) {
+                self.ready_to = self.fault_tail.wrapping_add(1);
+            } else {
+                caught_up = true;
+            }
+        }
         self.return_slots(caught_up);
         Ok(taken)
     }
@@ -393,7 +418,7 @@ impl Consumer {
         if bytes.len() > RESP_SLOT_BYTES {
             return Err(QueueError::Refused(Rejection::new(RejectReason::Malformed)));
         }
-        self.collect_verdicts();
+        self.collect_rejections();
         if self.resp_room() == 0 {
             return Ok(None);
         }
@@ -414,7 +439,7 @@ impl Consumer {
         }
         let v2 = self.agreement.responses.contains(ResponseFormats::VFIO_V2);
         let mut ids = Vec::with_capacity(responses.len());
-        self.collect_verdicts();
+        self.collect_rejections();
         for r in responses {
             if r.private_data.is_some() && !self.agreement.echoes_private_data() {
                 return Err(QueueError::Refused(Rejection::new(
@@ -440,6 +465,17 @@ impl Consumer {
         }
         self.publish_responses();
         Ok(ids)
+    }
+
+    /// Collects verdicts now if rejections wait in the verdict ring, which the producer must not
+    /// find full (it stops judging); accepted responses, which take no entry, are learnt when
+    /// [`Consumer::take_verdicts`] asks. Only the verdict head's line is read, which the producer
+    /// writes only when it rejects something: an exchange without rejections never pulls the
+    /// producer's watermark line (which it writes on every drain) over to this core.
+    fn collect_rejections(&mut self) {
+        if self.shared.w(hdr::VERDICT_HEAD).load(Ordering::Relaxed) != self.verdict_tail {
+            self.collect_verdicts();
+        }
     }
 
     /// Learns the producer's verdicts: every response below the producer's `judged`
@@ -723,10 +759,9 @@ impl FaultConsumer for Consumer {
         if done > 0 {
             self.publish_responses();
         }
-        // Verdicts are collected after the responses are published, not before: reading the
-        // producer's watermark line would otherwise sit between a record's arrival and its
-        // response on the round trip.
-        self.collect_verdicts();
+        // After the responses are published, not before: reading the verdict ring's head would
+        // otherwise sit between a record's arrival and its response on the round trip.
+        self.collect_rejections();
         Ok(done)
     }
 
@@ -737,10 +772,11 @@ impl FaultConsumer for Consumer {
 
 /// Whether the producer has published fault slot `index` (it carries the index's stamp).
 fn fault_published(shared: &Shared, index: u64) -> bool {
+    let at = shared.geo.stamp;
     let w = shared
-        .w(shared.geo.fault_slot(index) + FAULT_STAMP_WORD)
+        .w(shared.geo.fault_slot(index) + at.word)
         .load(Ordering::Acquire);
-    w as u32 == stamp(index)
+    at.get(w) == stamp(index)
 }
 
 #[cfg(test)]

@@ -14,8 +14,9 @@
 //!  word 64      producer_sleeping (producer; consumer clears it when it rings)
 //!  word 72      next_seq, lost    (producer)
 //!  word 80      flags             (consumer: CONSUMER_CLOSED)
-//!  word 128     fault ring:    entries × fault slot  (slot: seq, kind|cookie,
-//!               stamp|dev_id, record)
+//!  word 128     fault ring:    entries × 8 words    (one record a slot, see `record`: the
+//!               `iommu_fault` with seq, cookie and dev_id in its reserved bytes and the stamp in
+//!               its `padding`; or seq, kind|cookie, stamp|dev_id, then the 40-byte record)
 //!  ...          response ring: entries × 8 words    (slot: len|format|stamp, 56 bytes of
 //!               response: one VFIO or cookie response, or up to 7 packed cookie responses)
 //!  ...          verdict ring:  entries × 2 words    (slot: response id, errno|reason), for
@@ -79,17 +80,57 @@ const _: () = assert!(hdr::SIZE < 8 && hdr::VERDICT_OFF < 8 && hdr::RING_OFFS < 
 /// `flags` bit: the consumer has closed its end.
 pub(crate) const FLAG_CONSUMER_CLOSED: u64 = 1;
 
-/// Words of a fault slot's own header: sequence number; kind | cookie; stamp | dev_id.
+/// Words of a fault slot, in either record format: one cache line, so a record crosses from one
+/// core to the other as one line, and neighbouring slots never share one.
+pub(crate) const FAULT_SLOT_WORDS: usize = 8;
+
+/// Where a fault slot's stamp lives: 32 bits of one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StampAt {
+    /// The word of the slot.
+    pub word: usize,
+    /// The stamp's lowest bit in that word.
+    pub shift: u32,
+}
+
+impl StampAt {
+    /// The stamp of a slot's stamp word.
+    #[inline]
+    pub fn get(self, w: u64) -> u32 {
+        (w >> self.shift) as u32
+    }
+
+    /// The stamp word `w` (whose stamp bits are zero) with stamp `s`.
+    #[inline]
+    pub fn set(self, w: u64, s: u32) -> u64 {
+        w | (u64::from(s) << self.shift)
+    }
+
+    /// `w` with its stamp bits zeroed.
+    #[inline]
+    pub fn clear(self, w: u64) -> u64 {
+        w & !(0xffff_ffff << self.shift)
+    }
+}
+
+/// The bit where `iommu_fault.padding`, the second `__u32` in memory, starts in the record's first
+/// word (read as a native-endian `u64`).
+pub(crate) const PADDING_SHIFT: u32 = if cfg!(target_endian = "little") {
+    32
+} else {
+    0
+};
+
+/// The bit where `iommu_fault.type` starts in the record's first word.
+pub(crate) const TYPE_SHIFT: u32 = 32 - PADDING_SHIFT;
+
+/// Header words of an `iommu_hwpt_pgfault` slot: sequence number; kind | cookie; stamp | dev_id.
 pub(crate) const SLOT_HEADER_WORDS: usize = 3;
-/// The fault slot's word holding the stamp (low half) and the dev_id (high half).
-pub(crate) const FAULT_STAMP_WORD: usize = 2;
-/// Slot kind: a fault record.
+/// Slot kind (`iommu_hwpt_pgfault` slots): a fault record.
 pub(crate) const KIND_FAULT: u32 = 1;
-/// Slot kind: a loss record (first lost sequence number in the seq word, count in the body).
+/// Slot kind (`iommu_hwpt_pgfault` slots): a loss record (first lost sequence number in the seq
+/// word, count in the body).
 pub(crate) const KIND_LOST: u32 = 2;
-/// Slot kind: an unrecoverable fault record (`iommu_fault` of type `IOMMU_FAULT_DMA_UNRECOV`,
-/// cookie 0), only on a queue that agreed [`iopf_abi::Features::UNRECOVERABLE`].
-pub(crate) const KIND_UNRECOV: u32 = 3;
 /// Words of a response slot: len | format | stamp, then 56 bytes of response.
 pub(crate) const RESP_SLOT_WORDS: usize = 8;
 /// Bytes of response a slot can carry.
@@ -111,7 +152,8 @@ pub(crate) const VERDICT_SLOT_WORDS: usize = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geometry {
     pub entries: u64,
-    pub record_words: usize,
+    /// Where the agreed record format keeps a fault slot's stamp.
+    pub stamp: StampAt,
     pub fault_slot_words: usize,
     pub fault_off: usize,
     pub resp_off: usize,
@@ -122,14 +164,15 @@ pub(crate) struct Geometry {
 impl Geometry {
     /// Computes the layout; the region size is rounded up to a whole page.
     pub fn new(a: &Agreement) -> Geometry {
-        let record_words = match a.record {
-            RecordFormat::IommuFault => iopf_abi::IommuFault::SIZE / 8,
-            RecordFormat::HwptPgfault => iopf_abi::HwptPgfault::SIZE / 8,
+        let stamp = match a.record {
+            RecordFormat::IommuFault => StampAt {
+                word: 0,
+                shift: PADDING_SHIFT,
+            },
+            RecordFormat::HwptPgfault => StampAt { word: 2, shift: 0 },
         };
         let entries = a.entries as usize;
-        // Whole cache lines per slot, so neighbouring slots never share a line that both ends
-        // touch at once (the 40-byte record fills exactly one line, the 64-byte one two).
-        let fault_slot_words = align8(SLOT_HEADER_WORDS + record_words);
+        let fault_slot_words = FAULT_SLOT_WORDS;
         let fault_off = hdr::WORDS;
         let resp_off = align8(fault_off + entries * fault_slot_words);
         let verdict_off = align8(resp_off + entries * RESP_SLOT_WORDS);
@@ -137,7 +180,7 @@ impl Geometry {
         let words = end.div_ceil(512) * 512;
         Geometry {
             entries: a.entries as u64,
-            record_words,
+            stamp,
             fault_slot_words,
             fault_off,
             resp_off,

@@ -16,10 +16,10 @@ use iopf_abi::fault::PageRequestFlags;
 use iopf_abi::{Features, PageRequest, ResponseCode, Unrecoverable};
 
 use crate::error::{LossReason, Rejection};
-use crate::layout::{hdr, pack, stamp, FAULT_STAMP_WORD, FLAG_CONSUMER_CLOSED, RESP_SLOT_WORDS};
+use crate::layout::{hdr, pack, stamp, FLAG_CONSUMER_CLOSED, RESP_SLOT_WORDS};
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::pending::{Pending, PendingGroup};
-use crate::record::{encode_fault, encode_lost, encode_unrecoverable, MAX_SLOT_WORDS};
+use crate::record::{encode_fault, encode_lost, encode_unrecoverable, SlotWords};
 use crate::response::{judge, judge_packed, packed_in};
 use crate::shared::Shared;
 use crate::wake::{wait_until, wake_if_sleeping, Doorbell};
@@ -260,9 +260,7 @@ impl Producer {
         }
         self.write_loss_record();
         let seq = self.next_seq;
-        let mut words = [0u64; MAX_SLOT_WORDS];
-        let used = encode_unrecoverable(seq, dev_id, fault, &mut words);
-        self.write_slot(&words[..used]);
+        self.write_slot(&encode_unrecoverable(seq, dev_id, fault));
         self.next_seq += 1;
         self.stats.delivered += 1;
         self.publish();
@@ -344,22 +342,20 @@ impl Producer {
             return Err(QueueError::Lost(LossReason::TooManyPending));
         };
         let echo = self.agreement.echoes_private_data();
-        let mut words = [0u64; MAX_SLOT_WORDS];
         for r in group.requests {
             let mut r = *r;
             if !echo {
                 r.flags.remove(PageRequestFlags::PRIV_DATA);
                 r.private_data = [0, 0];
             }
-            let used = encode_fault(
+            let words = encode_fault(
                 self.agreement.record,
                 self.next_seq,
                 cookie,
                 group.dev_id,
                 &r,
-                &mut words,
             );
-            self.write_slot(&words[..used]);
+            self.write_slot(&words);
             self.next_seq += 1;
         }
         self.stats.delivered += n;
@@ -400,19 +396,20 @@ impl Producer {
     /// Writes the next slot. Its stamp goes last: with `Release` when an earlier slot of this
     /// batch is still unpublished (a reader cannot pass that one), or else kept for
     /// [`Producer::publish`].
-    fn write_slot(&mut self, words: &[u64]) {
+    #[inline]
+    fn write_slot(&mut self, words: &SlotWords) {
+        let at = self.shared.geo.stamp;
         let base = self.shared.geo.fault_slot(self.fault_head);
         let slot = self.shared.words_at(base, words.len());
         for (i, (w, &v)) in slot.iter().zip(words).enumerate() {
-            if i != FAULT_STAMP_WORD {
+            if i != at.word {
                 w.store(v, Ordering::Relaxed);
             }
         }
-        let stamped =
-            words.get(FAULT_STAMP_WORD).copied().unwrap_or(0) | u64::from(stamp(self.fault_head));
+        let stamped = at.set(words[at.word], stamp(self.fault_head));
         if self.unpublished.is_none() {
-            self.unpublished = Some((base + FAULT_STAMP_WORD, stamped));
-        } else if let Some(w) = slot.get(FAULT_STAMP_WORD) {
+            self.unpublished = Some((base + at.word, stamped));
+        } else if let Some(w) = slot.get(at.word) {
             w.store(stamped, Ordering::Release);
         }
         self.fault_head += 1;
@@ -440,9 +437,7 @@ impl Producer {
 
     fn write_loss_record(&mut self) {
         if let Some((first, count)) = self.unreported_loss.take() {
-            let mut words = [0u64; MAX_SLOT_WORDS];
-            let n = encode_lost(first, count, self.shared.geo.fault_slot_words, &mut words);
-            self.write_slot(&words[..n]);
+            self.write_slot(&encode_lost(self.agreement.record, first, count));
         }
     }
 

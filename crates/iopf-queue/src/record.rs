@@ -1,34 +1,61 @@
-//! Fault slots: what the producer writes for one page request, and what the consumer reads back.
+//! Fault slots: what the producer writes for one record, and what the consumer reads back. A
+//! slot is one cache line (8 words) in either record format, so a record crosses between the
+//! cores as one line.
 //!
-//! A slot is three words of its own header (sequence number; kind | cookie; stamp | dev_id, the
-//! stamp left 0 here: the producer's ring writer sets it, see [`crate::layout`]) followed by
-//! the agreed record: the seed's 64-byte `iommu_fault` or the iommufd 40-byte
-//! `iommu_hwpt_pgfault`. A loss record (kind LOST) carries the first lost sequence number in the
-//! sequence word and the number of records lost in the first body word, like iommufd's vEVENTQ
-//! `IOMMU_VEVENTQ_FLAG_LOST_EVENTS` header. An unrecoverable fault record (kind UNRECOV, cookie
-//! 0) carries an `iommu_fault` of type `IOMMU_FAULT_DMA_UNRECOV`, as `iommu_report_device_fault()`
-//! receives it; it exists only on an `iommu_fault` queue that agreed
-//! [`Features::UNRECOVERABLE`](iopf_abi::Features::UNRECOVERABLE) (the iommufd record has no
-//! unrecoverable form).
+//! With `iommu_fault` records (64 bytes, the seed's), the slot *is* the record, and what the
+//! queue adds lives in bytes the record reserves (zero in a record, and restored to zero before
+//! the record is decoded):
+//!
+//! ```text
+//!  word 0       type | padding      the stamp (see `layout`) in `padding`
+//!  words 1..=5  the record's member (unrecoverable: words 1..=4, word 5 zero)
+//!  word 6       sequence number     \  the union's reserved tail (`padding2`), which neither
+//!  word 7       cookie | dev_id     /   member reaches
+//! ```
+//!
+//! A loss record there has type 0 (no `iommu_fault` has it), the number of records lost in word 1
+//! and the first lost sequence number in word 6, like iommufd's vEVENTQ
+//! `IOMMU_VEVENTQ_FLAG_LOST_EVENTS` header. An unrecoverable fault record (type
+//! `IOMMU_FAULT_DMA_UNRECOV`, cookie 0) is what `iommu_report_device_fault()` receives; it exists
+//! only on a queue that agreed [`Features::UNRECOVERABLE`](iopf_abi::Features::UNRECOVERABLE).
+//!
+//! With `iommu_hwpt_pgfault` records (40 bytes, iommufd's), the slot is three words of header
+//! (sequence number; kind | cookie; stamp | dev_id) and the record; a loss record has kind LOST,
+//! the first lost sequence number in word 0 and the count in word 3. The iommufd record has no
+//! unrecoverable form.
+//!
+//! The encoders leave the stamp bits zero: the producer's ring writer sets them.
 
-use iopf_abi::fault::PageRequestFlags;
+use iopf_abi::fault::{IOMMU_FAULT_DMA_UNRECOV, IOMMU_FAULT_PAGE_REQ};
 use iopf_abi::iommufd::PgfaultFlags;
 use iopf_abi::{
-    Fault, Features, HwptPgfault, IommuFault, IommuFaultWords, PageRequest, PgFault, Unrecoverable,
+    Fault, Features, HwptPgfault, IommuFault, IommuFaultWords, PageRequest, PageRequestFlags,
+    PgFault, Unrecoverable,
 };
 use zerocopy::IntoBytes;
 
 use crate::layout::{
-    pack, unpack, FAULT_STAMP_WORD, KIND_FAULT, KIND_LOST, KIND_UNRECOV, SLOT_HEADER_WORDS,
+    pack, unpack, StampAt, FAULT_SLOT_WORDS, KIND_FAULT, KIND_LOST, PADDING_SHIFT,
+    SLOT_HEADER_WORDS, TYPE_SHIFT,
 };
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::QueueError;
 
-/// Words of an `iommu_fault` record.
-const RECORD_WORDS: usize = IommuFault::SIZE / 8;
+/// A fault slot's words.
+pub(crate) type SlotWords = [u64; FAULT_SLOT_WORDS];
 
-/// The largest slot: header plus a 64-byte record.
-pub(crate) const MAX_SLOT_WORDS: usize = SLOT_HEADER_WORDS + RECORD_WORDS;
+/// `iommu_fault` slots: the word holding the sequence number.
+const SEQ_WORD: usize = 6;
+/// `iommu_fault` slots: the word holding cookie | dev_id.
+const IDS_WORD: usize = 7;
+/// `iommu_fault` slots: the type of a loss record.
+const TYPE_LOST: u32 = 0;
+
+/// Where an `iommu_fault` slot keeps its stamp: the record's `padding`.
+const FOLDED_STAMP: StampAt = StampAt {
+    word: 0,
+    shift: PADDING_SHIFT,
+};
 
 /// One record taken out of the fault ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,23 +96,21 @@ pub struct FaultEvent {
     pub request: PageRequest,
 }
 
-/// Encodes a page request into slot words; returns how many words were used.
+/// Encodes a page request into a slot.
+#[inline]
 pub(crate) fn encode_fault(
     format: RecordFormat,
     seq: u64,
     cookie: u32,
     dev_id: u32,
     request: &PageRequest,
-    out: &mut [u64; MAX_SLOT_WORDS],
-) -> usize {
-    out[0] = seq;
-    out[1] = pack(KIND_FAULT, cookie);
-    out[FAULT_STAMP_WORD] = pack(0, dev_id);
-    let body = &mut out[SLOT_HEADER_WORDS..];
+) -> SlotWords {
     match format {
         RecordFormat::IommuFault => {
-            body[..RECORD_WORDS].copy_from_slice(&Fault::PageRequest(*request).encode_words());
-            SLOT_HEADER_WORDS + RECORD_WORDS
+            let mut w = Fault::PageRequest(*request).encode_words();
+            w[SEQ_WORD] = seq;
+            w[IDS_WORD] = pack(cookie, dev_id);
+            w
         }
         RecordFormat::HwptPgfault => {
             let mut flags = PgfaultFlags::empty();
@@ -102,132 +127,152 @@ pub(crate) fn encode_fault(
                 cookie,
             }
             .encode();
-            body.as_mut_bytes()[..HwptPgfault::SIZE].copy_from_slice(rec.as_bytes());
-            SLOT_HEADER_WORDS + HwptPgfault::SIZE / 8
+            let mut w = [0u64; FAULT_SLOT_WORDS];
+            w[0] = seq;
+            w[1] = pack(KIND_FAULT, cookie);
+            w[2] = pack(0, dev_id);
+            w[SLOT_HEADER_WORDS..].as_mut_bytes()[..HwptPgfault::SIZE]
+                .copy_from_slice(rec.as_bytes());
+            w
         }
     }
 }
 
-/// Encodes an unrecoverable fault record into slot words (`iommu_fault` records only: the caller
-/// checked the agreement); returns how many words were used.
-pub(crate) fn encode_unrecoverable(
-    seq: u64,
-    dev_id: u32,
-    fault: &Unrecoverable,
-    out: &mut [u64; MAX_SLOT_WORDS],
-) -> usize {
-    out[0] = seq;
-    out[1] = pack(KIND_UNRECOV, 0);
-    out[FAULT_STAMP_WORD] = pack(0, dev_id);
-    out[SLOT_HEADER_WORDS..].copy_from_slice(&Fault::Unrecoverable(*fault).encode_words());
-    SLOT_HEADER_WORDS + RECORD_WORDS
+/// Encodes an unrecoverable fault record (`iommu_fault` records only: the caller checked the
+/// agreement).
+#[inline]
+pub(crate) fn encode_unrecoverable(seq: u64, dev_id: u32, fault: &Unrecoverable) -> SlotWords {
+    let mut w = Fault::Unrecoverable(*fault).encode_words();
+    w[SEQ_WORD] = seq;
+    w[IDS_WORD] = pack(0, dev_id);
+    w
 }
 
-/// Encodes a loss record into slot words (the whole slot is written, the body zeroed).
-pub(crate) fn encode_lost(
-    first_seq: u64,
-    count: u64,
-    words: usize,
-    out: &mut [u64; MAX_SLOT_WORDS],
-) -> usize {
-    out.fill(0);
-    out[0] = first_seq;
-    out[1] = pack(KIND_LOST, 0);
-    out[SLOT_HEADER_WORDS] = count;
-    words.min(MAX_SLOT_WORDS)
+/// Encodes a loss record: `count` records from sequence number `first_seq` on were not delivered.
+pub(crate) fn encode_lost(format: RecordFormat, first_seq: u64, count: u64) -> SlotWords {
+    let mut w = [0u64; FAULT_SLOT_WORDS];
+    match format {
+        RecordFormat::IommuFault => {
+            w[0] = u64::from(TYPE_LOST) << TYPE_SHIFT;
+            w[1] = count;
+            w[SEQ_WORD] = first_seq;
+        }
+        RecordFormat::HwptPgfault => {
+            w[0] = first_seq;
+            w[1] = pack(KIND_LOST, 0);
+            w[SLOT_HEADER_WORDS] = count;
+        }
+    }
+    w
 }
 
-/// Decodes slot words copied out of the ring under `agreement`. Strict, as the words come from
-/// a peer: an unrecoverable record is an error unless it was agreed, carries a cookie, or its
-/// `iommu_fault` is not a valid `IOMMU_FAULT_DMA_UNRECOV` record; a fault slot must hold a page
-/// request. The stamp (low half of the dev_id word) is the ring's business and is ignored.
+/// Decodes a slot copied out of the ring under `agreement`. Strict, as the words come from a
+/// peer: an unrecoverable record is an error unless it was agreed and carries no cookie, and its
+/// record must be a valid `IOMMU_FAULT_DMA_UNRECOV` one; a page request's record must be a valid
+/// page request. The stamp is the ring's business and is ignored.
 #[inline(always)]
-pub(crate) fn decode_slot(
-    agreement: &Agreement,
-    w: &[u64; MAX_SLOT_WORDS],
-) -> Result<Event, QueueError> {
-    let format = agreement.record;
-    let (kind, cookie) = unpack(w[1]);
-    let (_stamp, dev_id) = unpack(w[FAULT_STAMP_WORD]);
-    let body = &w[SLOT_HEADER_WORDS..];
-    match kind {
-        KIND_UNRECOV => {
-            if format != RecordFormat::IommuFault
-                || !agreement.features.contains(Features::UNRECOVERABLE)
-            {
+pub(crate) fn decode_slot(agreement: &Agreement, w: &SlotWords) -> Result<Event, QueueError> {
+    match agreement.record {
+        RecordFormat::IommuFault => decode_folded(agreement, w),
+        RecordFormat::HwptPgfault => decode_hwpt(w),
+    }
+}
+
+/// An `iommu_fault` slot: the record, once the queue's own words are taken out of its reserved
+/// bytes (and zeroed there, so that the record is decoded as the kernel's would be).
+#[inline(always)]
+fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Event, QueueError> {
+    let first = FOLDED_STAMP.clear(w[0]);
+    let seq = w[SEQ_WORD];
+    let (cookie, dev_id) = unpack(w[IDS_WORD]);
+    let rec: IommuFaultWords = [first, w[1], w[2], w[3], w[4], w[5], 0, 0];
+    match (first >> TYPE_SHIFT) as u32 {
+        TYPE_LOST => Ok(Event::Lost {
+            first_seq: seq,
+            count: w[1],
+        }),
+        IOMMU_FAULT_DMA_UNRECOV => {
+            if !agreement.features.contains(Features::UNRECOVERABLE) {
                 return Err(QueueError::Corrupt("unrecoverable record was not agreed"));
             }
             if cookie != 0 {
                 return Err(QueueError::Corrupt("unrecoverable record with a cookie"));
             }
-            match IommuFault::decode_words(&record_words(body))? {
-                Fault::Unrecoverable(fault) => Ok(Event::Unrecoverable {
-                    seq: w[0],
-                    dev_id,
-                    fault,
-                }),
-                Fault::PageRequest(_) => {
-                    Err(QueueError::Corrupt("page request in an unrecoverable slot"))
-                }
+            match Unrecoverable::from_words(&rec) {
+                Some(fault) => Ok(Event::Unrecoverable { seq, dev_id, fault }),
+                None => Err(record_error(&rec)),
             }
         }
+        IOMMU_FAULT_PAGE_REQ => match PageRequest::from_words(&rec) {
+            Some(request) => Ok(Event::Fault(FaultEvent {
+                seq,
+                cookie,
+                dev_id,
+                request,
+            })),
+            None => Err(record_error(&rec)),
+        },
+        _ => Err(record_error(&rec)),
+    }
+}
+
+/// Why a record the fast decoders refused is not one (the byte decoder's error).
+#[cold]
+fn record_error(rec: &IommuFaultWords) -> QueueError {
+    match IommuFault::word_error(rec) {
+        Err(e) => QueueError::Abi(e),
+        // The fast decoders and the byte decoder agree (a property test of the ABI crate holds
+        // them to it); a record one of them took is no error.
+        Ok(_) => QueueError::Corrupt("record of the wrong type for its slot"),
+    }
+}
+
+/// An `iommu_hwpt_pgfault` slot.
+#[inline(always)]
+fn decode_hwpt(w: &SlotWords) -> Result<Event, QueueError> {
+    let (kind, cookie) = unpack(w[1]);
+    let (_stamp, dev_id) = unpack(w[2]);
+    let body = &w[SLOT_HEADER_WORDS..];
+    match kind {
         KIND_LOST => Ok(Event::Lost {
             first_seq: w[0],
             count: body[0],
         }),
         KIND_FAULT => {
-            let request = match format {
-                RecordFormat::IommuFault => match IommuFault::decode_words(&record_words(body))? {
-                    Fault::PageRequest(p) => p,
-                    Fault::Unrecoverable(_) => {
-                        return Err(QueueError::Corrupt(
-                            "unrecoverable fault in a page request slot",
-                        ))
-                    }
-                },
-                RecordFormat::HwptPgfault => {
-                    let rec = HwptPgfault::read(&body.as_bytes()[..HwptPgfault::SIZE])?.decode()?;
-                    if rec.cookie != cookie {
-                        return Err(QueueError::Corrupt(
-                            "record cookie differs from slot cookie",
-                        ));
-                    }
-                    let mut flags = PageRequestFlags::empty();
-                    flags.set(
-                        PageRequestFlags::PASID_VALID,
-                        rec.flags.contains(PgfaultFlags::PASID_VALID),
-                    );
-                    flags.set(PageRequestFlags::LAST_PAGE, rec.is_last());
-                    PageRequest {
-                        flags,
-                        pasid: rec.pasid,
-                        grpid: rec.grpid,
-                        perm: rec.perm,
-                        addr: rec.addr,
-                        private_data: [0, 0],
-                    }
-                }
-            };
+            let rec = HwptPgfault::read(&body.as_bytes()[..HwptPgfault::SIZE])?.decode()?;
+            if rec.cookie != cookie {
+                return Err(QueueError::Corrupt(
+                    "record cookie differs from slot cookie",
+                ));
+            }
+            let mut flags = PageRequestFlags::empty();
+            flags.set(
+                PageRequestFlags::PASID_VALID,
+                rec.flags.contains(PgfaultFlags::PASID_VALID),
+            );
+            flags.set(PageRequestFlags::LAST_PAGE, rec.is_last());
             Ok(Event::Fault(FaultEvent {
                 seq: w[0],
                 cookie,
                 dev_id,
-                request,
+                request: PageRequest {
+                    flags,
+                    pasid: rec.pasid,
+                    grpid: rec.grpid,
+                    perm: rec.perm,
+                    addr: rec.addr,
+                    private_data: [0, 0],
+                },
             }))
         }
         _ => Err(QueueError::Corrupt("unknown slot kind")),
     }
 }
 
-/// The `iommu_fault` record of a slot body (the body is `MAX_SLOT_WORDS - 3` words: exactly it).
-#[inline]
-fn record_words(body: &[u64]) -> IommuFaultWords {
-    core::array::from_fn(|i| body.get(i).copied().unwrap_or(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::stamp;
     use iopf_abi::fault::{FaultReason, UnrecoverableFlags};
     use iopf_abi::features::ResponseFormats;
     use iopf_abi::Perm;
@@ -255,46 +300,81 @@ mod tests {
 
     fn req() -> PageRequest {
         PageRequest {
-            flags: PageRequestFlags::PASID_VALID | PageRequestFlags::LAST_PAGE,
+            flags: PageRequestFlags::PASID_VALID
+                | PageRequestFlags::LAST_PAGE
+                | PageRequestFlags::PRIV_DATA,
             pasid: 5,
             grpid: 300,
             perm: Perm::READ | Perm::WRITE,
             addr: 0x7000_1000,
-            private_data: [0, 0],
+            private_data: [u64::MAX, 0x1234],
         }
     }
 
+    fn stamped(format: RecordFormat, mut w: SlotWords, index: u64) -> SlotWords {
+        let at = crate::layout::Geometry::new(&agreed(format, Features::empty())).stamp;
+        w[at.word] = at.set(w[at.word], stamp(index));
+        w
+    }
+
     #[test]
-    fn both_formats_round_trip_through_a_slot() {
+    fn both_formats_round_trip_through_a_slot_whatever_the_stamp() {
         for f in [RecordFormat::IommuFault, RecordFormat::HwptPgfault] {
-            let mut w = [0u64; MAX_SLOT_WORDS];
-            encode_fault(f, 42, 0x10003, 9, &req(), &mut w);
-            let Event::Fault(e) = decode_slot(&agreed(f, Features::empty()), &w).unwrap() else {
-                panic!("not a fault")
-            };
+            let mut want = req();
+            if f == RecordFormat::HwptPgfault {
+                // The iommufd record carries no private data.
+                want.flags.remove(PageRequestFlags::PRIV_DATA);
+                want.private_data = [0, 0];
+            }
+            for index in [0, 6, u64::from(u32::MAX) - 1, u64::MAX] {
+                let w = stamped(f, encode_fault(f, 42, 0x10003, 9, &req()), index);
+                let Event::Fault(e) = decode_slot(&agreed(f, Features::empty()), &w).unwrap()
+                else {
+                    panic!("not a fault")
+                };
+                assert_eq!(
+                    (e.seq, e.cookie, e.dev_id, e.request),
+                    (42, 0x10003, 9, want)
+                );
+            }
+            let w = stamped(f, encode_lost(f, 7, 3), 5);
             assert_eq!(
-                (e.seq, e.cookie, e.dev_id, e.request),
-                (42, 0x10003, 9, req())
+                decode_slot(&agreed(f, Features::empty()), &w).unwrap(),
+                Event::Lost {
+                    first_seq: 7,
+                    count: 3
+                }
             );
         }
-        let mut w = [0u64; MAX_SLOT_WORDS];
-        encode_lost(7, 3, 11, &mut w);
-        assert_eq!(
-            decode_slot(&agreed(RecordFormat::IommuFault, Features::empty()), &w).unwrap(),
-            Event::Lost {
-                first_seq: 7,
-                count: 3
-            }
-        );
+        let mut w = encode_fault(RecordFormat::HwptPgfault, 1, 2, 3, &req());
         w[1] = pack(99, 0);
-        assert!(decode_slot(&agreed(RecordFormat::IommuFault, Features::empty()), &w).is_err());
+        let hwpt = agreed(RecordFormat::HwptPgfault, Features::empty());
+        assert!(decode_slot(&hwpt, &w).is_err());
+    }
+
+    #[test]
+    fn an_iommu_fault_slot_is_the_record_with_the_queue_words_in_its_reserved_bytes() {
+        let w = encode_fault(RecordFormat::IommuFault, 42, 7, 9, &req());
+        let rec = Fault::PageRequest(req()).encode();
+        // Bytes 0..48 are the record's (its `padding`, which holds the stamp, is zero until the
+        // ring writer stamps it); the union's tail holds the queue's words.
+        assert_eq!(&w.as_bytes()[..48], &rec.as_bytes()[..48]);
+        assert_eq!(&rec.as_bytes()[48..], &[0u8; 16]);
+        assert_eq!((w[SEQ_WORD], unpack(w[IDS_WORD])), (42, (7, 9)));
+        // A stamp only ever touches `padding`.
+        let s = stamped(RecordFormat::IommuFault, w, 0xfffe);
+        assert_eq!(&s.as_bytes()[..4], &rec.as_bytes()[..4]);
+        assert_eq!(&s.as_bytes()[8..], &w.as_bytes()[8..]);
     }
 
     #[test]
     fn unrecoverable_slots_decode_only_when_agreed_and_well_formed() {
         let yes = agreed(RecordFormat::IommuFault, Features::UNRECOVERABLE);
-        let mut w = [0u64; MAX_SLOT_WORDS];
-        encode_unrecoverable(12, 4, &unrecov(), &mut w);
+        let w = stamped(
+            RecordFormat::IommuFault,
+            encode_unrecoverable(12, 4, &unrecov()),
+            3,
+        );
         assert_eq!(
             decode_slot(&yes, &w).unwrap(),
             Event::Unrecoverable {
@@ -303,33 +383,25 @@ mod tests {
                 fault: unrecov()
             }
         );
-        // Not agreed, or on the iommufd record format: a corrupt slot.
-        for a in [
-            agreed(RecordFormat::IommuFault, Features::empty()),
-            agreed(RecordFormat::HwptPgfault, Features::UNRECOVERABLE),
-        ] {
-            assert!(matches!(decode_slot(&a, &w), Err(QueueError::Corrupt(_))));
-        }
-        // A cookie, a bad reason, a page request in the slot, or an unrecoverable fault in a
-        // page request slot; the stamp is not the record's business.
+        // Not agreed: a corrupt slot.
+        let no = agreed(RecordFormat::IommuFault, Features::empty());
+        assert!(matches!(decode_slot(&no, &w), Err(QueueError::Corrupt(_))));
+        // A cookie, a bad reason, a non-zero reserved word of the record.
         let mut bad = w;
-        bad[1] = pack(KIND_UNRECOV, 5);
-        assert!(decode_slot(&yes, &bad).is_err());
-        let mut stamped = w;
-        stamped[FAULT_STAMP_WORD] |= 0x1234;
-        assert_eq!(
-            decode_slot(&yes, &stamped).unwrap(),
-            decode_slot(&yes, &w).unwrap()
-        );
+        bad[IDS_WORD] = pack(5, 4);
+        assert!(matches!(
+            decode_slot(&yes, &bad),
+            Err(QueueError::Corrupt(_))
+        ));
         let mut bad = w;
-        bad[SLOT_HEADER_WORDS + 1] = 0xffff;
+        bad[1] = 0xffff;
         assert!(matches!(decode_slot(&yes, &bad), Err(QueueError::Abi(_))));
-        let mut bad = [0u64; MAX_SLOT_WORDS];
-        encode_fault(RecordFormat::IommuFault, 1, 0, 4, &req(), &mut bad);
-        bad[1] = pack(KIND_UNRECOV, 0);
-        assert!(decode_slot(&yes, &bad).is_err());
         let mut bad = w;
-        bad[1] = pack(KIND_FAULT, 1);
-        assert!(decode_slot(&yes, &bad).is_err());
+        bad[5] = 1;
+        assert!(matches!(decode_slot(&yes, &bad), Err(QueueError::Abi(_))));
+        // An unknown type is the record's error.
+        let mut bad = w;
+        bad[0] = FOLDED_STAMP.set(u64::from(7u32) << TYPE_SHIFT, 1);
+        assert!(matches!(decode_slot(&yes, &bad), Err(QueueError::Abi(_))));
     }
 }

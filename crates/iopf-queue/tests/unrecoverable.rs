@@ -245,9 +245,9 @@ fn a_malformed_record_from_the_producer_is_skipped_not_a_panic() {
     let (mut p, mut c) = queue(4, true);
     p.push_unrecoverable(1, &fault(0xa000)).unwrap();
     p.push_unrecoverable(1, &fault(0xb000)).unwrap();
-    // The fault ring starts at word 128; an `iommu_fault` slot is 16 words (3 of slot header,
-    // 8 of record, padded to a cache line). Scribble an unknown reason into the first record.
-    c.raw_region()[128 + 3 + 1].store(0xffff, Ordering::Relaxed);
+    // The fault ring starts at word 128; an `iommu_fault` slot is the record's 8 words, its
+    // word 1 the reason and flags. Scribble an unknown reason into the first record.
+    c.raw_region()[128 + 1].store(0xffff, Ordering::Relaxed);
     let mut evs = Vec::new();
     assert_eq!(c.pop_events(&mut evs, 8).unwrap(), 1);
     assert!(matches!(evs[0], Event::Unrecoverable { seq: 1, .. }));
