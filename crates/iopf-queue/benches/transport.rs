@@ -17,6 +17,10 @@
 //! * **rtrb**; **crossbeam ArrayQueue** (no batch API: a batch is 64 single pushes); a stream
 //!   **socketpair** with one `write`/`read` pair per batch (the iommufd fault-fd transport):
 //!   raw `[u8; 64]` one way, the consumer touching one byte of each.
+//! * **rtrb + iommu_fault codec** — `rtrb` carrying the one-way row's records with the same
+//!   per-record codec work (encoded by the producer, decoded and validated by the consumer with
+//!   the decoder this queue uses), thread to thread: which part of the gap to bare `rtrb` is
+//!   reading the record, and which is the queue's own.
 //! * **iopf queue, full exchange** — the whole page-request protocol per record: every record is
 //!   a one-request group (`push_groups`), the consumer takes it (`pop_events`, which also holds
 //!   the group) and answers with a cookie (`respond`), and the producer judges the answer
@@ -39,7 +43,12 @@
 //! sides (the socketpair blocks in `read`, as a socket consumer does); median and p99. The one-way
 //! rows have no round trip: their API has no way back. Process-to-process runs re-execute this
 //! binary as the consumer. The table ends with the targets as ratios of rows measured in
-//! the same run.
+//! the same repetition (median and range over the repetitions), and the ping-pong of each
+//! repetition, which tells where the hypervisor had put the two vCPUs (~90 ns: two hyperthreads
+//! of one core; ~130-150 ns: two cores).
+//!
+//! `IOPF_BENCH_ONLY=<list>` runs a subset: any of pingpong, full, rtrb-exchange, oneway, rtrb,
+//! crossbeam, socket, and thread or process.
 #![allow(clippy::unwrap_used)] // a benchmark that fails to set up should stop loudly
 #![allow(missing_docs)]
 
@@ -53,8 +62,9 @@ use std::time::{Duration, Instant};
 
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{
-    Fault, FaultConsumer, FaultReason, Features, HwptPageResponse, IommuFault, IommufdResponse,
-    PageRequest, PageRequestFlags, Perm, ResponseCode, Unrecoverable, UnrecoverableFlags,
+    Fault, FaultConsumer, FaultReason, Features, HwptPageResponse, IommuFault, IommuFaultWords,
+    IommufdResponse, PageRequest, PageRequestFlags, Perm, ResponseCode, Unrecoverable,
+    UnrecoverableFlags,
 };
 use iopf_queue::{
     channel, connect, Consumer, Event, Group, Listener, Offer, Producer, ProducerConfig, Request,
@@ -391,6 +401,73 @@ fn rtrb_throughput(n: u64, b: usize) -> Duration {
             let k = (b as u64).min(n - sent) as usize;
             if let Ok(chunk) = tx.write_chunk_uninit(k) {
                 sent += chunk.fill_from_iter(std::iter::repeat(rec)) as u64;
+            }
+        }
+        if sent == before {
+            idle.wait();
+        } else {
+            idle.reset();
+        }
+    }
+    std::hint::black_box(consumer.join().unwrap());
+    start.elapsed()
+}
+
+/// `rtrb` carrying the same records as the one-way row, with the same per-record codec work: the
+/// producer encodes each unrecoverable fault into its `iommu_fault` words
+/// (`Fault::encode_words`), the consumer decodes and validates them (`IommuFault::decode_words`,
+/// the decoder this queue's consumer uses) and touches the address. What `rtrb` would cost a VMM
+/// that must read the records, without the queue's sequence numbers, stamps, loss accounting or
+/// sleep and wake-up.
+fn rtrb_codec_throughput(n: u64, b: usize) -> Duration {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<IommuFaultWords>::new(ENTRIES as usize);
+    let take = |w: &IommuFaultWords| match IommuFault::decode_words(w) {
+        Ok(Fault::Unrecoverable(u)) => u.addr,
+        other => panic!("rtrb codec run received {other:?}"),
+    };
+    let consumer = std::thread::spawn(move || {
+        let (mut got, mut sum) = (0u64, 0u64);
+        let mut idle = Idle::default();
+        while got < n {
+            let before = got;
+            if b == 1 {
+                if let Ok(w) = rx.pop() {
+                    sum = sum.wrapping_add(take(&w));
+                    got += 1;
+                }
+            } else if let Ok(chunk) = rx.read_chunk(rx.slots().min(b)) {
+                let (a, c) = chunk.as_slices();
+                for w in a.iter().chain(c) {
+                    sum = sum.wrapping_add(take(w));
+                }
+                got += (a.len() + c.len()) as u64;
+                chunk.commit_all();
+            }
+            if got == before {
+                idle.wait();
+            } else {
+                idle.reset();
+            }
+        }
+        sum
+    });
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut idle = Idle::default();
+    while sent < n {
+        let before = sent;
+        if b == 1 {
+            let w = Fault::Unrecoverable(unrecoverable(sent)).encode_words();
+            if tx.push(w).is_ok() {
+                sent += 1;
+            }
+        } else {
+            let k = (b as u64).min(n - sent) as usize;
+            if let Ok(chunk) = tx.write_chunk_uninit(k) {
+                let first = sent;
+                sent += chunk.fill_from_iter(
+                    (first..).map(|i| Fault::Unrecoverable(unrecoverable(i)).encode_words()),
+                ) as u64;
             }
         }
         if sent == before {
@@ -811,6 +888,9 @@ type Row = (String, String, usize, Option<f64>, Option<(f64, f64)>);
 
 struct Results {
     rows: Vec<Row>,
+    /// The repetition each row of `rows` was measured in.
+    reps: Vec<usize>,
+    rep: usize,
 }
 
 impl Results {
@@ -830,6 +910,30 @@ impl Results {
             .unwrap_or_else(|| "—".into());
         eprintln!("{peer:<28} {mode:<8} batch {b:>2}: {t:>12}  round trip median/p99 {l}");
         self.rows.push((peer.into(), mode.into(), b, tput, lat));
+        self.reps.push(self.rep);
+    }
+
+    /// `value(a) / value(b)` in each repetition that measured both: the ratio of two rows taken
+    /// minutes apart at most, so a change in the machine (load, or where the hypervisor put the
+    /// two vCPUs) falls on both. Sorted.
+    fn paired(
+        &self,
+        a: (&str, &str, usize),
+        b: (&str, &str, usize),
+        value: fn(&Row) -> Option<f64>,
+    ) -> Vec<f64> {
+        let find = |k: (&str, &str, usize), rep: usize| {
+            self.rows
+                .iter()
+                .zip(&self.reps)
+                .find(|(r, &p)| p == rep && r.0 == k.0 && r.1 == k.1 && r.2 == k.2)
+                .and_then(|(r, _)| value(r))
+        };
+        let mut v: Vec<f64> = (0..=self.rep)
+            .filter_map(|rep| Some(find(a, rep)? / find(b, rep)?))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
     }
 
     /// One row per (peer, mode, batch): the median throughput of the repetitions, and the
@@ -922,6 +1026,7 @@ const ONE_WAY: &str = "iopf ring, one way";
 const FULL: &str = "iopf queue, full exchange";
 const RTRB_EXCHANGE: &str = "rtrb exchange";
 const RTRB: &str = "rtrb";
+const RTRB_CODEC: &str = "rtrb + iommu_fault codec";
 const SOCKET: &str = "socketpair read/write";
 const PING_PONG: &str = "cache-line ping-pong";
 
@@ -940,9 +1045,11 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3)
         .max(1);
-    let n1 = scaled(400_000) / reps;
-    let n64 = scaled(4_000_000) / reps;
-    let rounds = scaled(20_000) / reps;
+    // Per repetition: long enough (tens of milliseconds and up per row) that thread start-up and
+    // a scheduling hiccup do not decide a row, short enough to interleave several repetitions.
+    let n1 = scaled(2_000_000);
+    let n64 = scaled(8_000_000);
+    let rounds = scaled(20_000);
     // IOPF_BENCH_ONLY: a comma-separated subset of pingpong, full, rtrb-exchange, oneway, rtrb,
     // crossbeam, socket, thread, process (a quick look at a few rows; the ratio table then shows
     // NaN for what was not run).
@@ -956,11 +1063,16 @@ fn main() {
             (!peers || o.iter().any(|x| x == what)) && (!modes || o.iter().any(|x| x == mode))
         })
     };
-    let mut r = Results { rows: Vec::new() };
+    let mut r = Results {
+        rows: Vec::new(),
+        reps: Vec::new(),
+        rep: 0,
+    };
     let dir = std::env::temp_dir().join(format!("iopf-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
-    for _ in 0..reps {
+    for rep in 0..reps as usize {
+        r.rep = rep;
         if want("pingpong", "thread") {
             let pp = percentiles(ping_pong(rounds));
             r.add(PING_PONG, "thread", 1, None, Some(pp));
@@ -1008,6 +1120,8 @@ fn main() {
                 let d = rtrb_throughput(n, b);
                 let lat = percentiles(rtrb_latency(lat_rounds, b));
                 r.add(RTRB, "thread", b, Some(rate(n, d)), Some(lat));
+                let d = rtrb_codec_throughput(n, b);
+                r.add(RTRB_CODEC, "thread", b, Some(rate(n, d)), None);
             }
 
             if want("crossbeam", "thread") {
@@ -1087,9 +1201,6 @@ fn main() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let rows = r.summary();
-    let get = |peer: &str, mode: &str, b: usize| {
-        rows.iter().find(|x| x.0 == peer && x.1 == mode && x.2 == b)
-    };
 
     // The table and the ratios against the targets.
     println!("| transport | mode | batch | throughput (records/s) | round trip median / p99 |");
@@ -1103,19 +1214,19 @@ fn main() {
             .unwrap_or_else(|| "—".into());
         println!("| {peer} | {mode} | {b} | {t} | {l} |");
     }
-    let tp =
-        |peer: &str, mode: &str, b: usize| get(peer, mode, b).and_then(|x| x.3).unwrap_or(f64::NAN);
-    let med = |peer: &str, mode: &str, b: usize| {
-        get(peer, mode, b)
-            .and_then(|x| x.4)
-            .map(|x| x.0)
-            .unwrap_or(f64::NAN)
-    };
+    // Each target as the ratio of two rows within each repetition (so a change in the machine
+    // between repetitions falls on both), summarised by the median and the range.
     println!();
-    println!("| target | compared | measured ratio |");
-    println!("|---|---|---:|");
-    let line = |target: &str, compared: String, ratio: f64| {
-        println!("| {target} | {compared} | {ratio:.2}× |");
+    println!("| target | compared | ratio, median of repetitions | range |");
+    println!("|---|---|---:|---:|");
+    let tput: fn(&Row) -> Option<f64> = |x| x.3;
+    let rt: fn(&Row) -> Option<f64> = |x| x.4.map(|l| l.0);
+    let line = |target: &str, compared: String, v: Vec<f64>| {
+        let (med, lo, hi) = match (v.get(v.len() / 2), v.first(), v.last()) {
+            (Some(m), Some(l), Some(h)) => (*m, *l, *h),
+            _ => (f64::NAN, f64::NAN, f64::NAN),
+        };
+        println!("| {target} | {compared} | {med:.2}× | {lo:.2}–{hi:.2}× |");
     };
     for b in [1, 64] {
         let target = if b == 1 {
@@ -1126,7 +1237,12 @@ fn main() {
         line(
             target,
             format!("{ONE_WAY} / {RTRB}, thread, batch {b}"),
-            tp(ONE_WAY, "thread", b) / tp(RTRB, "thread", b),
+            r.paired((ONE_WAY, "thread", b), (RTRB, "thread", b), tput),
+        );
+        line(
+            "(information: the same records, decoded, on rtrb)",
+            format!("{ONE_WAY} / {RTRB_CODEC}, thread, batch {b}"),
+            r.paired((ONE_WAY, "thread", b), (RTRB_CODEC, "thread", b), tput),
         );
     }
     for b in [1, 64] {
@@ -1139,7 +1255,7 @@ fn main() {
             line(
                 target,
                 format!("{ONE_WAY} / {SOCKET}, {mode}, batch {b}"),
-                tp(ONE_WAY, mode, b) / tp(SOCKET, mode, b),
+                r.paired((ONE_WAY, mode, b), (SOCKET, mode, b), tput),
             );
         }
     }
@@ -1147,21 +1263,34 @@ fn main() {
         line(
             "busy-polled round trip median ≤ 3× ping-pong",
             format!("{FULL} ({mode}) / {PING_PONG} (thread), batch 1"),
-            med(FULL, mode, 1) / med(PING_PONG, "thread", 1),
+            r.paired((FULL, mode, 1), (PING_PONG, "thread", 1), rt),
         );
     }
     for b in [1, 64] {
         line(
             "(information, aim ≥ 1×)",
             format!("{FULL} / {RTRB_EXCHANGE}, throughput, thread, batch {b}"),
-            tp(FULL, "thread", b) / tp(RTRB_EXCHANGE, "thread", b),
+            r.paired((FULL, "thread", b), (RTRB_EXCHANGE, "thread", b), tput),
         );
-    }
-    for b in [1, 64] {
         line(
             "(information, aim ≤ 1×)",
             format!("{FULL} / {RTRB_EXCHANGE}, round trip median, thread, batch {b}"),
-            med(FULL, "thread", b) / med(RTRB_EXCHANGE, "thread", b),
+            r.paired((FULL, "thread", b), (RTRB_EXCHANGE, "thread", b), rt),
         );
     }
+    // Where the two threads ran: a ping-pong well under ~110 ns means the hypervisor had put the
+    // two vCPUs on one physical core's two hyperthreads (shared caches), which flatters the
+    // peers that do least per record; each repetition says which it got.
+    let pp: Vec<String> = (0..=r.rep)
+        .filter_map(|rep| {
+            r.rows
+                .iter()
+                .zip(&r.reps)
+                .find(|(x, &p)| p == rep && x.0 == PING_PONG)
+                .and_then(|(x, _)| x.4)
+                .map(|l| format!("{:.0} ns", l.0))
+        })
+        .collect();
+    println!();
+    println!("ping-pong median by repetition: {}", pp.join(", "));
 }

@@ -21,14 +21,14 @@ use iopf_abi::{FaultConsumer, IommufdResponse, PageResponse, PgFault};
 use crate::error::{RejectReason, Rejection};
 use crate::held::{Held, HeldTable};
 use crate::layout::{
-    hdr, stamp, unpack, COOKIES_PER_SLOT, FAULT_SLOT_WORDS, FLAG_CONSUMER_CLOSED, RESP_SLOT_BYTES,
-    RESP_SLOT_WORDS,
+    hdr, stamp, unpack, COOKIES_PER_SLOT, FAULT_SLOT_WORDS, FLAG_CONSUMER_CLOSED,
+    FLAG_CONSUMER_MEMBARRIER, PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_BYTES, RESP_SLOT_WORDS,
 };
 use crate::negotiate::Agreement;
 use crate::record::{decode_slot, Event, FaultEvent};
 use crate::response::{encode_cookies, encode_slot, RawFormat};
 use crate::shared::Shared;
-use crate::wake::{wait_until, wake_if_sleeping, Doorbell};
+use crate::wake::{membarrier_registered, publish_and_wake, wait_until, Doorbell, Publish};
 use crate::QueueError;
 
 /// The most verdicts a consumer keeps for [`Consumer::take_verdicts`]; older ones are dropped
@@ -109,6 +109,12 @@ pub struct Consumer {
     stats: ConsumerStats,
     fault_bell: Doorbell,
     resp_bell: Doorbell,
+    /// How responses are published: light when both processes are registered for
+    /// `membarrier` ([`crate::wake`]).
+    publish: Publish,
+    /// This process is registered for `membarrier` (declared in the region's flags), so this
+    /// consumer calls it before it sleeps.
+    membarrier: bool,
     _alive: Option<Arc<()>>,
     _socket: Option<OwnedFd>,
 }
@@ -123,6 +129,19 @@ impl Consumer {
         socket: Option<OwnedFd>,
     ) -> Result<Consumer, QueueError> {
         shared.check_header(&agreement)?;
+        let membarrier = membarrier_registered();
+        if membarrier {
+            shared
+                .w(hdr::FLAGS)
+                .fetch_or(FLAG_CONSUMER_MEMBARRIER, Ordering::SeqCst);
+        }
+        let producer_registered =
+            shared.w(hdr::PRODUCER_FLAGS).load(Ordering::Acquire) & PRODUCER_FLAG_MEMBARRIER != 0;
+        let publish = if membarrier && producer_registered {
+            Publish::Light
+        } else {
+            Publish::Fenced
+        };
         Ok(Consumer {
             shared,
             agreement,
@@ -142,6 +161,8 @@ impl Consumer {
             stats: ConsumerStats::default(),
             fault_bell,
             resp_bell,
+            publish,
+            membarrier,
             _alive: alive,
             _socket: socket,
         })
@@ -338,6 +359,7 @@ impl Consumer {
             &self.fault_bell,
             None,
             timeout,
+            self.membarrier,
             || fault_published(&shared, tail),
         )
     }
@@ -394,8 +416,8 @@ impl Consumer {
         COOKIES_PER_SLOT.min(self.shared.geo.entries as usize)
     }
 
-    /// Makes written responses visible — the first unpublished slot's stamp, `SeqCst`, which
-    /// releases the whole batch — and wakes the producer if it sleeps.
+    /// Makes written responses visible — the first unpublished slot's stamp, which releases the
+    /// whole batch — and wakes the producer if it sleeps.
     fn publish_responses(&mut self) {
         let Some((word, first)) = self.unpublished.take() else {
             return;
@@ -403,8 +425,13 @@ impl Consumer {
         self.shared
             .w(hdr::RESP_HEAD)
             .store(self.resp_head, Ordering::Relaxed);
-        self.shared.w(word).store(first, Ordering::SeqCst);
-        wake_if_sleeping(self.shared.w(hdr::PRODUCER_SLEEPING), &self.resp_bell);
+        publish_and_wake(
+            self.shared.w(word),
+            first,
+            self.shared.w(hdr::PRODUCER_SLEEPING),
+            &self.resp_bell,
+            self.publish,
+        );
     }
 
     /// Writes raw response bytes (at most 56) as they are, without any check, and publishes

@@ -13,7 +13,9 @@
 //!  word 56      consumer_sleeping (consumer; producer clears it when it rings)
 //!  word 64      producer_sleeping (producer; consumer clears it when it rings)
 //!  word 72      next_seq, lost    (producer)
-//!  word 80      flags             (consumer: CONSUMER_CLOSED)
+//!  word 80      flags             (consumer: CONSUMER_CLOSED, CONSUMER_MEMBARRIER)
+//!  word 88      producer flags    (producer, written once before the consumer maps the region:
+//!                                  PRODUCER_MEMBARRIER)
 //!  word 128     fault ring:    entries × 8 words    (one record a slot, see `record`: the
 //!               `iommu_fault` with seq, cookie and dev_id in its reserved bytes and the stamp in
 //!               its `padding`; or seq, kind|cookie, stamp|dev_id, then the 40-byte record)
@@ -70,6 +72,7 @@ pub(crate) mod hdr {
     pub const NEXT_SEQ: usize = 72;
     pub const LOST: usize = 73;
     pub const FLAGS: usize = 80;
+    pub const PRODUCER_FLAGS: usize = 88;
     /// Words in the header.
     pub const WORDS: usize = 128;
 }
@@ -79,6 +82,11 @@ const _: () = assert!(hdr::SIZE < 8 && hdr::VERDICT_OFF < 8 && hdr::RING_OFFS < 
 
 /// `flags` bit: the consumer has closed its end.
 pub(crate) const FLAG_CONSUMER_CLOSED: u64 = 1;
+/// `flags` bit: the consumer's process is registered for `membarrier(2)` and calls it before it
+/// sleeps, so the producer may publish records the light way (see [`crate::wake`]).
+pub(crate) const FLAG_CONSUMER_MEMBARRIER: u64 = 2;
+/// `producer flags` bit: the same of the producer, for the consumer's responses.
+pub(crate) const PRODUCER_FLAG_MEMBARRIER: u64 = 1;
 
 /// Words of a fault slot, in either record format: one cache line, so a record crosses from one
 /// core to the other as one line, and neighbouring slots never share one.
@@ -266,6 +274,7 @@ mod tests {
             hdr::PRODUCER_SLEEPING,
             hdr::NEXT_SEQ,
             hdr::FLAGS,
+            hdr::PRODUCER_FLAGS,
         ];
         let lines: std::collections::HashSet<usize> = hot.iter().map(|w| w / 8).collect();
         assert_eq!(lines.len(), hot.len());

@@ -16,13 +16,16 @@ use iopf_abi::fault::PageRequestFlags;
 use iopf_abi::{Features, PageRequest, ResponseCode, Unrecoverable};
 
 use crate::error::{LossReason, Rejection};
-use crate::layout::{hdr, pack, stamp, FLAG_CONSUMER_CLOSED, RESP_SLOT_WORDS};
+use crate::layout::{
+    hdr, pack, stamp, FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER, PRODUCER_FLAG_MEMBARRIER,
+    RESP_SLOT_WORDS,
+};
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::pending::{Pending, PendingGroup};
 use crate::record::{encode_fault, encode_lost, encode_unrecoverable, SlotWords};
 use crate::response::{judge, judge_packed, packed_in};
 use crate::shared::Shared;
-use crate::wake::{wait_until, wake_if_sleeping, Doorbell};
+use crate::wake::{membarrier_registered, publish_and_wake, wait_until, Doorbell, Publish};
 use crate::QueueError;
 
 /// Tunables of a producer.
@@ -138,6 +141,8 @@ pub struct Producer {
     resp_bell: Doorbell,
     link: Link,
     closed: bool,
+    /// This process is registered for `membarrier` (declared in the region's producer flags).
+    membarrier: bool,
     stats: ProducerStats,
     memfd: Option<OwnedFd>,
 }
@@ -153,6 +158,12 @@ impl Producer {
         memfd: Option<OwnedFd>,
     ) -> Producer {
         shared.write_header(&agreement);
+        let membarrier = membarrier_registered();
+        if membarrier {
+            shared
+                .w(hdr::PRODUCER_FLAGS)
+                .store(PRODUCER_FLAG_MEMBARRIER, Ordering::Release);
+        }
         Producer {
             pending: Pending::new(config.max_pending, agreement.vfio_responses()),
             shared,
@@ -171,6 +182,7 @@ impl Producer {
             resp_bell,
             link,
             closed: false,
+            membarrier,
             stats: ProducerStats::default(),
             memfd,
         }
@@ -458,8 +470,9 @@ impl Producer {
         true
     }
 
-    /// Makes written records visible — the first unpublished slot's stamp, `SeqCst`, which
-    /// releases the whole batch — and wakes the consumer if it sleeps.
+    /// Makes written records visible — the first unpublished slot's stamp, which releases the
+    /// whole batch — and wakes the consumer if it sleeps ([`crate::wake`]: light when both ends
+    /// are registered for `membarrier`, fenced otherwise).
     fn publish(&mut self) {
         self.shared
             .w(hdr::NEXT_SEQ)
@@ -470,8 +483,19 @@ impl Producer {
         self.shared
             .w(hdr::FAULT_HEAD)
             .store(self.fault_head, Ordering::Relaxed);
-        self.shared.w(word).store(stamped, Ordering::SeqCst);
-        wake_if_sleeping(self.shared.w(hdr::CONSUMER_SLEEPING), &self.fault_bell);
+        let flags = self.shared.w(hdr::FLAGS).load(Ordering::Relaxed);
+        let how = if self.membarrier && flags & FLAG_CONSUMER_MEMBARRIER != 0 {
+            Publish::Light
+        } else {
+            Publish::Fenced
+        };
+        publish_and_wake(
+            self.shared.w(word),
+            stamped,
+            self.shared.w(hdr::CONSUMER_SLEEPING),
+            &self.fault_bell,
+            how,
+        );
     }
 
     /// Judges up to `max_per_wake` waiting responses (a slot of packed cookie responses is
@@ -614,6 +638,7 @@ impl Producer {
             &self.resp_bell,
             extra,
             timeout,
+            self.membarrier,
             || {
                 response_published(&shared, resp_tail)
                     || shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0

@@ -5,22 +5,41 @@
 //! word, looks once more, and only then blocks in `poll()`. The waker publishes, then swaps the
 //! sleeping word to zero and rings the eventfd only if it was set.
 //!
-//! This is the Dekker pattern, and its two stores must not pass their loads. The waker's side is
-//! the hot path (every publication), so it pays no fence: its publishing store — the stamp of the
-//! first slot of the batch, the one a sleeper at that index looks at — is a `SeqCst` store, and
-//! its load of the sleeping word a `SeqCst` load (on x86 an `xchg` and a plain `mov`, instead of a
-//! store, an `mfence` and a load). The sleeper's side, taken once per sleep, stores its sleeping
-//! word `SeqCst` and puts a `SeqCst` fence before its last look. In the C++20 memory model
-//! (which Rust's atomics follow) all three are in the single total order *S*: if the waker's
-//! store comes before the sleeper's fence in *S*, the sleeper's last look sees the stamp; if
-//! not, the sleeper's store of the sleeping word precedes the waker's load in *S* and the waker
-//! sees it. Either way a wake-up is never lost, and a busy peer is never sent a system call.
+//! This is the Dekker pattern: neither side's store may pass its own later load, or both can
+//! miss the other (the waker reads "awake" while the sleeper's last look misses the record) and
+//! the sleeper sleeps on a published record. The waker's side is the hot path — every
+//! publication — and the sleeper's is taken once per sleep, so the barrier is made as cheap as
+//! possible on the waker's side, in one of two ways ([`Publish`]):
+//!
+//! * **Light** (when both processes could register for `membarrier(2)`): the waker publishes with
+//!   a plain `Release` store and reads the sleeping word with a plain load, separated only by a
+//!   compiler fence; the *sleeper*, after raising its sleeping word and before its last look,
+//!   calls `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which makes every running thread of
+//!   every registered process (the waker's, which registered) execute a full memory barrier
+//!   before it returns. That barrier falls somewhere in the waker's program: if after its
+//!   publishing store, the store is visible when the sleeper looks; if before its load of the
+//!   sleeping word, that load sees the sleeper's store. Either way the wake-up is not lost. This
+//!   is the asymmetric fence of liburcu's `sys_membarrier` flavour and folly's
+//!   `asymmetricHeavyBarrier`: it takes a locked instruction (and, on x86, its wait for the
+//!   published line to be owned) off every publication.
+//! * **Fenced** (otherwise): the publishing store is `SeqCst` and so is the load of the sleeping
+//!   word (on x86 an `xchg` and a plain `mov`); the sleeper stores its word `SeqCst` and puts a
+//!   `SeqCst` fence before its last look. In the C++20 memory model all three are in the single
+//!   total order *S*: if the waker's store precedes the sleeper's fence in *S*, the sleeper's look
+//!   sees it; if not, the sleeper's store precedes the waker's load in *S*, which sees it.
+//!
+//! The sleeper always does the fenced side, and also calls `membarrier` when its process is
+//! registered, so a waker may switch from fenced to light at any time once it has seen that the
+//! sleeper declared itself registered; a waker whose peer did not declare stays fenced. A peer
+//! that declares and then does not call `membarrier` only delays its own wake-ups.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, fence, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
+use rustix::thread::{membarrier, membarrier_query, MembarrierCommand, MembarrierQuery};
 
 use crate::QueueError;
 
@@ -55,12 +74,12 @@ impl Doorbell {
     }
 
     /// Waits until the counter is non-zero, `extra` (a peer's socket) has news, or `timeout`
-    /// passes, then resets the counter.
+    /// passes, then resets the counter. Returns whether it was woken (not timed out).
     pub fn wait(
         &self,
         extra: Option<&OwnedFd>,
         timeout: Option<Duration>,
-    ) -> Result<(), QueueError> {
+    ) -> Result<bool, QueueError> {
         let ts = timeout.map(|t| rustix::event::Timespec {
             tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: i64::from(t.subsec_nanos()),
@@ -69,41 +88,119 @@ impl Doorbell {
         if let Some(fd) = extra {
             fds.push(PollFd::new(fd, PollFlags::IN | PollFlags::RDHUP));
         }
-        match rustix::event::poll(&mut fds, ts.as_ref()) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        let woken = match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(n) => n > 0,
+            // A signal: as good as a wake-up, the caller looks again.
+            Err(rustix::io::Errno::INTR) => true,
             Err(e) => return Err(QueueError::os("poll", e)),
-        }
+        };
         let mut buf = [0u8; 8];
         let _ = rustix::io::read(&self.fd, &mut buf);
-        Ok(())
+        Ok(woken)
     }
 }
 
-/// Called by the side that just published new entries, right after the `SeqCst` store that
-/// published them (see the module doc: without it a wake-up can be lost): rings `bell` if the
-/// peer said it sleeps.
+/// Whether this process is registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, registering it on
+/// the first call (once per process; `false` where the kernel or a seccomp policy refuses it).
+/// `IOPF_NO_MEMBARRIER` set in the environment keeps it unregistered, which puts every queue of
+/// the process on the fenced handshake (to measure or test that one).
+pub(crate) fn membarrier_registered() -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        let needed = MembarrierQuery::GLOBAL_EXPEDITED | MembarrierQuery::REGISTER_GLOBAL_EXPEDITED;
+        std::env::var_os("IOPF_NO_MEMBARRIER").is_none()
+            && membarrier_query().contains(needed)
+            && membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok()
+    })
+}
+
+/// How a waker publishes (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// The sleeper calls `membarrier` before its last look: plain stores and loads here.
+    Light,
+    /// The sleeper does not: a `SeqCst` store and a `SeqCst` load.
+    Fenced,
+}
+
+/// Publishes `value` into `word` (the store that makes the new entries visible), then rings
+/// `bell` if the peer said it sleeps.
 #[inline]
-pub(crate) fn wake_if_sleeping(sleeping: &AtomicU64, bell: &Doorbell) {
-    if sleeping.load(Ordering::SeqCst) != 0 && sleeping.swap(0, Ordering::SeqCst) != 0 {
+pub(crate) fn publish_and_wake(
+    word: &AtomicU64,
+    value: u64,
+    sleeping: &AtomicU64,
+    bell: &Doorbell,
+    how: Publish,
+) {
+    let asleep = match how {
+        Publish::Light => {
+            word.store(value, Ordering::Release);
+            // Keeps the compiler from hoisting the load above the store; the sleeper's
+            // `membarrier` does what a fence would on this CPU.
+            compiler_fence(Ordering::SeqCst);
+            sleeping.load(Ordering::Relaxed) != 0
+        }
+        Publish::Fenced => {
+            word.store(value, Ordering::SeqCst);
+            sleeping.load(Ordering::SeqCst) != 0
+        }
+    };
+    if asleep && sleeping.swap(0, Ordering::SeqCst) != 0 {
         bell.ring();
     }
 }
 
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// `ready()` was true without sleeping.
+    Ready,
+    /// After sleeping, woken by the bell (or `extra`, or a signal), and `ready()`.
+    Rung,
+    /// The timeout passed; `ready()` said what it says.
+    TimedOut(bool),
+}
+
 /// Waits until `ready()` is true or `timeout` passes: spins, then raises `sleeping`, looks again,
-/// and blocks on `bell`. Returns the last `ready()`.
+/// and blocks on `bell`. Returns the last `ready()`. `heavy`: this side declared itself
+/// registered for `membarrier`, so its peer may publish [`Publish::Light`], and it must call
+/// `membarrier` before its last look.
 pub(crate) fn wait_until(
     sleeping: &AtomicU64,
     bell: &Doorbell,
     extra: Option<&OwnedFd>,
     timeout: Option<Duration>,
-    mut ready: impl FnMut() -> bool,
+    heavy: bool,
+    ready: impl FnMut() -> bool,
 ) -> Result<bool, QueueError> {
+    Ok(
+        match wait_until_woke(sleeping, bell, extra, timeout, heavy, ready)? {
+            Woke::Ready | Woke::Rung => true,
+            Woke::TimedOut(r) => r,
+        },
+    )
+}
+
+/// [`wait_until`], saying how the wait ended.
+pub(crate) fn wait_until_woke(
+    sleeping: &AtomicU64,
+    bell: &Doorbell,
+    extra: Option<&OwnedFd>,
+    timeout: Option<Duration>,
+    heavy: bool,
+    mut ready: impl FnMut() -> bool,
+) -> Result<Woke, QueueError> {
     if timeout == Some(Duration::ZERO) {
-        return Ok(ready());
+        return Ok(if ready() {
+            Woke::Ready
+        } else {
+            Woke::TimedOut(false)
+        });
     }
     for _ in 0..SPIN_LOOKS {
         if ready() {
-            return Ok(true);
+            return Ok(Woke::Ready);
         }
         std::hint::spin_loop();
     }
@@ -111,24 +208,35 @@ pub(crate) fn wait_until(
     loop {
         sleeping.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+        // A registered process's `membarrier` does not fail; if it ever did, a light waker's
+        // publication could be missed, so this side then sleeps a millisecond at a time.
+        let barrier_failed = heavy && membarrier(MembarrierCommand::GlobalExpedited).is_err();
         if ready() {
             sleeping.store(0, Ordering::Relaxed);
-            return Ok(true);
+            return Ok(Woke::Ready);
         }
         let left = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => Some(left),
                 _ => {
                     sleeping.store(0, Ordering::Relaxed);
-                    return Ok(ready());
+                    return Ok(Woke::TimedOut(ready()));
                 }
             },
             None => None,
         };
-        bell.wait(extra, left)?;
+        let left = match (barrier_failed, left) {
+            (true, Some(l)) => Some(l.min(Duration::from_millis(1))),
+            (true, None) => Some(Duration::from_millis(1)),
+            (false, l) => l,
+        };
+        let woken = bell.wait(extra, left)?;
         sleeping.store(0, Ordering::Relaxed);
+        if !woken && deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Woke::TimedOut(ready()));
+        }
         if ready() {
-            return Ok(true);
+            return Ok(if woken { Woke::Rung } else { Woke::Ready });
         }
     }
 }
@@ -136,6 +244,7 @@ pub(crate) fn wait_until(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn count(bell: &Doorbell) -> u64 {
         let mut buf = [0u8; 8];
@@ -147,35 +256,96 @@ mod tests {
 
     #[test]
     fn an_awake_peer_is_never_sent_a_wake_up_and_a_sleeper_gets_exactly_one() {
-        let bell = Doorbell::new().unwrap();
-        let sleeping = AtomicU64::new(0);
-        for _ in 0..100 {
-            wake_if_sleeping(&sleeping, &bell);
+        for how in [Publish::Light, Publish::Fenced] {
+            let bell = Doorbell::new().unwrap();
+            let (word, sleeping) = (AtomicU64::new(0), AtomicU64::new(0));
+            for i in 0..100 {
+                publish_and_wake(&word, i, &sleeping, &bell, how);
+            }
+            assert_eq!(
+                count(&bell),
+                0,
+                "no system call for an awake peer ({how:?})"
+            );
+            sleeping.store(1, Ordering::SeqCst);
+            for i in 0..100 {
+                publish_and_wake(&word, i, &sleeping, &bell, how);
+            }
+            assert_eq!(
+                count(&bell),
+                1,
+                "one wake-up, then the word says awake ({how:?})"
+            );
+            assert_eq!(sleeping.load(Ordering::SeqCst), 0);
+            assert_eq!(word.load(Ordering::SeqCst), 99);
         }
-        assert_eq!(count(&bell), 0, "no system call for an awake peer");
-        sleeping.store(1, Ordering::SeqCst);
-        for _ in 0..100 {
-            wake_if_sleeping(&sleeping, &bell);
+    }
+
+    /// A waiter and a publisher in lock step, the publisher pausing now and then long enough for
+    /// the waiter to go to sleep. A lost wake-up leaves the waiter asleep on a published value
+    /// until its 60-second timeout, which this test reports as a failure: every wait must end
+    /// ready or rung, never timed out.
+    fn no_wake_up_is_lost(how: Publish, heavy: bool) {
+        const ROUNDS: u64 = 300;
+        let bell = Arc::new(Doorbell::new().unwrap());
+        let sleeping = Arc::new(AtomicU64::new(0));
+        let index = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let (b2, s2, i2, d2) = (bell.clone(), sleeping.clone(), index.clone(), done.clone());
+        let waiter = std::thread::spawn(move || {
+            let mut outcomes = Vec::new();
+            for round in 1..=ROUNDS {
+                let woke =
+                    wait_until_woke(&s2, &b2, None, Some(Duration::from_secs(60)), heavy, || {
+                        i2.load(Ordering::Acquire) >= round
+                    })
+                    .unwrap();
+                outcomes.push(woke);
+                d2.store(round, Ordering::Release);
+            }
+            outcomes
+        });
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 1..=ROUNDS {
+            // Lock step: the waiter is waiting for this round when it is published.
+            while done.load(Ordering::Acquire) < round - 1 {
+                std::hint::spin_loop();
+            }
+            if rng.u8(0..4) == 0 {
+                // Long enough for the waiter's spinning to give up.
+                std::thread::sleep(Duration::from_millis(2));
+            } else {
+                for _ in 0..rng.u32(0..5000) {
+                    std::hint::spin_loop();
+                }
+            }
+            publish_and_wake(&index, round, &sleeping, &bell, how);
         }
-        assert_eq!(count(&bell), 1, "one wake-up, then the word says awake");
-        assert_eq!(sleeping.load(Ordering::SeqCst), 0);
+        let outcomes = waiter.join().unwrap();
+        let lost = outcomes
+            .iter()
+            .filter(|w| matches!(w, Woke::TimedOut(_)))
+            .count();
+        assert_eq!(lost, 0, "wake-ups lost ({how:?})");
+        assert!(
+            outcomes.contains(&Woke::Rung),
+            "the waiter never slept, so the handshake was not exercised"
+        );
     }
 
     #[test]
-    fn a_waiter_sees_work_published_before_it_sleeps_and_wakes_for_work_after() {
-        let bell = std::sync::Arc::new(Doorbell::new().unwrap());
-        let sleeping = std::sync::Arc::new(AtomicU64::new(0));
-        let index = std::sync::Arc::new(AtomicU64::new(0));
-        let (b2, s2, i2) = (bell.clone(), sleeping.clone(), index.clone());
-        let waiter = std::thread::spawn(move || {
-            wait_until(&s2, &b2, None, Some(Duration::from_secs(20)), || {
-                i2.load(Ordering::Acquire) != 0
-            })
-            .unwrap()
-        });
-        std::thread::sleep(Duration::from_millis(50));
-        index.store(1, Ordering::SeqCst);
-        wake_if_sleeping(&sleeping, &bell);
-        assert!(waiter.join().unwrap());
+    fn no_wake_up_is_lost_fenced() {
+        no_wake_up_is_lost(Publish::Fenced, false);
+    }
+
+    #[test]
+    fn no_wake_up_is_lost_light_with_membarrier() {
+        // The light handshake is only used when this process registered; on a kernel without
+        // `membarrier` it is never chosen, and the fenced test covers what runs there.
+        if !membarrier_registered() {
+            eprintln!("membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) unavailable: light mode unused");
+            return;
+        }
+        no_wake_up_is_lost(Publish::Light, true);
     }
 }
