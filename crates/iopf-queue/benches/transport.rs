@@ -9,14 +9,15 @@
 //! Rows, all moving 64-byte records, at batch 1 and batch 64:
 //! * **iopf ring, one way** — this queue carrying `iommu_fault` records one way with its public
 //!   API and nothing to answer: `Features::UNRECOVERABLE` is agreed and every record is an
-//!   unrecoverable fault (`Producer::push_unrecoverable`, which publishes each record; there is
-//!   no batch push for them, so batch 64 is 64 single pushes behind one `has_room(64)` check),
+//!   unrecoverable fault (`Producer::push_unrecoverable`, which publishes each record, at batch 1;
+//!   `Producer::push_unrecoverables`, one publication, at batch 64),
 //!   taken with `Consumer::pop_events(.., b)` (decoded and validated) and touched. The producer
 //!   waits for room rather than lose a record; no record may be lost. Thread to thread and
 //!   process to process. This is the row to hold against the one-way peers below.
 //! * **rtrb**; **crossbeam ArrayQueue** (no batch API: a batch is 64 single pushes); a stream
 //!   **socketpair** with one `write`/`read` pair per batch (the iommufd fault-fd transport):
-//!   raw `[u8; 64]` one way, the consumer touching one byte of each.
+//!   a raw 64-byte record (aligned to a cache line, as this queue's slots are) one way, the
+//!   consumer touching one byte of each.
 //! * **rtrb + iommu_fault codec** — `rtrb` carrying the one-way row's records with the same
 //!   per-record codec work (encoded by the producer, decoded and validated by the consumer with
 //!   the decoder this queue uses), thread to thread: which part of the gap to bare `rtrb` is
@@ -71,7 +72,16 @@ use iopf_queue::{
     ServeConfig,
 };
 
-type Rec = [u8; 64];
+/// A 64-byte record as the peers carry it: aligned to a cache line, so each one is one line in
+/// their buffers, as in this queue's ring (a `[u8; 64]` has alignment 1 and usually straddles
+/// two lines, which made the peers slower than they can be).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Rec([u8; 64]);
+
+const fn rec(b: u8) -> Rec {
+    Rec([b; 64])
+}
 /// Ring entries, the same for every peer: the never-merged VFIO fault region's 512.
 const ENTRIES: u32 = 512;
 
@@ -263,20 +273,25 @@ fn unrecoverable(i: u64) -> Unrecoverable {
     }
 }
 
-/// Pushes `n` unrecoverable records, `b` at a time once the ring has room for `b` (there is no
-/// batch push for unrecoverable records: each `push_unrecoverable` publishes its record), and
-/// waits for room rather than lose one. Returns the time the pushes took; the caller adds the
-/// wait for the consumer to have taken them all.
+/// Pushes `n` unrecoverable records, `b` at a time once the ring has room for `b` (batch 1: one
+/// `push_unrecoverable`, which publishes its record; batch 64: one `push_unrecoverables`, one
+/// publication), and waits for room rather than lose one. Returns the time the pushes started;
+/// the caller adds the wait for the consumer to have taken them all.
 fn oneway_producer(p: &mut Producer, n: u64, b: usize) -> Instant {
-    let faults: Vec<Unrecoverable> = (0..b as u64).map(unrecoverable).collect();
+    let faults: Vec<(u32, Unrecoverable)> = (0..b as u64).map(|i| (1, unrecoverable(i))).collect();
+    let mut results = Vec::with_capacity(b);
     let mut sent = 0u64;
     let mut idle = Idle::default();
     let start = Instant::now();
     while sent < n {
         let k = (b as u64).min(n - sent);
         if p.has_room(k) {
-            for f in &faults[..k as usize] {
-                p.push_unrecoverable(1, f).unwrap();
+            if b == 1 {
+                p.push_unrecoverable(1, &faults[0].1).unwrap();
+            } else {
+                results.clear();
+                p.push_unrecoverables(&faults[..k as usize], &mut results);
+                assert!(results.iter().all(Result::is_ok));
             }
             sent += k;
             idle.reset();
@@ -368,13 +383,13 @@ fn rtrb_throughput(n: u64, b: usize) -> Duration {
             let before = got;
             if b == 1 {
                 if let Ok(r) = rx.pop() {
-                    sum = sum.wrapping_add(u64::from(r[0]));
+                    sum = sum.wrapping_add(u64::from(r.0[0]));
                     got += 1;
                 }
             } else if let Ok(chunk) = rx.read_chunk(rx.slots().min(b)) {
                 let (a, c) = chunk.as_slices();
                 for r in a.iter().chain(c) {
-                    sum = sum.wrapping_add(u64::from(r[0]));
+                    sum = sum.wrapping_add(u64::from(r.0[0]));
                 }
                 got += (a.len() + c.len()) as u64;
                 chunk.commit_all();
@@ -389,18 +404,18 @@ fn rtrb_throughput(n: u64, b: usize) -> Duration {
     });
     let start = Instant::now();
     let mut sent = 0u64;
-    let rec = [7u8; 64];
+    let record = rec(7);
     let mut idle = Idle::default();
     while sent < n {
         let before = sent;
         if b == 1 {
-            if tx.push(rec).is_ok() {
+            if tx.push(record).is_ok() {
                 sent += 1;
             }
         } else {
             let k = (b as u64).min(n - sent) as usize;
             if let Ok(chunk) = tx.write_chunk_uninit(k) {
-                sent += chunk.fill_from_iter(std::iter::repeat(rec)) as u64;
+                sent += chunk.fill_from_iter(std::iter::repeat(record)) as u64;
             }
         }
         if sent == before {
@@ -420,8 +435,12 @@ fn rtrb_throughput(n: u64, b: usize) -> Duration {
 /// that must read the records, without the queue's sequence numbers, stamps, loss accounting or
 /// sleep and wake-up.
 fn rtrb_codec_throughput(n: u64, b: usize) -> Duration {
-    let (mut tx, mut rx) = rtrb::RingBuffer::<IommuFaultWords>::new(ENTRIES as usize);
-    let take = |w: &IommuFaultWords| match IommuFault::decode_words(w) {
+    /// One record a line, like `Rec`.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(64))]
+    struct Words(IommuFaultWords);
+    let (mut tx, mut rx) = rtrb::RingBuffer::<Words>::new(ENTRIES as usize);
+    let take = |w: &Words| match IommuFault::decode_words(&w.0) {
         Ok(Fault::Unrecoverable(u)) => u.addr,
         other => panic!("rtrb codec run received {other:?}"),
     };
@@ -457,7 +476,7 @@ fn rtrb_codec_throughput(n: u64, b: usize) -> Duration {
     while sent < n {
         let before = sent;
         if b == 1 {
-            let w = Fault::Unrecoverable(unrecoverable(sent)).encode_words();
+            let w = Words(Fault::Unrecoverable(unrecoverable(sent)).encode_words());
             if tx.push(w).is_ok() {
                 sent += 1;
             }
@@ -466,7 +485,7 @@ fn rtrb_codec_throughput(n: u64, b: usize) -> Duration {
             if let Ok(chunk) = tx.write_chunk_uninit(k) {
                 let first = sent;
                 sent += chunk.fill_from_iter(
-                    (first..).map(|i| Fault::Unrecoverable(unrecoverable(i)).encode_words()),
+                    (first..).map(|i| Words(Fault::Unrecoverable(unrecoverable(i)).encode_words())),
                 ) as u64;
             }
         }
@@ -492,7 +511,7 @@ fn rtrb_latency(rounds: u64, b: usize) -> Vec<Duration> {
                 }
                 idle.wait();
             };
-            while atx.push(u64::from(r[0])).is_err() {
+            while atx.push(u64::from(r.0[0])).is_err() {
                 idle.wait();
             }
         }
@@ -502,7 +521,7 @@ fn rtrb_latency(rounds: u64, b: usize) -> Vec<Duration> {
         let t = Instant::now();
         let mut idle = Idle::polling();
         for _ in 0..b {
-            while tx.push([1u8; 64]).is_err() {
+            while tx.push(rec(1)).is_err() {
                 idle.wait();
             }
         }
@@ -726,7 +745,7 @@ fn crossbeam_throughput(n: u64, b: usize) -> Duration {
             let before = got;
             for _ in 0..b {
                 if let Some(r) = q2.pop() {
-                    sum = sum.wrapping_add(u64::from(r[0]));
+                    sum = sum.wrapping_add(u64::from(r.0[0]));
                     got += 1;
                 }
             }
@@ -744,7 +763,7 @@ fn crossbeam_throughput(n: u64, b: usize) -> Duration {
     while sent < n {
         let before = sent;
         for _ in 0..b {
-            if sent < n && q.push([7u8; 64]).is_ok() {
+            if sent < n && q.push(rec(7)).is_ok() {
                 sent += 1;
             }
         }
@@ -771,7 +790,7 @@ fn crossbeam_latency(rounds: u64, b: usize) -> Vec<Duration> {
                 }
                 idle.wait();
             };
-            while a2.push(u64::from(r[0])).is_err() {
+            while a2.push(u64::from(r.0[0])).is_err() {
                 idle.wait();
             }
         }
@@ -781,7 +800,7 @@ fn crossbeam_latency(rounds: u64, b: usize) -> Vec<Duration> {
         let t = Instant::now();
         let mut idle = Idle::polling();
         for _ in 0..b {
-            while q.push([1u8; 64]).is_err() {
+            while q.push(rec(1)).is_err() {
                 idle.wait();
             }
         }

@@ -249,6 +249,34 @@ impl Producer {
         dev_id: u32,
         fault: &Unrecoverable,
     ) -> Result<u64, QueueError> {
+        let r = self.push_unrecoverable_one(dev_id, fault);
+        if !matches!(r, Err(QueueError::NotAgreed(_))) {
+            self.publish();
+        }
+        r
+    }
+
+    /// Pushes several unrecoverable faults (device id, fault) with one publication and at most
+    /// one wake-up, as an IOMMU driver drains its event queue; `out` receives one result per
+    /// fault, as [`push_unrecoverable`](Producer::push_unrecoverable) would return it.
+    pub fn push_unrecoverables(
+        &mut self,
+        faults: &[(u32, Unrecoverable)],
+        out: &mut Vec<Result<u64, QueueError>>,
+    ) {
+        for (dev_id, fault) in faults {
+            let r = self.push_unrecoverable_one(*dev_id, fault);
+            out.push(r);
+        }
+        self.publish();
+    }
+
+    /// [`Producer::push_unrecoverable`] without the publication.
+    fn push_unrecoverable_one(
+        &mut self,
+        dev_id: u32,
+        fault: &Unrecoverable,
+    ) -> Result<u64, QueueError> {
         // Negotiation agrees UNRECOVERABLE only with `iommu_fault` records; both are checked so
         // that no other record format is ever asked to carry one.
         if !self.agreement.features.contains(Features::UNRECOVERABLE)
@@ -267,7 +295,6 @@ impl Producer {
         };
         if let Some(reason) = reason {
             self.count_loss(1);
-            self.publish();
             return Err(QueueError::Lost(reason));
         }
         self.write_loss_record();
@@ -275,7 +302,6 @@ impl Producer {
         self.write_slot(&encode_unrecoverable(seq, dev_id, fault));
         self.next_seq += 1;
         self.stats.delivered += 1;
-        self.publish();
         Ok(seq)
     }
 

@@ -323,3 +323,59 @@ fn core_to_queue_to_consumer() {
         assert!(core.sink_mut().take().is_empty());
     }
 }
+
+#[test]
+fn a_batch_is_published_once_and_its_overflow_lost_and_announced_like_single_pushes() {
+    let (mut p, mut c) = queue(4, true);
+    let faults: Vec<(u32, Unrecoverable)> = (0..6u64).map(|i| (i as u32, fault(i << 12))).collect();
+    let mut results = Vec::new();
+    p.push_unrecoverables(&faults, &mut results);
+    // Four fit; the last two are lost with the ring full, their sequence numbers used.
+    assert_eq!(results.len(), 6);
+    assert_eq!(
+        results[..4]
+            .iter()
+            .map(|r| *r.as_ref().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert!(results[4..]
+        .iter()
+        .all(|r| matches!(r, Err(QueueError::Lost(LossReason::RingFull)))));
+    assert_eq!((p.stats().delivered, p.stats().lost), (4, 2));
+    let mut evs = Vec::new();
+    assert_eq!(c.pop_events(&mut evs, 8).unwrap(), 4);
+    for (i, e) in evs.iter().enumerate() {
+        let Event::Unrecoverable {
+            seq,
+            dev_id,
+            fault: f,
+        } = e
+        else {
+            panic!("not an unrecoverable record: {e:?}")
+        };
+        assert_eq!(
+            (*seq, *dev_id, *f),
+            (i as u64, i as u32, fault((i as u64) << 12))
+        );
+    }
+    // With room again, the loss is announced before anything else.
+    assert!(p.announce_losses());
+    evs.clear();
+    assert_eq!(c.pop_events(&mut evs, 8).unwrap(), 1);
+    assert_eq!(
+        evs[0],
+        Event::Lost {
+            first_seq: 4,
+            count: 2
+        }
+    );
+    // Not agreed: every fault of the batch is refused, nothing counted.
+    let (mut p, _c) = queue(4, false);
+    results.clear();
+    p.push_unrecoverables(&faults[..2], &mut results);
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Err(QueueError::NotAgreed(_)))));
+    assert_eq!((p.stats().delivered, p.stats().lost), (0, 0));
+}
