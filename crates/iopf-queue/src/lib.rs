@@ -8,6 +8,12 @@
 //!                 eventfd ×2: rung only for a side that said it sleeps
 //! ```
 //!
+//! Each fault and response slot is one cache line and carries a *stamp* that says it is full, so
+//! a reader polls the slot it wants next and never the writer's index ([`layout`]); the
+//! consumer gives slots back an eighth of the ring at a time, or at once when it has caught up;
+//! the wake-up handshake costs the publishing side no fence when both processes can use
+//! `membarrier(2)` (the `wake` module). Figures and how they were measured: `docs/PERFORMANCE.md`.
+//!
 //! * [`negotiate`](mod@negotiate): the producer's [`Offer`], the consumer's [`Request`], the [`Agreement`].
 //! * [`Producer`]: pushes groups (or reports them [`QueueError::Lost`]) and, when
 //!   [`Features::UNRECOVERABLE`](iopf_abi::Features::UNRECOVERABLE) was agreed (`iommu_fault`

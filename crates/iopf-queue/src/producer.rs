@@ -249,10 +249,11 @@ impl Producer {
         dev_id: u32,
         fault: &Unrecoverable,
     ) -> Result<u64, QueueError> {
-        let r = self.push_unrecoverable_one(dev_id, fault);
-        if !matches!(r, Err(QueueError::NotAgreed(_))) {
-            self.publish();
+        if !self.unrecoverable_agreed() {
+            return Err(QueueError::NotAgreed("UNRECOVERABLE"));
         }
+        let r = self.push_unrecoverable_one(dev_id, fault);
+        self.publish();
         r
     }
 
@@ -264,6 +265,14 @@ impl Producer {
         faults: &[(u32, Unrecoverable)],
         out: &mut Vec<Result<u64, QueueError>>,
     ) {
+        if !self.unrecoverable_agreed() {
+            out.extend(
+                faults
+                    .iter()
+                    .map(|_| Err(QueueError::NotAgreed("UNRECOVERABLE"))),
+            );
+            return;
+        }
         for (dev_id, fault) in faults {
             let r = self.push_unrecoverable_one(*dev_id, fault);
             out.push(r);
@@ -271,19 +280,21 @@ impl Producer {
         self.publish();
     }
 
-    /// [`Producer::push_unrecoverable`] without the publication.
+    /// Whether unrecoverable records were agreed. Negotiation agrees UNRECOVERABLE only with
+    /// `iommu_fault` records; both are checked so that no other record format is ever asked to
+    /// carry one.
+    fn unrecoverable_agreed(&self) -> bool {
+        self.agreement.features.contains(Features::UNRECOVERABLE)
+            && self.agreement.record == RecordFormat::IommuFault
+    }
+
+    /// [`Producer::push_unrecoverable`] without the agreement check and the publication.
+    #[inline]
     fn push_unrecoverable_one(
         &mut self,
         dev_id: u32,
         fault: &Unrecoverable,
     ) -> Result<u64, QueueError> {
-        // Negotiation agrees UNRECOVERABLE only with `iommu_fault` records; both are checked so
-        // that no other record format is ever asked to carry one.
-        if !self.agreement.features.contains(Features::UNRECOVERABLE)
-            || self.agreement.record != RecordFormat::IommuFault
-        {
-            return Err(QueueError::NotAgreed("UNRECOVERABLE"));
-        }
         let reason = if self.closed
             || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
         {
