@@ -25,7 +25,7 @@ use crate::layout::{
     FLAG_CONSUMER_MEMBARRIER, PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_BYTES, RESP_SLOT_WORDS,
 };
 use crate::negotiate::Agreement;
-use crate::record::{decode_slot, Event, FaultEvent};
+use crate::record::{decode_slot_fast, Event, FaultEvent, Refusal, SlotWords};
 use crate::response::{encode_cookies, encode_slot, RawFormat};
 use crate::shared::Shared;
 use crate::wake::{membarrier_registered, publish_and_wake, wait_until, Doorbell, Publish};
@@ -107,6 +107,8 @@ pub struct Consumer {
     verdicts: VecDeque<Kept>,
     kept: u64,
     stats: ConsumerStats,
+    /// Why the last corrupt slot was skipped.
+    last_refusal: Option<QueueError>,
     fault_bell: Doorbell,
     resp_bell: Doorbell,
     /// How responses are published: light when both processes are registered for
@@ -159,6 +161,7 @@ impl Consumer {
             verdicts: VecDeque::new(),
             kept: 0,
             stats: ConsumerStats::default(),
+            last_refusal: None,
             fault_bell,
             resp_bell,
             publish,
@@ -224,20 +227,35 @@ impl Consumer {
         self.ready_to.wrapping_sub(self.fault_tail).min(limit)
     }
 
-    /// Copies fault slot `index` out of the ring and decodes the copy.
+    /// Copies fault slot `index` out of the ring and decodes the copy. A slot that does not
+    /// decode comes back with why and what it held (the caller counts it).
     #[inline(always)]
-    fn read_slot(&self, index: u64) -> Result<Event, QueueError> {
+    fn read_slot(&self, index: u64) -> Result<Event, (Refusal, SlotWords)> {
         let base = self.shared.geo.fault_slot(index);
         let words = self.shared.words_at(base, FAULT_SLOT_WORDS);
         // The geometry put the slot inside the mapping, so the slice is whole.
         let Ok(slot) = <&[AtomicU64; FAULT_SLOT_WORDS]>::try_from(words) else {
-            return Err(QueueError::Corrupt("fault slot outside the region"));
+            return Err((Refusal::Outside, [0; FAULT_SLOT_WORDS]));
         };
         let w = slot.each_ref().map(|v| v.load(Ordering::Relaxed));
-        decode_slot(&self.agreement, &w)
+        decode_slot_fast(&self.agreement, &w).map_err(|r| (r, w))
     }
 
-    #[inline]
+    /// Counts a slot that did not decode, and keeps why ([`Consumer::last_refusal`]).
+    #[cold]
+    fn refused(&mut self, (why, w): (Refusal, SlotWords)) {
+        self.stats.corrupt = self.stats.corrupt.saturating_add(1);
+        self.last_refusal = Some(why.error(&w));
+    }
+
+    /// Why the last slot counted in [`ConsumerStats::corrupt`] was skipped: the record's own
+    /// decoding error, or what was wrong with the slot. Only a producer that misbehaves, or a
+    /// region scribbled over, gives one.
+    pub fn last_refusal(&self) -> Option<&QueueError> {
+        self.last_refusal.as_ref()
+    }
+
+    #[inline(always)]
     fn note(&mut self, ev: &Event) {
         match *ev {
             Event::Fault(f) => {
@@ -331,7 +349,7 @@ impl Consumer {
                     out.push(ev);
                     taken += 1;
                 }
-                Err(_) => self.stats.corrupt = self.stats.corrupt.saturating_add(1),
+                Err(refusal) => self.refused(refusal),
             }
         }
         // Took `max`: look at the next slot's stamp now. It says whether the producer is ahead
@@ -678,9 +696,9 @@ impl FaultConsumer for Consumer {
         while pos != end {
             let ev = match self.read_slot(pos) {
                 Ok(ev) => ev,
-                Err(_) => {
+                Err(refusal) => {
                     // Skip the slot and the unfinished group it breaks.
-                    self.stats.corrupt = self.stats.corrupt.saturating_add(1);
+                    self.refused(refusal);
                     pos = pos.wrapping_add(1);
                     self.fault_tail = pos;
                     written = group_start;

@@ -166,41 +166,103 @@ pub(crate) fn encode_lost(format: RecordFormat, first_seq: u64, count: u64) -> S
     w
 }
 
+/// Why [`decode_slot_fast`] refused a slot: a one-byte code, so that the hot path builds no
+/// error; [`Refusal::error`] says it in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The slot is not inside the mapping (never: the geometry was checked against it).
+    Outside,
+    /// An unrecoverable record on a queue that did not agree them.
+    UnrecoverableNotAgreed,
+    /// An unrecoverable record with a cookie.
+    UnrecoverableCookie,
+    /// The `iommu_fault` record is not a valid one of its type.
+    Record,
+    /// The `iommu_hwpt_pgfault` record is not valid.
+    HwptRecord,
+    /// The `iommu_hwpt_pgfault` record's cookie is not the slot's.
+    HwptCookie,
+    /// An `iommu_hwpt_pgfault` slot of no known kind.
+    UnknownKind,
+}
+
+impl Refusal {
+    /// The refusal as the queue's error, recomputing the record's own error where there is one.
+    #[cold]
+    pub fn error(self, w: &SlotWords) -> QueueError {
+        match self {
+            Refusal::Outside => QueueError::Corrupt("fault slot outside the region"),
+            Refusal::UnrecoverableNotAgreed => {
+                QueueError::Corrupt("unrecoverable record was not agreed")
+            }
+            Refusal::UnrecoverableCookie => {
+                QueueError::Corrupt("unrecoverable record with a cookie")
+            }
+            Refusal::Record => {
+                let rec = folded_record(w);
+                match IommuFault::word_error(&rec) {
+                    Err(e) => QueueError::Abi(e),
+                    // The fast decoders and the byte decoder agree (a property test of the ABI
+                    // crate holds them to it): a record one of them took is of the other type.
+                    Ok(_) => QueueError::Corrupt("record of the wrong type for its slot"),
+                }
+            }
+            Refusal::HwptRecord => {
+                match HwptPgfault::read(&w[SLOT_HEADER_WORDS..].as_bytes()[..HwptPgfault::SIZE])
+                    .and_then(|r| r.decode())
+                {
+                    Err(e) => QueueError::Abi(e),
+                    Ok(_) => QueueError::Corrupt("iommu_hwpt_pgfault slot"),
+                }
+            }
+            Refusal::HwptCookie => QueueError::Corrupt("record cookie differs from slot cookie"),
+            Refusal::UnknownKind => QueueError::Corrupt("unknown slot kind"),
+        }
+    }
+}
+
 /// Decodes a slot copied out of the ring under `agreement`. Strict, as the words come from a
-/// peer: an unrecoverable record is an error unless it was agreed and carries no cookie, and its
+/// peer: an unrecoverable record is refused unless it was agreed and carries no cookie, and its
 /// record must be a valid `IOMMU_FAULT_DMA_UNRECOV` one; a page request's record must be a valid
-/// page request. The stamp is the ring's business and is ignored.
+/// page request. The stamp is the ring's business and is ignored. A refusal is a [`Refusal`]
+/// code; [`Refusal::error`] says it in full.
 #[inline(always)]
-pub(crate) fn decode_slot(agreement: &Agreement, w: &SlotWords) -> Result<Event, QueueError> {
+pub(crate) fn decode_slot_fast(agreement: &Agreement, w: &SlotWords) -> Result<Event, Refusal> {
     match agreement.record {
         RecordFormat::IommuFault => decode_folded(agreement, w),
         RecordFormat::HwptPgfault => decode_hwpt(w),
     }
 }
 
-/// An `iommu_fault` slot: the record, once the queue's own words are taken out of its reserved
-/// bytes (and zeroed there, so that the record is decoded as the kernel's would be).
+/// The `iommu_fault` record of a slot in that format: the slot with the queue's own words taken
+/// out of the record's reserved bytes (zeroed there, so that the record is decoded as the
+/// kernel's would be).
 #[inline(always)]
-fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Event, QueueError> {
-    let first = FOLDED_STAMP.clear(w[0]);
+fn folded_record(w: &SlotWords) -> IommuFaultWords {
+    [FOLDED_STAMP.clear(w[0]), w[1], w[2], w[3], w[4], w[5], 0, 0]
+}
+
+/// An `iommu_fault` slot.
+#[inline(always)]
+fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Event, Refusal> {
+    let rec = folded_record(w);
     let seq = w[SEQ_WORD];
     let (cookie, dev_id) = unpack(w[IDS_WORD]);
-    let rec: IommuFaultWords = [first, w[1], w[2], w[3], w[4], w[5], 0, 0];
-    match (first >> TYPE_SHIFT) as u32 {
+    match (rec[0] >> TYPE_SHIFT) as u32 {
         TYPE_LOST => Ok(Event::Lost {
             first_seq: seq,
             count: w[1],
         }),
         IOMMU_FAULT_DMA_UNRECOV => {
             if !agreement.features.contains(Features::UNRECOVERABLE) {
-                return Err(QueueError::Corrupt("unrecoverable record was not agreed"));
+                return Err(Refusal::UnrecoverableNotAgreed);
             }
             if cookie != 0 {
-                return Err(QueueError::Corrupt("unrecoverable record with a cookie"));
+                return Err(Refusal::UnrecoverableCookie);
             }
             match Unrecoverable::from_words(&rec) {
                 Some(fault) => Ok(Event::Unrecoverable { seq, dev_id, fault }),
-                None => Err(record_error(&rec)),
+                None => Err(Refusal::Record),
             }
         }
         IOMMU_FAULT_PAGE_REQ => match PageRequest::from_words(&rec) {
@@ -210,26 +272,15 @@ fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Event, QueueErr
                 dev_id,
                 request,
             })),
-            None => Err(record_error(&rec)),
+            None => Err(Refusal::Record),
         },
-        _ => Err(record_error(&rec)),
-    }
-}
-
-/// Why a record the fast decoders refused is not one (the byte decoder's error).
-#[cold]
-fn record_error(rec: &IommuFaultWords) -> QueueError {
-    match IommuFault::word_error(rec) {
-        Err(e) => QueueError::Abi(e),
-        // The fast decoders and the byte decoder agree (a property test of the ABI crate holds
-        // them to it); a record one of them took is no error.
-        Ok(_) => QueueError::Corrupt("record of the wrong type for its slot"),
+        _ => Err(Refusal::Record),
     }
 }
 
 /// An `iommu_hwpt_pgfault` slot.
 #[inline(always)]
-fn decode_hwpt(w: &SlotWords) -> Result<Event, QueueError> {
+fn decode_hwpt(w: &SlotWords) -> Result<Event, Refusal> {
     let (kind, cookie) = unpack(w[1]);
     let (_stamp, dev_id) = unpack(w[2]);
     let body = &w[SLOT_HEADER_WORDS..];
@@ -239,11 +290,11 @@ fn decode_hwpt(w: &SlotWords) -> Result<Event, QueueError> {
             count: body[0],
         }),
         KIND_FAULT => {
-            let rec = HwptPgfault::read(&body.as_bytes()[..HwptPgfault::SIZE])?.decode()?;
+            let rec = HwptPgfault::read(&body.as_bytes()[..HwptPgfault::SIZE])
+                .and_then(|r| r.decode())
+                .map_err(|_| Refusal::HwptRecord)?;
             if rec.cookie != cookie {
-                return Err(QueueError::Corrupt(
-                    "record cookie differs from slot cookie",
-                ));
+                return Err(Refusal::HwptCookie);
             }
             let mut flags = PageRequestFlags::empty();
             flags.set(
@@ -265,7 +316,7 @@ fn decode_hwpt(w: &SlotWords) -> Result<Event, QueueError> {
                 },
             }))
         }
-        _ => Err(QueueError::Corrupt("unknown slot kind")),
+        _ => Err(Refusal::UnknownKind),
     }
 }
 
@@ -309,6 +360,11 @@ mod tests {
             addr: 0x7000_1000,
             private_data: [u64::MAX, 0x1234],
         }
+    }
+
+    /// The decoder with its refusal said in full, as the consumer keeps it.
+    fn decode_slot(agreement: &Agreement, w: &SlotWords) -> Result<Event, QueueError> {
+        decode_slot_fast(agreement, w).map_err(|r| r.error(w))
     }
 
     fn stamped(format: RecordFormat, mut w: SlotWords, index: u64) -> SlotWords {

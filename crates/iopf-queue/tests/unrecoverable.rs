@@ -252,6 +252,15 @@ fn a_malformed_record_from_the_producer_is_skipped_not_a_panic() {
     assert_eq!(c.pop_events(&mut evs, 8).unwrap(), 1);
     assert!(matches!(evs[0], Event::Unrecoverable { seq: 1, .. }));
     assert_eq!(c.stats().corrupt, 1);
+    // Why it was skipped: the record's own decoding error (an unknown reason).
+    assert!(
+        matches!(
+            c.last_refusal(),
+            Some(QueueError::Abi(iopf_abi::AbiError::UnknownReason(0xffff)))
+        ),
+        "{:?}",
+        c.last_refusal()
+    );
 }
 
 #[test]
