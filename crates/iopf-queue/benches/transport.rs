@@ -142,8 +142,46 @@ fn page_request(i: u64) -> PageRequest {
 // ---------------------------------------------------------------------------------------------
 // This queue.
 
-/// Pushes `n` one-request groups in batches of `b`, draining answers, until all are answered.
-fn queue_producer_throughput(p: &mut Producer, n: u64, b: usize) -> Duration {
+/// The producing end of an exchange (this queue's, or the hand-built one on `rtrb`), as the
+/// throughput and round-trip drivers below use it: one-request groups out, answers back.
+trait ExchangeProducer {
+    /// Whether `k` more groups can go out now.
+    fn room(&mut self, k: usize) -> bool;
+    /// Pushes `k` one-request groups with one publication; returns how many went out.
+    fn push(&mut self, k: usize) -> usize;
+    /// Takes the answers waiting; returns how many.
+    fn drain(&mut self) -> usize;
+}
+
+/// This queue's producer, pushing one-request groups from `groups`.
+struct QueueExchange<'a, 'g> {
+    p: &'a mut Producer,
+    groups: &'a [Group<'g>],
+    results: Vec<Result<u32, iopf_queue::QueueError>>,
+    answers: Vec<iopf_queue::Answer>,
+}
+
+impl ExchangeProducer for QueueExchange<'_, '_> {
+    fn room(&mut self, k: usize) -> bool {
+        self.p.pending_groups() + k < ENTRIES as usize && self.p.has_room(k as u64)
+    }
+    fn push(&mut self, k: usize) -> usize {
+        self.results.clear();
+        self.p.push_groups(&self.groups[..k], &mut self.results);
+        self.results.iter().filter(|r| r.is_ok()).count()
+    }
+    fn drain(&mut self) -> usize {
+        self.answers.clear();
+        self.p.drain_responses(&mut self.answers)
+    }
+}
+
+/// Runs `f` with this queue's producer as an [`ExchangeProducer`] of `b`-group batches.
+fn with_queue_exchange<T>(
+    p: &mut Producer,
+    b: usize,
+    f: impl FnOnce(&mut QueueExchange<'_, '_>) -> T,
+) -> T {
     let reqs: Vec<[PageRequest; 1]> = (0..b as u64).map(|i| [page_request(i)]).collect();
     let groups: Vec<Group<'_>> = reqs
         .iter()
@@ -153,22 +191,28 @@ fn queue_producer_throughput(p: &mut Producer, n: u64, b: usize) -> Duration {
             requests: r,
         })
         .collect();
-    let mut results = Vec::with_capacity(b);
-    let mut answers = Vec::with_capacity(512);
+    f(&mut QueueExchange {
+        p,
+        groups: &groups,
+        results: Vec::with_capacity(b),
+        answers: Vec::with_capacity(ENTRIES as usize),
+    })
+}
+
+/// Pushes `n` one-request groups in batches of `b`, draining answers, until all are answered.
+fn exchange_throughput(x: &mut impl ExchangeProducer, n: u64, b: usize) -> Duration {
     let (mut sent, mut answered) = (0u64, 0u64);
     let mut idle = Idle::default();
     let start = Instant::now();
     while answered < n {
         let mut progress = false;
-        if sent < n && p.pending_groups() + b < ENTRIES as usize && p.has_room(b as u64) {
-            let k = (b as u64).min(n - sent) as usize;
-            results.clear();
-            p.push_groups(&groups[..k], &mut results);
-            sent += results.iter().filter(|r| r.is_ok()).count() as u64;
-            progress = true;
+        let k = (b as u64).min(n - sent) as usize;
+        if sent < n && x.room(k) {
+            let pushed = x.push(k);
+            sent += pushed as u64;
+            progress = pushed > 0;
         }
-        answers.clear();
-        let d = p.drain_responses(&mut answers) as u64;
+        let d = x.drain() as u64;
         answered += d;
         if progress || d > 0 {
             idle.reset();
@@ -179,30 +223,16 @@ fn queue_producer_throughput(p: &mut Producer, n: u64, b: usize) -> Duration {
     start.elapsed()
 }
 
-/// `rounds` round trips of `b` records each.
-fn queue_producer_latency(p: &mut Producer, rounds: u64, b: usize) -> Vec<Duration> {
-    let reqs: Vec<[PageRequest; 1]> = (0..b as u64).map(|i| [page_request(i)]).collect();
-    let groups: Vec<Group<'_>> = reqs
-        .iter()
-        .map(|r| Group {
-            tag: 0,
-            dev_id: 1,
-            requests: r,
-        })
-        .collect();
-    let mut results = Vec::with_capacity(b);
-    let mut answers = Vec::with_capacity(512);
+/// `rounds` round trips of `b` one-request groups each: pushed, then their answers polled for.
+fn exchange_latency(x: &mut impl ExchangeProducer, rounds: u64, b: usize) -> Vec<Duration> {
     let mut out = Vec::with_capacity(rounds as usize);
     for _ in 0..rounds {
         let t = Instant::now();
-        results.clear();
-        p.push_groups(&groups, &mut results);
-        assert!(results.iter().all(|r| r.is_ok()));
+        assert_eq!(x.push(b), b);
         let mut got = 0;
         let mut idle = Idle::polling();
         while got < b {
-            answers.clear();
-            got += p.drain_responses(&mut answers);
+            got += x.drain();
             idle.wait();
         }
         out.push(t.elapsed());
@@ -346,17 +376,7 @@ fn oneway_thread(n: u64, b: usize) -> f64 {
 /// One way, process to process: counted until the consumer's tail has caught up with every
 /// record (the ring is as empty as before the first push).
 fn oneway_process(dir: &Path, n: u64, b: usize) -> f64 {
-    let path = dir.join(format!("o{b}.sock"));
-    let listener = Listener::bind(
-        &path,
-        ServeConfig {
-            offer: Offer::current(),
-            ..ServeConfig::default()
-        },
-    )
-    .unwrap();
-    let mut child = spawn_child("oneway", &path, b, n, 0);
-    let mut p = listener.accept().unwrap();
+    let (listener, mut child, mut p) = serve_child(dir, &format!("o{b}.sock"), "oneway", b, n, 0);
     let empty = p.free_slots();
     let start = oneway_producer(&mut p, n, b);
     let mut idle = Idle::default();
@@ -373,23 +393,29 @@ fn oneway_process(dir: &Path, n: u64, b: usize) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Peers.
 
-fn rtrb_throughput(n: u64, b: usize) -> Duration {
-    let (mut tx, mut rx) = rtrb::RingBuffer::<Rec>::new(ENTRIES as usize);
+/// `n` values made by `make(i)` through `rtrb`, one way, `b` at a time (batch 1: `push` and
+/// `pop`; otherwise write and read chunks); the consumer passes each to `take`.
+fn rtrb_one_way<T: Copy + Send + 'static>(
+    n: u64,
+    b: usize,
+    make: impl Fn(u64) -> T,
+    take: impl Fn(&T) -> u64 + Send + 'static,
+) -> Duration {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<T>::new(ENTRIES as usize);
     let consumer = std::thread::spawn(move || {
-        let mut got = 0u64;
-        let mut sum = 0u64;
+        let (mut got, mut sum) = (0u64, 0u64);
         let mut idle = Idle::default();
         while got < n {
             let before = got;
             if b == 1 {
-                if let Ok(r) = rx.pop() {
-                    sum = sum.wrapping_add(u64::from(r.0[0]));
+                if let Ok(v) = rx.pop() {
+                    sum = sum.wrapping_add(take(&v));
                     got += 1;
                 }
             } else if let Ok(chunk) = rx.read_chunk(rx.slots().min(b)) {
                 let (a, c) = chunk.as_slices();
-                for r in a.iter().chain(c) {
-                    sum = sum.wrapping_add(u64::from(r.0[0]));
+                for v in a.iter().chain(c) {
+                    sum = sum.wrapping_add(take(v));
                 }
                 got += (a.len() + c.len()) as u64;
                 chunk.commit_all();
@@ -404,18 +430,18 @@ fn rtrb_throughput(n: u64, b: usize) -> Duration {
     });
     let start = Instant::now();
     let mut sent = 0u64;
-    let record = rec(7);
     let mut idle = Idle::default();
     while sent < n {
         let before = sent;
         if b == 1 {
-            if tx.push(record).is_ok() {
+            if tx.push(make(sent)).is_ok() {
                 sent += 1;
             }
         } else {
             let k = (b as u64).min(n - sent) as usize;
             if let Ok(chunk) = tx.write_chunk_uninit(k) {
-                sent += chunk.fill_from_iter(std::iter::repeat(record)) as u64;
+                let first = sent;
+                sent += chunk.fill_from_iter((first..).map(&make)) as u64;
             }
         }
         if sent == before {
@@ -428,6 +454,16 @@ fn rtrb_throughput(n: u64, b: usize) -> Duration {
     start.elapsed()
 }
 
+/// Bare `rtrb`: a 64-byte record, the consumer touching one byte.
+fn rtrb_throughput(n: u64, b: usize) -> Duration {
+    rtrb_one_way(n, b, |_| rec(7), |r: &Rec| u64::from(r.0[0]))
+}
+
+/// One record a line, like `Rec`.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Words(IommuFaultWords);
+
 /// `rtrb` carrying the same records as the one-way row, with the same per-record codec work: the
 /// producer encodes each unrecoverable fault into its `iommu_fault` words
 /// (`Fault::encode_words`), the consumer decodes and validates them (`IommuFault::decode_words`,
@@ -435,68 +471,15 @@ fn rtrb_throughput(n: u64, b: usize) -> Duration {
 /// that must read the records, without the queue's sequence numbers, stamps, loss accounting or
 /// sleep and wake-up.
 fn rtrb_codec_throughput(n: u64, b: usize) -> Duration {
-    /// One record a line, like `Rec`.
-    #[derive(Clone, Copy)]
-    #[repr(C, align(64))]
-    struct Words(IommuFaultWords);
-    let (mut tx, mut rx) = rtrb::RingBuffer::<Words>::new(ENTRIES as usize);
-    let take = |w: &Words| match IommuFault::decode_words(&w.0) {
-        Ok(Fault::Unrecoverable(u)) => u.addr,
-        other => panic!("rtrb codec run received {other:?}"),
-    };
-    let consumer = std::thread::spawn(move || {
-        let (mut got, mut sum) = (0u64, 0u64);
-        let mut idle = Idle::default();
-        while got < n {
-            let before = got;
-            if b == 1 {
-                if let Ok(w) = rx.pop() {
-                    sum = sum.wrapping_add(take(&w));
-                    got += 1;
-                }
-            } else if let Ok(chunk) = rx.read_chunk(rx.slots().min(b)) {
-                let (a, c) = chunk.as_slices();
-                for w in a.iter().chain(c) {
-                    sum = sum.wrapping_add(take(w));
-                }
-                got += (a.len() + c.len()) as u64;
-                chunk.commit_all();
-            }
-            if got == before {
-                idle.wait();
-            } else {
-                idle.reset();
-            }
-        }
-        sum
-    });
-    let start = Instant::now();
-    let mut sent = 0u64;
-    let mut idle = Idle::default();
-    while sent < n {
-        let before = sent;
-        if b == 1 {
-            let w = Words(Fault::Unrecoverable(unrecoverable(sent)).encode_words());
-            if tx.push(w).is_ok() {
-                sent += 1;
-            }
-        } else {
-            let k = (b as u64).min(n - sent) as usize;
-            if let Ok(chunk) = tx.write_chunk_uninit(k) {
-                let first = sent;
-                sent += chunk.fill_from_iter(
-                    (first..).map(|i| Words(Fault::Unrecoverable(unrecoverable(i)).encode_words())),
-                ) as u64;
-            }
-        }
-        if sent == before {
-            idle.wait();
-        } else {
-            idle.reset();
-        }
-    }
-    std::hint::black_box(consumer.join().unwrap());
-    start.elapsed()
+    rtrb_one_way(
+        n,
+        b,
+        |i| Words(Fault::Unrecoverable(unrecoverable(i)).encode_words()),
+        |w: &Words| match IommuFault::decode_words(&w.0) {
+            Ok(Fault::Unrecoverable(u)) => u.addr,
+            other => panic!("rtrb codec run received {other:?}"),
+        },
+    )
 }
 
 fn rtrb_latency(rounds: u64, b: usize) -> Vec<Duration> {
@@ -686,52 +669,35 @@ fn rtrb_exchange() -> (RtrbExchange, impl FnOnce(u64, u64, usize) -> u64 + Send)
     (producer, consumer)
 }
 
-/// Pushes `n` one-request groups in batches of `b`, draining answers, until all are answered.
-fn rtrb_exchange_throughput(x: &mut RtrbExchange, n: u64, b: usize) -> Duration {
-    let reqs: Vec<PageRequest> = (0..b as u64).map(page_request).collect();
-    let mut answers = Vec::with_capacity(ENTRIES as usize);
-    let (mut sent, mut answered) = (0u64, 0u64);
-    let mut idle = Idle::default();
-    let start = Instant::now();
-    while answered < n {
-        let mut progress = false;
-        if sent < n && x.pending.len() + b < ENTRIES as usize {
-            let k = (b as u64).min(n - sent) as usize;
-            let pushed = x.push(&reqs[..k]) as u64;
-            sent += pushed;
-            progress = pushed > 0;
-        }
-        answers.clear();
-        let d = x.drain(&mut answers) as u64;
-        answered += d;
-        if progress || d > 0 {
-            idle.reset();
-        } else {
-            idle.wait();
-        }
-    }
-    start.elapsed()
+/// The hand-built exchange as an [`ExchangeProducer`] of batches of `reqs`.
+struct RtrbDriver<'a> {
+    x: &'a mut RtrbExchange,
+    reqs: Vec<PageRequest>,
+    answers: Vec<(PendingGroup, ResponseCode)>,
 }
 
-/// `rounds` round trips of `b` one-request groups each.
-fn rtrb_exchange_latency(x: &mut RtrbExchange, rounds: u64, b: usize) -> Vec<Duration> {
-    let reqs: Vec<PageRequest> = (0..b as u64).map(page_request).collect();
-    let mut answers = Vec::with_capacity(ENTRIES as usize);
-    let mut out = Vec::with_capacity(rounds as usize);
-    for _ in 0..rounds {
-        let t = Instant::now();
-        assert_eq!(x.push(&reqs), b);
-        let mut got = 0;
-        let mut idle = Idle::polling();
-        while got < b {
-            answers.clear();
-            x.drain(&mut answers);
-            got += answers.len();
-            idle.wait();
+impl<'a> RtrbDriver<'a> {
+    fn new(x: &'a mut RtrbExchange, b: usize) -> RtrbDriver<'a> {
+        RtrbDriver {
+            x,
+            reqs: (0..b as u64).map(page_request).collect(),
+            answers: Vec::with_capacity(ENTRIES as usize),
         }
-        out.push(t.elapsed());
     }
-    out
+}
+
+impl ExchangeProducer for RtrbDriver<'_> {
+    fn room(&mut self, k: usize) -> bool {
+        self.x.pending.len() + k < ENTRIES as usize
+    }
+    fn push(&mut self, k: usize) -> usize {
+        self.x.push(&self.reqs[..k])
+    }
+    fn drain(&mut self) -> usize {
+        self.answers.clear();
+        self.x.drain(&mut self.answers);
+        self.answers.len()
+    }
 }
 
 fn crossbeam_throughput(n: u64, b: usize) -> Duration {
@@ -1030,6 +996,30 @@ fn child_main(spec: &str) {
     }
 }
 
+/// Serves a queue on the socket `dir/name`, starts a consumer process of kind `peer` on it, and
+/// accepts it: the listener (keep it until the child is done), the child, the producer.
+fn serve_child(
+    dir: &Path,
+    name: &str,
+    peer: &str,
+    b: usize,
+    n: u64,
+    n_lat: u64,
+) -> (Listener, std::process::Child, Producer) {
+    let path = dir.join(name);
+    let listener = Listener::bind(
+        &path,
+        ServeConfig {
+            offer: Offer::current(),
+            ..ServeConfig::default()
+        },
+    )
+    .unwrap();
+    let child = spawn_child(peer, &path, b, n, n_lat);
+    let p = listener.accept().unwrap();
+    (listener, child, p)
+}
+
 fn spawn_child(peer: &str, path: &Path, b: usize, n: u64, n_lat: u64) -> std::process::Child {
     std::process::Command::new(std::env::current_exe().unwrap())
         .env(
@@ -1113,8 +1103,10 @@ fn main() {
                     queue_consumer(&mut c, n, lat_rounds * b as u64, b);
                     c
                 });
-                let d = queue_producer_throughput(&mut p, n, b);
-                let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
+                let (d, lat) = with_queue_exchange(&mut p, b, |x| {
+                    let d = exchange_throughput(x, n, b);
+                    (d, percentiles(exchange_latency(x, lat_rounds, b)))
+                });
                 drop(t.join().unwrap());
                 r.add(FULL, "thread", b, Some(rate(n, d)), Some(lat));
             }
@@ -1123,8 +1115,9 @@ fn main() {
                 // The same exchange by hand on rtrb.
                 let (mut x, consumer) = rtrb_exchange();
                 let t = std::thread::spawn(move || consumer(n, lat_rounds * b as u64, b));
-                let d = rtrb_exchange_throughput(&mut x, n, b);
-                let lat = percentiles(rtrb_exchange_latency(&mut x, lat_rounds, b));
+                let mut driver = RtrbDriver::new(&mut x, b);
+                let d = exchange_throughput(&mut driver, n, b);
+                let lat = percentiles(exchange_latency(&mut driver, lat_rounds, b));
                 std::hint::black_box(t.join().unwrap());
                 assert_eq!((x.accepted, x.rejected), (n + lat_rounds * b as u64, 0));
                 r.add(RTRB_EXCHANGE, "thread", b, Some(rate(n, d)), Some(lat));
@@ -1171,19 +1164,18 @@ fn main() {
 
             if want("full", "process") {
                 // Process to process.
-                let path = dir.join(format!("q{b}.sock"));
-                let listener = Listener::bind(
-                    &path,
-                    ServeConfig {
-                        offer: Offer::current(),
-                        ..ServeConfig::default()
-                    },
-                )
-                .unwrap();
-                let mut child = spawn_child("queue", &path, b, n, lat_rounds * b as u64);
-                let mut p = listener.accept().unwrap();
-                let d = queue_producer_throughput(&mut p, n, b);
-                let lat = percentiles(queue_producer_latency(&mut p, lat_rounds, b));
+                let (listener, mut child, mut p) = serve_child(
+                    &dir,
+                    &format!("q{b}.sock"),
+                    "queue",
+                    b,
+                    n,
+                    lat_rounds * b as u64,
+                );
+                let (d, lat) = with_queue_exchange(&mut p, b, |x| {
+                    let d = exchange_throughput(x, n, b);
+                    (d, percentiles(exchange_latency(x, lat_rounds, b)))
+                });
                 drop(p);
                 child.wait().unwrap();
                 drop(listener);
