@@ -48,6 +48,9 @@
 //! repetition, which tells where the hypervisor had put the two vCPUs (~90 ns: two hyperthreads
 //! of one core; ~130-150 ns: two cores).
 //!
+//! The producing side runs pinned to CPU 0 and the consuming side (thread or child process) to
+//! CPU 1, for every row.
+//!
 //! `IOPF_BENCH_ONLY=<list>` runs a subset: any of pingpong, full, rtrb-exchange, oneway, rtrb,
 //! crossbeam, socket, and thread or process.
 #![allow(clippy::unwrap_used)] // a benchmark that fails to set up should stop loudly
@@ -137,6 +140,26 @@ fn page_request(i: u64) -> PageRequest {
         addr: i << 12,
         private_data: [0, 0],
     }
+}
+
+/// Pins the calling thread to CPU `cpu`, if the machine has it: the producing side runs on CPU 0
+/// and the consuming side (thread or process) on CPU 1 for every row, so that no row has its two
+/// sides share one CPU because the scheduler put them there. Best effort: where pinning is
+/// refused, the row runs unpinned.
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
+/// Starts the consuming side of a row on its own thread, pinned to CPU 1.
+fn spawn_peer<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        pin(1);
+        f()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -367,7 +390,7 @@ fn oneway_thread(n: u64, b: usize) -> f64 {
         ProducerConfig::default(),
     )
     .unwrap();
-    let t = std::thread::spawn(move || oneway_consumer(&mut c, n, b));
+    let t = spawn_peer(move || oneway_consumer(&mut c, n, b));
     let start = oneway_producer(&mut p, n, b);
     std::hint::black_box(t.join().unwrap());
     rate(n, start.elapsed())
@@ -402,7 +425,7 @@ fn rtrb_one_way<T: Copy + Send + 'static>(
     take: impl Fn(&T) -> u64 + Send + 'static,
 ) -> Duration {
     let (mut tx, mut rx) = rtrb::RingBuffer::<T>::new(ENTRIES as usize);
-    let consumer = std::thread::spawn(move || {
+    let consumer = spawn_peer(move || {
         let (mut got, mut sum) = (0u64, 0u64);
         let mut idle = Idle::default();
         while got < n {
@@ -485,7 +508,7 @@ fn rtrb_codec_throughput(n: u64, b: usize) -> Duration {
 fn rtrb_latency(rounds: u64, b: usize) -> Vec<Duration> {
     let (mut tx, mut rx) = rtrb::RingBuffer::<Rec>::new(ENTRIES as usize);
     let (mut atx, mut arx) = rtrb::RingBuffer::<u64>::new(ENTRIES as usize);
-    let echo = std::thread::spawn(move || {
+    let echo = spawn_peer(move || {
         let mut idle = Idle::polling();
         for _ in 0..rounds * b as u64 {
             let r = loop {
@@ -703,7 +726,7 @@ impl ExchangeProducer for RtrbDriver<'_> {
 fn crossbeam_throughput(n: u64, b: usize) -> Duration {
     let q = Arc::new(crossbeam_queue::ArrayQueue::<Rec>::new(ENTRIES as usize));
     let q2 = q.clone();
-    let consumer = std::thread::spawn(move || {
+    let consumer = spawn_peer(move || {
         let mut got = 0u64;
         let mut sum = 0u64;
         let mut idle = Idle::default();
@@ -747,7 +770,7 @@ fn crossbeam_latency(rounds: u64, b: usize) -> Vec<Duration> {
     let q = Arc::new(crossbeam_queue::ArrayQueue::<Rec>::new(ENTRIES as usize));
     let a = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(ENTRIES as usize));
     let (q2, a2) = (q.clone(), a.clone());
-    let echo = std::thread::spawn(move || {
+    let echo = spawn_peer(move || {
         let mut idle = Idle::polling();
         for _ in 0..rounds * b as u64 {
             let r = loop {
@@ -834,7 +857,7 @@ fn ping_pong(rounds: u64) -> Vec<Duration> {
     let ping = Arc::new(Line(AtomicU64::new(0)));
     let pong = Arc::new(Line(AtomicU64::new(0)));
     let (ping2, pong2) = (ping.clone(), pong.clone());
-    let other = std::thread::spawn(move || {
+    let other = spawn_peer(move || {
         for i in 1..=rounds {
             while ping2.0.load(Ordering::Acquire) != i {
                 std::hint::spin_loop();
@@ -963,6 +986,7 @@ fn fmt_ns(ns: f64) -> String {
 }
 
 fn child_main(spec: &str) {
+    pin(1);
     // spec: "<peer>:<path>:<b>:<n>:<n_lat>"
     let parts: Vec<&str> = spec.split(':').collect();
     let (peer, path, b, n) = (
@@ -1047,6 +1071,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    pin(0);
     // Repetitions, interleaved across peers so that a change in the machine's load falls on all of
     // them; each row reports the median repetition.
     let reps: u64 = std::env::var("IOPF_BENCH_REPS")
@@ -1099,7 +1124,7 @@ fn main() {
                     ProducerConfig::default(),
                 )
                 .unwrap();
-                let t = std::thread::spawn(move || {
+                let t = spawn_peer(move || {
                     queue_consumer(&mut c, n, lat_rounds * b as u64, b);
                     c
                 });
@@ -1114,7 +1139,7 @@ fn main() {
             if want("rtrb-exchange", "thread") {
                 // The same exchange by hand on rtrb.
                 let (mut x, consumer) = rtrb_exchange();
-                let t = std::thread::spawn(move || consumer(n, lat_rounds * b as u64, b));
+                let t = spawn_peer(move || consumer(n, lat_rounds * b as u64, b));
                 let mut driver = RtrbDriver::new(&mut x, b);
                 let d = exchange_throughput(&mut driver, n, b);
                 let lat = percentiles(exchange_latency(&mut driver, lat_rounds, b));
@@ -1152,11 +1177,11 @@ fn main() {
             let lr = lat_rounds / 4;
             if want("socket", "thread") {
                 let (mut a, mut z) = UnixStream::pair().unwrap();
-                let t = std::thread::spawn(move || socket_reader(&mut z, sn, b, false));
+                let t = spawn_peer(move || socket_reader(&mut z, sn, b, false));
                 let d = socket_writer_throughput(&mut a, sn, b);
                 t.join().unwrap();
                 let (mut a, mut z) = UnixStream::pair().unwrap();
-                let t = std::thread::spawn(move || socket_reader(&mut z, lr * b as u64, b, true));
+                let t = spawn_peer(move || socket_reader(&mut z, lr * b as u64, b, true));
                 let lat = percentiles(socket_writer_latency(&mut a, lr, b));
                 t.join().unwrap();
                 r.add(SOCKET, "thread", b, Some(rate(sn, d)), Some(lat));
