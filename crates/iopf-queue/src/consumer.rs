@@ -23,11 +23,12 @@ use crate::held::{Held, HeldTable};
 use crate::layout::{
     hdr, stamp, unpack, COOKIES_PER_SLOT, FAULT_SLOT_WORDS, FLAG_CONSUMER_CLOSED,
     FLAG_CONSUMER_MEMBARRIER, PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_BYTES, RESP_SLOT_WORDS,
+    RESP_STAMP,
 };
 use crate::negotiate::Agreement;
 use crate::record::{decode_slot_fast, Event, FaultEvent, Refusal, SlotWords};
 use crate::response::{encode_cookies, encode_slot, RawFormat};
-use crate::shared::Shared;
+use crate::shared::{HeldStamp, Shared};
 use crate::wake::{membarrier_registered, publish_and_wake, wait_until, Doorbell, Publish};
 use crate::QueueError;
 
@@ -93,9 +94,8 @@ pub struct Consumer {
     /// Fault slots up to here (from `fault_tail`) were seen stamped: published.
     ready_to: u64,
     resp_head: u64,
-    /// The stamp word of the first response slot written since the last publication, and where
-    /// it goes: stored last, `SeqCst`, by `publish_responses` (see [`crate::wake`]).
-    unpublished: Option<(usize, u64)>,
+    /// The first unpublished response slot's stamp, stored by `publish_responses`.
+    unpublished: HeldStamp,
     /// Responses written (a packed slot carries several): the next response's id.
     resp_seq: u64,
     cached_resp_tail: u64,
@@ -151,7 +151,7 @@ impl Consumer {
             committed_tail: 0,
             ready_to: 0,
             resp_head: 0,
-            unpublished: None,
+            unpublished: HeldStamp::default(),
             resp_seq: 0,
             cached_resp_tail: 0,
             verdict_tail: 0,
@@ -211,14 +211,35 @@ impl Consumer {
         self.shared.words()
     }
 
+    /// Forgets what is known published if it lies out of reach (only after the tail moved past
+    /// it in a way `available` did not see).
+    #[inline]
+    fn resync_ready(&mut self) {
+        if self.ready_to.wrapping_sub(self.fault_tail) > self.shared.geo.entries {
+            self.ready_to = self.fault_tail;
+        }
+    }
+
+    /// Whether the slot at `fault_tail` is published: known already (`ready_to` is past it; the
+    /// caller resynchronised it), or carrying its stamp now (and then remembered).
+    #[inline]
+    fn tail_published(&mut self) -> bool {
+        if self.ready_to != self.fault_tail {
+            return true;
+        }
+        if !fault_published(&self.shared, self.fault_tail) {
+            return false;
+        }
+        self.ready_to = self.fault_tail.wrapping_add(1);
+        true
+    }
+
     /// Records waiting in the fault ring, at most `limit`: the slots from `fault_tail` on that
     /// carry their index's stamp (the producer publishes them in order), looking at each stamp
     /// once.
     fn available(&mut self, limit: u64) -> u64 {
         let limit = limit.min(self.shared.geo.entries);
-        if self.ready_to.wrapping_sub(self.fault_tail) > self.shared.geo.entries {
-            self.ready_to = self.fault_tail;
-        }
+        self.resync_ready();
         while self.ready_to.wrapping_sub(self.fault_tail) < limit
             && fault_published(&self.shared, self.ready_to)
         {
@@ -327,18 +348,12 @@ impl Consumer {
     /// (or [`Consumer::wait`]).
     pub fn pop_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, QueueError> {
         let max = (max as u64).min(self.shared.geo.entries);
-        if self.ready_to.wrapping_sub(self.fault_tail) > self.shared.geo.entries {
-            self.ready_to = self.fault_tail;
-        }
+        self.resync_ready();
         let (mut n, mut taken, mut caught_up) = (0, 0, false);
         while n < max {
-            // A slot known published (by `available`) or carrying its stamp now.
-            if self.ready_to == self.fault_tail {
-                if !fault_published(&self.shared, self.fault_tail) {
-                    caught_up = true;
-                    break;
-                }
-                self.ready_to = self.fault_tail.wrapping_add(1);
+            if !self.tail_published() {
+                caught_up = true;
+                break;
             }
             n += 1;
             let slot = self.read_slot(self.fault_tail);
@@ -355,12 +370,8 @@ impl Consumer {
         // Took `max`: look at the next slot's stamp now. It says whether the producer is ahead
         // (keep the slots a while) or not (give them back), and its line, which the next call
         // reads anyway, is on its way while the caller works on this record.
-        if !caught_up && self.ready_to == self.fault_tail {
-            if fault_published(&self.shared, self.fault_tail) {
-                self.ready_to = self.fault_tail.wrapping_add(1);
-            } else {
-                caught_up = true;
-            }
+        if !caught_up && !self.tail_published() {
+            caught_up = true;
         }
         self.return_slots(caught_up);
         Ok(taken)
@@ -401,16 +412,13 @@ impl Consumer {
     /// `publish_responses`.
     fn write_slot(&mut self, w: &[u64; RESP_SLOT_WORDS]) {
         let base = self.shared.geo.resp_slot(self.resp_head);
-        let slot = self.shared.words_at(base, w.len());
-        for (dst, v) in slot.iter().zip(w).skip(1) {
-            dst.store(*v, Ordering::Relaxed);
-        }
-        let first = (w[0] & 0xffff_ffff) | (u64::from(stamp(self.resp_head)) << 32);
-        if self.unpublished.is_none() {
-            self.unpublished = Some((base, first));
-        } else if let Some(dst) = slot.first() {
-            dst.store(first, Ordering::Release);
-        }
+        self.shared.write_stamped(
+            base,
+            w,
+            RESP_STAMP,
+            stamp(self.resp_head),
+            &mut self.unpublished,
+        );
         self.resp_head = self.resp_head.wrapping_add(1);
     }
 

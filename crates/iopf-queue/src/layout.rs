@@ -141,6 +141,8 @@ pub(crate) const KIND_FAULT: u32 = 1;
 pub(crate) const KIND_LOST: u32 = 2;
 /// Words of a response slot: len | format | stamp, then 56 bytes of response.
 pub(crate) const RESP_SLOT_WORDS: usize = 8;
+/// Where a response slot keeps its stamp: the high half of its first word.
+pub(crate) const RESP_STAMP: StampAt = StampAt { word: 0, shift: 32 };
 /// Bytes of response a slot can carry.
 pub const RESP_SLOT_BYTES: usize = (RESP_SLOT_WORDS - 1) * 8;
 /// Response slot format tag: a `vfio_iommu_page_response`.

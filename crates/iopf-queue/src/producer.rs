@@ -18,13 +18,13 @@ use iopf_abi::{Features, PageRequest, ResponseCode, Unrecoverable};
 use crate::error::{LossReason, Rejection};
 use crate::layout::{
     hdr, pack, stamp, FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER, PRODUCER_FLAG_MEMBARRIER,
-    RESP_SLOT_WORDS,
+    RESP_SLOT_WORDS, RESP_STAMP,
 };
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::pending::{Pending, PendingGroup};
 use crate::record::{encode_fault, encode_lost, encode_unrecoverable, SlotWords};
 use crate::response::{judge, judge_packed, packed_in};
-use crate::shared::Shared;
+use crate::shared::{HeldStamp, Shared};
 use crate::wake::{membarrier_registered, publish_and_wake, wait_until, Doorbell, Publish};
 use crate::QueueError;
 
@@ -125,9 +125,8 @@ pub struct Producer {
     agreement: Agreement,
     config: ProducerConfig,
     fault_head: u64,
-    /// The stamp word of the first slot written since the last publication, and where it goes:
-    /// stored last, `SeqCst`, by [`Producer::publish`] (see [`crate::wake`]).
-    unpublished: Option<(usize, u64)>,
+    /// The first unpublished fault slot's stamp, stored by [`Producer::publish`].
+    unpublished: HeldStamp,
     cached_fault_tail: u64,
     resp_tail: u64,
     /// Responses judged (a slot may carry several): the id of the next one.
@@ -170,7 +169,7 @@ impl Producer {
             agreement,
             config,
             fault_head: 0,
-            unpublished: None,
+            unpublished: HeldStamp::default(),
             cached_fault_tail: 0,
             resp_tail: 0,
             judged: 0,
@@ -289,7 +288,7 @@ impl Producer {
     }
 
     /// [`Producer::push_unrecoverable`] without the agreement check and the publication.
-    #[inline]
+    #[inline(always)]
     fn push_unrecoverable_one(
         &mut self,
         dev_id: u32,
@@ -447,20 +446,14 @@ impl Producer {
     /// [`Producer::publish`].
     #[inline]
     fn write_slot(&mut self, words: &SlotWords) {
-        let at = self.shared.geo.stamp;
         let base = self.shared.geo.fault_slot(self.fault_head);
-        let slot = self.shared.words_at(base, words.len());
-        for (i, (w, &v)) in slot.iter().zip(words).enumerate() {
-            if i != at.word {
-                w.store(v, Ordering::Relaxed);
-            }
-        }
-        let stamped = at.set(words[at.word], stamp(self.fault_head));
-        if self.unpublished.is_none() {
-            self.unpublished = Some((base + at.word, stamped));
-        } else if let Some(w) = slot.get(at.word) {
-            w.store(stamped, Ordering::Release);
-        }
+        self.shared.write_stamped(
+            base,
+            words,
+            self.shared.geo.stamp,
+            stamp(self.fault_head),
+            &mut self.unpublished,
+        );
         self.fault_head += 1;
     }
 
@@ -643,7 +636,7 @@ impl Producer {
             .shared
             .words_at(self.shared.geo.resp_slot(index), RESP_SLOT_WORDS);
         let first = slot.first()?.load(Ordering::Acquire);
-        if (first >> 32) as u32 != stamp(index) {
+        if RESP_STAMP.get(first) != stamp(index) {
             return None;
         }
         let mut w = [0u64; RESP_SLOT_WORDS];
@@ -734,7 +727,7 @@ fn response_published(shared: &Shared, index: u64) -> bool {
     let w = shared
         .w(shared.geo.resp_slot(index))
         .load(Ordering::Acquire);
-    (w >> 32) as u32 == stamp(index)
+    RESP_STAMP.get(w) == stamp(index)
 }
 
 fn verdict_word(rej: Rejection) -> u64 {

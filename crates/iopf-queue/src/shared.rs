@@ -4,10 +4,25 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::layout::{hdr, pack, Geometry, MAGIC};
+use crate::layout::{hdr, pack, Geometry, StampAt, MAGIC};
 use crate::negotiate::Agreement;
 use crate::shm::Region;
 use crate::QueueError;
+
+/// The stamp of the first slot written since the last publication, held back until the batch
+/// is published (see [`crate::wake`]): a reader stops at that slot, so the later slots' stamps
+/// can be stored as they are written.
+#[derive(Debug, Default)]
+pub(crate) struct HeldStamp(Option<(usize, u64)>);
+
+impl HeldStamp {
+    /// The held stamp word's index and value, to publish; `None` when nothing was written since
+    /// the last publication.
+    #[inline]
+    pub fn take(&mut self) -> Option<(usize, u64)> {
+        self.0.take()
+    }
+}
 
 /// The region and its geometry. Every index into the region is computed from `geo`, which
 /// [`Shared::new`] checked against the mapping's length, so no access is out of bounds.
@@ -39,6 +54,33 @@ impl Shared {
     pub fn words_at(&self, base: usize, n: usize) -> &[AtomicU64] {
         let words = self.region.words();
         words.get(base..base + n).unwrap_or(&[])
+    }
+
+    /// Writes a slot of a stamped ring (fault or response) at word `base`: every word but the
+    /// stamp word (`Relaxed`), then the stamp word with `stamp` in it — held in `held` if it is
+    /// the batch's first slot, stored with `Release` otherwise. The stamp bits of `words` are
+    /// zero (the slot encoders leave them so); the slot comes from the geometry, so it is whole.
+    #[inline(always)]
+    pub fn write_stamped<const N: usize>(
+        &self,
+        base: usize,
+        words: &[u64; N],
+        at: StampAt,
+        stamp: u32,
+        held: &mut HeldStamp,
+    ) {
+        let slot = self.words_at(base, N);
+        for (i, (w, &v)) in slot.iter().zip(words).enumerate() {
+            if i != at.word {
+                w.store(v, Ordering::Relaxed);
+            }
+        }
+        let stamped = at.set(words[at.word], stamp);
+        if held.0.is_none() {
+            held.0 = Some((base + at.word, stamped));
+        } else if let Some(w) = slot.get(at.word) {
+            w.store(stamped, Ordering::Release);
+        }
     }
 
     /// Every word of the region.
