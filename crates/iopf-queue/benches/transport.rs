@@ -505,19 +505,28 @@ fn rtrb_codec_throughput(n: u64, b: usize) -> Duration {
     )
 }
 
-fn rtrb_latency(rounds: u64, b: usize) -> Vec<Duration> {
-    let (mut tx, mut rx) = rtrb::RingBuffer::<Rec>::new(ENTRIES as usize);
-    let (mut atx, mut arx) = rtrb::RingBuffer::<u64>::new(ENTRIES as usize);
+/// `rounds` round trips of `b` records through a pair of one-way queues, busy-polled: `send`
+/// puts a record on the way (false when full), `recv` takes an answer (false when none); on the
+/// other side a thread takes each record (`take`) and answers it with its first byte (`answer`,
+/// false when full).
+fn echo_latency(
+    rounds: u64,
+    b: usize,
+    mut send: impl FnMut(Rec) -> bool,
+    mut recv: impl FnMut() -> bool,
+    mut take: impl FnMut() -> Option<Rec> + Send + 'static,
+    mut answer: impl FnMut(u64) -> bool + Send + 'static,
+) -> Vec<Duration> {
     let echo = spawn_peer(move || {
         let mut idle = Idle::polling();
         for _ in 0..rounds * b as u64 {
             let r = loop {
-                if let Ok(r) = rx.pop() {
+                if let Some(r) = take() {
                     break r;
                 }
                 idle.wait();
             };
-            while atx.push(u64::from(r.0[0])).is_err() {
+            while !answer(u64::from(r.0[0])) {
                 idle.wait();
             }
         }
@@ -527,12 +536,12 @@ fn rtrb_latency(rounds: u64, b: usize) -> Vec<Duration> {
         let t = Instant::now();
         let mut idle = Idle::polling();
         for _ in 0..b {
-            while tx.push(rec(1)).is_err() {
+            while !send(rec(1)) {
                 idle.wait();
             }
         }
         for _ in 0..b {
-            while arx.pop().is_err() {
+            while !recv() {
                 idle.wait();
             }
         }
@@ -540,6 +549,19 @@ fn rtrb_latency(rounds: u64, b: usize) -> Vec<Duration> {
     }
     echo.join().unwrap();
     out
+}
+
+fn rtrb_latency(rounds: u64, b: usize) -> Vec<Duration> {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<Rec>::new(ENTRIES as usize);
+    let (mut atx, mut arx) = rtrb::RingBuffer::<u64>::new(ENTRIES as usize);
+    echo_latency(
+        rounds,
+        b,
+        move |r| tx.push(r).is_ok(),
+        move || arx.pop().is_ok(),
+        move || rx.pop().ok(),
+        move |a| atx.push(a).is_ok(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -770,38 +792,14 @@ fn crossbeam_latency(rounds: u64, b: usize) -> Vec<Duration> {
     let q = Arc::new(crossbeam_queue::ArrayQueue::<Rec>::new(ENTRIES as usize));
     let a = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(ENTRIES as usize));
     let (q2, a2) = (q.clone(), a.clone());
-    let echo = spawn_peer(move || {
-        let mut idle = Idle::polling();
-        for _ in 0..rounds * b as u64 {
-            let r = loop {
-                if let Some(r) = q2.pop() {
-                    break r;
-                }
-                idle.wait();
-            };
-            while a2.push(u64::from(r.0[0])).is_err() {
-                idle.wait();
-            }
-        }
-    });
-    let mut out = Vec::with_capacity(rounds as usize);
-    for _ in 0..rounds {
-        let t = Instant::now();
-        let mut idle = Idle::polling();
-        for _ in 0..b {
-            while q.push(rec(1)).is_err() {
-                idle.wait();
-            }
-        }
-        for _ in 0..b {
-            while a.pop().is_none() {
-                idle.wait();
-            }
-        }
-        out.push(t.elapsed());
-    }
-    echo.join().unwrap();
-    out
+    echo_latency(
+        rounds,
+        b,
+        move |r| q.push(r).is_ok(),
+        move || a.pop().is_some(),
+        move || q2.pop(),
+        move |x| a2.push(x).is_ok(),
+    )
 }
 
 /// Writes `n` records, one `write` per batch of `b`.

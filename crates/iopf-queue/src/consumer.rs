@@ -978,17 +978,22 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn cookie_responses_share_slots_and_each_gets_its_own_verdict() {
-        let (mut p, mut c) = queue(64);
-        let cookies = deliver(&mut p, &mut c, 20);
-        let rs: Vec<IommufdResponse> = cookies
+    /// A SUCCESS cookie response for each cookie.
+    fn successes(cookies: &[u32]) -> Vec<IommufdResponse> {
+        cookies
             .iter()
             .map(|&cookie| IommufdResponse {
                 cookie,
                 code: ResponseCode::Success,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn cookie_responses_share_slots_and_each_gets_its_own_verdict() {
+        let (mut p, mut c) = queue(64);
+        let cookies = deliver(&mut p, &mut c, 20);
+        let rs = successes(&cookies);
         assert_eq!(c.respond(&rs).unwrap(), 20);
         // 20 responses, 7 to a slot: 3 slots, 20 ids.
         assert_eq!(c.shared.w(hdr::RESP_HEAD).load(Ordering::Acquire), 3);
@@ -1007,13 +1012,7 @@ mod tests {
     fn a_small_ring_packs_no_more_than_its_verdict_ring_can_reject() {
         let (mut p, mut c) = queue(2);
         let cookies = deliver(&mut p, &mut c, 2);
-        let rs: Vec<IommufdResponse> = cookies
-            .iter()
-            .map(|&cookie| IommufdResponse {
-                cookie,
-                code: ResponseCode::Success,
-            })
-            .collect();
+        let rs = successes(&cookies);
         assert_eq!(c.respond(&rs).unwrap(), 2);
         let mut answers = Vec::new();
         while p.drain_responses(&mut answers) > 0 {}
