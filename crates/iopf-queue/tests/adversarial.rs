@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::{cookie_request, req};
+use common::{cookie_queue, cookie_request, push_one, req};
 use iopf_abi::{Fault, FaultConsumer, IommufdResponse, PgFault, ResponseCode};
 use iopf_core::testing::RecordingSink;
 use iopf_core::{AgeLimit, FaultCore, PriCaps, Reported};
@@ -75,22 +75,9 @@ fn a_group_whose_partials_carry_another_pasid_reaches_the_consumer() {
 
 #[test]
 fn indices_wrapping_u64_are_ignored_and_every_group_still_answered_once() {
-    let (mut p, c) = channel(
-        &Offer::current(),
-        &cookie_request(8),
-        ProducerConfig::default(),
-    )
-    .unwrap();
-    let mut cookies = Vec::new();
+    let (mut p, c) = cookie_queue(8);
     for g in 0..4 {
-        cookies.push(
-            p.push_group(&Group {
-                tag: g,
-                dev_id: 0,
-                requests: &[req(g as u32, None, true, 0)],
-            })
-            .unwrap(),
-        );
+        push_one(&mut p, g).unwrap();
     }
     let region = c.raw_region();
     let resp_slot0 = (region[RING_OFFS].load(Ordering::Relaxed) >> 32) as usize / 8;
@@ -117,23 +104,8 @@ fn indices_wrapping_u64_are_ignored_and_every_group_still_answered_once() {
 
 #[test]
 fn a_verdict_ring_never_drained_stalls_judging_but_loses_no_group() {
-    let (mut p, mut c) = channel(
-        &Offer::current(),
-        &cookie_request(4),
-        ProducerConfig::default(),
-    )
-    .unwrap();
-    let mut cookies = Vec::new();
-    for g in 0..4u32 {
-        cookies.push(
-            p.push_group(&Group {
-                tag: u64::from(g),
-                dev_id: 0,
-                requests: &[req(g, None, true, 0)],
-            })
-            .unwrap(),
-        );
-    }
+    let (mut p, mut c) = cookie_queue(4);
+    let cookies: Vec<u32> = (0..4).map(|g| push_one(&mut p, g).unwrap()).collect();
     // Four rejections fill the verdict ring.
     for bogus in 0..4u32 {
         let bytes = cookie_bytes(0xdead_0000 | bogus, ResponseCode::Success);

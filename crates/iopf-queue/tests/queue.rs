@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{cookie_request, req};
+use common::{cookie_request, push_one, req};
 use iopf_abi::{FaultConsumer, Features, IommufdResponse, PgFault, ResponseCode};
 use iopf_queue::{
     channel, AnsweredBy, Event, Group, LossReason, Offer, ProducerConfig, QueueError, RawFormat,
@@ -247,11 +247,7 @@ fn a_full_ring_loses_groups_counts_them_and_says_so() {
     let mut lost = Vec::new();
     let mut ok = Vec::new();
     for g in 0..6u32 {
-        match p.push_group(&Group {
-            tag: u64::from(g),
-            dev_id: 0,
-            requests: &[req(g, None, true, 0)],
-        }) {
+        match push_one(&mut p, g) {
             Ok(c) => ok.push((g, c)),
             Err(QueueError::Lost(LossReason::RingFull)) => lost.push(g),
             Err(e) => panic!("{e}"),
@@ -295,12 +291,8 @@ fn losses_after_the_last_push_are_announced_once_there_is_room() {
         ProducerConfig::default(),
     )
     .unwrap();
-    for g in 0..6u32 {
-        let _ = p.push_group(&Group {
-            tag: u64::from(g),
-            dev_id: 0,
-            requests: &[req(g, None, true, 0)],
-        });
+    for g in 0..6 {
+        let _ = push_one(&mut p, g);
     }
     assert_eq!(p.stats().lost, 2);
     // The ring is full: nothing can be announced yet, and nothing more is pushed.
@@ -394,17 +386,7 @@ fn a_consumer_that_goes_away_has_all_its_groups_answered_invalid() {
         ProducerConfig::default(),
     )
     .unwrap();
-    let mut cookies = Vec::new();
-    for g in 0..5u32 {
-        cookies.push(
-            p.push_group(&Group {
-                tag: u64::from(g),
-                dev_id: 0,
-                requests: &[req(g, None, true, 0)],
-            })
-            .unwrap(),
-        );
-    }
+    let cookies: Vec<u32> = (0..5).map(|g| push_one(&mut p, g).unwrap()).collect();
     let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 8];
     c.read_faults(&mut out).unwrap();
     c.respond(&[IommufdResponse {

@@ -5,7 +5,7 @@
 use iopf_abi::fault::PageRequestFlags;
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{Features, PageRequest, Perm};
-use iopf_queue::{Offer, Request};
+use iopf_queue::{channel, Consumer, Group, Offer, Producer, ProducerConfig, QueueError, Request};
 
 /// What a new consumer asks of the current producer: iommufd records answered by cookie, with
 /// loss records, in a ring of `entries`.
@@ -47,4 +47,23 @@ pub fn vtd_req(grpid: u32, pasid: u32, data: [u64; 2]) -> PageRequest {
     r.flags |= PageRequestFlags::PRIV_DATA | PageRequestFlags::RESPONSE_NEEDS_PASID;
     r.private_data = data;
     r
+}
+
+/// Both ends of a queue in this process, as [`cookie_request`] asks, default producer config.
+pub fn cookie_queue(entries: u32) -> (Producer, Consumer) {
+    channel(
+        &Offer::current(),
+        &cookie_request(entries),
+        ProducerConfig::default(),
+    )
+    .unwrap()
+}
+
+/// Pushes the one-request group `g`: tag and grpid `g`, no PASID, LAST_PAGE.
+pub fn push_one(p: &mut Producer, g: u32) -> Result<u32, QueueError> {
+    p.push_group(&Group {
+        tag: u64::from(g),
+        dev_id: 0,
+        requests: &[req(g, None, true, 0)],
+    })
 }
