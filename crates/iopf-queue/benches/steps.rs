@@ -132,7 +132,6 @@ fn one_way(rounds: u32) {
         addr: 0x1000,
         fetch_addr: 0,
     };
-    let mut events = Vec::with_capacity(1);
     let mut t = [Duration::ZERO; 2];
     let mut sum = 0u64;
     for _ in 0..rounds {
@@ -143,10 +142,8 @@ fn one_way(rounds: u32) {
         t[0] += s.elapsed();
         let s = Instant::now();
         for _ in 0..64 {
-            events.clear();
-            c.pop_events(&mut events, 1).unwrap();
-            if let Some(Event::Unrecoverable { seq, .. }) = events.first() {
-                sum = sum.wrapping_add(*seq);
+            if let Some(Event::Unrecoverable { seq, .. }) = c.pop_event() {
+                sum = sum.wrapping_add(seq);
             }
         }
         t[1] += s.elapsed();

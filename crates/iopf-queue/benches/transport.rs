@@ -363,6 +363,19 @@ fn oneway_consumer(c: &mut Consumer, n: u64, b: usize) -> u64 {
     let (mut got, mut sum) = (0u64, 0u64);
     let mut idle = Idle::default();
     while got < n {
+        if b == 1 {
+            // Batch 1: one record a call, as `rtrb`'s `pop`.
+            match c.pop_event() {
+                Some(Event::Unrecoverable { fault, .. }) => {
+                    sum = sum.wrapping_add(fault.addr);
+                    got += 1;
+                    idle.reset();
+                }
+                Some(other) => panic!("one-way run received {other:?}"),
+                None => idle.wait(),
+            }
+            continue;
+        }
         events.clear();
         let k = c.pop_events(&mut events, b).unwrap();
         if k == 0 {

@@ -21,12 +21,14 @@ use iopf_abi::{FaultConsumer, IommufdResponse, PageResponse, PgFault};
 use crate::error::{RejectReason, Rejection};
 use crate::held::{Held, HeldTable};
 use crate::layout::{
-    hdr, stamp, unpack, COOKIES_PER_SLOT, FAULT_SLOT_WORDS, FLAG_CONSUMER_CLOSED,
-    FLAG_CONSUMER_MEMBARRIER, PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_BYTES, RESP_SLOT_WORDS,
-    RESP_STAMP,
+    hdr, stamp, unpack, StampAt, COOKIES_PER_SLOT, FAULT_SLOT_WORDS, FLAG_CONSUMER_CLOSED,
+    FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP, IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER,
+    RESP_SLOT_BYTES, RESP_SLOT_WORDS, RESP_STAMP,
 };
-use crate::negotiate::Agreement;
-use crate::record::{decode_slot_fast, Event, FaultEvent, Refusal, SlotWords};
+use crate::negotiate::{Agreement, RecordFormat};
+use crate::record::{
+    decode_folded, decode_hwpt, decode_slot_fast, Event, FaultEvent, Refusal, SlotWords,
+};
 use crate::response::{encode_cookies, encode_slot, RawFormat};
 use crate::shared::{HeldStamp, Shared};
 use crate::wake::{membarrier_registered, publish_and_wake, wait_until, Doorbell, Publish};
@@ -220,20 +222,6 @@ impl Consumer {
         }
     }
 
-    /// Whether the slot at `fault_tail` is published: known already (`ready_to` is past it; the
-    /// caller resynchronised it), or carrying its stamp now (and then remembered).
-    #[inline]
-    fn tail_published(&mut self) -> bool {
-        if self.ready_to != self.fault_tail {
-            return true;
-        }
-        if !fault_published(&self.shared, self.fault_tail) {
-            return false;
-        }
-        self.ready_to = self.fault_tail.wrapping_add(1);
-        true
-    }
-
     /// Records waiting in the fault ring, at most `limit`: the slots from `fault_tail` on that
     /// carry their index's stamp (the producer publishes them in order), looking at each stamp
     /// once.
@@ -347,34 +335,106 @@ impl Consumer {
     /// wait, up to an eighth of the ring can stay out of the producer's reach until the next call
     /// (or [`Consumer::wait`]).
     pub fn pop_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, QueueError> {
-        let max = (max as u64).min(self.shared.geo.entries);
-        self.resync_ready();
-        let (mut n, mut taken, mut caught_up) = (0, 0, false);
-        while n < max {
-            if !self.tail_published() {
-                caught_up = true;
-                break;
+        Ok(match self.agreement.record {
+            RecordFormat::IommuFault => self.pop_as(out, max, IOMMU_FAULT_STAMP, decode_folded),
+            RecordFormat::HwptPgfault => self.pop_as(out, max, HWPT_STAMP, |_, w| decode_hwpt(w)),
+        })
+    }
+
+    /// Takes the next record, if one is waiting: [`Consumer::pop_events`] for one record, as a
+    /// single-element queue's `pop`. A slot that does not decode is skipped and counted, as
+    /// there. The slots read go back to the producer when a call finds nothing waiting, or once
+    /// an eighth of the ring has been read since they last went back.
+    #[inline]
+    pub fn pop_event(&mut self) -> Option<Event> {
+        match self.agreement.record {
+            RecordFormat::IommuFault => self.pop_one_as(IOMMU_FAULT_STAMP, decode_folded),
+            RecordFormat::HwptPgfault => self.pop_one_as(HWPT_STAMP, |_, w| decode_hwpt(w)),
+        }
+    }
+
+    /// [`Consumer::pop_event`] for one record format (see [`Consumer::pop_as`]).
+    #[inline(always)]
+    fn pop_one_as(
+        &mut self,
+        at: StampAt,
+        decode: impl Fn(&Agreement, &SlotWords) -> Result<Event, Refusal>,
+    ) -> Option<Event> {
+        loop {
+            let Some(words) = self.take_slot(at) else {
+                self.return_slots(true);
+                return None;
+            };
+            match decode(&self.agreement, &words) {
+                Ok(ev) => {
+                    self.note(&ev);
+                    self.return_slots(false);
+                    return Some(ev);
+                }
+                Err(why) => self.refused((why, words)),
             }
+        }
+    }
+
+    /// [`Consumer::pop_events`] for one record format: `at` is where its slots keep the stamp
+    /// and `decode` its slot decoder, both known at compile time, so the loop is built for that
+    /// format alone.
+    #[inline(always)]
+    fn pop_as(
+        &mut self,
+        out: &mut Vec<Event>,
+        max: usize,
+        at: StampAt,
+        decode: impl Fn(&Agreement, &SlotWords) -> Result<Event, Refusal>,
+    ) -> usize {
+        let mut taken = 0;
+        let mut n = 0;
+        let caught_up = loop {
+            if n == max {
+                // Took `max`: the next slot's stamp says whether the producer is ahead (keep the
+                // slots a while) or not (give them back).
+                break !slot_published(&self.shared, self.fault_tail, at);
+            }
+            let Some(words) = self.take_slot(at) else {
+                break true;
+            };
             n += 1;
-            let slot = self.read_slot(self.fault_tail);
-            self.fault_tail = self.fault_tail.wrapping_add(1);
-            match slot {
+            match decode(&self.agreement, &words) {
                 Ok(ev) => {
                     self.note(&ev);
                     out.push(ev);
                     taken += 1;
                 }
-                Err(refusal) => self.refused(refusal),
+                Err(why) => self.refused((why, words)),
             }
-        }
-        // Took `max`: look at the next slot's stamp now. It says whether the producer is ahead
-        // (keep the slots a while) or not (give them back), and its line, which the next call
-        // reads anyway, is on its way while the caller works on this record.
-        if !caught_up && !self.tail_published() {
-            caught_up = true;
-        }
+        };
         self.return_slots(caught_up);
-        Ok(taken)
+        taken
+    }
+
+    /// The slot at `fault_tail`, copied out, if the producer has published it (it carries its
+    /// stamp, which lives at `at`); the tail moves past it. The geometry put the slot inside the
+    /// mapping, so it is whole.
+    #[inline(always)]
+    fn take_slot(&mut self, at: StampAt) -> Option<SlotWords> {
+        let index = self.fault_tail;
+        let slot = self
+            .shared
+            .words_at(self.shared.geo.fault_slot(index), FAULT_SLOT_WORDS);
+        let stamp_word = slot.get(at.word)?.load(Ordering::Acquire);
+        if at.get(stamp_word) != stamp(index) {
+            return None;
+        }
+        let mut w = [0; FAULT_SLOT_WORDS];
+        for (i, (v, a)) in w.iter_mut().zip(slot).enumerate() {
+            *v = if i == at.word {
+                stamp_word
+            } else {
+                a.load(Ordering::Relaxed)
+            };
+        }
+        self.fault_tail = index.wrapping_add(1);
+        Some(w)
     }
 
     /// Waits until a record is waiting or `timeout` passes (spinning briefly, then sleeping on
@@ -825,7 +885,12 @@ impl FaultConsumer for Consumer {
 
 /// Whether the producer has published fault slot `index` (it carries the index's stamp).
 fn fault_published(shared: &Shared, index: u64) -> bool {
-    let at = shared.geo.stamp;
+    slot_published(shared, index, shared.geo.stamp)
+}
+
+/// [`fault_published`] with the format's stamp position given.
+#[inline(always)]
+fn slot_published(shared: &Shared, index: u64, at: StampAt) -> bool {
     let w = shared
         .w(shared.geo.fault_slot(index) + at.word)
         .load(Ordering::Acquire);

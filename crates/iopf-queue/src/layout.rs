@@ -129,6 +129,15 @@ pub(crate) const PADDING_SHIFT: u32 = if cfg!(target_endian = "little") {
     0
 };
 
+/// Where an `iommu_fault` slot keeps its stamp: the record's `padding`.
+pub(crate) const IOMMU_FAULT_STAMP: StampAt = StampAt {
+    word: 0,
+    shift: PADDING_SHIFT,
+};
+
+/// Where an `iommu_hwpt_pgfault` slot keeps its stamp: the low half of its third header word.
+pub(crate) const HWPT_STAMP: StampAt = StampAt { word: 2, shift: 0 };
+
 /// The bit where `iommu_fault.type` starts in the record's first word.
 pub(crate) const TYPE_SHIFT: u32 = 32 - PADDING_SHIFT;
 
@@ -164,7 +173,6 @@ pub(crate) struct Geometry {
     pub entries: u64,
     /// Where the agreed record format keeps a fault slot's stamp.
     pub stamp: StampAt,
-    pub fault_slot_words: usize,
     pub fault_off: usize,
     pub resp_off: usize,
     pub verdict_off: usize,
@@ -175,23 +183,18 @@ impl Geometry {
     /// Computes the layout; the region size is rounded up to a whole page.
     pub fn new(a: &Agreement) -> Geometry {
         let stamp = match a.record {
-            RecordFormat::IommuFault => StampAt {
-                word: 0,
-                shift: PADDING_SHIFT,
-            },
-            RecordFormat::HwptPgfault => StampAt { word: 2, shift: 0 },
+            RecordFormat::IommuFault => IOMMU_FAULT_STAMP,
+            RecordFormat::HwptPgfault => HWPT_STAMP,
         };
         let entries = a.entries as usize;
-        let fault_slot_words = FAULT_SLOT_WORDS;
         let fault_off = hdr::WORDS;
-        let resp_off = align8(fault_off + entries * fault_slot_words);
+        let resp_off = align8(fault_off + entries * FAULT_SLOT_WORDS);
         let verdict_off = align8(resp_off + entries * RESP_SLOT_WORDS);
         let end = verdict_off + entries * VERDICT_SLOT_WORDS;
         let words = end.div_ceil(512) * 512;
         Geometry {
             entries: a.entries as u64,
             stamp,
-            fault_slot_words,
             fault_off,
             resp_off,
             verdict_off,
@@ -210,7 +213,7 @@ impl Geometry {
 
     /// First word of fault slot `index`.
     pub fn fault_slot(&self, index: u64) -> usize {
-        self.fault_off + (index & self.mask()) as usize * self.fault_slot_words
+        self.fault_off + (index & self.mask()) as usize * FAULT_SLOT_WORDS
     }
 
     /// First word of response slot `index`.
@@ -295,7 +298,7 @@ mod tests {
             r.entries = entries;
             let g = Geometry::new(&negotiate(&Offer::current(), &r).unwrap());
             let last = u64::from(entries) - 1;
-            assert!(g.fault_slot(last) + g.fault_slot_words <= g.resp_off);
+            assert!(g.fault_slot(last) + FAULT_SLOT_WORDS <= g.resp_off);
             assert!(g.resp_slot(last) + RESP_SLOT_WORDS <= g.verdict_off);
             assert!(g.verdict_slot(last) + VERDICT_SLOT_WORDS <= g.words);
             assert_eq!(g.fault_slot(last + 1), g.fault_off);

@@ -17,9 +17,10 @@ use iopf_abi::{Features, PageRequest, ResponseCode, Unrecoverable};
 
 use crate::error::{LossReason, Rejection};
 use crate::layout::{
-    hdr, pack, stamp, FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER, PRODUCER_FLAG_MEMBARRIER,
-    RESP_SLOT_WORDS, RESP_STAMP,
+    hdr, pack, stamp, StampAt, FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP,
+    IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_WORDS, RESP_STAMP,
 };
+
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::pending::{Pending, PendingGroup};
 use crate::record::{encode_fault, encode_lost, encode_unrecoverable, SlotWords};
@@ -243,6 +244,7 @@ impl Producer {
     /// * [`QueueError::Lost`] when the ring has no room ([`LossReason::RingFull`]) or the
     ///   consumer is gone ([`LossReason::ConsumerGone`]): counted and announced like a lost page
     ///   request (its sequence number is in the loss record), and there is nothing to answer.
+    #[inline]
     pub fn push_unrecoverable(
         &mut self,
         dev_id: u32,
@@ -287,9 +289,42 @@ impl Producer {
             && self.agreement.record == RecordFormat::IommuFault
     }
 
-    /// [`Producer::push_unrecoverable`] without the agreement check and the publication.
+    /// [`Producer::push_unrecoverable`] without the agreement check and the publication. The
+    /// common case — consumer there, no loss to announce, room by the cached tail — writes the
+    /// slot at once; anything else takes [`Producer::push_unrecoverable_slow`].
     #[inline(always)]
     fn push_unrecoverable_one(
+        &mut self,
+        dev_id: u32,
+        fault: &Unrecoverable,
+    ) -> Result<u64, QueueError> {
+        if !self.clear_to_write(1) {
+            return self.push_unrecoverable_slow(dev_id, fault);
+        }
+        let seq = self.next_seq;
+        // Unrecoverable faults are only ever agreed with `iommu_fault` records.
+        self.write_slot_at(&encode_unrecoverable(seq, dev_id, fault), IOMMU_FAULT_STAMP);
+        self.next_seq += 1;
+        self.stats.delivered += 1;
+        Ok(seq)
+    }
+
+    /// Whether `n` records can be written without anything else first: the consumer has not
+    /// closed, no loss waits to be announced, and the cached tail leaves room (the tail itself is
+    /// re-read only on the slow path).
+    #[inline(always)]
+    fn clear_to_write(&self, n: u64) -> bool {
+        !self.closed
+            && self.unreported_loss.is_none()
+            && self.shared.geo.entries - self.fault_head.wrapping_sub(self.cached_fault_tail) >= n
+            && self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED == 0
+    }
+
+    /// [`Producer::push_unrecoverable_one`] when the fast path could not: the consumer is gone,
+    /// a loss record goes first, or the cached tail said full.
+    #[cold]
+    #[inline(never)]
+    fn push_unrecoverable_slow(
         &mut self,
         dev_id: u32,
         fault: &Unrecoverable,
@@ -446,11 +481,22 @@ impl Producer {
     /// [`Producer::publish`].
     #[inline]
     fn write_slot(&mut self, words: &SlotWords) {
+        match self.agreement.record {
+            RecordFormat::IommuFault => self.write_slot_at(words, IOMMU_FAULT_STAMP),
+            RecordFormat::HwptPgfault => self.write_slot_at(words, HWPT_STAMP),
+        }
+    }
+
+    /// [`Producer::write_slot`] with the agreed format's stamp position given as a constant, so
+    /// the slot's stores compile to a straight line.
+    #[inline(always)]
+    fn write_slot_at(&mut self, words: &SlotWords, at: StampAt) {
+        debug_assert_eq!(at, self.shared.geo.stamp);
         let base = self.shared.geo.fault_slot(self.fault_head);
         self.shared.write_stamped(
             base,
             words,
-            self.shared.geo.stamp,
+            at,
             stamp(self.fault_head),
             &mut self.unpublished,
         );
@@ -503,18 +549,17 @@ impl Producer {
     /// Makes written records visible — the first unpublished slot's stamp, which releases the
     /// whole batch — and wakes the consumer if it sleeps ([`crate::wake`]: light when both ends
     /// are registered for `membarrier`, fenced otherwise).
+    #[inline]
     fn publish(&mut self) {
-        self.shared
-            .w(hdr::NEXT_SEQ)
-            .store(self.next_seq, Ordering::Relaxed);
+        let h = self.shared.header();
+        h[hdr::NEXT_SEQ].store(self.next_seq, Ordering::Relaxed);
         let Some((word, stamped)) = self.unpublished.take() else {
             return;
         };
-        self.shared
-            .w(hdr::FAULT_HEAD)
-            .store(self.fault_head, Ordering::Relaxed);
-        let flags = self.shared.w(hdr::FLAGS).load(Ordering::Relaxed);
-        let how = if self.membarrier && flags & FLAG_CONSUMER_MEMBARRIER != 0 {
+        h[hdr::FAULT_HEAD].store(self.fault_head, Ordering::Relaxed);
+        let how = if self.membarrier
+            && h[hdr::FLAGS].load(Ordering::Relaxed) & FLAG_CONSUMER_MEMBARRIER != 0
+        {
             Publish::Light
         } else {
             Publish::Fenced
@@ -522,7 +567,7 @@ impl Producer {
         publish_and_wake(
             self.shared.w(word),
             stamped,
-            self.shared.w(hdr::CONSUMER_SLEEPING),
+            &h[hdr::CONSUMER_SLEEPING],
             &self.fault_bell,
             how,
         );

@@ -35,8 +35,8 @@ use iopf_abi::{
 use zerocopy::IntoBytes;
 
 use crate::layout::{
-    pack, unpack, StampAt, FAULT_SLOT_WORDS, KIND_FAULT, KIND_LOST, PADDING_SHIFT,
-    SLOT_HEADER_WORDS, TYPE_SHIFT,
+    pack, unpack, FAULT_SLOT_WORDS, IOMMU_FAULT_STAMP, KIND_FAULT, KIND_LOST, SLOT_HEADER_WORDS,
+    TYPE_SHIFT,
 };
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::QueueError;
@@ -50,12 +50,6 @@ const SEQ_WORD: usize = 6;
 const IDS_WORD: usize = 7;
 /// `iommu_fault` slots: the type of a loss record.
 const TYPE_LOST: u32 = 0;
-
-/// Where an `iommu_fault` slot keeps its stamp: the record's `padding`.
-const FOLDED_STAMP: StampAt = StampAt {
-    word: 0,
-    shift: PADDING_SHIFT,
-};
 
 /// One record taken out of the fault ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,12 +233,21 @@ pub(crate) fn decode_slot_fast(agreement: &Agreement, w: &SlotWords) -> Result<E
 /// kernel's would be).
 #[inline(always)]
 fn folded_record(w: &SlotWords) -> IommuFaultWords {
-    [FOLDED_STAMP.clear(w[0]), w[1], w[2], w[3], w[4], w[5], 0, 0]
+    [
+        IOMMU_FAULT_STAMP.clear(w[0]),
+        w[1],
+        w[2],
+        w[3],
+        w[4],
+        w[5],
+        0,
+        0,
+    ]
 }
 
 /// An `iommu_fault` slot.
 #[inline(always)]
-fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Event, Refusal> {
+pub(crate) fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Event, Refusal> {
     let rec = folded_record(w);
     let seq = w[SEQ_WORD];
     let (cookie, dev_id) = unpack(w[IDS_WORD]);
@@ -280,7 +283,7 @@ fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Event, Refusal>
 
 /// An `iommu_hwpt_pgfault` slot.
 #[inline(always)]
-fn decode_hwpt(w: &SlotWords) -> Result<Event, Refusal> {
+pub(crate) fn decode_hwpt(w: &SlotWords) -> Result<Event, Refusal> {
     let (kind, cookie) = unpack(w[1]);
     let (_stamp, dev_id) = unpack(w[2]);
     let body = &w[SLOT_HEADER_WORDS..];
@@ -457,7 +460,7 @@ mod tests {
         assert!(matches!(decode_slot(&yes, &bad), Err(QueueError::Abi(_))));
         // An unknown type is the record's error.
         let mut bad = w;
-        bad[0] = FOLDED_STAMP.set(u64::from(7u32) << TYPE_SHIFT, 1);
+        bad[0] = IOMMU_FAULT_STAMP.set(u64::from(7u32) << TYPE_SHIFT, 1);
         assert!(matches!(decode_slot(&yes, &bad), Err(QueueError::Abi(_))));
     }
 }

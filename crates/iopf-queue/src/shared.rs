@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::layout::{hdr, pack, Geometry, StampAt, MAGIC};
+use crate::layout::{hdr, pack, Geometry, StampAt, FAULT_SLOT_WORDS, MAGIC};
 use crate::negotiate::Agreement;
 use crate::shm::Region;
 use crate::QueueError;
@@ -48,6 +48,15 @@ impl Shared {
         &self.region.words()[i]
     }
 
+    /// The header's words, as an array so that a caller that takes it once indexes it with
+    /// constants and no bounds checks. [`Shared::new`] checked that the mapping holds the whole
+    /// geometry, header first, so the all-zero stand-in is never returned.
+    #[inline]
+    pub fn header(&self) -> &[AtomicU64; hdr::WORDS] {
+        static NONE: [AtomicU64; hdr::WORDS] = [const { AtomicU64::new(0) }; hdr::WORDS];
+        self.region.words().first_chunk().unwrap_or(&NONE)
+    }
+
     /// Words `base..base + n` of the region; both always come from `geo` (a slot), which
     /// [`Shared::new`] checked against the mapping, so this never comes out short.
     #[inline]
@@ -89,7 +98,7 @@ impl Shared {
     }
 
     /// The header words describing `a`, as the producer writes them.
-    fn header(&self, a: &Agreement) -> [(usize, u64); 8] {
+    fn header_fields(&self, a: &Agreement) -> [(usize, u64); 8] {
         let g = &self.geo;
         [
             (hdr::MAGIC, MAGIC),
@@ -99,7 +108,7 @@ impl Shared {
             ),
             (
                 hdr::RESPONSES_SLOT,
-                pack(a.responses.bits(), g.fault_slot_words as u32 * 8),
+                pack(a.responses.bits(), FAULT_SLOT_WORDS as u32 * 8),
             ),
             (hdr::ENTRIES, pack(a.entries, a.entries)),
             (hdr::FEATURES, a.features.bits()),
@@ -114,7 +123,7 @@ impl Shared {
 
     /// Producer: writes the header (before the consumer can see the region).
     pub fn write_header(&self, a: &Agreement) {
-        for (i, v) in self.header(a) {
+        for (i, v) in self.header_fields(a) {
             self.w(i).store(v, Ordering::Release);
         }
     }
@@ -124,7 +133,7 @@ impl Shared {
         if self.w(hdr::MAGIC).load(Ordering::Acquire) != MAGIC {
             return Err(QueueError::Corrupt("bad magic"));
         }
-        for (i, v) in self.header(a) {
+        for (i, v) in self.header_fields(a) {
             if self.w(i).load(Ordering::Acquire) != v {
                 return Err(QueueError::Corrupt(
                     "the header does not describe what was agreed",

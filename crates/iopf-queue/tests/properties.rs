@@ -17,6 +17,7 @@ use proptest::prelude::*;
 enum Op {
     Push { requests: usize },
     Pop { max: usize },
+    PopOne,
     ReadGroups,
     Answer { pick: usize, code: u32 },
     Garbage(Vec<u8>, bool),
@@ -27,6 +28,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (1usize..4).prop_map(|requests| Op::Push { requests }),
         2 => (1usize..20).prop_map(|max| Op::Pop { max }),
+        2 => Just(Op::PopOne),
         1 => Just(Op::ReadGroups),
         3 => (any::<usize>(), 0u32..3).prop_map(|(pick, code)| Op::Answer { pick, code }),
         1 => (proptest::collection::vec(any::<u8>(), 0..57), any::<bool>()).prop_map(|(b, c)| Op::Garbage(b, c)),
@@ -88,9 +90,14 @@ proptest! {
                     }
                     tag += 1;
                 }
-                Op::Pop { max } => if let Some(c) = c.as_mut() {
+                Op::Pop { .. } | Op::PopOne => if let Some(c) = c.as_mut() {
                     events.clear();
-                    c.pop_events(&mut events, *max).unwrap();
+                    match op {
+                        Op::Pop { max } => {
+                            c.pop_events(&mut events, *max).unwrap();
+                        }
+                        _ => events.extend(c.pop_event()),
+                    }
                     for e in &events {
                         match e {
                             Event::Fault(f) => {

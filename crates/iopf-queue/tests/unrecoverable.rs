@@ -388,3 +388,77 @@ fn a_batch_is_published_once_and_its_overflow_lost_and_announced_like_single_pus
         .all(|r| matches!(r, Err(QueueError::NotAgreed(_)))));
     assert_eq!((p.stats().delivered, p.stats().lost), (0, 0));
 }
+
+/// Pushes the same mix into a queue — a group, unrecoverable faults, a loss (the ring full), a
+/// record scribbled over — and returns the queue with the scribble in place.
+fn mixed_queue() -> (Producer, Consumer) {
+    let (mut p, c) = queue(8, true);
+    push(&mut p, 1, 2);
+    for a in 0..6 {
+        p.push_unrecoverable(3, &fault(a << 12)).unwrap();
+    }
+    assert!(p.push_unrecoverable(3, &fault(0xf000)).is_err(), "full");
+    // Word 1 of the fourth slot: an unknown reason.
+    c.raw_region()[128 + 3 * 8 + 1].store(0xffff, Ordering::Relaxed);
+    (p, c)
+}
+
+#[test]
+fn pop_event_takes_exactly_what_pop_events_takes() {
+    let (mut p1, mut c1) = mixed_queue();
+    let (mut p2, mut c2) = mixed_queue();
+    let mut batch = Vec::new();
+    let mut one = Vec::new();
+    for round in 0..2 {
+        c1.pop_events(&mut batch, 64).unwrap();
+        while let Some(e) = c2.pop_event() {
+            one.push(e);
+        }
+        assert_eq!(one, batch, "round {round}");
+        assert_eq!(c2.stats(), c1.stats(), "round {round}");
+        // Nothing waits, so both gave every slot back: the producers have the whole ring.
+        assert_eq!((p1.free_slots(), p2.free_slots()), (8, 8), "round {round}");
+        // The loss is announced now that there is room, then one more record.
+        for p in [&mut p1, &mut p2] {
+            p.announce_losses();
+            p.push_unrecoverable(3, &fault(0xe000)).unwrap();
+        }
+    }
+    // Lost: the one the full ring lost, and the scribbled one (its sequence number is a gap).
+    assert_eq!((c2.stats().corrupt, c2.stats().lost), (1, 2));
+    assert!(one.contains(&Event::Lost {
+        first_seq: 8,
+        count: 1
+    }));
+    assert!(one.contains(&Event::Unrecoverable {
+        seq: 9,
+        dev_id: 3,
+        fault: fault(0xe000)
+    }));
+    // The record pushed after the second round.
+    assert!(matches!(
+        c2.pop_event(),
+        Some(Event::Unrecoverable { seq: 10, .. })
+    ));
+    assert!(c2.pop_event().is_none());
+}
+
+#[test]
+fn pop_event_gives_slots_back_an_eighth_of_the_ring_at_a_time_or_when_nothing_waits() {
+    let (mut p, mut c) = queue(16, true);
+    for a in 0..3 {
+        p.push_unrecoverable(1, &fault(a)).unwrap();
+    }
+    assert_eq!(p.free_slots(), 13);
+    // One record taken, two waiting: its slot stays with the consumer for now.
+    assert!(c.pop_event().is_some());
+    assert_eq!(p.free_slots(), 13);
+    // The second makes an eighth of the ring (2 slots): both go back.
+    assert!(c.pop_event().is_some());
+    assert_eq!(p.free_slots(), 15);
+    assert!(c.pop_event().is_some());
+    assert_eq!(p.free_slots(), 15);
+    // Nothing waits: the last one goes back too.
+    assert!(c.pop_event().is_none());
+    assert_eq!(p.free_slots(), 16);
+}
