@@ -253,9 +253,26 @@ impl Producer {
         if !self.unrecoverable_agreed() {
             return Err(QueueError::NotAgreed("UNRECOVERABLE"));
         }
-        let r = self.push_unrecoverable_one(dev_id, fault);
-        self.publish();
-        r
+        if !self.clear_to_write(1) || self.unpublished.is_held() {
+            let r = self.push_unrecoverable_slow(dev_id, fault);
+            self.publish();
+            return r;
+        }
+        // The common case, kept to the fewest stores: the slot's words, its stamp (which
+        // publishes it), the header's head and sequence, and three counters.
+        let (seq, head) = (self.next_seq, self.fault_head);
+        // Unrecoverable faults are only ever agreed with `iommu_fault` records.
+        let (word, stamped) = self.shared.write_unstamped(
+            self.shared.geo.fault_slot(head),
+            &encode_unrecoverable(seq, dev_id, fault),
+            IOMMU_FAULT_STAMP,
+            stamp(head),
+        );
+        self.fault_head = head + 1;
+        self.next_seq = seq + 1;
+        self.stats.delivered += 1;
+        self.publish_stamp(word, stamped);
+        Ok(seq)
     }
 
     /// Pushes several unrecoverable faults (device id, fault) with one publication and at most
@@ -551,11 +568,20 @@ impl Producer {
     /// are registered for `membarrier`, fenced otherwise).
     #[inline]
     fn publish(&mut self) {
-        let h = self.shared.header();
-        h[hdr::NEXT_SEQ].store(self.next_seq, Ordering::Relaxed);
         let Some((word, stamped)) = self.unpublished.take() else {
+            self.shared.header()[hdr::NEXT_SEQ].store(self.next_seq, Ordering::Relaxed);
             return;
         };
+        self.publish_stamp(word, stamped);
+    }
+
+    /// Stores the stamp word `word` (value `stamped`), which publishes every slot written since
+    /// the last publication, with the header's head and sequence; wakes the consumer if it
+    /// sleeps.
+    #[inline(always)]
+    fn publish_stamp(&mut self, word: usize, stamped: u64) {
+        let h = self.shared.header();
+        h[hdr::NEXT_SEQ].store(self.next_seq, Ordering::Relaxed);
         h[hdr::FAULT_HEAD].store(self.fault_head, Ordering::Relaxed);
         let how = if self.membarrier
             && h[hdr::FLAGS].load(Ordering::Relaxed) & FLAG_CONSUMER_MEMBARRIER != 0

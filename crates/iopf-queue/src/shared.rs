@@ -22,6 +22,12 @@ impl HeldStamp {
     pub fn take(&mut self) -> Option<(usize, u64)> {
         self.0.take()
     }
+
+    /// Whether a stamp is held (slots were written and not yet published).
+    #[inline]
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 /// The region and its geometry. Every index into the region is computed from `geo`, which
@@ -78,18 +84,31 @@ impl Shared {
         stamp: u32,
         held: &mut HeldStamp,
     ) {
+        let (word, stamped) = self.write_unstamped(base, words, at, stamp);
+        if held.0.is_none() {
+            held.0 = Some((word, stamped));
+        } else {
+            self.w(word).store(stamped, Ordering::Release);
+        }
+    }
+
+    /// Writes every word of a slot but its stamp word (`Relaxed`) and returns the stamp word's
+    /// index and value (with `stamp` in it), for the caller to publish the slot with.
+    #[inline(always)]
+    pub fn write_unstamped<const N: usize>(
+        &self,
+        base: usize,
+        words: &[u64; N],
+        at: StampAt,
+        stamp: u32,
+    ) -> (usize, u64) {
         let slot = self.words_at(base, N);
         for (i, (w, &v)) in slot.iter().zip(words).enumerate() {
             if i != at.word {
                 w.store(v, Ordering::Relaxed);
             }
         }
-        let stamped = at.set(words[at.word], stamp);
-        if held.0.is_none() {
-            held.0 = Some((base + at.word, stamped));
-        } else if let Some(w) = slot.get(at.word) {
-            w.store(stamped, Ordering::Release);
-        }
+        (base + at.word, at.set(words[at.word], stamp))
     }
 
     /// Every word of the region.
