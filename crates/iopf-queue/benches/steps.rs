@@ -148,11 +148,33 @@ fn one_way(rounds: u32) {
         }
         t[1] += s.elapsed();
     }
+    // The same records 64 at a time: one `push_unrecoverables`, one `pop_events`.
+    let batch: Vec<(u32, Unrecoverable)> = (0..64).map(|_| (1, fault)).collect();
+    let (mut results, mut events) = (Vec::with_capacity(64), Vec::with_capacity(64));
+    let mut tb = [Duration::ZERO; 2];
+    for _ in 0..rounds {
+        let s = Instant::now();
+        results.clear();
+        p.push_unrecoverables(&batch, &mut results);
+        tb[0] += s.elapsed();
+        let s = Instant::now();
+        events.clear();
+        c.pop_events(&mut events, 64).unwrap();
+        for e in &events {
+            if let Event::Unrecoverable { seq, .. } = e {
+                sum = sum.wrapping_add(*seq);
+            }
+        }
+        tb[1] += s.elapsed();
+    }
     std::hint::black_box(sum);
     let per = |d: Duration| d.as_nanos() as f64 / f64::from(rounds * 64);
     println!(
-        "record direction, per record: push {:.0} ns, pop {:.0} ns (one at a time)",
+        "record direction, per record: push {:.0} ns, pop {:.0} ns (one at a time); \
+         push {:.0} ns, pop {:.0} ns (64 at a time)",
         per(t[0]),
         per(t[1]),
+        per(tb[0]),
+        per(tb[1]),
     );
 }

@@ -1096,8 +1096,8 @@ fn main() {
     let n64 = scaled(8_000_000);
     let rounds = scaled(20_000);
     // IOPF_BENCH_ONLY: a comma-separated subset of pingpong, full, rtrb-exchange, oneway, rtrb,
-    // crossbeam, socket, thread, process (a quick look at a few rows; the ratio table then shows
-    // NaN for what was not run).
+    // crossbeam, socket, thread, process (a quick look at a few rows; the ratio table then leaves
+    // out what was not run).
     let only: Option<Vec<String>> = std::env::var("IOPF_BENCH_ONLY")
         .ok()
         .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
@@ -1268,12 +1268,11 @@ fn main() {
     println!("|---|---|---:|---:|");
     let tput: fn(&Row) -> Option<f64> = |x| x.3;
     let rt: fn(&Row) -> Option<f64> = |x| x.4.map(|l| l.0);
+    // A comparison whose rows were not run (an `IOPF_BENCH_ONLY` subset) is left out.
     let line = |target: &str, compared: String, v: Vec<f64>| {
-        let (med, lo, hi) = match (v.get(v.len() / 2), v.first(), v.last()) {
-            (Some(m), Some(l), Some(h)) => (*m, *l, *h),
-            _ => (f64::NAN, f64::NAN, f64::NAN),
-        };
-        println!("| {target} | {compared} | {med:.2}× | {lo:.2}–{hi:.2}× |");
+        if let (Some(med), Some(lo), Some(hi)) = (v.get(v.len() / 2), v.first(), v.last()) {
+            println!("| {target} | {compared} | {med:.2}× | {lo:.2}–{hi:.2}× |");
+        }
     };
     for b in [1, 64] {
         let target = if b == 1 {

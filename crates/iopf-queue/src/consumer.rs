@@ -343,8 +343,9 @@ impl Consumer {
 
     /// Takes the next record, if one is waiting: [`Consumer::pop_events`] for one record, as a
     /// single-element queue's `pop`. A slot that does not decode is skipped and counted, as
-    /// there. The slots read go back to the producer when a call finds nothing waiting, or once
-    /// an eighth of the ring has been read since they last went back.
+    /// there. The slots read go back to the producer when no record is waiting after the one
+    /// taken (or none was), or once an eighth of the ring has been read since they last went
+    /// back.
     #[inline]
     pub fn pop_event(&mut self) -> Option<Event> {
         match self.agreement.record {
@@ -368,7 +369,11 @@ impl Consumer {
             match decode(&self.agreement, &words) {
                 Ok(ev) => {
                     self.note(&ev);
-                    self.return_slots(false);
+                    // As `pop_events` having taken its `max`: the next slot's stamp says whether
+                    // to keep the slots a while, so a consumer that stops calling after the last
+                    // waiting record holds none.
+                    let caught_up = !slot_published(&self.shared, self.fault_tail, at);
+                    self.return_slots(caught_up);
                     return Some(ev);
                 }
                 Err(why) => self.refused((why, words)),

@@ -291,9 +291,25 @@ impl Producer {
             );
             return;
         }
-        for (dev_id, fault) in faults {
-            let r = self.push_unrecoverable_one(*dev_id, fault);
-            out.push(r);
+        let n = faults.len() as u64;
+        if self.clear_to_write(n) {
+            // Room for all of them and nothing to do first: one check for the batch.
+            out.reserve(faults.len());
+            for (dev_id, fault) in faults {
+                let seq = self.next_seq;
+                self.write_slot_at(
+                    &encode_unrecoverable(seq, *dev_id, fault),
+                    IOMMU_FAULT_STAMP,
+                );
+                self.next_seq = seq + 1;
+                out.push(Ok(seq));
+            }
+            self.stats.delivered += n;
+        } else {
+            for (dev_id, fault) in faults {
+                let r = self.push_unrecoverable_one(*dev_id, fault);
+                out.push(r);
+            }
         }
         self.publish();
     }
