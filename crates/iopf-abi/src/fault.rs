@@ -371,18 +371,22 @@ pub type IommuFaultWords = [u64; 8];
 /// The two `__u32` fields a word holds, in memory order.
 #[inline]
 fn halves(w: u64) -> (u32, u32) {
-    let b = w.to_ne_bytes();
-    (
-        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
-    )
+    // Shifts, not byte arrays: the compiler does not always fold those back into one move.
+    if cfg!(target_endian = "little") {
+        (w as u32, (w >> 32) as u32)
+    } else {
+        ((w >> 32) as u32, w as u32)
+    }
 }
 
 /// The word holding two `__u32` fields, `first` at the lower address.
 #[inline]
 fn join(first: u32, second: u32) -> u64 {
-    let (a, b) = (first.to_ne_bytes(), second.to_ne_bytes());
-    u64::from_ne_bytes([a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]])
+    if cfg!(target_endian = "little") {
+        u64::from(first) | (u64::from(second) << 32)
+    } else {
+        (u64::from(first) << 32) | u64::from(second)
+    }
 }
 
 impl IommuFault {

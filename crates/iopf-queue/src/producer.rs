@@ -457,6 +457,29 @@ impl Producer {
         }) else {
             return Err(QueueError::Lost(LossReason::TooManyPending));
         };
+        // The format chosen once, so that its encoder and stamp position are constants.
+        match self.agreement.record {
+            RecordFormat::IommuFault => {
+                self.write_requests(group, cookie, RecordFormat::IommuFault, IOMMU_FAULT_STAMP)
+            }
+            RecordFormat::HwptPgfault => {
+                self.write_requests(group, cookie, RecordFormat::HwptPgfault, HWPT_STAMP)
+            }
+        }
+        self.stats.delivered += n;
+        Ok(cookie)
+    }
+
+    /// Writes a group's requests, the group's cookie in each, in `format` (the agreed one) whose
+    /// slots keep their stamp at `at`. Private data goes only to a consumer that echoes it.
+    #[inline(always)]
+    fn write_requests(
+        &mut self,
+        group: &Group<'_>,
+        cookie: u32,
+        format: RecordFormat,
+        at: StampAt,
+    ) {
         let echo = self.agreement.echoes_private_data();
         for r in group.requests {
             let mut r = *r;
@@ -464,18 +487,10 @@ impl Producer {
                 r.flags.remove(PageRequestFlags::PRIV_DATA);
                 r.private_data = [0, 0];
             }
-            let words = encode_fault(
-                self.agreement.record,
-                self.next_seq,
-                cookie,
-                group.dev_id,
-                &r,
-            );
-            self.write_slot(&words);
+            let words = encode_fault(format, self.next_seq, cookie, group.dev_id, &r);
+            self.write_slot_at(&words, at);
             self.next_seq += 1;
         }
-        self.stats.delivered += n;
-        Ok(cookie)
     }
 
     /// Free slots in the fault ring (re-reading the consumer's tail). An owner that would rather
