@@ -11,7 +11,8 @@
 //!   API and nothing to answer: `Features::UNRECOVERABLE` is agreed and every record is an
 //!   unrecoverable fault (`Producer::push_unrecoverable`, which publishes each record, at batch 1;
 //!   `Producer::push_unrecoverables`, one publication, at batch 64),
-//!   taken with `Consumer::pop_events(.., b)` (decoded and validated) and touched. The producer
+//!   taken with `Consumer::pop_event` at batch 1 (one record a call, as `rtrb`'s `pop`) and
+//!   `Consumer::pop_events(.., 64)` at batch 64 (decoded and validated) and touched. The producer
 //!   waits for room rather than lose a record; no record may be lost. Thread to thread and
 //!   process to process. This is the row to hold against the one-way peers below.
 //! * **rtrb**; **crossbeam ArrayQueue** (no batch API: a batch is 64 single pushes); a stream
@@ -23,8 +24,9 @@
 //!   the decoder this queue uses), thread to thread: which part of the gap to bare `rtrb` is
 //!   reading the record, and which is the queue's own.
 //! * **iopf queue, full exchange** — the whole page-request protocol per record: every record is
-//!   a one-request group (`push_groups`), the consumer takes it (`pop_events`, which also holds
-//!   the group) and answers with a cookie (`respond`), and the producer judges the answer
+//!   a one-request group (`push_groups`), the consumer takes it (`pop_event` at batch 1,
+//!   `pop_events` at 64; either also holds the group) and answers with a cookie (`respond`), and
+//!   the producer judges the answer
 //!   (`drain_responses`) and hands it back as an `Answer`. Thread to thread and process to
 //!   process.
 //! * **rtrb exchange** — the same exchange built by hand from two `rtrb` rings, thread to thread:
@@ -273,7 +275,13 @@ fn queue_consumer(c: &mut Consumer, n_tput: u64, n_lat: u64, b: usize) {
     let mut idle = Idle::default();
     while got < n {
         events.clear();
-        let k = c.pop_events(&mut events, b).unwrap();
+        // Batch 1: one record a call, as the peers' `pop`.
+        let k = if b == 1 {
+            events.extend(c.pop_event());
+            events.len()
+        } else {
+            c.pop_events(&mut events, b).unwrap()
+        };
         if k == 0 {
             idle.wait();
             continue;
