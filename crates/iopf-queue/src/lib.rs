@@ -21,7 +21,8 @@
 //!   judges responses, answers everything INVALID when the consumer goes away
 //!   ([`Producer::close`]).
 //! * [`Consumer`]: reads records ([`Event`]: page requests, loss records, unrecoverable
-//!   faults), writes responses, receives verdicts; implements [`iopf_abi::FaultConsumer`], whose
+//!   faults) one at a time ([`Consumer::pop_event`]) or in batches ([`Consumer::pop_events`]),
+//!   writes responses, receives verdicts; implements [`iopf_abi::FaultConsumer`], whose
 //!   `read_faults` skips unrecoverable faults (the iommufd record cannot express them).
 //! * [`core_link`]: the producer as the fault core's handler for any number of devices on one
 //!   queue, and the pump that feeds validated responses back into the core (and detaches a dead
