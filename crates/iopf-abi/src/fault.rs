@@ -427,15 +427,23 @@ impl Unrecoverable {
         let (type_, padding) = halves(w[0]);
         // reason, flags, pasid, perm; addr, fetch_addr: 32 bytes of member, words 1..=4; the
         // rest of the union is reserved.
-        if type_ != IOMMU_FAULT_DMA_UNRECOV || padding != 0 || w[5] | w[6] | w[7] != 0 {
+        let ((reason, flags), (pasid, perm)) = (halves(w[1]), halves(w[2]));
+        // Every check at once (`&`, not `&&`), for one branch: a record read from a ring has
+        // just come from another core, and a chain of branches waiting on its words holds the
+        // reader up more than the few operations do.
+        let valid = (type_ == IOMMU_FAULT_DMA_UNRECOV)
+            & (padding == 0)
+            & (w[5] | w[6] | w[7] == 0)
+            & (flags & !UnrecoverableFlags::all().bits() == 0)
+            & (perm & !Perm::all().bits() == 0);
+        if !valid {
             return None;
         }
-        let ((reason, flags), (pasid, perm)) = (halves(w[1]), halves(w[2]));
         Some(Unrecoverable {
             reason: FaultReason::from_raw(reason)?,
-            flags: UnrecoverableFlags::from_bits(flags)?,
+            flags: UnrecoverableFlags::from_bits_retain(flags),
             pasid,
-            perm: Perm::from_bits(perm)?,
+            perm: Perm::from_bits_retain(perm),
             addr: w[3],
             fetch_addr: w[4],
         })
@@ -449,15 +457,21 @@ impl PageRequest {
     pub fn from_words(w: &IommuFaultWords) -> Option<PageRequest> {
         let (type_, padding) = halves(w[0]);
         // flags, pasid, grpid, perm; addr, private_data: 40 bytes of member, words 1..=5.
-        if type_ != IOMMU_FAULT_PAGE_REQ || padding != 0 || w[6] | w[7] != 0 {
+        let ((flags, pasid), (grpid, perm)) = (halves(w[1]), halves(w[2]));
+        // One branch for every check, as in `Unrecoverable::from_words`.
+        let valid = (type_ == IOMMU_FAULT_PAGE_REQ)
+            & (padding == 0)
+            & (w[6] | w[7] == 0)
+            & (flags & !PageRequestFlags::all().bits() == 0)
+            & (perm & !Perm::all().bits() == 0);
+        if !valid {
             return None;
         }
-        let ((flags, pasid), (grpid, perm)) = (halves(w[1]), halves(w[2]));
         Some(PageRequest {
-            flags: PageRequestFlags::from_bits(flags)?,
+            flags: PageRequestFlags::from_bits_retain(flags),
             pasid,
             grpid,
-            perm: Perm::from_bits(perm)?,
+            perm: Perm::from_bits_retain(perm),
             addr: w[3],
             private_data: [w[4], w[5]],
         })

@@ -257,15 +257,10 @@ pub(crate) fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Even
             count: w[1],
         }),
         IOMMU_FAULT_DMA_UNRECOV => {
-            if !agreement.features.contains(Features::UNRECOVERABLE) {
-                return Err(Refusal::UnrecoverableNotAgreed);
-            }
-            if cookie != 0 {
-                return Err(Refusal::UnrecoverableCookie);
-            }
+            let allowed = agreement.features.contains(Features::UNRECOVERABLE) & (cookie == 0);
             match Unrecoverable::from_words(&rec) {
-                Some(fault) => Ok(Event::Unrecoverable { seq, dev_id, fault }),
-                None => Err(Refusal::Record),
+                Some(fault) if allowed => Ok(Event::Unrecoverable { seq, dev_id, fault }),
+                _ => Err(unrecoverable_refusal(agreement, cookie)),
             }
         }
         IOMMU_FAULT_PAGE_REQ => match PageRequest::from_words(&rec) {
@@ -278,6 +273,19 @@ pub(crate) fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Even
             None => Err(Refusal::Record),
         },
         _ => Err(Refusal::Record),
+    }
+}
+
+/// Why an unrecoverable fault slot was refused, in the order the checks are stated: not agreed,
+/// then a cookie (which only a page request has), then the record itself.
+#[cold]
+fn unrecoverable_refusal(agreement: &Agreement, cookie: u32) -> Refusal {
+    if !agreement.features.contains(Features::UNRECOVERABLE) {
+        Refusal::UnrecoverableNotAgreed
+    } else if cookie != 0 {
+        Refusal::UnrecoverableCookie
+    } else {
+        Refusal::Record
     }
 }
 
