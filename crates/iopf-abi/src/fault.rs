@@ -424,19 +424,19 @@ impl Unrecoverable {
     /// the valid case without the cost of the error type.
     #[inline]
     pub fn from_words(w: &IommuFaultWords) -> Option<Unrecoverable> {
-        let (type_, padding) = halves(w[0]);
         // reason, flags, pasid, perm; addr, fetch_addr: 32 bytes of member, words 1..=4; the
         // rest of the union is reserved.
         let ((reason, flags), (pasid, perm)) = (halves(w[1]), halves(w[2]));
-        // Every check at once (`&`, not `&&`), for one branch: a record read from a ring has
-        // just come from another core, and a chain of branches waiting on its words holds the
-        // reader up more than the few operations do.
-        let valid = (type_ == IOMMU_FAULT_DMA_UNRECOV)
-            & (padding == 0)
-            & (w[5] | w[6] | w[7] == 0)
-            & (flags & !UnrecoverableFlags::all().bits() == 0)
-            & (perm & !Perm::all().bits() == 0);
-        if !valid {
+        // Every check folded into one word of "bad" bits, for one branch: a record read from a
+        // ring has just come from another core, and a chain of branches waiting on its words
+        // holds the reader up more than the few operations do. Word 0 is `type` and `padding`.
+        let bad = (w[0] ^ join(IOMMU_FAULT_DMA_UNRECOV, 0))
+            | w[5]
+            | w[6]
+            | w[7]
+            | u64::from(flags & !UnrecoverableFlags::all().bits())
+            | u64::from(perm & !Perm::all().bits());
+        if bad != 0 {
             return None;
         }
         Some(Unrecoverable {
@@ -455,16 +455,15 @@ impl PageRequest {
     /// record; `None` for anything [`IommuFault::decode_words`] would not decode to one.
     #[inline]
     pub fn from_words(w: &IommuFaultWords) -> Option<PageRequest> {
-        let (type_, padding) = halves(w[0]);
         // flags, pasid, grpid, perm; addr, private_data: 40 bytes of member, words 1..=5.
         let ((flags, pasid), (grpid, perm)) = (halves(w[1]), halves(w[2]));
         // One branch for every check, as in `Unrecoverable::from_words`.
-        let valid = (type_ == IOMMU_FAULT_PAGE_REQ)
-            & (padding == 0)
-            & (w[6] | w[7] == 0)
-            & (flags & !PageRequestFlags::all().bits() == 0)
-            & (perm & !Perm::all().bits() == 0);
-        if !valid {
+        let bad = (w[0] ^ join(IOMMU_FAULT_PAGE_REQ, 0))
+            | w[6]
+            | w[7]
+            | u64::from(flags & !PageRequestFlags::all().bits())
+            | u64::from(perm & !Perm::all().bits());
+        if bad != 0 {
             return None;
         }
         Some(PageRequest {
