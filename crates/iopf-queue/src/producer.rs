@@ -20,7 +20,6 @@ use crate::layout::{
     hdr, pack, stamp, StampAt, FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP,
     IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_WORDS, RESP_STAMP,
 };
-
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::pending::{Pending, PendingGroup};
 use crate::record::{encode_fault, encode_lost, encode_unrecoverable, SlotWords};
