@@ -290,25 +290,20 @@ impl Producer {
             );
             return;
         }
-        let n = faults.len() as u64;
-        if self.clear_to_write(n) {
+        if self.clear_to_write(faults.len() as u64) {
             // Room for all of them and nothing to do first: one check for the batch.
-            out.reserve(faults.len());
-            for (dev_id, fault) in faults {
-                let seq = self.next_seq;
-                self.write_slot_at(
-                    &encode_unrecoverable(seq, *dev_id, fault),
-                    IOMMU_FAULT_STAMP,
-                );
-                self.next_seq = seq + 1;
-                out.push(Ok(seq));
-            }
-            self.stats.delivered += n;
+            out.extend(
+                faults
+                    .iter()
+                    .map(|(dev_id, fault)| Ok(self.write_unrecoverable(*dev_id, fault))),
+            );
         } else {
-            for (dev_id, fault) in faults {
-                let r = self.push_unrecoverable_one(*dev_id, fault);
-                out.push(r);
-            }
+            // Not all of them fit, or something goes first: each on its own, with every check.
+            out.extend(
+                faults
+                    .iter()
+                    .map(|(dev_id, fault)| self.push_unrecoverable_slow(*dev_id, fault)),
+            );
         }
         self.publish();
     }
@@ -321,24 +316,16 @@ impl Producer {
             && self.agreement.record == RecordFormat::IommuFault
     }
 
-    /// [`Producer::push_unrecoverable`] without the agreement check and the publication. The
-    /// common case — consumer there, no loss to announce, room by the cached tail — writes the
-    /// slot at once; anything else takes [`Producer::push_unrecoverable_slow`].
+    /// Writes an unrecoverable fault's slot (not published) and returns its sequence number. The
+    /// caller checked the agreement and that the slot is free; unrecoverable faults are only ever
+    /// agreed with `iommu_fault` records.
     #[inline(always)]
-    fn push_unrecoverable_one(
-        &mut self,
-        dev_id: u32,
-        fault: &Unrecoverable,
-    ) -> Result<u64, QueueError> {
-        if !self.clear_to_write(1) {
-            return self.push_unrecoverable_slow(dev_id, fault);
-        }
+    fn write_unrecoverable(&mut self, dev_id: u32, fault: &Unrecoverable) -> u64 {
         let seq = self.next_seq;
-        // Unrecoverable faults are only ever agreed with `iommu_fault` records.
         self.write_slot_at(&encode_unrecoverable(seq, dev_id, fault), IOMMU_FAULT_STAMP);
         self.next_seq += 1;
         self.stats.delivered += 1;
-        Ok(seq)
+        seq
     }
 
     /// Whether `n` records can be written without anything else first: the consumer has not
@@ -349,11 +336,11 @@ impl Producer {
         !self.closed
             && self.unreported_loss.is_none()
             && self.shared.geo.entries - self.fault_head.wrapping_sub(self.cached_fault_tail) >= n
-            && self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED == 0
+            && self.shared.header()[hdr::FLAGS].load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED == 0
     }
 
-    /// [`Producer::push_unrecoverable_one`] when the fast path could not: the consumer is gone,
-    /// a loss record goes first, or the cached tail said full.
+    /// An unrecoverable fault (not published) when the fast path could not take it: the consumer
+    /// is gone, a loss record goes first, or the cached tail said full.
     #[cold]
     #[inline(never)]
     fn push_unrecoverable_slow(
@@ -375,11 +362,7 @@ impl Producer {
             return Err(QueueError::Lost(reason));
         }
         self.write_loss_record();
-        let seq = self.next_seq;
-        self.write_slot(&encode_unrecoverable(seq, dev_id, fault));
-        self.next_seq += 1;
-        self.stats.delivered += 1;
-        Ok(seq)
+        Ok(self.write_unrecoverable(dev_id, fault))
     }
 
     fn check_group(&self, group: &Group<'_>) -> Result<(), QueueError> {
