@@ -240,14 +240,21 @@ impl Consumer {
     /// decode comes back with why and what it held (the caller counts it).
     #[inline(always)]
     fn read_slot(&self, index: u64) -> Result<Event, (Refusal, SlotWords)> {
-        let base = self.shared.geo.fault_slot(index);
-        let words = self.shared.words_at(base, FAULT_SLOT_WORDS);
-        // The geometry put the slot inside the mapping, so the slice is whole.
-        let Ok(slot) = <&[AtomicU64; FAULT_SLOT_WORDS]>::try_from(words) else {
+        let Some(slot) = self.fault_slot(index) else {
             return Err((Refusal::Outside, [0; FAULT_SLOT_WORDS]));
         };
         let w = slot.each_ref().map(|v| v.load(Ordering::Relaxed));
         decode_slot_fast(&self.agreement, &w).map_err(|r| (r, w))
+    }
+
+    /// Fault slot `index`'s words in the region. The geometry put every slot inside the mapping,
+    /// so this is never `None`.
+    #[inline(always)]
+    fn fault_slot(&self, index: u64) -> Option<&[AtomicU64; FAULT_SLOT_WORDS]> {
+        let words = self
+            .shared
+            .words_at(self.shared.geo.fault_slot(index), FAULT_SLOT_WORDS);
+        <&[AtomicU64; FAULT_SLOT_WORDS]>::try_from(words).ok()
     }
 
     /// Counts a slot that did not decode, and keeps why ([`Consumer::last_refusal`]).
@@ -394,6 +401,9 @@ impl Consumer {
         at: StampAt,
         decode: impl Fn(&Agreement, &SlotWords) -> Result<Event, Refusal>,
     ) -> usize {
+        // At most a ring's worth a call: a producer that stamps slots past the ones it was given
+        // back (only a misbehaving one does) cannot keep this loop, or `out`, growing.
+        let max = max.min(self.shared.geo.entries as usize);
         let mut taken = 0;
         let mut n = 0;
         let caught_up = loop {
@@ -425,21 +435,17 @@ impl Consumer {
     #[inline(always)]
     fn take_slot(&mut self, at: StampAt) -> Option<SlotWords> {
         let index = self.fault_tail;
-        let slot = self
-            .shared
-            .words_at(self.shared.geo.fault_slot(index), FAULT_SLOT_WORDS);
+        let slot = self.fault_slot(index)?;
         let stamp_word = slot.get(at.word)?.load(Ordering::Acquire);
         if at.get(stamp_word) != stamp(index) {
             return None;
         }
-        let mut w = [0; FAULT_SLOT_WORDS];
-        for (i, (v, a)) in w.iter_mut().zip(slot).enumerate() {
-            *v = if i == at.word {
-                stamp_word
-            } else {
-                a.load(Ordering::Relaxed)
-            };
-        }
+        // Every word once; the stamp word as it was checked.
+        let w = std::array::from_fn(|i| match slot.get(i) {
+            Some(_) if i == at.word => stamp_word,
+            Some(v) => v.load(Ordering::Relaxed),
+            None => 0,
+        });
         self.fault_tail = index.wrapping_add(1);
         Some(w)
     }
