@@ -1,18 +1,20 @@
-//! [`FaultCore`]: the registry of devices and handlers, and the report path
-//! (`iommu_report_device_fault()`).
+//! [`FaultCore`]: the registry of devices and handlers, and where an outstanding group is
+//! answered ([`FaultCore::retire`]). The report path is `report.rs`, the response path
+//! `respond.rs`, teardown `teardown.rs`.
 
-use iopf_abi::{Features, PageRequest, ResponseCode};
-use rustc_hash::FxHashMap;
+use iopf_abi::Features;
 
+use crate::answer::send;
 use crate::counters::{AutoReason, CoreCounters, DeviceCounters};
-use crate::device::{AgeLimit, PriCaps, StormLimit};
-use crate::grpid::GrpidIndex;
+use crate::device::{
+    policy_code, AgeLimit, DeviceState, OverflowPolicy, PriCaps, StormLimit, StormState,
+};
+use crate::group_table::{GroupTable, Naming};
 use crate::handler::GroupHandler;
 use crate::ids::next_gen;
-use crate::partial::{Chain, PartialPool};
-use crate::report::StormState;
-use crate::response::{Answered, DeviceResponse, ResponseSink};
-use crate::table::{GroupTable, List, NIL};
+use crate::partial::PartialPool;
+use crate::prg_index::NIL;
+use crate::response::{Answered, ResponseSink};
 use crate::{Cookie, CoreError, DeviceId, HandlerId, Nanos};
 
 /// Largest generation of device and handler ids (16 bits; 0 unused).
@@ -41,58 +43,14 @@ pub struct GroupInfo {
     pub aged: bool,
 }
 
-/// The fault state of one registered device (`struct iommu_fault_param`).
-#[derive(Debug)]
-pub(crate) struct DeviceState {
-    pub caps: PriCaps,
-    pub counters: DeviceCounters,
-    pub age: Option<AgeLimit>,
-    pub storm: Option<StormState>,
-    /// Device-wide handler slot, or NIL.
-    pub handler: u32,
-    /// PASID → handler slot.
-    pub pasid_handlers: FxHashMap<u32, u32>,
-    /// PRG index → held partial requests.
-    pub partials: FxHashMap<u32, Chain>,
-    pub held_partials: u32,
-    /// Page requests in flight: held partials plus the requests of outstanding groups.
-    pub in_flight: u32,
-    pub outstanding: u32,
-    /// PRG index → oldest outstanding group with it (chained through `next_same_grpid`).
-    pub by_grpid: GrpidIndex,
-}
-
-impl DeviceState {
-    fn new(caps: PriCaps) -> DeviceState {
-        DeviceState {
-            caps,
-            counters: DeviceCounters::default(),
-            age: None,
-            storm: None,
-            handler: NIL,
-            pasid_handlers: FxHashMap::default(),
-            partials: FxHashMap::default(),
-            held_partials: 0,
-            in_flight: 0,
-            outstanding: 0,
-            by_grpid: GrpidIndex::default(),
-        }
-    }
-
-    /// The handler slot a request with `pasid` goes to: the PASID's own handler, else the
-    /// device-wide one (`find_fault_handler()`; Linux falls back to the RID's handler for
-    /// PASIDs only with a user-managed PASID table, iopf always does, so a VMM can take all
-    /// PASIDs of a device with one handler).
-    pub fn route(&self, pasid: Option<u32>) -> u32 {
-        if let Some(p) = pasid {
-            if !self.pasid_handlers.is_empty() {
-                if let Some(&h) = self.pasid_handlers.get(&p) {
-                    return h;
-                }
-            }
-        }
-        self.handler
-    }
+/// What the core keeps with each outstanding group besides its [`crate::GroupFacts`] (whose
+/// device is the device's slot index and whose owner is the handler's slot index).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CoreGroup {
+    pub first_at: Nanos,
+    pub completed_at: Nanos,
+    pub requests: u32,
+    pub aged: bool,
 }
 
 #[derive(Debug)]
@@ -101,17 +59,15 @@ pub(crate) struct DeviceSlot {
     state: Option<DeviceState>,
 }
 
-/// An attached handler and its outstanding groups.
+/// An attached handler. Its outstanding groups are the group table's groups of its slot.
 #[derive(Debug)]
 pub(crate) struct HandlerState<H> {
     pub handler: H,
     pub device: DeviceId,
     pub pasid: Option<u32>,
     pub agreed: Features,
-    /// Its outstanding groups, in delivery order.
-    pub list: List,
-    /// The oldest of its groups not yet counted as aged, or NIL.
-    pub age_cursor: u32,
+    /// The oldest of its groups not yet counted as aged.
+    pub age_cursor: Option<Cookie>,
 }
 
 #[derive(Debug)]
@@ -135,10 +91,11 @@ pub struct FaultCore<S, H = Box<dyn GroupHandler + Send>> {
     device_free: Vec<u32>,
     pub(crate) handlers: Vec<HandlerSlot<H>>,
     handler_free: Vec<u32>,
-    pub(crate) groups: GroupTable,
+    /// Outstanding groups: device = device slot index, owner = handler slot index.
+    pub(crate) groups: GroupTable<CoreGroup>,
     pub(crate) partials: PartialPool,
-    pub(crate) scratch: Vec<PageRequest>,
-    pub(crate) scratch_handlers: Vec<u32>,
+    pub(crate) scratch: Vec<iopf_abi::PageRequest>,
+    pub(crate) scratch_cookies: Vec<Cookie>,
     pub(crate) sink: S,
     pub(crate) counters: CoreCounters,
 }
@@ -148,38 +105,11 @@ impl<S: core::fmt::Debug, H> core::fmt::Debug for FaultCore<S, H> {
         f.debug_struct("FaultCore")
             .field("devices", &(self.devices.len() - self.device_free.len()))
             .field("handlers", &(self.handlers.len() - self.handler_free.len()))
+            .field("outstanding", &self.groups.len())
             .field("sink", &self.sink)
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
-}
-
-/// The response the device gets for a group whose LAST_PAGE request is `last`, with the
-/// PCIe and Linux mappings applied, sent through `sink` and counted.
-pub(crate) fn send<S: ResponseSink>(
-    sink: &mut S,
-    device: DeviceId,
-    dev: &mut DeviceState,
-    pasid: Option<u32>,
-    grpid: u32,
-    private_data: Option<[u64; 2]>,
-    code: ResponseCode,
-) -> DeviceResponse {
-    let code = if code == ResponseCode::Failure && !dev.caps.failure_allowed {
-        dev.counters.failure_as_invalid += 1;
-        ResponseCode::Invalid
-    } else {
-        code
-    };
-    let resp = DeviceResponse {
-        pasid: if dev.caps.pasid_required { pasid } else { None },
-        grpid,
-        code,
-        private_data,
-    };
-    dev.counters.responses[code as usize] += 1;
-    sink.page_response(device, &resp);
-    resp
 }
 
 impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
@@ -190,10 +120,10 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             device_free: Vec::new(),
             handlers: Vec::new(),
             handler_free: Vec::new(),
-            groups: GroupTable::new(),
+            groups: GroupTable::new(Naming::Own, true),
             partials: PartialPool::new(),
             scratch: Vec::new(),
-            scratch_handlers: Vec::new(),
+            scratch_cookies: Vec::new(),
             sink,
             counters: CoreCounters::default(),
         }
@@ -239,6 +169,11 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
 
     pub(crate) fn device_mut(&mut self, id: DeviceId) -> Result<&mut DeviceState, CoreError> {
         device_mut(&mut self.devices, id)
+    }
+
+    /// The id of the device registered in slot `idx` (a group's device key).
+    pub(crate) fn device_at(&self, idx: u32) -> DeviceId {
+        DeviceId::new(idx, self.devices.get(idx as usize).map_or(0, |s| s.gen))
     }
 
     /// Forgets a device slot (its state must already be drained).
@@ -295,21 +230,26 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
     }
 
     /// Sets or clears the device's age limit (default: none, as in PCIe and Linux).
-    /// Errors: unknown device; a zero limit ([`CoreError::BadConfig`]).
+    /// Errors: unknown device; a zero limit or a FAILURE answer ([`CoreError::BadConfig`]).
     pub fn set_age_limit(
         &mut self,
         device: DeviceId,
         limit: Option<AgeLimit>,
     ) -> Result<(), CoreError> {
-        if matches!(limit, Some(AgeLimit { limit: 0, .. })) {
-            return Err(CoreError::BadConfig("the age limit must be above zero"));
+        if let Some(l) = limit {
+            if l.limit == 0 {
+                return Err(CoreError::BadConfig("the age limit must be above zero"));
+            }
+            if let Some(code) = l.answer {
+                policy_code(code, "an aged group is never answered FAILURE")?;
+            }
         }
         self.device_mut(device)?.age = limit;
         Ok(())
     }
 
     /// Sets or clears the device's storm limit (default: none). Errors: unknown device; a zero
-    /// `max_requests` or `interval` ([`CoreError::BadConfig`]).
+    /// `max_requests` or `interval`, or a FAILURE code ([`CoreError::BadConfig`]).
     pub fn set_storm_limit(
         &mut self,
         device: DeviceId,
@@ -321,9 +261,28 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
                     "a storm limit needs at least one request per non-empty interval",
                 ));
             }
+            policy_code(l.code, "a storm is never answered FAILURE")?;
         }
         self.device_mut(device)?.storm = limit.map(StormState::new);
         Ok(())
+    }
+
+    /// Sets what the device's groups that the core cannot take on are answered with (default
+    /// [`OverflowPolicy::RETRY`]). Errors: unknown device; a FAILURE answer
+    /// ([`CoreError::BadConfig`]).
+    pub fn set_overflow_policy(
+        &mut self,
+        device: DeviceId,
+        policy: OverflowPolicy,
+    ) -> Result<(), CoreError> {
+        policy_code(policy.answer, "an overflow is never answered FAILURE")?;
+        self.device_mut(device)?.overflow = policy;
+        Ok(())
+    }
+
+    /// The device's overflow policy.
+    pub fn overflow_policy(&self, device: DeviceId) -> Result<OverflowPolicy, CoreError> {
+        Ok(self.device(device)?.overflow)
     }
 
     /// Attaches `handler` to the device (`pasid: None`: every request without a PASID, and every
@@ -351,8 +310,7 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             device,
             pasid,
             agreed,
-            list: List::EMPTY,
-            age_cursor: NIL,
+            age_cursor: None,
         })?;
         let dev = self.device_mut(device)?;
         match pasid {
@@ -394,7 +352,7 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
         }
     }
 
-    /// Takes a handler out of its slot and frees the slot.
+    /// Takes a handler out of its slot and frees the slot. Its groups must be answered first.
     pub(crate) fn take_handler(&mut self, idx: u32) -> Option<HandlerState<H>> {
         let state = self.handlers.get_mut(idx as usize)?.state.take();
         if state.is_some() {
@@ -404,7 +362,7 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
     }
 
     pub(crate) fn handler_id(&self, idx: u32) -> HandlerId {
-        HandlerId::new(idx, self.handlers[idx as usize].gen)
+        HandlerId::new(idx, self.handlers.get(idx as usize).map_or(0, |s| s.gen))
     }
 
     /// The attached handler, if `id` is attached.
@@ -461,75 +419,58 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
 
     /// Describes an outstanding group.
     pub fn group(&self, cookie: Cookie) -> Option<GroupInfo> {
-        match self.groups.lookup(cookie) {
-            crate::table::Lookup::Live(idx) => {
-                let s = self.groups.get(idx);
-                Some(GroupInfo {
-                    device: s.device,
-                    handler: self.handler_id(s.handler),
-                    pasid: s.pasid(),
-                    grpid: s.grpid,
-                    requests: s.requests,
-                    first_at: s.first_at,
-                    completed_at: s.completed_at,
-                    aged: s.flags & crate::table::AGED != 0,
-                })
-            }
-            _ => None,
-        }
+        let (facts, g) = self.groups.get(cookie)?;
+        Some(GroupInfo {
+            device: self.device_at(facts.device),
+            handler: self.handler_id(facts.owner),
+            pasid: facts.pasid,
+            grpid: facts.grpid,
+            requests: g.requests,
+            first_at: g.first_at,
+            completed_at: g.completed_at,
+            aged: g.aged,
+        })
     }
 
-    /// Answers the outstanding group in slot `idx` (already unlinked from its handler's list, or
-    /// its handler gone) with `code`, counted under `reason` (`None`: the consumer's response),
-    /// and frees it (`iopf_group_response()` + `iopf_free_group()`).
+    /// Answers the outstanding group `cookie` with `code`, counted under `reason` (`None`: the
+    /// consumer's response), and forgets it (`iopf_group_response()` + `iopf_free_group()`). The
+    /// group's handler, if still attached, has its age cursor moved past it; telling the
+    /// handler ([`GroupHandler::withdraw`]) is the caller's business.
     pub(crate) fn retire(
         &mut self,
-        idx: u32,
-        code: ResponseCode,
+        cookie: Cookie,
+        code: iopf_abi::ResponseCode,
         reason: Option<AutoReason>,
-    ) -> Answered {
-        let slot = *self.groups.get(idx);
-        let cookie = self.groups.cookie(idx);
-        let dev = match device_mut(&mut self.devices, slot.device) {
-            Ok(d) => d,
-            Err(_) => unreachable!("an outstanding group's device is registered"),
-        };
-        remove_grpid(&mut self.groups, dev, slot.grpid, idx);
-        dev.in_flight -= slot.requests;
+    ) -> Option<Answered> {
+        let (facts, _) = self.groups.get(cookie)?;
+        if let Some(hs) = self
+            .handlers
+            .get_mut(facts.owner as usize)
+            .and_then(|h| h.state.as_mut())
+        {
+            if hs.age_cursor == Some(cookie) {
+                hs.age_cursor = self.groups.next_of_owner(cookie);
+            }
+        }
+        let (facts, g) = self.groups.remove(cookie)?;
+        let device = self.device_at(facts.device);
+        // An outstanding group's device is registered: removal answers its groups first.
+        let dev = registered(&mut self.devices, device);
+        dev.in_flight -= g.requests;
         dev.outstanding -= 1;
-        let sent = send(
-            &mut self.sink,
-            slot.device,
-            dev,
-            slot.pasid(),
-            slot.grpid,
-            slot.private_data(),
-            code,
-        );
+        let sent = send(&mut self.sink, device, dev, &facts, code);
         match reason {
             Some(r) => dev.counters.auto[r as usize] += 1,
             None => dev.counters.consumer_responses += 1,
         }
-        self.groups.free(idx);
-        Answered {
-            device: slot.device,
+        Some(Answered {
+            device,
             cookie,
             sent,
-            requests: slot.requests,
-            first_at: slot.first_at,
-            completed_at: slot.completed_at,
-        }
-    }
-
-    /// Unlinks slot `idx` from its (attached) handler's list, keeping the age cursor valid.
-    pub(crate) fn unlink_from_handler(&mut self, idx: u32) {
-        let h = self.groups.get(idx).handler;
-        if let Some(hs) = self.handlers[h as usize].state.as_mut() {
-            let next = self.groups.unlink(&mut hs.list, idx);
-            if hs.age_cursor == idx {
-                hs.age_cursor = next;
-            }
-        }
+            requests: g.requests,
+            first_at: g.first_at,
+            completed_at: g.completed_at,
+        })
     }
 }
 
@@ -546,21 +487,11 @@ pub(crate) fn device_mut(
     }
 }
 
-/// Removes slot `idx` from the device's chain of groups with PRG index `grpid`.
-fn remove_grpid(groups: &mut GroupTable, dev: &mut DeviceState, grpid: u32, idx: u32) {
-    let head = dev.by_grpid.get(grpid);
-    let after = groups.get(idx).next_same_grpid;
-    if head == idx {
-        dev.by_grpid.set(grpid, after);
-        return;
-    }
-    let mut cur = head;
-    while cur != NIL {
-        let next = groups.get(cur).next_same_grpid;
-        if next == idx {
-            groups.get_mut(cur).next_same_grpid = after;
-            return;
-        }
-        cur = next;
+/// The state of a device whose id the current call has already checked (nothing in between can
+/// remove it: the core is `&mut self` throughout). Only a bug in the core could make it fail.
+pub(crate) fn registered(devices: &mut [DeviceSlot], id: DeviceId) -> &mut DeviceState {
+    match device_mut(devices, id) {
+        Ok(d) => d,
+        Err(_) => unreachable!("{id} was checked at the start of this call"),
     }
 }

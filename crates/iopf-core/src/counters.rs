@@ -1,53 +1,64 @@
 //! Per-device counters: what was reported, what became of it, and every response by its origin.
 //!
 //! Identities that hold after every call (the property test checks them):
-//! * `groups == delivered + auto_total(at report: NoHandler, Refused, OverAllocation, Storm, CoreFull)`
+//! * `groups == delivered + auto_total(at report: NoHandler, ConsumerGone, OverAllocation, Storm,
+//!   CoreFull, NoRoom)`
 //! * `delivered == consumer_responses + auto_total(after delivery: Detached, Replaced, Removed,
 //!   Flushed, Aged) + outstanding`
 //! * `responses_total() == groups - outstanding`: one response per group, never more.
 
 use iopf_abi::ResponseCode;
 
+use crate::judge::RejectReason;
+
 /// Why the core answered a group itself instead of its consumer. Every automatic response is
-/// counted under exactly one reason.
+/// counted under exactly one reason. None of them is ever Response Failure: each is a transient
+/// condition or a teardown, and FAILURE disables PRI on the function (DESIGN.md, "Backpressure,
+/// not failure").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(usize)]
 pub enum AutoReason {
     /// No handler for the request's PASID or device (INVALID; `iommu_report_device_fault()`'s
     /// `err_bad_iopf` path, `iopf_error_response()`).
     NoHandler = 0,
-    /// The handler refused the group, e.g. its queue was full or shutting down (FAILURE, or INVALID
-    /// where FAILURE is not allowed; the `err_abort` path of `iommu_report_device_fault()`).
-    Refused = 1,
-    /// The device exceeded its Outstanding Page Request Allocation (INVALID).
+    /// The handler refused the group because its consumer has gone ([`crate::Refusal::ShuttingDown`]):
+    /// INVALID, as a detach answers (Linux's `err_abort` path would send FAILURE).
+    ConsumerGone = 1,
+    /// The device exceeded its Outstanding Page Request Allocation (the device's
+    /// [`crate::OverflowPolicy`], by default SUCCESS: retry).
     OverAllocation = 2,
     /// The device's storm limit was reached in the current interval (the policy's code).
     Storm = 3,
-    /// The core's group table (2^20 slots) is full (INVALID).
+    /// The core's group table (2^20 slots) is full (the overflow policy's code).
     CoreFull = 4,
+    /// The handler had no room even in its backlog ([`crate::Refusal::QueueFull`]): the
+    /// overflow policy's code. A queue whose backlog is bounded by its devices' allocations
+    /// never refuses for this.
+    NoRoom = 5,
     /// The handler was detached (INVALID; `iommufd_fault_domain_detach_dev()` →
     /// `iommufd_auto_response_faults()`).
-    Detached = 5,
+    Detached = 6,
     /// The handler was replaced (INVALID; `iommufd_fault_domain_replace_dev()`).
-    Replaced = 6,
+    Replaced = 7,
     /// The device was removed (INVALID; `iopf_queue_remove_device()`).
-    Removed = 7,
+    Removed = 8,
     /// The group's PASID was flushed before reuse (INVALID).
-    Flushed = 8,
+    Flushed = 9,
     /// The group outlived the device's opt-in age limit (the policy's code).
-    Aged = 9,
+    Aged = 10,
 }
 
 impl AutoReason {
     /// Number of reasons.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// All reasons, in counter order.
     pub const ALL: [AutoReason; Self::COUNT] = [
         AutoReason::NoHandler,
-        AutoReason::Refused,
+        AutoReason::ConsumerGone,
         AutoReason::OverAllocation,
         AutoReason::Storm,
         AutoReason::CoreFull,
+        AutoReason::NoRoom,
         AutoReason::Detached,
         AutoReason::Replaced,
         AutoReason::Removed,
@@ -57,36 +68,8 @@ impl AutoReason {
     /// Whether this reason answers a group at report time (it was never delivered), rather than a
     /// delivered, outstanding group.
     pub fn at_report(self) -> bool {
-        (self as usize) <= AutoReason::CoreFull as usize
+        (self as usize) <= AutoReason::NoRoom as usize
     }
-}
-
-/// Why a response was rejected. Mirrors the [`crate::CoreError`] variants of
-/// [`crate::FaultCore::respond`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(usize)]
-pub enum RejectReason {
-    /// [`crate::CoreError::UnknownGroup`].
-    Unknown = 0,
-    /// [`crate::CoreError::AlreadyAnswered`].
-    Duplicate = 1,
-    /// [`crate::CoreError::WrongDevice`].
-    WrongDevice = 2,
-    /// [`crate::CoreError::WrongHandler`].
-    WrongHandler = 3,
-    /// [`crate::CoreError::WrongPasid`].
-    WrongPasid = 4,
-    /// [`crate::CoreError::UnknownCode`].
-    UnknownCode = 5,
-    /// [`crate::CoreError::NotAgreed`].
-    NotAgreed = 6,
-    /// [`crate::CoreError::PrivateDataMismatch`].
-    PrivateDataMismatch = 7,
-}
-
-impl RejectReason {
-    /// Number of reasons.
-    pub const COUNT: usize = 8;
 }
 
 /// Counters of one device, from registration on. Plain data; read with
@@ -115,7 +98,7 @@ pub struct DeviceCounters {
     /// Rejected responses, by [`RejectReason`].
     pub rejected: [u64; RejectReason::COUNT],
     /// Groups refused by their handler, by [`crate::Refusal`] (queue full, shutting down); each
-    /// also counts under [`AutoReason::Refused`].
+    /// also counts under [`AutoReason::NoRoom`] or [`AutoReason::ConsumerGone`].
     pub refusals: [u64; 2],
     /// FAILURE codes sent as INVALID because the function may not receive Response Failure.
     pub failure_as_invalid: u64,

@@ -3,6 +3,7 @@
 
 use iopf_abi::Features;
 
+use crate::judge::Rejected;
 use crate::{Cookie, DeviceId, HandlerId};
 
 /// Why the core refused a call. [`CoreError::errno`] gives the errno Linux returns for the same
@@ -44,7 +45,8 @@ pub enum CoreError {
         /// The device it belongs to.
         owner: DeviceId,
     },
-    /// The group is outstanding on the handler's device but was delivered to another handler.
+    /// The group is outstanding on the handler's device but was delivered to another handler
+    /// (a foreign group).
     #[error("{0} was delivered to another handler of the same device")]
     WrongHandler(Cookie),
     /// The device requires the PASID in responses ("PRG Response PASID Required") and the
@@ -84,6 +86,24 @@ fn pasid_name(p: Option<u32>) -> String {
 }
 
 impl CoreError {
+    /// The core's error for the judge's rejection (`device_of` names a device key, a device slot
+    /// index, as the id of the device registered there).
+    pub(crate) fn rejected(r: Rejected, device_of: impl Fn(u32) -> DeviceId) -> CoreError {
+        match r {
+            Rejected::UnknownCode(code) => CoreError::UnknownCode(code),
+            Rejected::NotAgreed(f) => CoreError::NotAgreed(f),
+            Rejected::UnknownGroup => CoreError::UnknownGroup,
+            Rejected::AlreadyAnswered(c) => CoreError::AlreadyAnswered(c),
+            Rejected::WrongDevice { cookie, device } => CoreError::WrongDevice {
+                cookie,
+                owner: device_of(device),
+            },
+            Rejected::ForeignGroup(c) => CoreError::WrongHandler(c),
+            Rejected::WrongPasid { grpid, got } => CoreError::WrongPasid { grpid, got },
+            Rejected::PrivateDataMismatch(c) => CoreError::PrivateDataMismatch(c),
+        }
+    }
+
     /// The errno Linux returns for the same mistake: `ENODEV` for an unknown device (as
     /// `iopf_queue_flush_dev()`), `EBUSY` for a second attach (as `iopf_queue_add_device()`),
     /// `ENOSPC` for a full table, `ENOENT` for an unknown handler (an iommufd object id that

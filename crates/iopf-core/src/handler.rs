@@ -9,19 +9,38 @@
 
 use iopf_abi::{PageRequest, Unrecoverable};
 
-use crate::{Cookie, DeviceId, HandlerId, Nanos};
+use crate::{AutoReason, Cookie, DeviceId, DeviceResponse, HandlerId, Nanos};
 
-/// Why a handler would not take a group. The core then answers the device at once (FAILURE, or
-/// INVALID where the function may not receive FAILURE), counts it under
-/// [`crate::AutoReason::Refused`], and forgets the group: as `iommu_report_device_fault()` does when
-/// `iopf_handler()` fails.
+/// Why a handler would not take a group. The core then answers the device at once and forgets
+/// the group, as `iommu_report_device_fault()` does when `iopf_handler()` fails, but never with
+/// Response Failure (which disables PRI on the function): a full queue is answered by the
+/// device's [`crate::OverflowPolicy`] ([`AutoReason::NoRoom`], by default SUCCESS so the device
+/// retries), a consumer that has gone INVALID ([`AutoReason::ConsumerGone`], as a detach).
+///
+/// A handler should hold a group back rather than refuse it for lack of room: iopf's fault queue
+/// keeps such groups in a backlog bounded by its devices' allocations and refuses only past it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(usize)]
 pub enum Refusal {
-    /// The handler's queue has no room for the group.
+    /// The handler's queue has no room for the group, not even in a backlog.
     QueueFull = 0,
     /// The handler is going away and takes no more groups.
     ShuttingDown = 1,
+}
+
+/// A group the core answered at report time without delivering it, although a handler was
+/// attached for it: over the device's allocation, over its storm limit, or with the group table
+/// full. [`GroupHandler::missed`] receives it, so the consumer can be told at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissedGroup {
+    /// The device.
+    pub device: DeviceId,
+    /// Page requests in the group (its held partials, discarded, and the LAST_PAGE request).
+    pub requests: u32,
+    /// Why the core answered it.
+    pub reason: AutoReason,
+    /// What the device received.
+    pub sent: DeviceResponse,
 }
 
 /// One completed page request group, as handed to [`GroupHandler::deliver`]. Borrowed: the
@@ -85,18 +104,28 @@ impl<'a> Group<'a> {
 /// * [`deliver`](GroupHandler::deliver) returning `Ok(())` makes the group *outstanding* with this
 ///   handler: it must eventually be answered through [`crate::FaultCore::respond`] naming this
 ///   handler, or the core answers it on teardown (detach, replace, remove, flush) or by the age
-///   policy. Returning a [`Refusal`] leaves nothing outstanding: the core answers at once.
+///   policy, telling the handler through [`GroupHandler::withdraw`]. Returning a [`Refusal`]
+///   leaves nothing outstanding: the core answers at once.
 /// * The core never calls back into a handler while a call into that handler is running, and a
 ///   handler cannot call the core (it holds no reference to it).
 pub trait GroupHandler {
     /// Takes a completed group. Must not block; O(1) in the group's size is expected.
     fn deliver(&mut self, group: &Group<'_>) -> Result<(), Refusal>;
 
-    /// The core answered `cookie` on the handler's behalf (PASID flush or age limit) while the
-    /// handler stays attached: drop the group if it has not been handed out yet; a response for it
-    /// will be rejected as already answered. Default: nothing.
+    /// The core answers `cookie` on the handler's behalf: a PASID flush or the age limit while
+    /// the handler stays attached, or a detach, replace or device removal just before the
+    /// handler is handed back. Drop the group if it has not been handed out yet; a response for
+    /// it will be rejected as already answered. Called once per group, so it should cost O(1).
+    /// Default: nothing.
     fn withdraw(&mut self, cookie: Cookie) {
         let _ = cookie;
+    }
+
+    /// A group routed to this handler was answered by the core without being delivered
+    /// ([`MissedGroup`]): tell the consumer (iopf's queue counts it by reason and writes a loss
+    /// record at once). Default: nothing.
+    fn missed(&mut self, group: &MissedGroup) {
+        let _ = group;
     }
 
     /// An unrecoverable fault on the device (or the handler's PASID), for information; it needs no
@@ -112,6 +141,9 @@ impl<T: GroupHandler + ?Sized> GroupHandler for Box<T> {
     }
     fn withdraw(&mut self, cookie: Cookie) {
         (**self).withdraw(cookie)
+    }
+    fn missed(&mut self, group: &MissedGroup) {
+        (**self).missed(group)
     }
     fn unrecoverable(&mut self, device: DeviceId, fault: &Unrecoverable) {
         (**self).unrecoverable(device, fault)

@@ -12,12 +12,13 @@
 //!  ┌─ FaultCore ───────────────────────────────────────────────────────────────────────┐
 //!  │ stop marker → dropped      unrecoverable → handler.unrecoverable()                │
 //!  │ no LAST_PAGE → partial list (per device, by PRG index)           partial.rs       │
-//!  │ LAST_PAGE → group = partials of that index + it                                   │
-//!  │     no handler / storm / over allocation / table full ──▶ answered at once ──┐    │
-//!  │     handler.deliver(&Group) ── Refusal ─────────────────▶ answered at once ──┤    │
-//!  │        │ Ok: outstanding under a Cookie                        table.rs      │    │
+//!  │ LAST_PAGE → group = partials of that index + it                  report.rs        │
+//!  │     no handler ─────────────────────────────────────────▶ INVALID at once ───┐    │
+//!  │     storm / over allocation / table full ───────────────▶ overflow policy ───┤    │
+//!  │     handler.deliver(&Group) ── Refusal ─────────────────▶ (SUCCESS: retry) ──┤    │
+//!  │        │ Ok: outstanding under a Cookie              group_table.rs          │    │
 //!  │        ▼                                                                     │    │
-//!  │ respond(handler, Response) ── judged ── error: nothing sent   respond.rs     │    │
+//!  │ respond(handler, Response) ── the judge ── error: nothing sent  judge.rs     │    │
 //!  │        │ accepted                                                            │    │
 //!  │ detach / replace / remove_device / flush_pasid / expire ── INVALID ──────────┤    │
 //!  │        ▼                                                    teardown.rs      ▼    │
@@ -26,12 +27,17 @@
 //! ```
 //!
 //! * [`FaultCore`] (core.rs): registry of devices ([`PriCaps`]) and handlers.
-//! * report.rs: the report path, [`FaultCore::report`].
+//! * report.rs: the report path, [`FaultCore::report`], split as Linux splits it.
 //! * [`GroupHandler`] (handler.rs): where groups go; the core owns its handlers.
-//! * [`ResponseSink`], [`Response`], [`DeviceResponse`] (response.rs): both directions of answers.
-//! * table.rs: outstanding groups and their cookies; partial.rs: held partial requests;
-//!   grpid.rs: PRG index → outstanding group, for (PASID, grpid) responses.
-//! * respond.rs: response validation; teardown.rs: detach, replace, removal, flush, overflow, age.
+//! * [`ResponseSink`], [`Response`], [`DeviceResponse`] (response.rs): both directions of answers;
+//!   answer.rs: the one place a device's response is built and sent.
+//! * [`GroupTable`] (group_table.rs): outstanding groups and their cookies, in delivery order per
+//!   owner and by PRG index; **public, and the one group table of every stage** (the fault
+//!   queue's producer and consumer, the iommufd-compatible queue, the vIOMMU bridge).
+//! * [`GroupTable::judge`] (judge.rs): the response-matching rules, the one judge of every stage.
+//! * partial.rs: held partial requests; prg_index.rs: the PRG-index chains.
+//! * respond.rs: the core's response path; teardown.rs: detach, replace, removal, flush,
+//!   overflow, age.
 //! * `testing` (feature `test-utils`): a recording sink and a bounded queue handler.
 //! * [`DeviceCounters`] (counters.rs): what happened, per device, with the identities they obey.
 //!
@@ -72,28 +78,32 @@
 //! ```
 #![deny(missing_docs)]
 
+mod answer;
 mod core;
 mod counters;
 mod device;
 mod error;
-mod grpid;
+mod group_table;
 mod handler;
 mod ids;
+mod judge;
 mod partial;
+mod prg_index;
 mod report;
 mod respond;
 mod response;
-mod table;
 mod teardown;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 
 pub use crate::core::{FaultCore, GroupInfo};
-pub use counters::{AutoReason, CoreCounters, DeviceCounters, RejectReason};
-pub use device::{AgeLimit, PriCaps, StormLimit};
+pub use counters::{AutoReason, CoreCounters, DeviceCounters};
+pub use device::{AgeLimit, OverflowPolicy, PriCaps, StormLimit};
 pub use error::CoreError;
-pub use handler::{Group, GroupHandler, Refusal};
+pub use group_table::{GroupFacts, GroupTable, Lookup, Naming, TableError, REUSE_DISTANCE};
+pub use handler::{Group, GroupHandler, MissedGroup, Refusal};
 pub use ids::{Cookie, DeviceId, HandlerId, Nanos};
+pub use judge::{Judged, RejectReason, Rejected, Responder};
 pub use report::{DropReason, Reported};
 pub use response::{Answered, DeviceResponse, GroupRef, Response, ResponseSink};
 pub use teardown::RemovedDevice;

@@ -8,7 +8,7 @@
 
 use iopf_abi::PageRequest;
 
-use crate::table::NIL;
+use crate::prg_index::NIL;
 use crate::Nanos;
 
 /// One held partial request.

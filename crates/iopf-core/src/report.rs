@@ -1,17 +1,21 @@
-//! The report path: one fault from a device's page request queue, through grouping and
-//! admission, to its handler or to an answer at once (`iommu_report_device_fault()`).
+//! The report path, shaped as Linux shapes it: [`FaultCore::report`] is
+//! `iommu_report_device_fault()` (admit the fault, hold a partial request, or complete a group)
+//! and hands a completed group to `handle_group`, the counterpart of `iommu_handle_iopf()`
+//! (route it, answer it at once, or deliver it to its handler).
 
 use std::collections::hash_map::Entry;
 
 use iopf_abi::fault::UnrecoverableFlags;
-use iopf_abi::{Fault, PageRequest, PageRequestFlags, ResponseCode};
+use iopf_abi::{Fault, PageRequest, PageRequestFlags, ResponseCode, Unrecoverable};
 
-use crate::core::{device_mut, send, DeviceState};
+use crate::answer::send;
+use crate::core::{device_mut, registered, CoreGroup};
 use crate::counters::AutoReason;
-use crate::device::StormLimit;
-use crate::handler::{Group, GroupHandler};
+use crate::device::DeviceState;
+use crate::group_table::GroupFacts;
+use crate::handler::{Group, GroupHandler, MissedGroup, Refusal};
+use crate::prg_index::NIL;
 use crate::response::{DeviceResponse, ResponseSink};
-use crate::table::{HAS_PASID, NIL, PRIV_DATA};
 use crate::{Cookie, CoreError, DeviceId, FaultCore, HandlerId, Nanos};
 
 /// What [`FaultCore::report`] did with a fault.
@@ -55,44 +59,29 @@ pub enum DropReason {
     OverAllocation,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StormState {
-    pub limit: StormLimit,
-    window_start: Nanos,
-    count: u32,
-    started: bool,
+/// The admission decision for one page request: past the storm limit, past the allocation, or
+/// admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Admitted,
+    Storm(ResponseCode),
+    OverAllocation,
 }
 
-impl StormState {
-    pub(crate) fn new(limit: StormLimit) -> StormState {
-        StormState {
-            limit,
-            window_start: 0,
-            count: 0,
-            started: false,
+impl DeviceState {
+    /// Admits one page request at `now`: the storm limit first (it counts the request), then the
+    /// allocation (held partials plus outstanding groups' requests).
+    fn admit(&mut self, now: Nanos) -> Admission {
+        let storm_excess = match self.storm.as_mut() {
+            Some(s) => !s.admit(now),
+            None => false,
+        };
+        match self.storm {
+            Some(s) if storm_excess => Admission::Storm(s.limit.code),
+            _ if self.in_flight >= self.caps.outstanding_allocation => Admission::OverAllocation,
+            _ => Admission::Admitted,
         }
     }
-
-    /// Whether one more request is admitted at `now` (fixed windows).
-    fn admit(&mut self, now: Nanos) -> bool {
-        if !self.started || now.saturating_sub(self.window_start) >= self.limit.interval {
-            self.started = true;
-            self.window_start = now;
-            self.count = 0;
-        }
-        if self.count >= self.limit.max_requests {
-            false
-        } else {
-            self.count += 1;
-            true
-        }
-    }
-}
-
-fn request_private_data(req: &PageRequest) -> Option<[u64; 2]> {
-    req.flags
-        .contains(PageRequestFlags::PRIV_DATA)
-        .then_some(req.private_data)
 }
 
 impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
@@ -106,10 +95,12 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
     /// * A LAST_PAGE request completes the group with every held partial of the same PRG index,
     ///   whatever their PASID (`iopf_group_alloc()`: PRG indexes are per function; a differing
     ///   PASID is counted in [`crate::DeviceCounters::pasid_mismatches`]), and the group goes to the
-    ///   handler of its PASID, else of the device. No handler: INVALID at once
-    ///   (`iopf_error_response()`). The handler refuses: FAILURE at once (`err_abort`), INVALID
-    ///   where FAILURE is not allowed. Storm limit or allocation exceeded, or no slot left:
-    ///   answered at once.
+    ///   handler of its PASID, else of the device ([`Reported::Delivered`]). No handler: INVALID
+    ///   at once (`iopf_error_response()`). Past the storm limit: the limit's code. Past the
+    ///   allocation or with the group table full: the device's [`crate::OverflowPolicy`] (by
+    ///   default SUCCESS, so the device retries). The handler refuses: the overflow policy for a
+    ///   full queue, INVALID for a consumer that has gone. Never Response Failure: the core sends
+    ///   FAILURE only when a consumer answers it (and the function may receive it).
     ///
     /// Linux differs in one point: with no handler it answers even a request without LAST_PAGE,
     /// which answers a group before its end; iopf holds partials regardless of handlers and
@@ -132,22 +123,7 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
         };
         let req = match fault {
             Fault::PageRequest(req) => req,
-            Fault::Unrecoverable(u) => {
-                dev.counters.unrecoverable += 1;
-                let pasid = u
-                    .flags
-                    .contains(UnrecoverableFlags::PASID_VALID)
-                    .then_some(u.pasid);
-                let h = dev.route(pasid);
-                if h == NIL {
-                    return Ok(Reported::Unrecoverable { passed_on: false });
-                }
-                dev.counters.unrecoverable_passed += 1;
-                if let Some(hs) = self.handlers[h as usize].state.as_mut() {
-                    hs.handler.unrecoverable(device, u);
-                }
-                return Ok(Reported::Unrecoverable { passed_on: true });
-            }
+            Fault::Unrecoverable(u) => return Ok(self.report_unrecoverable(device, u)),
         };
         dev.counters.reported += 1;
         if req.is_stop_marker() {
@@ -155,134 +131,184 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             return Ok(Reported::StopMarker);
         }
         let mut req = *req;
-        let pasid = req.pasid();
         req.flags.set(
             PageRequestFlags::RESPONSE_NEEDS_PASID,
-            dev.caps.pasid_required && pasid.is_some(),
+            dev.caps.pasid_required && req.pasid().is_some(),
         );
-        let storm_excess = match dev.storm.as_mut() {
-            Some(s) => !s.admit(now),
-            None => false,
-        };
-        let over_allocation = dev.in_flight >= dev.caps.outstanding_allocation;
-
+        let admission = dev.admit(now);
         if !req.is_last() {
-            if storm_excess || over_allocation {
-                dev.counters.dropped_partials += 1;
-                return Ok(Reported::Dropped(if storm_excess {
-                    DropReason::Storm
-                } else {
-                    DropReason::OverAllocation
-                }));
-            }
-            match dev.partials.entry(req.grpid) {
-                Entry::Occupied(mut e) => self.partials.push(e.get_mut(), req),
-                Entry::Vacant(v) => {
-                    v.insert(self.partials.start(req, now));
-                }
-            }
-            dev.in_flight += 1;
-            dev.held_partials += 1;
-            return Ok(Reported::Held);
+            return Ok(self.hold_partial(device, req, admission, now));
         }
+        Ok(self.handle_group(device, req, admission, now))
+    }
 
+    /// An unrecoverable fault, for information, to the handler of its PASID or device.
+    fn report_unrecoverable(&mut self, device: DeviceId, u: &Unrecoverable) -> Reported {
+        let dev = registered(&mut self.devices, device);
+        dev.counters.unrecoverable += 1;
+        let pasid = u
+            .flags
+            .contains(UnrecoverableFlags::PASID_VALID)
+            .then_some(u.pasid);
+        let h = dev.route(pasid);
+        if h == NIL {
+            return Reported::Unrecoverable { passed_on: false };
+        }
+        dev.counters.unrecoverable_passed += 1;
+        if let Some(hs) = self.handlers[h as usize].state.as_mut() {
+            hs.handler.unrecoverable(device, u);
+        }
+        Reported::Unrecoverable { passed_on: true }
+    }
+
+    /// A request without LAST_PAGE: held on the device's partial list under its PRG index
+    /// (`report_partial_fault()`), unless it was not admitted.
+    fn hold_partial(
+        &mut self,
+        device: DeviceId,
+        req: PageRequest,
+        admission: Admission,
+        now: Nanos,
+    ) -> Reported {
+        let dev = registered(&mut self.devices, device);
+        match admission {
+            Admission::Admitted => {}
+            Admission::Storm(_) => {
+                dev.counters.dropped_partials += 1;
+                return Reported::Dropped(DropReason::Storm);
+            }
+            Admission::OverAllocation => {
+                dev.counters.dropped_partials += 1;
+                return Reported::Dropped(DropReason::OverAllocation);
+            }
+        }
+        match dev.partials.entry(req.grpid) {
+            Entry::Occupied(mut e) => self.partials.push(e.get_mut(), req),
+            Entry::Vacant(v) => {
+                v.insert(self.partials.start(req, now));
+            }
+        }
+        dev.in_flight += 1;
+        dev.held_partials += 1;
+        Reported::Held
+    }
+
+    /// A completed group (`iommu_handle_iopf()`): its held partials gathered, routed to the
+    /// handler of its PASID or device, then answered at once or delivered.
+    fn handle_group(
+        &mut self,
+        device: DeviceId,
+        last: PageRequest,
+        admission: Admission,
+        now: Nanos,
+    ) -> Reported {
+        let dev = registered(&mut self.devices, device);
         dev.counters.groups += 1;
         let chain = if dev.held_partials == 0 {
             None
         } else {
-            dev.partials.remove(&req.grpid)
+            dev.partials.remove(&last.grpid)
         };
-        let private_data = request_private_data(&req);
-        let early = if let (true, Some(s)) = (storm_excess, dev.storm.as_ref()) {
-            Some((AutoReason::Storm, s.limit.code))
-        } else if over_allocation {
-            Some((AutoReason::OverAllocation, ResponseCode::Invalid))
-        } else {
-            None
+        let h = dev.route(last.pasid());
+        let owner = if h == NIL { 0 } else { h };
+        let facts = GroupFacts::of_last(device.index() as u32, owner, &last);
+        let early = match admission {
+            Admission::Admitted => None,
+            Admission::Storm(code) => Some((AutoReason::Storm, code)),
+            Admission::OverAllocation => Some((AutoReason::OverAllocation, dev.overflow.answer)),
         };
         if let Some((reason, code)) = early {
+            let mut requests = 1;
             if let Some(chain) = chain {
                 let n = self.partials.drop_chain(chain);
                 dev.in_flight -= n;
                 dev.held_partials -= n;
                 dev.counters.discarded_partials += u64::from(n);
+                requests += n;
             }
-            let sent = send(
-                &mut self.sink,
-                device,
-                dev,
-                pasid,
-                req.grpid,
-                private_data,
-                code,
-            );
-            dev.counters.auto[reason as usize] += 1;
-            return Ok(Reported::Answered { reason, sent });
+            return self.answer_at_once(device, h, &facts, requests, reason, code);
         }
 
         // Gather the group: held partials of this PRG index, oldest first, then LAST_PAGE. A
         // group of one request is passed as it is, without copying it into the scratch buffer.
-        let (first_at, gathered) = match chain {
+        let first_at = match chain {
             Some(chain) => {
                 self.scratch.clear();
                 dev.in_flight -= chain.count;
                 dev.held_partials -= chain.count;
                 self.partials.take_into(chain, &mut self.scratch);
-                for p in &self.scratch {
-                    if p.pasid() != pasid {
-                        dev.counters.pasid_mismatches += 1;
-                    }
-                }
-                self.scratch.push(req);
-                (chain.first_at, true)
+                let pasid = last.pasid();
+                let mismatched = self.scratch.iter().filter(|p| p.pasid() != pasid).count();
+                dev.counters.pasid_mismatches += mismatched as u64;
+                self.scratch.push(last);
+                chain.first_at
             }
-            None => (now, false),
-        };
-        let requests: &[PageRequest] = if gathered {
-            &self.scratch
-        } else {
-            core::slice::from_ref(&req)
-        };
-        let nreq = requests.len() as u32;
-
-        let h = dev.route(pasid);
-        let auto = |reason: AutoReason,
-                    code: ResponseCode,
-                    sink: &mut S,
-                    dev: &mut DeviceState|
-         -> Reported {
-            let sent = send(sink, device, dev, pasid, req.grpid, private_data, code);
-            dev.counters.auto[reason as usize] += 1;
-            Reported::Answered { reason, sent }
+            None => {
+                self.scratch.clear();
+                now
+            }
         };
         if h == NIL {
-            return Ok(auto(
+            let requests = self.scratch.len().max(1) as u32;
+            return self.answer_at_once(
+                device,
+                NIL,
+                &facts,
+                requests,
                 AutoReason::NoHandler,
                 ResponseCode::Invalid,
-                &mut self.sink,
-                dev,
-            ));
+            );
         }
-        let Some(idx) = self.groups.alloc() else {
-            return Ok(auto(
-                AutoReason::CoreFull,
-                ResponseCode::Invalid,
-                &mut self.sink,
-                dev,
-            ));
+        self.deliver_group(device, h, facts, last, first_at, now)
+    }
+
+    /// Delivers a gathered group (in `scratch`, or `last` alone when it is empty) to handler slot
+    /// `h`: outstanding under a new cookie if the handler takes it, answered at once otherwise.
+    fn deliver_group(
+        &mut self,
+        device: DeviceId,
+        h: u32,
+        facts: GroupFacts,
+        last: PageRequest,
+        first_at: Nanos,
+        now: Nanos,
+    ) -> Reported {
+        let nreq = self.scratch.len().max(1) as u32;
+        let reused = self
+            .groups
+            .oldest_with_grpid(facts.device, facts.grpid)
+            .is_some();
+        let extra = CoreGroup {
+            first_at,
+            completed_at: now,
+            requests: nreq,
+            aged: false,
         };
-        let cookie = self.groups.cookie(idx);
+        let cookie = match self.groups.insert(facts, extra) {
+            Ok(c) => c,
+            Err(_) => {
+                let code = registered(&mut self.devices, device).overflow.answer;
+                return self.answer_at_once(device, h, &facts, nreq, AutoReason::CoreFull, code);
+            }
+        };
         let hslot = &mut self.handlers[h as usize];
         let handler_id = HandlerId::new(h, hslot.gen);
         let Some(hs) = hslot.state.as_mut() else {
             // Routing only ever names attached handlers; answer rather than strand the group.
-            self.groups.free(idx);
-            return Ok(auto(
+            self.groups.remove(cookie);
+            return self.answer_at_once(
+                device,
+                NIL,
+                &facts,
+                nreq,
                 AutoReason::NoHandler,
                 ResponseCode::Invalid,
-                &mut self.sink,
-                dev,
-            ));
+            );
+        };
+        let requests: &[PageRequest] = if self.scratch.is_empty() {
+            core::slice::from_ref(&last)
+        } else {
+            &self.scratch
         };
         let group = Group {
             device,
@@ -293,57 +319,58 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             completed_at: now,
         };
         if let Err(refusal) = hs.handler.deliver(&group) {
+            self.groups.remove(cookie);
+            let dev = registered(&mut self.devices, device);
             dev.counters.refusals[refusal as usize] += 1;
-            self.groups.free(idx);
-            return Ok(auto(
-                AutoReason::Refused,
-                ResponseCode::Failure,
-                &mut self.sink,
-                dev,
-            ));
+            let (reason, code) = match refusal {
+                Refusal::QueueFull => (AutoReason::NoRoom, dev.overflow.answer),
+                Refusal::ShuttingDown => (AutoReason::ConsumerGone, ResponseCode::Invalid),
+            };
+            // The handler refused it, so it knows: no `missed` call.
+            return self.answer_at_once(device, NIL, &facts, nreq, reason, code);
         }
-        {
-            let s = self.groups.get_mut(idx);
-            s.private_data = req.private_data;
-            s.first_at = first_at;
-            s.completed_at = now;
-            s.pasid = req.pasid;
-            s.grpid = req.grpid;
-            s.device = device;
-            s.handler = h;
-            s.requests = nreq;
-            if pasid.is_some() {
-                s.flags |= HAS_PASID;
-            }
-            if private_data.is_some() {
-                s.flags |= PRIV_DATA;
-            }
+        if hs.age_cursor.is_none() {
+            hs.age_cursor = Some(cookie);
         }
-        self.groups.push_back(&mut hs.list, idx);
-        if hs.age_cursor == NIL {
-            hs.age_cursor = idx;
-        }
-        let head = dev.by_grpid.get(req.grpid);
-        if head == NIL {
-            dev.by_grpid.set(req.grpid, idx);
-        } else {
+        let dev = registered(&mut self.devices, device);
+        if reused {
             dev.counters.grpid_reuses += 1;
-            let mut cur = head;
-            loop {
-                let next = self.groups.get(cur).next_same_grpid;
-                if next == NIL {
-                    break;
-                }
-                cur = next;
-            }
-            self.groups.get_mut(cur).next_same_grpid = idx;
         }
         dev.in_flight += nreq;
         dev.outstanding += 1;
         dev.counters.delivered += 1;
-        Ok(Reported::Delivered {
+        Reported::Delivered {
             handler: handler_id,
             cookie,
-        })
+        }
+    }
+
+    /// Answers a group the core does not deliver with `code`, counted under `reason`; the
+    /// handler in slot `h` (routed to it, or NIL) is told through [`GroupHandler::missed`].
+    fn answer_at_once(
+        &mut self,
+        device: DeviceId,
+        h: u32,
+        facts: &GroupFacts,
+        requests: u32,
+        reason: AutoReason,
+        code: ResponseCode,
+    ) -> Reported {
+        let dev = registered(&mut self.devices, device);
+        let sent = send(&mut self.sink, device, dev, facts, code);
+        dev.counters.auto[reason as usize] += 1;
+        if let Some(hs) = self
+            .handlers
+            .get_mut(h as usize)
+            .and_then(|s| s.state.as_mut())
+        {
+            hs.handler.missed(&MissedGroup {
+                device,
+                requests,
+                reason,
+                sent,
+            });
+        }
+        Reported::Answered { reason, sent }
     }
 }

@@ -1,15 +1,20 @@
 //! Teardown and expiry: no group is ever stranded. Detach, replace, device removal and PASID
-//! flush answer every outstanding group they take away; hardware queue overflow discards the
-//! partial lists; the opt-in age limit answers groups that waited too long.
+//! flush answer every outstanding group they take away, telling its handler
+//! ([`GroupHandler::withdraw`]) so that a queue in between forgets it too; hardware queue
+//! overflow discards the partial lists; the opt-in age limit answers groups that waited too long.
+//!
+//! Cost: each walks only the groups it answers (a handler's groups are kept in delivery order in
+//! the group table), except a PASID flush, which walks the outstanding groups of the handlers
+//! the PASID routes to.
 
 use iopf_abi::{Features, ResponseCode};
 
 use crate::core::device_mut;
 use crate::counters::{AutoReason, DeviceCounters};
 use crate::handler::GroupHandler;
+use crate::prg_index::NIL;
 use crate::response::ResponseSink;
-use crate::table::{AGED, NIL};
-use crate::{CoreError, DeviceId, FaultCore, HandlerId, Nanos};
+use crate::{Cookie, CoreError, DeviceId, FaultCore, HandlerId, Nanos};
 
 /// What [`FaultCore::remove_device`] hands back.
 #[derive(Debug)]
@@ -26,20 +31,38 @@ pub struct RemovedDevice<H> {
 
 impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
     /// Answers INVALID for every group of the (already unrouted) handler in slot `h`, counted under
-    /// `reason`, and returns the handler. Its groups are the ones `iommufd_auto_response_faults()`
-    /// finds both on `fault->deliver` (not yet read) and in `fault->response` (read, unanswered):
-    /// in iopf the handler holds the first kind and the core tracks both as outstanding.
+    /// `reason`, telling the handler of each, and returns the handler. Its groups are the ones
+    /// `iommufd_auto_response_faults()` finds both on `fault->deliver` (not yet read) and in
+    /// `fault->response` (read, unanswered): in iopf the handler holds the first kind and the core
+    /// tracks both as outstanding.
     fn drain_handler(&mut self, h: u32, reason: AutoReason) -> Option<(H, u32)> {
-        let hs = self.take_handler(h)?;
-        let mut idx = hs.list.head;
+        let mut cookies = std::mem::take(&mut self.scratch_cookies);
+        cookies.clear();
+        self.groups.cookies_of(h, &mut cookies);
         let mut answered = 0;
-        while idx != NIL {
-            let next = self.groups.get(idx).next;
-            self.retire(idx, ResponseCode::Invalid, Some(reason));
-            answered += 1;
-            idx = next;
+        for &cookie in &cookies {
+            self.withdraw_from(h, cookie);
+            if self
+                .retire(cookie, ResponseCode::Invalid, Some(reason))
+                .is_some()
+            {
+                answered += 1;
+            }
         }
+        self.scratch_cookies = cookies;
+        let hs = self.take_handler(h)?;
         Some((hs.handler, answered))
+    }
+
+    /// Tells the handler in slot `h` that the core answers `cookie` itself.
+    fn withdraw_from(&mut self, h: u32, cookie: Cookie) {
+        if let Some(hs) = self
+            .handlers
+            .get_mut(h as usize)
+            .and_then(|s| s.state.as_mut())
+        {
+            hs.handler.withdraw(cookie);
+        }
     }
 
     /// Detaches a handler and hands it back; every group it still owed is answered INVALID
@@ -117,11 +140,7 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
     pub fn remove_device(&mut self, device: DeviceId) -> Result<RemovedDevice<H>, CoreError> {
         let discarded_partials = self.discard_device_partials(device)?;
         let dev = self.device(device)?;
-        let mut places: Vec<(u32, Option<u32>)> = Vec::with_capacity(1 + dev.pasid_handlers.len());
-        if dev.handler != NIL {
-            places.push((dev.handler, None));
-        }
-        places.extend(dev.pasid_handlers.iter().map(|(&p, &h)| (h, Some(p))));
+        let places: Vec<(u32, Option<u32>)> = dev.handler_slots().collect();
         {
             let dev = self.device_mut(device)?;
             dev.handler = NIL;
@@ -179,25 +198,23 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             places.push(dev.handler);
         }
         let mut answered = 0;
+        let mut cookies = std::mem::take(&mut self.scratch_cookies);
         for h in places {
-            let mut idx = match self.handlers[h as usize].state.as_ref() {
-                Some(hs) => hs.list.head,
-                None => NIL,
-            };
-            while idx != NIL {
-                let s = *self.groups.get(idx);
-                if s.pasid() == Some(pasid) {
-                    let cookie = self.groups.cookie(idx);
-                    self.unlink_from_handler(idx);
-                    if let Some(hs) = self.handlers[h as usize].state.as_mut() {
-                        hs.handler.withdraw(cookie);
-                    }
-                    self.retire(idx, ResponseCode::Invalid, Some(AutoReason::Flushed));
+            cookies.clear();
+            self.groups.cookies_of(h, &mut cookies);
+            for &cookie in &cookies {
+                if self
+                    .groups
+                    .get(cookie)
+                    .is_some_and(|(f, _)| f.pasid == Some(pasid))
+                {
+                    self.withdraw_from(h, cookie);
+                    self.retire(cookie, ResponseCode::Invalid, Some(AutoReason::Flushed));
                     answered += 1;
                 }
-                idx = s.next;
             }
         }
+        self.scratch_cookies = cookies;
         Ok(answered)
     }
 
@@ -233,58 +250,53 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
     /// groups are kept in delivery order.
     pub fn expire(&mut self, now: Nanos) -> u32 {
         let mut answered = 0;
+        let mut places = Vec::new();
         for slot in 0..self.devices.len() {
-            let device = DeviceId::new(slot as u32, self.devices[slot].gen);
-            let mut places = std::mem::take(&mut self.scratch_handlers);
-            places.clear();
+            let device = self.device_at(slot as u32);
             let Ok(dev) = self.device(device) else {
-                self.scratch_handlers = places;
                 continue;
             };
             let Some(policy) = dev.age else {
-                self.scratch_handlers = places;
                 continue;
             };
-            if dev.handler != NIL {
-                places.push(dev.handler);
-            }
-            places.extend(dev.pasid_handlers.values().copied());
+            places.clear();
+            places.extend(dev.handler_slots().map(|(h, _)| h));
             for &h in &places {
                 // Counting resumes after the groups already counted; answering starts at the
                 // oldest, since groups counted under an earlier count-only policy are still
                 // outstanding.
                 let mut cur = match self.handlers[h as usize].state.as_ref() {
-                    Some(hs) if policy.answer.is_some() => hs.list.head,
+                    Some(_) if policy.answer.is_some() => self.groups.first_of(h),
                     Some(hs) => hs.age_cursor,
-                    None => NIL,
+                    None => None,
                 };
-                while cur != NIL {
-                    let s = *self.groups.get(cur);
-                    if now.saturating_sub(s.completed_at) < policy.limit {
+                while let Some(cookie) = cur {
+                    let Some((_, g)) = self.groups.get(cookie) else {
+                        break;
+                    };
+                    if now.saturating_sub(g.completed_at) < policy.limit {
                         break;
                     }
-                    if s.flags & AGED == 0 {
-                        self.groups.get_mut(cur).flags |= AGED;
+                    let next = self.groups.next_of_owner(cookie);
+                    if !g.aged {
+                        if let Some(g) = self.groups.extra_mut(cookie) {
+                            g.aged = true;
+                        }
                         if let Ok(dev) = self.device_mut(device) {
                             dev.counters.aged += 1;
                         }
                     }
                     if let Some(code) = policy.answer {
-                        let cookie = self.groups.cookie(cur);
-                        self.unlink_from_handler(cur);
-                        if let Some(hs) = self.handlers[h as usize].state.as_mut() {
-                            hs.handler.withdraw(cookie);
-                        }
-                        self.retire(cur, code, Some(AutoReason::Aged));
+                        self.withdraw_from(h, cookie);
+                        self.retire(cookie, code, Some(AutoReason::Aged));
                         answered += 1;
                     }
-                    cur = s.next;
+                    cur = next;
                 }
                 if let Some(hs) = self.handlers[h as usize].state.as_mut() {
                     hs.age_cursor = cur;
                 }
             }
-            self.scratch_handlers = places;
         }
         answered
     }

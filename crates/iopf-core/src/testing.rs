@@ -1,5 +1,6 @@
 //! Test doubles for users of the core (feature `test-utils`): a sink that records every response
-//! a device receives, and a handler that behaves like a bounded fault queue. VMM and backend
+//! a device receives, and a handler that behaves like a bounded fault queue
+//! ([`BoundedHandler`]). VMM and backend
 //! authors can drive their own code against a real [`crate::FaultCore`] with them.
 
 use std::collections::VecDeque;
@@ -28,7 +29,7 @@ impl ResponseSink for RecordingSink {
     }
 }
 
-/// A group as [`QueueHandler`] keeps it.
+/// A group as [`BoundedHandler`] keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldGroup {
     /// The device.
@@ -47,7 +48,7 @@ pub struct HeldGroup {
 /// ([`Refusal::QueueFull`]), or everything once `shutting_down` is set. [`GroupHandler::withdraw`]
 /// removes the group from the queue.
 #[derive(Debug, Clone)]
-pub struct QueueHandler {
+pub struct BoundedHandler {
     /// Most groups held at once.
     pub capacity: usize,
     /// Refuse everything with [`Refusal::ShuttingDown`].
@@ -60,10 +61,10 @@ pub struct QueueHandler {
     pub unrecoverable: Vec<(DeviceId, Unrecoverable)>,
 }
 
-impl QueueHandler {
+impl BoundedHandler {
     /// A handler holding up to `capacity` groups.
-    pub fn new(capacity: usize) -> QueueHandler {
-        QueueHandler {
+    pub fn new(capacity: usize) -> BoundedHandler {
+        BoundedHandler {
             capacity,
             shutting_down: false,
             queue: VecDeque::new(),
@@ -78,7 +79,7 @@ impl QueueHandler {
     }
 }
 
-impl GroupHandler for QueueHandler {
+impl GroupHandler for BoundedHandler {
     fn deliver(&mut self, group: &Group<'_>) -> Result<(), Refusal> {
         if self.shutting_down {
             return Err(Refusal::ShuttingDown);

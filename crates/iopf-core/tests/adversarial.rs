@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use iopf_abi::{Features, ResponseCode};
-use iopf_core::testing::{QueueHandler, RecordingSink};
+use iopf_core::testing::{BoundedHandler, RecordingSink};
 use iopf_core::*;
 
 const ALL: Features = Features::COOKIE_RESPONSE.union(Features::PRIV_DATA_ECHO);
@@ -40,7 +40,7 @@ fn by_grpid(pasid: Option<u32>, grpid: u32, code: ResponseCode) -> Response {
 fn a_late_response_after_detach_never_answers_the_next_group_with_that_prg_index() {
     let mut c: Core = FaultCore::new(RecordingSink::default());
     let d = c.register(PriCaps::default()).unwrap();
-    let h1 = c.attach(d, None, QueueHandler::new(8), ALL).unwrap();
+    let h1 = c.attach(d, None, BoundedHandler::new(8), ALL).unwrap();
     let old = delivered(c.report(d, &pr(req(None, 5, true, 0x1000)), 0).unwrap());
     c.detach(h1).unwrap();
     let sent = c.sink_mut().take();
@@ -48,7 +48,7 @@ fn a_late_response_after_detach_never_answers_the_next_group_with_that_prg_index
     assert_eq!(sent[0].1.code, ResponseCode::Invalid);
 
     // A new handler takes the device; the device reuses PRG index 5.
-    let h2 = c.attach(d, None, QueueHandler::new(8), ALL).unwrap();
+    let h2 = c.attach(d, None, BoundedHandler::new(8), ALL).unwrap();
     let new = delivered(c.report(d, &pr(req(None, 5, true, 0x2000)), 1).unwrap());
     assert_ne!(old, new);
 
@@ -79,9 +79,9 @@ fn a_late_response_after_detach_never_answers_the_next_group_with_that_prg_index
 fn a_late_response_after_replace_and_flush_is_refused() {
     let mut c: Core = FaultCore::new(RecordingSink::default());
     let d = c.register(pasid_caps()).unwrap();
-    let h1 = c.attach(d, Some(7), QueueHandler::new(8), ALL).unwrap();
+    let h1 = c.attach(d, Some(7), BoundedHandler::new(8), ALL).unwrap();
     let a = delivered(c.report(d, &pr(req(Some(7), 9, true, 0x1000)), 0).unwrap());
-    let (h2, _) = c.replace(h1, QueueHandler::new(8), ALL).unwrap();
+    let (h2, _) = c.replace(h1, BoundedHandler::new(8), ALL).unwrap();
     assert_eq!(
         c.sink_mut().take().len(),
         1,
@@ -115,14 +115,14 @@ fn a_late_response_after_replace_and_flush_is_refused() {
 fn a_removed_devices_slot_reused_by_another_device_keeps_old_ids_dead() {
     let mut c: Core = FaultCore::new(RecordingSink::default());
     let d1 = c.register(PriCaps::default()).unwrap();
-    let h1 = c.attach(d1, None, QueueHandler::new(8), ALL).unwrap();
+    let h1 = c.attach(d1, None, BoundedHandler::new(8), ALL).unwrap();
     let old = delivered(c.report(d1, &pr(req(None, 3, true, 0)), 0).unwrap());
     let removed = c.remove_device(d1).unwrap();
     assert_eq!(removed.answered, 1);
     c.sink_mut().take();
 
     let d2 = c.register(PriCaps::default()).unwrap();
-    let h2 = c.attach(d2, None, QueueHandler::new(8), ALL).unwrap();
+    let h2 = c.attach(d2, None, BoundedHandler::new(8), ALL).unwrap();
     assert_ne!(d1, d2, "a reused device slot gets a new id");
     let new = delivered(c.report(d2, &pr(req(None, 3, true, 0)), 1).unwrap());
     assert!(c.report(d1, &pr(req(None, 3, true, 0)), 2).is_err());
@@ -140,7 +140,7 @@ fn a_removed_devices_slot_reused_by_another_device_keeps_old_ids_dead() {
 fn same_prg_index_on_two_pasids_is_answered_by_pasid_not_by_age() {
     let mut c: Core = FaultCore::new(RecordingSink::default());
     let d = c.register(pasid_caps()).unwrap();
-    let h = c.attach(d, None, QueueHandler::new(8), ALL).unwrap();
+    let h = c.attach(d, None, BoundedHandler::new(8), ALL).unwrap();
     let a = delivered(c.report(d, &pr(req(Some(1), 4, true, 0x1000)), 0).unwrap());
     let b = delivered(c.report(d, &pr(req(Some(2), 4, true, 0x2000)), 1).unwrap());
     // No PASID, or a PASID with no group of index 4: refused, nothing sent.
@@ -178,9 +178,9 @@ fn a_handler_cannot_answer_another_handlers_group_by_grpid_or_cookie() {
     let mut c: Core = FaultCore::new(RecordingSink::default());
     let d = c.register(pasid_caps()).unwrap();
     let e = c.register(pasid_caps()).unwrap();
-    let h7 = c.attach(d, Some(7), QueueHandler::new(8), ALL).unwrap();
-    let hd = c.attach(d, None, QueueHandler::new(8), ALL).unwrap();
-    let he = c.attach(e, None, QueueHandler::new(8), ALL).unwrap();
+    let h7 = c.attach(d, Some(7), BoundedHandler::new(8), ALL).unwrap();
+    let hd = c.attach(d, None, BoundedHandler::new(8), ALL).unwrap();
+    let he = c.attach(e, None, BoundedHandler::new(8), ALL).unwrap();
     let g7 = delivered(c.report(d, &pr(req(Some(7), 2, true, 0)), 0).unwrap());
     let ge = delivered(c.report(e, &pr(req(Some(7), 2, true, 0)), 0).unwrap());
     // The device-wide handler names PASID 7's group.
@@ -212,12 +212,17 @@ fn a_handler_cannot_answer_another_handlers_group_by_grpid_or_cookie() {
 fn a_mismatched_echo_is_refused_and_the_device_gets_the_requests_private_data() {
     let mut c: Core = FaultCore::new(RecordingSink::default());
     let d = c.register(pasid_caps()).unwrap();
-    let h = c.attach(d, None, QueueHandler::new(8), ALL).unwrap();
+    let h = c.attach(d, None, BoundedHandler::new(8), ALL).unwrap();
     let data = [0x1111, 0x2222];
     let g = delivered(c.report(d, &pr(req_priv(Some(1), 6, data)), 0).unwrap());
     let other = c.register(PriCaps::default()).unwrap();
     let plain = c
-        .attach(other, None, QueueHandler::new(8), Features::COOKIE_RESPONSE)
+        .attach(
+            other,
+            None,
+            BoundedHandler::new(8),
+            Features::COOKIE_RESPONSE,
+        )
         .unwrap();
     for bad in [[0x1111, 0x2223], [0, 0], [0x2222, 0x1111]] {
         let r = Response {
@@ -249,7 +254,7 @@ fn a_mismatched_echo_is_refused_and_the_device_gets_the_requests_private_data() 
 fn a_completion_leaves_other_prg_indexes_partials_held_and_flush_takes_only_its_pasid() {
     let mut c: Core = FaultCore::new(RecordingSink::default());
     let d = c.register(pasid_caps()).unwrap();
-    let h = c.attach(d, None, QueueHandler::new(8), ALL).unwrap();
+    let h = c.attach(d, None, BoundedHandler::new(8), ALL).unwrap();
     // Partials of PASID 1 (index 10) and PASID 2 (index 11) wait.
     for (i, r) in [
         req(Some(1), 10, false, 0x1000),
@@ -286,7 +291,7 @@ fn a_completion_leaves_other_prg_indexes_partials_held_and_flush_takes_only_its_
 fn every_cookie_bit_pattern_is_refused_without_a_response() {
     let mut c: Core = FaultCore::new(RecordingSink::default());
     let d = c.register(PriCaps::default()).unwrap();
-    let h = c.attach(d, None, QueueHandler::new(8), ALL).unwrap();
+    let h = c.attach(d, None, BoundedHandler::new(8), ALL).unwrap();
     let g = delivered(c.report(d, &pr(req(None, 1, true, 0)), 0).unwrap());
     for raw in [0, 1, u32::MAX, g.raw() ^ 1, g.raw().wrapping_add(1 << 16)] {
         if raw == g.raw() {

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use common::*;
 use iopf_abi::{Features, PageRequest, PageRequestFlags, Perm, ResponseCode};
-use iopf_core::testing::{QueueHandler, RecordingSink};
+use iopf_core::testing::{BoundedHandler, RecordingSink};
 use iopf_core::*;
 use proptest::prelude::*;
 
@@ -147,6 +147,7 @@ struct Config {
     caps: [PriCaps; DEVS],
     storm: Option<StormLimit>,
     age: Option<AgeLimit>,
+    overflow: OverflowPolicy,
 }
 
 fn config() -> impl Strategy<Value = Config> {
@@ -159,8 +160,14 @@ fn config() -> impl Strategy<Value = Config> {
         [caps.clone(), caps.clone(), caps],
         prop::option::of((1u32..6, 20u64..200)),
         prop::option::of((50u64..400, any::<bool>())),
+        any::<bool>(),
     )
-        .prop_map(|(caps, storm, age)| Config {
+        .prop_map(|(caps, storm, age, retry)| Config {
+            overflow: if retry {
+                OverflowPolicy::RETRY
+            } else {
+                OverflowPolicy::INVALID
+            },
             caps,
             storm: storm.map(|(max_requests, interval)| StormLimit {
                 max_requests,
@@ -229,14 +236,17 @@ struct Model {
 
 fn reject_reason(e: &CoreError) -> RejectReason {
     match e {
-        CoreError::UnknownGroup => RejectReason::Unknown,
-        CoreError::AlreadyAnswered(_) => RejectReason::Duplicate,
+        CoreError::UnknownGroup => RejectReason::UnknownGroup,
+        CoreError::AlreadyAnswered(_) => RejectReason::AlreadyAnswered,
         CoreError::WrongDevice { .. } => RejectReason::WrongDevice,
-        CoreError::WrongHandler(_) => RejectReason::WrongHandler,
-        CoreError::WrongPasid { .. } => RejectReason::WrongPasid,
+        CoreError::WrongHandler(_) => RejectReason::ForeignGroup,
+        CoreError::WrongPasid { .. } => RejectReason::PasidMismatch,
         CoreError::UnknownCode(_) => RejectReason::UnknownCode,
-        CoreError::NotAgreed(_) => RejectReason::NotAgreed,
-        CoreError::PrivateDataMismatch(_) => RejectReason::PrivateDataMismatch,
+        CoreError::NotAgreed(f) if f.contains(Features::PRIV_DATA_ECHO) => {
+            RejectReason::PrivDataNotAgreed
+        }
+        CoreError::NotAgreed(_) => RejectReason::FormatNotAgreed,
+        CoreError::PrivateDataMismatch(_) => RejectReason::PrivDataMismatch,
         other => panic!("not a response rejection: {other:?}"),
     }
 }
@@ -400,6 +410,7 @@ impl Run {
             let id = core.register(caps).unwrap();
             core.set_storm_limit(id, cfg.storm).unwrap();
             core.set_age_limit(id, cfg.age).unwrap();
+            core.set_overflow_policy(id, cfg.overflow).unwrap();
             devs.push(MDev {
                 id: Some(id),
                 caps,
@@ -508,7 +519,7 @@ impl Run {
                 let res = core.attach(
                     id,
                     place_pasid(place),
-                    QueueHandler::new(cap),
+                    BoundedHandler::new(cap),
                     features(agreed),
                 );
                 match &m.devs[dev].handlers[place] {
@@ -543,7 +554,7 @@ impl Run {
                 };
                 let returned = if let Op::Replace { cap, agreed, .. } = *op {
                     let (new, old) = core
-                        .replace(h.id, QueueHandler::new(cap), features(agreed))
+                        .replace(h.id, BoundedHandler::new(cap), features(agreed))
                         .unwrap();
                     m.devs[dev].handlers[place] = Some(MHandler {
                         id: new,
@@ -556,13 +567,32 @@ impl Run {
                 } else {
                     core.detach(h.id).unwrap()
                 };
+                // Every group the handler still owed was withdrawn from it, in delivery order,
+                // before it came back: nothing it holds can be answered any more.
+                let owed: Vec<Cookie> = m
+                    .out
+                    .iter()
+                    .filter(|g| g.hid == h.id)
+                    .map(|g| g.cookie)
+                    .collect();
+                // What stays queued are groups the consumer answered without popping them.
+                let kept: VecDeque<Cookie> = h
+                    .queue
+                    .iter()
+                    .copied()
+                    .filter(|c| !owed.contains(c))
+                    .collect();
                 assert_eq!(
                     returned
                         .queue
                         .iter()
                         .map(|g| g.cookie)
                         .collect::<VecDeque<_>>(),
-                    h.queue
+                    kept
+                );
+                assert_eq!(
+                    returned.withdrawn[returned.withdrawn.len() - owed.len()..],
+                    owed[..]
                 );
                 while let Some(i) = m.out.iter().position(|g| g.hid == h.id) {
                     m.retire(i, ResponseCode::Invalid, Some(reason));
@@ -632,6 +662,7 @@ impl Run {
                 let id = core.register(m.devs[dev].caps).unwrap();
                 core.set_storm_limit(id, m.cfg.storm).unwrap();
                 core.set_age_limit(id, m.cfg.age).unwrap();
+                core.set_overflow_policy(id, m.cfg.overflow).unwrap();
                 let d = &mut m.devs[dev];
                 d.id = Some(id);
                 d.storm_start = None;
@@ -753,10 +784,11 @@ impl Run {
         };
         if excess || over {
             d.counters.discarded_partials += group.len() as u64;
+            let overflow = m.cfg.overflow.answer;
             return if excess {
                 answer(m, AutoReason::Storm, ResponseCode::Invalid)
             } else {
-                answer(m, AutoReason::OverAllocation, ResponseCode::Invalid)
+                answer(m, AutoReason::OverAllocation, overflow)
             };
         }
         d.counters.pasid_mismatches +=
@@ -775,7 +807,14 @@ impl Run {
                 Refusal::QueueFull
             };
             d.counters.refusals[refusal as usize] += 1;
-            return answer(m, AutoReason::Refused, ResponseCode::Failure);
+            // Never Response Failure for a transient condition.
+            return match refusal {
+                Refusal::QueueFull => {
+                    let overflow = m.cfg.overflow.answer;
+                    answer(m, AutoReason::NoRoom, overflow)
+                }
+                Refusal::ShuttingDown => answer(m, AutoReason::ConsumerGone, ResponseCode::Invalid),
+            };
         }
         self.pending_nreq = Some(group.len() as u32 + 1);
         Reported::Delivered {

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use iopf_abi::fault::{FaultReason, Unrecoverable, UnrecoverableFlags};
 use iopf_abi::{Fault, Features, PageRequestFlags, Perm, ResponseCode};
-use iopf_core::testing::{QueueHandler, RecordingSink};
+use iopf_core::testing::{BoundedHandler, RecordingSink};
 use iopf_core::*;
 
 const ALL: Features = Features::COOKIE_RESPONSE.union(Features::PRIV_DATA_ECHO);
@@ -18,7 +18,7 @@ fn core() -> Core {
 fn setup(caps: PriCaps) -> (Core, DeviceId, HandlerId) {
     let mut c = core();
     let d = c.register(caps).unwrap();
-    let h = c.attach(d, None, QueueHandler::new(1024), ALL).unwrap();
+    let h = c.attach(d, None, BoundedHandler::new(1024), ALL).unwrap();
     (c, d, h)
 }
 
@@ -66,8 +66,8 @@ fn register_rejects_zero_allocation_and_unknown_devices_send_nothing() {
 fn attach_twice_is_ebusy_and_pasid_handlers_take_their_pasid() {
     let mut c = core();
     let d = c.register(PriCaps::default()).unwrap();
-    let dev_h = c.attach(d, None, QueueHandler::new(8), ALL).unwrap();
-    let err = c.attach(d, None, QueueHandler::new(8), ALL).unwrap_err();
+    let dev_h = c.attach(d, None, BoundedHandler::new(8), ALL).unwrap();
+    let err = c.attach(d, None, BoundedHandler::new(8), ALL).unwrap_err();
     assert_eq!(
         err,
         CoreError::HandlerBusy {
@@ -76,8 +76,8 @@ fn attach_twice_is_ebusy_and_pasid_handlers_take_their_pasid() {
         }
     );
     assert_eq!(err.errno(), libc::EBUSY);
-    let p5 = c.attach(d, Some(5), QueueHandler::new(8), ALL).unwrap();
-    assert!(c.attach(d, Some(5), QueueHandler::new(8), ALL).is_err());
+    let p5 = c.attach(d, Some(5), BoundedHandler::new(8), ALL).unwrap();
+    assert!(c.attach(d, Some(5), BoundedHandler::new(8), ALL).is_err());
     assert_eq!(c.handler_at(d, Some(5)).unwrap(), Some(p5));
 
     let r = c.report(d, &pr(req(Some(5), 1, true, 0)), 0).unwrap();
@@ -176,19 +176,24 @@ fn no_handler_answers_invalid_at_once() {
 }
 
 #[test]
-fn refusal_answers_failure_or_invalid_where_failure_is_not_allowed() {
-    // err_abort: iopf_group_response(group, IOMMU_PAGE_RESP_FAILURE).
-    for (caps, code) in [
-        (PriCaps::default(), ResponseCode::Failure),
-        (vf(), ResponseCode::Invalid),
+fn a_refusal_never_answers_response_failure() {
+    // Linux's err_abort path sends FAILURE, which disables PRI on the function for what is a
+    // transient condition. iopf: a full queue gets the overflow policy (SUCCESS, so the device
+    // retries, or INVALID if set), a consumer that has gone INVALID, on a PF as on a VF.
+    for (caps, policy) in [
+        (PriCaps::default(), OverflowPolicy::RETRY),
+        (vf(), OverflowPolicy::RETRY),
+        (PriCaps::default(), OverflowPolicy::INVALID),
     ] {
         let mut c = core();
         let d = c.register(caps).unwrap();
-        let h = c.attach(d, None, QueueHandler::new(1), ALL).unwrap();
+        c.set_overflow_policy(d, policy).unwrap();
+        let h = c.attach(d, None, BoundedHandler::new(1), ALL).unwrap();
         delivered(c.report(d, &pr(req(None, 1, true, 0)), 0).unwrap());
         let r = c.report(d, &pr(req(None, 2, true, 0)), 0).unwrap();
         assert!(
-            matches!(r, Reported::Answered { reason: AutoReason::Refused, sent } if sent.code == code)
+            matches!(r, Reported::Answered { reason: AutoReason::NoRoom, sent } if sent.code == policy.answer),
+            "{r:?}"
         );
         c.handler_mut(h).unwrap().shutting_down = true;
         c.handler_mut(h).unwrap().capacity = 10;
@@ -196,12 +201,18 @@ fn refusal_answers_failure_or_invalid_where_failure_is_not_allowed() {
         assert!(matches!(
             r,
             Reported::Answered {
-                reason: AutoReason::Refused,
-                ..
+                reason: AutoReason::ConsumerGone,
+                sent: DeviceResponse {
+                    code: ResponseCode::Invalid,
+                    ..
+                },
             }
         ));
         let k = c.counters(d).unwrap();
-        assert_eq!(k.auto(AutoReason::Refused), 2);
+        assert_eq!(
+            (k.auto(AutoReason::NoRoom), k.auto(AutoReason::ConsumerGone)),
+            (1, 1)
+        );
         assert_eq!(
             (
                 k.refusals(Refusal::QueueFull),
@@ -209,13 +220,42 @@ fn refusal_answers_failure_or_invalid_where_failure_is_not_allowed() {
             ),
             (1, 1)
         );
-        assert_eq!(k.responses(code), 2);
-        assert_eq!(
-            k.failure_as_invalid,
-            if caps.failure_allowed { 0 } else { 2 }
-        );
+        assert_eq!(k.responses(ResponseCode::Failure), 0);
+        assert_eq!(k.failure_as_invalid, 0);
         check_identities(k, 1);
     }
+}
+
+#[test]
+fn policies_may_not_answer_response_failure() {
+    let (mut c, d, _) = setup(PriCaps::default());
+    let failure = ResponseCode::Failure;
+    assert!(matches!(
+        c.set_overflow_policy(d, OverflowPolicy { answer: failure }),
+        Err(CoreError::BadConfig(_))
+    ));
+    assert!(matches!(
+        c.set_storm_limit(
+            d,
+            Some(StormLimit {
+                max_requests: 1,
+                interval: 1,
+                code: failure
+            })
+        ),
+        Err(CoreError::BadConfig(_))
+    ));
+    assert!(matches!(
+        c.set_age_limit(
+            d,
+            Some(AgeLimit {
+                limit: 1,
+                answer: Some(failure)
+            })
+        ),
+        Err(CoreError::BadConfig(_))
+    ));
+    assert_eq!(c.overflow_policy(d).unwrap(), OverflowPolicy::RETRY);
 }
 
 #[test]
@@ -361,11 +401,11 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
     };
     let d = c.register(caps).unwrap();
     let d2 = c.register(caps).unwrap();
-    let h = c.attach(d, None, QueueHandler::new(64), ALL).unwrap();
-    let hp = c.attach(d, Some(9), QueueHandler::new(64), ALL).unwrap();
-    let h2 = c.attach(d2, None, QueueHandler::new(64), ALL).unwrap();
+    let h = c.attach(d, None, BoundedHandler::new(64), ALL).unwrap();
+    let hp = c.attach(d, Some(9), BoundedHandler::new(64), ALL).unwrap();
+    let h2 = c.attach(d2, None, BoundedHandler::new(64), ALL).unwrap();
     let old = c
-        .attach(d2, Some(1), QueueHandler::new(64), Features::empty())
+        .attach(d2, Some(1), BoundedHandler::new(64), Features::empty())
         .unwrap();
     let mine = delivered(c.report(d, &pr(req_priv(Some(3), 1, [5, 6])), 0).unwrap());
     let pasid9 = delivered(c.report(d, &pr(req(Some(9), 2, true, 0)), 0).unwrap());
@@ -381,7 +421,7 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
         h,
         by(Cookie::from_raw(0x1234), ResponseCode::Success),
         CoreError::UnknownGroup,
-        RejectReason::Unknown,
+        RejectReason::UnknownGroup,
     );
     assert_rejected(
         &mut c,
@@ -389,7 +429,7 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
         h,
         by(answered, ResponseCode::Success),
         CoreError::AlreadyAnswered(answered),
-        RejectReason::Duplicate,
+        RejectReason::AlreadyAnswered,
     );
     assert_rejected(
         &mut c,
@@ -408,7 +448,7 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
         h,
         by(pasid9, ResponseCode::Success),
         CoreError::WrongHandler(pasid9),
-        RejectReason::WrongHandler,
+        RejectReason::ForeignGroup,
     );
     let grp = |pasid, grpid| Response {
         group: GroupRef::Grpid { pasid, grpid },
@@ -424,7 +464,7 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
             grpid: 1,
             got: Some(4),
         },
-        RejectReason::WrongPasid,
+        RejectReason::PasidMismatch,
     );
     assert_rejected(
         &mut c,
@@ -435,7 +475,7 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
             grpid: 1,
             got: None,
         },
-        RejectReason::WrongPasid,
+        RejectReason::PasidMismatch,
     );
     assert_rejected(
         &mut c,
@@ -443,7 +483,7 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
         h,
         grp(Some(9), 2),
         CoreError::WrongHandler(pasid9),
-        RejectReason::WrongHandler,
+        RejectReason::ForeignGroup,
     );
     assert_rejected(
         &mut c,
@@ -451,7 +491,7 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
         h,
         grp(Some(3), 77),
         CoreError::UnknownGroup,
-        RejectReason::Unknown,
+        RejectReason::UnknownGroup,
     );
     assert_rejected(
         &mut c,
@@ -473,7 +513,7 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
             ..by(mine, ResponseCode::Success)
         },
         CoreError::PrivateDataMismatch(mine),
-        RejectReason::PrivateDataMismatch,
+        RejectReason::PrivDataMismatch,
     );
     assert_rejected(
         &mut c,
@@ -484,7 +524,7 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
             ..by(pasid9, ResponseCode::Success)
         },
         CoreError::PrivateDataMismatch(pasid9),
-        RejectReason::PrivateDataMismatch,
+        RejectReason::PrivDataMismatch,
     );
     // A consumer that agreed on nothing may not use cookies or echo private data.
     let g = delivered(c.report(d2, &pr(req(Some(1), 5, true, 0)), 0).unwrap());
@@ -494,7 +534,7 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
         old,
         by(g, ResponseCode::Success),
         CoreError::NotAgreed(Features::COOKIE_RESPONSE),
-        RejectReason::NotAgreed,
+        RejectReason::FormatNotAgreed,
     );
     assert_rejected(
         &mut c,
@@ -505,7 +545,7 @@ fn each_bad_response_gets_its_own_error_and_disturbs_nothing() {
             ..grp(Some(1), 5)
         },
         CoreError::NotAgreed(Features::PRIV_DATA_ECHO),
-        RejectReason::NotAgreed,
+        RejectReason::PrivDataNotAgreed,
     );
     // ... but the old (PASID, grpid) form works for it.
     assert_eq!(c.respond(old, &grp(Some(1), 5)).unwrap().cookie, g);
@@ -560,13 +600,15 @@ fn consumer_failure_is_sent_as_invalid_on_a_vf() {
 fn detach_answers_every_group_of_the_handler_delivered_or_not() {
     // iommufd_fault_domain_detach_dev() → iommufd_auto_response_faults().
     let (mut c, d, h) = setup(PriCaps::default());
-    let hp = c.attach(d, Some(2), QueueHandler::new(8), ALL).unwrap();
+    let hp = c.attach(d, Some(2), BoundedHandler::new(8), ALL).unwrap();
     let a = delivered(c.report(d, &pr(req(None, 1, true, 0)), 0).unwrap());
     let b = delivered(c.report(d, &pr(req(None, 2, true, 0)), 0).unwrap());
     let keep = delivered(c.report(d, &pr(req(Some(2), 3, true, 0)), 0).unwrap());
     c.handler_mut(h).unwrap().pop(); // a was read by the consumer, b was not
     let q = c.detach(h).unwrap();
-    assert_eq!(q.queue.len(), 1);
+    // Both were withdrawn from the handler before it came back (b unread, so it left the queue).
+    assert!(q.queue.is_empty());
+    assert_eq!(q.withdrawn, [a, b]);
     let sent: Vec<_> = c
         .sink()
         .sent
@@ -600,27 +642,31 @@ fn detach_answers_every_group_of_the_handler_delivered_or_not() {
 fn replace_answers_the_old_handlers_groups_and_routes_to_the_new() {
     let (mut c, d, h) = setup(PriCaps::default());
     delivered(c.report(d, &pr(req(None, 1, true, 0)), 0).unwrap());
-    let (h2, old) = c.replace(h, QueueHandler::new(8), ALL).unwrap();
-    assert_eq!(old.queue.len(), 1);
+    let (h2, old) = c.replace(h, BoundedHandler::new(8), ALL).unwrap();
+    assert!(
+        old.queue.is_empty(),
+        "the old handler's group was withdrawn from it"
+    );
+    assert_eq!(old.withdrawn.len(), 1);
     assert_eq!(c.sink().sent.len(), 1);
     assert_eq!(c.counters(d).unwrap().auto(AutoReason::Replaced), 1);
     assert_eq!(c.handler_at(d, None).unwrap(), Some(h2));
     assert!(c.handler(h).is_none());
     let r = c.report(d, &pr(req(None, 1, true, 0)), 0).unwrap();
     assert!(matches!(r, Reported::Delivered { handler, .. } if handler == h2));
-    assert!(c.replace(h, QueueHandler::new(1), ALL).is_err());
+    assert!(c.replace(h, BoundedHandler::new(1), ALL).is_err());
 }
 
 #[test]
 fn remove_device_stops_reception_answers_everything_then_forgets() {
     // iopf_queue_remove_device(): partials freed, every pending group INVALID, param dropped.
     let (mut c, d, h) = setup(PriCaps::default());
-    let hp = c.attach(d, Some(4), QueueHandler::new(8), ALL).unwrap();
+    let hp = c.attach(d, Some(4), BoundedHandler::new(8), ALL).unwrap();
     c.report(d, &pr(req(None, 9, false, 0)), 0).unwrap();
     let a = delivered(c.report(d, &pr(req(None, 1, true, 0)), 0).unwrap());
     delivered(c.report(d, &pr(req(Some(4), 2, true, 0)), 0).unwrap());
     let other = c.register(PriCaps::default()).unwrap();
-    let ho = c.attach(other, None, QueueHandler::new(8), ALL).unwrap();
+    let ho = c.attach(other, None, BoundedHandler::new(8), ALL).unwrap();
     let o = delivered(c.report(other, &pr(req(None, 1, true, 0)), 0).unwrap());
 
     let removed = c.remove_device(d).unwrap();
@@ -659,7 +705,7 @@ fn remove_device_stops_reception_answers_everything_then_forgets() {
 #[test]
 fn flush_pasid_answers_its_groups_before_reuse_and_tells_the_handler() {
     let (mut c, d, h) = setup(PriCaps::default());
-    let hp = c.attach(d, Some(5), QueueHandler::new(8), ALL).unwrap();
+    let hp = c.attach(d, Some(5), BoundedHandler::new(8), ALL).unwrap();
     let a = delivered(c.report(d, &pr(req(Some(5), 1, true, 0)), 0).unwrap());
     let keep = delivered(c.report(d, &pr(req(Some(6), 2, true, 0)), 0).unwrap());
     c.report(d, &pr(req(Some(5), 3, false, 0)), 0).unwrap();
@@ -847,7 +893,7 @@ fn dyn_handlers_share_one_core() {
     let mut c: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
     let d = c.register(PriCaps::default()).unwrap();
     c.attach(d, None, Box::new(Count(0)), ALL).unwrap();
-    c.attach(d, Some(1), Box::new(QueueHandler::new(1)), ALL)
+    c.attach(d, Some(1), Box::new(BoundedHandler::new(1)), ALL)
         .unwrap();
     delivered(c.report(d, &pr(req(None, 1, true, 0)), 0).unwrap());
     delivered(c.report(d, &pr(req(Some(1), 2, true, 0)), 0).unwrap());

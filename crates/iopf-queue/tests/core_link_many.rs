@@ -161,14 +161,15 @@ fn many_devices_on_one_queue_each_answer_reaches_its_own_handler() {
     ));
 }
 
-/// The core answered a group itself (its handler was detached behind the link's back); the
-/// consumer's late SUCCESS is judged by the queue but refused by the core, and the observer is
-/// told it did not reach the device, so nothing acts on it (the simulator maps pages only for
-/// answers that reach the device).
+/// The core answered a group itself (its handler was detached behind the link's back): the
+/// detach withdraws it from the queue too, so the consumer's late SUCCESS gets a rejection as its
+/// verdict (the group is not the queue's any more), the observer hears the withdrawal, and nothing
+/// second reaches the device.
 #[test]
-fn a_late_answer_the_core_refused_is_not_at_the_device() {
+fn a_detach_withdraws_the_devices_groups_from_the_queue() {
     let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
     let a = core.register(PriCaps::default()).unwrap();
+    let b = core.register(PriCaps::default()).unwrap();
     let (p, mut c) = channel(
         &Offer::current(),
         &cookie_request(8),
@@ -178,28 +179,48 @@ fn a_late_answer_the_core_refused_is_not_at_the_device() {
     let mut link = CoreLink::new(p);
     let seen = Arc::new(Mutex::new(Seen::default()));
     link.set_observer(Box::new(Watch(seen.clone())));
-    let h = link.attach_device(&mut core, a, None).unwrap();
+    let ha = link.attach_device(&mut core, a, None).unwrap();
+    link.attach_device(&mut core, b, None).unwrap();
     core.report(a, &Fault::PageRequest(req(4, None, true, 0x4000)), 0)
         .unwrap();
+    core.report(b, &Fault::PageRequest(req(4, None, true, 0x8000)), 0)
+        .unwrap();
     let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 4];
-    assert_eq!(c.read_faults(&mut out).unwrap(), 1);
-    // Detached: the core answers the group INVALID at once.
-    core.detach(h).unwrap();
+    assert_eq!(c.read_faults(&mut out).unwrap(), 2);
+    // Device a's handler is detached: the core answers a's group INVALID at once, and the queue
+    // forgets it; b's stays.
+    core.detach(ha).unwrap();
     let sent = core.sink_mut().take();
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].1.code, ResponseCode::Invalid);
-    c.respond(&[IommufdResponse {
-        cookie: out[0].cookie,
-        code: ResponseCode::Success,
-    }])
-    .unwrap();
+    assert_eq!((sent[0].0, sent[0].1.code), (a, ResponseCode::Invalid));
+    assert_eq!(link.with_producer(|p| p.pending_groups()), 1);
+    let answers = [
+        IommufdResponse {
+            cookie: out[0].cookie,
+            code: ResponseCode::Success,
+        },
+        IommufdResponse {
+            cookie: out[1].cookie,
+            code: ResponseCode::Success,
+        },
+    ];
+    // The consumer still holds both; the queue judges both.
+    assert_eq!(c.respond(&answers).unwrap(), 2);
     let pumped = link.pump(&mut core);
-    assert_eq!((pumped.answered, pumped.refused_by_core), (0, 1));
-    assert!(
-        core.sink_mut().take().is_empty(),
-        "a second answer reached the device"
+    assert_eq!(
+        (pumped.judged, pumped.answered, pumped.refused_by_core),
+        (2, 1, 0)
     );
+    let sent = core.sink_mut().take();
+    assert_eq!(sent.len(), 1, "only b's group is answered now");
+    assert_eq!(sent[0].0, b);
+    let mut v = Vec::new();
+    c.take_verdicts(&mut v);
+    assert_eq!(v.len(), 2);
+    assert!(v[0].outcome.is_err(), "a's late answer is rejected: {v:?}");
+    assert!(v[1].outcome.is_ok());
     let s = seen.lock().unwrap();
+    assert_eq!(s.withdrawn.len(), 1);
     assert_eq!(s.answered.len(), 1);
-    assert_eq!(s.not_at_device, vec![s.answered[0].0]);
+    assert!(s.not_at_device.is_empty());
 }

@@ -2,10 +2,10 @@
 #![allow(dead_code)]
 
 use iopf_abi::{Fault, PageRequest, PageRequestFlags, Perm};
-use iopf_core::testing::{QueueHandler, RecordingSink};
+use iopf_core::testing::{BoundedHandler, RecordingSink};
 use iopf_core::{AutoReason, DeviceCounters, FaultCore};
 
-pub type Core = FaultCore<RecordingSink, QueueHandler>;
+pub type Core = FaultCore<RecordingSink, BoundedHandler>;
 
 /// A page request of group `grpid`, optionally with a PASID, LAST_PAGE when `last`.
 pub fn req(pasid: Option<u32>, grpid: u32, last: bool, addr: u64) -> PageRequest {
