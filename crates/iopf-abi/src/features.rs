@@ -21,6 +21,11 @@ bitflags::bitflags! {
         /// Records the producer could not deliver are announced by a loss record in the ring (as
         /// iommufd's vEVENTQ `IOMMU_VEVENTQ_FLAG_LOST_EVENTS`), not only by the header counter.
         const LOSS_RECORDS = 1 << 3;
+        /// Cookie responses may carry Response Failure (2), which the iommufd fault fd refuses
+        /// (it takes SUCCESS and INVALID only): for a consumer that answers on behalf of a guest
+        /// or a policy, on a queue whose producer sends FAILURE only to functions that may
+        /// receive it (INVALID to the others). Needs `COOKIE_RESPONSE`.
+        const COOKIE_FAILURE = 1 << 4;
     }
 }
 

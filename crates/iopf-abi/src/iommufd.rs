@@ -72,7 +72,11 @@ pub const IOMMUFD_PAGE_RESP_SUCCESS: u32 = 0;
 pub const IOMMUFD_PAGE_RESP_INVALID: u32 = 1;
 
 bitflags::bitflags! {
-    /// `iommu_hwpt_pgfault.flags` (`enum iommu_hwpt_pgfault_flags`).
+    /// `iommu_hwpt_pgfault.flags` (`enum iommu_hwpt_pgfault_flags`). A record read from a kernel
+    /// may carry bits the uAPI does not name: Linux copies its internal `prm.flags` through
+    /// (`iommufd_compose_fault_message()`), so VT-d's and AMD's requests arrive with
+    /// [`KERNEL_RESPONSE_NEEDS_PASID`] set. Decoding keeps such bits
+    /// ([`PgfaultFlags::unnamed`]).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct PgfaultFlags: u32 {
         /// `IOMMU_PGFAULT_FLAGS_PASID_VALID`.
@@ -82,11 +86,26 @@ bitflags::bitflags! {
     }
 }
 
-/// A decoded `struct iommu_hwpt_pgfault`.
+/// The kernel-internal `IOMMU_FAULT_PAGE_RESPONSE_NEEDS_PASID` (`include/linux/iommu.h`, bit 2
+/// since Linux removed page-request private data in 2024): not part of the uAPI, but Linux ≥ 6.11
+/// copies it into `iommu_hwpt_pgfault.flags`, and VT-d (`intel_prq_report()`) and AMD
+/// (`ppr.c`) set it on every request they report.
+pub const KERNEL_RESPONSE_NEEDS_PASID: u32 = 1 << 2;
+
+impl PgfaultFlags {
+    /// The bits the uAPI does not name (0 for a record iopf writes).
+    pub fn unnamed(&self) -> u32 {
+        self.bits() & !PgfaultFlags::all().bits()
+    }
+}
+
+/// A decoded `struct iommu_hwpt_pgfault`, as liberal as a reader of kernel records must be: every
+/// field as the kernel wrote it, bits the uAPI does not name included (see
+/// [`PgFault::unnamed`]), so that no record, and no group, is ever refused for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PgFault {
-    /// `PASID_VALID`, `LAST_PAGE`.
+    /// `PASID_VALID`, `LAST_PAGE`, and any bit the kernel added.
     pub flags: PgfaultFlags,
     /// The device's iommufd object id.
     pub dev_id: u32,
@@ -102,6 +121,28 @@ pub struct PgFault {
     pub length: u32,
     /// The group's cookie.
     pub cookie: u32,
+    /// `__reserved`: 0 in every record Linux 6.12 writes; kept as read.
+    pub reserved: u32,
+}
+
+/// What a record carries outside the uAPI: flag and permission bits it does not name, and a
+/// non-zero `__reserved`. Kept visible, never a reason to refuse the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Unnamed {
+    /// `flags` bits the uAPI does not name.
+    pub flags: u32,
+    /// `perm` bits the uAPI does not name.
+    pub perm: u32,
+    /// `__reserved`.
+    pub reserved: u32,
+}
+
+impl Unnamed {
+    /// Whether the record has nothing outside the uAPI.
+    pub fn is_empty(&self) -> bool {
+        *self == Unnamed::default()
+    }
 }
 
 /// A decoded `struct iommu_hwpt_page_response`.
@@ -127,33 +168,54 @@ impl HwptPgfault {
         })
     }
 
-    /// Decodes the record: unknown flags or permissions and a non-zero `__reserved` are errors.
-    pub fn decode(&self) -> Result<PgFault, AbiError> {
+    /// Decodes the record as it is: bits the uAPI does not name are kept (liberal in what a
+    /// kernel emits; see [`PgFault::unnamed`]). Never fails: every 40 bytes are a record.
+    pub fn decode(&self) -> PgFault {
+        PgFault {
+            flags: PgfaultFlags::from_bits_retain(self.flags),
+            dev_id: self.dev_id,
+            pasid: self.pasid,
+            grpid: self.grpid,
+            perm: Perm::from_bits_retain(self.perm),
+            addr: self.addr,
+            length: self.length,
+            cookie: self.cookie,
+            reserved: self.reserved,
+        }
+    }
+
+    /// Checks the record strictly against the uAPI, for a peer that must not set anything else
+    /// (iopf's own ring, a tool's own records): unknown flags or permissions and a non-zero
+    /// `__reserved` are errors.
+    pub fn check(&self) -> Result<(), AbiError> {
         if self.reserved != 0 {
             return Err(AbiError::NonZeroReserved {
                 field: "iommu_hwpt_pgfault.__reserved",
             });
         }
-        Ok(PgFault {
-            flags: PgfaultFlags::from_bits(self.flags).ok_or(AbiError::UnknownFlags {
-                field: "iommu_hwpt_pgfault.flags",
-                bits: self.flags & !PgfaultFlags::all().bits(),
-            })?,
-            dev_id: self.dev_id,
-            pasid: self.pasid,
-            grpid: self.grpid,
-            perm: Perm::decode(self.perm, "iommu_hwpt_pgfault.perm")?,
-            addr: self.addr,
-            length: self.length,
-            cookie: self.cookie,
-        })
+        PgfaultFlags::from_bits(self.flags).ok_or(AbiError::UnknownFlags {
+            field: "iommu_hwpt_pgfault.flags",
+            bits: self.flags & !PgfaultFlags::all().bits(),
+        })?;
+        Perm::decode(self.perm, "iommu_hwpt_pgfault.perm")?;
+        Ok(())
     }
 }
 
 impl PgFault {
-    /// Reads and decodes one record from exactly 40 bytes.
+    /// Reads and decodes one record from exactly 40 bytes, keeping what the uAPI does not name.
+    /// Errors: only a wrong size.
     pub fn from_bytes(bytes: &[u8]) -> Result<PgFault, AbiError> {
-        HwptPgfault::read(bytes)?.decode()
+        Ok(HwptPgfault::read(bytes)?.decode())
+    }
+
+    /// What the record carries outside the uAPI (all zero for one iopf or Linux ≤ 6.10 wrote).
+    pub fn unnamed(&self) -> Unnamed {
+        Unnamed {
+            flags: self.flags.unnamed(),
+            perm: self.perm.bits() & !Perm::all().bits(),
+            reserved: self.reserved,
+        }
     }
 
     /// The raw record.
@@ -164,7 +226,7 @@ impl PgFault {
             pasid: self.pasid,
             grpid: self.grpid,
             perm: self.perm.bits(),
-            reserved: 0,
+            reserved: self.reserved,
             addr: self.addr,
             length: self.length,
             cookie: self.cookie,

@@ -47,7 +47,10 @@ pub use fault::{
     UnrecoverableFlags,
 };
 pub use features::{Features, RecordFormats, ResponseFormats};
-pub use iommufd::{HwptPageResponse, HwptPgfault, IommufdResponse, PgFault, PgfaultFlags};
+pub use iommufd::{
+    HwptPageResponse, HwptPgfault, IommufdResponse, PgFault, PgfaultFlags, Unnamed,
+    KERNEL_RESPONSE_NEEDS_PASID,
+};
 pub use perm::Perm;
 pub use response::{
     IommuPageResponse, IommuPageResponseV1, PageResponse, ResponseFlags, VfioIommuPageResponse,

@@ -68,6 +68,7 @@ fn reads_hex_from_stdin_and_binary_files() {
         addr: 0x1000,
         length: 0,
         cookie: 9,
+        reserved: 0,
     }
     .encode();
     iopf()
@@ -168,6 +169,68 @@ fn unknown_type_reserved_bytes_and_flags_are_named() {
         .stderr(contains(
             "iommu_fault_page_request.flags has unknown bits 0x30",
         ));
+}
+
+/// Liberal in what kernels emit: a record as Linux ≥ 6.11 writes it for a VT-d or AMD request,
+/// with the kernel's internal RESPONSE_NEEDS_PASID (bit 2) in `flags`, decodes, and the bit is
+/// shown (in words and in JSON), not refused.
+#[test]
+fn a_kernel_records_unnamed_flag_bits_are_shown_not_refused() {
+    let mut rec = PgFault {
+        flags: iopf_abi::iommufd::PgfaultFlags::PASID_VALID
+            | iopf_abi::iommufd::PgfaultFlags::LAST_PAGE,
+        dev_id: 1,
+        pasid: 5,
+        grpid: 3,
+        perm: Perm::READ,
+        addr: 0x1000,
+        length: 0,
+        cookie: 9,
+        reserved: 0,
+    }
+    .encode();
+    rec.flags |= iopf_abi::KERNEL_RESPONSE_NEEDS_PASID;
+    iopf()
+        .args(["decode", "--format", "pgfault", &hex_of(rec.as_bytes())])
+        .assert()
+        .success()
+        .stdout(contains("cookie 9"))
+        .stdout(contains(
+            "outside the uAPI, kept: flag bits 0x4 (bit 2: the kernel's IOMMU_FAULT_PAGE_RESPONSE_NEEDS_PASID)",
+        ));
+    let out = iopf()
+        .args([
+            "decode",
+            "--json",
+            "--format",
+            "pgfault",
+            &hex_of(rec.as_bytes()),
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v[0]["unnamed"]["flags"], 4);
+    assert_eq!(v[0]["cookie"], 9);
+    // A record with nothing outside the uAPI has no "unnamed" at all.
+    rec.flags &= !iopf_abi::KERNEL_RESPONSE_NEEDS_PASID;
+    let out = iopf()
+        .args([
+            "decode",
+            "--json",
+            "--format",
+            "pgfault",
+            &hex_of(rec.as_bytes()),
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(v[0].get("unnamed").is_none());
 }
 
 #[test]

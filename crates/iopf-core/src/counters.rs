@@ -2,7 +2,7 @@
 //!
 //! Identities that hold after every call (the property test checks them):
 //! * `groups == delivered + auto_total(at report: NoHandler, ConsumerGone, OverAllocation, Storm,
-//!   CoreFull, NoRoom)`
+//!   CoreFull, NoRoom, TooLarge)`
 //! * `delivered == consumer_responses + auto_total(after delivery: Detached, Replaced, Removed,
 //!   Flushed, Aged) + outstanding`
 //! * `responses_total() == groups - outstanding`: one response per group, never more.
@@ -35,22 +35,24 @@ pub enum AutoReason {
     /// overflow policy's code. A queue whose backlog is bounded by its devices' allocations
     /// never refuses for this.
     NoRoom = 5,
+    /// The group could never fit its handler's queue ([`crate::Refusal::TooLarge`]): INVALID.
+    TooLarge = 6,
     /// The handler was detached (INVALID; `iommufd_fault_domain_detach_dev()` →
     /// `iommufd_auto_response_faults()`).
-    Detached = 6,
+    Detached = 7,
     /// The handler was replaced (INVALID; `iommufd_fault_domain_replace_dev()`).
-    Replaced = 7,
+    Replaced = 8,
     /// The device was removed (INVALID; `iopf_queue_remove_device()`).
-    Removed = 8,
+    Removed = 9,
     /// The group's PASID was flushed before reuse (INVALID).
-    Flushed = 9,
+    Flushed = 10,
     /// The group outlived the device's opt-in age limit (the policy's code).
-    Aged = 10,
+    Aged = 11,
 }
 
 impl AutoReason {
     /// Number of reasons.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     /// All reasons, in counter order.
     pub const ALL: [AutoReason; Self::COUNT] = [
         AutoReason::NoHandler,
@@ -59,6 +61,7 @@ impl AutoReason {
         AutoReason::Storm,
         AutoReason::CoreFull,
         AutoReason::NoRoom,
+        AutoReason::TooLarge,
         AutoReason::Detached,
         AutoReason::Replaced,
         AutoReason::Removed,
@@ -68,7 +71,7 @@ impl AutoReason {
     /// Whether this reason answers a group at report time (it was never delivered), rather than a
     /// delivered, outstanding group.
     pub fn at_report(self) -> bool {
-        (self as usize) <= AutoReason::NoRoom as usize
+        (self as usize) <= AutoReason::TooLarge as usize
     }
 }
 
@@ -97,9 +100,10 @@ pub struct DeviceCounters {
     pub auto: [u64; AutoReason::COUNT],
     /// Rejected responses, by [`RejectReason`].
     pub rejected: [u64; RejectReason::COUNT],
-    /// Groups refused by their handler, by [`crate::Refusal`] (queue full, shutting down); each
-    /// also counts under [`AutoReason::NoRoom`] or [`AutoReason::ConsumerGone`].
-    pub refusals: [u64; 2],
+    /// Groups refused by their handler, by [`crate::Refusal`] (queue full, shutting down, too
+    /// large); each also counts under [`AutoReason::NoRoom`], [`AutoReason::ConsumerGone`] or
+    /// [`AutoReason::TooLarge`].
+    pub refusals: [u64; 3],
     /// FAILURE codes sent as INVALID because the function may not receive Response Failure.
     pub failure_as_invalid: u64,
     /// Partial requests discarded: overflow, device removal, PASID flush, or a group answered at

@@ -15,7 +15,8 @@ use crate::{AutoReason, Cookie, DeviceId, DeviceResponse, HandlerId, Nanos};
 /// the group, as `iommu_report_device_fault()` does when `iopf_handler()` fails, but never with
 /// Response Failure (which disables PRI on the function): a full queue is answered by the
 /// device's [`crate::OverflowPolicy`] ([`AutoReason::NoRoom`], by default SUCCESS so the device
-/// retries), a consumer that has gone INVALID ([`AutoReason::ConsumerGone`], as a detach).
+/// retries), a consumer that has gone INVALID ([`AutoReason::ConsumerGone`], as a detach), a
+/// group that could never fit INVALID ([`AutoReason::TooLarge`]).
 ///
 /// A handler should hold a group back rather than refuse it for lack of room: iopf's fault queue
 /// keeps such groups in a backlog bounded by its devices' allocations and refuses only past it.
@@ -26,6 +27,10 @@ pub enum Refusal {
     QueueFull = 0,
     /// The handler is going away and takes no more groups.
     ShuttingDown = 1,
+    /// The group has more page requests than the handler's queue can ever hold: INVALID
+    /// ([`AutoReason::TooLarge`]), since a retry would only send the same group again. A queue
+    /// set up for its devices (ring at least their largest group) never refuses for this.
+    TooLarge = 2,
 }
 
 /// A group the core answered at report time without delivering it, although a handler was

@@ -325,6 +325,7 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             let (reason, code) = match refusal {
                 Refusal::QueueFull => (AutoReason::NoRoom, dev.overflow.answer),
                 Refusal::ShuttingDown => (AutoReason::ConsumerGone, ResponseCode::Invalid),
+                Refusal::TooLarge => (AutoReason::TooLarge, ResponseCode::Invalid),
             };
             // The handler refused it, so it knows: no `missed` call.
             return self.answer_at_once(device, NIL, &facts, nreq, reason, code);

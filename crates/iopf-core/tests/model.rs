@@ -814,6 +814,7 @@ impl Run {
                     answer(m, AutoReason::NoRoom, overflow)
                 }
                 Refusal::ShuttingDown => answer(m, AutoReason::ConsumerGone, ResponseCode::Invalid),
+                Refusal::TooLarge => answer(m, AutoReason::TooLarge, ResponseCode::Invalid),
             };
         }
         self.pending_nreq = Some(group.len() as u32 + 1);

@@ -123,7 +123,7 @@ fn partials_wait_for_last_page_and_complete_their_group_in_order() {
         [0x1000, 0x2000, 0x3000]
     );
     assert!(g.requests.last().unwrap().is_last());
-    assert_eq!(c.counters(d).unwrap().refusals, [0, 0]);
+    assert_eq!(c.counters(d).unwrap().refusals, [0, 0, 0]);
     assert_eq!((g.first_at, g.completed_at), (10, 13));
     assert_eq!(
         c.held_partials(d).unwrap(),

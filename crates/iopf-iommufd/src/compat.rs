@@ -1,14 +1,14 @@
 //! iopf's own iommufd-compatible fault queue: the records, `read()` / `write()` rules and errno of
-//! Linux 6.12's fault fd (`drivers/iommu/iommufd/fault.c`), on top of iopf's fault core
-//! (`iopf-core`: grouping, cookies, response validation, exactly-once answers, teardown), with no
-//! `/dev/iommu` needed.
+//! Linux's fault fd (`drivers/iommu/iommufd/fault.c` in 6.12, `eventq.c` since), on top of iopf's
+//! fault core (`iopf-core`: grouping, cookies, response validation, exactly-once answers,
+//! teardown), with no `/dev/iommu` needed.
 //!
 //! ```text
-//!  CompatProducer::report ──▶ FaultCore::report ──▶ partial list ──LAST_PAGE──▶ QueueHandler::deliver
-//!                                                                              (deliver list)
+//!  CompatProducer::report ──▶ FaultCore::report ──▶ partial list ──LAST_PAGE──▶ DeliverList::deliver
+//!                                                                              (fault->deliver)
 //!                                                                                  │ read_bytes
-//!  answers (ResponseSink) ◀── FaultCore::respond ◀── cookie handed out? ◀──────────┘ write_bytes
-//!          ▲ INVALID on detach / consumer drop (FaultCore::detach)
+//!  answers (ResponseSink) ◀── FaultCore::respond ◀── handed out? (GroupTable) ◀────┘ write_bytes
+//!          ▲ INVALID on detach / consumer drop (FaultCore::detach)                 (fault->response)
 //! ```
 //!
 //! The two halves share one lock: [`CompatProducer`] (the device's side: reports requests,
@@ -18,27 +18,87 @@
 //! Cookies are the fault core's ([`iopf_core::Cookie`]: unique among outstanding groups, never
 //! 0); Linux allocates its own (`xa_alloc()`, lowest free from 1), so the values differ between
 //! the two queues while their uniqueness and every rule agree. As in Linux, a cookie counts only
-//! once its group has been read: answering a group not yet read is EINVAL.
+//! once its group has been read: the groups handed out are kept in the fault core's
+//! [`GroupTable`] under their cookies (the kernel's `fault->response` xarray), and answering a
+//! group not yet read is EINVAL.
+//!
+//! The records carry the kernel's internal flags as Linux copies them
+//! (`iommufd_compose_fault_message()`): `PASID_VALID`, `LAST_PAGE`, and, for a device that needs
+//! the PASID in its responses, the kernel-internal `RESPONSE_NEEDS_PASID` (bit 2), which the uAPI
+//! does not name ([`iopf_abi::KERNEL_RESPONSE_NEEDS_PASID`]). Where the kernel's rules changed
+//! after 6.12 the queue follows the [`KernelModel`] it was made with:
+//!
+//! | rule | [`KernelModel::Linux6_12`] | [`KernelModel::Newest`] |
+//! |---|---|---|
+//! | `read()` when the first waiting group does not fit | EINVAL | 0 (as when nothing waits) |
+//! | a fault-capable HWPT on an SR-IOV VF | refused (EINVAL) | refused only if the VF supports PRI |
+//!
+//! Both restore a group whose `copy_to_user()` fails to the head of the deliver list and answer
+//! INVALID, on destroy, the groups read and unanswered (Debian's 6.12.117 has both fixes); a read
+//! into a Rust slice cannot fault, so the first never arises here.
 //!
 //! One deliberate difference from Linux: dropping the consumer answers every group it still held
 //! INVALID (Linux answers nothing on close), and later reports are answered INVALID at once.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use iopf_abi::{
     Fault, FaultConsumer, Features, HwptPageResponse, HwptPgfault, IommufdResponse, PageRequest,
-    PgFault, ResponseCode,
+    PageRequestFlags, PgFault, ResponseCode, KERNEL_RESPONSE_NEEDS_PASID,
 };
 use iopf_core::{
-    Cookie, DeviceId, DeviceResponse, FaultCore, Group, GroupHandler, HandlerId, PriCaps, Refusal,
-    Response, ResponseSink,
+    Cookie, DeviceId, DeviceResponse, FaultCore, Group, GroupFacts, GroupHandler, GroupTable,
+    HandlerId, Naming, PriCaps, Refusal, Response, ResponseSink,
 };
 use zerocopy::IntoBytes;
 
 use crate::wire::{self, FaultFd, Readiness, RECORD_SIZE, RESPONSE_SIZE};
 use crate::{Error, Result};
+
+/// Which kernel's fault-fd rules a [`CompatFaultQueue`] follows where they changed after 6.12.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KernelModel {
+    /// Linux 6.12 (`drivers/iommu/iommufd/fault.c`): the kernel tier's differential holds the
+    /// queue to it.
+    #[default]
+    Linux6_12,
+    /// The newest Linux read for iopf (`drivers/iommu/iommufd/eventq.c`, torvalds/linux
+    /// 0507f337): `read()` returns 0 when the first group does not fit, and only a VF that
+    /// supports PRI is refused a fault-capable HWPT.
+    Newest,
+}
+
+/// How a compatible queue is made: the device's iommufd id, the kernel model, and what the
+/// device is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CompatConfig {
+    /// The device's iommufd object id, copied into every record.
+    pub dev_id: u32,
+    /// Whose rules.
+    pub kernel: KernelModel,
+    /// "PRG Response PASID Required": records of requests with a PASID carry the kernel's
+    /// internal `RESPONSE_NEEDS_PASID` flag, as VT-d's and AMD's do.
+    pub pasid_required: bool,
+    /// The device is an SR-IOV virtual function.
+    pub virtual_function: bool,
+    /// The device supports PRI (matters for a VF under [`KernelModel::Newest`]).
+    pub pri: bool,
+}
+
+impl CompatConfig {
+    /// A PRI-capable physical function with iommufd id `dev_id`, Linux 6.12's rules.
+    pub fn new(dev_id: u32) -> CompatConfig {
+        CompatConfig {
+            dev_id,
+            kernel: KernelModel::Linux6_12,
+            pasid_required: false,
+            virtual_function: false,
+            pri: true,
+        }
+    }
+}
 
 /// The answers that reached the device, oldest first (the core's [`ResponseSink`]).
 #[derive(Debug, Default)]
@@ -53,38 +113,47 @@ impl ResponseSink for AnswerLog {
 /// The fault core's handler for the queue: completed groups wait here until read
 /// (`iommufd_fault_iopf_handler()` → `fault->deliver`).
 #[derive(Debug, Default)]
-struct QueueHandler {
+struct DeliverList {
     deliver: VecDeque<(Cookie, Vec<PageRequest>)>,
 }
 
-impl GroupHandler for QueueHandler {
+impl GroupHandler for DeliverList {
     fn deliver(&mut self, group: &Group<'_>) -> std::result::Result<(), Refusal> {
         self.deliver
             .push_back((group.cookie, group.requests.to_vec()));
         Ok(())
     }
 
-    fn withdraw(&mut self, cookie: Cookie) {
-        self.deliver.retain(|(c, _)| *c != cookie);
-    }
+    // `withdraw` keeps its default: a group the core answered itself stays on the list until a
+    // read passes it over (it is no longer outstanding in the core), so withdrawing is O(1).
 }
 
 #[derive(Debug)]
 struct State {
-    core: FaultCore<AnswerLog, QueueHandler>,
+    core: FaultCore<AnswerLog, DeliverList>,
     device: DeviceId,
+    config: CompatConfig,
     /// The queue's handler while a fault-capable HWPT is attached.
     handler: Option<HandlerId>,
-    /// Cookies handed out by a read and not yet answered (`fault->response`).
-    handed_out: BTreeSet<u32>,
+    /// Groups handed out by a read and not yet answered (`fault->response`), under their cookies.
+    handed_out: GroupTable<()>,
     consumer_gone: bool,
     epoch: Instant,
 }
 
 impl State {
+    /// The deliver list, with groups the core has answered meanwhile (withdrawn) dropped from
+    /// its head, so that what is first is really waiting.
     fn deliver_list(&mut self) -> Option<&mut VecDeque<(Cookie, Vec<PageRequest>)>> {
         let h = self.handler?;
-        self.core.handler_mut(h).map(|q| &mut q.deliver)
+        let core = &mut self.core;
+        while let Some(&(cookie, _)) = core.handler(h)?.deliver.front() {
+            if core.group(cookie).is_some() {
+                break;
+            }
+            core.handler_mut(h)?.deliver.pop_front();
+        }
+        core.handler_mut(h).map(|q| &mut q.deliver)
     }
 
     fn detach(&mut self) {
@@ -93,7 +162,32 @@ impl State {
             // (`iommufd_auto_response_faults()`). The handler was attached, so this succeeds.
             let _ = self.core.detach(h);
         }
-        self.handed_out.clear();
+        self.handed_out = GroupTable::new(Naming::Upstream, false);
+    }
+
+    /// Attaches a fresh deliver list, as a fault-capable HWPT attach does
+    /// (`iommufd_fault_domain_attach_dev()`), refusing a VF as the kernel model does.
+    fn attach(&mut self) -> Result<()> {
+        let c = self.config;
+        let refused = c.virtual_function
+            && match c.kernel {
+                KernelModel::Linux6_12 => true,
+                KernelModel::Newest => c.pri,
+            };
+        if refused {
+            return Err(Error::FaultCapableVf);
+        }
+        let h = self
+            .core
+            .attach(
+                self.device,
+                None,
+                DeliverList::default(),
+                Features::COOKIE_RESPONSE,
+            )
+            .map_err(core_setup)?;
+        self.handler = Some(h);
+        Ok(())
     }
 }
 
@@ -130,38 +224,42 @@ pub struct CompatFaultQueue {
 }
 
 /// A new queue for one device whose iommufd id (copied into every record) is `dev_id`, attached
-/// (a fault-capable HWPT in place), with no faults.
+/// (a fault-capable HWPT in place), with no faults, following Linux 6.12's rules: see
+/// [`compat_fault_queue_with`].
+///
+/// Errors: only if the fault core refuses the configuration, which it does not for this one.
+pub fn compat_fault_queue(dev_id: u32) -> Result<(CompatProducer, CompatFaultQueue)> {
+    compat_fault_queue_with(CompatConfig::new(dev_id))
+}
+
+/// A new queue as `config` says, attached (a fault-capable HWPT in place), with no faults.
 ///
 /// The device has no limit on outstanding requests (Linux's fault queue has none) and may not
 /// receive Response Failure (the iommufd path never sends it).
 ///
-/// Errors: only if the fault core refuses the configuration, which it does not for this one.
-pub fn compat_fault_queue(dev_id: u32) -> Result<(CompatProducer, CompatFaultQueue)> {
+/// Errors: [`Error::FaultCapableVf`] (EINVAL) for a VF the kernel model refuses a fault-capable
+/// HWPT; otherwise only if the fault core refuses the configuration, which it does not.
+pub fn compat_fault_queue_with(config: CompatConfig) -> Result<(CompatProducer, CompatFaultQueue)> {
     let mut core = FaultCore::new(AnswerLog::default());
     let device = core
         .register(PriCaps {
             outstanding_allocation: u32::MAX,
-            pasid_required: false,
+            pasid_required: config.pasid_required,
             failure_allowed: false,
         })
         .map_err(core_setup)?;
-    let handler = core
-        .attach(
-            device,
-            None,
-            QueueHandler::default(),
-            Features::COOKIE_RESPONSE,
-        )
-        .map_err(core_setup)?;
+    let mut state = State {
+        core,
+        device,
+        config,
+        handler: None,
+        handed_out: GroupTable::new(Naming::Upstream, false),
+        consumer_gone: false,
+        epoch: Instant::now(),
+    };
+    state.attach()?;
     let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            core,
-            device,
-            handler: Some(handler),
-            handed_out: BTreeSet::new(),
-            consumer_gone: false,
-            epoch: Instant::now(),
-        }),
+        state: Mutex::new(state),
         readable: Condvar::new(),
     });
     Ok((
@@ -170,7 +268,7 @@ pub fn compat_fault_queue(dev_id: u32) -> Result<(CompatProducer, CompatFaultQue
         },
         CompatFaultQueue {
             shared,
-            dev_id,
+            dev_id: config.dev_id,
             scratch: Vec::new(),
         },
     ))
@@ -208,18 +306,7 @@ impl CompatProducer {
         if st.handler.is_some() || st.consumer_gone {
             return Ok(());
         }
-        let device = st.device;
-        let h = st
-            .core
-            .attach(
-                device,
-                None,
-                QueueHandler::default(),
-                Features::COOKIE_RESPONSE,
-            )
-            .map_err(core_setup)?;
-        st.handler = Some(h);
-        Ok(())
+        st.attach()
     }
 
     /// Takes the responses the device received so far, oldest first.
@@ -233,11 +320,28 @@ impl CompatProducer {
     }
 }
 
+/// The kernel-internal `prm.flags` of a request (`include/linux/iommu.h` since private data was
+/// removed in 2024): `PASID_VALID` bit 0, `LAST_PAGE` bit 1, `RESPONSE_NEEDS_PASID` bit 2.
+fn kernel_flags(req: &PageRequest) -> u32 {
+    let mut f = 0;
+    if req.flags.contains(PageRequestFlags::PASID_VALID) {
+        f |= 1 << 0;
+    }
+    if req.flags.contains(PageRequestFlags::LAST_PAGE) {
+        f |= 1 << 1;
+    }
+    if req.flags.contains(PageRequestFlags::RESPONSE_NEEDS_PASID) {
+        f |= KERNEL_RESPONSE_NEEDS_PASID;
+    }
+    f
+}
+
 impl CompatFaultQueue {
     fn record(&self, req: &PageRequest, cookie: u32) -> HwptPgfault {
-        // `iommufd_compose_fault_message()`: flags copied as reported, length always 0 in 6.12.
+        // `iommufd_compose_fault_message()`: the internal flags copied as reported, length
+        // always 0.
         HwptPgfault {
-            flags: req.flags.bits(),
+            flags: kernel_flags(req),
             dev_id: self.dev_id,
             pasid: req.pasid,
             grpid: req.grpid,
@@ -258,6 +362,7 @@ impl FaultFd for CompatFaultQueue {
         }
         let shared = self.shared.clone();
         let mut st = shared.lock();
+        let kernel = st.config.kernel;
         let mut done = 0;
         let mut taken = Vec::new();
         if let Some(deliver) = st.deliver_list() {
@@ -265,7 +370,7 @@ impl FaultFd for CompatFaultQueue {
                 let need = requests.len() * RECORD_SIZE;
                 if done >= buf.len() || need > buf.len() - done {
                     deliver.push_front((cookie, requests));
-                    if done == 0 {
+                    if done == 0 && kernel == KernelModel::Linux6_12 {
                         return Err(Error::GroupTooLarge {
                             capacity: buf.len() / RECORD_SIZE,
                         });
@@ -279,10 +384,15 @@ impl FaultFd for CompatFaultQueue {
                     out.copy_from_slice(self.record(req, cookie.raw()).as_bytes());
                 }
                 done += need;
-                taken.push(cookie.raw());
+                if let Some(last) = requests.last() {
+                    taken.push((cookie, GroupFacts::of_last(0, 0, last)));
+                }
             }
         }
-        st.handed_out.extend(taken);
+        for (cookie, facts) in taken {
+            // The core never hands out a live cookie twice.
+            let _ = st.handed_out.insert_named(cookie, facts, ());
+        }
         Ok(done)
     }
 
@@ -315,16 +425,21 @@ impl FaultFd for CompatFaultQueue {
                 rc = Some(unknown);
                 break;
             };
-            if !st.handed_out.contains(&r.cookie) {
+            // `xa_erase(&fault->response, cookie)`: only a group handed out by a read.
+            let cookie = Cookie::from_raw(r.cookie);
+            if st.handed_out.get(cookie).is_none() {
                 rc = Some(unknown);
                 break;
             }
-            let response = Response::by_cookie(Cookie::from_raw(r.cookie), code);
-            if st.core.respond(h, &response).is_err() {
+            if st
+                .core
+                .respond(h, &Response::by_cookie(cookie, code))
+                .is_err()
+            {
                 rc = Some(unknown);
                 break;
             }
-            st.handed_out.remove(&r.cookie);
+            st.handed_out.remove(cookie);
             done += RESPONSE_SIZE;
         }
         match rc {

@@ -54,9 +54,14 @@ pub enum Error {
         /// The cookie given.
         cookie: u32,
     },
-    /// A record read from the kernel does not decode (a newer kernel's flags, say).
+    /// A record read from the kernel is not a whole `iommu_hwpt_pgfault` (a kernel's records
+    /// are otherwise read as they are, bits the uAPI does not name included).
     #[error("fault record from the kernel does not decode: {0}")]
     Record(#[source] AbiError),
+    /// A fault-capable HWPT may not be attached to this SR-IOV VF (`iommufd_fault_iopf_enable()`:
+    /// EINVAL; Response Failure on a VF would disable PRI for its PF and every VF).
+    #[error("a fault-capable HWPT cannot be attached to an SR-IOV VF (its PRI is shared)")]
+    FaultCapableVf,
     /// iopf's fault core refused an operation of the compatible queue (its configuration).
     #[error("fault core: {0}")]
     Core(#[source] iopf_core::CoreError),
@@ -79,6 +84,7 @@ impl Error {
             Error::Ioctl { errno, .. } | Error::Io { errno, .. } => errno.raw_os_error(),
             Error::ReadSize { .. } | Error::WriteSize { .. } => Errno::SPIPE.raw_os_error(),
             Error::GroupTooLarge { .. }
+            | Error::FaultCapableVf
             | Error::UnknownCode { .. }
             | Error::UnknownCookie { .. } => Errno::INVAL.raw_os_error(),
             Error::Record(e) => e.errno(),

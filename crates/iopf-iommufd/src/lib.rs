@@ -65,7 +65,10 @@ pub mod selftest;
 mod sys;
 mod wire;
 
-pub use compat::{compat_fault_queue, CompatFaultQueue, CompatProducer};
+pub use compat::{
+    compat_fault_queue, compat_fault_queue_with, CompatConfig, CompatFaultQueue, CompatProducer,
+    KernelModel,
+};
 pub use error::{Error, Result};
 pub use fault_queue::FaultQueue;
 pub use iommufd::{attach_hwpt, HwptAlloc, Iommufd, IOMMU_HWPT_ALLOC_NEST_PARENT};

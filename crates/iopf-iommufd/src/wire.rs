@@ -28,7 +28,8 @@ pub struct Readiness {
 ///
 /// * `read_bytes`: `buf.len() % 40 != 0` → [`Error::ReadSize`] (ESPIPE); whole groups only, as
 ///   many as fit; `Ok(0)` when nothing waits; [`Error::GroupTooLarge`] (EINVAL) when the first
-///   waiting group does not fit (a 0-byte read while a group waits included).
+///   waiting group does not fit (a 0-byte read while a group waits included) on Linux 6.12,
+///   `Ok(0)` for that too on newer kernels.
 /// * `write_bytes`: `buf.len() % 8 != 0` → [`Error::WriteSize`] (ESPIPE); responses applied in
 ///   order until the first bad one ([`Error::UnknownCode`] checked before
 ///   [`Error::UnknownCookie`], both EINVAL); returns the bytes applied if any, else that error.
@@ -42,7 +43,13 @@ pub trait FaultFd {
 }
 
 /// [`iopf_abi::FaultConsumer::read_faults`] over a [`FaultFd`]: reads up to `out.len()` records
-/// of whole groups through `scratch` and decodes them.
+/// of whole groups through `scratch` and decodes them, as they are: a kernel's record may carry
+/// flag bits the uAPI does not name (Linux copies its internal flags through), and refusing it
+/// would strand its group, whose cookie nobody else learns ([`PgFault::unnamed`] shows them).
+///
+/// A kernel newer than 6.12 returns 0 both when nothing waits and when the first group does not
+/// fit; a 0 while the fd polls readable is the second, and is [`Error::GroupTooLarge`] here as on
+/// 6.12, so that the caller grows its buffer instead of waiting for a group that never fits.
 pub(crate) fn read_faults<Q: FaultFd>(
     q: &mut Q,
     scratch: &mut Vec<u8>,
@@ -50,7 +57,16 @@ pub(crate) fn read_faults<Q: FaultFd>(
 ) -> Result<usize> {
     scratch.clear();
     scratch.resize(out.len() * RECORD_SIZE, 0);
-    let n = q.read_bytes(scratch)?;
+    let mut n = q.read_bytes(scratch)?;
+    if n == 0 && q.readiness()?.readable {
+        // A group may have arrived between the read and the poll: read once more.
+        n = q.read_bytes(scratch)?;
+        if n == 0 && q.readiness()?.readable {
+            return Err(Error::GroupTooLarge {
+                capacity: out.len(),
+            });
+        }
+    }
     if n % RECORD_SIZE != 0 || n > scratch.len() {
         // A read of whole records never returns a partial one; this would be a kernel bug.
         return Err(Error::Io {

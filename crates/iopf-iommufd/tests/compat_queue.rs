@@ -337,3 +337,106 @@ fn opening_a_missing_dev_iommu_reports_open_errno() {
         (a, b) => panic!("iopf and std disagree on opening /dev/iommu: {a:?} vs {b:?}"),
     }
 }
+
+/// Liberal in what kernels emit: the compatible queue writes the kernel's internal flags as Linux
+/// copies them (bit 2, RESPONSE_NEEDS_PASID, for a device that needs the PASID, as VT-d sets it
+/// on every request), and a reader keeps the unnamed bit visible and hands the group out. Before,
+/// the record was refused and every group of that read was stranded: nobody learnt the cookies.
+#[test]
+fn records_with_flag_bits_the_uapi_does_not_name_are_read_and_answered() {
+    let config = iopf_iommufd::CompatConfig {
+        pasid_required: true,
+        ..iopf_iommufd::CompatConfig::new(DEV)
+    };
+    let (p, mut q) = iopf_iommufd::compat_fault_queue_with(config).unwrap();
+    p.report(req(5, false, 0x1000));
+    p.report(req(5, true, 0x2000));
+    p.report(req(6, true, 0x3000));
+    let mut raw = [0u8; 120];
+    assert_eq!(q.read_bytes(&mut raw).unwrap(), 120);
+    for rec in raw.chunks_exact(40) {
+        assert_eq!(
+            u32_at(rec, 0) & iopf_abi::KERNEL_RESPONSE_NEEDS_PASID,
+            iopf_abi::KERNEL_RESPONSE_NEEDS_PASID,
+            "the kernel's internal flag, as Linux copies it"
+        );
+    }
+    // The same through the consumer interface, on a second queue: every record decodes, with
+    // the unnamed bit kept.
+    let (p, mut q) = iopf_iommufd::compat_fault_queue_with(config).unwrap();
+    p.report(req(7, false, 0x1000));
+    p.report(req(7, true, 0x2000));
+    let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 4];
+    assert_eq!(q.read_faults(&mut out).unwrap(), 2);
+    assert!(out[..2]
+        .iter()
+        .all(|f| f.unnamed().flags == iopf_abi::KERNEL_RESPONSE_NEEDS_PASID));
+    assert!(out[1].is_last());
+    assert_eq!(
+        q.respond(&[IommufdResponse {
+            cookie: out[1].cookie,
+            code: ResponseCode::Success,
+        }])
+        .unwrap(),
+        1
+    );
+    let answers = p.take_answers();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].pasid, Some(9), "the device needs its PASID back");
+}
+
+/// The newest kernel's read: 0 when the first group does not fit (6.12: EINVAL). The consumer
+/// interface still says the group is too large rather than waiting for it forever.
+#[test]
+fn the_newest_kernel_reads_nothing_when_the_first_group_does_not_fit() {
+    let config = iopf_iommufd::CompatConfig {
+        kernel: iopf_iommufd::KernelModel::Newest,
+        ..iopf_iommufd::CompatConfig::new(DEV)
+    };
+    let (p, mut q) = iopf_iommufd::compat_fault_queue_with(config).unwrap();
+    p.report(req(5, false, 0x1000));
+    p.report(req(5, true, 0x2000));
+    assert_eq!(q.read_bytes(&mut [0u8; 40]).unwrap(), 0);
+    assert!(q.readiness().unwrap().readable);
+    let mut one = [PgFault::from_bytes(&[0; 40]).unwrap(); 1];
+    assert!(matches!(
+        q.read_faults(&mut one),
+        Err(Error::GroupTooLarge { capacity: 1 })
+    ));
+    let mut two = [PgFault::from_bytes(&[0; 40]).unwrap(); 2];
+    assert_eq!(q.read_faults(&mut two).unwrap(), 2);
+    // Linux 6.12 says EINVAL for the same read.
+    let (p, mut q) = compat_fault_queue(DEV).unwrap();
+    p.report(req(5, false, 0x1000));
+    p.report(req(5, true, 0x2000));
+    assert!(matches!(
+        q.read_bytes(&mut [0u8; 40]),
+        Err(Error::GroupTooLarge { .. })
+    ));
+}
+
+/// A fault-capable HWPT on an SR-IOV VF: 6.12 refuses every VF, the newest kernel only one that
+/// supports PRI.
+#[test]
+fn virtual_functions_are_refused_as_each_kernel_refuses_them() {
+    use iopf_iommufd::{compat_fault_queue_with, CompatConfig, KernelModel};
+    let vf = |kernel, pri| CompatConfig {
+        kernel,
+        virtual_function: true,
+        pri,
+        ..CompatConfig::new(DEV)
+    };
+    for (kernel, pri, refused) in [
+        (KernelModel::Linux6_12, true, true),
+        (KernelModel::Linux6_12, false, true),
+        (KernelModel::Newest, true, true),
+        (KernelModel::Newest, false, false),
+    ] {
+        let r = compat_fault_queue_with(vf(kernel, pri));
+        assert_eq!(r.is_err(), refused, "{kernel:?}, PRI {pri}");
+        if let Err(e) = r {
+            assert!(matches!(e, Error::FaultCapableVf));
+            assert_eq!(e.errno(), libc_einval());
+        }
+    }
+}

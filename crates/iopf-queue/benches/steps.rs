@@ -20,7 +20,7 @@ use iopf_abi::{
     FaultConsumer, Features, IommufdResponse, PageRequest, PageRequestFlags, Perm, ResponseCode,
     Unrecoverable,
 };
-use iopf_queue::{channel, Event, Group, Offer, ProducerConfig, Request};
+use iopf_queue::{channel, Event, Offer, ProducerConfig, Request, TaggedGroup};
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -65,9 +65,9 @@ fn exchange(rounds: u32) {
             }]
         })
         .collect();
-    let groups: Vec<Group<'_>> = reqs
+    let groups: Vec<TaggedGroup<'_>> = reqs
         .iter()
-        .map(|r| Group {
+        .map(|r| TaggedGroup {
             tag: 0,
             dev_id: 1,
             requests: r,

@@ -73,8 +73,8 @@ use iopf_abi::{
     UnrecoverableFlags,
 };
 use iopf_queue::{
-    channel, connect, Consumer, Event, Group, Listener, Offer, Producer, ProducerConfig, Request,
-    ServeConfig,
+    channel, connect, Consumer, Event, Listener, Offer, Producer, ProducerConfig, Request,
+    ServeConfig, TaggedGroup,
 };
 
 /// A 64-byte record as the peers carry it: aligned to a cache line, so each one is one line in
@@ -181,7 +181,7 @@ trait ExchangeProducer {
 /// This queue's producer, pushing one-request groups from `groups`.
 struct QueueExchange<'a, 'g> {
     p: &'a mut Producer,
-    groups: &'a [Group<'g>],
+    groups: &'a [TaggedGroup<'g>],
     results: Vec<Result<u32, iopf_queue::QueueError>>,
     answers: Vec<iopf_queue::Answer>,
 }
@@ -208,9 +208,9 @@ fn with_queue_exchange<T>(
     f: impl FnOnce(&mut QueueExchange<'_, '_>) -> T,
 ) -> T {
     let reqs: Vec<[PageRequest; 1]> = (0..b as u64).map(|i| [page_request(i)]).collect();
-    let groups: Vec<Group<'_>> = reqs
+    let groups: Vec<TaggedGroup<'_>> = reqs
         .iter()
-        .map(|r| Group {
+        .map(|r| TaggedGroup {
             tag: 0,
             dev_id: 1,
             requests: r,

@@ -1,10 +1,13 @@
 //! The consuming end: the VMM's side of the queue.
 //!
 //! It reads fault records (record by record with [`Consumer::pop_events`], or whole groups through
-//! [`FaultConsumer::read_faults`], which skips unrecoverable fault records), writes responses (by grpid, by cookie, or raw bytes), and
-//! collects the producer's verdict on each of them. It keeps the groups it has read and not
-//! answered, so that [`FaultConsumer::respond`] can refuse an unknown cookie at once, as the
-//! kernel's `write()` does, and can fill in PASID and private data for grpid-named responses.
+//! [`FaultConsumer::read_faults`], which skips unrecoverable fault records), writes responses (by
+//! grpid, by cookie, or raw bytes), and collects the producer's verdict on each of them. It keeps
+//! the groups it has read and not answered in the fault core's [`GroupTable`], under the
+//! producer's cookies, and judges its own responses with the same judge the producer uses
+//! ([`GroupTable::judge`]) before it sends them: [`FaultConsumer::respond`] refuses an unknown
+//! cookie at once, as the kernel's `write()` does, and [`Consumer::respond_pages`] a response the
+//! producer would reject; PASID and private data for grpid-named responses come from the table.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -12,14 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use iopf_abi::fault::PageRequestFlags;
 use iopf_abi::features::ResponseFormats;
 use iopf_abi::iommufd::PgfaultFlags;
 use iopf_abi::response::{VFIO_PAGE_RESPONSE_V1_SIZE, VFIO_PAGE_RESPONSE_V2_SIZE};
-use iopf_abi::{FaultConsumer, IommufdResponse, PageResponse, PgFault};
+use iopf_abi::{FaultConsumer, Features, IommufdResponse, PageResponse, PgFault, ResponseCode};
+use iopf_core::{
+    Cookie, GroupFacts, GroupRef, GroupTable, Naming, Responder, Response, TableError,
+};
 
-use crate::error::{RejectReason, Rejection};
-use crate::held::{Held, HeldTable};
+use crate::error::{LossCounts, LossReason, RejectReason, Rejection};
 use crate::layout::{
     hdr, stamp, unpack, StampAt, COOKIES_PER_SLOT, FAULT_SLOT_WORDS, FLAG_CONSUMER_CLOSED,
     FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP, IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER,
@@ -27,7 +31,7 @@ use crate::layout::{
 };
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::record::{
-    decode_folded, decode_hwpt, decode_slot_fast, Event, FaultEvent, Refusal, SlotWords,
+    decode_folded, decode_hwpt, decode_slot_fast, Event, FaultEvent, SlotDefect, SlotWords,
 };
 use crate::response::{encode_cookies, encode_slot, RawFormat};
 use crate::shared::{HeldStamp, Shared};
@@ -40,7 +44,7 @@ pub const MAX_KEPT_VERDICTS: usize = 65536;
 
 /// The producer's verdict on one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
+pub struct ResponseVerdict {
     /// The response's id, as returned when it was written: its number among the responses this
     /// consumer wrote, from 0 (several cookie responses can share one response slot).
     pub id: u64,
@@ -52,7 +56,7 @@ pub struct Verdict {
 #[derive(Debug, Clone, Copy)]
 enum Kept {
     Accepted { first: u64, count: u64 },
-    Rejected(Verdict),
+    Rejected(ResponseVerdict),
 }
 
 impl Kept {
@@ -82,6 +86,13 @@ pub struct ConsumerStats {
     /// Slots that did not decode (only a corrupted region has them); each was skipped, with the
     /// rest of the group it was part of.
     pub corrupt: u64,
+    /// Groups a record of which could not be read (a corrupt slot, or a loss record inside the
+    /// group): [`FaultConsumer::read_faults`] does not hand such a group out, and answers it
+    /// INVALID itself, so that it is not stranded.
+    pub answered_broken: u64,
+    /// Of those, the ones it could not answer because the response ring was full: they are
+    /// answered when the queue closes (or by the producer's age limit).
+    pub broken_unanswered: u64,
 }
 
 /// The consuming end of a fault queue. Owned by one thread at a time (`Send`, not `Sync`).
@@ -103,7 +114,11 @@ pub struct Consumer {
     cached_resp_tail: u64,
     verdict_tail: u64,
     expected_seq: u64,
-    held: HeldTable,
+    /// Groups read and not answered, under the producer's cookies.
+    held: GroupTable<()>,
+    /// A group whose records are being skipped: one of them could not be read, and the group
+    /// was answered INVALID.
+    skipping: Option<u32>,
     /// Responses below this id have their verdict in `verdicts` (or were dropped from it).
     judged: u64,
     verdicts: VecDeque<Kept>,
@@ -158,7 +173,8 @@ impl Consumer {
             cached_resp_tail: 0,
             verdict_tail: 0,
             expected_seq: 0,
-            held: HeldTable::default(),
+            held: GroupTable::new(Naming::Upstream, agreement.vfio_responses()),
+            skipping: None,
             judged: 0,
             verdicts: VecDeque::new(),
             kept: 0,
@@ -188,12 +204,25 @@ impl Consumer {
         self.shared.w(hdr::LOST).load(Ordering::Acquire)
     }
 
+    /// The producer's lost records by reason, from the region header: exact the moment a loss
+    /// happens, before any loss record reaches this consumer.
+    pub fn producer_losses(&self) -> LossCounts {
+        let mut c = LossCounts::default();
+        for r in LossReason::ALL {
+            c.set(
+                r,
+                self.shared
+                    .w(hdr::LOST_BY_REASON + r as usize)
+                    .load(Ordering::Acquire),
+            );
+        }
+        c
+    }
+
     /// Whether the producer has gone away: its process closed the socket or died. Never blocks;
     /// always `false` for a queue built in one process by [`crate::channel`].
     pub fn producer_gone(&self) -> bool {
-        self._socket
-            .as_ref()
-            .is_some_and(crate::socket::peer_closed)
+        self._socket.as_ref().is_some_and(crate::peer::peer_closed)
     }
 
     /// Responses written so far (the next response's id).
@@ -239,9 +268,9 @@ impl Consumer {
     /// Copies fault slot `index` out of the ring and decodes the copy. A slot that does not
     /// decode comes back with why and what it held (the caller counts it).
     #[inline(always)]
-    fn read_slot(&self, index: u64) -> Result<Event, (Refusal, SlotWords)> {
+    fn read_slot(&self, index: u64) -> Result<Event, (SlotDefect, SlotWords)> {
         let Some(slot) = self.fault_slot(index) else {
-            return Err((Refusal::Outside, [0; FAULT_SLOT_WORDS]));
+            return Err((SlotDefect::Outside, [0; FAULT_SLOT_WORDS]));
         };
         let w = slot.each_ref().map(|v| v.load(Ordering::Relaxed));
         decode_slot_fast(&self.agreement, &w).map_err(|r| (r, w))
@@ -259,7 +288,7 @@ impl Consumer {
 
     /// Counts a slot that did not decode, and keeps why ([`Consumer::last_refusal`]).
     #[cold]
-    fn refused(&mut self, (why, w): (Refusal, SlotWords)) {
+    fn refused(&mut self, (why, w): (SlotDefect, SlotWords)) {
         self.stats.corrupt = self.stats.corrupt.saturating_add(1);
         self.last_refusal = Some(why.error(&w));
     }
@@ -277,27 +306,40 @@ impl Consumer {
             Event::Fault(f) => {
                 self.count_record(f.seq);
                 if f.request.is_last() {
-                    self.held.insert(
-                        f.cookie,
-                        Held {
-                            pasid: f.request.pasid(),
-                            grpid: f.request.grpid,
-                            private_data: f
-                                .request
-                                .flags
-                                .contains(PageRequestFlags::PRIV_DATA)
-                                .then_some(f.request.private_data),
-                        },
-                    );
+                    self.hold(&f);
                 }
             }
             Event::Unrecoverable { seq, .. } => self.count_record(seq),
-            Event::Lost { first_seq, count } => {
+            Event::Lost {
+                first_seq, count, ..
+            } => {
                 if first_seq >= self.expected_seq {
                     self.stats.lost = self.stats.lost.saturating_add(count);
                     self.expected_seq = first_seq.saturating_add(count);
                 }
             }
+        }
+    }
+
+    /// Keeps the group whose LAST_PAGE request `f` is, under its cookie. A cookie the producer
+    /// repeats while it is held (only a misbehaving producer does) replaces the group.
+    #[inline(always)]
+    fn hold(&mut self, f: &FaultEvent) {
+        let cookie = Cookie::from_raw(f.cookie);
+        let facts = GroupFacts::of_last(0, 0, &f.request);
+        if let Err(TableError::Taken(_)) = self.held.insert_named(cookie, facts, ()) {
+            self.held.remove(cookie);
+            let _ = self.held.insert_named(cookie, facts, ());
+        }
+    }
+
+    /// Who this consumer answers as, to its own table (which the producer's mirrors): cookie
+    /// responses are always how its callers name groups locally.
+    fn responder(&self) -> Responder {
+        Responder {
+            device: 0,
+            owner: 0,
+            agreed: self.agreement.features | Features::COOKIE_RESPONSE,
         }
     }
 
@@ -368,7 +410,7 @@ impl Consumer {
     fn pop_one_as(
         &mut self,
         at: StampAt,
-        decode: impl Fn(&Agreement, &SlotWords) -> Result<Event, Refusal>,
+        decode: impl Fn(&Agreement, &SlotWords) -> Result<Event, SlotDefect>,
     ) -> Option<Event> {
         loop {
             let Some(words) = self.take_slot(at) else {
@@ -399,7 +441,7 @@ impl Consumer {
         out: &mut Vec<Event>,
         max: usize,
         at: StampAt,
-        decode: impl Fn(&Agreement, &SlotWords) -> Result<Event, Refusal>,
+        decode: impl Fn(&Agreement, &SlotWords) -> Result<Event, SlotDefect>,
     ) -> usize {
         // At most a ring's worth a call: a producer that stamps slots past the ones it was given
         // back (only a misbehaving one does) cannot keep this loop, or `out`, growing.
@@ -554,8 +596,11 @@ impl Consumer {
     }
 
     /// Answers groups by (PASID, grpid) with the seed's `vfio_iommu_page_response`, version 2
-    /// when it was agreed and version 1 otherwise, and publishes them. Refused before anything is
-    /// written: private data when echoing was not agreed, or when no VFIO format was. Returns
+    /// when it was agreed and version 1 otherwise, and publishes them. Each is judged first, by
+    /// the judge the producer uses, against the groups this consumer has read: the first one the
+    /// producer would reject (no VFIO format agreed, private data without echoing agreed, no held
+    /// group with that PRG index, the device's needed PASID missing or wrong, echoed private data
+    /// that is not the request's) stops the batch, and is the error if it is the first. Returns
     /// the ids of the responses written, in order (fewer than asked when the ring is full).
     pub fn respond_pages(&mut self, responses: &[PageResponse]) -> Result<Vec<u64>, QueueError> {
         if !self.agreement.vfio_responses() {
@@ -563,34 +608,98 @@ impl Consumer {
                 RejectReason::FormatNotAgreed,
             )));
         }
-        let v2 = self.agreement.responses.contains(ResponseFormats::VFIO_V2);
         let mut ids = Vec::with_capacity(responses.len());
         self.collect_rejections();
+        let who = Responder {
+            agreed: self.agreement.features,
+            ..self.responder()
+        };
+        let mut refused = None;
         for r in responses {
-            if r.private_data.is_some() && !self.agreement.echoes_private_data() {
-                return Err(QueueError::Refused(Rejection::new(
-                    RejectReason::PrivDataNotAgreed,
-                )));
-            }
-            let mut r = *r;
-            r.version = if v2 { 2 } else { 1 };
-            let size = if v2 {
-                VFIO_PAGE_RESPONSE_V2_SIZE
-            } else {
-                VFIO_PAGE_RESPONSE_V1_SIZE
+            let judged = self.held.judge(
+                &who,
+                &Response {
+                    group: GroupRef::Grpid {
+                        pasid: r.pasid,
+                        grpid: r.grpid,
+                    },
+                    code: r.code.raw(),
+                    private_data: r.private_data,
+                },
+            );
+            let cookie = match judged {
+                Ok(j) => j.cookie,
+                Err(why) => {
+                    refused = Some(Rejection::judged(why));
+                    break;
+                }
             };
-            let mut buf = [0u8; VFIO_PAGE_RESPONSE_V2_SIZE];
-            let n = r.write_vfio(size, &mut buf)?;
             if self.resp_room() == 0 {
                 break;
             }
-            ids.push(self.write_response(RawFormat::Vfio, &buf[..n]));
-            if let Some(c) = self.held.find_grpid(r.grpid) {
-                self.held.remove(c);
+            ids.push(self.write_vfio(r)?);
+            self.held.remove(cookie);
+        }
+        self.publish_responses();
+        match refused {
+            Some(why) if ids.is_empty() => Err(QueueError::Refused(why)),
+            _ => Ok(ids),
+        }
+    }
+
+    /// Writes `r` as a `vfio_iommu_page_response` of the agreed version (not published);
+    /// returns its id.
+    fn write_vfio(&mut self, r: &PageResponse) -> Result<u64, QueueError> {
+        let v2 = self.agreement.responses.contains(ResponseFormats::VFIO_V2);
+        let r = PageResponse {
+            version: if v2 { 2 } else { 1 },
+            ..*r
+        };
+        let size = if v2 {
+            VFIO_PAGE_RESPONSE_V2_SIZE
+        } else {
+            VFIO_PAGE_RESPONSE_V1_SIZE
+        };
+        let mut buf = [0u8; VFIO_PAGE_RESPONSE_V2_SIZE];
+        let n = r.write_vfio(size, &mut buf)?;
+        Ok(self.write_response(RawFormat::Vfio, &buf[..n]))
+    }
+
+    /// Answers INVALID the group whose first record read is `first` and one of whose records
+    /// could not be read, so that it is not stranded (the caller skips its other records), and
+    /// publishes the answer; counted in [`ConsumerStats::answered_broken`].
+    #[cold]
+    fn answer_broken(&mut self, first: &PgFault) {
+        self.stats.answered_broken += 1;
+        self.skipping = Some(first.cookie);
+        if self.resp_room() == 0 {
+            self.stats.broken_unanswered += 1;
+            return;
+        }
+        if self.agreement.cookie_responses() {
+            let one: u64 = zerocopy::transmute!(IommufdResponse {
+                cookie: first.cookie,
+                code: ResponseCode::Invalid,
+            }
+            .encode());
+            self.write_cookies(&[one]);
+        } else {
+            let pr = PageResponse {
+                version: 1,
+                pasid: first
+                    .flags
+                    .contains(PgfaultFlags::PASID_VALID)
+                    .then_some(first.pasid),
+                grpid: first.grpid,
+                code: ResponseCode::Invalid,
+                private_data: None,
+            };
+            if self.write_vfio(&pr).is_err() {
+                self.stats.broken_unanswered += 1;
+                return;
             }
         }
         self.publish_responses();
-        Ok(ids)
     }
 
     /// Collects verdicts now if rejections wait in the verdict ring, which the producer must not
@@ -640,7 +749,7 @@ impl Consumer {
                 let (errno, reason) = unpack(self.shared.w(base + 1).load(Ordering::Relaxed));
                 self.keep_accepted(id);
                 self.stats.rejected += 1;
-                self.keep(Kept::Rejected(Verdict {
+                self.keep(Kept::Rejected(ResponseVerdict {
                     id,
                     outcome: Err(Rejection {
                         reason: RejectReason::from_raw(reason).unwrap_or(RejectReason::Malformed),
@@ -712,15 +821,17 @@ impl Consumer {
     }
 
     /// Moves the verdicts received so far into `out`, oldest first.
-    pub fn take_verdicts(&mut self, out: &mut Vec<Verdict>) -> usize {
+    pub fn take_verdicts(&mut self, out: &mut Vec<ResponseVerdict>) -> usize {
         self.collect_verdicts();
         let before = out.len();
         for k in self.verdicts.drain(..) {
             match k {
-                Kept::Accepted { first, count } => out.extend((0..count).map(|i| Verdict {
-                    id: first.wrapping_add(i),
-                    outcome: Ok(()),
-                })),
+                Kept::Accepted { first, count } => {
+                    out.extend((0..count).map(|i| ResponseVerdict {
+                        id: first.wrapping_add(i),
+                        outcome: Ok(()),
+                    }))
+                }
                 Kept::Rejected(v) => out.push(v),
             }
         }
@@ -745,6 +856,7 @@ impl Consumer {
             addr: f.request.addr,
             length: 0,
             cookie: f.cookie,
+            reserved: 0,
         }
     }
 }
@@ -764,10 +876,12 @@ impl FaultConsumer for Consumer {
     /// Whole groups only, as `iommufd_fault_fops_read()`; loss records are skipped (counted in
     /// [`ConsumerStats::lost`]), and so are unrecoverable fault records, which the iommufd
     /// record cannot express (counted in [`ConsumerStats::records`] and kept in the sequence, so
-    /// they are not taken for losses; read them with [`Consumer::pop_events`]). A loss or
-    /// unrecoverable record inside a group — the producer writes every group whole, so only a
-    /// misbehaving one does that — ends the unfinished group. `EINVAL`
-    /// ([`QueueError::Inconsistent`]) when the first group does not fit in `out`.
+    /// they are not taken for losses; read them with [`Consumer::pop_events`]). A group one of
+    /// whose records cannot be read (a corrupt slot, or a loss or unrecoverable record inside
+    /// it: only a misbehaving producer or a scribbled region gives one) is not handed out: the
+    /// consumer answers it INVALID itself ([`ConsumerStats::answered_broken`]) and skips the rest
+    /// of it, so that it is not stranded. `EINVAL` ([`QueueError::Inconsistent`]) when the first
+    /// group does not fit in `out`.
     fn read_faults(&mut self, out: &mut [PgFault]) -> Result<usize, QueueError> {
         let avail = self.available(u64::MAX);
         let mut pos = self.fault_tail;
@@ -778,8 +892,12 @@ impl FaultConsumer for Consumer {
             let ev = match self.read_slot(pos) {
                 Ok(ev) => ev,
                 Err(refusal) => {
-                    // Skip the slot and the unfinished group it breaks.
+                    // Skip the slot and answer the unfinished group it breaks.
                     self.refused(refusal);
+                    if written > group_start {
+                        let first = out[group_start];
+                        self.answer_broken(&first);
+                    }
                     pos = pos.wrapping_add(1);
                     self.fault_tail = pos;
                     written = group_start;
@@ -789,9 +907,27 @@ impl FaultConsumer for Consumer {
             match ev {
                 Event::Lost { .. } | Event::Unrecoverable { .. } => {
                     self.note(&ev);
+                    if written > group_start {
+                        let first = out[group_start];
+                        self.answer_broken(&first);
+                    }
                     pos = pos.wrapping_add(1);
                     self.fault_tail = pos;
                     written = group_start;
+                }
+                Event::Fault(f) if self.skipping.is_some() => {
+                    if self.skipping == Some(f.cookie) {
+                        // The rest of a group already answered: counted, not held.
+                        self.count_record(f.seq);
+                        if f.request.is_last() {
+                            self.skipping = None;
+                        }
+                        pos = pos.wrapping_add(1);
+                        self.fault_tail = pos;
+                    } else {
+                        // The broken group ended with its unreadable record.
+                        self.skipping = None;
+                    }
                 }
                 Event::Fault(f) => {
                     let Some(slot) = out.get_mut(written) else {
@@ -822,28 +958,40 @@ impl FaultConsumer for Consumer {
         Ok(group_start)
     }
 
-    /// Answers groups by cookie, in order, stopping at the first unknown cookie (`EINVAL`, as
-    /// `iommufd_fault_fops_write()`), or when the response ring is full. With cookie responses
-    /// agreed it sends them as they are; otherwise it builds the VFIO response from what it
-    /// remembers of the group (PASID, grpid, private data when echoing was agreed).
+    /// Answers groups by cookie, in order, stopping at the first response the judge refuses
+    /// (an unknown cookie: `EINVAL`, as `iommufd_fault_fops_write()`; FAILURE where the agreement
+    /// does not carry it), or when the response ring is full. With cookie responses agreed it
+    /// sends them as they are; otherwise it builds the VFIO response from the held group (PASID,
+    /// grpid, private data when echoing was agreed).
     fn respond(&mut self, responses: &[IommufdResponse]) -> Result<usize, QueueError> {
         let mut done = 0;
         let cookie = self.agreement.cookie_responses();
+        let failure_ok = !cookie || self.agreement.features.contains(Features::COOKIE_FAILURE);
         let v2 = self.agreement.responses.contains(ResponseFormats::VFIO_V2);
         let echo = self.agreement.echoes_private_data();
+        let who = self.responder();
         // Cookie responses go packed, up to `per_slot` to a slot (one cache line).
         let per_slot = self.cookies_per_slot();
         let mut packed = [0u64; COOKIES_PER_SLOT];
         let mut k = 0;
+        let mut refused = None;
         for r in responses {
-            let Some(h) = self.held.get(r.cookie) else {
-                if done == 0 {
-                    self.collect_verdicts();
-                    return Err(QueueError::Refused(Rejection::new(
-                        RejectReason::UnknownGroup,
-                    )));
+            let judged = if r.code == ResponseCode::Failure && !failure_ok {
+                Err(Rejection::new(RejectReason::Decode))
+            } else {
+                self.held
+                    .judge(
+                        &who,
+                        &Response::by_cookie(Cookie::from_raw(r.cookie), r.code),
+                    )
+                    .map_err(Rejection::judged)
+            };
+            let facts = match judged {
+                Ok(j) => j.facts,
+                Err(why) => {
+                    refused = Some(why);
+                    break;
                 }
-                break;
             };
             if cookie {
                 if k == 0 && self.resp_room() == 0 {
@@ -862,21 +1010,14 @@ impl FaultConsumer for Consumer {
                 }
                 let pr = PageResponse {
                     version: if v2 { 2 } else { 1 },
-                    pasid: h.pasid,
-                    grpid: h.grpid,
+                    pasid: facts.pasid,
+                    grpid: facts.grpid,
                     code: r.code,
-                    private_data: if echo { h.private_data } else { None },
+                    private_data: if echo { facts.private_data } else { None },
                 };
-                let size = if v2 {
-                    VFIO_PAGE_RESPONSE_V2_SIZE
-                } else {
-                    VFIO_PAGE_RESPONSE_V1_SIZE
-                };
-                let mut buf = [0u8; VFIO_PAGE_RESPONSE_V2_SIZE];
-                let n = pr.write_vfio(size, &mut buf)?;
-                self.write_response(RawFormat::Vfio, &buf[..n]);
+                self.write_vfio(&pr)?;
             }
-            self.held.remove(r.cookie);
+            self.held.remove(Cookie::from_raw(r.cookie));
             done += 1;
         }
         if k > 0 {
@@ -888,7 +1029,10 @@ impl FaultConsumer for Consumer {
         // After the responses are published, not before: reading the verdict ring's head would
         // otherwise sit between a record's arrival and its response on the round trip.
         self.collect_rejections();
-        Ok(done)
+        match refused {
+            Some(why) if done == 0 => Err(QueueError::Refused(why)),
+            _ => Ok(done),
+        }
     }
 
     fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool, QueueError> {
@@ -913,9 +1057,9 @@ fn slot_published(shared: &Shared, index: u64, at: StampAt) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{channel, Group, Offer, ProducerConfig, Request};
+    use crate::{channel, Offer, ProducerConfig, Request, TaggedGroup};
     use iopf_abi::features::RecordFormats;
-    use iopf_abi::{Features, PageRequest, Perm, ResponseCode};
+    use iopf_abi::{Features, PageRequest, PageRequestFlags, Perm, ResponseCode};
     use zerocopy::IntoBytes;
 
     fn queue(entries: u32) -> (crate::Producer, Consumer) {
@@ -944,7 +1088,7 @@ mod tests {
                 addr: i << 12,
                 private_data: [0, 0],
             };
-            p.push_group(&Group {
+            p.push_group(&TaggedGroup {
                 tag: i,
                 dev_id: 0,
                 requests: &[request],
@@ -1040,7 +1184,7 @@ mod tests {
                 addr: i << 12,
                 private_data: [0, 0],
             };
-            p.push_group(&Group {
+            p.push_group(&TaggedGroup {
                 tag: i,
                 dev_id: 0,
                 requests: &[request],

@@ -3,21 +3,34 @@
 //! the pump that carries validated responses back into [`FaultCore::respond`].
 //!
 //! ```text
-//!  FaultCore::report ─deliver(Group)─▶ QueueHandler[slot] ─push_group─▶ fault ring ─▶ consumer
-//!      ▲  (Lost: Refusal → core answers at once)                                      │
-//!      └─ FaultCore::respond(handler[slot], cookie) ◀─ CoreLink::pump ◀─ drain_responses ◀┘
+//!  FaultCore::report ─deliver(Group)─▶ LinkHandler[slot] ─push_named(cookie)─▶ ring / backlog ─▶ consumer
+//!      ▲  (lost past the backlog: Refusal → core answers, never FAILURE)                    │
+//!      └─ FaultCore::respond(handler[slot], cookie) ◀─ CoreLink::pump ◀─ drain_responses ◀──────┘
 //!         consumer gone: CoreLink::pump detaches every handler → core answers INVALID
-//!  FaultCore::report(unrecoverable) ─unrecoverable()─▶ QueueHandler ─push_unrecoverable─▶ …
+//!         core answers a group itself: withdraw(cookie) → the queue forgets it (one lookup)
+//!         core answers a group at once (over allocation, storm): missed() → loss announced
+//!  FaultCore::report(unrecoverable) ─unrecoverable()─▶ LinkHandler ─push_unrecoverable─▶ …
 //! ```
 //!
 //! One queue may serve many devices, as many `IOMMU_HWPT_ALLOC`s may name one iommufd fault
-//! object: each [`CoreLink::attach`] adds one handler, numbered by its slot in the link. The
-//! queue's tag for a group is the slot (high 32 bits) and the core's cookie (low 32 bits), so an
-//! answer names both the core's handler and its group directly; the core judges it once more (its
-//! own exactly-once rule) and restores private data from its own copy. A group the queue could
-//! not deliver (full ring, too many pending, consumer gone) is counted by reason
-//! ([`LossCounts`]) and refused, and the core answers it at once (`iommu_report_device_fault()`'s
-//! path for a failing `iopf_handler()`), so nothing waits on a record that was never delivered.
+//! object: each [`CoreLink::attach_as`] adds one handler, numbered by its slot in the link. A
+//! group keeps the fault core's cookie all the way to the consumer (the producer names groups by
+//! upstream cookies, [`Producer::name_by_upstream`]); the queue's tag for it is the slot (high 32
+//! bits) and the cookie (low 32 bits), so an answer names the core's handler and its group
+//! directly, and the core judges it once more (its own exactly-once rule) and restores private
+//! data from its own copy.
+//!
+//! **Backpressure.** A group that does not fit the ring waits in the producer's backlog, whose
+//! bound the link sets to the sum of its devices' Outstanding Page Request Allocations: the core
+//! never lets a device have more requests in flight than its allocation, so the backlog never
+//! overflows and no group is answered for lack of room. Past it (only when misconfigured) the
+//! group is lost, counted by reason ([`LossCounts`]) and refused, and the core answers it by the
+//! device's overflow policy (SUCCESS, retry, by default; never Response Failure). A group the
+//! core answered without delivering (over allocation, storm limit, full table) is announced to
+//! the consumer at once as a loss with its reason. A teardown (detach, replace, device removal,
+//! PASID flush, age limit) withdraws its groups from the queue, so that a late answer gets a
+//! rejection as its verdict.
+//!
 //! Unrecoverable faults are passed on as records when the consumer agreed
 //! [`Features::UNRECOVERABLE`](iopf_abi::Features::UNRECOVERABLE), and dropped otherwise. A
 //! [`LinkObserver`] sees each delivered group, each withdrawn one and each answer before the core
@@ -28,34 +41,13 @@ use std::time::Duration;
 
 use iopf_abi::Unrecoverable;
 use iopf_core::{
-    Cookie, CoreError, DeviceId, FaultCore, GroupHandler, GroupRef, HandlerId, Refusal, Response,
-    ResponseSink,
+    AutoReason, Cookie, CoreError, DeviceId, FaultCore, GroupHandler, GroupRef, HandlerId,
+    MissedGroup, Refusal, Response, ResponseSink,
 };
 
-use crate::error::LossReason;
-use crate::producer::{Answer, AnsweredBy, Group, Producer};
+use crate::error::{LossCounts, LossReason};
+use crate::producer::{Answer, AnsweredBy, Producer, TaggedGroup};
 use crate::QueueError;
-
-/// Groups the queue could not deliver, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LossCounts {
-    /// [`LossReason::RingFull`]: the fault ring had no room.
-    pub ring_full: u64,
-    /// [`LossReason::TooManyPending`]: the producer's pending limit was reached.
-    pub too_many_pending: u64,
-    /// Any other reason (ambiguous grpid, consumer gone).
-    pub other: u64,
-}
-
-impl LossCounts {
-    fn count(&mut self, reason: LossReason) {
-        match reason {
-            LossReason::RingFull => self.ring_full += 1,
-            LossReason::TooManyPending => self.too_many_pending += 1,
-            LossReason::AmbiguousGroup | LossReason::ConsumerGone => self.other += 1,
-        }
-    }
-}
 
 /// What became of the unrecoverable faults the core passed to the link's handlers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,6 +64,9 @@ pub struct UnrecoverableCounts {
 /// Watches the groups going through a [`CoreLink`]. Every method runs with the link's producer
 /// locked, on the thread that reports into or pumps the core; `ticket` is the group's tag in the
 /// queue (unique among the link's pending groups). All methods default to doing nothing.
+///
+/// `delivered` means the queue took the group: handed to the consumer, or held in the backlog
+/// until the ring has room.
 pub trait LinkObserver: Send {
     /// `group` was pushed into the fault ring as `ticket`.
     fn delivered(&mut self, ticket: u64, group: &iopf_core::Group<'_>) {
@@ -95,8 +90,11 @@ pub trait LinkObserver: Send {
 /// What the core's handlers and the link share: the producer and the link's own figures.
 struct LinkState {
     producer: Producer,
+    /// Groups (not records) the link refused or the core answered without delivery, by reason.
     lost: LossCounts,
     pending_high_water: usize,
+    /// The sum of the attached devices' allocations: the backlog's bound.
+    allocations: u64,
     unrecoverable: UnrecoverableCounts,
     observer: Option<Box<dyn LinkObserver>>,
 }
@@ -127,29 +125,40 @@ fn ticket(slot: u32, cookie: Cookie) -> u64 {
     (u64::from(slot) << 32) | u64::from(cookie.raw())
 }
 
+/// The loss reason the queue announces for a group the core answered at once, for `reason`.
+fn loss_reason(reason: AutoReason) -> LossReason {
+    match reason {
+        AutoReason::OverAllocation => LossReason::OverAllocation,
+        AutoReason::Storm => LossReason::Storm,
+        _ => LossReason::CoreFull,
+    }
+}
+
 /// The fault core's handler for one device (or one (device, PASID)) on a shared queue: delivers
-/// each group into the fault ring.
+/// each group into the fault ring, or its backlog.
 #[derive(Debug)]
-pub struct QueueHandler {
+pub struct LinkHandler {
     state: Shared,
     slot: u32,
     dev_id: u32,
 }
 
-impl GroupHandler for QueueHandler {
-    /// Pushes the group's records (tag = slot and the core's cookie, dev_id = the id the device
-    /// was attached under). A group that cannot be delivered is counted lost by the queue and the
-    /// link, announced to the consumer, and refused here so the core answers it at once.
+impl GroupHandler for LinkHandler {
+    /// Pushes the group under the core's cookie (tag = slot and cookie, dev_id = the id the
+    /// device was attached under): into the ring, or the backlog when the ring has no room now. A
+    /// group that cannot be taken at all (past the backlog, larger than the ring, consumer gone)
+    /// is counted lost by the queue and the link, announced to the consumer, and refused here so
+    /// the core answers it at once.
     fn deliver(&mut self, group: &iopf_core::Group<'_>) -> Result<(), Refusal> {
         let mut st = lock(&self.state);
         let tag = ticket(self.slot, group.cookie);
-        let g = Group {
+        let g = TaggedGroup {
             tag,
             dev_id: self.dev_id,
             requests: group.requests,
         };
-        match st.producer.push_group(&g) {
-            Ok(_) => {
+        match st.producer.push_named(group.cookie.raw(), &g) {
+            Ok(()) => {
                 let pending = st.producer.pending_groups();
                 st.pending_high_water = st.pending_high_water.max(pending);
                 if let Some(o) = st.observer.as_mut() {
@@ -158,26 +167,37 @@ impl GroupHandler for QueueHandler {
                 Ok(())
             }
             Err(QueueError::Lost(reason)) => {
-                st.lost.count(reason);
-                Err(if reason == LossReason::ConsumerGone {
-                    Refusal::ShuttingDown
-                } else {
-                    Refusal::QueueFull
+                st.lost.count(reason, 1);
+                Err(match reason {
+                    LossReason::ConsumerGone => Refusal::ShuttingDown,
+                    LossReason::TooLarge => Refusal::TooLarge,
+                    _ => Refusal::QueueFull,
                 })
             }
-            Err(_) => Err(Refusal::QueueFull),
+            // A malformed group: the core never delivers one; refuse rather than strand it.
+            Err(_) => Err(Refusal::TooLarge),
         }
     }
 
-    /// The core answered the group itself: the queue forgets it, and a later response from the
-    /// consumer is rejected with a verdict.
+    /// The core answers the group itself: the queue forgets it (one lookup, by the core's
+    /// cookie), and a later response from the consumer is rejected with a verdict.
     fn withdraw(&mut self, cookie: Cookie) {
         let mut st = lock(&self.state);
-        let tag = ticket(self.slot, cookie);
-        st.producer.withdraw(tag);
-        if let Some(o) = st.observer.as_mut() {
-            o.withdrawn(tag);
+        if st.producer.withdraw(cookie.raw()) {
+            let tag = ticket(self.slot, cookie);
+            if let Some(o) = st.observer.as_mut() {
+                o.withdrawn(tag);
+            }
         }
+    }
+
+    /// The core answered a group routed here without delivering it: the queue counts its
+    /// requests lost for the reason and announces it at once.
+    fn missed(&mut self, group: &MissedGroup) {
+        let mut st = lock(&self.state);
+        let reason = loss_reason(group.reason);
+        st.lost.count(reason, 1);
+        st.producer.report_loss(u64::from(group.requests), reason);
     }
 
     /// Pushes the fault as an unrecoverable fault record (dev_id = the id the device was attached
@@ -225,13 +245,19 @@ pub struct CoreLink {
 }
 
 impl CoreLink {
-    /// A link over `producer` with no handler yet: [`CoreLink::attach_device`] adds them.
-    pub fn new(producer: Producer) -> CoreLink {
-        CoreLink {
+    /// A link over `producer` with no handler yet: [`CoreLink::attach_device`] adds them. The
+    /// producer must have no pending group: it names groups by the core's cookies from now on,
+    /// and its backlog is bounded by the attached devices' allocations (none yet). Errors:
+    /// [`QueueError::Inconsistent`] for a producer with pending groups.
+    pub fn new(mut producer: Producer) -> Result<CoreLink, QueueError> {
+        producer.name_by_upstream()?;
+        producer.set_max_backlog(0);
+        Ok(CoreLink {
             state: Arc::new(Mutex::new(LinkState {
                 producer,
                 lost: LossCounts::default(),
                 pending_high_water: 0,
+                allocations: 0,
                 unrecoverable: UnrecoverableCounts::default(),
                 observer: None,
             })),
@@ -239,7 +265,7 @@ impl CoreLink {
             detached: false,
             answers: Vec::new(),
             at_device: Vec::new(),
-        }
+        })
     }
 
     /// The one-device shorthand: [`CoreLink::new`] then [`CoreLink::attach_device`] for
@@ -250,7 +276,8 @@ impl CoreLink {
         pasid: Option<u32>,
         producer: Producer,
     ) -> Result<CoreLink, CoreError> {
-        let mut link = CoreLink::new(producer);
+        let mut link = CoreLink::new(producer)
+            .map_err(|_| CoreError::BadConfig("the queue's producer has pending groups"))?;
         link.attach_device(core, device, pasid)?;
         Ok(link)
     }
@@ -271,7 +298,8 @@ impl CoreLink {
     /// naming the device `dev_id` in the records it delivers (iommufd: the device's object id).
     /// The consumer's agreement is enforced by the queue; towards the core the link always names
     /// groups by the core's cookie, so the handler is attached with the consumer's features plus
-    /// `COOKIE_RESPONSE`. Errors: the core's ([`CoreError::HandlerBusy`], unknown device, ...),
+    /// `COOKIE_RESPONSE`. The device's Outstanding Page Request Allocation is added to the
+    /// backlog's bound. Errors: the core's ([`CoreError::HandlerBusy`], unknown device, ...),
     /// [`CoreError::BadConfig`] once the consumer is gone and the link detached every handler,
     /// [`CoreError::TableFull`] past `u32::MAX` handlers.
     pub fn attach_as<S: ResponseSink>(
@@ -286,15 +314,20 @@ impl CoreLink {
         }
         let agreed =
             lock(&self.state).producer.agreement().features | iopf_abi::Features::COOKIE_RESPONSE;
+        let allocation = u64::from(core.caps(device)?.outstanding_allocation);
         let slot = u32::try_from(self.handlers.len())
             .map_err(|_| CoreError::TableFull("queue link handlers"))?;
-        let handler = QueueHandler {
+        let handler = LinkHandler {
             state: self.state.clone(),
             slot,
             dev_id,
         };
         let id = core.attach(device, pasid, Box::new(handler), agreed)?;
         self.handlers.push(id);
+        let mut st = lock(&self.state);
+        st.allocations = st.allocations.saturating_add(allocation);
+        let bound = st.allocations;
+        st.producer.set_max_backlog(bound);
         Ok(id)
     }
 
@@ -314,7 +347,8 @@ impl CoreLink {
         lock(&self.state).observer = Some(observer);
     }
 
-    /// Groups the queue could not deliver so far, by reason.
+    /// Groups the queue refused, or the core answered without delivering them, so far, by
+    /// reason (the producer's [`crate::ProducerStats::lost_by`] counts their records).
     pub fn lost(&self) -> LossCounts {
         lock(&self.state).lost
     }

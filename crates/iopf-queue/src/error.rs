@@ -1,6 +1,8 @@
-//! The crate's one error type, and the reasons a response can be rejected.
+//! The crate's one error type, why records were lost, and the verdict on a rejected response.
+//! Why a response is rejected is the fault core's [`RejectReason`], the one list of every stage.
 
 use iopf_abi::AbiError;
+pub use iopf_core::RejectReason;
 
 /// What went wrong on a fault queue. Each variant maps to the errno Linux returns for the same
 /// kind of mistake ([`QueueError::errno`]).
@@ -31,6 +33,15 @@ pub enum QueueError {
         entries: u32,
         /// The largest size offered.
         max: u32,
+    },
+    /// The ring asked for cannot hold the largest group the producer may push: that group would
+    /// wait for room that never comes.
+    #[error("a ring of {entries} entries cannot hold a group of {max_group} page requests, the largest the producer may send")]
+    RingTooSmall {
+        /// The ring size asked for.
+        entries: u32,
+        /// The producer's largest group.
+        max_group: u32,
     },
     /// A group handed to the producer is not a well-formed page request group.
     #[error("bad group: {0}")]
@@ -87,7 +98,9 @@ impl QueueError {
             QueueError::VersionNotOffered { .. }
             | QueueError::NotOffered(_)
             | QueueError::NotAgreed(_) => libc::EOPNOTSUPP,
-            QueueError::Inconsistent(_) | QueueError::BadEntries { .. } => libc::EINVAL,
+            QueueError::Inconsistent(_)
+            | QueueError::BadEntries { .. }
+            | QueueError::RingTooSmall { .. } => libc::EINVAL,
             QueueError::BadGroup(_) => libc::EINVAL,
             QueueError::Lost(_) => libc::ENOSPC,
             QueueError::Closed => libc::EPIPE,
@@ -108,81 +121,120 @@ impl QueueError {
     }
 }
 
-/// Why a group was not delivered (invariant 2: it is counted, signalled, and its owner answers it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why records were not delivered (invariant 2 of the design: counted, announced to the consumer
+/// at once by the header's counters and a loss record, and the group still answered). The
+/// numbers are ABI: loss records and the region header carry them.
+///
+/// A group that does not fit the ring *now* is never lost: it waits in the producer's backlog
+/// (bounded by the attached devices' allocations) and is delivered, in order, when room frees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
 pub enum LossReason {
-    /// The fault ring had no room for the whole group (the producer never blocks the fault path).
-    RingFull,
-    /// The producer already holds its maximum of unanswered groups for this consumer.
-    TooManyPending,
-    /// Responses name groups by grpid on this queue, and a group with the same grpid is still
-    /// unanswered: the consumer could not tell them apart.
-    AmbiguousGroup,
+    /// Neither the ring nor the backlog had room: the devices sent more than their allocations
+    /// allow (or, for a producer without a fault core, more than its configured backlog).
+    BacklogFull = 1,
+    /// The group has more requests than the ring can ever hold, or than the producer offered:
+    /// it could never be delivered.
+    TooLarge = 2,
     /// The consumer has gone away.
-    ConsumerGone,
+    ConsumerGone = 3,
+    /// An unrecoverable fault found the ring full (they are information and take no answer, so
+    /// they are not held back).
+    RingFull = 4,
+    /// The fault core answered the group at once: its device was past its Outstanding Page
+    /// Request Allocation (`iopf_core::AutoReason::OverAllocation`).
+    OverAllocation = 5,
+    /// The fault core answered the group at once: its device was past its storm limit.
+    Storm = 6,
+    /// The fault core answered the group at once: its group table was full.
+    CoreFull = 7,
+}
+
+impl LossReason {
+    /// Every reason, in number order.
+    pub const ALL: [LossReason; 7] = [
+        LossReason::BacklogFull,
+        LossReason::TooLarge,
+        LossReason::ConsumerGone,
+        LossReason::RingFull,
+        LossReason::OverAllocation,
+        LossReason::Storm,
+        LossReason::CoreFull,
+    ];
+
+    /// The reason with this number (as a loss record carries it); `None` for 0 (several
+    /// reasons, or a producer that does not say) and unknown numbers.
+    pub fn from_raw(raw: u32) -> Option<LossReason> {
+        LossReason::ALL.into_iter().find(|r| *r as u32 == raw)
+    }
 }
 
 impl std::fmt::Display for LossReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            LossReason::RingFull => "the fault ring is full",
-            LossReason::TooManyPending => "too many unanswered groups",
-            LossReason::AmbiguousGroup => "a group with the same grpid is still unanswered",
+            LossReason::BacklogFull => "neither the ring nor the backlog had room",
+            LossReason::TooLarge => "the group is larger than the ring or the offer",
             LossReason::ConsumerGone => "the consumer has gone away",
+            LossReason::RingFull => "an unrecoverable fault found the ring full",
+            LossReason::OverAllocation => "the device was past its outstanding allocation",
+            LossReason::Storm => "the device was past its storm limit",
+            LossReason::CoreFull => "the fault core's group table was full",
         })
     }
 }
 
-/// Why the producer rejected a response. Written into the verdict ring as a number, so the values
-/// are ABI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum RejectReason {
-    /// The response slot's length or format tag is impossible.
-    Malformed = 1,
-    /// The response did not decode (unknown version, flags or code, non-zero unknown tail...).
-    Decode = 2,
-    /// The response uses a format that was not agreed.
-    FormatNotAgreed = 3,
-    /// The response carries private data, but echoing it was not agreed.
-    PrivDataNotAgreed = 4,
-    /// No unanswered group of this consumer has that cookie or grpid (a duplicate, a replay, a
-    /// guess, or another consumer's group).
-    UnknownGroup = 5,
-    /// The PASID is missing where the device requires it, or is not the request's.
-    PasidMismatch = 6,
-    /// Private data was agreed to be echoed but is missing or differs from the request's.
-    PrivDataMismatch = 7,
+/// Records lost, by [`LossReason`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct LossCounts {
+    counts: [u64; LossReason::ALL.len()],
 }
 
-impl RejectReason {
-    /// Decodes a reason number from the verdict ring.
-    pub fn from_raw(raw: u32) -> Option<RejectReason> {
-        use RejectReason::*;
-        Some(match raw {
-            1 => Malformed,
-            2 => Decode,
-            3 => FormatNotAgreed,
-            4 => PrivDataNotAgreed,
-            5 => UnknownGroup,
-            6 => PasidMismatch,
-            7 => PrivDataMismatch,
-            _ => return None,
-        })
+impl LossCounts {
+    /// Counts `n` records lost for `reason`.
+    pub fn count(&mut self, reason: LossReason, n: u64) {
+        let c = &mut self.counts[reason as usize - 1];
+        *c = c.saturating_add(n);
+    }
+
+    /// Records lost for `reason`.
+    pub fn get(&self, reason: LossReason) -> u64 {
+        self.counts[reason as usize - 1]
+    }
+
+    /// Sets the count of `reason` (a consumer copying the region header's counters).
+    pub(crate) fn set(&mut self, reason: LossReason, n: u64) {
+        self.counts[reason as usize - 1] = n;
+    }
+
+    /// Records lost for any reason.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().fold(0u64, |a, &b| a.saturating_add(b))
+    }
+
+    /// The reasons with a non-zero count, with their counts.
+    pub fn nonzero(&self) -> impl Iterator<Item = (LossReason, u64)> + '_ {
+        LossReason::ALL
+            .into_iter()
+            .map(|r| (r, self.get(r)))
+            .filter(|&(_, n)| n > 0)
     }
 }
 
-impl std::fmt::Display for RejectReason {
+impl std::fmt::Display for LossCounts {
+    /// `none`, or `3 BacklogFull, 1 ConsumerGone`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RejectReason::Malformed => "malformed response slot",
-            RejectReason::Decode => "the response does not decode",
-            RejectReason::FormatNotAgreed => "response format not agreed",
-            RejectReason::PrivDataNotAgreed => "private data echo not agreed",
-            RejectReason::UnknownGroup => "no unanswered group matches",
-            RejectReason::PasidMismatch => "PASID missing or wrong",
-            RejectReason::PrivDataMismatch => "private data missing or wrong",
-        })
+        let mut any = false;
+        for (r, n) in self.nonzero() {
+            if any {
+                f.write_str(", ")?;
+            }
+            write!(f, "{n} {r:?}")?;
+            any = true;
+        }
+        if !any {
+            f.write_str("none")?;
+        }
+        Ok(())
     }
 }
 
@@ -201,6 +253,12 @@ impl Rejection {
             reason,
             errno: libc::EINVAL,
         }
+    }
+
+    /// The verdict for the judge's rejection (`iopf_core::GroupTable::judge`): its reason,
+    /// EINVAL.
+    pub(crate) fn judged(r: iopf_core::Rejected) -> Rejection {
+        Rejection::new(r.reason())
     }
 
     pub(crate) fn decode(e: AbiError) -> Rejection {

@@ -16,6 +16,8 @@
 //!  word 80      flags             (consumer: CONSUMER_CLOSED, CONSUMER_MEMBARRIER)
 //!  word 88      producer flags    (producer, written once before the consumer maps the region:
 //!                                  PRODUCER_MEMBARRIER)
+//!  word 96      lost by reason    (producer: records lost for each `LossReason`, word 96 + its
+//!                                  number, updated the moment a loss happens)
 //!  word 128     fault ring:    entries × 8 words    (one record a slot, see `record`: the
 //!               `iommu_fault` with seq, cookie and dev_id in its reserved bytes and the stamp in
 //!               its `padding`; or seq, kind|cookie, stamp|dev_id, then the 40-byte record)
@@ -42,10 +44,11 @@
 
 use crate::negotiate::{Agreement, RecordFormat};
 
-/// `"IOPFQ\0\0\x03"`: the region's magic. The last byte is the region format's version: 2 added
-/// the judged watermark and packed cookie responses, 3 the slot stamps, so an older peer is
-/// refused ("bad magic") instead of waiting on a head nobody reads.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"IOPFQ\0\0\x03");
+/// `"IOPFQ\0\0\x04"`: the region's magic. The last byte is the region format's version: 2 added
+/// the judged watermark and packed cookie responses, 3 the slot stamps, 4 the loss reasons (in
+/// loss records and the header), so an older peer is refused ("bad magic") instead of waiting on
+/// a head nobody reads.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"IOPFQ\0\0\x04");
 
 /// Header word indices.
 pub(crate) mod hdr {
@@ -73,6 +76,8 @@ pub(crate) mod hdr {
     pub const LOST: usize = 73;
     pub const FLAGS: usize = 80;
     pub const PRODUCER_FLAGS: usize = 88;
+    /// Records lost for loss reason `r` are at `LOST_BY_REASON + r` (reasons number from 1).
+    pub const LOST_BY_REASON: usize = 96;
     /// Words in the header.
     pub const WORDS: usize = 128;
 }

@@ -36,7 +36,7 @@
 //! ```
 //! use iopf_abi::features::RecordFormats;
 //! use iopf_abi::{FaultConsumer, Features, IommufdResponse, ResponseCode};
-//! use iopf_queue::{channel, Group, Offer, ProducerConfig, Request};
+//! use iopf_queue::{channel, TaggedGroup, Offer, ProducerConfig, Request};
 //! # use iopf_abi::{PageRequest, PageRequestFlags, Perm};
 //! # let request = PageRequest { flags: PageRequestFlags::LAST_PAGE, pasid: 0, grpid: 1,
 //! #     perm: Perm::READ, addr: 0x1000, private_data: [0; 2] };
@@ -44,7 +44,7 @@
 //! let ask = Request::best_for(&offer, RecordFormats::HWPT_PGFAULT, Features::COOKIE_RESPONSE)
 //!     .expect("offered");
 //! let (mut producer, mut consumer) = channel(&offer, &ask, ProducerConfig::default())?;
-//! producer.push_group(&Group { tag: 7, dev_id: 1, requests: &[request] })?;
+//! producer.push_group(&TaggedGroup { tag: 7, dev_id: 1, requests: &[request] })?;
 //! let mut faults = [iopf_abi::PgFault::from_bytes(&[0; 40])?; 16];
 //! let n = consumer.read_faults(&mut faults)?;
 //! consumer.respond(&[IommufdResponse { cookie: faults[n - 1].cookie, code: ResponseCode::Success }])?;
@@ -70,21 +70,18 @@ pub mod record;
 pub mod response;
 pub mod socket;
 
-mod held;
-mod pending;
+mod peer;
 mod shared;
 mod shm;
 mod wake;
 
 use std::sync::Arc;
 
-pub use consumer::{Consumer, ConsumerStats, Verdict};
-pub use core_link::{
-    CoreLink, LinkObserver, LossCounts, Pumped, QueueHandler, UnrecoverableCounts,
-};
-pub use error::{LossReason, QueueError, RejectReason, Rejection};
+pub use consumer::{Consumer, ConsumerStats, ResponseVerdict};
+pub use core_link::{CoreLink, LinkHandler, LinkObserver, Pumped, UnrecoverableCounts};
+pub use error::{LossCounts, LossReason, QueueError, RejectReason, Rejection};
 pub use negotiate::{negotiate, Agreement, Offer, RecordFormat, Request};
-pub use producer::{Answer, AnsweredBy, Group, Producer, ProducerConfig, ProducerStats};
+pub use producer::{Answer, AnsweredBy, Producer, ProducerConfig, ProducerStats, TaggedGroup};
 pub use record::{Event, FaultEvent};
 pub use response::RawFormat;
 pub use socket::{connect, own_uid, Listener, ServeConfig};
@@ -118,7 +115,7 @@ pub fn channel(
         config,
         fault_bell,
         resp_bell,
-        producer::Link::InProcess(Arc::downgrade(&alive)),
+        peer::Link::InProcess(Arc::downgrade(&alive)),
         None,
     );
     let consumer = Consumer::new(

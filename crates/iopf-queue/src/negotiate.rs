@@ -40,6 +40,10 @@ pub struct Offer {
     pub features: Features,
     /// The largest ring (entries) it will allocate.
     pub max_entries: u32,
+    /// The most page requests a group it pushes may have (0: not stated). A producer that
+    /// serves a fault core states its devices' largest group; negotiation then refuses a ring
+    /// that could not hold it, so that no group ever waits for room that cannot come.
+    pub max_group: u32,
 }
 
 impl Offer {
@@ -54,8 +58,18 @@ impl Offer {
             features: Features::PRIV_DATA_ECHO
                 | Features::COOKIE_RESPONSE
                 | Features::LOSS_RECORDS
-                | Features::UNRECOVERABLE,
+                | Features::UNRECOVERABLE
+                | Features::COOKIE_FAILURE,
             max_entries: DEFAULT_MAX_ENTRIES,
+            max_group: 0,
+        }
+    }
+
+    /// This offer, stating that no group has more than `requests` page requests.
+    pub fn with_max_group(self, requests: u32) -> Offer {
+        Offer {
+            max_group: requests,
+            ..self
         }
     }
 
@@ -68,6 +82,7 @@ impl Offer {
             responses: ResponseFormats::VFIO_V1,
             features: Features::empty(),
             max_entries: DEFAULT_MAX_ENTRIES,
+            max_group: 0,
         }
     }
 }
@@ -84,7 +99,9 @@ pub struct Request {
     pub responses: ResponseFormats,
     /// The features it wants.
     pub features: Features,
-    /// Ring entries: a power of two up to the offer's maximum, or 0 for [`DEFAULT_ENTRIES`].
+    /// Ring entries: a power of two up to the offer's maximum, at least the offer's
+    /// `max_group`, or 0 for [`DEFAULT_ENTRIES`] (or the smallest power of two that holds
+    /// `max_group`, if larger).
     pub entries: u32,
 }
 
@@ -122,6 +139,9 @@ impl Request {
         }
         if !offer.responses.contains(ResponseFormats::COOKIE) {
             features.remove(Features::COOKIE_RESPONSE);
+        }
+        if !features.contains(Features::COOKIE_RESPONSE) {
+            features.remove(Features::COOKIE_FAILURE);
         }
         let mut responses = ResponseFormats::empty();
         if features.contains(Features::COOKIE_RESPONSE) {
@@ -177,6 +197,9 @@ pub struct Agreement {
     pub features: Features,
     /// Entries in the fault ring, the response ring and the verdict ring (a power of two).
     pub entries: u32,
+    /// The most page requests a group may have, as the producer offered (0: not stated; a
+    /// group is then bounded only by the ring).
+    pub max_group: u32,
 }
 
 impl Agreement {
@@ -194,6 +217,15 @@ impl Agreement {
     pub fn vfio_responses(&self) -> bool {
         self.responses
             .intersects(ResponseFormats::VFIO_V1 | ResponseFormats::VFIO_V2)
+    }
+
+    /// The most page requests a group may have to ever be delivered: the ring's entries, or the
+    /// offered maximum if smaller.
+    pub fn largest_group(&self) -> u32 {
+        match self.max_group {
+            0 => self.entries,
+            m => m.min(self.entries),
+        }
     }
 }
 
@@ -273,14 +305,29 @@ pub fn negotiate(offer: &Offer, request: &Request) -> Result<Agreement, QueueErr
             "COOKIE_RESPONSE and the cookie response format go together",
         ));
     }
+    if request.features.contains(Features::COOKIE_FAILURE)
+        && !request.features.contains(Features::COOKIE_RESPONSE)
+    {
+        return Err(QueueError::Inconsistent(
+            "COOKIE_FAILURE needs COOKIE_RESPONSE",
+        ));
+    }
     let max = offer.max_entries.min(DEFAULT_MAX_ENTRIES);
     let entries = if request.entries == 0 {
-        DEFAULT_ENTRIES.min(max)
+        DEFAULT_ENTRIES
+            .max(offer.max_group.checked_next_power_of_two().unwrap_or(max))
+            .min(max)
     } else {
         request.entries
     };
     if !entries.is_power_of_two() || entries < 2 || entries > max {
         return Err(QueueError::BadEntries { entries, max });
+    }
+    if entries < offer.max_group {
+        return Err(QueueError::RingTooSmall {
+            entries,
+            max_group: offer.max_group,
+        });
     }
     Ok(Agreement {
         abi_version: request.abi_version,
@@ -288,6 +335,7 @@ pub fn negotiate(offer: &Offer, request: &Request) -> Result<Agreement, QueueErr
         responses: request.responses,
         features: request.features,
         entries,
+        max_group: offer.max_group,
     })
 }
 

@@ -6,24 +6,38 @@
 //! violation and treated as "no progress". A response slot is taken only when its stamp names the
 //! index the producer expects next (see [`crate::layout`]), is copied out before it is judged, and
 //! at most [`ProducerConfig::max_per_wake`] responses are handled per call.
+//!
+//! **Backpressure, not failure.** A group that does not fit the ring now (or would exceed the
+//! consumer's pending limit, or, on a queue answered by grpid, shares its PRG index with a group
+//! the consumer still holds) waits in a backlog and is delivered, in order, when room frees
+//! ([`Producer::flush_backlog`], which [`Producer::drain_responses`] calls). The backlog is
+//! bounded ([`ProducerConfig::max_backlog`], set by [`crate::CoreLink`] to the sum of its
+//! devices' Outstanding Page Request Allocations, which the fault core never lets a device
+//! exceed); only past it, or for a group that could never fit the ring, is a group lost:
+//! counted by [`LossReason`], announced at once, and its owner answers it.
+//!
+//! The producer's groups are kept in the fault core's [`GroupTable`] (under the core's cookies
+//! when a [`crate::CoreLink`] feeds it, [`Naming::Upstream`]) and every response is judged by
+//! [`GroupTable::judge`]: the rules of the whole fault path, written once.
 
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
 use std::time::Duration;
 
 use iopf_abi::fault::PageRequestFlags;
 use iopf_abi::{Features, PageRequest, ResponseCode, Unrecoverable};
+use iopf_core::{Cookie, GroupFacts, GroupTable, Naming, Responder, Response, TableError};
 
-use crate::error::{LossReason, Rejection};
+use crate::error::{LossCounts, LossReason, Rejection};
 use crate::layout::{
     hdr, pack, stamp, StampAt, FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP,
     IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_WORDS, RESP_STAMP,
 };
 use crate::negotiate::{Agreement, RecordFormat};
-use crate::pending::{Pending, PendingGroup};
+use crate::peer::Link;
 use crate::record::{encode_fault, encode_lost, encode_unrecoverable, SlotWords};
-use crate::response::{judge, judge_packed, packed_in};
+use crate::response::{decode_packed, decode_slot, packed_in};
 use crate::shared::{HeldStamp, Shared};
 use crate::wake::{membarrier_registered, publish_and_wake, wait_until, Doorbell, Publish};
 use crate::QueueError;
@@ -31,11 +45,15 @@ use crate::QueueError;
 /// Tunables of a producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerConfig {
-    /// The most unanswered groups the producer keeps for its consumer; past it, new groups are
-    /// lost ([`LossReason::TooManyPending`]). At most 65536.
+    /// The most groups handed to the consumer and not yet answered; past it, new groups wait in
+    /// the backlog until the consumer answers some.
     pub max_pending: usize,
     /// The most responses judged per [`Producer::drain_responses`] call.
     pub max_per_wake: usize,
+    /// The most page requests held back in the backlog; past it, a group is lost
+    /// ([`LossReason::BacklogFull`]). [`crate::CoreLink`] sets it to the sum of its devices'
+    /// Outstanding Page Request Allocations (so that it is never reached).
+    pub max_backlog: u64,
 }
 
 impl Default for ProducerConfig {
@@ -43,13 +61,15 @@ impl Default for ProducerConfig {
         ProducerConfig {
             max_pending: 4096,
             max_per_wake: 256,
+            max_backlog: 4096,
         }
     }
 }
 
-/// A page request group handed to the producer: all its requests, the last with `LAST_PAGE`.
+/// A page request group handed to the producer: all its requests, the last with `LAST_PAGE`,
+/// and the owner's names for it.
 #[derive(Debug, Clone, Copy)]
-pub struct Group<'a> {
+pub struct TaggedGroup<'a> {
     /// The owner's name for the group (the fault core's cookie, say), returned in its [`Answer`].
     pub tag: u64,
     /// The device's id, delivered with every record.
@@ -67,6 +87,14 @@ pub enum AnsweredBy {
     ConsumerGone,
 }
 
+/// What the producer keeps with each group besides its [`GroupFacts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Pushed {
+    tag: u64,
+    dev_id: u32,
+    requests: u32,
+}
+
 /// A group's answer, for the owner to send to the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answer {
@@ -82,20 +110,11 @@ pub struct Answer {
     pub grpid: u32,
     /// The response code.
     pub code: ResponseCode,
-    /// The request's private data, to go back to the IOMMU with the response. Always the
-    /// producer's own copy: when the consumer echoes it, the echo was checked against it.
+    /// The LAST_PAGE request's private data, to go back to the IOMMU with the response. Always
+    /// the producer's own copy: when the consumer echoes it, the echo was checked against it.
     pub private_data: Option<[u64; 2]>,
     /// Who answered.
     pub by: AnsweredBy,
-}
-
-/// How the producer learns that its consumer is gone.
-#[derive(Debug)]
-pub(crate) enum Link {
-    /// A consumer in this process holds the strong end.
-    InProcess(Weak<()>),
-    /// A consumer in another process holds the other end of this socket.
-    Socket(OwnedFd),
 }
 
 /// Counters a producer keeps.
@@ -105,6 +124,12 @@ pub struct ProducerStats {
     pub delivered: u64,
     /// Records lost (not delivered).
     pub lost: u64,
+    /// Records lost, by reason.
+    pub lost_by: LossCounts,
+    /// Groups that waited in the backlog before they were delivered (or answered otherwise).
+    pub held_back: u64,
+    /// The most page requests in the backlog at once.
+    pub backlog_high_water: u64,
     /// Responses accepted.
     pub accepted: u64,
     /// Responses rejected.
@@ -113,10 +138,20 @@ pub struct ProducerStats {
     pub violations: u64,
 }
 
+/// A run of lost records not yet announced by a loss record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unreported {
+    first_seq: u64,
+    count: u64,
+    /// The run's reason, `None` once two reasons met in it.
+    reason: Option<LossReason>,
+}
+
 /// The producing end of a fault queue. Owned by one thread at a time (`Send`, not `Sync`).
 ///
-/// Contract: every group pushed successfully ends up in exactly one [`Answer`], from
-/// [`drain_responses`](Producer::drain_responses) or from [`close`](Producer::close); a group
+/// Contract: every group pushed successfully (delivered at once or held in the backlog) ends up
+/// in exactly one [`Answer`], from [`drain_responses`](Producer::drain_responses) or from
+/// [`close`](Producer::close), unless its owner [`withdraw`](Producer::withdraw)s it; a group
 /// whose push failed was never delivered, and its owner answers it. Call `close` before
 /// dropping a producer with unanswered groups, or they are answered by nobody.
 #[derive(Debug)]
@@ -134,8 +169,17 @@ pub struct Producer {
     verdict_head: u64,
     cached_verdict_tail: u64,
     next_seq: u64,
-    unreported_loss: Option<(u64, u64)>,
-    pending: Pending,
+    unreported_loss: Option<Unreported>,
+    /// Every group pushed and not answered: announced (in the ring, or read) or held back.
+    groups: GroupTable<Pushed>,
+    /// Announced groups (handed to the consumer, not answered).
+    announced: usize,
+    /// Held-back groups, oldest first (a withdrawn one stays until the flush passes it).
+    backlog: VecDeque<Cookie>,
+    /// Their requests, in the same order.
+    backlog_requests: VecDeque<PageRequest>,
+    /// A group's requests on their way from the backlog to the ring.
+    scratch: Vec<PageRequest>,
     fault_bell: Doorbell,
     resp_bell: Doorbell,
     link: Link,
@@ -164,7 +208,11 @@ impl Producer {
                 .store(PRODUCER_FLAG_MEMBARRIER, Ordering::Release);
         }
         Producer {
-            pending: Pending::new(config.max_pending, agreement.vfio_responses()),
+            groups: GroupTable::new(Naming::Own, agreement.vfio_responses()),
+            announced: 0,
+            backlog: VecDeque::new(),
+            backlog_requests: VecDeque::new(),
+            scratch: Vec::new(),
             shared,
             agreement,
             config,
@@ -209,26 +257,68 @@ impl Producer {
         self.stats
     }
 
-    /// Groups delivered and not yet answered.
+    /// Groups pushed and not yet answered (handed to the consumer or held back).
     pub fn pending_groups(&self) -> usize {
-        self.pending.len()
+        self.groups.len()
     }
 
-    /// Pushes one group and publishes it. Returns the group's cookie, or an error: a malformed
-    /// group ([`QueueError::BadGroup`]), or [`QueueError::Lost`] when it could not be delivered
-    /// — counted, announced to the consumer, and the caller must answer the group itself.
-    pub fn push_group(&mut self, group: &Group<'_>) -> Result<u32, QueueError> {
-        let r = self.push_one(group);
+    /// Page requests waiting in the backlog.
+    pub fn backlog_requests(&self) -> usize {
+        self.backlog_requests.len()
+    }
+
+    /// Sets the most page requests the backlog holds (see [`ProducerConfig::max_backlog`]).
+    pub fn set_max_backlog(&mut self, requests: u64) {
+        self.config.max_backlog = requests;
+    }
+
+    /// From now on, groups are pushed under the cookies their owner gives
+    /// ([`push_named`](Producer::push_named)): the fault core's, so that a group has one name
+    /// from the core to the consumer and withdrawing it costs one lookup. Errors:
+    /// [`QueueError::Inconsistent`] while groups are pending.
+    pub fn name_by_upstream(&mut self) -> Result<(), QueueError> {
+        if self.groups.naming() == Naming::Upstream {
+            return Ok(());
+        }
+        if !self.groups.is_empty() {
+            return Err(QueueError::Inconsistent(
+                "groups are pending under the producer's own cookies",
+            ));
+        }
+        self.groups = GroupTable::new(Naming::Upstream, self.agreement.vfio_responses());
+        Ok(())
+    }
+
+    /// Pushes one group under a cookie of the producer's own and publishes it: delivered at
+    /// once, or held in the backlog until room frees. Returns the group's cookie, or an error: a
+    /// malformed group ([`QueueError::BadGroup`]), or [`QueueError::Lost`] when it cannot be
+    /// delivered (past the backlog, too large for the ring, consumer gone) — counted, announced to
+    /// the consumer, and the caller must answer the group itself.
+    pub fn push_group(&mut self, group: &TaggedGroup<'_>) -> Result<u32, QueueError> {
+        let r = self.push_one(None, group);
         self.publish();
-        r
+        r.map(Cookie::raw)
+    }
+
+    /// [`push_group`](Producer::push_group) under `cookie`, the name its owner gave it (after
+    /// [`name_by_upstream`](Producer::name_by_upstream)). Also [`QueueError::BadGroup`] when a
+    /// group is already pending under `cookie`.
+    pub fn push_named(&mut self, cookie: u32, group: &TaggedGroup<'_>) -> Result<(), QueueError> {
+        let r = self.push_one(Some(Cookie::from_raw(cookie)), group);
+        self.publish();
+        r.map(|_| ())
     }
 
     /// Pushes several groups with one publication and at most one wake-up; `out` receives one
     /// result per group, as [`push_group`](Producer::push_group) would return it.
-    pub fn push_groups(&mut self, groups: &[Group<'_>], out: &mut Vec<Result<u32, QueueError>>) {
+    pub fn push_groups(
+        &mut self,
+        groups: &[TaggedGroup<'_>],
+        out: &mut Vec<Result<u32, QueueError>>,
+    ) {
         for g in groups {
-            let r = self.push_one(g);
-            out.push(r);
+            let r = self.push_one(None, g);
+            out.push(r.map(Cookie::raw));
         }
         self.publish();
     }
@@ -240,9 +330,10 @@ impl Producer {
     /// * [`QueueError::NotAgreed`] (`EOPNOTSUPP`) when the consumer did not agree
     ///   [`Features::UNRECOVERABLE`]: nothing is written, no sequence number is used and nothing
     ///   is counted — the consumer asked not to be told;
-    /// * [`QueueError::Lost`] when the ring has no room ([`LossReason::RingFull`]) or the
-    ///   consumer is gone ([`LossReason::ConsumerGone`]): counted and announced like a lost page
-    ///   request (its sequence number is in the loss record), and there is nothing to answer.
+    /// * [`QueueError::Lost`] when the ring has no room ([`LossReason::RingFull`]: unrecoverable
+    ///   faults need no answer and are not held back) or the consumer is gone
+    ///   ([`LossReason::ConsumerGone`]): counted and announced like a lost page request (its
+    ///   sequence number is in the loss record), and there is nothing to answer.
     #[inline]
     pub fn push_unrecoverable(
         &mut self,
@@ -348,24 +439,28 @@ impl Producer {
         dev_id: u32,
         fault: &Unrecoverable,
     ) -> Result<u64, QueueError> {
-        let reason = if self.closed
-            || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
-        {
+        let reason = if self.consumer_closed() {
             Some(LossReason::ConsumerGone)
         } else {
-            let report = self.unreported_loss.is_some()
-                && self.agreement.features.contains(Features::LOSS_RECORDS);
-            (!self.has_room(1 + u64::from(report))).then_some(LossReason::RingFull)
+            self.write_loss_record_if_room();
+            (self.unreported_loss.is_some() || !self.has_room(1)).then_some(LossReason::RingFull)
         };
         if let Some(reason) = reason {
-            self.count_loss(1);
+            self.count_loss(1, reason);
             return Err(QueueError::Lost(reason));
         }
-        self.write_loss_record();
         Ok(self.write_unrecoverable(dev_id, fault))
     }
 
-    fn check_group(&self, group: &Group<'_>) -> Result<(), QueueError> {
+    /// Whether the consumer has closed its end (or the producer was closed): one load, for the
+    /// fault path (the link, a system call for a socket, is looked at by
+    /// [`consumer_gone`](Producer::consumer_gone)).
+    #[inline]
+    fn consumer_closed(&self) -> bool {
+        self.closed || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
+    }
+
+    fn check_group(&self, group: &TaggedGroup<'_>) -> Result<(), QueueError> {
         // Not `ok_or(..)?`: that builds (and drops) the error on every call of the hot path.
         let Some((last, rest)) = group.requests.split_last() else {
             return Err(QueueError::BadGroup("a group has at least one request"));
@@ -389,87 +484,187 @@ impl Producer {
         Ok(())
     }
 
-    fn push_one(&mut self, group: &Group<'_>) -> Result<u32, QueueError> {
+    /// Pushes one group (not published): delivered at once when nothing waits before it and it
+    /// may go now ([`Producer::may_deliver`]), held back otherwise, lost past the backlog.
+    fn push_one(
+        &mut self,
+        name: Option<Cookie>,
+        group: &TaggedGroup<'_>,
+    ) -> Result<Cookie, QueueError> {
         self.check_group(group)?;
         let n = group.requests.len() as u64;
-        // The link (a socket poll) is looked at by `wait_responses` and `consumer_gone`, not on
-        // this hot path; the closed flag is one load.
-        let reason = if self.closed
-            || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
-        {
-            Some(LossReason::ConsumerGone)
-        } else if self.pending.is_full() {
-            Some(LossReason::TooManyPending)
-        } else if self.pending.grpid_taken(group.requests[0].grpid) {
-            Some(LossReason::AmbiguousGroup)
-        } else {
-            let report = self.unreported_loss.is_some()
-                && self
-                    .agreement
-                    .features
-                    .contains(iopf_abi::Features::LOSS_RECORDS);
-            let need = n + u64::from(report);
-            if !self.has_room(need) {
-                Some(LossReason::RingFull)
-            } else {
-                None
-            }
-        };
-        if let Some(reason) = reason {
-            self.count_loss(n);
-            return Err(QueueError::Lost(reason));
-        }
-        self.write_loss_record();
         let Some(last) = group.requests.last() else {
             return Err(QueueError::BadGroup("a group has at least one request"));
         };
-        let private_data = group
-            .requests
-            .iter()
-            .rev()
-            .find(|r| r.flags.contains(PageRequestFlags::PRIV_DATA))
-            .map(|r| r.private_data);
-        let Some(cookie) = self.pending.insert(PendingGroup {
+        if self.consumer_closed() {
+            return Err(self.lose(n, LossReason::ConsumerGone));
+        }
+        if n > u64::from(self.agreement.largest_group()) {
+            return Err(self.lose(n, LossReason::TooLarge));
+        }
+        let facts = GroupFacts::of_last(0, 0, last);
+        let pushed = Pushed {
             tag: group.tag,
             dev_id: group.dev_id,
-            pasid: last.pasid(),
-            grpid: last.grpid,
-            needs_pasid: last.flags.contains(PageRequestFlags::RESPONSE_NEEDS_PASID),
-            private_data,
-        }) else {
-            return Err(QueueError::Lost(LossReason::TooManyPending));
+            requests: n as u32,
         };
+        if self.backlog.is_empty() && self.may_deliver(n, facts.grpid) {
+            let cookie = self.insert(name, facts, pushed, false)?;
+            self.deliver(cookie, group.dev_id, group.requests);
+            return Ok(cookie);
+        }
+        if self.backlog_requests.len() as u64 + n > self.config.max_backlog {
+            return Err(self.lose(n, LossReason::BacklogFull));
+        }
+        let cookie = self.insert(name, facts, pushed, true)?;
+        self.backlog.push_back(cookie);
+        self.backlog_requests.extend(group.requests.iter().copied());
+        self.stats.held_back += 1;
+        self.stats.backlog_high_water = self
+            .stats
+            .backlog_high_water
+            .max(self.backlog_requests.len() as u64);
+        Ok(cookie)
+    }
+
+    /// Puts a pushed group in the table, under `name` or a cookie of the table's own.
+    fn insert(
+        &mut self,
+        name: Option<Cookie>,
+        facts: GroupFacts,
+        pushed: Pushed,
+        held_back: bool,
+    ) -> Result<Cookie, QueueError> {
+        let n = u64::from(pushed.requests);
+        let r = match (name, held_back) {
+            (None, false) => self.groups.insert(facts, pushed),
+            (None, true) => self.groups.insert_held_back(facts, pushed),
+            (Some(c), false) => self.groups.insert_named(c, facts, pushed).map(|()| c),
+            (Some(c), true) => self
+                .groups
+                .insert_named_held_back(c, facts, pushed)
+                .map(|()| c),
+        };
+        match r {
+            Ok(c) => Ok(c),
+            Err(TableError::Full) => Err(self.lose(n, LossReason::BacklogFull)),
+            Err(TableError::Naming(_)) => Err(QueueError::BadGroup(
+                "the cookie's source does not match the producer's naming",
+            )),
+            Err(TableError::Taken(_)) => Err(QueueError::BadGroup(
+                "a group is already pending under that cookie",
+            )),
+        }
+    }
+
+    /// Whether a group of `n` requests with PRG index `grpid` may be handed to the consumer now:
+    /// the consumer's pending limit leaves room, any loss waiting to be announced was written,
+    /// the ring has room, and, on a queue whose responses name groups by grpid, no announced
+    /// group has the same PRG index (the consumer could not tell the two apart).
+    #[inline]
+    fn may_deliver(&mut self, n: u64, grpid: u32) -> bool {
+        if self.announced >= self.config.max_pending {
+            return false;
+        }
+        if self.unreported_loss.is_some() && !self.write_loss_record_if_room() {
+            return false;
+        }
+        self.has_room(n) && !self.groups.announced_with_grpid(0, grpid)
+    }
+
+    /// Writes an announced group's records and counts it (not published).
+    #[inline]
+    fn deliver(&mut self, cookie: Cookie, dev_id: u32, requests: &[PageRequest]) {
         // The format chosen once, so that its encoder and stamp position are constants.
         match self.agreement.record {
-            RecordFormat::IommuFault => {
-                self.write_requests(group, cookie, RecordFormat::IommuFault, IOMMU_FAULT_STAMP)
+            RecordFormat::IommuFault => self.write_requests(
+                cookie.raw(),
+                dev_id,
+                requests.iter(),
+                RecordFormat::IommuFault,
+                IOMMU_FAULT_STAMP,
+            ),
+            RecordFormat::HwptPgfault => self.write_requests(
+                cookie.raw(),
+                dev_id,
+                requests.iter(),
+                RecordFormat::HwptPgfault,
+                HWPT_STAMP,
+            ),
+        }
+        self.announced += 1;
+        self.stats.delivered += requests.len() as u64;
+    }
+
+    /// Delivers held-back groups, oldest first, while the next one may go (room in the ring and
+    /// under the pending limit, no announced group with its PRG index on a grpid-answered queue),
+    /// and publishes them; a withdrawn one is passed over. [`drain_responses`] calls it (an
+    /// answer frees room), and so does every push, before its own group. Returns the groups
+    /// delivered.
+    ///
+    /// [`drain_responses`]: Producer::drain_responses
+    pub fn flush_backlog(&mut self) -> usize {
+        let mut delivered = 0;
+        while let Some(&cookie) = self.backlog.front() {
+            let held = match self.groups.get(cookie) {
+                Some((facts, p)) if self.groups.is_held_back(cookie) == Some(true) => {
+                    Some((facts, *p))
+                }
+                _ => None,
+            };
+            let Some((facts, p)) = held else {
+                // Withdrawn: its requests are still queued here.
+                self.drop_backlog_head();
+                continue;
+            };
+            if !self.may_deliver(u64::from(p.requests), facts.grpid) {
+                break;
             }
-            RecordFormat::HwptPgfault => {
-                self.write_requests(group, cookie, RecordFormat::HwptPgfault, HWPT_STAMP)
+            self.groups.announce(cookie);
+            let mut requests = std::mem::take(&mut self.scratch);
+            requests.clear();
+            requests.extend(self.backlog_requests.drain(..p.requests as usize));
+            self.backlog.pop_front();
+            self.deliver(cookie, p.dev_id, &requests);
+            self.scratch = requests;
+            delivered += 1;
+        }
+        if delivered > 0 {
+            self.publish();
+        }
+        delivered
+    }
+
+    /// Drops the backlog's oldest group, withdrawn, and its requests (up to and including its
+    /// LAST_PAGE request: each group's requests are contiguous and end with it).
+    fn drop_backlog_head(&mut self) {
+        self.backlog.pop_front();
+        while let Some(r) = self.backlog_requests.pop_front() {
+            if r.is_last() {
+                break;
             }
         }
-        self.stats.delivered += n;
-        Ok(cookie)
     }
 
     /// Writes a group's requests, the group's cookie in each, in `format` (the agreed one) whose
     /// slots keep their stamp at `at`. Private data goes only to a consumer that echoes it.
     #[inline(always)]
-    fn write_requests(
+    fn write_requests<'r>(
         &mut self,
-        group: &Group<'_>,
         cookie: u32,
+        dev_id: u32,
+        requests: impl Iterator<Item = &'r PageRequest>,
         format: RecordFormat,
         at: StampAt,
     ) {
         let echo = self.agreement.echoes_private_data();
-        for r in group.requests {
+        for r in requests {
             let mut r = *r;
             if !echo {
                 r.flags.remove(PageRequestFlags::PRIV_DATA);
                 r.private_data = [0, 0];
             }
-            let words = encode_fault(format, self.next_seq, cookie, group.dev_id, &r);
+            let words = encode_fault(format, self.next_seq, cookie, dev_id, &r);
             self.write_slot_at(&words, at);
             self.next_seq += 1;
         }
@@ -533,47 +728,85 @@ impl Producer {
         self.fault_head += 1;
     }
 
-    fn count_loss(&mut self, n: u64) {
+    /// Counts `n` records lost for `reason` and returns the error to give the group's owner.
+    #[cold]
+    fn lose(&mut self, n: u64, reason: LossReason) -> QueueError {
+        self.count_loss(n, reason);
+        QueueError::Lost(reason)
+    }
+
+    /// Counts `n` records lost for `reason`: they take the next sequence numbers, the header's
+    /// counters (total and by reason) say so at once, and a loss record will name them.
+    fn count_loss(&mut self, n: u64, reason: LossReason) {
         let first = self.next_seq;
         self.next_seq += n;
         self.stats.lost += n;
+        self.stats.lost_by.count(reason, n);
         self.unreported_loss = Some(match self.unreported_loss {
-            Some((f, c)) => (f, c + n),
-            None => (first, n),
+            Some(u) => Unreported {
+                count: u.count + n,
+                reason: u.reason.filter(|r| *r == reason),
+                ..u
+            },
+            None => Unreported {
+                first_seq: first,
+                count: n,
+                reason: Some(reason),
+            },
         });
+        self.shared
+            .w(hdr::LOST_BY_REASON + reason as usize)
+            .store(self.stats.lost_by.get(reason), Ordering::Release);
         self.shared
             .w(hdr::LOST)
             .store(self.stats.lost, Ordering::Release);
-        if !self
-            .agreement
-            .features
-            .contains(iopf_abi::Features::LOSS_RECORDS)
-        {
+        if !self.agreement.features.contains(Features::LOSS_RECORDS) {
             self.unreported_loss = None;
         }
     }
 
-    fn write_loss_record(&mut self) {
-        if let Some((first, count)) = self.unreported_loss.take() {
-            self.write_slot(&encode_lost(self.agreement.record, first, count));
+    /// Writes the loss record for the losses no record has named yet, if the ring has a slot for
+    /// it (not published). Returns whether none waits any more.
+    fn write_loss_record_if_room(&mut self) -> bool {
+        let Some(u) = self.unreported_loss else {
+            return true;
+        };
+        if !self.has_room(1) {
+            return false;
         }
+        self.unreported_loss = None;
+        self.write_slot(&encode_lost(
+            self.agreement.record,
+            u.first_seq,
+            u.count,
+            u.reason,
+        ));
+        true
     }
 
     /// Writes the loss record for losses no record has named yet, if the fault ring has a free
-    /// slot now, and publishes it. A push does this before its next record; [`drain_responses`]
-    /// calls it too, so losses after the last push are announced as soon as the consumer makes
-    /// room, not only when another group arrives. Returns whether a record was written. (The
-    /// header's lost counter is exact at all times; the record is what a consumer reading the
+    /// slot now, and publishes it. A push does this before its own records, and
+    /// [`drain_responses`] and [`report_loss`] call it, so losses are announced as soon as there
+    /// is a slot, not only when another group arrives. Returns whether a record was written.
+    /// (The header's counters are exact at all times; the record is what a consumer reading the
     /// ring in order sees.)
     ///
     /// [`drain_responses`]: Producer::drain_responses
+    /// [`report_loss`]: Producer::report_loss
     pub fn announce_losses(&mut self) -> bool {
-        if self.unreported_loss.is_none() || !self.has_room(1) {
+        if self.unreported_loss.is_none() || !self.write_loss_record_if_room() {
             return false;
         }
-        self.write_loss_record();
         self.publish();
         true
+    }
+
+    /// Records that `requests` page requests routed to this queue were answered without it (the
+    /// fault core answered their group at once: `reason` is one of the core's, such as
+    /// [`LossReason::OverAllocation`]): counted, and announced to the consumer at once.
+    pub fn report_loss(&mut self, requests: u64, reason: LossReason) {
+        self.count_loss(requests, reason);
+        self.announce_losses();
     }
 
     /// Makes written records visible — the first unpublished slot's stamp, which releases the
@@ -624,6 +857,15 @@ impl Producer {
         if self.unreported_loss.is_some() {
             self.announce_losses();
         }
+        let judged = self.judge_waiting(out);
+        if !self.backlog.is_empty() {
+            self.flush_backlog();
+        }
+        judged
+    }
+
+    /// [`drain_responses`](Producer::drain_responses) without the backlog flush.
+    fn judge_waiting(&mut self, out: &mut Vec<Answer>) -> usize {
         let entries = self.shared.geo.entries;
         let max = self.config.max_per_wake.max(1);
         // The consumer's verdict tail is re-read only when the cached one says the ring may be
@@ -645,23 +887,14 @@ impl Producer {
                 }
             }
             for i in 0..k {
-                let verdict = match packed {
-                    Some(_) => judge_packed(&self.agreement, &mut self.pending, &w, i),
-                    None => judge(&self.agreement, &mut self.pending, &w),
+                let response = match packed {
+                    Some(_) => decode_packed(&self.agreement, &w, i),
+                    None => decode_slot(&self.agreement, &w),
                 };
-                match verdict {
-                    Ok(acc) => {
+                match response.and_then(|r| self.take_answered(&r)) {
+                    Ok(answer) => {
                         self.stats.accepted += 1;
-                        out.push(Answer {
-                            tag: acc.group.tag,
-                            cookie: acc.cookie,
-                            dev_id: acc.group.dev_id,
-                            pasid: acc.group.pasid,
-                            grpid: acc.group.grpid,
-                            code: acc.code,
-                            private_data: acc.group.private_data,
-                            by: AnsweredBy::Consumer,
-                        });
+                        out.push(answer);
                     }
                     Err(rej) => {
                         self.stats.rejected += 1;
@@ -698,6 +931,32 @@ impl Producer {
             .w(hdr::RESP_TAIL)
             .store(self.resp_tail, Ordering::Release);
         judged
+    }
+
+    /// Judges a decoded response with the one judge and, accepted, takes its group out.
+    #[inline]
+    fn take_answered(&mut self, r: &Response) -> Result<Answer, Rejection> {
+        let who = Responder {
+            device: 0,
+            owner: 0,
+            agreed: self.agreement.features,
+        };
+        let judged = self.groups.judge(&who, r).map_err(Rejection::judged)?;
+        let (facts, p) = self
+            .groups
+            .remove(judged.cookie)
+            .ok_or_else(|| Rejection::judged(iopf_core::Rejected::UnknownGroup))?;
+        self.announced -= 1;
+        Ok(Answer {
+            tag: p.tag,
+            cookie: judged.cookie.raw(),
+            dev_id: p.dev_id,
+            pasid: facts.pasid,
+            grpid: facts.grpid,
+            code: judged.code,
+            private_data: facts.private_data,
+            by: AnsweredBy::Consumer,
+        })
     }
 
     /// Free entries in the verdict ring, re-reading (and checking) the consumer's tail.
@@ -743,10 +1002,7 @@ impl Producer {
         let shared = self.shared.clone();
         let resp_tail = self.resp_tail;
         let link = &self.link;
-        let extra = match link {
-            Link::Socket(fd) => Some(fd),
-            Link::InProcess(_) => None,
-        };
+        let extra = link.socket();
         wait_until(
             shared.w(hdr::PRODUCER_SLEEPING),
             &self.resp_bell,
@@ -756,7 +1012,7 @@ impl Producer {
             || {
                 response_published(&shared, resp_tail)
                     || shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
-                    || link_gone(link)
+                    || link.gone()
             },
         )
     }
@@ -764,44 +1020,58 @@ impl Producer {
     /// Whether the consumer has gone away: it closed its end, its process died (socket closed)
     /// or, in process, it was dropped.
     pub fn consumer_gone(&self) -> bool {
-        self.closed
-            || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
-            || link_gone(&self.link)
+        self.consumer_closed() || self.link.gone()
     }
 
-    /// Forgets the pending group pushed with `tag`, because its owner answered it otherwise (the
-    /// fault core's PASID flush or age limit). A response the consumer sends for it later is
-    /// rejected as naming no pending group. Returns whether the group was pending.
-    pub fn withdraw(&mut self, tag: u64) -> bool {
-        match self.pending.cookie_of_tag(tag) {
-            Some(cookie) => self.pending.remove(cookie).is_some(),
-            None => false,
+    /// Forgets the pending group `cookie` names (delivered or held back), because its owner
+    /// answered it otherwise (the fault core's PASID flush, age limit, detach or device
+    /// removal). A response the consumer sends for it later is rejected as already answered. One
+    /// lookup. Returns whether the group was pending.
+    pub fn withdraw(&mut self, cookie: u32) -> bool {
+        let cookie = Cookie::from_raw(cookie);
+        let was_announced = self.groups.is_held_back(cookie) == Some(false);
+        if self.groups.remove(cookie).is_none() {
+            return false;
         }
+        if was_announced {
+            self.announced -= 1;
+            if !self.backlog.is_empty() {
+                self.flush_backlog();
+            }
+        }
+        true
     }
 
     /// Ends the queue: judges the responses already in the ring, then answers every group still
-    /// pending INVALID ([`AnsweredBy::ConsumerGone`]), as Linux does for a detached fault queue.
-    /// Later pushes are lost with [`LossReason::ConsumerGone`]. Returns how many answers were
-    /// appended to `out`.
+    /// pending (delivered or held back) INVALID ([`AnsweredBy::ConsumerGone`]), as Linux does for
+    /// a detached fault queue, oldest first. Later pushes are lost with
+    /// [`LossReason::ConsumerGone`]. Returns how many answers were appended to `out`.
     pub fn close(&mut self, out: &mut Vec<Answer>) -> usize {
         let before = out.len();
         let mut rounds = 0;
-        while rounds < 64 && self.drain_responses(out) > 0 {
+        while rounds < 64 && self.judge_waiting(out) > 0 {
             rounds += 1;
         }
         self.closed = true;
-        for (cookie, g) in self.pending.drain() {
-            out.push(Answer {
-                tag: g.tag,
-                cookie,
-                dev_id: g.dev_id,
-                pasid: g.pasid,
-                grpid: g.grpid,
-                code: ResponseCode::Invalid,
-                private_data: g.private_data,
-                by: AnsweredBy::ConsumerGone,
-            });
+        let mut cookies = Vec::with_capacity(self.groups.len());
+        self.groups.cookies(&mut cookies);
+        for cookie in cookies {
+            if let Some((g, p)) = self.groups.remove(cookie) {
+                out.push(Answer {
+                    tag: p.tag,
+                    cookie: cookie.raw(),
+                    dev_id: p.dev_id,
+                    pasid: g.pasid,
+                    grpid: g.grpid,
+                    code: ResponseCode::Invalid,
+                    private_data: g.private_data,
+                    by: AnsweredBy::ConsumerGone,
+                });
+            }
         }
+        self.announced = 0;
+        self.backlog.clear();
+        self.backlog_requests.clear();
         out.len() - before
     }
 }
@@ -816,11 +1086,4 @@ fn response_published(shared: &Shared, index: u64) -> bool {
 
 fn verdict_word(rej: Rejection) -> u64 {
     pack(rej.errno as u32, rej.reason as u32)
-}
-
-fn link_gone(link: &Link) -> bool {
-    match link {
-        Link::InProcess(w) => w.strong_count() == 0,
-        Link::Socket(fd) => crate::socket::peer_closed(fd),
-    }
 }

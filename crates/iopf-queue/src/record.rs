@@ -13,16 +13,16 @@
 //!  word 7       cookie | dev_id     /   member reaches
 //! ```
 //!
-//! A loss record there has type 0 (no `iommu_fault` has it), the number of records lost in word 1
-//! and the first lost sequence number in word 6, like iommufd's vEVENTQ
-//! `IOMMU_VEVENTQ_FLAG_LOST_EVENTS` header. An unrecoverable fault record (type
+//! A loss record there has type 0 (no `iommu_fault` has it), the number of records lost in word 1,
+//! the first lost sequence number in word 6 and the [`LossReason`] number in word 7's cookie half,
+//! like iommufd's vEVENTQ `IOMMU_VEVENTQ_FLAG_LOST_EVENTS` header. An unrecoverable fault record (type
 //! `IOMMU_FAULT_DMA_UNRECOV`, cookie 0) is what `iommu_report_device_fault()` receives; it exists
 //! only on a queue that agreed [`Features::UNRECOVERABLE`](iopf_abi::Features::UNRECOVERABLE).
 //!
 //! With `iommu_hwpt_pgfault` records (40 bytes, iommufd's), the slot is three words of header
 //! (sequence number; kind | cookie; stamp | dev_id) and the record; a loss record has kind LOST,
-//! the first lost sequence number in word 0 and the count in word 3. The iommufd record has no
-//! unrecoverable form.
+//! the first lost sequence number in word 0, the reason in the cookie half of word 1 and the
+//! count in word 3. The iommufd record has no unrecoverable form.
 //!
 //! The encoders leave the stamp bits zero: the producer's ring writer sets them.
 
@@ -39,7 +39,7 @@ use crate::layout::{
     TYPE_SHIFT,
 };
 use crate::negotiate::{Agreement, RecordFormat};
-use crate::QueueError;
+use crate::{LossReason, QueueError};
 
 /// A fault slot's words.
 pub(crate) type SlotWords = [u64; FAULT_SLOT_WORDS];
@@ -56,13 +56,16 @@ const TYPE_LOST: u32 = 0;
 pub enum Event {
     /// A page request of a group. Groups are contiguous; the last request has `LAST_PAGE`.
     Fault(FaultEvent),
-    /// `count` records starting at sequence number `first_seq` were not delivered (the ring was
-    /// full); their groups were answered without the consumer.
+    /// `count` records starting at sequence number `first_seq` were not delivered; their groups
+    /// were answered without the consumer.
     Lost {
         /// The first lost sequence number.
         first_seq: u64,
         /// How many records were lost.
         count: u64,
+        /// Why, if all of them were lost for one reason (`None`: several; the region header
+        /// counts each, see [`crate::Consumer::producer_losses`]).
+        reason: Option<LossReason>,
     },
     /// An unrecoverable fault, for information: it has a sequence number like any record but
     /// belongs to no group and takes no response. Only on a queue that agreed
@@ -119,6 +122,7 @@ pub(crate) fn encode_fault(
                 addr: request.addr,
                 length: 0,
                 cookie,
+                reserved: 0,
             }
             .encode();
             let mut w = [0u64; FAULT_SLOT_WORDS];
@@ -142,18 +146,26 @@ pub(crate) fn encode_unrecoverable(seq: u64, dev_id: u32, fault: &Unrecoverable)
     w
 }
 
-/// Encodes a loss record: `count` records from sequence number `first_seq` on were not delivered.
-pub(crate) fn encode_lost(format: RecordFormat, first_seq: u64, count: u64) -> SlotWords {
+/// Encodes a loss record: `count` records from sequence number `first_seq` on were not
+/// delivered, for `reason` (`None`: several).
+pub(crate) fn encode_lost(
+    format: RecordFormat,
+    first_seq: u64,
+    count: u64,
+    reason: Option<LossReason>,
+) -> SlotWords {
     let mut w = [0u64; FAULT_SLOT_WORDS];
+    let reason = reason.map_or(0, |r| r as u32);
     match format {
         RecordFormat::IommuFault => {
             w[0] = u64::from(TYPE_LOST) << TYPE_SHIFT;
             w[1] = count;
             w[SEQ_WORD] = first_seq;
+            w[IDS_WORD] = pack(reason, 0);
         }
         RecordFormat::HwptPgfault => {
             w[0] = first_seq;
-            w[1] = pack(KIND_LOST, 0);
+            w[1] = pack(KIND_LOST, reason);
             w[SLOT_HEADER_WORDS] = count;
         }
     }
@@ -161,9 +173,9 @@ pub(crate) fn encode_lost(format: RecordFormat, first_seq: u64, count: u64) -> S
 }
 
 /// Why [`decode_slot_fast`] refused a slot: a one-byte code, so that the hot path builds no
-/// error; [`Refusal::error`] says it in full.
+/// error; [`SlotDefect::error`] says it in full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub(crate) enum SlotDefect {
     /// The slot is not inside the mapping (never: the geometry was checked against it).
     Outside,
     /// An unrecoverable record on a queue that did not agree them.
@@ -180,19 +192,19 @@ pub(crate) enum Refusal {
     UnknownKind,
 }
 
-impl Refusal {
+impl SlotDefect {
     /// The refusal as the queue's error, recomputing the record's own error where there is one.
     #[cold]
     pub fn error(self, w: &SlotWords) -> QueueError {
         match self {
-            Refusal::Outside => QueueError::Corrupt("fault slot outside the region"),
-            Refusal::UnrecoverableNotAgreed => {
+            SlotDefect::Outside => QueueError::Corrupt("fault slot outside the region"),
+            SlotDefect::UnrecoverableNotAgreed => {
                 QueueError::Corrupt("unrecoverable record was not agreed")
             }
-            Refusal::UnrecoverableCookie => {
+            SlotDefect::UnrecoverableCookie => {
                 QueueError::Corrupt("unrecoverable record with a cookie")
             }
-            Refusal::Record => {
+            SlotDefect::Record => {
                 let rec = folded_record(w);
                 match IommuFault::word_error(&rec) {
                     Err(e) => QueueError::Abi(e),
@@ -201,16 +213,16 @@ impl Refusal {
                     Ok(_) => QueueError::Corrupt("record of the wrong type for its slot"),
                 }
             }
-            Refusal::HwptRecord => {
+            SlotDefect::HwptRecord => {
                 match HwptPgfault::read(&w[SLOT_HEADER_WORDS..].as_bytes()[..HwptPgfault::SIZE])
-                    .and_then(|r| r.decode())
+                    .and_then(|r| r.check())
                 {
                     Err(e) => QueueError::Abi(e),
                     Ok(_) => QueueError::Corrupt("iommu_hwpt_pgfault slot"),
                 }
             }
-            Refusal::HwptCookie => QueueError::Corrupt("record cookie differs from slot cookie"),
-            Refusal::UnknownKind => QueueError::Corrupt("unknown slot kind"),
+            SlotDefect::HwptCookie => QueueError::Corrupt("record cookie differs from slot cookie"),
+            SlotDefect::UnknownKind => QueueError::Corrupt("unknown slot kind"),
         }
     }
 }
@@ -218,10 +230,10 @@ impl Refusal {
 /// Decodes a slot copied out of the ring under `agreement`. Strict, as the words come from a
 /// peer: an unrecoverable record is refused unless it was agreed and carries no cookie, and its
 /// record must be a valid `IOMMU_FAULT_DMA_UNRECOV` one; a page request's record must be a valid
-/// page request. The stamp is the ring's business and is ignored. A refusal is a [`Refusal`]
-/// code; [`Refusal::error`] says it in full.
+/// page request. The stamp is the ring's business and is ignored. A refusal is a [`SlotDefect`]
+/// code; [`SlotDefect::error`] says it in full.
 #[inline(always)]
-pub(crate) fn decode_slot_fast(agreement: &Agreement, w: &SlotWords) -> Result<Event, Refusal> {
+pub(crate) fn decode_slot_fast(agreement: &Agreement, w: &SlotWords) -> Result<Event, SlotDefect> {
     match agreement.record {
         RecordFormat::IommuFault => decode_folded(agreement, w),
         RecordFormat::HwptPgfault => decode_hwpt(w),
@@ -247,7 +259,7 @@ fn folded_record(w: &SlotWords) -> IommuFaultWords {
 
 /// An `iommu_fault` slot.
 #[inline(always)]
-pub(crate) fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Event, Refusal> {
+pub(crate) fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Event, SlotDefect> {
     let rec = folded_record(w);
     let seq = w[SEQ_WORD];
     let (cookie, dev_id) = unpack(w[IDS_WORD]);
@@ -255,6 +267,7 @@ pub(crate) fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Even
         TYPE_LOST => Ok(Event::Lost {
             first_seq: seq,
             count: w[1],
+            reason: LossReason::from_raw(cookie),
         }),
         IOMMU_FAULT_DMA_UNRECOV => {
             let allowed = agreement.features.contains(Features::UNRECOVERABLE) & (cookie == 0);
@@ -270,28 +283,28 @@ pub(crate) fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Even
                 dev_id,
                 request,
             })),
-            None => Err(Refusal::Record),
+            None => Err(SlotDefect::Record),
         },
-        _ => Err(Refusal::Record),
+        _ => Err(SlotDefect::Record),
     }
 }
 
 /// Why an unrecoverable fault slot was refused, in the order the checks are stated: not agreed,
 /// then a cookie (which only a page request has), then the record itself.
 #[cold]
-fn unrecoverable_refusal(agreement: &Agreement, cookie: u32) -> Refusal {
+fn unrecoverable_refusal(agreement: &Agreement, cookie: u32) -> SlotDefect {
     if !agreement.features.contains(Features::UNRECOVERABLE) {
-        Refusal::UnrecoverableNotAgreed
+        SlotDefect::UnrecoverableNotAgreed
     } else if cookie != 0 {
-        Refusal::UnrecoverableCookie
+        SlotDefect::UnrecoverableCookie
     } else {
-        Refusal::Record
+        SlotDefect::Record
     }
 }
 
 /// An `iommu_hwpt_pgfault` slot.
 #[inline(always)]
-pub(crate) fn decode_hwpt(w: &SlotWords) -> Result<Event, Refusal> {
+pub(crate) fn decode_hwpt(w: &SlotWords) -> Result<Event, SlotDefect> {
     let (kind, cookie) = unpack(w[1]);
     let (_stamp, dev_id) = unpack(w[2]);
     let body = &w[SLOT_HEADER_WORDS..];
@@ -299,13 +312,17 @@ pub(crate) fn decode_hwpt(w: &SlotWords) -> Result<Event, Refusal> {
         KIND_LOST => Ok(Event::Lost {
             first_seq: w[0],
             count: body[0],
+            reason: LossReason::from_raw(cookie),
         }),
         KIND_FAULT => {
-            let rec = HwptPgfault::read(&body.as_bytes()[..HwptPgfault::SIZE])
-                .and_then(|r| r.decode())
-                .map_err(|_| Refusal::HwptRecord)?;
+            // iopf's own ring, from iopf's own producer: checked strictly, so that a scribbled
+            // slot is found (a kernel's records are read liberally, in `iopf-iommufd`).
+            let raw = HwptPgfault::read(&body.as_bytes()[..HwptPgfault::SIZE])
+                .map_err(|_| SlotDefect::HwptRecord)?;
+            raw.check().map_err(|_| SlotDefect::HwptRecord)?;
+            let rec = raw.decode();
             if rec.cookie != cookie {
-                return Err(Refusal::HwptCookie);
+                return Err(SlotDefect::HwptCookie);
             }
             let mut flags = PageRequestFlags::empty();
             flags.set(
@@ -327,7 +344,7 @@ pub(crate) fn decode_hwpt(w: &SlotWords) -> Result<Event, Refusal> {
                 },
             }))
         }
-        _ => Err(Refusal::UnknownKind),
+        _ => Err(SlotDefect::UnknownKind),
     }
 }
 
@@ -346,6 +363,7 @@ mod tests {
             responses: ResponseFormats::COOKIE,
             features,
             entries: 8,
+            max_group: 0,
         }
     }
 
@@ -404,14 +422,21 @@ mod tests {
                     (42, 0x10003, 9, want)
                 );
             }
-            let w = stamped(f, encode_lost(f, 7, 3), 5);
-            assert_eq!(
-                decode_slot(&agreed(f, Features::empty()), &w).unwrap(),
-                Event::Lost {
-                    first_seq: 7,
-                    count: 3
-                }
-            );
+            for reason in [
+                None,
+                Some(LossReason::BacklogFull),
+                Some(LossReason::CoreFull),
+            ] {
+                let w = stamped(f, encode_lost(f, 7, 3, reason), 5);
+                assert_eq!(
+                    decode_slot(&agreed(f, Features::empty()), &w).unwrap(),
+                    Event::Lost {
+                        first_seq: 7,
+                        count: 3,
+                        reason
+                    }
+                );
+            }
         }
         let mut w = encode_fault(RecordFormat::HwptPgfault, 1, 2, 3, &req());
         w[1] = pack(99, 0);

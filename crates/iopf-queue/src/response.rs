@@ -1,17 +1,19 @@
-//! Page responses: how the consumer puts one in a response slot, and how the producer judges a
-//! slot it copied out of the ring.
+//! Page responses: how the consumer puts one in a response slot, and how the producer decodes a
+//! slot it copied out of the ring into the response the one judge
+//! ([`iopf_core::GroupTable::judge`]) then rules on.
 //!
 //! A response slot is `len | format | stamp` in its first word (the stamp set by the consumer's
 //! ring writer, see [`crate::layout`]) and up to 56 bytes of response after it:
 //! a `vfio_iommu_page_response` (format VFIO, read by the extensible-struct rule, so a version 1
 //! caller's 28 bytes and a version 2 caller's 44 both read) or an 8-byte
-//! `iommu_hwpt_page_response` (format COOKIE). The producer's judgement mirrors the kernel's:
-//! `iommu_page_response()` (≤ 6.8: match by grpid, plus PASID when the request needs it) and
-//! `iommufd_fault_fops_write()` (match by cookie, SUCCESS or INVALID only), and adds what the
-//! seed's private-data extension needs.
+//! `iommu_hwpt_page_response` (format COOKIE). What a format may carry is checked here (a version 2
+//! response needs version 2 agreed; a cookie response carries SUCCESS or INVALID, as
+//! `iommufd_fault_fops_write()` takes, and FAILURE only with `COOKIE_FAILURE` agreed); which
+//! group it answers, and whether it may, is the judge's.
 
 use iopf_abi::features::ResponseFormats;
-use iopf_abi::{IommufdResponse, PageResponse, ResponseCode, VfioIommuPageResponse};
+use iopf_abi::{Features, HwptPageResponse, PageResponse, ResponseCode, VfioIommuPageResponse};
+use iopf_core::{Cookie, GroupRef, Response};
 use zerocopy::IntoBytes;
 
 use crate::error::{RejectReason, Rejection};
@@ -20,7 +22,6 @@ use crate::layout::{
     RESP_SLOT_WORDS, RESP_VFIO,
 };
 use crate::negotiate::Agreement;
-use crate::pending::{Pending, PendingGroup};
 
 /// The layout of a raw response put in a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,35 +71,24 @@ pub(crate) fn packed_in(w: &[u64; RESP_SLOT_WORDS], max: u64) -> Option<usize> {
         .then_some(k)
 }
 
-/// Judges packed cookie response `i` of a slot [`packed_in`] found well-formed.
-pub(crate) fn judge_packed(
+/// Decodes packed cookie response `i` of a slot [`packed_in`] found well-formed.
+pub(crate) fn decode_packed(
     agreement: &Agreement,
-    pending: &mut Pending,
     w: &[u64; RESP_SLOT_WORDS],
     i: usize,
-) -> Result<Accepted, Rejection> {
+) -> Result<Response, Rejection> {
     match w.get(1 + i) {
-        Some(one) => judge_cookie(agreement, pending, one.as_bytes()),
+        Some(one) => decode_cookie(agreement, one.as_bytes()),
         None => Err(Rejection::new(RejectReason::Malformed)),
     }
 }
 
-/// A response the producer accepted: the group it answers and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Accepted {
-    pub cookie: u32,
-    pub group: PendingGroup,
-    pub code: ResponseCode,
-}
-
-/// Judges a one-response slot (already copied out of shared memory) against the agreement and
-/// the pending groups, and on success removes the group from `pending`. A packed slot that
-/// [`packed_in`] refused is malformed.
-pub(crate) fn judge(
+/// Decodes a one-response slot (already copied out of shared memory) under the agreement. A
+/// packed slot that [`packed_in`] refused is malformed.
+pub(crate) fn decode_slot(
     agreement: &Agreement,
-    pending: &mut Pending,
     w: &[u64; RESP_SLOT_WORDS],
-) -> Result<Accepted, Rejection> {
+) -> Result<Response, Rejection> {
     let (len, tag) = resp_len_tag(w[0]);
     let len = len as usize;
     if len > RESP_SLOT_BYTES {
@@ -106,13 +96,15 @@ pub(crate) fn judge(
     }
     let bytes = &w[1..].as_bytes()[..len];
     match tag {
-        RESP_VFIO => judge_vfio(agreement, pending, bytes),
-        RESP_COOKIE => judge_cookie(agreement, pending, bytes),
+        RESP_VFIO => decode_vfio(agreement, bytes),
+        RESP_COOKIE => decode_cookie(agreement, bytes),
         _ => Err(Rejection::new(RejectReason::Malformed)),
     }
 }
 
-fn judge_vfio(a: &Agreement, pending: &mut Pending, bytes: &[u8]) -> Result<Accepted, Rejection> {
+/// A `vfio_iommu_page_response`: the group named by (PASID, grpid), as the ≤ 6.8
+/// `iommu_page_response()` names it.
+fn decode_vfio(a: &Agreement, bytes: &[u8]) -> Result<Response, Rejection> {
     if !a.vfio_responses() {
         return Err(Rejection::new(RejectReason::FormatNotAgreed));
     }
@@ -120,44 +112,27 @@ fn judge_vfio(a: &Agreement, pending: &mut Pending, bytes: &[u8]) -> Result<Acce
     if r.version >= 2 && !a.responses.contains(ResponseFormats::VFIO_V2) {
         return Err(Rejection::new(RejectReason::FormatNotAgreed));
     }
-    if r.private_data.is_some() && !a.echoes_private_data() {
-        return Err(Rejection::new(RejectReason::PrivDataNotAgreed));
-    }
-    let cookie = pending
-        .cookie_of_grpid(r.grpid)
-        .ok_or_else(|| Rejection::new(RejectReason::UnknownGroup))?;
-    let g = *pending
-        .get(cookie)
-        .ok_or_else(|| Rejection::new(RejectReason::UnknownGroup))?;
-    // A PASID given must be the request's; one the device requires must be given.
-    let pasid_ok = r.pasid == g.pasid || (r.pasid.is_none() && !g.needs_pasid);
-    if !pasid_ok {
-        return Err(Rejection::new(RejectReason::PasidMismatch));
-    }
-    if a.echoes_private_data() && r.private_data != g.private_data {
-        return Err(Rejection::new(RejectReason::PrivDataMismatch));
-    }
-    let group = pending
-        .remove(cookie)
-        .ok_or_else(|| Rejection::new(RejectReason::UnknownGroup))?;
-    Ok(Accepted {
-        cookie,
-        group,
-        code: r.code,
+    Ok(Response {
+        group: GroupRef::Grpid {
+            pasid: r.pasid,
+            grpid: r.grpid,
+        },
+        code: r.code.raw(),
+        private_data: r.private_data,
     })
 }
 
-fn judge_cookie(a: &Agreement, pending: &mut Pending, bytes: &[u8]) -> Result<Accepted, Rejection> {
+/// An `iommu_hwpt_page_response`: the group named by cookie.
+fn decode_cookie(a: &Agreement, bytes: &[u8]) -> Result<Response, Rejection> {
     if !a.cookie_responses() {
         return Err(Rejection::new(RejectReason::FormatNotAgreed));
     }
-    let r = IommufdResponse::from_bytes(bytes).map_err(Rejection::decode)?;
-    let group = pending
-        .remove(r.cookie)
-        .ok_or_else(|| Rejection::new(RejectReason::UnknownGroup))?;
-    Ok(Accepted {
-        cookie: r.cookie,
-        group,
-        code: r.code,
-    })
+    let raw = HwptPageResponse::read(bytes).map_err(Rejection::decode)?;
+    let code = if a.features.contains(Features::COOKIE_FAILURE) {
+        ResponseCode::decode(raw.code)
+    } else {
+        ResponseCode::decode_iommufd(raw.code)
+    }
+    .map_err(Rejection::decode)?;
+    Ok(Response::by_cookie(Cookie::from_raw(raw.cookie), code))
 }

@@ -5,7 +5,7 @@
 //!  producer (serve)                                   consumer (connect)
 //!   bind, chmod 0600, listen
 //!   accept, SO_PEERCRED uid check
-//!   OFFER  {version, records, responses, features, max_entries}  ──▶
+//!   OFFER  {version, records, responses, features, max_entries, max_group}  ──▶
 //!                                          ◀──  REQUEST {version, record, responses, features, entries}
 //!   negotiate(); create memfd + eventfds
 //!   ACCEPT {agreement, region size} + SCM_RIGHTS[memfd, fault_efd, resp_efd] ──▶  map, check header
@@ -27,7 +27,6 @@ use std::sync::Arc;
 use iopf_abi::extensible::read_struct;
 use iopf_abi::features::{RecordFormats, ResponseFormats};
 use iopf_abi::Features;
-use rustix::event::{PollFd, PollFlags};
 use rustix::fs::Mode;
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -38,7 +37,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use crate::consumer::Consumer;
 use crate::layout::Geometry;
 use crate::negotiate::{negotiate, Agreement, Offer, RecordFormat, Request};
-use crate::producer::{Link, Producer, ProducerConfig};
+use crate::peer::Link;
+use crate::producer::{Producer, ProducerConfig};
 use crate::shared::Shared;
 use crate::shm::Region;
 use crate::wake::Doorbell;
@@ -60,6 +60,8 @@ struct WireOffer {
     responses: u32,
     max_entries: u32,
     features: u64,
+    max_group: u32,
+    reserved: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -85,6 +87,8 @@ struct WireAccept {
     entries: u32,
     features: u64,
     region_bytes: u64,
+    max_group: u32,
+    reserved: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -148,24 +152,6 @@ fn recv(fd: BorrowedFd<'_>, fds: &mut Vec<OwnedFd>) -> Result<Vec<u8>, QueueErro
         return Err(QueueError::Protocol("message or descriptors truncated"));
     }
     Ok(buf[..msg.bytes.min(MAX_MSG)].to_vec())
-}
-
-/// Whether the peer of a connected socket has closed it (or died). Never blocks.
-pub(crate) fn peer_closed(fd: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(fd, PollFlags::RDHUP)];
-    match rustix::event::poll(
-        &mut fds,
-        Some(&rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        }),
-    ) {
-        Ok(0) => false,
-        Ok(_) => fds[0]
-            .revents()
-            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR),
-        Err(_) => false,
-    }
 }
 
 /// The uid this process runs as (`getuid()`), the one [`ServeConfig::allowed_uids`] defaults to.
@@ -314,6 +300,8 @@ fn handshake(conn: BorrowedFd<'_>, config: &ServeConfig) -> Result<Producer, Que
         responses: o.responses.bits(),
         max_entries: o.max_entries,
         features: o.features.bits(),
+        max_group: o.max_group,
+        reserved: 0,
     };
     send(conn, offer.as_bytes(), &[])?;
     let mut fds = Vec::new();
@@ -360,6 +348,8 @@ fn handshake(conn: BorrowedFd<'_>, config: &ServeConfig) -> Result<Producer, Que
         entries: agreement.entries,
         features: agreement.features.bits(),
         region_bytes: geo.bytes() as u64,
+        max_group: agreement.max_group,
+        reserved: 0,
     };
     let (fault_fd, resp_fd) = producer.bells();
     let memfd = producer
@@ -398,6 +388,7 @@ pub fn connect(
         responses: ResponseFormats::from_bits_truncate(w.responses),
         features: Features::from_bits_truncate(w.features),
         max_entries: w.max_entries,
+        max_group: w.max_group,
     };
     let request = choose(&offer);
     let wire = WireRequest {
@@ -427,12 +418,15 @@ pub fn connect(
         features: Features::from_bits(w.features)
             .ok_or(QueueError::Protocol("unknown agreed feature"))?,
         entries: w.entries,
+        max_group: w.max_group,
     };
     if agreement.record.bits() != request.record
         || !request.responses.contains(agreement.responses)
         || !request.features.contains(agreement.features)
         || !agreement.entries.is_power_of_two()
         || agreement.entries > crate::negotiate::DEFAULT_MAX_ENTRIES
+        || agreement.max_group != offer.max_group
+        || agreement.entries < agreement.max_group
     {
         return Err(QueueError::Protocol(
             "the producer agreed to something not asked for",

@@ -15,7 +15,8 @@ use iopf_abi::{Fault, FaultConsumer, IommufdResponse, PgFault, ResponseCode};
 use iopf_core::testing::RecordingSink;
 use iopf_core::{AgeLimit, FaultCore, PriCaps, Reported};
 use iopf_queue::{
-    channel, AnsweredBy, CoreLink, Group, Offer, ProducerConfig, RawFormat, RejectReason, Verdict,
+    channel, AnsweredBy, CoreLink, Offer, ProducerConfig, RawFormat, RejectReason, ResponseVerdict,
+    TaggedGroup,
 };
 
 /// Header words the consumer owns (see `layout::hdr`).
@@ -131,7 +132,7 @@ fn a_verdict_ring_never_drained_stalls_judging_but_loses_no_group() {
     );
     assert_eq!(p.pending_groups(), 4);
     // Once the consumer drains its verdicts, judging resumes and each group is answered once.
-    let mut v: Vec<Verdict> = Vec::new();
+    let mut v: Vec<ResponseVerdict> = Vec::new();
     c.raw_region()[VERDICT_TAIL].store(4, Ordering::Release);
     while p.drain_responses(&mut answers) > 0 {}
     c.take_verdicts(&mut v);
@@ -244,7 +245,7 @@ fn a_cookie_replayed_after_the_generations_came_round_does_not_answer_a_new_grou
     .unwrap();
     let mut answers = Vec::new();
     let first = p
-        .push_group(&Group {
+        .push_group(&TaggedGroup {
             tag: 0,
             dev_id: 0,
             requests: &[req(0, None, true, 0)],
@@ -265,7 +266,7 @@ fn a_cookie_replayed_after_the_generations_came_round_does_not_answer_a_new_grou
         assert_eq!(answers.pop().unwrap().tag, tag);
         tag += 1;
         cookie = p
-            .push_group(&Group {
+            .push_group(&TaggedGroup {
                 tag,
                 dev_id: 0,
                 requests: &[req(0, None, true, 0)],

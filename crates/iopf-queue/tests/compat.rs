@@ -18,8 +18,8 @@ use iopf_abi::features::RecordFormats;
 use iopf_abi::response::{VFIO_PAGE_RESPONSE_V1_SIZE, VFIO_PAGE_RESPONSE_V2_SIZE};
 use iopf_abi::{FaultConsumer, Features, IommufdResponse, PageResponse, ResponseCode};
 use iopf_queue::{
-    channel, Consumer, Event, Group, Offer, Producer, ProducerConfig, QueueError, RawFormat,
-    RejectReason, Request,
+    channel, Consumer, Event, Offer, Producer, ProducerConfig, QueueError, RawFormat, RejectReason,
+    Request, TaggedGroup,
 };
 
 const DATA: [u64; 2] = [0xaaaa_0000_0000_0001, 0xbbbb_0000_0000_0002];
@@ -93,7 +93,7 @@ fn every_old_new_pair_answers_the_device_with_its_private_data() {
                 "{producer:?}/{consumer:?}"
             );
             let cookie = p
-                .push_group(&Group {
+                .push_group(&TaggedGroup {
                     tag: 77,
                     dev_id: 1,
                     requests: &[vtd_req(12, 5, DATA)],
@@ -152,7 +152,7 @@ fn every_old_new_pair_answers_the_device_with_its_private_data() {
 fn a_new_consumer_on_an_old_producer_is_stopped_before_sending_what_it_would_reject() {
     let (mut p, mut c) = open(Side::Old, Side::New);
     assert_eq!(c.agreement().abi_version, 1);
-    p.push_group(&Group {
+    p.push_group(&TaggedGroup {
         tag: 1,
         dev_id: 1,
         requests: &[vtd_req(3, 5, DATA)],
@@ -202,7 +202,7 @@ fn a_new_consumer_on_an_old_producer_is_stopped_before_sending_what_it_would_rej
 fn an_old_consumer_on_a_new_producer_gets_version_1_rules() {
     let (mut p, mut c) = open(Side::New, Side::Old);
     for g in 0..3 {
-        p.push_group(&Group {
+        p.push_group(&TaggedGroup {
             tag: g,
             dev_id: 1,
             requests: &[vtd_req(g as u32, 5, DATA)],
@@ -266,32 +266,69 @@ fn an_old_consumer_on_a_new_producer_gets_version_1_rules() {
     assert!(answers.iter().all(|a| a.private_data == Some(DATA)));
 }
 
+/// Private data as Linux: the device gets the LAST_PAGE request's own, whatever the consumer
+/// echoes; an echo that differs is rejected (strict in what user space sends), a response
+/// without one is fine (the producer restores it), as in the fault core.
 #[test]
-fn a_new_consumer_on_a_new_producer_must_echo_the_right_private_data() {
+fn a_new_consumer_on_a_new_producer_must_echo_the_right_private_data_or_none() {
     let (mut p, mut c) = open(Side::New, Side::New);
-    p.push_group(&Group {
-        tag: 1,
-        dev_id: 1,
-        requests: &[vtd_req(4, 5, DATA)],
-    })
-    .unwrap();
+    for g in [4, 5] {
+        p.push_group(&TaggedGroup {
+            tag: u64::from(g),
+            dev_id: 1,
+            requests: &[vtd_req(g, 5, DATA)],
+        })
+        .unwrap();
+    }
     let mut evs = Vec::new();
     c.pop_events(&mut evs, 8).unwrap();
     c.push_raw_response(RawFormat::Vfio, &v2_bytes(Some(5), 4, Some([1, 2])))
         .unwrap();
-    c.push_raw_response(RawFormat::Vfio, &v2_bytes(Some(5), 4, None))
-        .unwrap();
     c.push_raw_response(RawFormat::Vfio, &v2_bytes(Some(5), 4, Some(DATA)))
+        .unwrap();
+    c.push_raw_response(RawFormat::Vfio, &v2_bytes(Some(5), 5, None))
         .unwrap();
     let mut answers = Vec::new();
     p.drain_responses(&mut answers);
     assert_eq!(
         reasons(&mut c),
-        vec![
-            Some(RejectReason::PrivDataMismatch),
-            Some(RejectReason::PrivDataMismatch),
-            None
-        ]
+        vec![Some(RejectReason::PrivDataMismatch), None, None]
     );
-    assert_eq!(answers[0].private_data, Some(DATA));
+    assert_eq!(answers.len(), 2);
+    assert!(answers.iter().all(|a| a.private_data == Some(DATA)));
+}
+
+/// The private data that goes back is the LAST_PAGE request's, as Linux keeps `last_fault`:
+/// an earlier request's does not count.
+#[test]
+fn the_private_data_answered_is_the_last_page_requests() {
+    let (mut p, mut c) = open(Side::New, Side::New);
+    let mut first = vtd_req(6, 5, [9, 9]);
+    first.flags.remove(iopf_abi::PageRequestFlags::LAST_PAGE);
+    let mut last = vtd_req(6, 5, DATA);
+    last.flags.remove(iopf_abi::PageRequestFlags::PRIV_DATA);
+    last.private_data = [0, 0];
+    p.push_group(&TaggedGroup {
+        tag: 1,
+        dev_id: 1,
+        requests: &[first, last],
+    })
+    .unwrap();
+    let mut evs = Vec::new();
+    c.pop_events(&mut evs, 8).unwrap();
+    // Echoing the first request's data is wrong: the group's (its LAST_PAGE's) has none.
+    c.push_raw_response(RawFormat::Vfio, &v2_bytes(Some(5), 6, Some([9, 9])))
+        .unwrap();
+    c.push_raw_response(
+        RawFormat::Vfio,
+        &v1_bytes(Some(5), 6, ResponseCode::Success),
+    )
+    .unwrap();
+    let mut answers = Vec::new();
+    p.drain_responses(&mut answers);
+    assert_eq!(
+        reasons(&mut c),
+        vec![Some(RejectReason::PrivDataMismatch), None]
+    );
+    assert_eq!(answers[0].private_data, None);
 }

@@ -15,7 +15,7 @@ use common::req;
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{FaultConsumer, Features, IommufdResponse, PgFault, ResponseCode};
 use iopf_queue::layout::MAGIC;
-use iopf_queue::{channel, Group, Offer, ProducerConfig, QueueError, RawFormat, Request};
+use iopf_queue::{channel, Offer, ProducerConfig, QueueError, RawFormat, Request, TaggedGroup};
 
 /// Header word of the consumer's `flags` (its CLOSED bit would end the run early; a consumer that
 /// closes is covered elsewhere).
@@ -150,6 +150,7 @@ fn a_malicious_consumer_cannot_break_the_producer_or_exactly_once() {
     let config = ProducerConfig {
         max_pending: 512,
         max_per_wake: 32,
+        max_backlog: 1024,
     };
     let (mut p, c) = channel(&Offer::current(), &r, config).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -188,7 +189,7 @@ fn a_malicious_consumer_cannot_break_the_producer_or_exactly_once() {
         let reqs: Vec<_> = (0..n)
             .map(|i| req(grpid, Some(1), i + 1 == n, tag << 12))
             .collect();
-        match p.push_group(&Group {
+        match p.push_group(&TaggedGroup {
             tag,
             dev_id: 1,
             requests: &reqs,
@@ -219,6 +220,7 @@ fn a_malicious_consumer_cannot_break_the_producer_or_exactly_once() {
     assert!(scribbles > 0);
     assert!(s.violations > 0, "{s:?}");
     assert_eq!(s.lost, p.stats().lost);
+    assert_eq!(s.lost_by.total(), s.lost);
     assert_eq!(lost + answered.len() as u64, tag);
     assert_eq!(p.pending_groups(), 0);
 }

@@ -1,16 +1,20 @@
 //! Property tests of invariants 1–3 on the queue alone: whatever a (well-formed or not) consumer
-//! does, every delivered group is answered exactly once, every lost record is counted and
-//! announced, sequence numbers account for every record, and every response gets one verdict.
+//! does, every group the producer took (delivered at once or held in its backlog) is answered
+//! exactly once, groups reach the consumer in the order they were pushed, nothing is lost while
+//! the backlog has room, every lost record is counted and announced with its reason, sequence
+//! numbers account for every record, and every response gets one verdict.
 #![allow(clippy::unwrap_used)] // in a test, a failed unwrap is a failed test
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use common::req;
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{FaultConsumer, Features, IommufdResponse, PgFault, ResponseCode};
-use iopf_queue::{channel, Event, Group, Offer, ProducerConfig, QueueError, RawFormat, Request};
+use iopf_queue::{
+    channel, Event, LossReason, Offer, ProducerConfig, QueueError, RawFormat, Request, TaggedGroup,
+};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -52,7 +56,8 @@ proptest! {
         }
         let mut r = Request::best_for(&Offer::current(), RecordFormats::HWPT_PGFAULT, features).unwrap();
         r.entries = entries;
-        let (mut p, c) = channel(&Offer::current(), &r, ProducerConfig { max_pending: 16, max_per_wake: 4 }).unwrap();
+        let config = ProducerConfig { max_pending: 16, max_per_wake: 4, max_backlog: 12 };
+        let (mut p, c) = channel(&Offer::current(), &r, config).unwrap();
         let mut c = Some(c);
         let mut delivered = HashSet::new();
         let mut answered = HashSet::new();
@@ -66,6 +71,9 @@ proptest! {
         // The next sequence number expected; unknown after a read_faults (which hides them).
         let mut next_seq: Option<u64> = Some(0);
         let mut tag = 0u64;
+        // Which tag each cookie was pushed with, and the last tag the consumer saw complete.
+        let mut tag_of: HashMap<u32, u64> = HashMap::new();
+        let mut last_seen_tag: Option<u64> = None;
         let settle = |answers: &mut Vec<iopf_queue::Answer>, answered: &mut HashSet<u64>, delivered: &HashSet<u64>| {
             for a in answers.drain(..) {
                 prop_assert!(delivered.contains(&a.tag), "answer for an undelivered group");
@@ -83,11 +91,24 @@ proptest! {
                 Op::Push { requests } => {
                     let reqs: Vec<_> = (0..*requests).map(|k| req((tag % 512) as u32, None, k + 1 == *requests, 0)).collect();
                     pushed_records += *requests as u64;
-                    match p.push_group(&Group { tag, dev_id: 0, requests: &reqs }) {
-                        Ok(_) => { delivered.insert(tag); }
-                        Err(QueueError::Lost(_)) => lost_records += *requests as u64,
+                    let room = p.backlog_requests() + *requests <= config.max_backlog as usize;
+                    match p.push_group(&TaggedGroup { tag, dev_id: 0, requests: &reqs }) {
+                        Ok(cookie) => {
+                            delivered.insert(tag);
+                            tag_of.insert(cookie, tag);
+                        }
+                        Err(QueueError::Lost(why)) => {
+                            // Lost only past the backlog, or once the consumer has gone.
+                            prop_assert!(
+                                (why == LossReason::BacklogFull && !room)
+                                    || (why == LossReason::ConsumerGone && c.is_none()),
+                                "lost for {why:?} with the backlog at {}", p.backlog_requests()
+                            );
+                            lost_records += *requests as u64;
+                        }
                         Err(e) => prop_assert!(false, "{e}"),
                     }
+                    prop_assert!(p.backlog_requests() as u64 <= config.max_backlog);
                     tag += 1;
                 }
                 Op::Pop { .. } | Op::PopOne => if let Some(c) = c.as_mut() {
@@ -110,10 +131,16 @@ proptest! {
                                 next_seq = Some(f.seq + 1);
                                 if f.request.is_last() {
                                     seen_cookies.push(f.cookie);
+                                    // In the order they were pushed, backlog or not.
+                                    let t = tag_of.get(&f.cookie).copied();
+                                    prop_assert!(t.is_some(), "a cookie nobody pushed");
+                                    prop_assert!(last_seen_tag < t, "group {t:?} after {last_seen_tag:?}");
+                                    last_seen_tag = t;
                                 }
                             }
-                            Event::Lost { first_seq, count } => {
+                            Event::Lost { first_seq, count, reason } => {
                                 prop_assert!(loss_records);
+                                prop_assert!(matches!(reason, None | Some(LossReason::BacklogFull)));
                                 prop_assert_eq!(*first_seq, next_seq.unwrap_or(*first_seq));
                                 next_seq = Some(first_seq + count);
                             }
@@ -160,14 +187,18 @@ proptest! {
             prop_assert_eq!(verdicts.len() as u64, responses_sent, "one verdict per response");
             let ids: Vec<u64> = verdicts.iter().map(|v| v.id).collect();
             prop_assert_eq!(ids, (0..responses_sent).collect::<Vec<_>>());
-            // Lost records are announced: by loss records (seen above) or by the header counter.
+            // Lost records are announced: by loss records (seen above) or by the header
+            // counters, by reason.
             prop_assert_eq!(c.producer_lost(), lost_records);
+            prop_assert_eq!(c.producer_losses(), p.stats().lost_by);
         }
+        let held_back = p.backlog_requests() as u64;
         p.close(&mut answers);
         settle(&mut answers, &mut answered, &delivered)?;
-        prop_assert_eq!(&answered, &delivered, "every delivered group answered");
+        prop_assert_eq!(&answered, &delivered, "every group the producer took answered");
         prop_assert_eq!(p.stats().lost, lost_records);
-        prop_assert_eq!(p.stats().delivered + p.stats().lost, pushed_records);
+        prop_assert_eq!(p.stats().lost_by.total(), lost_records);
+        prop_assert_eq!(p.stats().delivered + p.stats().lost + held_back, pushed_records);
         prop_assert_eq!(p.pending_groups(), 0);
         let _ = IommufdResponse { cookie: 0, code: ResponseCode::Success };
     }

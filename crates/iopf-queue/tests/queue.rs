@@ -6,8 +6,8 @@ mod common;
 use common::{cookie_request, push_one, req};
 use iopf_abi::{FaultConsumer, Features, IommufdResponse, PgFault, ResponseCode};
 use iopf_queue::{
-    channel, AnsweredBy, Event, Group, LossReason, Offer, ProducerConfig, QueueError, RawFormat,
-    RejectReason, Verdict,
+    channel, AnsweredBy, Event, LossReason, Offer, ProducerConfig, QueueError, RawFormat,
+    RejectReason, ResponseVerdict, TaggedGroup,
 };
 
 #[test]
@@ -24,14 +24,14 @@ fn groups_go_out_whole_and_answers_come_back_with_their_tags() {
     ];
     let one = [req(2, None, true, 0x3000)];
     let c1 = p
-        .push_group(&Group {
+        .push_group(&TaggedGroup {
             tag: 100,
             dev_id: 7,
             requests: &two,
         })
         .unwrap();
     let c2 = p
-        .push_group(&Group {
+        .push_group(&TaggedGroup {
             tag: 200,
             dev_id: 8,
             requests: &one,
@@ -82,11 +82,11 @@ fn groups_go_out_whole_and_answers_come_back_with_their_tags() {
     assert_eq!(
         v,
         vec![
-            Verdict {
+            ResponseVerdict {
                 id: 0,
                 outcome: Ok(())
             },
-            Verdict {
+            ResponseVerdict {
                 id: 1,
                 outcome: Ok(())
             }
@@ -108,7 +108,7 @@ fn the_first_group_must_fit_whole() {
         req(1, None, false, 1),
         req(1, None, true, 2),
     ];
-    p.push_group(&Group {
+    p.push_group(&TaggedGroup {
         tag: 1,
         dev_id: 0,
         requests: &three,
@@ -138,7 +138,7 @@ fn malformed_groups_are_refused_not_queued() {
         vec![req(1, None, false, 0), req(2, None, true, 0)],
     ] {
         let e = p
-            .push_group(&Group {
+            .push_group(&TaggedGroup {
                 tag: 0,
                 dev_id: 0,
                 requests: &bad,
@@ -149,7 +149,7 @@ fn malformed_groups_are_refused_not_queued() {
     let mut stop = req(1, None, true, 0);
     stop.perm = iopf_abi::Perm::empty();
     assert!(matches!(
-        p.push_group(&Group {
+        p.push_group(&TaggedGroup {
             tag: 0,
             dev_id: 0,
             requests: &[stop]
@@ -168,7 +168,7 @@ fn every_bad_response_gets_a_verdict_with_its_reason() {
     )
     .unwrap();
     let cookie = p
-        .push_group(&Group {
+        .push_group(&TaggedGroup {
             tag: 9,
             dev_id: 0,
             requests: &[req(5, Some(1), true, 0)],
@@ -224,7 +224,8 @@ fn every_bad_response_gets_a_verdict_with_its_reason() {
             Some(RejectReason::Decode),
             Some(RejectReason::FormatNotAgreed),
             None,
-            Some(RejectReason::UnknownGroup),
+            // The one judge tells a duplicate from a cookie nobody handed out.
+            Some(RejectReason::AlreadyAnswered),
             Some(RejectReason::UnknownGroup),
         ]
     );
@@ -236,66 +237,96 @@ fn every_bad_response_gets_a_verdict_with_its_reason() {
     assert_eq!(c.stats().rejected, 5);
 }
 
+/// Backpressure, not failure: a group that finds the ring full waits in the backlog and is
+/// delivered, in order, once the consumer makes room; nothing is lost.
 #[test]
-fn a_full_ring_loses_groups_counts_them_and_says_so() {
+fn a_full_ring_holds_groups_back_and_delivers_them_in_order() {
     let (mut p, mut c) = channel(
         &Offer::current(),
         &cookie_request(4),
         ProducerConfig::default(),
     )
     .unwrap();
-    let mut lost = Vec::new();
-    let mut ok = Vec::new();
-    for g in 0..6u32 {
-        match push_one(&mut p, g) {
-            Ok(c) => ok.push((g, c)),
-            Err(QueueError::Lost(LossReason::RingFull)) => lost.push(g),
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert_eq!(ok.len(), 4);
-    assert_eq!(lost, vec![4, 5]);
-    assert_eq!(p.stats().lost, 2);
-    assert_eq!(c.producer_lost(), 2);
+    let cookies: Vec<u32> = (0..6u32).map(|g| push_one(&mut p, g).unwrap()).collect();
+    assert_eq!((p.stats().lost, p.stats().held_back), (0, 2));
+    assert_eq!(p.backlog_requests(), 2);
     let mut evs = Vec::new();
     c.pop_events(&mut evs, 16).unwrap();
     assert_eq!(evs.len(), 4);
-    // The next group is preceded by a loss record naming the two lost sequence numbers.
-    p.push_group(&Group {
-        tag: 6,
-        dev_id: 0,
-        requests: &[req(6, None, true, 0)],
-    })
-    .unwrap();
-    evs.clear();
+    // The owner's routine drain delivers the backlog now that the consumer made room.
+    let mut answers = Vec::new();
+    p.drain_responses(&mut answers);
+    assert_eq!(p.backlog_requests(), 0);
     c.pop_events(&mut evs, 16).unwrap();
+    let got: Vec<(u64, u32)> = evs
+        .iter()
+        .map(|e| match e {
+            Event::Fault(f) => (f.seq, f.cookie),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
     assert_eq!(
-        evs[0],
-        Event::Lost {
-            first_seq: 4,
-            count: 2
-        }
+        got,
+        cookies
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (i as u64, c))
+            .collect::<Vec<_>>()
     );
-    let Event::Fault(f) = evs[1] else {
-        panic!("expected a fault")
-    };
-    assert_eq!(f.seq, 6);
-    assert_eq!(c.stats().lost, 2);
+    assert_eq!((c.stats().lost, c.producer_lost()), (0, 0));
+    assert_eq!(p.stats().backlog_high_water, 2);
 }
 
+/// A response cannot name a group that is still held back: the consumer has not seen its
+/// cookie, exactly as a kernel cookie counts only once `read()` handed it out.
 #[test]
-fn losses_after_the_last_push_are_announced_once_there_is_room() {
+fn a_held_back_group_cannot_be_answered_before_it_is_delivered() {
     let (mut p, mut c) = channel(
         &Offer::current(),
-        &cookie_request(4),
+        &cookie_request(2),
         ProducerConfig::default(),
     )
     .unwrap();
+    let cookies: Vec<u32> = (0..3u32).map(|g| push_one(&mut p, g).unwrap()).collect();
+    c.push_raw_response(
+        RawFormat::Cookie,
+        zerocopy::IntoBytes::as_bytes(&iopf_abi::HwptPageResponse {
+            cookie: cookies[2],
+            code: 0,
+        }),
+    )
+    .unwrap();
+    let mut answers = Vec::new();
+    p.drain_responses(&mut answers);
+    assert!(answers.is_empty());
+    let mut v = Vec::new();
+    c.take_verdicts(&mut v);
+    assert_eq!(
+        v[0].outcome.err().map(|r| r.reason),
+        Some(RejectReason::UnknownGroup)
+    );
+}
+
+/// Past the backlog's bound a group is lost, counted by reason, and announced (a record naming
+/// the reason) once there is a slot for the record.
+#[test]
+fn losses_past_the_backlog_are_announced_with_their_reason_once_there_is_room() {
+    let config = ProducerConfig {
+        max_backlog: 0,
+        ..ProducerConfig::default()
+    };
+    let (mut p, mut c) = channel(&Offer::current(), &cookie_request(4), config).unwrap();
+    let mut lost = Vec::new();
     for g in 0..6 {
-        let _ = push_one(&mut p, g);
+        if let Err(e) = push_one(&mut p, g) {
+            lost.push(e.to_string());
+        }
     }
-    assert_eq!(p.stats().lost, 2);
-    // The ring is full: nothing can be announced yet, and nothing more is pushed.
+    assert_eq!(lost.len(), 2, "{lost:?}");
+    assert_eq!(p.stats().lost_by.get(LossReason::BacklogFull), 2);
+    // Known at once, from the header, before any record could be written.
+    assert_eq!(c.producer_losses().get(LossReason::BacklogFull), 2);
+    // The ring is full: nothing can be announced yet.
     assert!(!p.announce_losses());
     let mut evs = Vec::new();
     c.pop_events(&mut evs, 16).unwrap();
@@ -309,7 +340,8 @@ fn losses_after_the_last_push_are_announced_once_there_is_room() {
         evs,
         vec![Event::Lost {
             first_seq: 4,
-            count: 2
+            count: 2,
+            reason: Some(LossReason::BacklogFull)
         }]
     );
     // Announced once only.
@@ -318,15 +350,20 @@ fn losses_after_the_last_push_are_announced_once_there_is_room() {
     evs.clear();
     c.pop_events(&mut evs, 16).unwrap();
     assert!(evs.is_empty());
+    assert_eq!(c.stats().lost, 2);
 }
 
 #[test]
 fn without_loss_records_the_consumer_sees_the_gap() {
     let mut r = cookie_request(2);
     r.features.remove(Features::LOSS_RECORDS);
-    let (mut p, mut c) = channel(&Offer::current(), &r, ProducerConfig::default()).unwrap();
+    let config = ProducerConfig {
+        max_backlog: 0,
+        ..ProducerConfig::default()
+    };
+    let (mut p, mut c) = channel(&Offer::current(), &r, config).unwrap();
     for g in 0..3u32 {
-        let _ = p.push_group(&Group {
+        let _ = p.push_group(&TaggedGroup {
             tag: 0,
             dev_id: 0,
             requests: &[req(g, None, true, 0)],
@@ -334,7 +371,7 @@ fn without_loss_records_the_consumer_sees_the_gap() {
     }
     let mut evs = Vec::new();
     c.pop_events(&mut evs, 16).unwrap();
-    p.push_group(&Group {
+    p.push_group(&TaggedGroup {
         tag: 0,
         dev_id: 0,
         requests: &[req(9, None, true, 0)],
@@ -354,28 +391,28 @@ fn without_loss_records_the_consumer_sees_the_gap() {
 }
 
 #[test]
-fn too_many_pending_groups_are_lost_not_kept() {
+fn groups_past_the_pending_limit_wait_for_answers_instead_of_being_lost() {
     let config = ProducerConfig {
         max_pending: 2,
-        max_per_wake: 256,
+        ..ProducerConfig::default()
     };
-    let (mut p, _c) = channel(&Offer::current(), &cookie_request(64), config).unwrap();
-    for g in 0..2u32 {
-        p.push_group(&Group {
-            tag: 0,
-            dev_id: 0,
-            requests: &[req(g, None, true, 0)],
-        })
-        .unwrap();
-    }
-    assert!(matches!(
-        p.push_group(&Group {
-            tag: 0,
-            dev_id: 0,
-            requests: &[req(3, None, true, 0)]
-        }),
-        Err(QueueError::Lost(LossReason::TooManyPending))
-    ));
+    let (mut p, mut c) = channel(&Offer::current(), &cookie_request(64), config).unwrap();
+    let cookies: Vec<u32> = (0..3u32).map(|g| push_one(&mut p, g).unwrap()).collect();
+    assert_eq!((p.pending_groups(), p.backlog_requests()), (3, 1));
+    let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 8];
+    assert_eq!(c.read_faults(&mut out).unwrap(), 2);
+    c.respond(&[IommufdResponse {
+        cookie: cookies[0],
+        code: ResponseCode::Success,
+    }])
+    .unwrap();
+    let mut answers = Vec::new();
+    p.drain_responses(&mut answers);
+    assert_eq!(answers.len(), 1);
+    // The answer made room under the limit: the third group is delivered.
+    assert_eq!(c.read_faults(&mut out).unwrap(), 1);
+    assert_eq!(out[0].cookie, cookies[2]);
+    assert_eq!(p.stats().lost, 0);
 }
 
 #[test]
@@ -414,7 +451,7 @@ fn a_consumer_that_goes_away_has_all_its_groups_answered_invalid() {
     gone.sort();
     assert_eq!(gone, vec![0, 2, 3, 4]);
     assert!(matches!(
-        p.push_group(&Group {
+        p.push_group(&TaggedGroup {
             tag: 0,
             dev_id: 0,
             requests: &[req(9, None, true, 0)]
@@ -442,7 +479,7 @@ fn a_sleeping_consumer_is_woken_by_the_producer() {
     });
     for g in 0..3u32 {
         std::thread::sleep(std::time::Duration::from_millis(20));
-        p.push_group(&Group {
+        p.push_group(&TaggedGroup {
             tag: 0,
             dev_id: 0,
             requests: &[req(g, None, true, 0)],

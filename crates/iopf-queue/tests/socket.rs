@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::req;
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{FaultConsumer, Features, IommufdResponse, PgFault, ResponseCode};
-use iopf_queue::{connect, AnsweredBy, Group, Listener, QueueError, Request, ServeConfig};
+use iopf_queue::{connect, AnsweredBy, Listener, QueueError, Request, ServeConfig, TaggedGroup};
 
 fn cookie_choice(o: &iopf_queue::Offer) -> Request {
     Request::best_for(
@@ -54,7 +54,7 @@ fn a_consumer_connects_maps_the_region_and_answers() {
         req(3, Some(9), false, 0x1000),
         req(3, Some(9), true, 0x2000),
     ];
-    p.push_group(&Group {
+    p.push_group(&TaggedGroup {
         tag: 42,
         dev_id: 5,
         requests: &two,
@@ -175,7 +175,7 @@ fn a_consumer_process_that_dies_has_its_groups_answered_invalid() {
     let gs: Vec<_> = groups
         .iter()
         .enumerate()
-        .map(|(i, r)| Group {
+        .map(|(i, r)| TaggedGroup {
             tag: i as u64,
             dev_id: 0,
             requests: r,

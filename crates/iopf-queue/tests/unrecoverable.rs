@@ -16,8 +16,8 @@ use iopf_abi::{
 use iopf_core::testing::RecordingSink;
 use iopf_core::{FaultCore, PriCaps, Reported};
 use iopf_queue::{
-    channel, negotiate, Consumer, CoreLink, Event, Group, LossReason, Offer, Producer,
-    ProducerConfig, QueueError, Request,
+    channel, negotiate, Consumer, CoreLink, Event, LossReason, Offer, Producer, ProducerConfig,
+    QueueError, Request, TaggedGroup,
 };
 
 fn fault(addr: u64) -> Unrecoverable {
@@ -60,7 +60,7 @@ fn push(p: &mut Producer, grpid: u32, n: usize) -> u32 {
     if let Some(last) = rs.last_mut() {
         *last = req(grpid, None, true, 0x1000 * (n as u64 - 1));
     }
-    p.push_group(&Group {
+    p.push_group(&TaggedGroup {
         tag: u64::from(grpid),
         dev_id: 1,
         requests: &rs,
@@ -169,7 +169,8 @@ fn a_full_ring_loses_them_and_announces_the_loss() {
         vec![
             Event::Lost {
                 first_seq: 4,
-                count: 1
+                count: 1,
+                reason: Some(LossReason::RingFull)
             },
             Event::Unrecoverable {
                 seq: 5,
@@ -193,7 +194,8 @@ fn a_full_ring_loses_them_and_announces_the_loss() {
         evs,
         vec![Event::Lost {
             first_seq: 10,
-            count: 1
+            count: 1,
+            reason: Some(LossReason::RingFull)
         }]
     );
     // A consumer that is gone loses them too.
@@ -376,7 +378,8 @@ fn a_batch_is_published_once_and_its_overflow_lost_and_announced_like_single_pus
         evs[0],
         Event::Lost {
             first_seq: 4,
-            count: 2
+            count: 2,
+            reason: Some(LossReason::RingFull)
         }
     );
     // Not agreed: every fault of the batch is refused, nothing counted.
@@ -428,7 +431,8 @@ fn pop_event_takes_exactly_what_pop_events_takes() {
     assert_eq!((c2.stats().corrupt, c2.stats().lost), (1, 2));
     assert!(one.contains(&Event::Lost {
         first_seq: 8,
-        count: 1
+        count: 1,
+        reason: Some(LossReason::RingFull)
     }));
     assert!(one.contains(&Event::Unrecoverable {
         seq: 9,

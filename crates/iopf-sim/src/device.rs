@@ -26,7 +26,7 @@ use crate::page_table::Translation;
 use crate::prg::PrgIndexAllocator;
 use crate::prq::QueuedRequest;
 use crate::workload::{WorkItem, Workload, WorkloadSpec};
-use crate::DeviceId;
+use crate::FunctionId;
 
 /// How a PASID is stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -42,7 +42,7 @@ pub enum StopMode {
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
     /// Its id (requester id; the `dev_id` of its fault records).
-    pub id: DeviceId,
+    pub id: FunctionId,
     /// Outstanding Page Request Allocation: page requests in flight, at most.
     pub opra: u32,
     /// Groups in flight at most (≤ 512, the 9-bit PRG index).
@@ -64,7 +64,7 @@ pub struct DeviceConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DeviceStats {
     /// The function's id.
-    pub id: DeviceId,
+    pub id: FunctionId,
     /// Its OPRA.
     pub opra: u32,
     /// Work items started.
@@ -209,7 +209,7 @@ impl PriDevice {
     }
 
     /// The function's id.
-    pub fn id(&self) -> DeviceId {
+    pub fn id(&self) -> FunctionId {
         self.cfg.id
     }
 

@@ -17,7 +17,7 @@ use iopf_queue::{Answer, LinkObserver};
 
 use crate::iommu::FaultSink;
 use crate::prq::QueuedRequest;
-use crate::{DeviceId, PageTables, PAGE_SIZE};
+use crate::{FunctionId, PageTables, PAGE_SIZE};
 
 /// Where the core's responses to devices go: a mailbox the producer loop empties.
 #[derive(Debug, Default)]
@@ -78,7 +78,7 @@ impl LinkObserver for MapOnSuccess {
         // Only an answer the device receives maps pages: a late SUCCESS for a group the core
         // already answered INVALID (detach, removal, age limit) must not.
         if at_device && answer.code == ResponseCode::Success {
-            let dev: DeviceId = answer.dev_id;
+            let dev: FunctionId = answer.dev_id;
             for (iova, perm) in g.pages {
                 // Page-aligned by construction, so mapping cannot fail.
                 let _ = self.tables.map(dev, g.pasid, iova, perm);
@@ -91,7 +91,7 @@ impl LinkObserver for MapOnSuccess {
 pub(crate) struct CoreFeed<'a> {
     pub(crate) core: &'a mut FaultCore<Mailbox>,
     pub(crate) core_ids: &'a [iopf_core::DeviceId],
-    pub(crate) report_at: &'a mut HashMap<(DeviceId, u32), u64>,
+    pub(crate) report_at: &'a mut HashMap<(FunctionId, u32), u64>,
     pub(crate) now: u64,
     pub(crate) unknown: u64,
 }

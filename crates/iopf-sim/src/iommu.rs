@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::ledger::PrgResponse;
 use crate::page_table::{PageTables, Translation};
 use crate::prq::{Enqueue, PageRequestQueue, PrqStats, QueuedRequest};
-use crate::DeviceId;
+use crate::FunctionId;
 
 /// Where the IOMMU driver reports page requests: the fault core, seen from the driver.
 pub trait FaultSink {
@@ -39,7 +39,7 @@ pub struct IommuStats {
 pub struct Iommu {
     tables: Arc<PageTables>,
     prq: PageRequestQueue,
-    auto: Vec<(DeviceId, PrgResponse)>,
+    auto: Vec<(FunctionId, PrgResponse)>,
     stats: IommuStats,
 }
 
@@ -60,7 +60,7 @@ impl Iommu {
     }
 
     /// An ATS translation request of `dev` for `access` to `iova` on `pasid`.
-    pub fn translate(&self, dev: DeviceId, pasid: u32, iova: u64, access: Perm) -> Translation {
+    pub fn translate(&self, dev: FunctionId, pasid: u32, iova: u64, access: Perm) -> Translation {
         self.tables.translate(dev, pasid, iova, access)
     }
 
@@ -83,7 +83,7 @@ impl Iommu {
 
     /// The responses the hardware generated itself for dropped LAST_PAGE requests, to deliver
     /// to their devices.
-    pub fn take_auto_responses(&mut self) -> Vec<(DeviceId, PrgResponse)> {
+    pub fn take_auto_responses(&mut self) -> Vec<(FunctionId, PrgResponse)> {
         std::mem::take(&mut self.auto)
     }
 

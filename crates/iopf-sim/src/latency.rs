@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::resolver::ConsumerMark;
-use crate::DeviceId;
+use crate::FunctionId;
 
 /// The bucket edges of the VT-d debugfs histogram, in nanoseconds.
 pub const BUCKET_EDGES_NS: [u64; 6] = [100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
@@ -66,7 +66,7 @@ impl Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerMark {
     /// The device.
-    pub dev: DeviceId,
+    pub dev: FunctionId,
     /// The PRG index.
     pub grpid: u32,
     /// When the LAST_PAGE left the device.
@@ -150,7 +150,7 @@ impl Recorder {
 pub fn join(producer: &[ProducerMark], consumer: &[ConsumerMark]) -> Vec<StageLatency> {
     let mut rec: HashMap<Stage, Recorder> =
         Stage::ALL.iter().map(|&s| (s, Recorder::new())).collect();
-    let mut by_group: HashMap<(DeviceId, u32), Vec<&ConsumerMark>> = HashMap::new();
+    let mut by_group: HashMap<(FunctionId, u32), Vec<&ConsumerMark>> = HashMap::new();
     for c in consumer {
         by_group.entry((c.dev, c.grpid)).or_default().push(c);
     }

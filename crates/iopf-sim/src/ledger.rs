@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use iopf_abi::ResponseCode;
 use serde::Serialize;
 
-use crate::DeviceId;
+use crate::FunctionId;
 
 /// A PRG Response message as it arrives at a function (PCIe 6.0 §10.4.2): the PRG index it
 /// answers, the PASID when the function asked for it ("PRG Response PASID Required"), the code.
@@ -28,13 +28,13 @@ pub struct PrgResponse {
 /// What a link analyser reports: implemented by [`Ledger`], called by the devices.
 pub trait LinkTap {
     /// A function sent the LAST_PAGE request of group `prgi` on `pasid`: a response is owed.
-    fn group_sent(&mut self, dev: DeviceId, pasid: u32, prgi: u16);
+    fn group_sent(&mut self, dev: FunctionId, pasid: u32, prgi: u16);
     /// A function sent a stop marker for `pasid`: no response is owed.
-    fn stop_marker_sent(&mut self, dev: DeviceId, pasid: u32);
+    fn stop_marker_sent(&mut self, dev: FunctionId, pasid: u32);
     /// A PRG response reached function `dev`.
-    fn response_seen(&mut self, dev: DeviceId, resp: &PrgResponse);
+    fn response_seen(&mut self, dev: FunctionId, resp: &PrgResponse);
     /// Function `dev` was reset: PRI may be enabled again.
-    fn function_reset(&mut self, dev: DeviceId);
+    fn function_reset(&mut self, dev: FunctionId);
 }
 
 /// One thing the ledger found wrong.
@@ -44,14 +44,14 @@ pub enum Violation {
     /// A response for a PRG index with no group outstanding: a duplicate, or made up.
     Unsolicited {
         /// The function.
-        dev: DeviceId,
+        dev: FunctionId,
         /// The PRG index.
         prgi: u16,
     },
     /// A response that carried a PASID other than its group's.
     WrongPasid {
         /// The function.
-        dev: DeviceId,
+        dev: FunctionId,
         /// The PRG index.
         prgi: u16,
         /// The group's PASID.
@@ -62,7 +62,7 @@ pub enum Violation {
     /// A group sent again while its PRG index was still outstanding.
     IndexReused {
         /// The function.
-        dev: DeviceId,
+        dev: FunctionId,
         /// The PRG index.
         prgi: u16,
     },
@@ -70,14 +70,14 @@ pub enum Violation {
     /// stay disabled until the function is reset).
     SentAfterFailure {
         /// The function.
-        dev: DeviceId,
+        dev: FunctionId,
         /// The PRG index of the group.
         prgi: u16,
     },
     /// A group never answered by the end of the run.
     Unanswered {
         /// The function.
-        dev: DeviceId,
+        dev: FunctionId,
         /// The PRG index.
         prgi: u16,
         /// Its PASID.
@@ -87,7 +87,7 @@ pub enum Violation {
 
 /// The ledger's conclusion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Verdict {
+pub struct LedgerVerdict {
     /// Whether every group was answered exactly once and nothing else was answered.
     pub ok: bool,
     /// Groups the devices sent.
@@ -111,14 +111,14 @@ pub struct Verdict {
 /// The ledger itself.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    outstanding: HashMap<(DeviceId, u16), u32>,
-    failed: std::collections::HashSet<DeviceId>,
-    verdict: Verdict,
+    outstanding: HashMap<(FunctionId, u16), u32>,
+    failed: std::collections::HashSet<FunctionId>,
+    verdict: LedgerVerdict,
 }
 
-impl Default for Verdict {
-    fn default() -> Verdict {
-        Verdict {
+impl Default for LedgerVerdict {
+    fn default() -> LedgerVerdict {
+        LedgerVerdict {
             ok: true,
             groups_sent: 0,
             answered: 0,
@@ -155,7 +155,7 @@ impl Ledger {
     }
 
     /// Closes the books: every group still outstanding is a violation.
-    pub fn finish(mut self) -> Verdict {
+    pub fn finish(mut self) -> LedgerVerdict {
         let mut left: Vec<_> = self.outstanding.drain().collect();
         left.sort_unstable();
         for ((dev, prgi), pasid) in left {
@@ -166,7 +166,7 @@ impl Ledger {
 }
 
 impl LinkTap for Ledger {
-    fn group_sent(&mut self, dev: DeviceId, pasid: u32, prgi: u16) {
+    fn group_sent(&mut self, dev: FunctionId, pasid: u32, prgi: u16) {
         self.verdict.groups_sent += 1;
         if self.failed.contains(&dev) {
             self.violate(Violation::SentAfterFailure { dev, prgi });
@@ -176,11 +176,11 @@ impl LinkTap for Ledger {
         }
     }
 
-    fn stop_marker_sent(&mut self, _dev: DeviceId, _pasid: u32) {
+    fn stop_marker_sent(&mut self, _dev: FunctionId, _pasid: u32) {
         self.verdict.stop_markers += 1;
     }
 
-    fn response_seen(&mut self, dev: DeviceId, resp: &PrgResponse) {
+    fn response_seen(&mut self, dev: FunctionId, resp: &PrgResponse) {
         let Some(pasid) = self.outstanding.remove(&(dev, resp.prgi)) else {
             self.violate(Violation::Unsolicited {
                 dev,
@@ -207,7 +207,7 @@ impl LinkTap for Ledger {
         }
     }
 
-    fn function_reset(&mut self, dev: DeviceId) {
+    fn function_reset(&mut self, dev: FunctionId) {
         self.failed.remove(&dev);
     }
 }

@@ -17,7 +17,7 @@ pub const PAGE_SIZE: u64 = 4096;
 
 /// A device function's identity on the platform (its requester id, and the `dev_id` the fault
 /// queue reports).
-pub type DeviceId = u32;
+pub type FunctionId = u32;
 
 /// The outcome of translating one access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ impl IoPageTable {
 /// (which reads) and the resolver (which maps). A PASID without a table translates nothing.
 #[derive(Debug, Default)]
 pub struct PageTables {
-    tables: RwLock<HashMap<(DeviceId, u32), IoPageTable>>,
+    tables: RwLock<HashMap<(FunctionId, u32), IoPageTable>>,
 }
 
 impl PageTables {
@@ -94,7 +94,7 @@ impl PageTables {
     }
 
     /// Translates `access` to `iova` in the address space of (`dev`, `pasid`).
-    pub fn translate(&self, dev: DeviceId, pasid: u32, iova: u64, access: Perm) -> Translation {
+    pub fn translate(&self, dev: FunctionId, pasid: u32, iova: u64, access: Perm) -> Translation {
         let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
         tables
             .get(&(dev, pasid))
@@ -103,13 +103,13 @@ impl PageTables {
 
     /// Maps a page in the address space of (`dev`, `pasid`), creating the table if needed.
     /// Error: [`SimError::Unaligned`].
-    pub fn map(&self, dev: DeviceId, pasid: u32, iova: u64, perm: Perm) -> Result<(), SimError> {
+    pub fn map(&self, dev: FunctionId, pasid: u32, iova: u64, perm: Perm) -> Result<(), SimError> {
         let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
         tables.entry((dev, pasid)).or_default().map(iova, perm)
     }
 
     /// Pages mapped in the address space of (`dev`, `pasid`).
-    pub fn mapped_pages(&self, dev: DeviceId, pasid: u32) -> usize {
+    pub fn mapped_pages(&self, dev: FunctionId, pasid: u32) -> usize {
         let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
         tables.get(&(dev, pasid)).map_or(0, IoPageTable::len)
     }

@@ -27,9 +27,9 @@ use crate::iommu::Iommu;
 use crate::latency::{join, ProducerMark};
 use crate::ledger::{Ledger, PrgResponse};
 use crate::report::{CoreReport, DeviceReport, QueueReport, RunReport, Throughput, Totals};
-use crate::resolver::{ConsumerMark, ConsumerStats, Resolver};
+use crate::resolver::{ConsumerMark, Resolver, ResolverStats};
 use crate::scenario::Scenario;
-use crate::{DeviceId, PageTables, SimError};
+use crate::{FunctionId, PageTables, SimError};
 
 /// Live figures of a running run, for a progress display on another thread.
 #[derive(Debug, Default)]
@@ -44,12 +44,19 @@ pub struct Progress {
     pub draining: AtomicBool,
 }
 
-/// The request a simulated consumer makes: iommufd records, cookie responses, loss records.
+/// What the producer side offers for `scenario`: everything iopf's queue implements, and the
+/// scenario's largest group (so that a ring too small for it is refused at negotiation).
+pub fn producer_offer(scenario: &Scenario) -> Offer {
+    Offer::current().with_max_group(scenario.max_group())
+}
+
+/// The request a simulated consumer makes: iommufd records, cookie responses (which may carry
+/// the resolver's FAILURE), loss records.
 pub fn consumer_request(offer: &Offer, depth: u32) -> Result<Request, SimError> {
     let mut req = Request::best_for(
         offer,
         RecordFormats::HWPT_PGFAULT,
-        Features::COOKIE_RESPONSE | Features::LOSS_RECORDS,
+        Features::COOKIE_RESPONSE | Features::LOSS_RECORDS | Features::COOKIE_FAILURE,
     )
     .ok_or_else(|| {
         SimError::FaultPath("the producer offers no iommufd records with cookie responses".into())
@@ -63,7 +70,7 @@ pub fn consumer_request(offer: &Offer, depth: u32) -> Result<Request, SimError> 
 /// ledger disagrees is not an error (see [`RunReport::ledger`]).
 pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunReport, SimError> {
     let tables = Arc::new(PageTables::new());
-    let offer = Offer::current();
+    let offer = producer_offer(scenario);
     let request = consumer_request(&offer, scenario.queue.depth)?;
     let (producer, mut consumer) = iopf_queue::channel(&offer, &request, producer_config())
         .map_err(|e| SimError::FaultPath(e.to_string()))?;
@@ -76,7 +83,7 @@ pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunReport, SimErr
         std::thread::Builder::new()
             .name("iopf-consumer".into())
             .spawn(
-                move || -> Result<(ConsumerStats, Vec<ConsumerMark>), SimError> {
+                move || -> Result<(ResolverStats, Vec<ConsumerMark>), SimError> {
                     let mut resolver = Resolver::new(spec, seed, tables);
                     let served = resolver.serve(&mut consumer, &|_| done.load(Ordering::Acquire));
                     served.map(|()| {
@@ -113,12 +120,13 @@ pub fn run_producer_side(
     ProducerSide::new(scenario, tables, producer, true)?.run(scenario, progress, consumer_gone)
 }
 
-/// The queue tunables a run uses: a pending limit past any scenario's in-flight groups, so the
-/// queue loses groups only when its ring is full.
+/// The queue tunables a run uses: a pending limit past any scenario's in-flight groups (the
+/// backlog's bound is set by the link to the devices' allocations).
 pub fn producer_config() -> ProducerConfig {
     ProducerConfig {
         max_pending: 65536,
         max_per_wake: 256,
+        max_backlog: 0,
     }
 }
 
@@ -127,7 +135,7 @@ struct ProducerSide {
     iommu: Iommu,
     core: FaultCore<Mailbox>,
     core_ids: Vec<iopf_core::DeviceId>,
-    sim_of_core: HashMap<u32, DeviceId>,
+    sim_of_core: HashMap<u32, FunctionId>,
     link: CoreLink,
     ledger: Ledger,
     split: bool,
@@ -148,7 +156,7 @@ pub struct ProducerOutcome {
     iommu: crate::iommu::IommuStats,
     queue: QueueReport,
     core: CoreReport,
-    ledger: crate::ledger::Verdict,
+    ledger: crate::ledger::LedgerVerdict,
     marks: Vec<ProducerMark>,
 }
 
@@ -161,7 +169,7 @@ impl ProducerSide {
     ) -> Result<ProducerSide, SimError> {
         let fault = |e: iopf_core::CoreError| SimError::FaultPath(e.to_string());
         // Every attached device shares the one queue; a split run maps pages on SUCCESS.
-        let mut link = CoreLink::new(producer);
+        let mut link = CoreLink::new(producer).map_err(|e| SimError::FaultPath(e.to_string()))?;
         if split {
             link.set_observer(Box::new(MapOnSuccess::new(tables.clone())));
         }
@@ -220,7 +228,7 @@ impl ProducerSide {
         let mut resets = scenario.resets.clone();
         let mut issuing = true;
         let mut issue_end = start;
-        let mut report_at: HashMap<(DeviceId, u32), u64> = HashMap::new();
+        let mut report_at: HashMap<(FunctionId, u32), u64> = HashMap::new();
         let mut marks: Vec<ProducerMark> = Vec::new();
         let mut occupancy: Vec<f64> = vec![0.0; self.devices.len()];
         let mut steps: u64 = 0;
@@ -336,7 +344,7 @@ impl ProducerSide {
     /// Delivers the responses the core sent to their devices; returns how many there were.
     fn deliver_mail(
         &mut self,
-        report_at: &mut HashMap<(DeviceId, u32), u64>,
+        report_at: &mut HashMap<(FunctionId, u32), u64>,
         marks: &mut Vec<ProducerMark>,
     ) -> usize {
         let mail = std::mem::take(&mut self.core.sink_mut().0);
@@ -368,10 +376,10 @@ impl ProducerSide {
 
     fn deliver(
         &mut self,
-        dev: DeviceId,
+        dev: FunctionId,
         resp: PrgResponse,
         now: u64,
-        report_at: &mut HashMap<(DeviceId, u32), u64>,
+        report_at: &mut HashMap<(FunctionId, u32), u64>,
         marks: &mut Vec<ProducerMark>,
     ) {
         let Some(d) = (dev as usize)
@@ -445,9 +453,10 @@ impl ProducerSide {
             depth,
             delivered: ps.delivered,
             lost_records: ps.lost,
-            lost_ring_full: lost.ring_full,
-            lost_too_many_pending: lost.too_many_pending,
-            lost_other: lost.other,
+            lost_groups: lost.total(),
+            lost_by_reason: lost.nonzero().map(|(r, n)| (format!("{r:?}"), n)).collect(),
+            held_back: ps.held_back,
+            backlog_high_water: ps.backlog_high_water,
             accepted: ps.accepted,
             rejected: ps.rejected,
             answered_consumer_gone: self.consumer_gone_answers,
@@ -482,7 +491,7 @@ impl ProducerOutcome {
     /// Joins the consumer side's figures and produces the report.
     pub fn finish(
         &mut self,
-        consumer: ConsumerStats,
+        consumer: ResolverStats,
         marks: &[ConsumerMark],
     ) -> Result<RunReport, SimError> {
         let mut t = Totals::default();
@@ -537,14 +546,14 @@ impl ProducerOutcome {
 pub fn run_consumer_side(
     scenario: &Scenario,
     consumer: &mut iopf_queue::Consumer,
-) -> Result<(ConsumerStats, Vec<ConsumerMark>), SimError> {
+) -> Result<(ResolverStats, Vec<ConsumerMark>), SimError> {
     /// The consumer process cannot reach the producer's page tables: its SUCCESS stands for
     /// "mapped", and the producer side maps the group's pages when it accepts it.
     struct MappedByProducer;
     impl crate::resolver::Mapper for MappedByProducer {
         fn map(
             &self,
-            _dev: DeviceId,
+            _dev: FunctionId,
             _pasid: u32,
             _iova: u64,
             _perm: iopf_abi::Perm,

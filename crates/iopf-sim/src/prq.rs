@@ -15,14 +15,14 @@ use std::collections::VecDeque;
 use iopf_abi::PageRequest;
 use serde::Serialize;
 
-use crate::DeviceId;
+use crate::FunctionId;
 
 /// A page request as it sits in the queue: which function sent it, and when (ns on the run's
 /// clock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueuedRequest {
     /// The requesting function.
-    pub dev: DeviceId,
+    pub dev: FunctionId,
     /// The request.
     pub req: PageRequest,
     /// When the device sent it.

@@ -7,9 +7,9 @@ use serde::Serialize;
 use crate::device::DeviceStats;
 use crate::iommu::IommuStats;
 use crate::latency::StageLatency;
-use crate::ledger::Verdict;
-use crate::resolver::ConsumerStats;
-use crate::DeviceId;
+use crate::ledger::LedgerVerdict;
+use crate::resolver::ResolverStats;
+use crate::FunctionId;
 
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -37,13 +37,13 @@ pub struct RunReport {
     /// The fault core's automatic responses and drops, by reason.
     pub core: CoreReport,
     /// The consumer side.
-    pub consumer: ConsumerStats,
+    pub consumer: ResolverStats,
     /// Each function.
     pub devices: Vec<DeviceReport>,
     /// Functions whose PRI is disabled at the end (they received Response Failure).
-    pub pri_disabled: Vec<DeviceId>,
+    pub pri_disabled: Vec<FunctionId>,
     /// The ledger's verdict.
-    pub ledger: Verdict,
+    pub ledger: LedgerVerdict,
 }
 
 /// Totals over all functions.
@@ -97,14 +97,18 @@ pub struct QueueReport {
     pub depth: u32,
     /// Records delivered into the ring.
     pub delivered: u64,
-    /// Records that could not be delivered (each lost group's records).
+    /// Records that could not be delivered (each lost group's records), announced to the
+    /// consumer.
     pub lost_records: u64,
-    /// Groups that could not be delivered, by reason (the core answered them: `Refused`).
-    pub lost_ring_full: u64,
-    /// Lost: the producer already held its maximum of unanswered groups.
-    pub lost_too_many_pending: u64,
-    /// Lost: for another reason (consumer gone, ambiguous group).
-    pub lost_other: u64,
+    /// Groups that could not be delivered (refused by the queue, or answered by the core without
+    /// delivery: over allocation, storm limit, full table).
+    pub lost_groups: u64,
+    /// Lost groups by reason (`iopf_queue::LossReason` names; reasons with none left out).
+    pub lost_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Groups that waited in the backlog because the ring had no room when they came.
+    pub held_back: u64,
+    /// The most page requests in the backlog at once (bounded by the devices' allocations).
+    pub backlog_high_water: u64,
     /// Consumer responses accepted by the queue.
     pub accepted: u64,
     /// Consumer responses the queue rejected.

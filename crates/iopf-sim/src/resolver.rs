@@ -3,9 +3,12 @@
 //! For each group it reads from its fault queue it spends a configurable service time, then
 //! either maps every page of the group (with the permissions asked, through a [`Mapper`]: the
 //! VMM's `IOMMU_IOAS_MAP`) and answers SUCCESS, or, if any page lies at an address the scenario
-//! declares invalid, answers INVALID. Which addresses are invalid is a deterministic function of
-//! (device, PASID, page) and the seed, with the configured share: so both sides of a run, and the
-//! tests, agree on it without talking.
+//! declares invalid, answers INVALID, or, if any page lies at an address the scenario declares
+//! forbidden (a device touching memory it must never touch), answers Response Failure: the one
+//! place in a run where FAILURE is decided, and the function receives it only if it may (a VF
+//! gets INVALID instead, from the fault core). Which addresses are invalid or forbidden is a
+//! deterministic function of (device, PASID, page) and the seed, with the configured shares: so
+//! both sides of a run, and the tests, agree on it without talking.
 
 use std::hash::{Hash, Hasher};
 
@@ -13,7 +16,7 @@ use iopf_abi::{FaultConsumer, IommufdResponse, PgFault, PgfaultFlags, ResponseCo
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{now_ns, spin_for};
-use crate::page_table::{DeviceId, PageTables, PAGE_SIZE};
+use crate::page_table::{FunctionId, PageTables, PAGE_SIZE};
 use crate::SimError;
 
 /// How the resolver behaves.
@@ -27,6 +30,11 @@ pub struct ResolverSpec {
     /// Share (0..=1) of pages that are invalid: a group holding one is answered INVALID.
     #[serde(default)]
     pub invalid_share: f64,
+    /// Share (0..=1) of pages that are forbidden: a group holding one is answered FAILURE (the
+    /// VMM's policy for a device that touches memory it must never touch). Decided before the
+    /// invalid pages.
+    #[serde(default)]
+    pub failure_share: f64,
 }
 
 impl Default for ResolverSpec {
@@ -34,6 +42,7 @@ impl Default for ResolverSpec {
         ResolverSpec {
             service_time_us: 0.0,
             invalid_share: 0.0,
+            failure_share: 0.0,
         }
     }
 }
@@ -43,7 +52,7 @@ pub trait Mapper {
     /// Maps the page at `iova` of (`dev`, `pasid`) with `perm`.
     fn map(
         &self,
-        dev: DeviceId,
+        dev: FunctionId,
         pasid: u32,
         iova: u64,
         perm: iopf_abi::Perm,
@@ -53,7 +62,7 @@ pub trait Mapper {
 impl Mapper for PageTables {
     fn map(
         &self,
-        dev: DeviceId,
+        dev: FunctionId,
         pasid: u32,
         iova: u64,
         perm: iopf_abi::Perm,
@@ -65,7 +74,7 @@ impl Mapper for PageTables {
 impl<M: Mapper + ?Sized> Mapper for std::sync::Arc<M> {
     fn map(
         &self,
-        dev: DeviceId,
+        dev: FunctionId,
         pasid: u32,
         iova: u64,
         perm: iopf_abi::Perm,
@@ -75,7 +84,18 @@ impl<M: Mapper + ?Sized> Mapper for std::sync::Arc<M> {
 }
 
 /// Whether the page holding `addr` of (`dev`, `pasid`) is invalid under `share` and `seed`.
-pub fn is_invalid(seed: u64, share: f64, dev: DeviceId, pasid: u32, addr: u64) -> bool {
+pub fn is_invalid(seed: u64, share: f64, dev: FunctionId, pasid: u32, addr: u64) -> bool {
+    page_drawn(seed, share, dev, pasid, addr)
+}
+
+/// Whether the page holding `addr` of (`dev`, `pasid`) is forbidden under `share` and `seed`
+/// (drawn independently of the invalid pages).
+pub fn is_forbidden(seed: u64, share: f64, dev: FunctionId, pasid: u32, addr: u64) -> bool {
+    page_drawn(seed ^ 0xfa11_0e5e_d0c0_ffee, share, dev, pasid, addr)
+}
+
+/// Whether a page is drawn under `share`: a deterministic function of the seed and the page.
+fn page_drawn(seed: u64, share: f64, dev: FunctionId, pasid: u32, addr: u64) -> bool {
     if share <= 0.0 {
         return false;
     }
@@ -92,7 +112,7 @@ pub fn is_invalid(seed: u64, share: f64, dev: DeviceId, pasid: u32, addr: u64) -
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerMark {
     /// The device.
-    pub dev: DeviceId,
+    pub dev: FunctionId,
     /// The PRG index.
     pub grpid: u32,
     /// When the group was read from the queue.
@@ -103,7 +123,7 @@ pub struct ConsumerMark {
 
 /// What the consumer side did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsumerStats {
+pub struct ResolverStats {
     /// Groups read.
     pub groups: u64,
     /// Records (page requests) read.
@@ -112,6 +132,9 @@ pub struct ConsumerStats {
     pub success: u64,
     /// Groups answered INVALID.
     pub invalid: u64,
+    /// Groups answered FAILURE (a forbidden page).
+    #[serde(default)]
+    pub failure: u64,
     /// Responses the queue refused.
     pub refused: u64,
     /// Pages mapped.
@@ -127,7 +150,7 @@ pub struct Resolver<M> {
     spec: ResolverSpec,
     seed: u64,
     mapper: M,
-    stats: ConsumerStats,
+    stats: ResolverStats,
     marks: Vec<ConsumerMark>,
 }
 
@@ -138,7 +161,7 @@ impl<M: Mapper> Resolver<M> {
             spec,
             seed,
             mapper,
-            stats: ConsumerStats::default(),
+            stats: ResolverStats::default(),
             marks: Vec::new(),
         }
     }
@@ -147,6 +170,19 @@ impl<M: Mapper> Resolver<M> {
     /// Errors: a mapping the page tables refuse.
     pub fn resolve(&mut self, group: &[PgFault]) -> Result<ResponseCode, SimError> {
         spin_for((self.spec.service_time_us * 1000.0) as u64);
+        let forbidden = group.iter().any(|f| {
+            is_forbidden(
+                self.seed,
+                self.spec.failure_share,
+                f.dev_id,
+                f.pasid,
+                f.addr,
+            )
+        });
+        if forbidden {
+            self.stats.failure += 1;
+            return Ok(ResponseCode::Failure);
+        }
         let invalid = group.iter().any(|f| {
             is_invalid(
                 self.seed,
@@ -187,6 +223,7 @@ impl<M: Mapper> Resolver<M> {
                 addr: 0,
                 length: 0,
                 cookie: 0,
+                reserved: 0,
             };
             1024
         ];
@@ -245,7 +282,7 @@ impl<M: Mapper> Resolver<M> {
         &mut self,
         queue: &mut C,
         responses: &[IommufdResponse],
-        marks: &[(DeviceId, u32)],
+        marks: &[(FunctionId, u32)],
         delivered_ns: u64,
         done: &dyn Fn(&C) -> bool,
     ) {
@@ -283,7 +320,7 @@ impl<M: Mapper> Resolver<M> {
     }
 
     /// What the consumer side did, and the marks of every answered group.
-    pub fn finish(self) -> (ConsumerStats, Vec<ConsumerMark>) {
+    pub fn finish(self) -> (ResolverStats, Vec<ConsumerMark>) {
         (self.stats, self.marks)
     }
 }
@@ -308,6 +345,7 @@ mod tests {
             addr,
             length: 0,
             cookie: 77,
+            reserved: 0,
         }
     }
 
@@ -338,11 +376,32 @@ mod tests {
             crate::Translation::Mapped
         );
         let spec = ResolverSpec {
-            service_time_us: 0.0,
             invalid_share: 1.0,
+            ..ResolverSpec::default()
         };
         let mut r = Resolver::new(spec, 1, tables.clone());
         assert_eq!(r.resolve(&group).unwrap(), ResponseCode::Invalid);
         assert_eq!(r.finish().0.invalid, 1);
+        // A forbidden page outranks an invalid one: the resolver's policy answers FAILURE.
+        let spec = ResolverSpec {
+            invalid_share: 1.0,
+            failure_share: 1.0,
+            ..ResolverSpec::default()
+        };
+        let mut r = Resolver::new(spec, 1, tables);
+        assert_eq!(r.resolve(&group).unwrap(), ResponseCode::Failure);
+        assert_eq!(r.finish().0.failure, 1);
+    }
+
+    #[test]
+    fn forbidden_pages_are_drawn_apart_from_invalid_ones() {
+        let n = 20_000u64;
+        let both = (0..n)
+            .filter(|i| {
+                is_invalid(9, 0.5, 1, 2, i * PAGE_SIZE) && is_forbidden(9, 0.5, 1, 2, i * PAGE_SIZE)
+            })
+            .count();
+        // Independent draws: about a quarter of pages are both.
+        assert!((4_000..6_000).contains(&both), "{both} of {n}");
     }
 }

@@ -16,7 +16,7 @@ use crate::device::{DeviceConfig, StopMode};
 use crate::prg::PRG_INDEXES;
 use crate::resolver::ResolverSpec;
 use crate::workload::WorkloadSpec;
-use crate::{DeviceId, SimError, PAGE_SIZE};
+use crate::{FunctionId, SimError, PAGE_SIZE};
 
 /// The built-in default scenario (also in the repository as `scenarios/default.toml`).
 pub const DEFAULT_SCENARIO: &str = include_str!("default.toml");
@@ -166,7 +166,7 @@ fn prg_indexes() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct StopSpec {
     /// The function's id (functions are numbered from 1 in file order).
-    pub device: DeviceId,
+    pub device: FunctionId,
     /// The PASID.
     pub pasid: u32,
     /// When, in milliseconds from the start.
@@ -182,7 +182,7 @@ pub struct StopSpec {
 #[serde(deny_unknown_fields)]
 pub struct ResetSpec {
     /// The function's id.
-    pub device: DeviceId,
+    pub device: FunctionId,
     /// When, in milliseconds from the start.
     pub at_ms: u64,
 }
@@ -261,6 +261,9 @@ impl Scenario {
         if !(0.0..=1.0).contains(&r.invalid_share) {
             return bad("resolver.invalid_share", "must be between 0 and 1");
         }
+        if !(0.0..=1.0).contains(&r.failure_share) {
+            return bad("resolver.failure_share", "must be between 0 and 1");
+        }
         if !(0.0..=1.0).contains(&self.inject.duplicate_responses) {
             return bad("inject.duplicate_responses", "must be between 0 and 1");
         }
@@ -302,6 +305,16 @@ impl Scenario {
                         "must be between 1 and the OPRA ({}): a group larger than the \
                          allocation could never be sent",
                         d.opra
+                    ),
+                ));
+            }
+            if w.group_pages > self.queue.depth {
+                return Err((
+                    f("workload.group_pages"),
+                    format!(
+                        "must not exceed queue.depth ({}): the fault queue must be able to hold \
+                         the largest group, or it could never be delivered",
+                        self.queue.depth
                     ),
                 ));
             }
@@ -363,7 +376,7 @@ impl Scenario {
         Ok(())
     }
 
-    fn function_spec(&self, id: DeviceId) -> Option<&DeviceSpec> {
+    fn function_spec(&self, id: FunctionId) -> Option<&DeviceSpec> {
         let mut first = 1;
         for d in &self.devices {
             if (first..first + d.count).contains(&id) {
@@ -372,6 +385,17 @@ impl Scenario {
             first += d.count;
         }
         None
+    }
+
+    /// The most page requests one group of this scenario can have: the largest `group_pages`
+    /// (a work item's missing pages make one group). The fault queue is offered with it, and
+    /// negotiation refuses a ring that could not hold it.
+    pub fn max_group(&self) -> u32 {
+        self.devices
+            .iter()
+            .map(|d| d.workload.group_pages)
+            .max()
+            .unwrap_or(1)
     }
 
     /// Every function of the scenario, numbered from 1 in file order.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use iopf::queue::{connect, Consumer, Event, Request, Verdict};
+use iopf::queue::{connect, Consumer, Event, Request, ResponseVerdict};
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{FaultConsumer, Features, IommufdResponse, ResponseCode};
 use serde::Serialize;
@@ -95,6 +95,8 @@ enum Line {
     Lost {
         first_seq: u64,
         count: u64,
+        /// The reason, if the record names one.
+        reason: Option<String>,
     },
     Unrecoverable {
         seq: u64,
@@ -113,9 +115,12 @@ enum Line {
         records: u64,
         groups_answered: u64,
         lost: u64,
+        /// The producer's losses by reason, from the region header.
+        producer_losses: String,
         accepted: u64,
         rejected: u64,
         held_when_leaving: usize,
+        answered_broken: u64,
     },
 }
 
@@ -156,7 +161,14 @@ fn emit(args: &Args, line: &Line) -> Result<(), CliError> {
             }
             println!("{}", if *last { " LAST" } else { "" });
         }
-        Line::Lost { first_seq, count } => println!("lost {count} records from seq {first_seq}"),
+        Line::Lost {
+            first_seq,
+            count,
+            reason,
+        } => match reason {
+            Some(r) => println!("lost {count} records from seq {first_seq}: {r}"),
+            None => println!("lost {count} records from seq {first_seq}"),
+        },
         Line::Unrecoverable { seq, dev_id, fault } => {
             print!(
                 "seq {seq} unrecoverable dev {dev_id:#x} reason {:?} addr {:#x} fetch_addr {:#x} perm {} flags {}",
@@ -188,12 +200,18 @@ fn emit(args: &Args, line: &Line) -> Result<(), CliError> {
             records,
             groups_answered,
             lost,
+            producer_losses,
             accepted,
             rejected,
             held_when_leaving,
+            answered_broken,
         } => {
             println!("ABI v{abi_version}, {record} records, features {features}");
             println!("{records} records, {groups_answered} groups answered, {lost} records lost");
+            println!("the producer's losses by reason: {producer_losses}");
+            if *answered_broken > 0 {
+                println!("{answered_broken} groups with an unreadable record answered INVALID by this consumer");
+            }
             println!("responses accepted {accepted}, rejected {rejected}; {held_when_leaving} groups left unanswered (the producer answers them INVALID)");
         }
     }
@@ -234,7 +252,7 @@ fn choose(args: &Args, offer: &iopf::queue::Offer) -> Request {
 pub fn run(args: Args) -> Result<ExitCode, CliError> {
     let mut c = connect(&args.socket, |o| choose(&args, o)).map_err(|e| io_err(&args.socket, e))?;
     let mut events = Vec::new();
-    let mut verdicts: Vec<Verdict> = Vec::new();
+    let mut verdicts: Vec<ResponseVerdict> = Vec::new();
     let mut answered = 0u64;
     let mut turn = 0u64;
     loop {
@@ -315,13 +333,18 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
                         )?;
                     }
                 }
-                Event::Lost { first_seq, count } => {
+                Event::Lost {
+                    first_seq,
+                    count,
+                    reason,
+                } => {
                     if !args.quiet {
                         emit(
                             &args,
                             &Line::Lost {
                                 first_seq: *first_seq,
                                 count: *count,
+                                reason: reason.map(|r| format!("{r:?} ({r})")),
                             },
                         )?;
                     }
@@ -350,9 +373,11 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
             records: s.records,
             groups_answered: answered,
             lost: s.lost,
+            producer_losses: c.producer_losses().to_string(),
             accepted: s.accepted,
             rejected: s.rejected,
             held_when_leaving: c.held_groups(),
+            answered_broken: s.answered_broken,
         },
     )?;
     Ok(ExitCode::SUCCESS)
@@ -384,7 +409,11 @@ fn send_all(c: &mut Consumer, responses: &[IommufdResponse], args: &Args) -> Res
     Ok(done as u64)
 }
 
-fn report_verdicts(c: &mut Consumer, buf: &mut Vec<Verdict>, args: &Args) -> Result<(), CliError> {
+fn report_verdicts(
+    c: &mut Consumer,
+    buf: &mut Vec<ResponseVerdict>,
+    args: &Args,
+) -> Result<(), CliError> {
     buf.clear();
     c.take_verdicts(buf);
     for v in buf.iter() {

@@ -1,5 +1,7 @@
 //! `iopf decode`: read fault and response records given as hex or in a binary file, and print
-//! them readably or as JSON. Bad input says exactly what is wrong and exits with status 2.
+//! them readably or as JSON. Bad input says exactly what is wrong and exits with status 2. An
+//! `iommu_hwpt_pgfault` is read as liberally as a reader of kernel records must: bits the uAPI
+//! does not name are shown, not refused.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -7,7 +9,8 @@ use std::process::ExitCode;
 
 use iopf_abi::extensible::read_argsz;
 use iopf_abi::{
-    Fault, IommuFault, IommuPageResponse, IommufdResponse, PgFault, VfioIommuPageResponse,
+    Fault, IommuFault, IommuPageResponse, IommufdResponse, PgFault, Unnamed, VfioIommuPageResponse,
+    KERNEL_RESPONSE_NEEDS_PASID,
 };
 use serde::Serialize;
 
@@ -52,8 +55,19 @@ pub struct Args {
 enum Decoded {
     Fault(Fault),
     Response(iopf_abi::PageResponse),
-    Pgfault(PgFault),
+    Pgfault(PgfaultOut),
     HwptResponse(IommufdResponse),
+}
+
+/// An `iommu_hwpt_pgfault` as read, liberally: a record from a kernel may carry bits the uAPI
+/// does not name (Linux copies its internal flags through), which are shown, not refused.
+#[derive(Debug, Serialize)]
+struct PgfaultOut {
+    #[serde(flatten)]
+    fault: PgFault,
+    /// What the record carries outside the uAPI (absent when nothing).
+    #[serde(skip_serializing_if = "Unnamed::is_empty")]
+    unnamed: Unnamed,
 }
 
 /// Runs `iopf decode`.
@@ -140,7 +154,12 @@ fn decode_all(bytes: &[u8], format: Format) -> Result<Vec<Decoded>, CliError> {
         for (index, chunk) in bytes.chunks_exact(size).enumerate() {
             let rec = match format {
                 Format::Fault => Fault::from_bytes(chunk).map(Decoded::Fault),
-                Format::Pgfault => PgFault::from_bytes(chunk).map(Decoded::Pgfault),
+                Format::Pgfault => PgFault::from_bytes(chunk).map(|fault| {
+                    Decoded::Pgfault(PgfaultOut {
+                        unnamed: fault.unnamed(),
+                        fault,
+                    })
+                }),
                 _ => IommufdResponse::from_bytes(chunk).map(Decoded::HwptResponse),
             };
             out.push(rec.map_err(|source| CliError::Record { index, source })?);
@@ -169,6 +188,28 @@ fn decode_all(bytes: &[u8], format: Format) -> Result<Vec<Decoded>, CliError> {
         index += 1;
     }
     Ok(out)
+}
+
+/// What a record carries outside the uAPI, said in words (empty when nothing).
+fn describe_unnamed(u: &Unnamed) -> String {
+    if u.is_empty() {
+        return String::new();
+    }
+    let mut parts = Vec::new();
+    if u.flags != 0 {
+        let mut p = format!("flag bits {:#x}", u.flags);
+        if u.flags & KERNEL_RESPONSE_NEEDS_PASID != 0 {
+            p.push_str(" (bit 2: the kernel's IOMMU_FAULT_PAGE_RESPONSE_NEEDS_PASID)");
+        }
+        parts.push(p);
+    }
+    if u.perm != 0 {
+        parts.push(format!("perm bits {:#x}", u.perm));
+    }
+    if u.reserved != 0 {
+        parts.push(format!("__reserved {:#x}", u.reserved));
+    }
+    format!("; outside the uAPI, kept: {}", parts.join(", "))
 }
 
 fn describe(rec: &Decoded) -> String {
@@ -202,8 +243,8 @@ fn describe(rec: &Decoded) -> String {
                 .map(|d| format!(" private_data [{:#x}, {:#x}]", d[0], d[1]))
                 .unwrap_or_default()
         ),
-        Decoded::Pgfault(p) => format!(
-            "iommufd fault cookie {} dev_id {} grpid {} pasid {} addr {:#x} length {} perm {} flags {}",
+        Decoded::Pgfault(PgfaultOut { fault: p, unnamed }) => format!(
+            "iommufd fault cookie {} dev_id {} grpid {} pasid {} addr {:#x} length {} perm {} flags {}{}",
             p.cookie,
             p.dev_id,
             p.grpid,
@@ -211,7 +252,8 @@ fn describe(rec: &Decoded) -> String {
             p.addr,
             p.length,
             flag_names(&p.perm),
-            flag_names(&p.flags)
+            flag_names(&p.flags),
+            describe_unnamed(unnamed)
         ),
         Decoded::HwptResponse(r) => format!("iommufd response cookie {} code {:?}", r.cookie, r.code),
     }

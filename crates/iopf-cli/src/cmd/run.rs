@@ -16,7 +16,7 @@ use std::time::Duration;
 use iopf::sim::latency::{StageLatency, BUCKET_LABELS};
 use iopf::sim::platform::{self, Progress};
 use iopf::sim::report::RunReport;
-use iopf::sim::resolver::{ConsumerMark, ConsumerStats};
+use iopf::sim::resolver::{ConsumerMark, ResolverStats};
 use iopf::sim::{Scenario, SimError};
 
 use crate::error::CliError;
@@ -183,6 +183,7 @@ fn run_split(scenario: &Scenario, progress: &Progress) -> Result<RunReport, CliE
     let listener = Listener::bind(
         &socket,
         ServeConfig {
+            offer: platform::producer_offer(scenario),
             producer: platform::producer_config(),
             ..ServeConfig::default()
         },
@@ -298,7 +299,7 @@ fn consumer_process(scenario: &Scenario, socket: &Path, out: &Path) -> Result<Ex
 
 fn write_consumer_out(
     out: &Path,
-    stats: &ConsumerStats,
+    stats: &ResolverStats,
     marks: &[ConsumerMark],
 ) -> Result<(), CliError> {
     let io = |source| CliError::Io {
@@ -323,7 +324,7 @@ fn write_consumer_out(
     f.flush().map_err(io)
 }
 
-fn read_consumer_out(out: &Path) -> Result<(ConsumerStats, Vec<ConsumerMark>), CliError> {
+fn read_consumer_out(out: &Path) -> Result<(ResolverStats, Vec<ConsumerMark>), CliError> {
     let mut bytes = Vec::new();
     std::fs::File::open(out)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -343,7 +344,7 @@ fn read_consumer_out(out: &Path) -> Result<(ConsumerStats, Vec<ConsumerMark>), C
         .map(u64::from_le_bytes)
         .ok_or_else(bad)? as usize;
     let head = bytes.get(8..8 + head_len).ok_or_else(bad)?;
-    let stats: ConsumerStats = serde_json::from_slice(head).map_err(|_| bad())?;
+    let stats: ResolverStats = serde_json::from_slice(head).map_err(|_| bad())?;
     let body = bytes.get(8 + head_len..).ok_or_else(bad)?;
     if body.len() % 32 != 0 {
         return Err(bad());
@@ -457,18 +458,31 @@ pub fn render(r: &RunReport) -> String {
     let _ = writeln!(o, "\nfault queue");
     let _ = writeln!(
         o,
-        "  depth {} records, {} delivered, high-water {} groups held for the consumer; lost groups: {} ring full, {} too many pending, {} other ({} records, {} of them announced to the consumer); {} responses accepted, {} rejected, {} answered INVALID as the consumer went away",
+        "  depth {} records, {} delivered, high-water {} groups held for the consumer; {} groups waited in the backlog (high-water {} requests); {} responses accepted, {} rejected, {} answered INVALID as the consumer went away",
         q.depth,
         q.delivered,
         q.pending_high_water,
-        q.lost_ring_full,
-        q.lost_too_many_pending,
-        q.lost_other,
-        q.lost_records,
-        r.consumer.lost_signalled,
+        q.held_back,
+        q.backlog_high_water,
         q.accepted,
         q.rejected,
         q.answered_consumer_gone
+    );
+    let losses: Vec<String> = q
+        .lost_by_reason
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "  lost groups: {} ({} records, {} of them announced to the consumer)",
+        if losses.is_empty() {
+            "none".to_string()
+        } else {
+            losses.join(", ")
+        },
+        q.lost_records,
+        r.consumer.lost_signalled
     );
     let c = &r.core;
     let _ = writeln!(o, "\nfault core");

@@ -1,8 +1,9 @@
 //! `iopf serve`: a producer process. It creates a UNIX socket (mode 0600), and for each consumer
 //! that connects (uid checked, negotiated) it runs a fault core with one PRI device whose page
 //! request groups go through the fault queue, carries the consumer's responses back to the device,
-//! and prints what became of every group: answered by the consumer, answered at once because the
-//! ring was full, or answered INVALID because the consumer went away. With `--unrecoverable N` the
+//! and prints what became of every group: answered by the consumer, held back in the queue's
+//! backlog while the ring was full (then delivered), answered at once by the core, or answered
+//! INVALID because the consumer went away; and the queue's losses by reason. With `--unrecoverable N` the
 //! device also reports N unrecoverable faults among its page requests (`IOMMU_FAULT_DMA_UNRECOV`
 //! into `iommu_report_device_fault()`); they travel through the same `CoreLink` to a consumer
 //! that agreed `Features::UNRECOVERABLE`, and are dropped for one that did not.
@@ -114,7 +115,10 @@ struct Summary {
     invalid: u64,
     failure: u64,
     answered_by_consumer: u64,
-    answered_at_once_lost: u64,
+    answered_at_once: u64,
+    held_back: u64,
+    backlog_high_water: u64,
+    lost_by_reason: String,
     answered_invalid_consumer_gone: u64,
     answered_invalid_aged: u64,
     responses_rejected: u64,
@@ -157,6 +161,9 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         OfferKind::V1 => Offer::v1(),
     };
     offer.max_entries = args.max_entries;
+    // No group has more requests than `--requests`: a ring that cannot hold one is refused at
+    // negotiation, not left to wait at fault time.
+    offer.max_group = args.requests;
     let config = ServeConfig {
         offer,
         allowed_uids: if args.allow_uids.is_empty() {
@@ -267,7 +274,7 @@ fn serve_one(
                 if let Reported::Answered { .. } =
                     core.report(dev, &Fault::PageRequest(*r), now())?
                 {
-                    s.answered_at_once_lost += 1;
+                    s.answered_at_once += 1;
                 }
             }
             sent += 1;
@@ -297,7 +304,7 @@ fn serve_one(
                     private_data: [0, 0],
                 };
                 core.report(dev, &Fault::PageRequest(r), now())?;
-                s.answered_at_once_lost += 1;
+                s.answered_at_once += 1;
                 sent += 1;
             }
             break;
@@ -313,7 +320,11 @@ fn serve_one(
     s.unrecoverable_delivered = un.delivered;
     s.unrecoverable_not_agreed = un.not_agreed;
     s.unrecoverable_lost = un.lost;
-    s.responses_rejected = link.with_producer(|p| p.stats().rejected);
+    let ps = link.with_producer(|p| p.stats());
+    s.responses_rejected = ps.rejected;
+    s.held_back = ps.held_back;
+    s.backlog_high_water = ps.backlog_high_water;
+    s.lost_by_reason = ps.lost_by.to_string();
     let d = core.sink();
     s.responses_to_device = d.total();
     s.success = d.success;
@@ -333,8 +344,12 @@ fn print_summary(s: &Summary) {
         s.groups, s.responses_to_device, s.success, s.invalid, s.failure
     );
     println!(
-        "  answered by the consumer {}, at once (lost) {}, INVALID after the consumer left {}",
-        s.answered_by_consumer, s.answered_at_once_lost, s.answered_invalid_consumer_gone
+        "  answered by the consumer {}, at once by the core {}, INVALID after the consumer left {}",
+        s.answered_by_consumer, s.answered_at_once, s.answered_invalid_consumer_gone
+    );
+    println!(
+        "  held back while the ring was full {} (backlog high-water {} requests); records lost: {}",
+        s.held_back, s.backlog_high_water, s.lost_by_reason
     );
     if s.answered_invalid_aged > 0 {
         println!("  INVALID past the age limit {}", s.answered_invalid_aged);

@@ -5,7 +5,9 @@
 use iopf_abi::fault::PageRequestFlags;
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{Features, PageRequest, Perm};
-use iopf_queue::{channel, Consumer, Group, Offer, Producer, ProducerConfig, QueueError, Request};
+use iopf_queue::{
+    channel, Consumer, Offer, Producer, ProducerConfig, QueueError, Request, TaggedGroup,
+};
 
 /// What a new consumer asks of the current producer: iommufd records answered by cookie, with
 /// loss records, in a ring of `entries`.
@@ -61,7 +63,7 @@ pub fn cookie_queue(entries: u32) -> (Producer, Consumer) {
 
 /// Pushes the one-request group `g`: tag and grpid `g`, no PASID, LAST_PAGE.
 pub fn push_one(p: &mut Producer, g: u32) -> Result<u32, QueueError> {
-    p.push_group(&Group {
+    p.push_group(&TaggedGroup {
         tag: u64::from(g),
         dev_id: 0,
         requests: &[req(g, None, true, 0)],
