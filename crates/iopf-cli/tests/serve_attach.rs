@@ -211,3 +211,69 @@ fn a_consumer_that_never_answers_is_bounded_by_the_age_limit() {
     let out = attach.wait_with_output().unwrap();
     assert!(out.status.success());
 }
+
+/// A ring far smaller than the groups in flight: before, 197 of these 200 groups were answered
+/// FAILURE (the ring was full, the core refused them); now they wait in the producer's backlog
+/// and every one is answered by the consumer, SUCCESS.
+#[test]
+fn a_small_ring_holds_groups_back_instead_of_failing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("q.sock");
+    let server = serve(&sock, &["--groups", "200", "--requests", "4"]);
+    let out = iopf()
+        .args([
+            "attach",
+            "--quiet",
+            "--json",
+            "--entries",
+            "8",
+            "--record",
+            "hwpt",
+        ])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let attach: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(attach["accepted"], 200, "{attach}");
+    assert_eq!(attach["lost"], 0, "{attach}");
+    assert_eq!(attach["producer_losses"], "none", "{attach}");
+    let s = summary(server);
+    assert_eq!(s["responses_to_device"], 200, "{s}");
+    assert_eq!(
+        (s["success"].as_u64(), s["failure"].as_u64()),
+        (Some(200), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["answered_by_consumer"], 200, "{s}");
+    assert!(s["held_back"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["lost_by_reason"], "none", "{s}");
+}
+
+/// A ring that could never hold one of the producer's groups is refused when the consumer
+/// connects, in plain words, not at fault time.
+#[test]
+fn a_ring_too_small_for_the_largest_group_is_refused_at_negotiation() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("q.sock");
+    let mut server = serve(&sock, &["--groups", "5", "--requests", "8"]);
+    let out = iopf()
+        .args(["attach", "--entries", "4", "--record", "hwpt"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a ring of 4 entries cannot hold a group of 8 page requests"),
+        "{err}"
+    );
+    // It waits for a consumer it can serve; this test has none.
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

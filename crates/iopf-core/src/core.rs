@@ -219,6 +219,13 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
         Ok(self.device(device)?.held_partials)
     }
 
+    /// Links of the group table's lists and chains followed so far (teardown walking a
+    /// handler's groups, grpid matching walking a chain): a measure of work, for tests and
+    /// benches that bound a cost without timing it.
+    pub fn links_walked(&self) -> u64 {
+        self.groups.links_walked()
+    }
+
     /// The response sink.
     pub fn sink(&self) -> &S {
         &self.sink

@@ -473,10 +473,12 @@ impl<T: Copy + Default> GroupTable<T> {
         (l.head != NIL).then(|| self.cookie_at(l.head))
     }
 
-    /// The outstanding group after `cookie` in its owner's insertion order.
+    /// The outstanding group after `cookie` in its owner's insertion order (a step counted in
+    /// [`links_walked`](Self::links_walked)).
     #[inline]
     pub fn next_of_owner(&self, cookie: Cookie) -> Option<Cookie> {
         let s = self.live_slot(cookie)?;
+        self.count_walk(1);
         (s.next != NIL).then(|| self.cookie_at(s.next))
     }
 

@@ -262,6 +262,12 @@ impl Producer {
         self.groups.len()
     }
 
+    /// Links of the group table's lists and chains followed so far (see
+    /// `iopf_core::GroupTable::links_walked`): withdrawing a group follows none.
+    pub fn links_walked(&self) -> u64 {
+        self.groups.links_walked()
+    }
+
     /// Page requests waiting in the backlog.
     pub fn backlog_requests(&self) -> usize {
         self.backlog_requests.len()

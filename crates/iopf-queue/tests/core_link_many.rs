@@ -218,3 +218,51 @@ fn a_detach_withdraws_the_devices_groups_from_the_queue() {
     assert_eq!(s.answered.len(), 1);
     assert!(s.not_at_device.is_empty());
 }
+
+/// Removing one device of a link that serves several withdraws that device's groups from the
+/// queue (the core answers them INVALID), and only those: the other device's group is still the
+/// consumer's to answer, and a late answer for a removed one is rejected by the queue.
+#[test]
+fn removing_a_device_withdraws_only_its_groups_from_the_queue() {
+    let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
+    let a = core.register(PriCaps::default()).unwrap();
+    let b = core.register(PriCaps::default()).unwrap();
+    let (p, mut c) = channel(
+        &Offer::current(),
+        &cookie_request(8),
+        ProducerConfig::default(),
+    )
+    .unwrap();
+    let mut link = CoreLink::new(p).unwrap();
+    link.attach_device(&mut core, a, None).unwrap();
+    link.attach_device(&mut core, b, None).unwrap();
+    for (dev, g) in [(a, 1), (a, 2), (b, 1)] {
+        core.report(dev, &Fault::PageRequest(req(g, None, true, 0)), 0)
+            .unwrap();
+    }
+    let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 4];
+    assert_eq!(c.read_faults(&mut out).unwrap(), 3);
+    let removed = core.remove_device(a).unwrap();
+    assert_eq!(removed.answered, 2);
+    assert_eq!(link.with_producer(|p| p.pending_groups()), 1);
+    let answers: Vec<IommufdResponse> = out[..3]
+        .iter()
+        .map(|f| IommufdResponse {
+            cookie: f.cookie,
+            code: ResponseCode::Success,
+        })
+        .collect();
+    assert_eq!(c.respond(&answers).unwrap(), 3);
+    let pumped = link.pump(&mut core);
+    assert_eq!((pumped.judged, pumped.answered), (3, 1));
+    let mut v = Vec::new();
+    c.take_verdicts(&mut v);
+    let rejected: Vec<bool> = v.iter().map(|v| v.outcome.is_err()).collect();
+    assert_eq!(rejected, vec![true, true, false]);
+    let sent = core.sink_mut().take();
+    assert_eq!(
+        sent.iter().filter(|(d, _)| *d == b).count(),
+        1,
+        "b's group answered once, by the consumer"
+    );
+}
