@@ -12,7 +12,7 @@ use iopf_abi::{
     FaultConsumer, Features, IommufdResponse, PageRequest, PageRequestFlags, Perm, PgFault,
     ResponseCode,
 };
-use iopf_queue::{channel, Group, Offer, ProducerConfig, QueueError, Request};
+use iopf_queue::{channel, TaggedGroup, Offer, ProducerConfig, QueueError, Request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let config = ProducerConfig {
         max_pending: 64,
         max_per_wake: 8,
+        max_backlog: 64,
     };
     let Ok((mut p, mut c)) = channel(&cur, &req, config) else {
         return;
@@ -63,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
                         private_data: [0, 0],
                     })
                     .collect();
-                match p.push_group(&Group {
+                match p.push_group(&TaggedGroup {
                     tag,
                     dev_id: 0,
                     requests: &reqs,

@@ -5,7 +5,7 @@
 
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{Features, PageRequest, PageRequestFlags, Perm};
-use iopf_queue::{channel, Group, Offer, ProducerConfig, RawFormat, Request};
+use iopf_queue::{channel, TaggedGroup, Offer, ProducerConfig, RawFormat, Request};
 use libfuzzer_sys::fuzz_target;
 
 fn request(kind: u8) -> (Offer, Request) {
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             addr: 0,
             private_data: [u64::from(g), 7],
         };
-        let _ = p.push_group(&Group {
+        let _ = p.push_group(&TaggedGroup {
             tag: u64::from(g),
             dev_id: 0,
             requests: &[r],
