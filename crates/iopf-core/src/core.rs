@@ -9,7 +9,7 @@ use crate::counters::{AutoReason, CoreCounters, DeviceCounters};
 use crate::device::{
     policy_code, AgeLimit, DeviceState, OverflowPolicy, PriCaps, StormLimit, StormState,
 };
-use crate::group_table::{GroupTable, Naming};
+use crate::group_table::{GroupTable, Named, Naming};
 use crate::handler::GroupHandler;
 use crate::ids::next_gen;
 use crate::partial::PartialPool;
@@ -120,7 +120,9 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             device_free: Vec::new(),
             handlers: Vec::new(),
             handler_free: Vec::new(),
-            groups: GroupTable::new(Naming::Own, true),
+            groups: GroupTable::new(Naming::Own)
+                .with_prg_lookup()
+                .with_owner_order(),
             partials: PartialPool::new(),
             scratch: Vec::new(),
             scratch_cookies: Vec::new(),
@@ -449,17 +451,20 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
         code: iopf_abi::ResponseCode,
         reason: Option<AutoReason>,
     ) -> Option<Answered> {
-        let (facts, _) = self.groups.get(cookie)?;
+        // The core never holds a group back: every outstanding one is announced.
+        let Named::Announced { idx, owner, .. } = self.groups.named(cookie) else {
+            return None;
+        };
         if let Some(hs) = self
             .handlers
-            .get_mut(facts.owner as usize)
+            .get_mut(owner as usize)
             .and_then(|h| h.state.as_mut())
         {
             if hs.age_cursor == Some(cookie) {
                 hs.age_cursor = self.groups.next_of_owner(cookie);
             }
         }
-        let (facts, g) = self.groups.remove(cookie)?;
+        let (facts, g) = self.groups.remove_at(idx);
         let device = self.device_at(facts.device);
         // An outstanding group's device is registered: removal answers its groups first.
         let dev = registered(&mut self.devices, device);

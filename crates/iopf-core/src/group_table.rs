@@ -43,7 +43,7 @@
 //!
 //! let last = PageRequest { flags: PageRequestFlags::LAST_PAGE, pasid: 0, grpid: 7,
 //!                          perm: Perm::READ, addr: 0x1000, private_data: [0; 2] };
-//! let mut table: GroupTable<&str> = GroupTable::new(Naming::Own, true);
+//! let mut table: GroupTable<&str> = GroupTable::new(Naming::Own).with_prg_lookup().with_owner_order();
 //! let cookie = table.insert(GroupFacts::of_last(0, 0, &last), "first group")?;
 //! let who = Responder { device: 0, owner: 0, agreed: iopf_abi::Features::COOKIE_RESPONSE };
 //! // By PRG index, as the old `iommu_page_response()` matched:
@@ -53,6 +53,7 @@
 //! assert_eq!((judged.cookie, judged.code), (cookie, ResponseCode::Success));
 //! let (facts, extra) = table.remove(cookie).expect("outstanding");
 //! assert_eq!((facts.grpid, extra), (7, "first group"));
+//! // `take` judges and removes at once, the common path of every stage.
 //! // Answered: a second response is a duplicate.
 //! assert!(table.judge(&who, &Response::by_cookie(cookie, ResponseCode::Success)).is_err());
 //! # Ok::<(), iopf_core::TableError>(())
@@ -156,6 +157,15 @@ pub enum Lookup {
     Unknown,
 }
 
+/// What a cookie names, as the judge needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Named {
+    Announced { idx: u32, device: u32, owner: u32 },
+    HeldBack,
+    Answered,
+    Nothing,
+}
+
 /// Free slots are reused oldest-first, and only once at least this many are free.
 pub const REUSE_DISTANCE: u32 = 256;
 
@@ -208,7 +218,7 @@ impl<T> Slot<T> {
     }
 
     /// Writes `facts` and marks the slot live (held back or not); links are the caller's.
-    #[inline]
+    #[inline(always)]
     fn fill(&mut self, facts: &GroupFacts, held_back: bool) {
         let mut flags = LIVE;
         if let Some(p) = facts.pasid {
@@ -263,17 +273,19 @@ pub struct GroupTable<T> {
     free_head: u32,
     free_tail: u32,
     free_len: u32,
-    /// Each owner's groups, indexed by owner (grown on demand).
+    /// Each owner's groups, indexed by owner (grown on demand), when `ordered`.
     owners: Vec<OwnerList>,
+    ordered: bool,
     prg: Option<PrgIndex>,
     live: u32,
     walked: Cell<u64>,
 }
 
 impl<T: Copy + Default> GroupTable<T> {
-    /// An empty table naming its groups as `naming` says, with the PRG-index lookup
-    /// ([`GroupTable::judge`] by grpid, [`GroupTable::oldest_with_grpid`]) if `prg_lookup`.
-    pub fn new(naming: Naming, prg_lookup: bool) -> GroupTable<T> {
+    /// An empty table naming its groups as `naming` says, with neither the PRG-index lookup nor
+    /// owner order (see [`with_prg_lookup`](Self::with_prg_lookup) and
+    /// [`with_owner_order`](Self::with_owner_order)): what a table answered by cookie only needs.
+    pub fn new(naming: Naming) -> GroupTable<T> {
         GroupTable {
             slots: Vec::new(),
             naming,
@@ -281,10 +293,28 @@ impl<T: Copy + Default> GroupTable<T> {
             free_tail: NIL,
             free_len: 0,
             owners: Vec::new(),
-            prg: prg_lookup.then(PrgIndex::default),
+            ordered: false,
+            prg: None,
             live: 0,
             walked: Cell::new(0),
         }
+    }
+
+    /// This table with the PRG-index lookup: [`GroupTable::judge`] by (PASID, grpid),
+    /// [`GroupTable::oldest_with_grpid`], [`GroupTable::announced_with_grpid`]. Costs a chain
+    /// link on every insert and removal.
+    pub fn with_prg_lookup(mut self) -> GroupTable<T> {
+        self.prg = Some(PrgIndex::default());
+        self
+    }
+
+    /// This table keeping each owner's groups in insertion order: [`first_of`](Self::first_of),
+    /// [`next_of_owner`](Self::next_of_owner), [`owner_len`](Self::owner_len), and
+    /// [`cookies_of`](Self::cookies_of) without a scan. Costs a list link on every insert and
+    /// removal.
+    pub fn with_owner_order(mut self) -> GroupTable<T> {
+        self.ordered = true;
+        self
     }
 
     /// How the table names its groups.
@@ -307,7 +337,7 @@ impl<T: Copy + Default> GroupTable<T> {
         self.live == 0
     }
 
-    /// Outstanding groups of `owner`.
+    /// Outstanding groups of `owner` (0 on a table without owner order).
     pub fn owner_len(&self, owner: u32) -> usize {
         self.owners
             .get(owner as usize)
@@ -332,7 +362,7 @@ impl<T: Copy + Default> GroupTable<T> {
         self.insert_own(facts, extra, true)
     }
 
-    #[inline]
+    #[inline(always)]
     fn insert_own(
         &mut self,
         facts: GroupFacts,
@@ -376,7 +406,7 @@ impl<T: Copy + Default> GroupTable<T> {
         self.insert_upstream(cookie, facts, extra, true)
     }
 
-    #[inline]
+    #[inline(always)]
     fn insert_upstream(
         &mut self,
         cookie: Cookie,
@@ -455,26 +485,31 @@ impl<T: Copy + Default> GroupTable<T> {
     #[inline]
     pub fn remove(&mut self, cookie: Cookie) -> Option<(GroupFacts, T)> {
         let idx = self.live_index(cookie)? as u32;
+        Some(self.remove_at(idx))
+    }
+
+    /// Removes the live slot `idx`.
+    #[inline(always)]
+    pub(crate) fn remove_at(&mut self, idx: u32) -> (GroupFacts, T) {
         self.unlink(idx);
         let s = &mut self.slots[idx as usize];
         let out = (s.facts(), s.extra);
         s.flags = 0;
-        s.extra = T::default();
         self.live -= 1;
         if self.naming == Naming::Own {
             self.release(idx);
         }
-        Some(out)
+        out
     }
 
-    /// The oldest outstanding group of `owner`.
+    /// The oldest outstanding group of `owner` (`None` on a table without owner order).
     pub fn first_of(&self, owner: u32) -> Option<Cookie> {
         let l = self.owners.get(owner as usize)?;
         (l.head != NIL).then(|| self.cookie_at(l.head))
     }
 
     /// The outstanding group after `cookie` in its owner's insertion order (a step counted in
-    /// [`links_walked`](Self::links_walked)).
+    /// [`links_walked`](Self::links_walked); `None` on a table without owner order).
     #[inline]
     pub fn next_of_owner(&self, cookie: Cookie) -> Option<Cookie> {
         let s = self.live_slot(cookie)?;
@@ -483,8 +518,12 @@ impl<T: Copy + Default> GroupTable<T> {
     }
 
     /// The cookies of `owner`'s outstanding groups, oldest first (collected, so the caller may
-    /// remove them as it goes).
+    /// remove them as it goes). Without owner order, a scan of every slot, in slot order.
     pub fn cookies_of(&self, owner: u32, out: &mut Vec<Cookie>) {
+        if !self.ordered {
+            self.scan(out, |s| s.owner == owner);
+            return;
+        }
         let mut cur = self.owners.get(owner as usize).map_or(NIL, |l| l.head);
         while cur != NIL {
             out.push(self.cookie_at(cur));
@@ -493,11 +532,26 @@ impl<T: Copy + Default> GroupTable<T> {
         }
     }
 
-    /// The cookies of every outstanding group, owner by owner, each owner's oldest first.
+    /// The cookies of every outstanding group: owner by owner, each owner's oldest first, or,
+    /// without owner order, in slot order.
     pub fn cookies(&self, out: &mut Vec<Cookie>) {
+        if !self.ordered {
+            self.scan(out, |_| true);
+            return;
+        }
         for owner in 0..self.owners.len() as u32 {
             self.cookies_of(owner, out);
         }
+    }
+
+    /// The cookies of the outstanding slots `keep` takes, in slot order (every slot a step).
+    fn scan(&self, out: &mut Vec<Cookie>, keep: impl Fn(&Slot<T>) -> bool) {
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.live() && keep(s) {
+                out.push(Cookie::new(i as u32, s.gen));
+            }
+        }
+        self.count_walk(self.slots.len() as u64);
     }
 
     /// The oldest outstanding group of (`device`, `grpid`), held back or not. `None` also when
@@ -509,6 +563,7 @@ impl<T: Copy + Default> GroupTable<T> {
 
     /// Whether an announced group of (`device`, `grpid`) is outstanding (one a grpid-named
     /// response could answer). Walks the chain past held-back groups.
+    #[inline]
     pub fn announced_with_grpid(&self, device: u32, grpid: u32) -> bool {
         let Some(prg) = self.prg.as_ref() else {
             return false;
@@ -545,23 +600,50 @@ impl<T: Copy + Default> GroupTable<T> {
         Cookie::new(idx, self.slots[idx as usize].gen)
     }
 
-    /// The announced outstanding group `cookie` names: its facts.
+    /// What `cookie` names, for the judge: the slot index of an announced outstanding group
+    /// with its device and owner, or how it is not one.
     #[inline]
-    pub(crate) fn announced(&self, cookie: Cookie) -> Option<GroupFacts> {
-        self.live_slot(cookie)
-            .filter(|s| s.flags & HELD_BACK == 0)
-            .map(Slot::facts)
+    pub(crate) fn named(&self, cookie: Cookie) -> Named {
+        match self.slots.get(cookie.index()) {
+            Some(s) if s.gen == cookie.gen() && cookie.gen() != 0 => {
+                if !s.live() {
+                    Named::Answered
+                } else if s.flags & HELD_BACK != 0 {
+                    Named::HeldBack
+                } else {
+                    Named::Announced {
+                        idx: cookie.index() as u32,
+                        device: s.device,
+                        owner: s.owner,
+                    }
+                }
+            }
+            _ => Named::Nothing,
+        }
+    }
+
+    /// The private data of the live slot `idx`, if it has any.
+    #[inline]
+    pub(crate) fn private_data_at(&self, idx: u32) -> Option<[u64; 2]> {
+        let s = &self.slots[idx as usize];
+        (s.flags & PRIV_DATA != 0).then_some(s.private_data)
+    }
+
+    /// The facts of the live slot `idx`.
+    #[inline]
+    pub(crate) fn facts_at(&self, idx: u32) -> GroupFacts {
+        self.slots[idx as usize].facts()
     }
 
     /// Walks the (device, grpid) chain oldest first, calling `visit` with each announced group
-    /// until it returns `true`; returns that group's cookie.
+    /// (its cookie and facts) until it returns `true`; returns that group's slot index and cookie.
     #[inline]
     pub(crate) fn find_in_chain(
         &self,
         device: u32,
         grpid: u32,
         mut visit: impl FnMut(Cookie, &GroupFacts) -> bool,
-    ) -> Option<Cookie> {
+    ) -> Option<(u32, Cookie)> {
         let prg = self.prg.as_ref()?;
         let mut cur = prg.get(device, grpid).head;
         while cur != NIL {
@@ -569,7 +651,7 @@ impl<T: Copy + Default> GroupTable<T> {
             if s.flags & HELD_BACK == 0 {
                 let cookie = Cookie::new(cur, s.gen);
                 if visit(cookie, &s.facts()) {
-                    return Some(cookie);
+                    return Some((cur, cookie));
                 }
             }
             cur = s.prg_next;
@@ -587,7 +669,7 @@ impl<T: Copy + Default> GroupTable<T> {
 
     /// A free slot: the oldest free one once [`REUSE_DISTANCE`] are free (or no new slot can be
     /// made), else a new one.
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> Result<u32, TableError> {
         let full = self.slots.len() >= Cookie::MAX_SLOTS;
         if self.free_len >= REUSE_DISTANCE || (full && self.free_len > 0) {
@@ -629,7 +711,7 @@ impl<T: Copy + Default> GroupTable<T> {
     }
 
     /// Returns a freed slot to the end of the free list.
-    #[inline]
+    #[inline(always)]
     fn release(&mut self, idx: u32) {
         self.slots[idx as usize].next = NIL;
         if self.free_tail == NIL {
@@ -642,31 +724,31 @@ impl<T: Copy + Default> GroupTable<T> {
     }
 
     /// Appends the newly filled slot `idx` to its owner's list and its PRG-index chain.
-    #[inline]
+    #[inline(always)]
     fn link(&mut self, idx: u32) {
         self.live += 1;
         let (owner, device, grpid) = {
             let s = &self.slots[idx as usize];
             (s.owner as usize, s.device, s.grpid)
         };
-        if owner >= self.owners.len() {
-            self.owners.resize(owner + 1, OwnerList::EMPTY);
+        if self.ordered {
+            if owner >= self.owners.len() {
+                self.owners.resize(owner + 1, OwnerList::EMPTY);
+            }
+            let list = &mut self.owners[owner];
+            let tail = list.tail;
+            if tail == NIL {
+                list.head = idx;
+            }
+            list.tail = idx;
+            list.len += 1;
+            if tail != NIL {
+                self.slots[tail as usize].next = idx;
+            }
+            let s = &mut self.slots[idx as usize];
+            s.prev = tail;
+            s.next = NIL;
         }
-        let list = &mut self.owners[owner];
-        let tail = list.tail;
-        if tail == NIL {
-            list.head = idx;
-        }
-        list.tail = idx;
-        list.len += 1;
-        if tail != NIL {
-            self.slots[tail as usize].next = idx;
-        }
-        let s = &mut self.slots[idx as usize];
-        s.prev = tail;
-        s.next = NIL;
-        s.prg_next = NIL;
-        s.prg_prev = NIL;
         let Some(prg) = self.prg.as_mut() else {
             return;
         };
@@ -677,33 +759,37 @@ impl<T: Copy + Default> GroupTable<T> {
             chain.head = idx;
         }
         prg.set(device, grpid, chain);
-        self.slots[idx as usize].prg_prev = tail;
+        let s = &mut self.slots[idx as usize];
+        s.prg_prev = tail;
+        s.prg_next = NIL;
         if tail != NIL {
             self.slots[tail as usize].prg_next = idx;
         }
     }
 
     /// Takes the live slot `idx` out of its owner's list and its PRG-index chain.
-    #[inline]
+    #[inline(always)]
     fn unlink(&mut self, idx: u32) {
-        let (prev, next, owner) = {
-            let s = &self.slots[idx as usize];
-            (s.prev, s.next, s.owner as usize)
-        };
-        if let Some(list) = self.owners.get_mut(owner) {
-            if prev == NIL {
-                list.head = next;
+        if self.ordered {
+            let (prev, next, owner) = {
+                let s = &self.slots[idx as usize];
+                (s.prev, s.next, s.owner as usize)
+            };
+            if let Some(list) = self.owners.get_mut(owner) {
+                if prev == NIL {
+                    list.head = next;
+                }
+                if next == NIL {
+                    list.tail = prev;
+                }
+                list.len -= 1;
             }
-            if next == NIL {
-                list.tail = prev;
+            if prev != NIL {
+                self.slots[prev as usize].next = next;
             }
-            list.len -= 1;
-        }
-        if prev != NIL {
-            self.slots[prev as usize].next = next;
-        }
-        if next != NIL {
-            self.slots[next as usize].prev = prev;
+            if next != NIL {
+                self.slots[next as usize].prev = prev;
+            }
         }
         let Some(prg) = self.prg.as_mut() else {
             return;
@@ -769,7 +855,7 @@ mod tests {
 
     #[test]
     fn cookie_of_answered_group_reads_answered_until_reuse() {
-        let mut t: GroupTable<()> = GroupTable::new(Naming::Own, false);
+        let mut t: GroupTable<()> = GroupTable::new(Naming::Own);
         let ca = t.insert(facts(0, 1), ()).unwrap();
         assert_eq!(t.lookup(ca), Lookup::Outstanding);
         t.remove(ca).unwrap();
@@ -793,7 +879,7 @@ mod tests {
 
     #[test]
     fn a_cookie_value_recurs_only_after_a_million_groups() {
-        let mut t: GroupTable<()> = GroupTable::new(Naming::Own, false);
+        let mut t: GroupTable<()> = GroupTable::new(Naming::Own);
         let c0 = t.insert(facts(0, 1), ()).unwrap();
         t.remove(c0).unwrap();
         let distance = REUSE_DISTANCE as usize * Cookie::MAX_GEN as usize;
@@ -810,7 +896,9 @@ mod tests {
 
     #[test]
     fn owners_keep_insertion_order_through_removals() {
-        let mut t: GroupTable<u32> = GroupTable::new(Naming::Own, true);
+        let mut t: GroupTable<u32> = GroupTable::new(Naming::Own)
+            .with_prg_lookup()
+            .with_owner_order();
         let c: Vec<Cookie> = (0..6)
             .map(|i| t.insert(facts(i % 2, i), i).unwrap())
             .collect();
@@ -825,7 +913,9 @@ mod tests {
 
     #[test]
     fn a_prg_index_reused_many_times_joins_and_leaves_its_chain_in_constant_time() {
-        let mut t: GroupTable<()> = GroupTable::new(Naming::Own, true);
+        let mut t: GroupTable<()> = GroupTable::new(Naming::Own)
+            .with_prg_lookup()
+            .with_owner_order();
         let n = 10_000;
         let cookies: Vec<Cookie> = (0..n).map(|_| t.insert(facts(0, 5), ()).unwrap()).collect();
         assert_eq!(t.oldest_with_grpid(0, 5), Some(cookies[0]));
@@ -840,7 +930,9 @@ mod tests {
 
     #[test]
     fn held_back_groups_are_outstanding_but_not_announced() {
-        let mut t: GroupTable<()> = GroupTable::new(Naming::Own, true);
+        let mut t: GroupTable<()> = GroupTable::new(Naming::Own)
+            .with_prg_lookup()
+            .with_owner_order();
         let c = t.insert_held_back(facts(0, 9), ()).unwrap();
         assert_eq!(t.is_held_back(c), Some(true));
         assert!(!t.announced_with_grpid(0, 9));
@@ -852,8 +944,8 @@ mod tests {
 
     #[test]
     fn a_mirror_takes_the_names_it_is_given() {
-        let mut up: GroupTable<()> = GroupTable::new(Naming::Own, false);
-        let mut mirror: GroupTable<()> = GroupTable::new(Naming::Upstream, false);
+        let mut up: GroupTable<()> = GroupTable::new(Naming::Own);
+        let mut mirror: GroupTable<()> = GroupTable::new(Naming::Upstream);
         let c = up.insert(facts(0, 3), ()).unwrap();
         mirror.insert_named(c, facts(0, 3), ()).unwrap();
         assert_eq!(

@@ -96,7 +96,7 @@ impl Cookie {
     /// Number of group slots a core can have.
     pub const MAX_SLOTS: usize = 1 << Self::INDEX_BITS;
     const INDEX_MASK: u32 = (1 << Self::INDEX_BITS) - 1;
-    /// Largest generation (10 bits); generations run 1..=MAX_GEN.
+    /// Largest generation (12 bits); generations run 1..=MAX_GEN.
     pub(crate) const MAX_GEN: u16 = (1 << (32 - Self::INDEX_BITS)) - 1;
 
     /// The cookie as the number a consumer echoes.

@@ -30,7 +30,7 @@
 
 use iopf_abi::{Features, ResponseCode};
 
-use crate::group_table::{GroupFacts, GroupTable, Lookup};
+use crate::group_table::{GroupFacts, GroupTable, Named};
 use crate::response::{GroupRef, Response};
 use crate::Cookie;
 
@@ -183,57 +183,92 @@ impl core::fmt::Display for RejectReason {
     }
 }
 
+/// A response the judge accepted, with its group taken out of the table
+/// ([`GroupTable::take`]): everything the answer needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken<T> {
+    /// The group answered (no longer outstanding).
+    pub cookie: Cookie,
+    /// Its facts.
+    pub facts: GroupFacts,
+    /// The code.
+    pub code: ResponseCode,
+    /// What the stage kept with it.
+    pub extra: T,
+}
+
 impl<T: Copy + Default> GroupTable<T> {
     /// Judges `response` from `who` against the outstanding groups, by the rules in this
-    /// module's documentation. Changes nothing: on `Ok`, the caller answers and removes the
-    /// group. Cost: O(1) by cookie; by grpid, O(groups of the device with that PRG index).
+    /// module's documentation. Changes nothing: on `Ok`, the caller answers the group and removes
+    /// it (or calls [`take`](Self::take), which does both at once). Cost: O(1) by cookie; by
+    /// grpid, O(groups of the device with that PRG index).
     pub fn judge(&self, who: &Responder, response: &Response) -> Result<Judged, Rejected> {
+        let (idx, cookie, code) = self.judge_at(who, response)?;
+        Ok(Judged {
+            cookie,
+            facts: self.facts_at(idx),
+            code,
+        })
+    }
+
+    /// Judges `response` as [`judge`](Self::judge) does and, accepted, removes its group from
+    /// the table and returns it: one lookup for the common path of every stage (the core's
+    /// `respond`, the producer's response slots, a consumer's own response).
+    #[inline]
+    pub fn take(&mut self, who: &Responder, response: &Response) -> Result<Taken<T>, Rejected> {
+        let (idx, cookie, code) = self.judge_at(who, response)?;
+        let (facts, extra) = self.remove_at(idx);
+        Ok(Taken {
+            cookie,
+            facts,
+            code,
+            extra,
+        })
+    }
+
+    /// The judge: the slot index and cookie of the group `response` answers, and its code.
+    #[inline]
+    fn judge_at(
+        &self,
+        who: &Responder,
+        response: &Response,
+    ) -> Result<(u32, Cookie, ResponseCode), Rejected> {
         let code = ResponseCode::decode(response.code)
             .map_err(|_| Rejected::UnknownCode(response.code))?;
         if response.private_data.is_some() && !who.agreed.contains(Features::PRIV_DATA_ECHO) {
             return Err(Rejected::NotAgreed(Features::PRIV_DATA_ECHO));
         }
-        let (cookie, facts) = match response.group {
-            GroupRef::Cookie(cookie) => self.judge_cookie(who, cookie)?,
+        let (idx, cookie) = match response.group {
+            GroupRef::Cookie(cookie) => (self.judge_cookie(who, cookie)?, cookie),
             GroupRef::Grpid { pasid, grpid } => self.judge_grpid(who, pasid, grpid)?,
         };
         if let Some(echoed) = response.private_data {
-            if facts.private_data != Some(echoed) {
+            if self.private_data_at(idx) != Some(echoed) {
                 return Err(Rejected::PrivateDataMismatch(cookie));
             }
         }
-        Ok(Judged {
-            cookie,
-            facts,
-            code,
-        })
+        Ok((idx, cookie, code))
     }
 
-    fn judge_cookie(
-        &self,
-        who: &Responder,
-        cookie: Cookie,
-    ) -> Result<(Cookie, GroupFacts), Rejected> {
+    #[inline]
+    fn judge_cookie(&self, who: &Responder, cookie: Cookie) -> Result<u32, Rejected> {
         if !who.agreed.contains(Features::COOKIE_RESPONSE) {
             return Err(Rejected::NotAgreed(Features::COOKIE_RESPONSE));
         }
-        let Some(facts) = self.announced(cookie) else {
-            return Err(match self.lookup(cookie) {
-                Lookup::Answered => Rejected::AlreadyAnswered(cookie),
-                // Held back (not handed out yet) or never: the responder cannot know it.
-                Lookup::Outstanding | Lookup::Unknown => Rejected::UnknownGroup,
-            });
-        };
-        if facts.device != who.device {
-            return Err(Rejected::WrongDevice {
-                cookie,
-                device: facts.device,
-            });
+        match self.named(cookie) {
+            Named::Announced { idx, device, owner } => {
+                if device != who.device {
+                    Err(Rejected::WrongDevice { cookie, device })
+                } else if owner != who.owner {
+                    Err(Rejected::ForeignGroup(cookie))
+                } else {
+                    Ok(idx)
+                }
+            }
+            Named::Answered => Err(Rejected::AlreadyAnswered(cookie)),
+            // Held back (not handed out yet) or never: the responder cannot know it.
+            Named::HeldBack | Named::Nothing => Err(Rejected::UnknownGroup),
         }
-        if facts.owner != who.owner {
-            return Err(Rejected::ForeignGroup(cookie));
-        }
-        Ok((cookie, facts))
     }
 
     fn judge_grpid(
@@ -241,24 +276,19 @@ impl<T: Copy + Default> GroupTable<T> {
         who: &Responder,
         pasid: Option<u32>,
         grpid: u32,
-    ) -> Result<(Cookie, GroupFacts), Rejected> {
+    ) -> Result<(u32, Cookie), Rejected> {
         let mut own_seen = false;
         let mut foreign = None;
-        let mut found = None;
-        self.find_in_chain(who.device, grpid, |cookie, f| {
+        let found = self.find_in_chain(who.device, grpid, |cookie, f| {
             if f.owner != who.owner {
                 foreign = foreign.or(Some(cookie));
                 return false;
             }
             own_seen = true;
-            let matches = match f.pasid {
+            match f.pasid {
                 Some(p) if f.needs_pasid => pasid == Some(p),
                 _ => true,
-            };
-            if matches {
-                found = Some((cookie, *f));
             }
-            matches
         });
         match (found, own_seen, foreign) {
             (Some(hit), _, _) => Ok(hit),
@@ -310,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_pasid_the_device_does_not_need_is_ignored_as_linux_clears_it() {
-        let mut t: GroupTable<()> = GroupTable::new(Naming::Own, true);
+        let mut t: GroupTable<()> = GroupTable::new(Naming::Own).with_prg_lookup();
         let c = t
             .insert(
                 GroupFacts::of_last(0, 0, &last(4, Some(9), false, None)),
@@ -332,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_needed_pasid_must_match_and_the_oldest_matching_group_is_answered() {
-        let mut t: GroupTable<()> = GroupTable::new(Naming::Own, true);
+        let mut t: GroupTable<()> = GroupTable::new(Naming::Own).with_prg_lookup();
         let a = t
             .insert(GroupFacts::of_last(0, 0, &last(4, Some(1), true, None)), ())
             .unwrap();
@@ -367,7 +397,7 @@ mod tests {
 
     #[test]
     fn cookies_name_one_device_and_one_owner_and_answered_ones_are_duplicates() {
-        let mut t: GroupTable<()> = GroupTable::new(Naming::Own, true);
+        let mut t: GroupTable<()> = GroupTable::new(Naming::Own).with_prg_lookup();
         let c = t
             .insert(GroupFacts::of_last(3, 2, &last(1, None, false, None)), ())
             .unwrap();
@@ -396,7 +426,7 @@ mod tests {
 
     #[test]
     fn held_back_groups_cannot_be_answered_yet() {
-        let mut t: GroupTable<()> = GroupTable::new(Naming::Own, true);
+        let mut t: GroupTable<()> = GroupTable::new(Naming::Own).with_prg_lookup();
         let c = t
             .insert_held_back(GroupFacts::of_last(0, 0, &last(1, None, false, None)), ())
             .unwrap();
@@ -414,7 +444,7 @@ mod tests {
 
     #[test]
     fn private_data_is_the_last_requests_and_an_echo_must_equal_it() {
-        let mut t: GroupTable<()> = GroupTable::new(Naming::Own, true);
+        let mut t: GroupTable<()> = GroupTable::new(Naming::Own).with_prg_lookup();
         let data = [7, 8];
         let c = t
             .insert(

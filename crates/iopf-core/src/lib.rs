@@ -42,9 +42,15 @@
 //! * [`DeviceCounters`] (counters.rs): what happened, per device, with the identities they obey.
 //!
 //! Time is the caller's ([`Nanos`]), so a simulator can drive it. The core never allocates per
-//! fault once its tables have grown to the working set; an outstanding group costs one 72-byte
-//! slot plus 4 bytes in its device's PRG-index table: 80 bytes per group measured at 1,024
+//! fault once its tables have grown to the working set; an outstanding group costs one 80-byte
+//! slot plus 8 bytes in its device's PRG-index table: 92.7 bytes per group measured at 1,024
 //! devices × 512 groups (`tests/scale.rs`, figures and method in `docs/CORE.md`).
+//!
+//! **Backpressure, not failure.** The core answers Response Failure only when a consumer asks
+//! for it (and the function may receive it). A group it cannot take on (past its device's
+//! allocation, a full table, a handler with no room even in a backlog) is answered by the
+//! device's [`OverflowPolicy`] (SUCCESS by default: the device retries, as SMMUv3 hardware
+//! answers on PRI queue overflow), a group whose consumer has gone INVALID.
 //!
 //! ```
 //! use iopf_abi::{Fault, Features, PageRequest, PageRequestFlags, Perm, ResponseCode};
@@ -103,7 +109,7 @@ pub use error::CoreError;
 pub use group_table::{GroupFacts, GroupTable, Lookup, Naming, TableError, REUSE_DISTANCE};
 pub use handler::{Group, GroupHandler, MissedGroup, Refusal};
 pub use ids::{Cookie, DeviceId, HandlerId, Nanos};
-pub use judge::{Judged, RejectReason, Rejected, Responder};
+pub use judge::{Judged, RejectReason, Rejected, Responder, Taken};
 pub use report::{DropReason, Reported};
 pub use response::{Answered, DeviceResponse, GroupRef, Response, ResponseSink};
 pub use teardown::RemovedDevice;

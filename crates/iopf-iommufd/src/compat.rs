@@ -162,7 +162,7 @@ impl State {
             // (`iommufd_auto_response_faults()`). The handler was attached, so this succeeds.
             let _ = self.core.detach(h);
         }
-        self.handed_out = GroupTable::new(Naming::Upstream, false);
+        self.handed_out = GroupTable::new(Naming::Upstream);
     }
 
     /// Attaches a fresh deliver list, as a fault-capable HWPT attach does
@@ -253,7 +253,7 @@ pub fn compat_fault_queue_with(config: CompatConfig) -> Result<(CompatProducer, 
         device,
         config,
         handler: None,
-        handed_out: GroupTable::new(Naming::Upstream, false),
+        handed_out: GroupTable::new(Naming::Upstream),
         consumer_gone: false,
         epoch: Instant::now(),
     };

@@ -173,7 +173,11 @@ impl Consumer {
             cached_resp_tail: 0,
             verdict_tail: 0,
             expected_seq: 0,
-            held: GroupTable::new(Naming::Upstream, agreement.vfio_responses()),
+            held: if agreement.vfio_responses() {
+                GroupTable::new(Naming::Upstream).with_prg_lookup()
+            } else {
+                GroupTable::new(Naming::Upstream)
+            },
             skipping: None,
             judged: 0,
             verdicts: VecDeque::new(),
@@ -976,25 +980,18 @@ impl FaultConsumer for Consumer {
         let mut k = 0;
         let mut refused = None;
         for r in responses {
-            let judged = if r.code == ResponseCode::Failure && !failure_ok {
-                Err(Rejection::new(RejectReason::Decode))
-            } else {
-                self.held
-                    .judge(
-                        &who,
-                        &Response::by_cookie(Cookie::from_raw(r.cookie), r.code),
-                    )
-                    .map_err(Rejection::judged)
-            };
-            let facts = match judged {
-                Ok(j) => j.facts,
-                Err(why) => {
-                    refused = Some(why);
-                    break;
-                }
-            };
+            if r.code == ResponseCode::Failure && !failure_ok {
+                refused = Some(Rejection::new(RejectReason::Decode));
+                break;
+            }
+            let response = Response::by_cookie(Cookie::from_raw(r.cookie), r.code);
             if cookie {
                 if k == 0 && self.resp_room() == 0 {
+                    break;
+                }
+                // Judged and forgotten at once: the response goes out now.
+                if let Err(why) = self.held.take(&who, &response) {
+                    refused = Some(Rejection::judged(why));
                     break;
                 }
                 let one: u64 = zerocopy::transmute!(r.encode());
@@ -1005,6 +1002,13 @@ impl FaultConsumer for Consumer {
                     k = 0;
                 }
             } else {
+                let facts = match self.held.judge(&who, &response) {
+                    Ok(j) => j.facts,
+                    Err(why) => {
+                        refused = Some(Rejection::judged(why));
+                        break;
+                    }
+                };
                 if self.resp_room() == 0 {
                     break;
                 }
@@ -1016,8 +1020,8 @@ impl FaultConsumer for Consumer {
                     private_data: if echo { facts.private_data } else { None },
                 };
                 self.write_vfio(&pr)?;
+                self.held.remove(Cookie::from_raw(r.cookie));
             }
-            self.held.remove(Cookie::from_raw(r.cookie));
             done += 1;
         }
         if k > 0 {

@@ -208,7 +208,7 @@ impl Producer {
                 .store(PRODUCER_FLAG_MEMBARRIER, Ordering::Release);
         }
         Producer {
-            groups: GroupTable::new(Naming::Own, agreement.vfio_responses()),
+            groups: table(Naming::Own, &agreement),
             announced: 0,
             backlog: VecDeque::new(),
             backlog_requests: VecDeque::new(),
@@ -291,7 +291,7 @@ impl Producer {
                 "groups are pending under the producer's own cookies",
             ));
         }
-        self.groups = GroupTable::new(Naming::Upstream, self.agreement.vfio_responses());
+        self.groups = table(Naming::Upstream, &self.agreement);
         Ok(())
     }
 
@@ -947,20 +947,16 @@ impl Producer {
             owner: 0,
             agreed: self.agreement.features,
         };
-        let judged = self.groups.judge(&who, r).map_err(Rejection::judged)?;
-        let (facts, p) = self
-            .groups
-            .remove(judged.cookie)
-            .ok_or_else(|| Rejection::judged(iopf_core::Rejected::UnknownGroup))?;
+        let t = self.groups.take(&who, r).map_err(Rejection::judged)?;
         self.announced -= 1;
         Ok(Answer {
-            tag: p.tag,
-            cookie: judged.cookie.raw(),
-            dev_id: p.dev_id,
-            pasid: facts.pasid,
-            grpid: facts.grpid,
-            code: judged.code,
-            private_data: facts.private_data,
+            tag: t.extra.tag,
+            cookie: t.cookie.raw(),
+            dev_id: t.extra.dev_id,
+            pasid: t.facts.pasid,
+            grpid: t.facts.grpid,
+            code: t.code,
+            private_data: t.facts.private_data,
             by: AnsweredBy::Consumer,
         })
     }
@@ -1079,6 +1075,17 @@ impl Producer {
         self.backlog.clear();
         self.backlog_requests.clear();
         out.len() - before
+    }
+}
+
+/// The producer's group table: with the PRG-index lookup when responses may name groups by
+/// grpid.
+fn table(naming: Naming, agreement: &Agreement) -> GroupTable<Pushed> {
+    let t = GroupTable::new(naming);
+    if agreement.vfio_responses() {
+        t.with_prg_lookup()
+    } else {
+        t
     }
 }
 
