@@ -11,6 +11,8 @@
 //! prints their ratio, which stays meaningful on a loaded machine.
 //!
 //! Run briefly: `cargo bench -p iopf-core --bench cycle -- --warm-up-time 1 --measurement-time 3`.
+//! Instructions per group: `IOPF_CYCLE_ONLY=single valgrind --tool=callgrind
+//! target/release/deps/cycle-<hash>` (2,000 windows of 64 groups; `group4` for the other).
 #![allow(missing_docs)] // criterion generates the benchmark group functions
 
 use std::collections::HashMap;
@@ -334,6 +336,20 @@ fn interleaved(name: &str, partials: u32) {
 criterion_group!(benches, cycle);
 
 fn main() {
+    // IOPF_CYCLE_ONLY=single|group4: that many core windows (IOPF_CYCLE_WINDOWS, default 2,000)
+    // and nothing else, for an instruction count under `valgrind --tool=callgrind`.
+    if let Ok(which) = std::env::var("IOPF_CYCLE_ONLY") {
+        let windows: u64 = std::env::var("IOPF_CYCLE_WINDOWS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2_000);
+        let partials = if which == "group4" { 3 } else { 0 };
+        let mut rig = CoreRig::new();
+        for i in 0..windows {
+            rig.window(partials, i);
+        }
+        return;
+    }
     if std::env::args().any(|a| a == "--bench") {
         interleaved("single", 0);
         interleaved("group4", 3);

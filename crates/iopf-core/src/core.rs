@@ -66,7 +66,8 @@ pub(crate) struct HandlerState<H> {
     pub device: DeviceId,
     pub pasid: Option<u32>,
     pub agreed: Features,
-    /// The oldest of its groups not yet counted as aged.
+    /// The oldest of its groups not yet counted as aged, while its device has an age policy
+    /// (`None` otherwise).
     pub age_cursor: Option<Cookie>,
 }
 
@@ -253,7 +254,17 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
                 policy_code(code, "an aged group is never answered FAILURE")?;
             }
         }
-        self.device_mut(device)?.age = limit;
+        let dev = self.device_mut(device)?;
+        dev.age = limit;
+        // The age cursor (the oldest group not yet counted as aged) is kept only under a policy:
+        // it starts at each handler's oldest group (groups counted before are skipped).
+        let slots: Vec<u32> = dev.handler_slots().map(|(h, _)| h).collect();
+        for h in slots {
+            let first = limit.and_then(|_| self.groups.first_of(h));
+            if let Some(hs) = self.handlers[h as usize].state.as_mut() {
+                hs.age_cursor = first;
+            }
+        }
         Ok(())
     }
 
@@ -455,6 +466,19 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
         let Named::Announced { idx, owner, .. } = self.groups.named(cookie) else {
             return None;
         };
+        Some(self.retire_at(idx, owner, cookie, code, reason))
+    }
+
+    /// [`retire`](Self::retire) of the live group in slot `idx` (owner `owner`), as the judge
+    /// found it.
+    pub(crate) fn retire_at(
+        &mut self,
+        idx: u32,
+        owner: u32,
+        cookie: Cookie,
+        code: iopf_abi::ResponseCode,
+        reason: Option<AutoReason>,
+    ) -> Answered {
         if let Some(hs) = self
             .handlers
             .get_mut(owner as usize)
@@ -475,14 +499,14 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             Some(r) => dev.counters.auto[r as usize] += 1,
             None => dev.counters.consumer_responses += 1,
         }
-        Some(Answered {
+        Answered {
             device,
             cookie,
             sent,
             requests: g.requests,
             first_at: g.first_at,
             completed_at: g.completed_at,
-        })
+        }
     }
 }
 
@@ -501,9 +525,19 @@ pub(crate) fn device_mut(
 
 /// The state of a device whose id the current call has already checked (nothing in between can
 /// remove it: the core is `&mut self` throughout). Only a bug in the core could make it fail.
+#[inline(always)]
 pub(crate) fn registered(devices: &mut [DeviceSlot], id: DeviceId) -> &mut DeviceState {
-    match device_mut(devices, id) {
-        Ok(d) => d,
-        Err(_) => unreachable!("{id} was checked at the start of this call"),
+    match devices.get_mut(id.index()) {
+        Some(DeviceSlot {
+            gen,
+            state: Some(s),
+        }) if *gen == id.gen() => s,
+        _ => unregistered(id),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn unregistered(id: DeviceId) -> ! {
+    unreachable!("{id} was checked at the start of this call")
 }

@@ -220,12 +220,11 @@ impl<T> Slot<T> {
     /// Writes `facts` and marks the slot live (held back or not); links are the caller's.
     #[inline(always)]
     fn fill(&mut self, facts: &GroupFacts, held_back: bool) {
+        // A field its flag says is absent is never read: left as it was.
         let mut flags = LIVE;
         if let Some(p) = facts.pasid {
             flags |= HAS_PASID;
             self.pasid = p;
-        } else {
-            self.pasid = 0;
         }
         if facts.needs_pasid {
             flags |= NEEDS_PASID;
@@ -233,8 +232,6 @@ impl<T> Slot<T> {
         if let Some(d) = facts.private_data {
             flags |= PRIV_DATA;
             self.private_data = d;
-        } else {
-            self.private_data = [0; 2];
         }
         if held_back {
             flags |= HELD_BACK;
@@ -561,6 +558,13 @@ impl<T: Copy + Default> GroupTable<T> {
         (head != NIL).then(|| self.cookie_at(head))
     }
 
+    /// Whether an older group with the same (device, PRG index) as `cookie`'s is outstanding (a
+    /// device reusing an index before its response). O(1); `false` without the PRG lookup.
+    #[inline]
+    pub fn has_older_same_grpid(&self, cookie: Cookie) -> bool {
+        self.prg.is_some() && self.live_slot(cookie).is_some_and(|s| s.prg_prev != NIL)
+    }
+
     /// Whether an announced group of (`device`, `grpid`) is outstanding (one a grpid-named
     /// response could answer). Walks the chain past held-back groups.
     #[inline]
@@ -752,13 +756,14 @@ impl<T: Copy + Default> GroupTable<T> {
         let Some(prg) = self.prg.as_mut() else {
             return;
         };
-        let mut chain = prg.get(device, grpid);
-        let tail = chain.tail;
-        chain.tail = idx;
-        if tail == NIL {
-            chain.head = idx;
-        }
-        prg.set(device, grpid, chain);
+        let mut tail = NIL;
+        prg.update(device, grpid, |chain| {
+            tail = chain.tail;
+            chain.tail = idx;
+            if tail == NIL {
+                chain.head = idx;
+            }
+        });
         let s = &mut self.slots[idx as usize];
         s.prg_prev = tail;
         s.prg_next = NIL;
@@ -799,14 +804,14 @@ impl<T: Copy + Default> GroupTable<T> {
             (s.prg_prev, s.prg_next, s.device, s.grpid)
         };
         if pprev == NIL || pnext == NIL {
-            let mut chain = prg.get(device, grpid);
-            if pprev == NIL {
-                chain.head = pnext;
-            }
-            if pnext == NIL {
-                chain.tail = pprev;
-            }
-            prg.set(device, grpid, chain);
+            prg.update(device, grpid, |chain| {
+                if pprev == NIL {
+                    chain.head = pnext;
+                }
+                if pnext == NIL {
+                    chain.tail = pprev;
+                }
+            });
         }
         if pprev != NIL {
             self.slots[pprev as usize].prg_next = pnext;

@@ -228,7 +228,7 @@ impl<T: Copy + Default> GroupTable<T> {
 
     /// The judge: the slot index and cookie of the group `response` answers, and its code.
     #[inline]
-    fn judge_at(
+    pub(crate) fn judge_at(
         &self,
         who: &Responder,
         response: &Response,

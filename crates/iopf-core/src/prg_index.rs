@@ -42,7 +42,7 @@ pub(crate) struct PrgIndex {
 
 impl PrgIndex {
     /// The chain of (`device`, `grpid`).
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, device: u32, grpid: u32) -> Chain {
         if (grpid as usize) < FLAT && (device as usize) < DENSE_DEVICES {
             match self.dense.get(device as usize) {
@@ -57,26 +57,35 @@ impl PrgIndex {
         }
     }
 
-    /// Sets the chain of (`device`, `grpid`) (`Chain::EMPTY`: none).
-    #[inline]
-    pub fn set(&mut self, device: u32, grpid: u32, chain: Chain) {
+    /// Runs `f` on the chain of (`device`, `grpid`), made empty if there was none; an empty
+    /// chain left in the hash map is removed.
+    #[inline(always)]
+    pub fn update(&mut self, device: u32, grpid: u32, f: impl FnOnce(&mut Chain)) {
         if (grpid as usize) < FLAT && (device as usize) < DENSE_DEVICES {
-            let d = device as usize;
-            if d >= self.dense.len() {
-                if chain == Chain::EMPTY {
-                    return;
-                }
-                self.dense.resize_with(d + 1, || None);
-            }
-            if let Some(slot) = self.dense.get_mut(d) {
-                let t = slot.get_or_insert_with(|| Box::new([Chain::EMPTY; FLAT]));
-                t[grpid as usize] = chain;
-            }
-        } else if chain == Chain::EMPTY {
-            self.large.remove(&(device, grpid));
+            f(self.flat_mut(device as usize, grpid as usize));
         } else {
-            self.large.insert((device, grpid), chain);
+            let c = self.large.entry((device, grpid)).or_insert(Chain::EMPTY);
+            f(c);
+            if *c == Chain::EMPTY {
+                self.large.remove(&(device, grpid));
+            }
         }
+    }
+
+    /// The flat table's entry, the device's table made on first use.
+    #[inline(always)]
+    fn flat_mut(&mut self, device: usize, grpid: usize) -> &mut Chain {
+        if device >= self.dense.len() {
+            self.dense.resize_with(device + 1, || None);
+        }
+        let t = self.dense[device].get_or_insert_with(|| Box::new([Chain::EMPTY; FLAT]));
+        &mut t[grpid]
+    }
+
+    /// Sets the chain of (`device`, `grpid`) (`Chain::EMPTY`: none).
+    #[cfg(test)]
+    pub fn set(&mut self, device: u32, grpid: u32, chain: Chain) {
+        self.update(device, grpid, |c| *c = chain);
     }
 }
 

@@ -274,10 +274,6 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
         now: Nanos,
     ) -> Reported {
         let nreq = self.scratch.len().max(1) as u32;
-        let reused = self
-            .groups
-            .oldest_with_grpid(facts.device, facts.grpid)
-            .is_some();
         let extra = CoreGroup {
             first_at,
             completed_at: now,
@@ -330,11 +326,12 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             // The handler refused it, so it knows: no `missed` call.
             return self.answer_at_once(device, NIL, &facts, nreq, reason, code);
         }
-        if hs.age_cursor.is_none() {
+        let dev = registered(&mut self.devices, device);
+        // The age cursor is kept only under an age policy (`set_age_limit` places it).
+        if dev.age.is_some() && hs.age_cursor.is_none() {
             hs.age_cursor = Some(cookie);
         }
-        let dev = registered(&mut self.devices, device);
-        if reused {
+        if self.groups.has_older_same_grpid(cookie) {
             dev.counters.grpid_reuses += 1;
         }
         dev.in_flight += nreq;

@@ -37,10 +37,8 @@ impl<S: ResponseSink, H: GroupHandler> FaultCore<S, H> {
             owner: handler.index() as u32,
             agreed: hs.agreed,
         };
-        match self.groups.judge(&who, response) {
-            Ok(judged) => self
-                .retire(judged.cookie, judged.code, None)
-                .ok_or(CoreError::UnknownGroup),
+        match self.groups.judge_at(&who, response) {
+            Ok((idx, cookie, code)) => Ok(self.retire_at(idx, who.owner, cookie, code, None)),
             Err(rejected) => {
                 if let Ok(dev) = self.device_mut(device) {
                     dev.counters.rejected[rejected.reason() as usize] += 1;
