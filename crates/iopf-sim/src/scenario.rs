@@ -251,8 +251,9 @@ impl Scenario {
         if self.iommu.service_batch == 0 {
             return bad("iommu.service_batch", "must be at least 1");
         }
-        if !self.queue.depth.is_power_of_two() || !(2..=1 << 16).contains(&self.queue.depth) {
-            return bad("queue.depth", "must be a power of two between 2 and 65536");
+        // The fault queue offers rings up to `iopf_queue::negotiate::DEFAULT_MAX_ENTRIES`.
+        if !self.queue.depth.is_power_of_two() || !(2..=4096).contains(&self.queue.depth) {
+            return bad("queue.depth", "must be a power of two between 2 and 4096");
         }
         let r = &self.resolver;
         if !r.service_time_us.is_finite() || r.service_time_us < 0.0 || r.service_time_us > 1e6 {
@@ -582,5 +583,23 @@ workload = { pattern = "sequential", region_pages = 64, group_pages = 2 }
         );
         let (line, field, _) = err(&text);
         assert_eq!((line, field.as_str()), (5, "resolver.invalid_share"));
+        let text = SMALL.replace(
+            "duration_ms = 100",
+            "duration_ms = 100\n[resolver]\nfailure_share = -0.5",
+        );
+        let (_, field, _) = err(&text);
+        assert_eq!(field, "resolver.failure_share");
+        // A ring the queue cannot offer, and one too small for the largest group: named here,
+        // not left to fail at negotiation.
+        let text = SMALL.replace("duration_ms = 100", "duration_ms = 100\n[queue]\ndepth = 8192");
+        let (_, field, message) = err(&text);
+        assert_eq!(field, "queue.depth");
+        assert!(message.contains("4096"), "{message}");
+        let text = SMALL
+            .replace("duration_ms = 100", "duration_ms = 100\n[queue]\ndepth = 2")
+            .replace("group_pages = 2", "group_pages = 4");
+        let (_, field, message) = err(&text);
+        assert_eq!(field, "devices[0].workload.group_pages");
+        assert!(message.contains("queue.depth"), "{message}");
     }
 }
