@@ -447,3 +447,51 @@ mod handshake {
         t.join().unwrap().unwrap();
     }
 }
+
+/// A group one of whose records cannot be read (a slot scribbled over) is never stranded: the
+/// consumer does not hand the truncated group out, answers it INVALID itself, says so in its
+/// counters, skips the group's remaining records, and the groups around it are read as usual.
+#[test]
+fn a_group_with_an_unreadable_record_is_answered_by_the_consumer_not_stranded() {
+    let (mut p, mut c) = cookie_queue(16);
+    push_one(&mut p, 1).unwrap();
+    let broken = p
+        .push_group(&TaggedGroup {
+            tag: 2,
+            dev_id: 0,
+            requests: &[
+                req(2, None, false, 0x1000),
+                req(2, None, false, 0x2000),
+                req(2, None, true, 0x3000),
+            ],
+        })
+        .unwrap();
+    push_one(&mut p, 3).unwrap();
+    // The group's second record (ring slot 2): an unknown slot kind in its header, whatever
+    // the ring's base.
+    let base = c.raw_region()[RING_OFFS].load(Ordering::Relaxed) & 0xffff_ffff;
+    let word = (base / 8) as usize + 2 * 8 + 1;
+    c.raw_region()[word].store(0xdead_0000_0000_0007, Ordering::Relaxed);
+    let mut out = pgfaults();
+    let n = c.read_faults(&mut out).unwrap();
+    let last: Vec<u32> = out[..n]
+        .iter()
+        .filter(|f| f.is_last())
+        .map(|f| f.grpid)
+        .collect();
+    assert_eq!(last, vec![1, 3], "the broken group is not handed out");
+    let s = c.stats();
+    assert_eq!(
+        (s.corrupt, s.answered_broken, s.broken_unanswered),
+        (1, 1, 0)
+    );
+    assert_eq!(c.held_groups(), 2);
+    let mut answers = Vec::new();
+    p.drain_responses(&mut answers);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(
+        (answers[0].cookie, answers[0].code, answers[0].by),
+        (broken, ResponseCode::Invalid, AnsweredBy::Consumer)
+    );
+    assert_eq!(p.pending_groups(), 2);
+}

@@ -130,7 +130,7 @@ pub struct CoreReport {
     pub delivered: u64,
     /// Responses from the consumer the core accepted.
     pub consumer_responses: u64,
-    /// Automatic responses by reason (`NoHandler`, `Refused`, `OverAllocation`, ... as named by
+    /// Automatic responses by reason (`NoHandler`, `OverAllocation`, `NoRoom`, ... as named by
     /// `iopf_core::AutoReason`), every reason present.
     pub auto: std::collections::BTreeMap<String, u64>,
     /// Responses the core rejected.

@@ -591,7 +591,10 @@ workload = { pattern = "sequential", region_pages = 64, group_pages = 2 }
         assert_eq!(field, "resolver.failure_share");
         // A ring the queue cannot offer, and one too small for the largest group: named here,
         // not left to fail at negotiation.
-        let text = SMALL.replace("duration_ms = 100", "duration_ms = 100\n[queue]\ndepth = 8192");
+        let text = SMALL.replace(
+            "duration_ms = 100",
+            "duration_ms = 100\n[queue]\ndepth = 8192",
+        );
         let (_, field, message) = err(&text);
         assert_eq!(field, "queue.depth");
         assert!(message.contains("4096"), "{message}");
