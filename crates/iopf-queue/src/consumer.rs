@@ -360,10 +360,16 @@ impl Consumer {
     }
 
     /// Returns the slots read so far to the producer (publishes `fault_tail`).
+    /// Returns the slots read so far to the producer (publishes `fault_tail`), and wakes the
+    /// producer if it sleeps waiting for room for groups it holds back.
     fn commit_tail(&mut self) {
-        self.shared
-            .w(hdr::FAULT_TAIL)
-            .store(self.fault_tail, Ordering::Release);
+        publish_and_wake(
+            self.shared.w(hdr::FAULT_TAIL),
+            self.fault_tail,
+            self.shared.w(hdr::ROOM_WAIT),
+            &self.resp_bell,
+            self.publish,
+        );
         self.committed_tail = self.fault_tail;
     }
 

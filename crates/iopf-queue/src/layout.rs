@@ -18,6 +18,8 @@
 //!                                  PRODUCER_MEMBARRIER)
 //!  word 96      lost by reason    (producer: records lost for each `LossReason`, word 96 + its
 //!                                  number, updated the moment a loss happens)
+//!  word 104     room_wait         (producer: it sleeps with groups held back, waiting for
+//!                                  room; consumer clears it when it rings on returning slots)
 //!  word 128     fault ring:    entries × 8 words    (one record a slot, see `record`: the
 //!               `iommu_fault` with seq, cookie and dev_id in its reserved bytes and the stamp in
 //!               its `padding`; or seq, kind|cookie, stamp|dev_id, then the 40-byte record)
@@ -78,6 +80,8 @@ pub(crate) mod hdr {
     pub const PRODUCER_FLAGS: usize = 88;
     /// Records lost for loss reason `r` are at `LOST_BY_REASON + r` (reasons number from 1).
     pub const LOST_BY_REASON: usize = 96;
+    /// The producer sleeps with groups held back and wants a ring when slots come back.
+    pub const ROOM_WAIT: usize = 104;
     /// Words in the header.
     pub const WORDS: usize = 128;
 }

@@ -998,14 +998,25 @@ impl Producer {
     }
 
     /// Waits until responses wait, the consumer is gone, or `timeout` passes (spinning briefly,
-    /// then sleeping on the response eventfd and, for a socket consumer, the socket). Returns
-    /// whether there is something to do.
+    /// then sleeping on the response eventfd and, for a socket consumer, the socket); while
+    /// groups are held back, also until the consumer gives slots back (it rings then, so the
+    /// backlog moves even if it answers nothing). Returns whether there is something to do (call
+    /// [`drain_responses`](Producer::drain_responses), which delivers the backlog).
     pub fn wait_responses(&mut self, timeout: Option<Duration>) -> Result<bool, QueueError> {
+        let holding = !self.backlog.is_empty();
+        if holding {
+            // Woken by slots coming back from now on: start from the tail as it is.
+            self.free_slots();
+        }
         let shared = self.shared.clone();
         let resp_tail = self.resp_tail;
+        let cached_tail = self.cached_fault_tail;
         let link = &self.link;
         let extra = link.socket();
-        wait_until(
+        if holding {
+            shared.w(hdr::ROOM_WAIT).store(1, Ordering::SeqCst);
+        }
+        let r = wait_until(
             shared.w(hdr::PRODUCER_SLEEPING),
             &self.resp_bell,
             extra,
@@ -1013,10 +1024,15 @@ impl Producer {
             self.membarrier,
             || {
                 response_published(&shared, resp_tail)
+                    || (holding && shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire) != cached_tail)
                     || shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
                     || link.gone()
             },
-        )
+        );
+        if holding {
+            shared.w(hdr::ROOM_WAIT).store(0, Ordering::Relaxed);
+        }
+        r
     }
 
     /// Whether the consumer has gone away: it closed its end, its process died (socket closed)

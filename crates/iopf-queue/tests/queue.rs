@@ -488,3 +488,37 @@ fn a_sleeping_consumer_is_woken_by_the_producer() {
     }
     assert_eq!(t.join().unwrap(), 3);
 }
+
+/// A producer asleep with groups held back is woken when the consumer gives slots back, even if
+/// the consumer answers nothing: the backlog cannot wait forever on a consumer that only reads.
+#[test]
+fn a_producer_holding_groups_back_wakes_when_slots_come_back() {
+    let (mut p, mut c) = channel(
+        &Offer::current(),
+        &cookie_request(4),
+        ProducerConfig::default(),
+    )
+    .unwrap();
+    for g in 0..6u32 {
+        push_one(&mut p, g).unwrap();
+    }
+    assert_eq!(p.backlog_requests(), 2);
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut evs = Vec::new();
+        c.pop_events(&mut evs, 16).unwrap();
+        assert_eq!(evs.len(), 4);
+        c
+    });
+    // No response ever comes; only returned slots can end this wait.
+    assert!(p
+        .wait_responses(Some(std::time::Duration::from_secs(30)))
+        .unwrap());
+    let mut answers = Vec::new();
+    p.drain_responses(&mut answers);
+    assert_eq!(p.backlog_requests(), 0, "the backlog moved into the ring");
+    let mut c = reader.join().unwrap();
+    let mut evs = Vec::new();
+    c.pop_events(&mut evs, 16).unwrap();
+    assert_eq!(evs.len(), 2);
+}
