@@ -21,6 +21,11 @@
 //! [`core::ResponseSink`]); a queue's [`queue::Producer`] lives with the core, its
 //! [`queue::Consumer`] with the VMM; the consumer only ever *asks*, and the core judges.
 //!
+//! The rules are written once: every stage keeps its groups in [`core::GroupTable`] and rules on
+//! responses with [`core::GroupTable::judge`] (a group keeps the core's cookie all the way to the
+//! consumer); a group that does not fit the fault ring waits in the producer's backlog, bounded by
+//! the devices' allocations, and nothing transient ever ends in Response Failure.
+//!
 //! The whole path in one process, from a page request to the response at the device:
 //!
 //! ```
