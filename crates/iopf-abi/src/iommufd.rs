@@ -6,6 +6,7 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::fault::{PageRequest, PageRequestFlags};
 use crate::{AbiError, Perm, ResponseCode};
 
 /// Raw `struct iommu_hwpt_pgfault` (40 bytes, 8-byte aligned: `addr` is `__aligned_u64`).
@@ -215,6 +216,69 @@ impl PgFault {
             flags: self.flags.unnamed(),
             perm: self.perm.bits() & !Perm::all().bits(),
             reserved: self.reserved,
+        }
+    }
+
+    /// The record Linux ≥ 6.11 writes for `request` (`iommufd_compose_fault_message()`): the
+    /// request's `PASID_VALID` and `LAST_PAGE`, and [`KERNEL_RESPONSE_NEEDS_PASID`] when the
+    /// device needs the PASID in its response (the kernel copies its internal flags through),
+    /// `length` 0. Private data has no place in the record. The one mapping from requests to
+    /// records: iopf's ring and the compat fault queue both write it.
+    ///
+    /// ```
+    /// # use iopf_abi::{PageRequest, PgFault, Perm, KERNEL_RESPONSE_NEEDS_PASID};
+    /// # use iopf_abi::fault::PageRequestFlags;
+    /// let req = PageRequest { flags: PageRequestFlags::LAST_PAGE | PageRequestFlags::PASID_VALID
+    ///         | PageRequestFlags::RESPONSE_NEEDS_PASID, pasid: 5, grpid: 3, perm: Perm::READ,
+    ///     addr: 0x1000, private_data: [0, 0] };
+    /// let rec = PgFault::composed(7, 42, &req);
+    /// assert_eq!(rec.flags.unnamed(), KERNEL_RESPONSE_NEEDS_PASID);
+    /// assert_eq!(rec.page_request(), req);
+    /// ```
+    pub fn composed(dev_id: u32, cookie: u32, request: &PageRequest) -> PgFault {
+        let mut flags = PgfaultFlags::empty();
+        flags.set(PgfaultFlags::PASID_VALID, request.pasid().is_some());
+        flags.set(PgfaultFlags::LAST_PAGE, request.is_last());
+        if request
+            .flags
+            .contains(PageRequestFlags::RESPONSE_NEEDS_PASID)
+        {
+            flags |= PgfaultFlags::from_bits_retain(KERNEL_RESPONSE_NEEDS_PASID);
+        }
+        PgFault {
+            flags,
+            dev_id,
+            pasid: request.pasid,
+            grpid: request.grpid,
+            perm: request.perm,
+            addr: request.addr,
+            length: 0,
+            cookie,
+            reserved: 0,
+        }
+    }
+
+    /// The page request the record reports, the inverse of [`PgFault::composed`]:
+    /// `PASID_VALID`, `LAST_PAGE` and [`KERNEL_RESPONSE_NEEDS_PASID`] become the request's
+    /// flags; other bits stay in the record ([`PgFault::unnamed`]); no private data.
+    pub fn page_request(&self) -> PageRequest {
+        let mut flags = PageRequestFlags::empty();
+        flags.set(
+            PageRequestFlags::PASID_VALID,
+            self.flags.contains(PgfaultFlags::PASID_VALID),
+        );
+        flags.set(PageRequestFlags::LAST_PAGE, self.is_last());
+        flags.set(
+            PageRequestFlags::RESPONSE_NEEDS_PASID,
+            self.flags.bits() & KERNEL_RESPONSE_NEEDS_PASID != 0,
+        );
+        PageRequest {
+            flags,
+            pasid: self.pasid,
+            grpid: self.grpid,
+            perm: self.perm,
+            addr: self.addr,
+            private_data: [0, 0],
         }
     }
 

@@ -854,20 +854,7 @@ impl Consumer {
     pub fn close(self) {}
 
     fn to_pgfault(f: &FaultEvent) -> PgFault {
-        let mut flags = PgfaultFlags::empty();
-        flags.set(PgfaultFlags::PASID_VALID, f.request.pasid().is_some());
-        flags.set(PgfaultFlags::LAST_PAGE, f.request.is_last());
-        PgFault {
-            flags,
-            dev_id: f.dev_id,
-            pasid: f.request.pasid,
-            grpid: f.request.grpid,
-            perm: f.request.perm,
-            addr: f.request.addr,
-            length: 0,
-            cookie: f.cookie,
-            reserved: 0,
-        }
+        PgFault::composed(f.dev_id, f.cookie, &f.request)
     }
 }
 

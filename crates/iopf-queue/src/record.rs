@@ -27,10 +27,9 @@
 //! The encoders leave the stamp bits zero: the producer's ring writer sets them.
 
 use iopf_abi::fault::{IOMMU_FAULT_DMA_UNRECOV, IOMMU_FAULT_PAGE_REQ};
-use iopf_abi::iommufd::PgfaultFlags;
 use iopf_abi::{
-    Fault, Features, HwptPgfault, IommuFault, IommuFaultWords, PageRequest, PageRequestFlags,
-    PgFault, Unrecoverable,
+    Fault, Features, HwptPgfault, IommuFault, IommuFaultWords, PageRequest, PgFault, Unrecoverable,
+    KERNEL_RESPONSE_NEEDS_PASID,
 };
 use zerocopy::IntoBytes;
 
@@ -110,21 +109,7 @@ pub(crate) fn encode_fault(
             w
         }
         RecordFormat::HwptPgfault => {
-            let mut flags = PgfaultFlags::empty();
-            flags.set(PgfaultFlags::PASID_VALID, request.pasid().is_some());
-            flags.set(PgfaultFlags::LAST_PAGE, request.is_last());
-            let rec = PgFault {
-                flags,
-                dev_id,
-                pasid: request.pasid,
-                grpid: request.grpid,
-                perm: request.perm,
-                addr: request.addr,
-                length: 0,
-                cookie,
-                reserved: 0,
-            }
-            .encode();
+            let rec = PgFault::composed(dev_id, cookie, request).encode();
             let mut w = [0u64; FAULT_SLOT_WORDS];
             w[0] = seq;
             w[1] = pack(KIND_FAULT, cookie);
@@ -215,7 +200,7 @@ impl SlotDefect {
             }
             SlotDefect::HwptRecord => {
                 match HwptPgfault::read(&w[SLOT_HEADER_WORDS..].as_bytes()[..HwptPgfault::SIZE])
-                    .and_then(|r| r.check())
+                    .and_then(|r| check_own_hwpt(&r))
                 {
                     Err(e) => QueueError::Abi(e),
                     Ok(_) => QueueError::Corrupt("iommu_hwpt_pgfault slot"),
@@ -302,6 +287,15 @@ fn unrecoverable_refusal(agreement: &Agreement, cookie: u32) -> SlotDefect {
     }
 }
 
+/// Checks an `iommu_hwpt_pgfault` record of iopf's own ring strictly: the uAPI's fields and
+/// bits, and the one bit outside it that iopf writes as Linux ≥ 6.11 does
+/// ([`KERNEL_RESPONSE_NEEDS_PASID`], see [`PgFault::composed`]).
+fn check_own_hwpt(raw: &HwptPgfault) -> Result<(), iopf_abi::AbiError> {
+    let mut uapi = *raw;
+    uapi.flags &= !KERNEL_RESPONSE_NEEDS_PASID;
+    uapi.check()
+}
+
 /// An `iommu_hwpt_pgfault` slot.
 #[inline(always)]
 pub(crate) fn decode_hwpt(w: &SlotWords) -> Result<Event, SlotDefect> {
@@ -319,29 +313,16 @@ pub(crate) fn decode_hwpt(w: &SlotWords) -> Result<Event, SlotDefect> {
             // slot is found (a kernel's records are read liberally, in `iopf-iommufd`).
             let raw = HwptPgfault::read(&body.as_bytes()[..HwptPgfault::SIZE])
                 .map_err(|_| SlotDefect::HwptRecord)?;
-            raw.check().map_err(|_| SlotDefect::HwptRecord)?;
+            check_own_hwpt(&raw).map_err(|_| SlotDefect::HwptRecord)?;
             let rec = raw.decode();
             if rec.cookie != cookie {
                 return Err(SlotDefect::HwptCookie);
             }
-            let mut flags = PageRequestFlags::empty();
-            flags.set(
-                PageRequestFlags::PASID_VALID,
-                rec.flags.contains(PgfaultFlags::PASID_VALID),
-            );
-            flags.set(PageRequestFlags::LAST_PAGE, rec.is_last());
             Ok(Event::Fault(FaultEvent {
                 seq: w[0],
                 cookie,
                 dev_id,
-                request: PageRequest {
-                    flags,
-                    pasid: rec.pasid,
-                    grpid: rec.grpid,
-                    perm: rec.perm,
-                    addr: rec.addr,
-                    private_data: [0, 0],
-                },
+                request: rec.page_request(),
             }))
         }
         _ => Err(SlotDefect::UnknownKind),
@@ -352,7 +333,7 @@ pub(crate) fn decode_hwpt(w: &SlotWords) -> Result<Event, SlotDefect> {
 mod tests {
     use super::*;
     use crate::layout::stamp;
-    use iopf_abi::fault::{FaultReason, UnrecoverableFlags};
+    use iopf_abi::fault::{FaultReason, PageRequestFlags, UnrecoverableFlags};
     use iopf_abi::features::ResponseFormats;
     use iopf_abi::Perm;
 
@@ -382,7 +363,8 @@ mod tests {
         PageRequest {
             flags: PageRequestFlags::PASID_VALID
                 | PageRequestFlags::LAST_PAGE
-                | PageRequestFlags::PRIV_DATA,
+                | PageRequestFlags::PRIV_DATA
+                | PageRequestFlags::RESPONSE_NEEDS_PASID,
             pasid: 5,
             grpid: 300,
             perm: Perm::READ | Perm::WRITE,
