@@ -380,9 +380,12 @@ impl<T: Copy + Default> GroupTable<T> {
     }
 
     /// Puts an announced group in a mirror table ([`Naming::Upstream`]) under the cookie another
-    /// stage gave it. Errors: [`TableError::Naming`] on a table that names its own groups,
-    /// [`TableError::Taken`] when the cookie's slot holds an outstanding group or the cookie has
-    /// generation 0 (nothing changes then).
+    /// stage gave it. A slot still holding a group under an *older* generation is taken over:
+    /// the upstream only reuses a slot once its group was answered, so that entry is a group this
+    /// table was never told had gone (a consumer is not told of the core's withdrawals), and the
+    /// new group must not be refused for it. Errors: [`TableError::Naming`] on a table that names
+    /// its own groups, [`TableError::Taken`] when an outstanding group already has this very
+    /// cookie or the cookie has generation 0 (nothing changes then).
     #[inline]
     pub fn insert_named(
         &mut self,
@@ -391,6 +394,13 @@ impl<T: Copy + Default> GroupTable<T> {
         extra: T,
     ) -> Result<(), TableError> {
         self.insert_upstream(cookie, facts, extra, false)
+    }
+
+    /// In a mirror, the outstanding group that `cookie`'s slot holds under another generation
+    /// (one [`insert_named`](Self::insert_named) would take over), if any.
+    pub fn stale_for(&self, cookie: Cookie) -> Option<Cookie> {
+        let s = self.slots.get(cookie.index())?;
+        (s.live() && s.gen != cookie.gen()).then(|| Cookie::new(cookie.index() as u32, s.gen))
     }
 
     /// [`GroupTable::insert_named`] for a group held back until [`GroupTable::announce`].
@@ -415,8 +425,16 @@ impl<T: Copy + Default> GroupTable<T> {
             return Err(TableError::Naming(self.naming));
         }
         let idx = cookie.index();
-        if cookie.gen() == 0 || self.slots.get(idx).is_some_and(Slot::live) {
+        if cookie.gen() == 0 {
             return Err(TableError::Taken(cookie));
+        }
+        match self.slots.get(idx) {
+            Some(s) if s.live() && s.gen == cookie.gen() => return Err(TableError::Taken(cookie)),
+            // A stale group under an older generation: it has gone upstream.
+            Some(s) if s.live() => {
+                self.remove_at(idx as u32);
+            }
+            _ => {}
         }
         while self.slots.len() <= idx {
             self.grow_one();
@@ -968,6 +986,17 @@ mod tests {
         );
         mirror.remove(c).unwrap();
         assert_eq!(mirror.lookup(c), Lookup::Answered);
+        // The upstream answered a group this mirror was not told of, and reuses its slot under a
+        // new generation: the new group takes the slot, the stale one is gone.
+        let stale = up.insert(facts(0, 5), ()).unwrap();
+        mirror.insert_named(stale, facts(0, 5), ()).unwrap();
+        up.remove(stale).unwrap();
+        let newer = Cookie::new(stale.index() as u32, stale.gen() + 1);
+        mirror.insert_named(newer, facts(0, 6), ()).unwrap();
+        assert_eq!(mirror.lookup(stale), Lookup::Unknown);
+        assert_eq!(mirror.get(newer).map(|(f, _)| f.grpid), Some(6));
+        assert_eq!(mirror.len(), 1);
+        mirror.remove(newer).unwrap();
         // The upstream reuses the slot under a new generation: the mirror follows.
         let far = Cookie::new(40_000, 3);
         mirror.insert_named(far, facts(0, 4), ()).unwrap();

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use iopf_abi::{
     Fault, FaultConsumer, Features, HwptPageResponse, HwptPgfault, IommufdResponse, PageRequest,
-    PageRequestFlags, PgFault, ResponseCode, KERNEL_RESPONSE_NEEDS_PASID,
+    PgFault, ResponseCode,
 };
 use iopf_core::{
     Cookie, DeviceId, DeviceResponse, FaultCore, Group, GroupFacts, GroupHandler, GroupTable,
@@ -124,8 +124,14 @@ impl GroupHandler for DeliverList {
         Ok(())
     }
 
-    // `withdraw` keeps its default: a group the core answered itself stays on the list until a
-    // read passes it over (it is no longer outstanding in the core), so withdrawing is O(1).
+    /// The core answered a group itself (flush, age limit, detach): off the list, so no read
+    /// hands it out and its cookie, if the core reuses it, names only the new group. Teardown
+    /// withdraws oldest first, so the search usually stops at the front.
+    fn withdraw(&mut self, cookie: Cookie) {
+        if let Some(i) = self.deliver.iter().position(|(c, _)| *c == cookie) {
+            self.deliver.remove(i);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -146,14 +152,7 @@ impl State {
     /// its head, so that what is first is really waiting.
     fn deliver_list(&mut self) -> Option<&mut VecDeque<(Cookie, Vec<PageRequest>)>> {
         let h = self.handler?;
-        let core = &mut self.core;
-        while let Some(&(cookie, _)) = core.handler(h)?.deliver.front() {
-            if core.group(cookie).is_some() {
-                break;
-            }
-            core.handler_mut(h)?.deliver.pop_front();
-        }
-        core.handler_mut(h).map(|q| &mut q.deliver)
+        self.core.handler_mut(h).map(|q| &mut q.deliver)
     }
 
     fn detach(&mut self) {
@@ -320,37 +319,11 @@ impl CompatProducer {
     }
 }
 
-/// The kernel-internal `prm.flags` of a request (`include/linux/iommu.h` since private data was
-/// removed in 2024): `PASID_VALID` bit 0, `LAST_PAGE` bit 1, `RESPONSE_NEEDS_PASID` bit 2.
-fn kernel_flags(req: &PageRequest) -> u32 {
-    let mut f = 0;
-    if req.flags.contains(PageRequestFlags::PASID_VALID) {
-        f |= 1 << 0;
-    }
-    if req.flags.contains(PageRequestFlags::LAST_PAGE) {
-        f |= 1 << 1;
-    }
-    if req.flags.contains(PageRequestFlags::RESPONSE_NEEDS_PASID) {
-        f |= KERNEL_RESPONSE_NEEDS_PASID;
-    }
-    f
-}
-
 impl CompatFaultQueue {
     fn record(&self, req: &PageRequest, cookie: u32) -> HwptPgfault {
         // `iommufd_compose_fault_message()`: the internal flags copied as reported, length
         // always 0.
-        HwptPgfault {
-            flags: kernel_flags(req),
-            dev_id: self.dev_id,
-            pasid: req.pasid,
-            grpid: req.grpid,
-            perm: req.perm.bits(),
-            reserved: 0,
-            addr: req.addr,
-            length: 0,
-            cookie,
-        }
+        PgFault::composed(self.dev_id, cookie, req).encode()
     }
 }
 
@@ -514,5 +487,25 @@ impl Drop for CompatFaultQueue {
         let mut st = self.shared.lock();
         st.consumer_gone = true;
         st.detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group the core answers itself leaves the deliver list wherever it is on it, not only
+    /// at the front: no read hands it out after.
+    #[test]
+    fn a_withdrawn_group_leaves_the_deliver_list_wherever_it_is() {
+        let mut list = DeliverList::default();
+        let cookies = [0x10_0001, 0x10_0002, 0x10_0003].map(Cookie::from_raw);
+        for c in cookies {
+            list.deliver.push_back((c, Vec::new()));
+        }
+        list.withdraw(cookies[1]);
+        list.withdraw(Cookie::from_raw(0x20_0001)); // not on the list: nothing changes
+        let left: Vec<Cookie> = list.deliver.iter().map(|(c, _)| *c).collect();
+        assert_eq!(left, [cookies[0], cookies[2]]);
     }
 }

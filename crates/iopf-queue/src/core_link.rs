@@ -141,6 +141,19 @@ pub struct LinkHandler {
     state: Shared,
     slot: u32,
     dev_id: u32,
+    /// The device's allocation, counted in the link's backlog bound while this handler lives.
+    allocation: u64,
+}
+
+impl Drop for LinkHandler {
+    /// The core dropped the handler (detach, replace, device removal, or a failed attach): its
+    /// device's allocation leaves the backlog's bound.
+    fn drop(&mut self) {
+        let mut st = lock(&self.state);
+        st.allocations = st.allocations.saturating_sub(self.allocation);
+        let bound = st.allocations;
+        st.producer.set_max_backlog(bound);
+    }
 }
 
 impl GroupHandler for LinkHandler {
@@ -300,8 +313,10 @@ impl CoreLink {
     /// groups by the core's cookie, so the handler is attached with the consumer's features plus
     /// `COOKIE_RESPONSE`. The device's Outstanding Page Request Allocation is added to the
     /// backlog's bound. Errors: the core's ([`CoreError::HandlerBusy`], unknown device, ...),
-    /// [`CoreError::BadConfig`] once the consumer is gone and the link detached every handler,
-    /// [`CoreError::TableFull`] past `u32::MAX` handlers.
+    /// [`CoreError::BadConfig`] when the offer stated no largest group
+    /// ([`crate::Offer::with_max_group`]) and the device's allocation (the largest group it may
+    /// send) exceeds the ring's entries, or once the consumer is gone and the link detached
+    /// every handler, [`CoreError::TableFull`] past `u32::MAX` handlers.
     pub fn attach_as<S: ResponseSink>(
         &mut self,
         core: &mut FaultCore<S>,
@@ -312,22 +327,36 @@ impl CoreLink {
         if self.detached {
             return Err(CoreError::BadConfig("the queue's consumer is gone"));
         }
-        let agreed =
-            lock(&self.state).producer.agreement().features | iopf_abi::Features::COOKIE_RESPONSE;
-        let allocation = u64::from(core.caps(device)?.outstanding_allocation);
+        let agreement = *lock(&self.state).producer.agreement();
+        let agreed = agreement.features | iopf_abi::Features::COOKIE_RESPONSE;
+        let allocation = core.caps(device)?.outstanding_allocation;
+        if agreement.max_group == 0 && allocation > agreement.entries {
+            // Nobody stated how large the groups may be: the device's allocation is the bound,
+            // and a group the ring can never hold would be answered at fault time instead.
+            return Err(CoreError::BadConfig(
+                "the ring is smaller than the device's Outstanding Page Request Allocation, the \
+                 largest group it may send: ask for more entries, or state the largest group in \
+                 the offer (Offer::with_max_group)",
+            ));
+        }
+        let allocation = u64::from(allocation);
         let slot = u32::try_from(self.handlers.len())
             .map_err(|_| CoreError::TableFull("queue link handlers"))?;
+        {
+            // Counted before the handler exists: its drop, even on a failed attach, uncounts it.
+            let mut st = lock(&self.state);
+            st.allocations = st.allocations.saturating_add(allocation);
+            let bound = st.allocations;
+            st.producer.set_max_backlog(bound);
+        }
         let handler = LinkHandler {
             state: self.state.clone(),
             slot,
             dev_id,
+            allocation,
         };
         let id = core.attach(device, pasid, Box::new(handler), agreed)?;
         self.handlers.push(id);
-        let mut st = lock(&self.state);
-        st.allocations = st.allocations.saturating_add(allocation);
-        let bound = st.allocations;
-        st.producer.set_max_backlog(bound);
         Ok(id)
     }
 

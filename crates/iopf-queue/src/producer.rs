@@ -174,10 +174,16 @@ pub struct Producer {
     groups: GroupTable<Pushed>,
     /// Announced groups (handed to the consumer, not answered).
     announced: usize,
-    /// Held-back groups, oldest first (a withdrawn one stays until the flush passes it).
-    backlog: VecDeque<Cookie>,
+    /// Held-back groups, oldest first, with their request counts. A withdrawn one stays until
+    /// the flush passes it or the next held-back push compacts the backlog, so that a cookie is
+    /// never in the backlog twice (the owner may reuse a withdrawn group's cookie).
+    backlog: VecDeque<(Cookie, u32)>,
     /// Their requests, in the same order.
     backlog_requests: VecDeque<PageRequest>,
+    /// Requests of the held-back groups not withdrawn: what the backlog's bound counts.
+    held_requests: u64,
+    /// Withdrawn groups still in the backlog.
+    withdrawn_held: usize,
     /// A group's requests on their way from the backlog to the ring.
     scratch: Vec<PageRequest>,
     fault_bell: Doorbell,
@@ -212,6 +218,8 @@ impl Producer {
             announced: 0,
             backlog: VecDeque::new(),
             backlog_requests: VecDeque::new(),
+            held_requests: 0,
+            withdrawn_held: 0,
             scratch: Vec::new(),
             shared,
             agreement,
@@ -268,9 +276,14 @@ impl Producer {
         self.groups.links_walked()
     }
 
-    /// Page requests waiting in the backlog.
+    /// Page requests waiting in the backlog (of groups not withdrawn).
     pub fn backlog_requests(&self) -> usize {
-        self.backlog_requests.len()
+        self.held_requests as usize
+    }
+
+    /// The most page requests the backlog holds (see [`ProducerConfig::max_backlog`]).
+    pub fn max_backlog(&self) -> u64 {
+        self.config.max_backlog
     }
 
     /// Sets the most page requests the backlog holds (see [`ProducerConfig::max_backlog`]).
@@ -514,22 +527,24 @@ impl Producer {
             dev_id: group.dev_id,
             requests: n as u32,
         };
+        if !self.backlog.is_empty() {
+            // Room may have freed since the last flush: what waits goes first.
+            self.deliver_held();
+        }
         if self.backlog.is_empty() && self.may_deliver(n, facts.grpid) {
             let cookie = self.insert(name, facts, pushed, false)?;
             self.deliver(cookie, group.dev_id, group.requests);
             return Ok(cookie);
         }
-        if self.backlog_requests.len() as u64 + n > self.config.max_backlog {
+        if self.held_requests + n > self.config.max_backlog {
             return Err(self.lose(n, LossReason::BacklogFull));
         }
         let cookie = self.insert(name, facts, pushed, true)?;
-        self.backlog.push_back(cookie);
+        self.backlog.push_back((cookie, n as u32));
         self.backlog_requests.extend(group.requests.iter().copied());
+        self.held_requests += n;
         self.stats.held_back += 1;
-        self.stats.backlog_high_water = self
-            .stats
-            .backlog_high_water
-            .max(self.backlog_requests.len() as u64);
+        self.stats.backlog_high_water = self.stats.backlog_high_water.max(self.held_requests);
         Ok(cookie)
     }
 
@@ -542,6 +557,16 @@ impl Producer {
         held_back: bool,
     ) -> Result<Cookie, QueueError> {
         let n = u64::from(pushed.requests);
+        if let Some(stale) = name.and_then(|c| self.groups.stale_for(c)) {
+            // The owner reused the slot of a group it answered without withdrawing it here: it
+            // is gone, and goes now, with its counts.
+            self.withdraw(stale.raw());
+        }
+        if held_back && self.withdrawn_held > 0 {
+            // Before a cookie enters the backlog, no withdrawn one may stay there: the owner may
+            // be reusing it.
+            self.compact_backlog();
+        }
         let r = match (name, held_back) {
             (None, false) => self.groups.insert(facts, pushed),
             (None, true) => self.groups.insert_held_back(facts, pushed),
@@ -610,17 +635,22 @@ impl Producer {
     ///
     /// [`drain_responses`]: Producer::drain_responses
     pub fn flush_backlog(&mut self) -> usize {
+        let delivered = self.deliver_held();
+        if delivered > 0 {
+            self.publish();
+        }
+        delivered
+    }
+
+    /// [`flush_backlog`](Producer::flush_backlog) without the publish.
+    fn deliver_held(&mut self) -> usize {
         let mut delivered = 0;
-        while let Some(&cookie) = self.backlog.front() {
-            let held = match self.groups.get(cookie) {
-                Some((facts, p)) if self.groups.is_held_back(cookie) == Some(true) => {
-                    Some((facts, *p))
-                }
-                _ => None,
-            };
-            let Some((facts, p)) = held else {
+        while let Some(&(cookie, n)) = self.backlog.front() {
+            let Some((facts, p)) = self.held_back(cookie) else {
                 // Withdrawn: its requests are still queued here.
-                self.drop_backlog_head();
+                self.backlog.pop_front();
+                self.backlog_requests.drain(..n as usize);
+                self.withdrawn_held -= 1;
                 continue;
             };
             if !self.may_deliver(u64::from(p.requests), facts.grpid) {
@@ -629,27 +659,42 @@ impl Producer {
             self.groups.announce(cookie);
             let mut requests = std::mem::take(&mut self.scratch);
             requests.clear();
-            requests.extend(self.backlog_requests.drain(..p.requests as usize));
+            requests.extend(self.backlog_requests.drain(..n as usize));
             self.backlog.pop_front();
+            self.held_requests -= u64::from(n);
             self.deliver(cookie, p.dev_id, &requests);
             self.scratch = requests;
             delivered += 1;
         }
-        if delivered > 0 {
-            self.publish();
-        }
         delivered
     }
 
-    /// Drops the backlog's oldest group, withdrawn, and its requests (up to and including its
-    /// LAST_PAGE request: each group's requests are contiguous and end with it).
-    fn drop_backlog_head(&mut self) {
-        self.backlog.pop_front();
-        while let Some(r) = self.backlog_requests.pop_front() {
-            if r.is_last() {
-                break;
+    /// The group `cookie` names, if it is pending and held back.
+    fn held_back(&self, cookie: Cookie) -> Option<(GroupFacts, Pushed)> {
+        match self.groups.get(cookie) {
+            Some((facts, p)) if self.groups.is_held_back(cookie) == Some(true) => Some((facts, *p)),
+            _ => None,
+        }
+    }
+
+    /// Drops every withdrawn group, and its requests, from the backlog. Linear in the backlog
+    /// (bounded by [`ProducerConfig::max_backlog`] and the withdrawn groups it holds); runs at
+    /// most once per held-back push after a withdrawal, never on the fault path's common case.
+    fn compact_backlog(&mut self) {
+        let mut requests = std::mem::take(&mut self.backlog_requests).into_iter();
+        let mut kept = VecDeque::with_capacity(requests.len());
+        let backlog = std::mem::take(&mut self.backlog);
+        for (cookie, n) in backlog {
+            let group = requests.by_ref().take(n as usize);
+            if self.held_back(cookie).is_some() {
+                kept.extend(group);
+                self.backlog.push_back((cookie, n));
+            } else {
+                group.for_each(drop);
             }
         }
+        self.backlog_requests = kept;
+        self.withdrawn_held = 0;
     }
 
     /// Writes a group's requests, the group's cookie in each, in `format` (the agreed one) whose
@@ -1048,10 +1093,14 @@ impl Producer {
     pub fn withdraw(&mut self, cookie: u32) -> bool {
         let cookie = Cookie::from_raw(cookie);
         let was_announced = self.groups.is_held_back(cookie) == Some(false);
-        if self.groups.remove(cookie).is_none() {
+        let Some((_, pushed)) = self.groups.remove(cookie) else {
             return false;
-        }
-        if was_announced {
+        };
+        if !was_announced {
+            // Its requests stay in the backlog until the flush passes them or a compaction.
+            self.held_requests -= u64::from(pushed.requests);
+            self.withdrawn_held += 1;
+        } else {
             self.announced -= 1;
             if !self.backlog.is_empty() {
                 self.flush_backlog();
@@ -1090,6 +1139,8 @@ impl Producer {
         self.announced = 0;
         self.backlog.clear();
         self.backlog_requests.clear();
+        self.held_requests = 0;
+        self.withdrawn_held = 0;
         out.len() - before
     }
 }

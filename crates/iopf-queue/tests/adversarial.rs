@@ -10,10 +10,10 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::{cookie_queue, cookie_request, push_one, req};
+use common::{caps, cookie_queue, cookie_request, push_one, req};
 use iopf_abi::{Fault, FaultConsumer, IommufdResponse, PgFault, ResponseCode};
 use iopf_core::testing::RecordingSink;
-use iopf_core::{AgeLimit, FaultCore, PriCaps, Reported};
+use iopf_core::{AgeLimit, FaultCore, Reported};
 use iopf_queue::{
     channel, AnsweredBy, CoreLink, Offer, ProducerConfig, RawFormat, RejectReason, ResponseVerdict,
     TaggedGroup,
@@ -40,7 +40,7 @@ fn a_group_whose_partials_carry_another_pasid_reaches_the_consumer() {
     // Linux's iopf_group_alloc() gathers held partials by PRG index whatever their PASID, and
     // the core does too; the queue must carry such a group, or at least announce it lost.
     let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
-    let dev = core.register(PriCaps::default()).unwrap();
+    let dev = core.register(caps(8)).unwrap();
     let (p, mut c) = channel(
         &Offer::current(),
         &cookie_request(8),
@@ -144,7 +144,7 @@ fn a_verdict_ring_never_drained_stalls_judging_but_loses_no_group() {
 #[test]
 fn a_consumer_that_sleeps_forever_is_overtaken_by_the_age_limit_and_its_late_answer_refused() {
     let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
-    let dev = core.register(PriCaps::default()).unwrap();
+    let dev = core.register(caps(8)).unwrap();
     core.set_age_limit(
         dev,
         Some(AgeLimit {
@@ -195,8 +195,8 @@ fn a_consumer_that_sleeps_forever_is_overtaken_by_the_age_limit_and_its_late_ans
 #[test]
 fn a_consumer_cannot_answer_another_queues_group() {
     let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
-    let a = core.register(PriCaps::default()).unwrap();
-    let b = core.register(PriCaps::default()).unwrap();
+    let a = core.register(caps(8)).unwrap();
+    let b = core.register(caps(8)).unwrap();
     let (pa, mut ca) = channel(&Offer::current(), &cookie_request(8), Default::default()).unwrap();
     let (pb, mut cb) = channel(&Offer::current(), &cookie_request(8), Default::default()).unwrap();
     let mut la = CoreLink::attach(&mut core, a, None, pa).unwrap();

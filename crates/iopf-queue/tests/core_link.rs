@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{cookie_request, req, vtd_req};
+use common::{caps, cookie_request, req, vtd_req};
 use iopf_abi::features::{RecordFormats, ResponseFormats};
 use iopf_abi::{
     Fault, FaultConsumer, Features, IommufdResponse, PageResponse, PgFault, ResponseCode,
@@ -32,9 +32,10 @@ fn v1_bytes(pasid: Option<u32>, grpid: u32) -> Vec<u8> {
 #[test]
 fn core_to_queue_to_consumer_and_back_exactly_once() {
     let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
-    let dev = core.register(PriCaps::default()).unwrap();
+    // More requests in flight than the ring holds, in groups of at most 2 (as the offer says).
+    let dev = core.register(caps(16)).unwrap();
     let (p, mut c) = channel(
-        &Offer::current(),
+        &Offer::current().with_max_group(2),
         &cookie_request(8),
         ProducerConfig::default(),
     )
@@ -168,7 +169,7 @@ fn an_old_consumer_still_gets_private_data_back_to_the_device() {
 #[test]
 fn a_consumer_closed_before_the_pump_never_costs_response_failure() {
     let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
-    let dev = core.register(PriCaps::default()).unwrap();
+    let dev = core.register(caps(8)).unwrap();
     let (p, c) = channel(
         &Offer::current(),
         &cookie_request(8),
@@ -205,8 +206,8 @@ fn a_consumer_closed_before_the_pump_never_costs_response_failure() {
 #[test]
 fn one_prg_index_on_two_devices_of_a_link_waits_instead_of_failing() {
     let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
-    let a = core.register(PriCaps::default()).unwrap();
-    let b = core.register(PriCaps::default()).unwrap();
+    let a = core.register(caps(8)).unwrap();
+    let b = core.register(caps(8)).unwrap();
     let mut r = Request::best_for(
         &Offer::current(),
         RecordFormats::HWPT_PGFAULT,
@@ -255,7 +256,7 @@ fn one_prg_index_on_two_devices_of_a_link_waits_instead_of_failing() {
 #[test]
 fn a_pasid_the_device_does_not_need_is_ignored_by_the_queue_as_by_the_core() {
     let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
-    let dev = core.register(PriCaps::default()).unwrap();
+    let dev = core.register(caps(8)).unwrap();
     let (p, mut c) = channel(&Offer::current(), &Request::v1(), ProducerConfig::default()).unwrap();
     let mut link = CoreLink::attach(&mut core, dev, None, p).unwrap();
     // A request with PASID 4 and one without.

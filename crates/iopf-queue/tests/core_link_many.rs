@@ -7,10 +7,10 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{cookie_request, req};
+use common::{caps, cookie_request, req};
 use iopf_abi::{Fault, FaultConsumer, IommufdResponse, PgFault, ResponseCode};
 use iopf_core::testing::RecordingSink;
-use iopf_core::{CoreError, FaultCore, PriCaps, Reported};
+use iopf_core::{CoreError, FaultCore, Reported};
 use iopf_queue::{channel, Answer, CoreLink, LinkObserver, Offer, ProducerConfig};
 
 /// Records what the link tells it: delivered tickets, withdrawn tickets, answered tickets.
@@ -44,8 +44,8 @@ impl LinkObserver for Watch {
 #[test]
 fn many_devices_on_one_queue_each_answer_reaches_its_own_handler() {
     let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
-    let a = core.register(PriCaps::default()).unwrap();
-    let b = core.register(PriCaps::default()).unwrap();
+    let a = core.register(caps(8)).unwrap();
+    let b = core.register(caps(8)).unwrap();
     let (p, mut c) = channel(
         &Offer::current(),
         &cookie_request(8),
@@ -162,8 +162,8 @@ fn many_devices_on_one_queue_each_answer_reaches_its_own_handler() {
 #[test]
 fn a_detach_withdraws_the_devices_groups_from_the_queue() {
     let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
-    let a = core.register(PriCaps::default()).unwrap();
-    let b = core.register(PriCaps::default()).unwrap();
+    let a = core.register(caps(8)).unwrap();
+    let b = core.register(caps(8)).unwrap();
     let (p, mut c) = channel(
         &Offer::current(),
         &cookie_request(8),
@@ -225,8 +225,8 @@ fn a_detach_withdraws_the_devices_groups_from_the_queue() {
 #[test]
 fn removing_a_device_withdraws_only_its_groups_from_the_queue() {
     let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
-    let a = core.register(PriCaps::default()).unwrap();
-    let b = core.register(PriCaps::default()).unwrap();
+    let a = core.register(caps(8)).unwrap();
+    let b = core.register(caps(8)).unwrap();
     let (p, mut c) = channel(
         &Offer::current(),
         &cookie_request(8),
@@ -265,4 +265,35 @@ fn removing_a_device_withdraws_only_its_groups_from_the_queue() {
         1,
         "b's group answered once, by the consumer"
     );
+}
+
+/// The backlog's bound is the sum of the allocations of the devices the link serves now: a
+/// detached handler, a removed device and a failed attach take their share away (they used
+/// to leave it counted, so the bound only grew).
+#[test]
+fn the_backlog_bound_follows_the_devices_the_link_serves() {
+    let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
+    let a = core.register(caps(8)).unwrap();
+    let b = core.register(caps(4)).unwrap();
+    let (p, _c) = channel(
+        &Offer::current(),
+        &cookie_request(8),
+        ProducerConfig::default(),
+    )
+    .unwrap();
+    let mut link = CoreLink::attach(&mut core, a, None, p).unwrap();
+    let bound = |link: &CoreLink| link.with_producer(|p| p.max_backlog());
+    assert_eq!(bound(&link), 8);
+    let hb = link.attach_device(&mut core, b, None).unwrap();
+    assert_eq!(bound(&link), 12);
+    // A second device-wide handler for `a` is refused; its share is not kept.
+    assert!(matches!(
+        link.attach_device(&mut core, a, None),
+        Err(CoreError::HandlerBusy { .. })
+    ));
+    assert_eq!(bound(&link), 12);
+    core.detach(hb).unwrap();
+    assert_eq!(bound(&link), 8);
+    core.remove_device(a).unwrap();
+    assert_eq!(bound(&link), 0);
 }

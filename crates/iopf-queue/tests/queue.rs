@@ -522,3 +522,21 @@ fn a_producer_holding_groups_back_wakes_when_slots_come_back() {
     c.pop_events(&mut evs, 16).unwrap();
     assert_eq!(evs.len(), 2);
 }
+
+/// A push delivers what waits in the backlog first when room has freed (the consumer read),
+/// without waiting for the owner's next drain: the held-back group and the new one both reach
+/// the consumer, in order. (A push used to hold the new group back behind the old one.)
+#[test]
+fn a_push_delivers_the_backlog_first_once_room_has_freed() {
+    let (mut p, mut c) = common::cookie_queue(2);
+    for g in 1..=3 {
+        push_one(&mut p, g).unwrap();
+    }
+    assert_eq!(p.backlog_requests(), 1);
+    let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 4];
+    assert_eq!(c.read_faults(&mut out).unwrap(), 2);
+    push_one(&mut p, 4).unwrap();
+    assert_eq!(p.backlog_requests(), 0);
+    assert_eq!(c.read_faults(&mut out).unwrap(), 2);
+    assert_eq!((out[0].grpid, out[1].grpid), (3, 4));
+}

@@ -7,14 +7,14 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::req;
+use common::{caps, req};
 use iopf_abi::fault::{FaultReason, UnrecoverableFlags};
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{
     Fault, FaultConsumer, Features, IommufdResponse, Perm, PgFault, ResponseCode, Unrecoverable,
 };
 use iopf_core::testing::RecordingSink;
-use iopf_core::{FaultCore, PriCaps, Reported};
+use iopf_core::{FaultCore, Reported};
 use iopf_queue::{
     channel, negotiate, Consumer, CoreLink, Event, LossReason, Offer, Producer, ProducerConfig,
     QueueError, Request, TaggedGroup,
@@ -301,7 +301,7 @@ fn the_iommufd_record_format_cannot_carry_them() {
 fn core_to_queue_to_consumer() {
     for agreed in [true, false] {
         let mut core: FaultCore<RecordingSink> = FaultCore::new(RecordingSink::default());
-        let dev = core.register(PriCaps::default()).unwrap();
+        let dev = core.register(caps(8)).unwrap();
         let (p, mut c) = queue(8, agreed);
         let link = CoreLink::attach(&mut core, dev, None, p).unwrap();
         let r = core

@@ -5,6 +5,7 @@
 use iopf_abi::fault::PageRequestFlags;
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{Features, PageRequest, Perm};
+use iopf_core::PriCaps;
 use iopf_queue::{
     channel, Consumer, Offer, Producer, ProducerConfig, QueueError, Request, TaggedGroup,
 };
@@ -68,4 +69,14 @@ pub fn push_one(p: &mut Producer, g: u32) -> Result<u32, QueueError> {
         dev_id: 0,
         requests: &[req(g, None, true, 0)],
     })
+}
+
+/// A PF whose Outstanding Page Request Allocation is `opra`: the largest group it may send, so
+/// a ring of at least `opra` entries may serve it (`CoreLink` refuses a smaller one when the
+/// offer states no largest group).
+pub fn caps(opra: u32) -> PriCaps {
+    PriCaps {
+        outstanding_allocation: opra,
+        ..PriCaps::default()
+    }
 }
