@@ -63,7 +63,9 @@ pub struct UnrecoverableCounts {
 
 /// Watches the groups going through a [`CoreLink`]. Every method runs with the link's producer
 /// locked, on the thread that reports into or pumps the core; `ticket` is the group's tag in the
-/// queue (unique among the link's pending groups). All methods default to doing nothing.
+/// queue (unique among the link's pending groups). All methods default to doing nothing. An
+/// observer must not call into the fault core (report, detach, remove a device): the core calls
+/// back into the link's handlers, which take the same lock, and the thread deadlocks.
 ///
 /// `delivered` means the queue took the group: handed to the consumer, or held in the backlog
 /// until the ring has room.
@@ -392,7 +394,9 @@ impl CoreLink {
         lock(&self.state).pending_high_water
     }
 
-    /// Runs `f` on the producer (statistics, agreement).
+    /// Runs `f` on the producer (statistics, agreement), with the link's lock held: `f` must not
+    /// call into the fault core (report, detach, remove a device), whose calls back into the
+    /// link's handlers (and a handler's drop) take the same lock and would deadlock.
     pub fn with_producer<T>(&self, f: impl FnOnce(&mut Producer) -> T) -> T {
         f(&mut lock(&self.state).producer)
     }

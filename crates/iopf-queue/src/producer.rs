@@ -93,6 +93,10 @@ struct Pushed {
     tag: u64,
     dev_id: u32,
     requests: u32,
+    /// The group's backlog ticket while held back (0 for a group delivered at once): its entry in
+    /// the backlog is the one with this ticket, so a withdrawn entry whose cookie the owner reused
+    /// is never taken for the new group.
+    ticket: u32,
 }
 
 /// A group's answer, for the owner to send to the device.
@@ -174,10 +178,12 @@ pub struct Producer {
     groups: GroupTable<Pushed>,
     /// Announced groups (handed to the consumer, not answered).
     announced: usize,
-    /// Held-back groups, oldest first, with their request counts. A withdrawn one stays until
-    /// the flush passes it or the next held-back push compacts the backlog, so that a cookie is
-    /// never in the backlog twice (the owner may reuse a withdrawn group's cookie).
-    backlog: VecDeque<(Cookie, u32)>,
+    /// Held-back groups, oldest first: cookie, request count, ticket. A withdrawn one stays
+    /// until the flush passes it or a compaction (once withdrawn entries outnumber live ones)
+    /// drops it; its cookie may meanwhile name a newer group, told apart by the ticket.
+    backlog: VecDeque<(Cookie, u32, u32)>,
+    /// The next backlog ticket (never 0).
+    next_ticket: u32,
     /// Their requests, in the same order.
     backlog_requests: VecDeque<PageRequest>,
     /// Requests of the held-back groups not withdrawn: what the backlog's bound counts.
@@ -218,6 +224,7 @@ impl Producer {
             announced: 0,
             backlog: VecDeque::new(),
             backlog_requests: VecDeque::new(),
+            next_ticket: 1,
             held_requests: 0,
             withdrawn_held: 0,
             scratch: Vec::new(),
@@ -279,6 +286,13 @@ impl Producer {
     /// Page requests waiting in the backlog (of groups not withdrawn).
     pub fn backlog_requests(&self) -> usize {
         self.held_requests as usize
+    }
+
+    /// Groups in the backlog, withdrawn ones it has not dropped yet included: at most the live
+    /// ones plus as many withdrawn ones again, or 64 withdrawn ones if more (a compaction keeps
+    /// it so).
+    pub fn backlog_entries(&self) -> usize {
+        self.backlog.len()
     }
 
     /// The most page requests the backlog holds (see [`ProducerConfig::max_backlog`]).
@@ -522,11 +536,17 @@ impl Producer {
             return Err(self.lose(n, LossReason::TooLarge));
         }
         let facts = GroupFacts::of_last(0, 0, last);
-        let pushed = Pushed {
+        let mut pushed = Pushed {
             tag: group.tag,
             dev_id: group.dev_id,
             requests: n as u32,
+            ticket: 0,
         };
+        if let Some(stale) = name.and_then(|c| self.groups.stale_for(c)) {
+            // The owner reused the slot of a group it answered without withdrawing it here: that
+            // group is gone, and goes now, with its counts, before room and bound are judged.
+            self.withdraw(stale.raw());
+        }
         if !self.backlog.is_empty() {
             // Room may have freed since the last flush: what waits goes first.
             self.deliver_held();
@@ -539,8 +559,10 @@ impl Producer {
         if self.held_requests + n > self.config.max_backlog {
             return Err(self.lose(n, LossReason::BacklogFull));
         }
+        pushed.ticket = self.next_ticket;
+        self.next_ticket = self.next_ticket.wrapping_add(1).max(1);
         let cookie = self.insert(name, facts, pushed, true)?;
-        self.backlog.push_back((cookie, n as u32));
+        self.backlog.push_back((cookie, n as u32, pushed.ticket));
         self.backlog_requests.extend(group.requests.iter().copied());
         self.held_requests += n;
         self.stats.held_back += 1;
@@ -557,16 +579,6 @@ impl Producer {
         held_back: bool,
     ) -> Result<Cookie, QueueError> {
         let n = u64::from(pushed.requests);
-        if let Some(stale) = name.and_then(|c| self.groups.stale_for(c)) {
-            // The owner reused the slot of a group it answered without withdrawing it here: it
-            // is gone, and goes now, with its counts.
-            self.withdraw(stale.raw());
-        }
-        if held_back && self.withdrawn_held > 0 {
-            // Before a cookie enters the backlog, no withdrawn one may stay there: the owner may
-            // be reusing it.
-            self.compact_backlog();
-        }
         let r = match (name, held_back) {
             (None, false) => self.groups.insert(facts, pushed),
             (None, true) => self.groups.insert_held_back(facts, pushed),
@@ -645,8 +657,8 @@ impl Producer {
     /// [`flush_backlog`](Producer::flush_backlog) without the publish.
     fn deliver_held(&mut self) -> usize {
         let mut delivered = 0;
-        while let Some(&(cookie, n)) = self.backlog.front() {
-            let Some((facts, p)) = self.held_back(cookie) else {
+        while let Some(&(cookie, n, ticket)) = self.backlog.front() {
+            let Some((facts, p)) = self.held_back(cookie, ticket) else {
                 // Withdrawn: its requests are still queued here.
                 self.backlog.pop_front();
                 self.backlog_requests.drain(..n as usize);
@@ -669,26 +681,38 @@ impl Producer {
         delivered
     }
 
-    /// The group `cookie` names, if it is pending and held back.
-    fn held_back(&self, cookie: Cookie) -> Option<(GroupFacts, Pushed)> {
+    /// The group of the backlog entry (`cookie`, `ticket`), if it is still pending and held back.
+    fn held_back(&self, cookie: Cookie, ticket: u32) -> Option<(GroupFacts, Pushed)> {
         match self.groups.get(cookie) {
-            Some((facts, p)) if self.groups.is_held_back(cookie) == Some(true) => Some((facts, *p)),
+            Some((facts, p))
+                if p.ticket == ticket && self.groups.is_held_back(cookie) == Some(true) =>
+            {
+                Some((facts, *p))
+            }
             _ => None,
         }
     }
 
-    /// Drops every withdrawn group, and its requests, from the backlog. Linear in the backlog
-    /// (bounded by [`ProducerConfig::max_backlog`] and the withdrawn groups it holds); runs at
-    /// most once per held-back push after a withdrawal, never on the fault path's common case.
-    fn compact_backlog(&mut self) {
+    /// Withdrawn entries the backlog keeps before it is compacted: past this, and past the live
+    /// entries, a compaction drops them all.
+    const WITHDRAWN_KEPT: usize = 64;
+
+    /// Drops every withdrawn group, and its requests, from the backlog once withdrawn entries
+    /// outnumber live ones (and [`Self::WITHDRAWN_KEPT`]): linear in the backlog, which is then
+    /// at most twice the withdrawn entries, so each withdrawal pays O(1) for it.
+    fn compact_backlog_if_mostly_withdrawn(&mut self) {
+        let live = self.backlog.len() - self.withdrawn_held;
+        if self.withdrawn_held <= Self::WITHDRAWN_KEPT || self.withdrawn_held <= live {
+            return;
+        }
         let mut requests = std::mem::take(&mut self.backlog_requests).into_iter();
         let mut kept = VecDeque::with_capacity(requests.len());
         let backlog = std::mem::take(&mut self.backlog);
-        for (cookie, n) in backlog {
+        for (cookie, n, ticket) in backlog {
             let group = requests.by_ref().take(n as usize);
-            if self.held_back(cookie).is_some() {
+            if self.held_back(cookie, ticket).is_some() {
                 kept.extend(group);
-                self.backlog.push_back((cookie, n));
+                self.backlog.push_back((cookie, n, ticket));
             } else {
                 group.for_each(drop);
             }
@@ -1100,6 +1124,7 @@ impl Producer {
             // Its requests stay in the backlog until the flush passes them or a compaction.
             self.held_requests -= u64::from(pushed.requests);
             self.withdrawn_held += 1;
+            self.compact_backlog_if_mostly_withdrawn();
         } else {
             self.announced -= 1;
             if !self.backlog.is_empty() {

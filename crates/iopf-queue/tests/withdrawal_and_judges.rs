@@ -539,3 +539,121 @@ fn a_cookie_reused_after_withdrawal_in_the_backlog_delivers_the_new_group() {
     );
     assert_eq!(p.pending_groups(), 0);
 }
+
+/// The owner reuses the slot of a group it answered without withdrawing it here (the consumer
+/// had read it): the stale group goes before room and the pending limit are judged, so the new
+/// group, which fits, is delivered at once instead of waiting in the backlog with the ring empty.
+#[test]
+fn a_slot_reuse_at_the_pending_limit_is_delivered_at_once() {
+    use iopf_queue::TaggedGroup;
+    let config = ProducerConfig {
+        max_pending: 1,
+        max_per_wake: 256,
+        max_backlog: 64,
+    };
+    let (mut p, mut c) = channel(&Offer::current(), &cookie_request(8), config).unwrap();
+    p.name_by_upstream().unwrap();
+    let (first, second) = ((1u32 << 20) | 5, (2u32 << 20) | 5);
+    let r1 = [req(1, None, true, 0x1000)];
+    let r2 = [req(2, None, true, 0x2000)];
+    p.push_named(
+        first,
+        &TaggedGroup {
+            tag: 1,
+            dev_id: 0,
+            requests: &r1,
+        },
+    )
+    .unwrap();
+    let mut out = empty();
+    assert_eq!(c.read_faults(&mut out).unwrap(), 1);
+    p.push_named(
+        second,
+        &TaggedGroup {
+            tag: 2,
+            dev_id: 0,
+            requests: &r2,
+        },
+    )
+    .unwrap();
+    assert_eq!(p.pending_groups(), 1);
+    assert_eq!(
+        (c.read_faults(&mut out).unwrap(), p.backlog_requests()),
+        (1, 0)
+    );
+    assert_eq!((out[0].cookie, out[0].grpid), (second, 2));
+}
+
+/// Withdrawals in the middle of a blocked backlog (a PASID flush while the consumer sleeps) do
+/// not make it grow without bound, nor cost a rebuild per push: withdrawn entries are dropped in
+/// one compaction once they outnumber the live ones. What stays is delivered in order.
+#[test]
+fn withdrawn_entries_of_a_blocked_backlog_stay_bounded() {
+    use iopf_queue::TaggedGroup;
+    let config = ProducerConfig {
+        max_backlog: 10_000,
+        ..ProducerConfig::default()
+    };
+    let (mut p, mut c) = channel(&Offer::current(), &cookie_request(2), config).unwrap();
+    p.name_by_upstream().unwrap();
+    let name = |i: u32| (1u32 << 20) | i;
+    let push = |p: &mut iopf_queue::Producer, i: u32| {
+        let r = [req(i % 512, None, true, u64::from(i) << 12)];
+        p.push_named(
+            name(i),
+            &TaggedGroup {
+                tag: u64::from(i),
+                dev_id: 0,
+                requests: &r,
+            },
+        )
+        .unwrap();
+    };
+    for i in 1..=2 {
+        push(&mut p, i); // the ring
+    }
+    let mut live = Vec::new();
+    for i in 3..3000u32 {
+        push(&mut p, i);
+        if i % 10 == 0 {
+            live.push(i);
+        } else if i > 3 {
+            assert!(p.withdraw(name(i)));
+        } else {
+            live.push(i);
+        }
+        let held = p.backlog_requests();
+        assert!(
+            p.backlog_entries() <= 2 * held + 65,
+            "{} entries for {held} live",
+            p.backlog_entries()
+        );
+    }
+    assert_eq!(p.backlog_requests(), live.len());
+    // The consumer wakes: everything live arrives, once, in push order.
+    let mut seen = Vec::new();
+    let mut answers = Vec::new();
+    let mut out = empty();
+    for _ in 0..10_000 {
+        let n = c.read_faults(&mut out).unwrap();
+        for f in &out[..n] {
+            seen.push(f.cookie);
+            c.respond(&[IommufdResponse {
+                cookie: f.cookie,
+                code: ResponseCode::Success,
+            }])
+            .unwrap();
+        }
+        p.drain_responses(&mut answers);
+        if p.pending_groups() == 0 {
+            break;
+        }
+    }
+    let want: Vec<u32> = [1, 2]
+        .into_iter()
+        .chain(live.iter().copied())
+        .map(name)
+        .collect();
+    assert_eq!(seen, want);
+    assert_eq!(p.backlog_entries(), 0);
+}
