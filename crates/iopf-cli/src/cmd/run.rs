@@ -468,19 +468,10 @@ pub fn render(r: &RunReport) -> String {
         q.rejected,
         q.answered_consumer_gone
     );
-    let losses: Vec<String> = q
-        .lost_by_reason
-        .iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
     let _ = writeln!(
         o,
         "  lost groups: {} ({} records, {} of them announced to the consumer)",
-        if losses.is_empty() {
-            "none".to_string()
-        } else {
-            losses.join(", ")
-        },
+        list_or_none(q.lost_by_reason.iter().map(|(k, n)| format!("{k} {n}"))),
         q.lost_records,
         r.consumer.lost_signalled
     );
@@ -491,20 +482,11 @@ pub fn render(r: &RunReport) -> String {
         "  {} requests reported, {} groups, {} delivered, {} consumer responses, {} rejected, {} FAILURE sent as INVALID",
         c.reported, c.groups, c.delivered, c.consumer_responses, c.rejected, c.failure_as_invalid
     );
-    let autos: Vec<String> = c
-        .auto
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
+    let autos = c.auto.iter().filter(|(_, n)| **n > 0);
     let _ = writeln!(
         o,
         "  automatic responses: {}; partial requests discarded {}, dropped {}",
-        if autos.is_empty() {
-            "none".to_string()
-        } else {
-            autos.join(", ")
-        },
+        list_or_none(autos.map(|(k, n)| format!("{k} {n}"))),
         c.discarded_partials,
         c.dropped_partials
     );
@@ -526,15 +508,7 @@ pub fn render(r: &RunReport) -> String {
     let _ = writeln!(
         o,
         "\nPRI-disabled functions: {}",
-        if r.pri_disabled.is_empty() {
-            "none".to_string()
-        } else {
-            r.pri_disabled
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
+        list_or_none(r.pri_disabled.iter().map(|d| d.to_string()))
     );
     let l = &r.ledger;
     let _ = writeln!(
@@ -647,4 +621,14 @@ fn draw_plot(r: &RunReport, path: &Path) -> Result<(), CliError> {
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// The items joined by ", ", or "none" when there are none.
+fn list_or_none(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
 }
