@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iopf_abi::features::ResponseFormats;
-use iopf_abi::iommufd::PgfaultFlags;
 use iopf_abi::response::{VFIO_PAGE_RESPONSE_V1_SIZE, VFIO_PAGE_RESPONSE_V2_SIZE};
 use iopf_abi::{FaultConsumer, Features, IommufdResponse, PageResponse, PgFault, ResponseCode};
 use iopf_core::{
@@ -90,8 +89,10 @@ pub struct ConsumerStats {
     /// group): [`FaultConsumer::read_faults`] does not hand such a group out, and answers it
     /// INVALID itself, so that it is not stranded.
     pub answered_broken: u64,
-    /// Of those, the ones it could not answer because the response ring was full: they are
-    /// answered when the queue closes (or by the producer's age limit).
+    /// Of those, the ones it could not answer, not even later: the response ring was full and
+    /// as many groups as the ring has entries already waited for room (only a misbehaving
+    /// producer gives that many). They are answered when the queue closes (or by the producer's
+    /// age limit). The others wait and are answered as soon as the ring has room.
     pub broken_unanswered: u64,
 }
 
@@ -119,6 +120,9 @@ pub struct Consumer {
     /// A group whose records are being skipped: one of them could not be read, and the group
     /// was answered INVALID.
     skipping: Option<u32>,
+    /// Broken groups (their first record) waiting for room in the response ring to be answered
+    /// INVALID: answered before anything else the consumer writes or reads.
+    owed_broken: VecDeque<PgFault>,
     /// Responses below this id have their verdict in `verdicts` (or were dropped from it).
     judged: u64,
     verdicts: VecDeque<Kept>,
@@ -179,6 +183,7 @@ impl Consumer {
                 GroupTable::new(Naming::Upstream)
             },
             skipping: None,
+            owed_broken: VecDeque::new(),
             judged: 0,
             verdicts: VecDeque::new(),
             kept: 0,
@@ -613,6 +618,7 @@ impl Consumer {
     /// that is not the request's) stops the batch, and is the error if it is the first. Returns
     /// the ids of the responses written, in order (fewer than asked when the ring is full).
     pub fn respond_pages(&mut self, responses: &[PageResponse]) -> Result<Vec<u64>, QueueError> {
+        self.pay_owed_broken();
         if !self.agreement.vfio_responses() {
             return Err(QueueError::Refused(Rejection::new(
                 RejectReason::FormatNotAgreed,
@@ -682,9 +688,34 @@ impl Consumer {
     fn answer_broken(&mut self, first: &PgFault) {
         self.stats.answered_broken += 1;
         self.skipping = Some(first.cookie);
-        if self.resp_room() == 0 {
-            self.stats.broken_unanswered += 1;
+        if self.owed_broken.is_empty() && self.write_broken(first) {
             return;
+        }
+        if (self.owed_broken.len() as u64) < self.shared.geo.entries {
+            // The response ring is full: answered as soon as it has room.
+            self.owed_broken.push_back(*first);
+        } else {
+            self.stats.broken_unanswered += 1;
+        }
+    }
+
+    /// Answers the broken groups waiting for room, oldest first, while the ring has room.
+    #[inline]
+    fn pay_owed_broken(&mut self) {
+        while let Some(first) = self.owed_broken.front().copied() {
+            if !self.write_broken(&first) {
+                break;
+            }
+            self.owed_broken.pop_front();
+        }
+    }
+
+    /// Writes and publishes the INVALID answer of the broken group whose first record is
+    /// `first`; false when the response ring has no room (nothing written).
+    #[cold]
+    fn write_broken(&mut self, first: &PgFault) -> bool {
+        if self.resp_room() == 0 {
+            return false;
         }
         if self.agreement.cookie_responses() {
             let one: u64 = zerocopy::transmute!(IommufdResponse {
@@ -696,20 +727,19 @@ impl Consumer {
         } else {
             let pr = PageResponse {
                 version: 1,
-                pasid: first
-                    .flags
-                    .contains(PgfaultFlags::PASID_VALID)
-                    .then_some(first.pasid),
+                pasid: first.page_request().pasid(),
                 grpid: first.grpid,
                 code: ResponseCode::Invalid,
                 private_data: None,
             };
             if self.write_vfio(&pr).is_err() {
+                // A response of the agreed version always encodes: nothing to wait for.
                 self.stats.broken_unanswered += 1;
-                return;
+                return true;
             }
         }
         self.publish_responses();
+        true
     }
 
     /// Collects verdicts now if rejections wait in the verdict ring, which the producer must not
@@ -880,6 +910,9 @@ impl FaultConsumer for Consumer {
     /// of it, so that it is not stranded. `EINVAL` ([`QueueError::Inconsistent`]) when the first
     /// group does not fit in `out`.
     fn read_faults(&mut self, out: &mut [PgFault]) -> Result<usize, QueueError> {
+        if !self.owed_broken.is_empty() {
+            self.pay_owed_broken();
+        }
         let avail = self.available(u64::MAX);
         let mut pos = self.fault_tail;
         let end = self.fault_tail.wrapping_add(avail);
@@ -961,6 +994,9 @@ impl FaultConsumer for Consumer {
     /// sends them as they are; otherwise it builds the VFIO response from the held group (PASID,
     /// grpid, private data when echoing was agreed).
     fn respond(&mut self, responses: &[IommufdResponse]) -> Result<usize, QueueError> {
+        if !self.owed_broken.is_empty() {
+            self.pay_owed_broken();
+        }
         let mut done = 0;
         let cookie = self.agreement.cookie_responses();
         let failure_ok = !cookie || self.agreement.features.contains(Features::COOKIE_FAILURE);

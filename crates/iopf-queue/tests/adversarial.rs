@@ -495,3 +495,63 @@ fn a_group_with_an_unreadable_record_is_answered_by_the_consumer_not_stranded() 
     );
     assert_eq!(p.pending_groups(), 2);
 }
+
+/// A broken group found while the consumer's response ring is full waits for room and is
+/// answered INVALID as soon as there is some, at the consumer's next read or response (it used
+/// to be left to the queue's close: stranded while the queue lived).
+#[test]
+fn a_broken_group_found_with_the_response_ring_full_is_answered_once_room_frees() {
+    let (mut p, mut c) = cookie_queue(16);
+    let mut out = pgfaults();
+    // Sixteen groups read and answered one response slot each: the response ring is full.
+    for g in 0..16 {
+        push_one(&mut p, 100 + g).unwrap();
+    }
+    assert_eq!(c.read_faults(&mut out).unwrap(), 16);
+    for f in &out[..16] {
+        let r = IommufdResponse {
+            cookie: f.cookie,
+            code: ResponseCode::Success,
+        };
+        assert_eq!(c.respond(&[r]).unwrap(), 1);
+    }
+    // Ring slots 16..=18 (slots 0..=2 of the ring): a group whose second record is unreadable.
+    let broken = p
+        .push_group(&TaggedGroup {
+            tag: 2,
+            dev_id: 0,
+            requests: &[
+                req(2, None, false, 0x1000),
+                req(2, None, false, 0x2000),
+                req(2, None, true, 0x3000),
+            ],
+        })
+        .unwrap();
+    let base = c.raw_region()[RING_OFFS].load(Ordering::Relaxed) & 0xffff_ffff;
+    let word = (base / 8) as usize + 8 + 1;
+    c.raw_region()[word].store(0xdead_0000_0000_0007, Ordering::Relaxed);
+    assert_eq!(c.read_faults(&mut out).unwrap(), 0);
+    let s = c.stats();
+    assert_eq!(
+        (s.corrupt, s.answered_broken, s.broken_unanswered),
+        (1, 1, 0)
+    );
+    let mut answers = Vec::new();
+    p.drain_responses(&mut answers);
+    assert_eq!(answers.len(), 16);
+    assert_eq!(
+        p.pending_groups(),
+        1,
+        "the broken group waits for its answer"
+    );
+    // The consumer's next call finds room and answers it.
+    assert_eq!(c.read_faults(&mut out).unwrap(), 0);
+    answers.clear();
+    p.drain_responses(&mut answers);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(
+        (answers[0].cookie, answers[0].code, answers[0].by),
+        (broken, ResponseCode::Invalid, AnsweredBy::Consumer)
+    );
+    assert_eq!(p.pending_groups(), 0);
+}
