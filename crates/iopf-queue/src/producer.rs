@@ -176,8 +176,6 @@ pub struct Producer {
     unreported_loss: Option<Unreported>,
     /// Every group pushed and not answered: announced (in the ring, or read) or held back.
     groups: GroupTable<Pushed>,
-    /// Announced groups (handed to the consumer, not answered).
-    announced: usize,
     /// Held-back groups, oldest first: cookie, request count, ticket. A withdrawn one stays
     /// until the flush passes it or a compaction (once withdrawn entries outnumber live ones)
     /// drops it; its cookie may meanwhile name a newer group, told apart by the ticket.
@@ -221,7 +219,6 @@ impl Producer {
         }
         Producer {
             groups: table(Naming::Own, &agreement),
-            announced: 0,
             backlog: VecDeque::new(),
             backlog_requests: VecDeque::new(),
             next_ticket: 1,
@@ -600,13 +597,20 @@ impl Producer {
         }
     }
 
+    /// Groups handed to the consumer and not answered: the pending ones not held back (every
+    /// backlog entry not withdrawn is a held-back group).
+    #[inline]
+    fn announced(&self) -> usize {
+        self.groups.len() - (self.backlog.len() - self.withdrawn_held)
+    }
+
     /// Whether a group of `n` requests with PRG index `grpid` may be handed to the consumer now:
     /// the consumer's pending limit leaves room, any loss waiting to be announced was written,
     /// the ring has room, and, on a queue whose responses name groups by grpid, no announced
     /// group has the same PRG index (the consumer could not tell the two apart).
     #[inline]
     fn may_deliver(&mut self, n: u64, grpid: u32) -> bool {
-        if self.announced >= self.config.max_pending {
+        if self.announced() >= self.config.max_pending {
             return false;
         }
         if self.unreported_loss.is_some() && !self.write_loss_record_if_room() {
@@ -635,7 +639,6 @@ impl Producer {
                 HWPT_STAMP,
             ),
         }
-        self.announced += 1;
         self.stats.delivered += requests.len() as u64;
     }
 
@@ -1017,7 +1020,6 @@ impl Producer {
             agreed: self.agreement.features,
         };
         let t = self.groups.take(&who, r).map_err(Rejection::judged)?;
-        self.announced -= 1;
         Ok(Answer {
             tag: t.extra.tag,
             cookie: t.cookie.raw(),
@@ -1125,11 +1127,8 @@ impl Producer {
             self.held_requests -= u64::from(pushed.requests);
             self.withdrawn_held += 1;
             self.compact_backlog_if_mostly_withdrawn();
-        } else {
-            self.announced -= 1;
-            if !self.backlog.is_empty() {
-                self.flush_backlog();
-            }
+        } else if !self.backlog.is_empty() {
+            self.flush_backlog();
         }
         true
     }
@@ -1161,7 +1160,6 @@ impl Producer {
                 });
             }
         }
-        self.announced = 0;
         self.backlog.clear();
         self.backlog_requests.clear();
         self.held_requests = 0;
