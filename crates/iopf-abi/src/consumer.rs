@@ -33,4 +33,21 @@ pub trait FaultConsumer {
     /// Waits until at least one group is waiting or `timeout_ms` milliseconds pass (`None`:
     /// without limit; `Some(0)`: just look). Returns whether a group is waiting.
     fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool, Self::Error>;
+
+    /// Whether this queue delivers page-request private data beside its records
+    /// ([`private_data`](FaultConsumer::private_data)). The iommufd record has no room for it
+    /// (the kernel keeps it and restores it in the device's response), so the default is
+    /// `false`; iopf's own queue carries it. A vIOMMU learns from this whether its guest can be
+    /// shown the private data (the seed's negotiation, host side).
+    fn carries_private_data(&self) -> bool {
+        false
+    }
+
+    /// The private data of the LAST_PAGE request of the group `cookie` names, for a group handed
+    /// out and not yet answered, when the queue carries it and the request had some; `None`
+    /// otherwise. Answering needs no echo: the producer restores it.
+    fn private_data(&self, cookie: u32) -> Option<[u64; 2]> {
+        let _ = cookie;
+        None
+    }
 }

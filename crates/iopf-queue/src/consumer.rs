@@ -1071,6 +1071,18 @@ impl FaultConsumer for Consumer {
     fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool, QueueError> {
         self.wait(timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))))
     }
+
+    /// iopf's records are whole `struct iommu_fault`s: they carry the private data.
+    fn carries_private_data(&self) -> bool {
+        true
+    }
+
+    /// From the consumer's table of the groups it handed out (the LAST_PAGE request's).
+    fn private_data(&self, cookie: u32) -> Option<[u64; 2]> {
+        self.held
+            .get(Cookie::from_raw(cookie))
+            .and_then(|(facts, _)| facts.private_data)
+    }
 }
 
 /// Whether the producer has published fault slot `index` (it carries the index's stamp).

@@ -1,0 +1,833 @@
+//! The bridge: host fault queue → the guest's page request queue, and the guest's page
+//! responses → the host. Architecture-neutral: a vIOMMU model implements [`GuestQueue`] (VT-d:
+//! [`crate::vtd::VtdPri::guest_queue`]) and turns its command queue's responses into
+//! [`GuestResponse`]s.
+//!
+//! ```text
+//!  host FaultConsumer ──read whole groups──▶ staged ──post, room allowing──▶ GuestQueue
+//!    (fault fd, iopf queue,                     │ endpoint: host dev_id → guest rid, PASID map
+//!     compatible queue)                         ▼
+//!        ▲                       GroupTable (rid, PASID, PRG index) → host cookie
+//!        │                                      │ the judge (iopf-core): exactly one match
+//!        └──── owed host answers ◀── code_map ◀─┴──── GuestResponse ◀── guest's command queue
+//! ```
+//!
+//! **Exactly once.** Every host group the bridge reads is answered to the host exactly once: by
+//! the guest's response (translated by [`crate::code_map::guest_to_host`]), or by the bridge
+//! itself for a reason it counts ([`HostAnswer`]): a function the VMM did not configure, a PASID
+//! it did not map, PRI or the queue disabled, the vIOMMU reset, the guest's queue overflowing
+//! (the hardware's own answer), the opt-in age limit. A guest response that matches no
+//! outstanding group (a duplicate, an unknown PRG index, the wrong PASID or requester id, a
+//! private-data echo that differs) answers nothing and is counted by the judge's
+//! [`RejectReason`]. Dropping the bridge drops the host consumer, whose queue answers INVALID
+//! every group still held (iopf's queues and, on detach, Linux).
+//!
+//! **Backpressure, not failure.** The bridge posts a group only when the guest's queue has room
+//! for all of it, and otherwise leaves it staged (and the rest in the host queue, which holds
+//! its backlog); the guest's overflow (VT-d: `PRS.PRO`) is never triggered by the bridge, except
+//! by a group larger than the whole queue, which is posted into an empty queue so that the
+//! hardware's overflow rule answers it. Nothing the guest does makes the bridge answer FAILURE.
+
+use std::collections::{HashMap, VecDeque};
+
+use iopf_abi::{
+    FaultConsumer, Features, IommufdResponse, Perm, PgFault, PgfaultFlags, ResponseCode,
+};
+use iopf_core::{
+    GroupFacts, GroupRef, GroupTable, Naming, RejectReason, Rejected, Responder, Response,
+};
+
+use crate::code_map;
+
+/// Whether page requests and responses carry private data: negotiated from the host path
+/// ([`FaultConsumer::carries_private_data`]) and the guest (a VT-d 3.x guest echoes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PrivateDataMode {
+    /// VT-d 4.0 (and every other architecture): no private data; the host restores a device's
+    /// private data itself.
+    #[default]
+    None,
+    /// VT-d 3.x: the LAST_PAGE request carries private data and the guest echoes it.
+    Carried,
+}
+
+/// A page request as the bridge posts it, in the guest's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GuestPageRequest {
+    /// The function's requester id in the guest.
+    pub rid: u16,
+    /// The PASID in the guest, if the request has one.
+    pub pasid: Option<u32>,
+    /// The PRG index (9 bits).
+    pub prg_index: u16,
+    /// Read, write, execute, privileged.
+    pub perm: Perm,
+    /// The page address.
+    pub addr: u64,
+    /// Last page in group.
+    pub last: bool,
+    /// Private data ([`PrivateDataMode::Carried`], on the last request only).
+    pub private_data: Option<[u64; 2]>,
+}
+
+/// The guest's page response, decoded from its command queue, in PCIe's code meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GuestResponse {
+    /// The requester id it names.
+    pub rid: u16,
+    /// The PASID it names, if any.
+    pub pasid: Option<u32>,
+    /// The PRG index.
+    pub prg_index: u16,
+    /// The code.
+    pub code: ResponseCode,
+    /// Echoed private data, if the guest echoed any.
+    pub private_data: Option<[u64; 2]>,
+}
+
+/// What became of one request offered to a guest queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Posted {
+    /// It is in the guest's queue.
+    Queued,
+    /// The queue overflowed and dropped it; nothing answers it (a request that is not last).
+    Dropped,
+    /// The queue overflowed and the hardware answered its group itself with this code (VT-d
+    /// and SMMUv3 answer a dropped last request Success: the device retries).
+    AnsweredByHardware(ResponseCode),
+    /// The queue's memory could not be written: the request is not in the queue.
+    Unreachable,
+}
+
+/// A guest-visible page request queue, as the bridge needs it.
+pub trait GuestQueue {
+    /// Whether the guest has its page request queue on (VT-d: `PQA` programmed). While off,
+    /// the bridge answers groups INVALID ([`HostAnswer::QueueOff`]).
+    fn enabled(&self) -> bool;
+    /// How many requests the queue takes now without overflowing (0 while an overflow waits
+    /// for the guest to clear it).
+    fn room(&self) -> usize;
+    /// How many the queue holds when empty.
+    fn capacity(&self) -> usize;
+    /// What the guest's descriptors carry.
+    fn private_data_mode(&self) -> PrivateDataMode;
+    /// Writes one request into the queue (or overflows, by the architecture's rule).
+    fn post(&mut self, req: &GuestPageRequest) -> Posted;
+    /// Called after a batch of posts: raises the guest's interrupt if the architecture says so.
+    fn notify(&mut self);
+}
+
+/// Maps host PASIDs to the guest's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PasidMap {
+    /// The guest sees the host's PASIDs.
+    #[default]
+    Identity,
+    /// (host PASID, guest PASID) pairs; a host PASID not listed is not the guest's.
+    Pairs(Vec<(u32, u32)>),
+}
+
+impl PasidMap {
+    fn guest(&self, host: u32) -> Option<u32> {
+        match self {
+            PasidMap::Identity => Some(host),
+            PasidMap::Pairs(p) => p.iter().find(|(h, _)| *h == host).map(|(_, g)| *g),
+        }
+    }
+}
+
+/// One host function passed to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its device id on the host queue (`iommu_hwpt_pgfault.dev_id`).
+    pub host_dev_id: u32,
+    /// Its requester id in the guest.
+    pub guest_rid: u16,
+    /// How its PASIDs appear in the guest.
+    pub pasids: PasidMap,
+}
+
+/// The bridge's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeConfig {
+    /// The functions passed through.
+    pub endpoints: Vec<Endpoint>,
+    /// Opt-in: a group the guest has not answered this many nanoseconds after it was posted is
+    /// answered by the bridge with [`aged_code`](Self::aged_code) ([`HostAnswer::Aged`]).
+    pub age_limit_ns: Option<u64>,
+    /// The code for an aged group (SUCCESS by default: the device retries, as the fault core's
+    /// age limit answers).
+    pub aged_code: ResponseCode,
+    /// Whether the VMM offers private data to the guest (a VT-d 3.x guest); used only if the
+    /// host path carries it.
+    pub private_data: PrivateDataMode,
+    /// The largest group, in records, the bridge reads from the host (the read buffer grows to
+    /// it). 65,536 by default.
+    pub max_group_records: usize,
+}
+
+impl BridgeConfig {
+    /// A configuration for `endpoints`, without age limit or private data.
+    pub fn new(endpoints: Vec<Endpoint>) -> BridgeConfig {
+        BridgeConfig {
+            endpoints,
+            age_limit_ns: None,
+            aged_code: ResponseCode::Success,
+            private_data: PrivateDataMode::None,
+            max_group_records: 1 << 16,
+        }
+    }
+}
+
+/// Why the bridge could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Two endpoints name the same host device.
+    #[error("host device {0} is configured twice")]
+    DuplicateHostDevice(u32),
+    /// Two endpoints name the same guest requester id (their PRG indexes would collide).
+    #[error("guest requester id {0:#06x} is configured twice")]
+    DuplicateRequesterId(u16),
+    /// A PASID map lists a host or guest PASID twice, or one above 20 bits.
+    #[error("the PASID map of host device {0} is not one-to-one within 20 bits")]
+    BadPasidMap(u32),
+    /// `max_group_records` is 0.
+    #[error("max_group_records must be at least 1")]
+    NoGroupRoom,
+}
+
+/// Why the bridge answered a host group itself, or that the guest did. The numbers index
+/// [`BridgeStats::host_answers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum HostAnswer {
+    /// The guest answered (its code translated).
+    Guest = 0,
+    /// The host device is not one the VMM passed to the guest: INVALID.
+    NoEndpoint = 1,
+    /// A request's PASID is not mapped into the guest: INVALID.
+    PasidNotMapped = 2,
+    /// The guest has PRI disabled on the function, or disabled it with the group
+    /// outstanding: INVALID.
+    PriDisabled = 3,
+    /// The guest's page request queue is off: INVALID.
+    QueueOff = 4,
+    /// The guest's queue overflowed and the hardware answered (Success: retry).
+    Overflow = 5,
+    /// The guest's queue memory could not be written: INVALID.
+    GuestMemory = 6,
+    /// The bridge's table was full (2^20 groups): Success (retry).
+    TableFull = 7,
+    /// The vIOMMU was reset with the group outstanding: INVALID.
+    Reset = 8,
+    /// The opt-in age limit passed.
+    Aged = 9,
+}
+
+impl HostAnswer {
+    /// Number of reasons.
+    pub const COUNT: usize = 10;
+    /// All reasons, in counter order.
+    pub const ALL: [HostAnswer; Self::COUNT] = [
+        HostAnswer::Guest,
+        HostAnswer::NoEndpoint,
+        HostAnswer::PasidNotMapped,
+        HostAnswer::PriDisabled,
+        HostAnswer::QueueOff,
+        HostAnswer::Overflow,
+        HostAnswer::GuestMemory,
+        HostAnswer::TableFull,
+        HostAnswer::Reset,
+        HostAnswer::Aged,
+    ];
+
+    /// The counter's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HostAnswer::Guest => "guest",
+            HostAnswer::NoEndpoint => "no_endpoint",
+            HostAnswer::PasidNotMapped => "pasid_not_mapped",
+            HostAnswer::PriDisabled => "pri_disabled",
+            HostAnswer::QueueOff => "queue_off",
+            HostAnswer::Overflow => "overflow",
+            HostAnswer::GuestMemory => "guest_memory",
+            HostAnswer::TableFull => "table_full",
+            HostAnswer::Reset => "reset",
+            HostAnswer::Aged => "aged",
+        }
+    }
+}
+
+/// What the bridge has done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BridgeStats {
+    /// Host groups read.
+    pub groups_read: u64,
+    /// Host records read.
+    pub records_read: u64,
+    /// Groups whose every request went into the guest's queue.
+    pub groups_posted: u64,
+    /// Requests written into the guest's queue.
+    pub records_posted: u64,
+    /// Requests the guest's queue dropped (overflow or unreachable memory).
+    pub records_dropped: u64,
+    /// Host answers by [`HostAnswer`].
+    pub host_answers: [u64; HostAnswer::COUNT],
+    /// Guest answers by the guest's code (Success, Invalid, Failure).
+    pub guest_codes: [u64; 3],
+    /// Guest responses that matched nothing, by the judge's [`RejectReason`] number (index 0:
+    /// an unknown requester id).
+    pub unmatched: [u64; 12],
+    /// Host answers the host queue refused (it had answered the group already: a detach).
+    pub host_refused: u64,
+    /// Times the host's response ring was full and answers waited.
+    pub host_full: u64,
+}
+
+impl BridgeStats {
+    /// Every host answer, whatever its reason.
+    pub fn answered(&self) -> u64 {
+        self.host_answers.iter().sum()
+    }
+
+    /// Guest responses that matched nothing.
+    pub fn unmatched_total(&self) -> u64 {
+        self.unmatched.iter().sum()
+    }
+}
+
+/// Why a guest response answered nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unmatched {
+    /// The requester id is not an endpoint's.
+    #[error("requester id {0:#06x} is not a passed-through function")]
+    UnknownRequester(u16),
+    /// The judge rejected it.
+    #[error("the response matches no outstanding group: {0:?}")]
+    Rejected(Rejected),
+}
+
+/// A host group the guest holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HostGroup {
+    cookie: u32,
+    posted_ns: u64,
+}
+
+struct EndpointState {
+    cfg: Endpoint,
+    pri_enabled: bool,
+}
+
+/// The bridge from a host fault queue `C` to a guest's page request queue. See the module
+/// documentation for its contract.
+///
+/// ```
+/// use iopf_abi::{PageRequest, PageRequestFlags, Perm, ResponseCode};
+/// use iopf_iommufd::compat_fault_queue;
+/// use iopf_viommu::{Bridge, BridgeConfig, Endpoint, GuestResponse, PasidMap};
+/// use iopf_viommu::testing::VecGuestQueue;
+///
+/// let (device, host) = compat_fault_queue(7)?;
+/// device.report(PageRequest { flags: PageRequestFlags::LAST_PAGE, pasid: 0, grpid: 3,
+///                           perm: Perm::READ, addr: 0x4000, private_data: [0; 2] });
+/// let ep = Endpoint { host_dev_id: 7, guest_rid: 0x10, pasids: PasidMap::Identity };
+/// let mut bridge = Bridge::new(host, BridgeConfig::new(vec![ep]))?;
+/// let mut guest = VecGuestQueue::new(64);
+/// bridge.pump(&mut guest, 0)?;
+/// let posted = guest.posted.pop().expect("posted");
+/// assert_eq!((posted.rid, posted.prg_index, posted.last), (0x10, 3, true));
+/// bridge.guest_response(&GuestResponse { rid: 0x10, pasid: None, prg_index: 3,
+///                                        code: ResponseCode::Success, private_data: None })?;
+/// assert_eq!(device.take_answers()[0].code, ResponseCode::Success);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Bridge<C: FaultConsumer> {
+    host: C,
+    cfg: BridgeConfig,
+    endpoints: Vec<EndpointState>,
+    by_dev: HashMap<u32, usize>,
+    by_rid: HashMap<u16, usize>,
+    table: GroupTable<HostGroup>,
+    staged: VecDeque<PgFault>,
+    buf: Vec<PgFault>,
+    owed: VecDeque<IommufdResponse>,
+    mode: PrivateDataMode,
+    stats: BridgeStats,
+}
+
+/// A zeroed record, to size the read buffer.
+const EMPTY: PgFault = PgFault {
+    flags: PgfaultFlags::empty(),
+    dev_id: 0,
+    pasid: 0,
+    grpid: 0,
+    perm: Perm::empty(),
+    addr: 0,
+    length: 0,
+    cookie: 0,
+    reserved: 0,
+};
+
+impl<C: FaultConsumer> Bridge<C> {
+    /// A bridge that reads `host` for the functions `cfg` names. Every endpoint starts with
+    /// PRI enabled ([`set_pri_enabled`](Self::set_pri_enabled) follows the guest's PRI
+    /// capability). Private data is carried only if `cfg` asks and the host carries it.
+    pub fn new(host: C, cfg: BridgeConfig) -> Result<Bridge<C>, ConfigError> {
+        if cfg.max_group_records == 0 {
+            return Err(ConfigError::NoGroupRoom);
+        }
+        let mut by_dev = HashMap::new();
+        let mut by_rid = HashMap::new();
+        for (i, ep) in cfg.endpoints.iter().enumerate() {
+            if by_dev.insert(ep.host_dev_id, i).is_some() {
+                return Err(ConfigError::DuplicateHostDevice(ep.host_dev_id));
+            }
+            if by_rid.insert(ep.guest_rid, i).is_some() {
+                return Err(ConfigError::DuplicateRequesterId(ep.guest_rid));
+            }
+            if let PasidMap::Pairs(pairs) = &ep.pasids {
+                let mut hosts: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+                let mut guests: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+                hosts.sort_unstable();
+                guests.sort_unstable();
+                let dup = |v: &[u32]| v.windows(2).any(|w| w[0] == w[1]);
+                if dup(&hosts) || dup(&guests) || guests.iter().chain(&hosts).any(|p| *p > 0xf_ffff)
+                {
+                    return Err(ConfigError::BadPasidMap(ep.host_dev_id));
+                }
+            }
+        }
+        let mode = if cfg.private_data == PrivateDataMode::Carried && host.carries_private_data() {
+            PrivateDataMode::Carried
+        } else {
+            PrivateDataMode::None
+        };
+        let endpoints = cfg
+            .endpoints
+            .iter()
+            .map(|ep| EndpointState {
+                cfg: ep.clone(),
+                pri_enabled: true,
+            })
+            .collect();
+        Ok(Bridge {
+            host,
+            cfg,
+            endpoints,
+            by_dev,
+            by_rid,
+            table: GroupTable::new(Naming::Own)
+                .with_prg_lookup()
+                .with_owner_order(),
+            staged: VecDeque::new(),
+            buf: Vec::new(),
+            owed: VecDeque::new(),
+            mode,
+            stats: BridgeStats::default(),
+        })
+    }
+
+    /// The private-data mode agreed: [`PrivateDataMode::Carried`] only when the configuration
+    /// offers it and the host path carries it. The guest queue's mode should be this one.
+    pub fn private_data_mode(&self) -> PrivateDataMode {
+        self.mode
+    }
+
+    /// What a VMM should ask of its host queue in negotiation: `PRIV_DATA_ECHO` when the guest
+    /// will echo private data. (The bridge answers by cookie, so the host restores the private
+    /// data whether or not it is echoed.)
+    pub fn host_features_wanted(&self) -> Features {
+        match self.cfg.private_data {
+            PrivateDataMode::Carried => Features::COOKIE_RESPONSE | Features::PRIV_DATA_ECHO,
+            PrivateDataMode::None => Features::COOKIE_RESPONSE,
+        }
+    }
+
+    /// The host queue (to poll its fd, or read its own counters).
+    pub fn host(&self) -> &C {
+        &self.host
+    }
+
+    /// The host queue, mutably. Reading groups from it behind the bridge's back leaves them to
+    /// the reader to answer.
+    pub fn host_mut(&mut self) -> &mut C {
+        &mut self.host
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> BridgeStats {
+        self.stats
+    }
+
+    /// Groups the guest holds (posted and not answered).
+    pub fn outstanding(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Host records read and not yet posted (waiting for room in the guest's queue).
+    pub fn staged_records(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Host answers waiting for room in the host's response ring.
+    pub fn owed_answers(&self) -> usize {
+        self.owed.len()
+    }
+
+    /// Moves host groups into the guest's queue as room allows, answering those the guest
+    /// cannot take; expires groups past the age limit; sends owed answers. `now_ns` is the
+    /// caller's clock. Returns the number of groups posted. Errors: the host queue's, when it
+    /// fails to read even with a buffer of `max_group_records`.
+    pub fn pump(&mut self, guest: &mut impl GuestQueue, now_ns: u64) -> Result<usize, C::Error> {
+        self.flush();
+        self.expire(now_ns);
+        let mut posted = 0;
+        loop {
+            if self.staged.is_empty() && !self.fill(guest)? {
+                break;
+            }
+            let n = self.front_len();
+            if guest.enabled() {
+                let room = guest.room();
+                if n > room && room < guest.capacity() || room == 0 {
+                    break; // backpressure: the guest makes room first
+                }
+            }
+            if self.post_front(guest, n, now_ns) {
+                posted += 1;
+            }
+        }
+        if posted > 0 {
+            guest.notify();
+        }
+        self.flush();
+        Ok(posted)
+    }
+
+    /// Handles the guest's page response: the judge finds the one outstanding group it answers
+    /// (by requester id, PASID and PRG index, oldest first) and the host gets the translated
+    /// code. A response that matches nothing answers nothing.
+    pub fn guest_response(&mut self, r: &GuestResponse) -> Result<(), Unmatched> {
+        let Some(&ep) = self.by_rid.get(&r.rid) else {
+            self.stats.unmatched[0] += 1;
+            return Err(Unmatched::UnknownRequester(r.rid));
+        };
+        let who = Responder {
+            device: u32::from(r.rid),
+            owner: ep as u32,
+            agreed: match self.mode {
+                PrivateDataMode::Carried => Features::PRIV_DATA_ECHO,
+                PrivateDataMode::None => Features::empty(),
+            },
+        };
+        let response = Response {
+            group: GroupRef::Grpid {
+                pasid: r.pasid,
+                grpid: u32::from(r.prg_index),
+            },
+            code: r.code.raw(),
+            private_data: r.private_data,
+        };
+        match self.table.take(&who, &response) {
+            Ok(taken) => {
+                self.stats.guest_codes[taken.code as usize] += 1;
+                self.answer(
+                    taken.extra.cookie,
+                    code_map::guest_to_host(taken.code),
+                    HostAnswer::Guest,
+                );
+                self.flush();
+                Ok(())
+            }
+            Err(why) => {
+                self.stats.unmatched[why.reason() as usize] += 1;
+                Err(Unmatched::Rejected(why))
+            }
+        }
+    }
+
+    /// Whether every answer has reached the host queue: what a guest's wait descriptor after its
+    /// responses waits for. Tries to send owed answers first.
+    pub fn flush(&mut self) -> bool {
+        while !self.owed.is_empty() {
+            let (front, _) = self.owed.as_slices();
+            match self.host.respond(front) {
+                Ok(0) => {
+                    self.stats.host_full += 1;
+                    return false;
+                }
+                Ok(n) => {
+                    self.owed.drain(..n.min(self.owed.len()));
+                }
+                Err(_) => {
+                    // The host refused the first: it answered that group already.
+                    self.owed.pop_front();
+                    self.stats.host_refused += 1;
+                }
+            }
+        }
+        true
+    }
+
+    /// The guest turned PRI on or off on the function `rid` (its PRI capability's Enable bit).
+    /// Turning it off answers its outstanding groups INVALID ([`HostAnswer::PriDisabled`]); while
+    /// off, its groups are answered so at once. Returns whether `rid` is an endpoint's.
+    pub fn set_pri_enabled(&mut self, rid: u16, enabled: bool) -> bool {
+        let Some(&ep) = self.by_rid.get(&rid) else {
+            return false;
+        };
+        self.endpoints[ep].pri_enabled = enabled;
+        if !enabled {
+            self.answer_owner(ep, ResponseCode::Invalid, HostAnswer::PriDisabled, None);
+            self.flush();
+        }
+        true
+    }
+
+    /// The vIOMMU was reset (or the guest turned its queue off): every outstanding and staged
+    /// group is answered INVALID ([`HostAnswer::Reset`]).
+    pub fn reset(&mut self) {
+        for ep in 0..self.endpoints.len() {
+            self.answer_owner(ep, ResponseCode::Invalid, HostAnswer::Reset, None);
+        }
+        while let Some(f) = self.staged.front().copied() {
+            let n = self.front_len();
+            self.staged.drain(..n);
+            self.answer(f.cookie, ResponseCode::Invalid, HostAnswer::Reset);
+        }
+        self.flush();
+    }
+
+    /// Answers groups posted more than the age limit before `now_ns` (nothing without one).
+    pub fn expire(&mut self, now_ns: u64) {
+        let Some(limit) = self.cfg.age_limit_ns else {
+            return;
+        };
+        let cutoff = now_ns.saturating_sub(limit);
+        for ep in 0..self.endpoints.len() {
+            self.answer_owner(ep, self.cfg.aged_code, HostAnswer::Aged, Some(cutoff));
+        }
+    }
+
+    /// Answers the outstanding groups of endpoint `ep`, oldest first; with `posted_before`, only
+    /// those posted at or before it.
+    fn answer_owner(
+        &mut self,
+        ep: usize,
+        code: ResponseCode,
+        why: HostAnswer,
+        posted_before: Option<u64>,
+    ) {
+        while let Some(cookie) = self.table.first_of(ep as u32) {
+            let Some((_, g)) = self.table.get(cookie) else {
+                break;
+            };
+            if posted_before.is_some_and(|t| g.posted_ns > t) {
+                break;
+            }
+            if let Some((_, g)) = self.table.remove(cookie) {
+                self.answer(g.cookie, code, why);
+            }
+        }
+    }
+
+    /// Reads whole host groups into `staged`; whether any came. The buffer starts at the
+    /// guest's room and doubles, to `max_group_records`, while the host says its first group
+    /// does not fit (EINVAL from Linux 6.12, or 0 with a group waiting from newer kernels).
+    fn fill(&mut self, guest: &impl GuestQueue) -> Result<bool, C::Error> {
+        let max = self.cfg.max_group_records;
+        let mut want = if guest.enabled() {
+            guest.room()
+        } else {
+            guest.capacity()
+        }
+        .clamp(1, max);
+        loop {
+            if self.buf.len() < want {
+                self.buf.resize(want, EMPTY);
+            }
+            match self.host.read_faults(&mut self.buf[..want]) {
+                Ok(0) if want < max && self.host.wait_readable(Some(0))? => {
+                    want = (want * 2).min(max)
+                }
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    let recs = &self.buf[..n];
+                    self.stats.records_read += n as u64;
+                    self.stats.groups_read += recs
+                        .iter()
+                        .filter(|f| f.flags.contains(PgfaultFlags::LAST_PAGE))
+                        .count() as u64;
+                    self.staged.extend(recs.iter().copied());
+                    return Ok(true);
+                }
+                Err(_) if want < max => want = (want * 2).min(max),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Records of the staged front group: up to and including its LAST_PAGE record (or the last
+    /// record with its cookie).
+    fn front_len(&self) -> usize {
+        let Some(first) = self.staged.front() else {
+            return 0;
+        };
+        let mut n = 0;
+        for f in &self.staged {
+            if f.cookie != first.cookie {
+                break;
+            }
+            n += 1;
+            if f.flags.contains(PgfaultFlags::LAST_PAGE) {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Posts (or answers) the front group of `n` records; whether it went to the guest whole.
+    fn post_front(&mut self, guest: &mut impl GuestQueue, n: usize, now_ns: u64) -> bool {
+        let first = self.staged[0];
+        let cookie = first.cookie;
+        let verdict = self.admit(guest, n);
+        let (ep, pasids) = match verdict {
+            Err(why) => {
+                self.staged.drain(..n);
+                self.answer(cookie, ResponseCode::Invalid, why);
+                return false;
+            }
+            Ok(v) => v,
+        };
+        let rid = self.endpoints[ep].cfg.guest_rid;
+        let private_data = match (self.mode, guest.private_data_mode()) {
+            (PrivateDataMode::Carried, PrivateDataMode::Carried) => self.host.private_data(cookie),
+            _ => None,
+        };
+        let mut outcome = Posted::Queued;
+        for (i, (f, pasid)) in self.staged.iter().zip(&pasids).take(n).enumerate() {
+            let last = i + 1 == n;
+            let req = GuestPageRequest {
+                rid,
+                pasid: *pasid,
+                prg_index: (f.grpid & 0x1ff) as u16,
+                perm: f.perm & Perm::all(),
+                addr: f.addr & !0xfff,
+                last,
+                private_data: if last { private_data } else { None },
+            };
+            match guest.post(&req) {
+                Posted::Queued => self.stats.records_posted += 1,
+                other => {
+                    self.stats.records_dropped += 1;
+                    outcome = other;
+                }
+            }
+        }
+        let last = self.staged[n - 1];
+        self.staged.drain(..n);
+        match outcome {
+            Posted::Queued => {}
+            Posted::AnsweredByHardware(code) => {
+                self.answer(cookie, code, HostAnswer::Overflow);
+                return false;
+            }
+            // A request before the last was dropped, or memory failed: the group cannot be
+            // answered by the guest as a whole; the hardware's rule answers it.
+            Posted::Dropped => {
+                self.answer(cookie, ResponseCode::Success, HostAnswer::Overflow);
+                return false;
+            }
+            Posted::Unreachable => {
+                self.answer(cookie, ResponseCode::Invalid, HostAnswer::GuestMemory);
+                return false;
+            }
+        }
+        let pasid = pasids[n - 1];
+        let facts = GroupFacts {
+            device: u32::from(rid),
+            owner: ep as u32,
+            pasid,
+            grpid: last.grpid & 0x1ff,
+            needs_pasid: pasid.is_some(),
+            private_data,
+        };
+        match self.table.insert(
+            facts,
+            HostGroup {
+                cookie,
+                posted_ns: now_ns,
+            },
+        ) {
+            Ok(_) => {
+                self.stats.groups_posted += 1;
+                true
+            }
+            Err(_) => {
+                self.answer(cookie, ResponseCode::Success, HostAnswer::TableFull);
+                false
+            }
+        }
+    }
+
+    /// Whether the front group of `n` records may go to the guest: its endpoint and the guest
+    /// PASID of each record, or why it is answered instead.
+    fn admit(
+        &self,
+        guest: &impl GuestQueue,
+        n: usize,
+    ) -> Result<(usize, Vec<Option<u32>>), HostAnswer> {
+        let first = self.staged[0];
+        let &ep = self
+            .by_dev
+            .get(&first.dev_id)
+            .ok_or(HostAnswer::NoEndpoint)?;
+        let state = &self.endpoints[ep];
+        if !state.pri_enabled {
+            return Err(HostAnswer::PriDisabled);
+        }
+        if !guest.enabled() {
+            return Err(HostAnswer::QueueOff);
+        }
+        self.staged
+            .iter()
+            .take(n)
+            .map(|f| {
+                if f.flags.contains(PgfaultFlags::PASID_VALID) {
+                    state
+                        .cfg
+                        .pasids
+                        .guest(f.pasid)
+                        .map(Some)
+                        .ok_or(HostAnswer::PasidNotMapped)
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|p| (ep, p))
+    }
+
+    /// Queues the host answer and counts it.
+    fn answer(&mut self, cookie: u32, code: ResponseCode, why: HostAnswer) {
+        self.stats.host_answers[why as usize] += 1;
+        self.owed.push_back(IommufdResponse { cookie, code });
+    }
+}
+
+impl<C: FaultConsumer> Drop for Bridge<C> {
+    /// Sends what answers it can; the host queue, dropped with the bridge, answers every group
+    /// still held INVALID.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The [`RejectReason`] number a [`BridgeStats::unmatched`] index names (0: unknown requester).
+pub fn unmatched_reason(index: usize) -> Option<RejectReason> {
+    RejectReason::ALL
+        .iter()
+        .copied()
+        .find(|r| *r as usize == index)
+}

@@ -1,0 +1,48 @@
+//! The guest side of iopf: emulated vIOMMU page request queues in guest memory, the guest's
+//! page responses, and the bridge that carries host faults to them and the answers back.
+//!
+//! A VMM that passes a PRI device to a guest emulates an IOMMU for it. The host reports the
+//! device's page requests on a fault queue (Linux's iommufd fault fd, iopf's own queue, or the
+//! compatible queue: any [`iopf_abi::FaultConsumer`]); the vIOMMU writes them into the guest's
+//! page request queue and interrupts the guest; the guest's driver resolves them in its own
+//! page tables and answers through its command queue; the answer goes back to the host group.
+//!
+//! ```text
+//!  device ─▶ host IOMMU ─▶ iopf-core ─▶ host fault queue (FaultConsumer)
+//!                                           │ Bridge::pump: whole groups, room allowing
+//!                                           ▼
+//!          guest memory: page request queue ◀─ VtdPri (PQH/PQT/PQA/PRS, PECTL → MsiSink)
+//!                                           │ guest driver: prq_event_thread()
+//!                                           ▼
+//!          guest memory: invalidation queue ─▶ VtdPri (IQT → page group response 0x9)
+//!                                           │ Bridge::guest_response: GroupTable + judge
+//!                                           ▼
+//!                              host fault queue: respond(cookie, code_map::guest_to_host)
+//! ```
+//!
+//! * [`Bridge`] (bridge.rs): architecture-neutral; the group table of the guest's outstanding
+//!   groups is iopf-core's [`iopf_core::GroupTable`], and a guest's response is matched by its
+//!   [`judge`](iopf_core::GroupTable::judge), the one set of matching rules of every stage.
+//! * [`code_map`]: every response-code translation of the guest side, a test per cell.
+//! * [`vtd`]: Intel VT-d: descriptors, the page request queue, the invalidation queue, the
+//!   registers ([`vtd::VtdPri`]) and the wiring to a bridge ([`vtd::VtdBridge`]).
+//! * [`guest`]: guest driver models ([`guest::VtdGuestDriver`]), for tests and the simulator.
+//! * [`interrupt`]: [`MsiSink`], the VMM's MSI injection, and the mask/pending rule.
+//! * [`testing`]: a guest queue in a `Vec`.
+//!
+//! Guest memory is the VMM's, through the `vm-memory` crate's [`vm_memory::GuestMemory`]:
+//! descriptors are read and written with bounds-checked copies, so a guest that points a queue
+//! at memory that is not there loses its own requests and nothing else.
+
+pub mod bridge;
+pub mod code_map;
+pub mod guest;
+pub mod interrupt;
+pub mod testing;
+pub mod vtd;
+
+pub use bridge::{
+    Bridge, BridgeConfig, BridgeStats, ConfigError, Endpoint, GuestPageRequest, GuestQueue,
+    GuestResponse, HostAnswer, PasidMap, Posted, PrivateDataMode, Unmatched,
+};
+pub use interrupt::{EventInterrupt, MsiSink, RecordedMsis};

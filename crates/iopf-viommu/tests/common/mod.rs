@@ -1,0 +1,221 @@
+//! A VT-d rig: guest memory, the unit bridged to a compatible host queue, the guest driver
+//! model, and host doubles that carry private data or run out of response room.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use iopf_abi::{FaultConsumer, IommufdResponse, PageRequest, PageRequestFlags, Perm, PgFault};
+use iopf_core::DeviceResponse;
+use iopf_iommufd::{compat_fault_queue, CompatFaultQueue, CompatProducer};
+use iopf_viommu::guest::{GuestResolver, Handled, IdentityResolver, VtdGuestDriver};
+use iopf_viommu::vtd::{VtdBridge, VtdConfig};
+use iopf_viommu::{BridgeConfig, Endpoint, PasidMap, PrivateDataMode, RecordedMsis};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+pub const PRQ_BASE: u64 = 0x10000;
+pub const IQ_BASE: u64 = 0x40000;
+pub const HOST_DEV: u32 = 1;
+pub const RID: u16 = 0x0008;
+pub const PASID: u32 = 5;
+
+/// A host queue double: the compatible queue, plus private data per PRG index (as iopf's own
+/// queue carries it) and an optional limit on responses accepted (a full response ring).
+pub struct HostDouble {
+    pub queue: CompatFaultQueue,
+    pub private: HashMap<u32, [u64; 2]>,
+    pub carries: bool,
+    pub room: Option<usize>,
+    cookies: HashMap<u32, u32>,
+}
+
+impl HostDouble {
+    pub fn new(dev_id: u32) -> (CompatProducer, HostDouble) {
+        let (producer, queue) = compat_fault_queue(dev_id).expect("compatible queue");
+        (
+            producer,
+            HostDouble {
+                queue,
+                private: HashMap::new(),
+                carries: false,
+                room: None,
+                cookies: HashMap::new(),
+            },
+        )
+    }
+}
+
+impl FaultConsumer for HostDouble {
+    type Error = <CompatFaultQueue as FaultConsumer>::Error;
+
+    fn read_faults(&mut self, out: &mut [PgFault]) -> Result<usize, Self::Error> {
+        let n = self.queue.read_faults(out)?;
+        for f in &out[..n] {
+            self.cookies.insert(f.cookie, f.grpid);
+        }
+        Ok(n)
+    }
+
+    fn respond(&mut self, responses: &[IommufdResponse]) -> Result<usize, Self::Error> {
+        let allowed = self
+            .room
+            .map_or(responses.len(), |r| r.min(responses.len()));
+        if allowed == 0 {
+            return Ok(0);
+        }
+        let n = self.queue.respond(&responses[..allowed])?;
+        if let Some(r) = self.room.as_mut() {
+            *r -= n;
+        }
+        Ok(n)
+    }
+
+    fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool, Self::Error> {
+        self.queue.wait_readable(timeout_ms)
+    }
+
+    fn carries_private_data(&self) -> bool {
+        self.carries
+    }
+
+    fn private_data(&self, cookie: u32) -> Option<[u64; 2]> {
+        let grpid = self.cookies.get(&cookie)?;
+        self.private.get(grpid).copied()
+    }
+}
+
+pub struct Rig {
+    pub host: CompatProducer,
+    pub mem: GuestMemoryMmap,
+    pub vtd: VtdBridge<HostDouble>,
+    pub irq: RecordedMsis,
+    pub guest: VtdGuestDriver,
+    pub now: u64,
+}
+
+pub fn endpoint() -> Endpoint {
+    Endpoint {
+        host_dev_id: HOST_DEV,
+        guest_rid: RID,
+        pasids: PasidMap::Identity,
+    }
+}
+
+pub fn rig_with(
+    (producer, host): (CompatProducer, HostDouble),
+    cfg: BridgeConfig,
+    vtd: VtdConfig,
+    prq_order: u64,
+) -> Rig {
+    let mem =
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("guest memory");
+    let mut vtd = VtdBridge::new(host, cfg, vtd).expect("bridge");
+    let mut irq = RecordedMsis::default();
+    let mut guest = VtdGuestDriver::new(PRQ_BASE, IQ_BASE).with_prq_order(prq_order);
+    guest.init(&mut vtd, &mem, &mut irq, 0).expect("init");
+    Rig {
+        host: producer,
+        mem,
+        vtd,
+        irq,
+        guest,
+        now: 0,
+    }
+}
+
+pub fn rig() -> Rig {
+    rig_with(
+        HostDouble::new(HOST_DEV),
+        BridgeConfig::new(vec![endpoint()]),
+        VtdConfig::new(PrivateDataMode::None),
+        0,
+    )
+}
+
+pub fn request(grpid: u32, last: bool) -> PageRequest {
+    let mut flags = PageRequestFlags::PASID_VALID;
+    if last {
+        flags |= PageRequestFlags::LAST_PAGE;
+    }
+    PageRequest {
+        flags,
+        pasid: PASID,
+        grpid,
+        perm: Perm::READ,
+        addr: 0x1000 * u64::from(grpid + 1),
+        private_data: [0; 2],
+    }
+}
+
+impl Rig {
+    /// The host reports a group of `n` requests with PRG index `grpid`.
+    pub fn fault(&mut self, grpid: u32, n: usize) {
+        for i in 0..n {
+            let mut r = request(grpid, i + 1 == n);
+            r.addr += 0x10_0000 * i as u64;
+            self.host.report(r);
+        }
+    }
+
+    pub fn pump(&mut self) -> usize {
+        self.now += 1;
+        self.vtd
+            .pump(&self.mem, &mut self.irq, self.now)
+            .expect("pump")
+    }
+
+    pub fn guest_runs(&mut self) -> Handled {
+        self.guest_runs_with(&mut IdentityResolver)
+    }
+
+    pub fn guest_runs_with(&mut self, resolver: &mut dyn GuestResolver) -> Handled {
+        self.now += 1;
+        self.guest
+            .handle_event(&mut self.vtd, &self.mem, &mut self.irq, resolver, self.now)
+            .expect("handle")
+    }
+
+    pub fn answers(&mut self) -> Vec<DeviceResponse> {
+        self.host.take_answers()
+    }
+
+    pub fn read32(&self, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        self.vtd.mmio_read(off, &mut b).expect("read");
+        u32::from_le_bytes(b)
+    }
+
+    pub fn read64(&self, off: u64) -> u64 {
+        let mut b = [0u8; 8];
+        self.vtd.mmio_read(off, &mut b).expect("read");
+        u64::from_le_bytes(b)
+    }
+
+    pub fn write32(&mut self, off: u64, v: u32) {
+        self.now += 1;
+        self.vtd
+            .mmio_write(off, &v.to_le_bytes(), &self.mem, &mut self.irq, self.now)
+            .expect("write");
+    }
+
+    pub fn write64(&mut self, off: u64, v: u64) {
+        self.now += 1;
+        self.vtd
+            .mmio_write(off, &v.to_le_bytes(), &self.mem, &mut self.irq, self.now)
+            .expect("write");
+    }
+
+    /// Writes raw 32-byte descriptors into the invalidation queue at its tail and moves the
+    /// tail, as a guest (misbehaving or not) would.
+    pub fn submit_raw(&mut self, descs: &[[u64; 4]]) {
+        use vm_memory::Bytes;
+        let mut iqt = self.read64(iopf_viommu::vtd::regs::IQT);
+        for d in descs {
+            let b = iopf_viommu::vtd::page_request::to_bytes(d);
+            self.mem
+                .write_slice(&b, GuestAddress(IQ_BASE + iqt))
+                .expect("iq memory");
+            iqt = (iqt + 32) % 8192;
+        }
+        self.write64(iopf_viommu::vtd::regs::IQT, iqt);
+    }
+}

@@ -1,0 +1,687 @@
+//! The VT-d guest side end to end: host compatible queue → bridge → emulated page request
+//! queue → guest driver model → invalidation queue → host. One test per guest behaviour; each
+//! checks at the host that every group was answered exactly once.
+
+mod common;
+
+use common::*;
+use iopf_abi::{Perm, ResponseCode};
+use iopf_core::RejectReason;
+use iopf_viommu::guest::GuestPageTables;
+use iopf_viommu::vtd::regs::*;
+use iopf_viommu::vtd::{PageGroupResponse, Processed, VtdConfig, WaitDescriptor};
+use iopf_viommu::{BridgeConfig, Endpoint, HostAnswer, PasidMap, PrivateDataMode};
+
+fn answered(rig: &Rig, why: HostAnswer) -> u64 {
+    rig.vtd.bridge().stats().host_answers[why as usize]
+}
+
+#[test]
+fn a_fault_reaches_the_guest_and_its_answer_reaches_the_host() {
+    let mut rig = rig();
+    rig.fault(3, 2);
+    assert_eq!(rig.pump(), 1);
+    // The page request event fired once (PPR went 0 → 1 on the first descriptor only).
+    assert_eq!(rig.irq.messages, vec![(0xfee0_0000, 0x40)]);
+    assert_eq!(rig.read32(PRS) & PRS_PPR, PRS_PPR);
+    let mut tables = GuestPageTables {
+        allowed: std::iter::once(0..0x1000_0000).collect(),
+        ..Default::default()
+    };
+    let h = rig.guest_runs_with(&mut tables);
+    assert_eq!((h.descriptors, h.responses, h.waits_done), (2, 1, true));
+    assert_eq!(
+        tables.mapped.len(),
+        2,
+        "both pages of the group were mapped"
+    );
+    let answers = rig.answers();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(
+        (answers[0].grpid, answers[0].code),
+        (3, ResponseCode::Success)
+    );
+    assert_eq!(rig.vtd.bridge().outstanding(), 0);
+    assert_eq!(
+        rig.read64(PQH),
+        rig.read64(PQT),
+        "the guest consumed the queue"
+    );
+}
+
+#[test]
+fn a_page_the_guest_cannot_map_is_answered_invalid() {
+    let mut rig = rig();
+    rig.fault(4, 1);
+    rig.pump();
+    let mut tables = GuestPageTables::default();
+    rig.guest_runs_with(&mut tables);
+    assert_eq!(rig.answers()[0].code, ResponseCode::Invalid);
+}
+
+#[test]
+fn a_full_guest_queue_holds_groups_back_and_never_overflows() {
+    // 4 KiB queue: 128 slots, 127 usable.
+    let mut rig = rig();
+    for g in 0..300 {
+        rig.fault(g % 512, 1);
+    }
+    assert_eq!(rig.pump(), 127);
+    assert_eq!(rig.vtd.pri().prq().room(), 0);
+    assert_eq!(rig.read32(PRS) & PRS_PRO, 0, "backpressure, not overflow");
+    let mut total = 0;
+    while total < 300 {
+        let h = rig.guest_runs();
+        total += h.responses;
+        assert!(h.responses > 0);
+        // PQH moved: the unit posted more at once.
+    }
+    let answers = rig.answers();
+    assert_eq!(answers.len(), 300);
+    assert!(answers.iter().all(|a| a.code == ResponseCode::Success));
+    assert_eq!(rig.vtd.pri().prq().stats().overflows, 0);
+    assert_eq!(rig.vtd.bridge().stats().answered(), 300);
+}
+
+#[test]
+fn a_group_larger_than_the_queue_overflows_and_the_hardware_answers_it() {
+    let mut rig = rig();
+    rig.fault(9, 200);
+    rig.fault(10, 1);
+    rig.pump();
+    // 127 requests fit; the 128th found the queue full: PRO, the rest dropped, the last
+    // answered Success by the "hardware", so the device retries.
+    assert_eq!(rig.read32(PRS) & PRS_PRO, PRS_PRO);
+    assert_eq!(answered(&rig, HostAnswer::Overflow), 1);
+    let answers = rig.answers();
+    assert_eq!(
+        (answers[0].grpid, answers[0].code),
+        (9, ResponseCode::Success)
+    );
+    // The guest drains, finds PRO with an empty queue, discards the partial group, clears PRO.
+    let h = rig.guest_runs();
+    assert!(h.overflow_cleared);
+    assert_eq!((h.responses, rig.guest.partial_groups()), (0, 0));
+    assert_eq!(rig.guest.discarded_partials, 1);
+    // The group behind it waited (never dropped) and now flows.
+    rig.pump();
+    rig.guest_runs();
+    assert_eq!(rig.answers()[0].grpid, 10);
+    assert_eq!(rig.vtd.bridge().stats().answered(), 2);
+}
+
+#[test]
+fn while_pro_is_set_every_request_is_dropped_even_with_room() {
+    use iopf_viommu::{GuestPageRequest, GuestQueue, Posted};
+    let mut rig = rig();
+    let req = |g: u16, last: bool| GuestPageRequest {
+        rid: RID,
+        pasid: Some(PASID),
+        prg_index: g,
+        perm: Perm::READ,
+        addr: 0x1000,
+        last,
+        private_data: None,
+    };
+    let mut q = rig.vtd.pri_mut().guest_queue(&rig.mem, &mut rig.irq);
+    for g in 0..127 {
+        assert_eq!(q.post(&req(g, true)), Posted::Queued);
+    }
+    assert_eq!(q.post(&req(200, false)), Posted::Dropped);
+    assert_eq!(
+        q.post(&req(201, true)),
+        Posted::AnsweredByHardware(ResponseCode::Success)
+    );
+    // Make room without clearing PRO: still dropped.
+    let tail = rig.read64(PQT);
+    rig.write64(PQH, tail);
+    let mut q = rig.vtd.pri_mut().guest_queue(&rig.mem, &mut rig.irq);
+    assert_eq!(q.room(), 0);
+    assert_eq!(
+        q.post(&req(202, true)),
+        Posted::AnsweredByHardware(ResponseCode::Success)
+    );
+    rig.write32(PRS, PRS_PRO);
+    let mut q = rig.vtd.pri_mut().guest_queue(&rig.mem, &mut rig.irq);
+    assert_eq!(q.post(&req(203, true)), Posted::Queued);
+    let stats = rig.vtd.pri().prq().stats();
+    assert_eq!(
+        (stats.overflows, stats.dropped, stats.auto_success),
+        (1, 3, 2)
+    );
+}
+
+#[test]
+fn the_page_request_event_respects_mask_and_pending() {
+    let mut rig = rig();
+    rig.write32(PECTL, iopf_viommu::interrupt::IM);
+    rig.fault(1, 1);
+    rig.pump();
+    assert!(rig.irq.messages.is_empty());
+    assert_eq!(
+        rig.read32(PECTL),
+        iopf_viommu::interrupt::IM | iopf_viommu::interrupt::IP
+    );
+    rig.write32(PECTL, 0);
+    assert_eq!(
+        rig.irq.messages.len(),
+        1,
+        "unmasking sends the pending message"
+    );
+    assert_eq!(rig.read32(PECTL), 0);
+    // Clearing PPR while masked-and-pending drops the message.
+    rig.guest_runs();
+    rig.write32(PECTL, iopf_viommu::interrupt::IM);
+    rig.fault(2, 1);
+    rig.pump();
+    rig.write32(PRS, PRS_PPR);
+    rig.write32(PECTL, 0);
+    assert_eq!(rig.irq.messages.len(), 1);
+}
+
+#[test]
+fn a_guest_that_never_answers_is_aged_out_when_asked() {
+    let mut cfg = BridgeConfig::new(vec![endpoint()]);
+    cfg.age_limit_ns = Some(100);
+    let mut rig = rig_with(
+        HostDouble::new(HOST_DEV),
+        cfg,
+        VtdConfig::new(PrivateDataMode::None),
+        0,
+    );
+    rig.guest.misbehaviour.silent = true;
+    rig.fault(7, 1);
+    rig.pump();
+    rig.guest_runs();
+    assert!(rig.answers().is_empty());
+    rig.now += 200;
+    rig.pump();
+    let answers = rig.answers();
+    assert_eq!((answers.len(), answers[0].code), (1, ResponseCode::Success));
+    assert_eq!(answered(&rig, HostAnswer::Aged), 1);
+}
+
+#[test]
+fn a_silent_guest_without_age_limit_holds_its_groups_until_reset() {
+    let mut rig = rig();
+    rig.guest.misbehaviour.silent = true;
+    rig.fault(7, 1);
+    rig.fault(8, 3);
+    rig.pump();
+    rig.guest_runs();
+    rig.now += 1 << 40;
+    rig.pump();
+    assert!(rig.answers().is_empty());
+    rig.vtd.reset();
+    let answers = rig.answers();
+    assert_eq!(answers.len(), 2);
+    assert!(answers.iter().all(|a| a.code == ResponseCode::Invalid));
+    assert_eq!(answered(&rig, HostAnswer::Reset), 2);
+    assert_eq!(rig.read64(PQA), 0, "the unit is back in its reset state");
+}
+
+#[test]
+fn a_second_answer_answers_nothing() {
+    let mut rig = rig();
+    rig.guest.misbehaviour.answer_twice = true;
+    rig.fault(5, 1);
+    rig.pump();
+    rig.guest_runs();
+    assert_eq!(rig.answers().len(), 1);
+    assert_eq!(
+        rig.vtd.bridge().stats().unmatched[RejectReason::UnknownGroup as usize],
+        1
+    );
+}
+
+fn response(rid: u16, pasid: Option<u32>, prg: u16, code: ResponseCode) -> [u64; 4] {
+    PageGroupResponse::new(rid, pasid, prg, code, None).encode(PrivateDataMode::None)
+}
+
+#[test]
+fn answers_to_groups_never_sent_or_with_the_wrong_names_answer_nothing() {
+    let mut rig = rig();
+    rig.guest.misbehaviour.silent = true;
+    rig.fault(6, 1);
+    rig.pump();
+    rig.guest_runs();
+    rig.submit_raw(&[
+        response(RID, Some(PASID), 7, ResponseCode::Success), // never sent
+        response(RID, Some(PASID + 1), 6, ResponseCode::Success), // wrong PASID
+        response(RID, None, 6, ResponseCode::Success),        // PASID missing
+        response(RID + 1, Some(PASID), 6, ResponseCode::Success), // another requester
+    ]);
+    assert!(rig.answers().is_empty());
+    let s = rig.vtd.bridge().stats();
+    assert_eq!(s.unmatched[RejectReason::UnknownGroup as usize], 1);
+    assert_eq!(s.unmatched[RejectReason::PasidMismatch as usize], 2);
+    assert_eq!(s.unmatched[0], 1, "unknown requester id");
+    assert_eq!(rig.vtd.bridge().outstanding(), 1);
+    rig.submit_raw(&[response(RID, Some(PASID), 6, ResponseCode::Invalid)]);
+    let answers = rig.answers();
+    assert_eq!((answers.len(), answers[0].code), (1, ResponseCode::Invalid));
+}
+
+#[test]
+fn a_guest_failure_reaches_the_host_as_invalid_whatever_code_carried_it() {
+    let mut rig = rig();
+    rig.guest.misbehaviour.silent = true;
+    rig.fault(1, 1);
+    rig.fault(2, 1);
+    rig.pump();
+    rig.guest_runs();
+    let mut linux_failure = response(RID, Some(PASID), 2, ResponseCode::Success);
+    linux_failure[0] |= 2 << 12; // Linux 6.12 writes its FAILURE (2) unchanged
+    rig.submit_raw(&[
+        response(RID, Some(PASID), 1, ResponseCode::Failure),
+        linux_failure,
+    ]);
+    let answers = rig.answers();
+    assert_eq!(answers.len(), 2);
+    assert!(answers.iter().all(|a| a.code == ResponseCode::Invalid));
+    assert_eq!(
+        rig.vtd.bridge().stats().guest_codes[ResponseCode::Failure as usize],
+        2
+    );
+    assert_eq!(rig.vtd.pri().invalidation_queue().stats().reserved_codes, 1);
+}
+
+#[test]
+fn turning_pri_off_answers_the_functions_groups() {
+    let mut rig = rig();
+    rig.guest.misbehaviour.silent = true;
+    rig.fault(1, 1);
+    rig.pump();
+    assert!(rig.vtd.bridge_mut().set_pri_enabled(RID, false));
+    assert_eq!(rig.answers()[0].code, ResponseCode::Invalid);
+    rig.fault(2, 1);
+    rig.pump();
+    assert_eq!(
+        rig.answers()[0].code,
+        ResponseCode::Invalid,
+        "answered at once while off"
+    );
+    assert_eq!(answered(&rig, HostAnswer::PriDisabled), 2);
+    assert!(!rig.vtd.bridge_mut().set_pri_enabled(0x7777, true));
+}
+
+#[test]
+fn rewriting_pqa_mid_flight_strands_nothing() {
+    let mut rig = rig();
+    rig.fault(1, 1);
+    rig.pump();
+    // The guest moves its queue without reading it: the request is in the old queue.
+    rig.write64(PQA, 0x80000);
+    rig.fault(2, 1);
+    rig.pump();
+    rig.guest.misbehaviour.silent = true;
+    let h = rig.guest_runs();
+    assert!(h.descriptors <= 2);
+    assert_eq!(rig.vtd.bridge().outstanding(), 2);
+    rig.vtd.reset();
+    assert_eq!(rig.answers().len(), 2);
+}
+
+#[test]
+fn a_queue_in_memory_that_is_not_there_loses_only_its_own_requests() {
+    let mut rig = rig();
+    rig.write64(PQA, 0x4000_0000); // beyond the guest's 1 MiB
+    rig.fault(1, 1);
+    rig.pump();
+    let answers = rig.answers();
+    assert_eq!((answers.len(), answers[0].code), (1, ResponseCode::Invalid));
+    assert_eq!(answered(&rig, HostAnswer::GuestMemory), 1);
+}
+
+#[test]
+fn a_queue_turned_off_answers_invalid() {
+    let mut rig = rig();
+    rig.write64(PQA, 0);
+    rig.fault(1, 1);
+    rig.pump();
+    assert_eq!(rig.answers()[0].code, ResponseCode::Invalid);
+    assert_eq!(answered(&rig, HostAnswer::QueueOff), 1);
+}
+
+#[test]
+fn garbage_in_the_invalidation_queue_is_an_invalidation_queue_error() {
+    let mut rig = rig();
+    rig.write32(FECTL + 4, 0x51);
+    rig.write32(FECTL + 8, 0xfee0_1000);
+    rig.write32(FECTL, 0);
+    rig.guest.misbehaviour.silent = true;
+    rig.fault(1, 1);
+    rig.pump();
+    rig.guest_runs();
+    let msis = rig.irq.messages.len();
+    let mut bad = response(RID, Some(PASID), 1, ResponseCode::Success);
+    bad[1] |= 1 << 40; // a reserved bit
+    let head = rig.read64(IQH);
+    rig.submit_raw(&[bad, [0xff, 0, 0, 0]]);
+    assert_eq!(rig.read32(FSTS) & FSTS_IQE, FSTS_IQE);
+    assert_eq!(rig.read64(IQH), head, "stopped at the bad descriptor");
+    assert_eq!(rig.read64(IQER) & 0xf, IqeReason::InvalidDescriptor as u64);
+    assert_eq!(rig.irq.messages.len(), msis + 1);
+    assert_eq!(rig.irq.messages.last(), Some(&(0xfee0_1000, 0x51)));
+    assert!(rig.answers().is_empty());
+    // Recovery as Linux's qi_check_fault(): overwrite the bad descriptor, clear IQE.
+    use vm_memory::{Bytes, GuestAddress};
+    let good = response(RID, Some(PASID), 1, ResponseCode::Success);
+    rig.mem
+        .write_slice(
+            &iopf_viommu::vtd::page_request::to_bytes(&good),
+            GuestAddress(IQ_BASE + head),
+        )
+        .expect("iq memory");
+    rig.write32(FSTS, FSTS_IQE);
+    // Fetching resumes at IQH, and stops again at the unknown type 0xff.
+    assert_eq!(rig.answers().len(), 1);
+    assert_eq!(rig.read32(FSTS) & FSTS_IQE, FSTS_IQE);
+    assert_eq!(
+        rig.vtd.pri().invalidation_queue().error().map(|e| e.reason),
+        Some(IqeReason::InvalidDescriptor)
+    );
+}
+
+#[test]
+fn a_wait_descriptor_completes_only_once_the_host_has_the_answers() {
+    let (producer, mut host) = HostDouble::new(HOST_DEV);
+    host.room = Some(0);
+    let mut rig = rig_with(
+        (producer, host),
+        BridgeConfig::new(vec![endpoint()]),
+        VtdConfig::new(PrivateDataMode::None),
+        0,
+    );
+    rig.fault(1, 1);
+    rig.pump();
+    let h = rig.guest_runs();
+    assert_eq!(h.responses, 1);
+    assert!(
+        !h.waits_done,
+        "the host's response ring is full: the wait waits"
+    );
+    assert_eq!(rig.vtd.bridge().owed_answers(), 1);
+    assert!(rig.answers().is_empty());
+    rig.vtd.bridge_mut().host_mut().room = Some(8);
+    rig.pump();
+    assert_eq!(rig.answers().len(), 1);
+    assert!(rig.guest.wait_done(&rig.mem).expect("status"));
+    assert!(rig.vtd.bridge().stats().host_full >= 1);
+}
+
+#[test]
+fn wait_descriptors_write_status_and_raise_the_completion_event() {
+    let mut rig = rig();
+    rig.write32(IECTL + 4, 0x61);
+    rig.write32(IECTL + 8, 0xfee0_2000);
+    rig.write32(IECTL, 0);
+    let wait = WaitDescriptor {
+        interrupt: true,
+        status_write: true,
+        status_data: 0xabcd,
+        status_address: 0x3000,
+        ..Default::default()
+    };
+    rig.submit_raw(&[wait.encode()]);
+    use vm_memory::{Bytes, GuestAddress};
+    let mut b = [0u8; 4];
+    rig.mem
+        .read_slice(&mut b, GuestAddress(0x3000))
+        .expect("status");
+    assert_eq!(u32::from_le_bytes(b), 0xabcd);
+    assert_eq!(rig.read32(ICS) & ICS_IWC, ICS_IWC);
+    assert_eq!(rig.irq.messages.last(), Some(&(0xfee0_2000, 0x61)));
+    rig.write32(ICS, ICS_IWC);
+    assert_eq!(rig.read32(ICS), 0);
+}
+
+#[test]
+fn private_data_is_negotiated_both_ways() {
+    // A 3.0 guest on a host path that carries private data: the descriptor has it, and the
+    // guest's echo must match.
+    let (producer, mut host) = HostDouble::new(HOST_DEV);
+    host.carries = true;
+    host.private.insert(4, [0x1111, 0x2222]);
+    let host = (producer, host);
+    let mut cfg = BridgeConfig::new(vec![endpoint()]);
+    cfg.private_data = PrivateDataMode::Carried;
+    let mut rig = rig_with(
+        host,
+        cfg.clone(),
+        VtdConfig::new(PrivateDataMode::Carried),
+        0,
+    );
+    assert_eq!(
+        rig.vtd.pri().config().private_data,
+        PrivateDataMode::Carried
+    );
+    assert_eq!(rig.read32(VER), 0x30);
+    assert!(rig
+        .vtd
+        .bridge()
+        .host_features_wanted()
+        .contains(iopf_abi::Features::PRIV_DATA_ECHO));
+    rig.guest.misbehaviour.silent = true;
+    rig.fault(4, 1);
+    rig.pump();
+    use vm_memory::{Bytes, GuestAddress};
+    let mut b = [0u8; 32];
+    rig.mem
+        .read_slice(&mut b, GuestAddress(PRQ_BASE))
+        .expect("prq");
+    let qw = iopf_viommu::vtd::page_request::from_bytes(&b);
+    assert_eq!((qw[0] >> 9 & 1, qw[2], qw[3]), (1, 0x1111, 0x2222));
+    let wrong = PageGroupResponse::new(RID, Some(PASID), 4, ResponseCode::Success, Some([1, 2]));
+    rig.submit_raw(&[wrong.encode(PrivateDataMode::Carried)]);
+    assert!(rig.answers().is_empty());
+    assert_eq!(
+        rig.vtd.bridge().stats().unmatched[RejectReason::PrivDataMismatch as usize],
+        1
+    );
+    let right = PageGroupResponse::new(
+        RID,
+        Some(PASID),
+        4,
+        ResponseCode::Success,
+        Some([0x1111, 0x2222]),
+    );
+    rig.submit_raw(&[right.encode(PrivateDataMode::Carried)]);
+    assert_eq!(rig.answers().len(), 1);
+
+    // The same request to a host path that cannot carry it: the unit is 4.0, no private data.
+    let (producer, mut host) = HostDouble::new(HOST_DEV);
+    host.private.insert(4, [0x1111, 0x2222]);
+    let host = (producer, host);
+    let mut rig = rig_with(host, cfg, VtdConfig::new(PrivateDataMode::Carried), 0);
+    assert_eq!(rig.vtd.pri().config().private_data, PrivateDataMode::None);
+    assert_eq!(rig.read32(VER), 0x40);
+    rig.fault(4, 1);
+    rig.pump();
+    rig.mem
+        .read_slice(&mut b, GuestAddress(PRQ_BASE))
+        .expect("prq");
+    let qw = iopf_viommu::vtd::page_request::from_bytes(&b);
+    assert_eq!((qw[0] >> 9 & 1, qw[2], qw[3]), (0, 0, 0));
+    // And a 4.0 guest that sets the old PDP bit writes an invalid descriptor.
+    let pd = PageGroupResponse::new(
+        RID,
+        Some(PASID),
+        4,
+        ResponseCode::Success,
+        Some([0x1111, 0x2222]),
+    );
+    rig.submit_raw(&[pd.encode(PrivateDataMode::Carried)]);
+    assert_eq!(rig.read32(FSTS) & FSTS_IQE, FSTS_IQE);
+}
+
+#[test]
+fn the_host_restores_private_data_a_4_0_guest_never_saw() {
+    use iopf_abi::PageRequestFlags;
+    let mut rig = rig();
+    let mut req = request(3, true);
+    req.flags |= PageRequestFlags::PRIV_DATA;
+    req.private_data = [0xaa, 0xbb];
+    rig.host.report(req);
+    rig.pump();
+    rig.guest_runs();
+    let answers = rig.answers();
+    assert_eq!(answers[0].private_data, Some([0xaa, 0xbb]));
+}
+
+#[test]
+fn functions_and_pasids_not_passed_through_are_answered_invalid() {
+    let ep = Endpoint {
+        host_dev_id: HOST_DEV,
+        guest_rid: RID,
+        pasids: PasidMap::Pairs(vec![(9, 1)]),
+    };
+    let mut rig = rig_with(
+        HostDouble::new(HOST_DEV),
+        BridgeConfig::new(vec![ep]),
+        VtdConfig::new(PrivateDataMode::None),
+        0,
+    );
+    rig.fault(1, 1); // PASID 5 is not mapped
+    rig.pump();
+    assert_eq!(rig.answers()[0].code, ResponseCode::Invalid);
+    assert_eq!(answered(&rig, HostAnswer::PasidNotMapped), 1);
+    let mut req = request(2, true);
+    req.pasid = 9;
+    rig.host.report(req);
+    rig.pump();
+    use vm_memory::{Bytes, GuestAddress};
+    let mut b = [0u8; 32];
+    rig.mem
+        .read_slice(&mut b, GuestAddress(PRQ_BASE))
+        .expect("prq");
+    let d = iopf_viommu::vtd::VtdPageRequest::decode(
+        &iopf_viommu::vtd::page_request::from_bytes(&b),
+        PrivateDataMode::None,
+    )
+    .expect("a valid descriptor");
+    assert_eq!(
+        (d.rid, d.pasid, d.prg_index),
+        (RID, Some(1), 2),
+        "the guest sees its own PASID"
+    );
+    rig.guest_runs();
+    assert_eq!(rig.answers()[0].code, ResponseCode::Success);
+
+    // A host device the VMM did not configure.
+    let mut rig = rig_with(
+        HostDouble::new(42),
+        BridgeConfig::new(vec![endpoint()]),
+        VtdConfig::new(PrivateDataMode::None),
+        0,
+    );
+    rig.fault(1, 1);
+    rig.pump();
+    assert_eq!(rig.answers()[0].code, ResponseCode::Invalid);
+    assert_eq!(answered(&rig, HostAnswer::NoEndpoint), 1);
+}
+
+#[test]
+fn groups_of_any_size_are_read_whole() {
+    // A 64 KiB queue (2047 slots) and a 1,500-request group: more than QEMU's 100-record buffer.
+    let mut rig = rig_with(
+        HostDouble::new(HOST_DEV),
+        BridgeConfig::new(vec![endpoint()]),
+        VtdConfig::new(PrivateDataMode::None),
+        4,
+    );
+    rig.fault(11, 1500);
+    assert_eq!(rig.pump(), 1);
+    let h = rig.guest_runs();
+    assert_eq!((h.descriptors, h.responses), (1500, 1));
+    assert_eq!(rig.answers().len(), 1);
+}
+
+#[test]
+fn a_bad_configuration_is_refused() {
+    use iopf_viommu::{Bridge, ConfigError};
+    let two = BridgeConfig::new(vec![endpoint(), endpoint()]);
+    assert!(matches!(
+        Bridge::new(HostDouble::new(1).1, two),
+        Err(ConfigError::DuplicateHostDevice(1))
+    ));
+    let rid = BridgeConfig::new(vec![
+        endpoint(),
+        Endpoint {
+            host_dev_id: 2,
+            ..endpoint()
+        },
+    ]);
+    assert!(matches!(
+        Bridge::new(HostDouble::new(1).1, rid),
+        Err(ConfigError::DuplicateRequesterId(RID))
+    ));
+    let map = BridgeConfig::new(vec![Endpoint {
+        pasids: PasidMap::Pairs(vec![(1, 2), (3, 2)]),
+        ..endpoint()
+    }]);
+    assert!(matches!(
+        Bridge::new(HostDouble::new(1).1, map),
+        Err(ConfigError::BadPasidMap(HOST_DEV))
+    ));
+}
+
+#[test]
+fn mmio_accepts_32_and_64_bit_accesses_only() {
+    use iopf_viommu::vtd::MmioError;
+    let mut rig = rig();
+    let mut b = [0u8; 2];
+    assert_eq!(
+        rig.vtd.mmio_read(PQH, &mut b),
+        Err(MmioError::BadAccess {
+            offset: PQH,
+            len: 2
+        })
+    );
+    let mut b = [0u8; 8];
+    assert_eq!(
+        rig.vtd.mmio_read(PRS, &mut b),
+        Err(MmioError::BadAccess {
+            offset: PRS,
+            len: 8
+        })
+    );
+    assert_eq!(
+        rig.vtd.mmio_read(0x1000, &mut [0u8; 4]),
+        Err(MmioError::OutOfRange(0x1000))
+    );
+    // Two 32-bit halves are one 64-bit write.
+    rig.write32(PQA, 0x0008_1001);
+    rig.write32(PQA + 4, 0x1);
+    assert_eq!(rig.read64(PQA), 0x1_0008_1001);
+    assert_eq!(rig.read32(PQA + 4), 1);
+    // Reserved bits read as zero.
+    rig.write64(PQH, u64::MAX);
+    assert_eq!(rig.read64(PQH), 0x7_ffe0);
+    let ecap = rig.read64(ECAP);
+    assert_eq!(ecap & ECAP_PRS, ECAP_PRS);
+    assert_eq!(rig.read32(GSTS) & QIE, QIE);
+}
+
+#[test]
+fn the_guest_model_answers_bad_requests_invalid_and_drops_stop_markers() {
+    use iopf_abi::PageRequestFlags;
+    let mut rig = rig();
+    // No PASID: Linux's guest answers INVALID.
+    let mut nopasid = request(1, true);
+    nopasid.flags.remove(PageRequestFlags::PASID_VALID);
+    rig.host.report(nopasid);
+    // Privileged read.
+    let mut privileged = request(2, true);
+    privileged.perm = Perm::READ | Perm::PRIV;
+    rig.host.report(privileged);
+    rig.pump();
+    let h = rig.guest_runs();
+    assert_eq!((h.bad, h.responses), (2, 2));
+    assert!(rig
+        .answers()
+        .iter()
+        .all(|a| a.code == ResponseCode::Invalid));
+    assert_eq!(rig.vtd.pri().invalidation_queue().stats().waits, 1);
+    let _ = Processed::Drained;
+}
