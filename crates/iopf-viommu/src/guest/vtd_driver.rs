@@ -32,7 +32,8 @@ use crate::vtd::{MmioError, VtdBridge};
 /// How the guest resolves a page request: its own page tables.
 pub trait GuestResolver {
     /// Makes `addr` accessible for `perm` in the address space of (`rid`, `pasid`), or says why
-    /// not: Success or Invalid.
+    /// not: Success, Invalid, or Failure (the guest's policy for a device that must be stopped;
+    /// the bridge sends the host INVALID for it).
     fn resolve(&mut self, rid: u16, pasid: Option<u32>, addr: u64, perm: Perm) -> ResponseCode;
 }
 
@@ -301,11 +302,14 @@ impl VtdGuestDriver {
             return;
         }
         let group = self.partial.remove(&key).unwrap_or_default();
+        // The worst answer of the group's pages: Failure over Invalid over Success.
         let mut code = ResponseCode::Success;
         for r in &group {
-            if resolver.resolve(r.rid, r.pasid, r.addr, r.perm) != ResponseCode::Success {
-                code = ResponseCode::Invalid;
-            }
+            code = match (code, resolver.resolve(r.rid, r.pasid, r.addr, r.perm)) {
+                (ResponseCode::Failure, _) | (_, ResponseCode::Failure) => ResponseCode::Failure,
+                (ResponseCode::Invalid, _) | (_, ResponseCode::Invalid) => ResponseCode::Invalid,
+                _ => ResponseCode::Success,
+            };
         }
         self.respond(&req, code, done);
     }
