@@ -1,7 +1,8 @@
 //! `iopf decode`: read fault and response records given as hex or in a binary file, and print
 //! them readably or as JSON. Bad input says exactly what is wrong and exits with status 2. An
 //! `iommu_hwpt_pgfault` is read as liberally as a reader of kernel records must: bits the uAPI
-//! does not name are shown, not refused.
+//! does not name are shown, not refused. The guest's VT-d descriptors (a page request, a page
+//! group response) are read strictly, as the emulated unit reads them: a reserved bit is an error.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -12,6 +13,9 @@ use iopf_abi::{
     Fault, IommuFault, IommuPageResponse, IommufdResponse, PgFault, Unnamed, VfioIommuPageResponse,
     KERNEL_RESPONSE_NEEDS_PASID,
 };
+use iopf_viommu::vtd::page_request::{from_bytes, DESCRIPTOR_BYTES};
+use iopf_viommu::vtd::{PageGroupResponse, VtdPageRequest};
+use iopf_viommu::PrivateDataMode;
 use serde::Serialize;
 
 use crate::display::flag_names;
@@ -30,6 +34,16 @@ pub enum Format {
     Pgfault,
     /// iommufd `struct iommu_hwpt_page_response` (8 bytes each).
     HwptResponse,
+    /// VT-d page request descriptor, as the unit writes it to the guest (32 bytes each).
+    VtdPageRequest,
+    /// VT-d page group response descriptor, as the guest writes it (32 bytes each).
+    VtdPageGroupResponse,
+}
+
+impl Format {
+    fn is_vtd(self) -> bool {
+        matches!(self, Format::VtdPageRequest | Format::VtdPageGroupResponse)
+    }
 }
 
 /// Arguments of `iopf decode`.
@@ -47,6 +61,11 @@ pub struct Args {
     /// Print JSON (an array of decoded records) instead of text.
     #[arg(long)]
     json: bool,
+    /// Read VT-d descriptors as VT-d 3.x writes them: page request qw0 bit 9 and page group
+    /// response qw0 bit 5 say private data follows in qw2-qw3. Without it, VT-d 4.0: those bits
+    /// and quadwords are reserved.
+    #[arg(long)]
+    vtd_private_data: bool,
 }
 
 /// One decoded record of any kind, for printing.
@@ -57,6 +76,84 @@ enum Decoded {
     Response(iopf_abi::PageResponse),
     Pgfault(PgfaultOut),
     HwptResponse(IommufdResponse),
+    VtdPageRequest(VtdPageRequestOut),
+    VtdPageGroupResponse(VtdPageGroupResponseOut),
+}
+
+/// A VT-d page request descriptor, for printing.
+#[derive(Debug, Serialize)]
+struct VtdPageRequestOut {
+    /// Always `vtd_page_request`.
+    #[serde(rename = "type")]
+    type_: &'static str,
+    rid: u16,
+    /// The requester id as bus:device.function.
+    bdf: String,
+    pasid: Option<u32>,
+    prg_index: u16,
+    perm: iopf_abi::Perm,
+    addr: u64,
+    lpig: bool,
+    private_data: Option<[u64; 2]>,
+}
+
+impl From<VtdPageRequest> for VtdPageRequestOut {
+    fn from(r: VtdPageRequest) -> Self {
+        VtdPageRequestOut {
+            type_: "vtd_page_request",
+            rid: r.rid,
+            bdf: bdf(r.rid),
+            pasid: r.pasid,
+            prg_index: r.prg_index,
+            perm: r.perm,
+            addr: r.addr,
+            lpig: r.lpig,
+            private_data: r.private_data,
+        }
+    }
+}
+
+/// A VT-d page group response descriptor, for printing.
+#[derive(Debug, Serialize)]
+struct VtdPageGroupResponseOut {
+    /// Always `vtd_page_group_response`.
+    #[serde(rename = "type")]
+    type_: &'static str,
+    rid: u16,
+    /// The requester id as bus:device.function.
+    bdf: String,
+    pasid: Option<u32>,
+    prg_index: u16,
+    /// The code in PCIe's meaning (a reserved raw code reads as `Failure`).
+    code: iopf_abi::ResponseCode,
+    /// The 4-bit code field as the guest wrote it.
+    raw_code: u8,
+    /// Whether `raw_code` is one the architecture reserves.
+    raw_code_reserved: bool,
+    lpig: bool,
+    private_data: Option<[u64; 2]>,
+}
+
+impl From<PageGroupResponse> for VtdPageGroupResponseOut {
+    fn from(r: PageGroupResponse) -> Self {
+        VtdPageGroupResponseOut {
+            type_: "vtd_page_group_response",
+            rid: r.rid,
+            bdf: bdf(r.rid),
+            pasid: r.pasid,
+            prg_index: r.prg_index,
+            code: r.code,
+            raw_code: r.raw_code,
+            raw_code_reserved: r.raw_code_reserved(),
+            lpig: r.lpig,
+            private_data: r.private_data,
+        }
+    }
+}
+
+/// A PCI requester id as bus:device.function (`00:01.0`).
+fn bdf(rid: u16) -> String {
+    format!("{:02x}:{:02x}.{:x}", rid >> 8, (rid >> 3) & 0x1f, rid & 7)
 }
 
 /// An `iommu_hwpt_pgfault` as read, liberally: a record from a kernel may carry bits the uAPI
@@ -72,13 +169,24 @@ struct PgfaultOut {
 
 /// Runs `iopf decode`.
 pub fn run(args: Args) -> Result<ExitCode, CliError> {
+    if args.vtd_private_data && !args.format.is_vtd() {
+        return Err(CliError::Input(
+            "--vtd-private-data applies only to --format vtd-page-request and vtd-page-group-response"
+                .into(),
+        ));
+    }
     let bytes = input_bytes(&args)?;
     if bytes.is_empty() {
         return Err(CliError::Input(
             "no input: give hex records, --file, or hex on stdin".into(),
         ));
     }
-    let records = decode_all(&bytes, args.format)?;
+    let mode = if args.vtd_private_data {
+        PrivateDataMode::Carried
+    } else {
+        PrivateDataMode::None
+    };
+    let records = decode_all(&bytes, args.format, mode)?;
     if args.json {
         let text = serde_json::to_string_pretty(&records)
             .map_err(|e| CliError::Input(format!("cannot encode JSON: {e}")))?;
@@ -132,13 +240,19 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, CliError> {
     })
 }
 
-fn decode_all(bytes: &[u8], format: Format) -> Result<Vec<Decoded>, CliError> {
+fn decode_all(
+    bytes: &[u8],
+    format: Format,
+    mode: PrivateDataMode,
+) -> Result<Vec<Decoded>, CliError> {
     let fixed = match format {
         Format::Fault => Some((IommuFault::SIZE, "iommu_fault")),
         Format::Pgfault => Some((iopf_abi::HwptPgfault::SIZE, "iommu_hwpt_pgfault")),
         Format::HwptResponse => {
             Some((iopf_abi::HwptPageResponse::SIZE, "iommu_hwpt_page_response"))
         }
+        Format::VtdPageRequest => Some((DESCRIPTOR_BYTES, "VT-d page request")),
+        Format::VtdPageGroupResponse => Some((DESCRIPTOR_BYTES, "VT-d page group response")),
         Format::Response | Format::VfioResponse => None,
     };
     let mut out = Vec::new();
@@ -152,6 +266,13 @@ fn decode_all(bytes: &[u8], format: Format) -> Result<Vec<Decoded>, CliError> {
             )));
         }
         for (index, chunk) in bytes.chunks_exact(size).enumerate() {
+            if format.is_vtd() {
+                out.push(
+                    decode_vtd(chunk, format, mode)
+                        .map_err(|e| CliError::Input(format!("record {index}: {e}")))?,
+                );
+                continue;
+            }
             let rec = match format {
                 Format::Fault => Fault::from_bytes(chunk).map(Decoded::Fault),
                 Format::Pgfault => PgFault::from_bytes(chunk).map(|fault| {
@@ -188,6 +309,30 @@ fn decode_all(bytes: &[u8], format: Format) -> Result<Vec<Decoded>, CliError> {
         index += 1;
     }
     Ok(out)
+}
+
+/// Decodes one 32-byte VT-d descriptor strictly, in `mode`; the error says what is wrong (its
+/// caller adds which record).
+fn decode_vtd(chunk: &[u8], format: Format, mode: PrivateDataMode) -> Result<Decoded, String> {
+    let bytes: &[u8; DESCRIPTOR_BYTES] = chunk
+        .try_into()
+        .expect("decode_all splits VT-d input into whole descriptors");
+    let qw = from_bytes(bytes);
+    if format == Format::VtdPageRequest {
+        VtdPageRequest::decode(&qw, mode)
+            .map(|r| Decoded::VtdPageRequest(r.into()))
+            .map_err(|e| e.to_string())
+    } else {
+        PageGroupResponse::decode(&qw, mode)
+            .map(|r| Decoded::VtdPageGroupResponse(r.into()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Echoed private data in words (empty when there is none).
+fn describe_private_data(pd: Option<[u64; 2]>) -> String {
+    pd.map(|d| format!(" private_data [{:#x}, {:#x}]", d[0], d[1]))
+        .unwrap_or_default()
 }
 
 /// What a record carries outside the uAPI, said in words (empty when nothing).
@@ -256,5 +401,32 @@ fn describe(rec: &Decoded) -> String {
             describe_unnamed(unnamed)
         ),
         Decoded::HwptResponse(r) => format!("iommufd response cookie {} code {:?}", r.cookie, r.code),
+        Decoded::VtdPageRequest(r) => format!(
+            "VT-d page request rid {} ({:#06x}) pasid {} prg_index {} perm {} addr {:#x} lpig {}{}",
+            r.bdf,
+            r.rid,
+            r.pasid.map_or("none".to_string(), |v| v.to_string()),
+            r.prg_index,
+            flag_names(&r.perm),
+            r.addr,
+            r.lpig,
+            describe_private_data(r.private_data)
+        ),
+        Decoded::VtdPageGroupResponse(r) => format!(
+            "VT-d page group response rid {} ({:#06x}) pasid {} prg_index {} code {:?} raw {:#x}{} lpig {}{}",
+            r.bdf,
+            r.rid,
+            r.pasid.map_or("none".to_string(), |v| v.to_string()),
+            r.prg_index,
+            r.code,
+            r.raw_code,
+            if r.raw_code_reserved {
+                " (reserved code, read as Response Failure)"
+            } else {
+                ""
+            },
+            r.lpig,
+            describe_private_data(r.private_data)
+        ),
     }
 }
