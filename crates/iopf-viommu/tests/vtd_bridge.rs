@@ -685,3 +685,39 @@ fn the_guest_model_answers_bad_requests_invalid_and_drops_stop_markers() {
     assert_eq!(rig.vtd.pri().invalidation_queue().stats().waits, 1);
     let _ = Processed::Drained;
 }
+
+#[test]
+fn groups_that_came_before_the_guest_set_its_queue_up_wait_for_it() {
+    // Found by the kernel tier: Linux's set-up writes PQH and PQT before PQA, and the PQH write
+    // must not pump groups into a queue that is still off (they were answered INVALID).
+    let (producer, host) = HostDouble::new(HOST_DEV);
+    let mem =
+        vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(vm_memory::GuestAddress(0), 1 << 20)])
+            .expect("guest memory");
+    let mut vtd = iopf_viommu::vtd::VtdBridge::new(
+        host,
+        BridgeConfig::new(vec![endpoint()]),
+        VtdConfig::new(PrivateDataMode::None),
+    )
+    .expect("bridge");
+    producer.report(request(3, true));
+    let mut irq = iopf_viommu::RecordedMsis::default();
+    let mut guest = iopf_viommu::guest::VtdGuestDriver::new(PRQ_BASE, IQ_BASE);
+    guest.init(&mut vtd, &mem, &mut irq, 0).expect("init");
+    assert!(producer.take_answers().is_empty());
+    assert_eq!(
+        vtd.bridge().outstanding(),
+        1,
+        "posted once the queue was on"
+    );
+    guest
+        .handle_event(
+            &mut vtd,
+            &mem,
+            &mut irq,
+            &mut iopf_viommu::guest::IdentityResolver,
+            1,
+        )
+        .expect("guest");
+    assert_eq!(producer.take_answers()[0].code, ResponseCode::Success);
+}

@@ -15,6 +15,7 @@
 //! | [`core`] | `iopf-core` | the fault core: partial and complete groups, cookies, response validation, exactly-once, teardown | `io-pgfault.c`, `iommufd/fault.c` |
 //! | [`queue`] | `iopf-queue` | the fault queue shared with user space: shared-memory rings, negotiation, UNIX socket | the VFIO fault region (never merged) |
 //! | [`iommufd`] | `iopf-iommufd` | the real Linux iommufd fault queue, and an iommufd-compatible queue of iopf's own | `/dev/iommu` |
+//! | [`viommu`] | `iopf-viommu` | the guest side: an emulated VT-d page request queue and invalidation queue in guest memory, the bridge from any host fault queue to them, a guest driver model | the guest's `intel/prq.c`; QEMU `intel_iommu` |
 //!
 //! Who owns what: the [`core::FaultCore`] owns the devices, their handlers and every outstanding
 //! group, and is the only thing that sends a response to a device (through its
@@ -78,3 +79,4 @@ pub use iopf_core as core;
 pub use iopf_iommufd as iommufd;
 pub use iopf_queue as queue;
 pub use iopf_sim as sim;
+pub use iopf_viommu as viommu;

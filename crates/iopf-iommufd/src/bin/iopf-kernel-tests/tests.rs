@@ -37,6 +37,8 @@ pub fn all() -> Vec<Test> {
         ("many_faults", many_faults),
         ("differential_standard", differential_standard),
         ("differential_random", differential_random),
+        ("viommu_bridge", viommu_bridge),
+        ("viommu_bridge_after_replace", viommu_bridge_after_replace),
     ]
 }
 
@@ -709,4 +711,176 @@ fn differential_random() -> Outcome {
             .map_err(|e| format!("seed {seed}: {e}"))?;
     }
     Ok(format!("5 seeds, {total} ops identical"))
+}
+
+/// The guest side over the real fault fd: the mock's groups carried into an emulated VT-d page
+/// request queue, answered by the guest driver model through the invalidation queue, and the
+/// answers written to the kernel (Success, Invalid, and the guest's Failure as INVALID, the only
+/// codes the fault fd takes).
+struct Guest {
+    mem: vm_memory::GuestMemoryMmap,
+    vtd: iopf_viommu::vtd::VtdBridge<iopf_iommufd::FaultQueue>,
+    irq: iopf_viommu::RecordedMsis,
+    driver: iopf_viommu::guest::VtdGuestDriver,
+}
+
+fn guest_over(fq: iopf_iommufd::FaultQueue, dev_id: u32) -> Result<Guest, String> {
+    use iopf_viommu::{BridgeConfig, Endpoint, PasidMap, PrivateDataMode};
+    let mem =
+        vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(vm_memory::GuestAddress(0), 1 << 20)])
+            .ctx("guest memory")?;
+    let ep = Endpoint {
+        host_dev_id: dev_id,
+        guest_rid: 0x08,
+        pasids: PasidMap::Identity,
+    };
+    let mut vtd = iopf_viommu::vtd::VtdBridge::new(
+        fq,
+        BridgeConfig::new(vec![ep]),
+        iopf_viommu::vtd::VtdConfig::new(PrivateDataMode::None),
+    )
+    .ctx("bridge")?;
+    let mut irq = iopf_viommu::RecordedMsis::default();
+    let mut driver = iopf_viommu::guest::VtdGuestDriver::new(0x10000, 0x40000);
+    driver.init(&mut vtd, &mem, &mut irq, 0).ctx("guest init")?;
+    Ok(Guest {
+        mem,
+        vtd,
+        irq,
+        driver,
+    })
+}
+
+/// The guest answers `(PRG index, raw VT-d code)` pairs through its invalidation queue, as a
+/// driver that writes its own page group responses does (the mock's requests carry no PASID).
+fn raw_answers(g: &mut Guest, answers: &[(u16, u8)]) -> Result<(), String> {
+    use iopf_viommu::vtd::regs::IQT;
+    use iopf_viommu::vtd::{page_request::to_bytes, PageGroupResponse};
+    use vm_memory::{Bytes, GuestAddress};
+    let mut b = [0u8; 8];
+    g.vtd.mmio_read(IQT, &mut b).ctx("read IQT")?;
+    let mut iqt = u64::from_le_bytes(b);
+    for &(prg, raw) in answers {
+        let mut d = PageGroupResponse::new(0x08, None, prg, ResponseCode::Success, None)
+            .encode(iopf_viommu::PrivateDataMode::None);
+        d[0] |= u64::from(raw) << 12;
+        g.mem
+            .write_slice(&to_bytes(&d), GuestAddress(0x40000 + iqt))
+            .ctx("write descriptor")?;
+        iqt = (iqt + 32) % 8192;
+    }
+    g.vtd
+        .mmio_write(IQT, &iqt.to_le_bytes(), &g.mem, &mut g.irq, 3)
+        .ctx("write IQT")?;
+    Ok(())
+}
+
+fn viommu_bridge() -> Outcome {
+    use iopf_viommu::HostAnswer;
+    let f = Fixture::new()?;
+    // The mock reports without PASID (pasid 0): Linux's guest driver answers those INVALID.
+    for g in 1..=3u32 {
+        f.trigger(0, g, Perm::READ, u64::from(g) << 12)?;
+    }
+    let Fixture {
+        iommufd, mock, fq, ..
+    } = f;
+    let mut g = guest_over(fq, mock.dev_id)?;
+    // The groups waited for the guest's queue; its set-up (the PQA write) posted them.
+    g.vtd.pump(&g.mem, &mut g.irq, 1).ctx("pump")?;
+    let posted = g.vtd.bridge().stats().groups_posted;
+    ensure_eq!(
+        posted,
+        3,
+        format!(
+            "groups posted into the guest's queue ({:?})",
+            g.vtd.bridge().stats()
+        )
+    );
+    ensure!(!g.irq.messages.is_empty(), "no page request interrupt");
+    let h = g
+        .driver
+        .handle_event(
+            &mut g.vtd,
+            &g.mem,
+            &mut g.irq,
+            &mut iopf_viommu::guest::IdentityResolver,
+            2,
+        )
+        .ctx("guest")?;
+    ensure_eq!(
+        (h.descriptors, h.bad, h.waits_done),
+        (3, 3, true),
+        "guest handled"
+    );
+    // Three more, answered Success, Response Failure (0xf) and Linux 6.12's FAILURE (2).
+    for g in 4..=6u32 {
+        mock.trigger_iopf(&iopf_iommufd::selftest::TriggerIopf {
+            pasid: 0,
+            grpid: g,
+            perm: Perm::READ,
+            addr: 0x1000,
+        })
+        .ctx("trigger")?;
+    }
+    ensure_eq!(
+        g.vtd.pump(&g.mem, &mut g.irq, 3).ctx("pump")?,
+        3,
+        "second groups posted"
+    );
+    raw_answers(&mut g, &[(4, 0x0), (5, 0xf), (6, 0x2)])?;
+    let s = g.vtd.bridge().stats();
+    ensure_eq!(
+        s.host_answers[HostAnswer::Guest as usize],
+        6,
+        "answered by the guest"
+    );
+    ensure_eq!(s.host_refused, 0, "the kernel refused an answer");
+    ensure_eq!(
+        s.guest_codes,
+        [1, 3, 2],
+        "guest codes Success, Invalid, Failure"
+    );
+    ensure_eq!(g.vtd.bridge().owed_answers(), 0, "answers owed");
+    ensure!(
+        !g.vtd
+            .bridge_mut()
+            .host_mut()
+            .wait_readable(Some(0))
+            .ctx("poll")?,
+        "groups left"
+    );
+    drop(g);
+    drop(mock);
+    drop(iommufd);
+    Ok(
+        "6 groups through the VT-d bridge; the kernel took Success, Invalid and Failure as INVALID"
+            .into(),
+    )
+}
+
+/// The kernel answers INVALID itself when the HWPT is replaced with groups in the guest: the
+/// bridge's later answers are refused (EINVAL) and counted, nothing is answered twice.
+fn viommu_bridge_after_replace() -> Outcome {
+    let f = Fixture::new()?;
+    f.trigger(0, 7, Perm::READ, 0x1000)?;
+    let Fixture {
+        iommufd,
+        mock,
+        fq,
+        parent,
+        ..
+    } = f;
+    let mut g = guest_over(fq, mock.dev_id)?;
+    g.vtd.pump(&g.mem, &mut g.irq, 1).ctx("pump")?;
+    ensure_eq!(g.vtd.bridge().outstanding(), 1, "outstanding in the guest");
+    mock.replace(parent).ctx("replace")?;
+    g.vtd.reset();
+    let s = g.vtd.bridge().stats();
+    ensure_eq!(s.host_refused, 1, "the kernel had answered it already");
+    ensure_eq!(g.vtd.bridge().outstanding(), 0, "outstanding after reset");
+    drop(g);
+    drop(mock);
+    drop(iommufd);
+    Ok("kernel auto-answered on replace; the bridge's answer refused, not doubled".into())
 }
