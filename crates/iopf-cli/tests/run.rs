@@ -182,3 +182,36 @@ fn no_arguments_runs_the_built_in_default_scenario() {
         .success()
         .stdout(predicate::str::contains("\"scenario\": \"default\""));
 }
+
+#[test]
+fn the_nested_scenario_file_runs_through_the_guest() {
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/nested-vtd.toml");
+    // Shortened: the guest's events past the end do not happen; the guest still answers.
+    let out = iopf()
+        .args(["run", "--json", "--duration-ms", "400"])
+        .arg(&file)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["ledger"]["ok"], true);
+    assert!(v["guest"]["host_answers"]["guest"].as_u64().unwrap() > 0);
+    let stages: Vec<&str> = v["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert!(stages.contains(&"guest->answered"), "{stages:?}");
+    // The text report has the guest's section; a split run carries the guest's figures over.
+    iopf()
+        .args(["run", "--quiet", "--split", "--duration-ms", "300"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("answered by the guest"))
+        .stdout(predicate::str::contains("guest-prq->guest"));
+}

@@ -32,6 +32,13 @@ pub enum Stage {
     Report,
     /// Reported → read by the consumer (the fault core and the fault queue).
     Delivered,
+    /// Through a guest: read by the consumer → posted into the guest's page request queue by
+    /// the vIOMMU (waiting for room there).
+    GuestQueued,
+    /// Through a guest: posted → the guest driver's page request handler ran (the interrupt).
+    GuestRead,
+    /// Through a guest: the handler ran → its page group response reached the host queue.
+    GuestAnswered,
     /// Read → response accepted (the resolver's work).
     Answered,
     /// Response accepted → the device retried (the way back through the core).
@@ -42,19 +49,33 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Report,
         Stage::Delivered,
+        Stage::GuestQueued,
+        Stage::GuestRead,
+        Stage::GuestAnswered,
         Stage::Answered,
         Stage::Retry,
         Stage::Total,
     ];
+
+    /// Whether the stage exists only for groups that went through a guest.
+    pub fn guest_only(self) -> bool {
+        matches!(
+            self,
+            Stage::GuestQueued | Stage::GuestRead | Stage::GuestAnswered
+        )
+    }
 
     /// A label for reports.
     pub fn label(self) -> &'static str {
         match self {
             Stage::Report => "sent->report",
             Stage::Delivered => "report->delivered",
+            Stage::GuestQueued => "delivered->guest-prq",
+            Stage::GuestRead => "guest-prq->guest",
+            Stage::GuestAnswered => "guest->answered",
             Stage::Answered => "delivered->answered",
             Stage::Retry => "answered->retry",
             Stage::Total => "sent->retry",
@@ -146,7 +167,8 @@ impl Recorder {
 
 /// Pairs the two sides' marks and returns the distribution of every stage.
 /// Groups the IOMMU answered itself have only the `Total` stage; groups the core answered
-/// without delivering them have `Report` and `Total`.
+/// without delivering them have `Report` and `Total`. The guest's stages are present only when
+/// some consumer mark went through a guest (`Answered` then spans them: the whole consumer side).
 pub fn join(producer: &[ProducerMark], consumer: &[ConsumerMark]) -> Vec<StageLatency> {
     let mut rec: HashMap<Stage, Recorder> =
         Stage::ALL.iter().map(|&s| (s, Recorder::new())).collect();
@@ -176,11 +198,20 @@ pub fn join(producer: &[ProducerMark], consumer: &[ConsumerMark]) -> Vec<StageLa
                 Stage::Answered,
                 c.answered_ns.saturating_sub(c.delivered_ns),
             );
+            if let Some(posted) = c.posted_ns {
+                record(Stage::GuestQueued, posted.saturating_sub(c.delivered_ns));
+                if let Some(g) = c.guest_ns {
+                    record(Stage::GuestRead, g.saturating_sub(posted));
+                    record(Stage::GuestAnswered, c.answered_ns.saturating_sub(g));
+                }
+            }
             record(Stage::Retry, p.retry_ns.saturating_sub(c.answered_ns));
         }
     }
+    let guest = consumer.iter().any(|c| c.posted_ns.is_some());
     Stage::ALL
         .iter()
+        .filter(|s| guest || !s.guest_only())
         .map(|&s| match rec.get(&s) {
             Some(r) => r.finish(s),
             None => Recorder::new().finish(s),
@@ -223,12 +254,16 @@ mod tests {
                 grpid: 3,
                 delivered_ns: 40_000,
                 answered_ns: 45_000,
+                posted_ns: None,
+                guest_ns: None,
             },
             ConsumerMark {
                 dev: 1,
                 grpid: 3,
                 delivered_ns: 1_000,
                 answered_ns: 11_000,
+                posted_ns: None,
+                guest_ns: None,
             },
         ];
         let s = join(&p, &c);

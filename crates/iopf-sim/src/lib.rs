@@ -21,6 +21,8 @@
 //! * [`iommu`]: translation, the queue, and the driver pass reporting into the fault core.
 //! * [`workload`]: sequential, random and strided work items of one or more pages.
 //! * [`resolver`]: the consumer side's demand paging, with service time and invalid addresses.
+//! * [`nested`]: the consumer side through a VT-d vIOMMU (`iopf-viommu`) and a guest driver, for
+//!   the functions a scenario passes through to a guest.
 //! * [`latency`]: per-stage latency percentiles and the VT-d debugfs buckets.
 //! * [`ledger`]: the independent witness of every group and response on the devices' links.
 //! * [`scenario`]: the TOML scenario format and the built-in default scenario.
@@ -33,12 +35,15 @@
 //! * [`clock`]: the run's monotonic clock.
 //!
 //! ```no_run
+//! use iopf_sim::latency::Stage;
 //! use iopf_sim::platform::{run, Progress};
 //! use iopf_sim::Scenario;
 //!
 //! let report = run(&Scenario::default_scenario(), &Progress::default())?;
 //! assert!(report.ledger.ok, "every group answered exactly once");
-//! println!("{} groups, p50 round trip {} ns", report.totals.groups, report.latency[4].p50_ns);
+//! let total = report.latency.iter().find(|s| s.stage == Stage::Total);
+//! let p50 = total.map_or(0, |s| s.p50_ns);
+//! println!("{} groups, p50 round trip {p50} ns", report.totals.groups);
 //! # Ok::<(), iopf_sim::SimError>(())
 //! ```
 #![deny(missing_docs)]
@@ -50,6 +55,7 @@ mod glue;
 pub mod iommu;
 pub mod latency;
 pub mod ledger;
+pub mod nested;
 pub mod page_table;
 pub mod platform;
 pub mod prg;

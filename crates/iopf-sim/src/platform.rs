@@ -80,10 +80,25 @@ pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunReport, SimErr
         let tables = tables.clone();
         let spec = scenario.resolver;
         let seed = scenario.seed;
+        let nested = scenario.guest.clone().map(|g| (scenario.clone(), g));
+        let start = now_ns();
         std::thread::Builder::new()
             .name("iopf-consumer".into())
             .spawn(
                 move || -> Result<(ResolverStats, Vec<ConsumerMark>), SimError> {
+                    if let Some((scenario, guest)) = nested {
+                        let is_done = |_: &iopf_queue::Consumer| done.load(Ordering::Acquire);
+                        let (mut stats, marks) = crate::nested::serve(
+                            &scenario,
+                            &guest,
+                            &mut consumer,
+                            tables,
+                            start,
+                            &is_done,
+                        )?;
+                        stats.lost_signalled = consumer.stats().lost;
+                        return Ok((stats, marks));
+                    }
                     let mut resolver = Resolver::new(spec, seed, tables);
                     let served = resolver.serve(&mut consumer, &|_| done.load(Ordering::Acquire));
                     served.map(|()| {
@@ -491,9 +506,10 @@ impl ProducerOutcome {
     /// Joins the consumer side's figures and produces the report.
     pub fn finish(
         &mut self,
-        consumer: ResolverStats,
+        mut consumer: ResolverStats,
         marks: &[ConsumerMark],
     ) -> Result<RunReport, SimError> {
+        let guest = consumer.guest.take();
         let mut t = Totals::default();
         let mut pri_disabled = Vec::new();
         for d in &self.devices {
@@ -537,6 +553,7 @@ impl ProducerOutcome {
             devices: self.devices.clone(),
             pri_disabled,
             ledger: self.ledger.clone(),
+            guest,
         })
     }
 }
@@ -549,6 +566,7 @@ pub fn run_consumer_side(
 ) -> Result<(ResolverStats, Vec<ConsumerMark>), SimError> {
     /// The consumer process cannot reach the producer's page tables: its SUCCESS stands for
     /// "mapped", and the producer side maps the group's pages when it accepts it.
+    #[derive(Clone, Copy)]
     struct MappedByProducer;
     impl crate::resolver::Mapper for MappedByProducer {
         fn map(
@@ -560,6 +578,13 @@ pub fn run_consumer_side(
         ) -> Result<(), SimError> {
             Ok(())
         }
+    }
+    if let Some(guest) = &scenario.guest {
+        let done = |c: &iopf_queue::Consumer| c.producer_gone();
+        let (mut stats, marks) =
+            crate::nested::serve(scenario, guest, consumer, MappedByProducer, now_ns(), &done)?;
+        stats.lost_signalled = consumer.stats().lost;
+        return Ok((stats, marks));
     }
     let mut r = Resolver::new(scenario.resolver, scenario.seed, MappedByProducer);
     r.serve(consumer, &|c: &iopf_queue::Consumer| c.producer_gone())?;

@@ -44,6 +44,9 @@ pub struct RunReport {
     pub pri_disabled: Vec<FunctionId>,
     /// The ledger's verdict.
     pub ledger: LedgerVerdict,
+    /// The vIOMMU and the guest, when the scenario passes functions through to one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest: Option<crate::nested::GuestReport>,
 }
 
 /// Totals over all functions.

@@ -119,6 +119,13 @@ pub struct ConsumerMark {
     pub delivered_ns: u64,
     /// When its response was accepted by the queue.
     pub answered_ns: u64,
+    /// Through a guest: when the vIOMMU took the group to post it into the guest's page
+    /// request queue (at once when the queue has room).
+    #[serde(default)]
+    pub posted_ns: Option<u64>,
+    /// Through a guest: when the guest driver's page request handler ran that answered it.
+    #[serde(default)]
+    pub guest_ns: Option<u64>,
 }
 
 /// What the consumer side did.
@@ -142,6 +149,11 @@ pub struct ResolverStats {
     /// Fault records the queue told the consumer were lost (loss records, sequence gaps).
     #[serde(default)]
     pub lost_signalled: u64,
+    /// The vIOMMU and the guest, when the scenario has one (in a run's report they are moved to
+    /// [`crate::report::RunReport::guest`]). Success, invalid and failure above count every
+    /// answer the host queue accepted, the guest's included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<crate::nested::GuestReport>,
 }
 
 /// The resolver with its mapper and books.
@@ -275,10 +287,16 @@ impl<M: Mapper> Resolver<M> {
     /// Groups answered per write to the queue, at most.
     pub const ANSWER_BATCH: usize = 32;
 
+    /// Counts what the consumer read (groups read by a nested consumer thread).
+    pub(crate) fn count_read(&mut self, records: u64, groups: u64) {
+        self.stats.records += records;
+        self.stats.groups += groups;
+    }
+
     /// Writes `responses` (with the `marks` of their groups) to `queue`, waiting while its
     /// response ring is full; a response the queue refuses (its group was withdrawn) is counted
     /// and skipped.
-    fn answer<C: FaultConsumer>(
+    pub(crate) fn answer<C: FaultConsumer>(
         &mut self,
         queue: &mut C,
         responses: &[IommufdResponse],
@@ -288,6 +306,9 @@ impl<M: Mapper> Resolver<M> {
     ) {
         let mut sent = 0;
         while sent < responses.len() {
+            // Stamped before the answer goes out, so that it never falls after the device's
+            // retry (the producer may act on it before this thread reads the clock again).
+            let answered_ns = now_ns();
             match queue.respond(&responses[sent..]) {
                 Ok(0) => {
                     // The response ring is full: wait for the producer to judge what is in it.
@@ -298,13 +319,14 @@ impl<M: Mapper> Resolver<M> {
                     std::thread::yield_now();
                 }
                 Ok(k) => {
-                    let answered_ns = now_ns();
                     for &(dev, grpid) in &marks[sent..(sent + k).min(marks.len())] {
                         self.marks.push(ConsumerMark {
                             dev,
                             grpid,
                             delivered_ns,
                             answered_ns,
+                            posted_ns: None,
+                            guest_ns: None,
                         });
                     }
                     sent += k;

@@ -60,6 +60,70 @@ pub struct Scenario {
     /// Defects injected below the fault core, to show the ledger catching them.
     #[serde(default)]
     pub inject: InjectSpec,
+    /// A vIOMMU and a guest driver between the fault queue and the resolver, for some
+    /// functions (absent: every group is resolved by the host resolver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestSpec>,
+}
+
+/// The emulated vIOMMU architecture a guest sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Viommu {
+    /// Intel VT-d: the page request queue in guest memory, page group responses in the
+    /// invalidation queue (`iopf_viommu::vtd`).
+    Vtd,
+}
+
+/// A guest behind a vIOMMU: the functions passed through to it, and what it does wrong.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestSpec {
+    /// The vIOMMU.
+    pub viommu: Viommu,
+    /// The host functions passed through (their groups go to the guest; the others' stay with
+    /// the host resolver). Function `n` is requester id `n << 3` (bus 0, device `n`) in the
+    /// guest, with the host's PASIDs.
+    pub functions: Vec<FunctionId>,
+    /// The guest's page request queue is `2^prq_order` 4 KiB pages (0..=7; Linux: 4, 2048
+    /// descriptors).
+    #[serde(default = "prq_order")]
+    pub prq_order: u64,
+    /// Opt-in: groups the guest has not answered this long after they were posted are answered
+    /// SUCCESS by the vIOMMU (the device retries).
+    #[serde(default)]
+    pub age_limit_ms: Option<u64>,
+    /// The guest's misbehaviour during the run.
+    #[serde(default)]
+    pub events: Vec<GuestEvent>,
+}
+
+fn prq_order() -> u64 {
+    4
+}
+
+/// One thing the guest (or the VMM) does at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestEvent {
+    /// When, in milliseconds from the start.
+    pub at_ms: u64,
+    /// What.
+    pub kind: GuestEventKind,
+}
+
+/// What a guest event does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestEventKind {
+    /// The guest driver keeps reading its page request queue but answers nothing.
+    StopAnswering,
+    /// The guest driver answers again (groups it read while silent stay unanswered: only the
+    /// age limit or a reset answers them).
+    ResumeAnswering,
+    /// The vIOMMU is reset: every group the guest holds is answered INVALID, and the guest
+    /// driver sets the unit up again.
+    Reset,
 }
 
 /// Defects of the response path between the fault core and the devices (a faulty IOMMU), for
@@ -374,7 +438,66 @@ impl Scenario {
                 ));
             }
         }
+        if let Some(g) = &self.guest {
+            self.validate_guest(g, functions)?;
+        }
         Ok(())
+    }
+
+    fn validate_guest(&self, g: &GuestSpec, functions: u32) -> Result<(), (String, String)> {
+        if g.functions.is_empty() {
+            return Err((
+                "guest.functions".into(),
+                "at least one function is passed through".into(),
+            ));
+        }
+        if g.prq_order > 7 {
+            return Err(("guest.prq_order".into(), "must be between 0 and 7".into()));
+        }
+        if g.age_limit_ms == Some(0) {
+            return Err(("guest.age_limit_ms".into(), "must be at least 1".into()));
+        }
+        // One slot of the ring always stays free.
+        let capacity = (1u64 << (g.prq_order + 7)) - 1;
+        for (i, &id) in g.functions.iter().enumerate() {
+            let field = format!("guest.functions[{i}]");
+            let Some(d) = self.function_spec(id) else {
+                return Err((
+                    field,
+                    format!("no function {id} (functions are 1..={functions})"),
+                ));
+            };
+            if g.functions[..i].contains(&id) {
+                return Err((field, format!("function {id} is listed twice")));
+            }
+            if id > 8191 {
+                return Err((field, "must be at most 8191 (requester id n << 3)".into()));
+            }
+            if !d.attached {
+                return Err((
+                    field,
+                    format!("function {id} has no fault handler attached: nothing to pass"),
+                ));
+            }
+            if u64::from(d.workload.group_pages) > capacity {
+                return Err((
+                    field,
+                    format!(
+                        "function {id}'s groups ({} pages) do not fit the guest's page request \
+                         queue ({capacity} slots, guest.prq_order {})",
+                        d.workload.group_pages, g.prq_order
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether function `id`'s groups go to the guest.
+    pub fn passed_through(&self, id: FunctionId) -> bool {
+        self.guest
+            .as_ref()
+            .is_some_and(|g| g.functions.contains(&id))
     }
 
     fn function_spec(&self, id: FunctionId) -> Option<&DeviceSpec> {

@@ -317,12 +317,18 @@ fn write_consumer_out(
             u64::from(m.grpid),
             m.delivered_ns,
             m.answered_ns,
+            m.posted_ns.unwrap_or(u64::MAX),
+            m.guest_ns.unwrap_or(u64::MAX),
         ] {
             f.write_all(&v.to_le_bytes()).map_err(io)?;
         }
     }
     f.flush().map_err(io)
 }
+
+/// One consumer mark in the consumer process's figures: six little-endian words (device, PRG
+/// index, delivered, answered, posted to the guest, guest handler; `u64::MAX` for none).
+const MARK_BYTES: usize = 48;
 
 fn read_consumer_out(out: &Path) -> Result<(ResolverStats, Vec<ConsumerMark>), CliError> {
     let mut bytes = Vec::new();
@@ -346,21 +352,24 @@ fn read_consumer_out(out: &Path) -> Result<(ResolverStats, Vec<ConsumerMark>), C
     let head = bytes.get(8..8 + head_len).ok_or_else(bad)?;
     let stats: ResolverStats = serde_json::from_slice(head).map_err(|_| bad())?;
     let body = bytes.get(8 + head_len..).ok_or_else(bad)?;
-    if body.len() % 32 != 0 {
+    if body.len() % MARK_BYTES != 0 {
         return Err(bad());
     }
+    let some = |v: u64| (v != u64::MAX).then_some(v);
     let word = |c: &[u8], i: usize| -> u64 {
         let mut w = [0u8; 8];
         w.copy_from_slice(&c[i * 8..i * 8 + 8]);
         u64::from_le_bytes(w)
     };
     let marks = body
-        .chunks_exact(32)
+        .chunks_exact(MARK_BYTES)
         .map(|c| ConsumerMark {
             dev: word(c, 0) as u32,
             grpid: word(c, 1) as u32,
             delivered_ns: word(c, 2),
             answered_ns: word(c, 3),
+            posted_ns: some(word(c, 4)),
+            guest_ns: some(word(c, 5)),
         })
         .collect();
     Ok((stats, marks))
@@ -418,13 +427,13 @@ pub fn render(r: &RunReport) -> String {
     let _ = writeln!(o, "\nlatency per stage");
     let _ = writeln!(
         o,
-        "  {:<20} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "  {:<22} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "stage", "groups", "mean", "p50", "p90", "p99", "p99.9", "max"
     );
     for s in &r.latency {
         let _ = writeln!(
             o,
-            "  {:<20} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "  {:<22} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             s.label,
             s.count,
             ns(s.mean_ns),
@@ -435,13 +444,13 @@ pub fn render(r: &RunReport) -> String {
             ns(s.max_ns as f64)
         );
     }
-    let _ = write!(o, "  {:<20} {:>9}", "buckets (VT-d)", "");
+    let _ = write!(o, "  {:<22} {:>9}", "buckets (VT-d)", "");
     for l in BUCKET_LABELS {
         let _ = write!(o, " {l:>9}");
     }
     let _ = writeln!(o);
     for s in &r.latency {
-        let _ = write!(o, "  {:<20} {:>9}", s.label, "");
+        let _ = write!(o, "  {:<22} {:>9}", s.label, "");
         for b in s.buckets {
             let _ = write!(o, " {b:>9}");
         }
@@ -475,6 +484,9 @@ pub fn render(r: &RunReport) -> String {
         q.lost_records,
         r.consumer.lost_signalled
     );
+    if let Some(g) = &r.guest {
+        render_guest(&mut o, g);
+    }
     let c = &r.core;
     let _ = writeln!(o, "\nfault core");
     let _ = writeln!(
@@ -533,6 +545,59 @@ pub fn render(r: &RunReport) -> String {
     o
 }
 
+/// The vIOMMU and guest section of the text report.
+fn render_guest(o: &mut String, g: &iopf::sim::nested::GuestReport) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        o,
+        "\nguest (vIOMMU {}, functions {}, page request queue {} slots, age limit {})",
+        g.viommu,
+        list_or_none(g.functions.iter().map(|f| f.to_string())),
+        g.prq_slots,
+        g.age_limit_ms
+            .map_or_else(|| "none".to_string(), |ms| format!("{ms} ms"))
+    );
+    let _ = writeln!(
+        o,
+        "  {} groups read from the host queue, {} posted to the guest ({} requests), {} requests dropped; {} interrupts, handler ran {} times, {} descriptors read, {} malformed answered INVALID",
+        g.groups_read,
+        g.groups_posted,
+        g.records_posted,
+        g.records_dropped,
+        g.interrupts,
+        g.handler_runs,
+        g.descriptors,
+        g.bad_requests
+    );
+    let by_bridge = g
+        .host_answers
+        .iter()
+        .filter(|(k, n)| k.as_str() != "guest" && **n > 0)
+        .map(|(k, n)| format!("{k} {n}"));
+    let _ = writeln!(
+        o,
+        "  answered by the guest: {} ({} SUCCESS, {} INVALID, {} Response Failure sent to the host as INVALID); by the vIOMMU: {}",
+        g.host_answers.get("guest").copied().unwrap_or(0),
+        g.guest_success,
+        g.guest_invalid,
+        g.guest_failure,
+        list_or_none(by_bridge)
+    );
+    let _ = writeln!(
+        o,
+        "  {} unmatched guest responses, {} answers refused by the host queue, {} guest queue overflows ({} answered SUCCESS by the vIOMMU), {} partial groups discarded by the guest, {} pages mapped by the guest, {} vIOMMU resets, {} silent periods, {} groups held by the guest at the end",
+        g.unmatched,
+        g.host_refused,
+        g.prq_overflows,
+        g.prq_auto_success,
+        g.discarded_partials,
+        g.pages_mapped,
+        g.resets,
+        g.silent_periods,
+        g.outstanding_at_end
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The plot.
 
@@ -589,10 +654,18 @@ fn draw_plot(r: &RunReport, path: &Path) -> Result<(), CliError> {
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
         RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
         RGBColor(40, 40, 40),
     ];
     for (i, s) in stages.iter().enumerate() {
-        let colour = colours[i % colours.len()];
+        // The round trip (the last stage) is always the dark line.
+        let colour = if i + 1 == stages.len() {
+            colours[colours.len() - 1]
+        } else {
+            colours[i % (colours.len() - 1)]
+        };
         let points: Vec<(f64, f64)> = (0..7).map(|b| (b as f64, share(s, b))).collect();
         let width = if i == stages.len() - 1 { 3 } else { 2 };
         chart

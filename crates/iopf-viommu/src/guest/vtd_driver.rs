@@ -168,6 +168,9 @@ impl VtdGuestDriver {
         now: u64,
     ) -> Result<(), DriverError> {
         self.iqt = 0;
+        // A status word left by an earlier driver (before a reset) must not read as pending.
+        mem.write_slice(&self.wait_seq.to_le_bytes(), GuestAddress(self.status_addr))
+            .map_err(|_| DriverError::Memory(self.status_addr))?;
         write64(vtd, IQT, 0, mem, irq, now)?;
         write64(vtd, IQA, self.iq_base | IQA_DW | IQ_QS, mem, irq, now)?;
         write32(vtd, GCMD, QIE, mem, irq, now)?;
