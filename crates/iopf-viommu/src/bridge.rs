@@ -509,6 +509,15 @@ impl<C: FaultConsumer> Bridge<C> {
     /// (by requester id, PASID and PRG index, oldest first) and the host gets the translated
     /// code. A response that matches nothing answers nothing.
     pub fn guest_response(&mut self, r: &GuestResponse) -> Result<(), Unmatched> {
+        let judged = self.judge_guest_response(r);
+        self.flush();
+        judged
+    }
+
+    /// [`guest_response`](Self::guest_response) without sending the answer yet: it waits in
+    /// [`owed_answers`](Self::owed_answers) for the next [`flush`](Self::flush), so that a
+    /// batch of responses (an invalidation queue's worth) reaches the host in one write.
+    pub fn judge_guest_response(&mut self, r: &GuestResponse) -> Result<(), Unmatched> {
         let Some(&ep) = self.by_rid.get(&r.rid) else {
             self.stats.unmatched[0] += 1;
             return Err(Unmatched::UnknownRequester(r.rid));
@@ -537,7 +546,6 @@ impl<C: FaultConsumer> Bridge<C> {
                     code_map::guest_to_host(taken.code),
                     HostAnswer::Guest,
                 );
-                self.flush();
                 Ok(())
             }
             Err(why) => {

@@ -721,3 +721,21 @@ fn groups_that_came_before_the_guest_set_its_queue_up_wait_for_it() {
         .expect("guest");
     assert_eq!(producer.take_answers()[0].code, ResponseCode::Success);
 }
+
+#[test]
+fn a_batch_of_guest_responses_reaches_the_host_in_one_write() {
+    let mut rig = rig();
+    for g in 0..20 {
+        rig.fault(g, 1);
+    }
+    rig.pump();
+    let before = rig.vtd.bridge().host().writes;
+    let h = rig.guest_runs();
+    assert_eq!(h.responses, 20);
+    assert_eq!(rig.answers().len(), 20);
+    assert_eq!(
+        rig.vtd.bridge().host().writes - before,
+        1,
+        "one write for the invalidation batch"
+    );
+}

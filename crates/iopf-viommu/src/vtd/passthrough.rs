@@ -13,7 +13,7 @@ impl<C: FaultConsumer> PageResponseSink for Bridge<C> {
     fn page_response(&mut self, response: &GuestResponse) {
         // A response that matches nothing is counted in the bridge's stats; the guest gets no
         // error for it (hardware forwards it, and the device ignores an unexpected response).
-        let _ = self.guest_response(response);
+        let _ = self.judge_guest_response(response);
     }
 
     fn flushed(&mut self) -> bool {
@@ -121,6 +121,10 @@ impl<C: FaultConsumer> VtdBridge<C> {
         let written = self
             .pri
             .mmio_write(offset, data, mem, irq, &mut self.bridge)?;
+        if written.invalidations {
+            // The responses of this batch, in one write to the host.
+            self.bridge.flush();
+        }
         // Only into a queue that is on: Linux writes PQH and PQT before PQA when it sets the
         // queue up, and groups that came before must wait for the queue, not be answered as if
         // the guest had turned it off.
@@ -155,7 +159,9 @@ impl<C: FaultConsumer> VtdBridge<C> {
         mem: &impl GuestMemory,
         irq: &mut dyn MsiSink,
     ) -> Processed {
-        self.pri.process_invalidations(mem, irq, &mut self.bridge)
+        let p = self.pri.process_invalidations(mem, irq, &mut self.bridge);
+        self.bridge.flush();
+        p
     }
 
     /// The unit is reset (a guest reboot, a VMM reset): registers to their reset values, and

@@ -25,6 +25,8 @@ pub struct HostDouble {
     pub private: HashMap<u32, [u64; 2]>,
     pub carries: bool,
     pub room: Option<usize>,
+    /// Calls of `respond` (writes to the host queue).
+    pub writes: usize,
     cookies: HashMap<u32, u32>,
 }
 
@@ -38,6 +40,7 @@ impl HostDouble {
                 private: HashMap::new(),
                 carries: false,
                 room: None,
+                writes: 0,
                 cookies: HashMap::new(),
             },
         )
@@ -56,6 +59,7 @@ impl FaultConsumer for HostDouble {
     }
 
     fn respond(&mut self, responses: &[IommufdResponse]) -> Result<usize, Self::Error> {
+        self.writes += 1;
         let allowed = self
             .room
             .map_or(responses.len(), |r| r.min(responses.len()));
