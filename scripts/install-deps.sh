@@ -2,7 +2,9 @@
 # Installs what the test suite needs on a fresh Debian machine; quick when all is there.
 # Each part of the project lists its Debian packages here.
 set -euo pipefail
-need=(gcc linux-libc-dev)
+# linux-source-6.12: the viommu layout test (crates/iopf-viommu/tests/layout_linux_vtd.rs) reads
+# drivers/iommu/intel/prq.c and iommu.h from it.
+need=(gcc linux-libc-dev linux-source-6.12)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
