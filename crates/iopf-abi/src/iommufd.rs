@@ -204,6 +204,43 @@ impl HwptPgfault {
 }
 
 impl PgFault {
+    /// A zeroed record: no flags, cookie 0. What a read buffer is filled with before a read.
+    pub const ZEROED: PgFault = PgFault {
+        flags: PgfaultFlags::empty(),
+        dev_id: 0,
+        pasid: 0,
+        grpid: 0,
+        perm: Perm::empty(),
+        addr: 0,
+        length: 0,
+        cookie: 0,
+        reserved: 0,
+    };
+
+    /// The number of records of the first group in `records` (whole groups in arrival order, as
+    /// a [`crate::FaultConsumer`] hands them out): up to and including its LAST_PAGE record, or
+    /// up to the first record with another cookie if the group is cut short. 0 for no records.
+    pub fn first_group_len<'a>(records: impl IntoIterator<Item = &'a PgFault>) -> usize {
+        let mut it = records.into_iter();
+        let Some(first) = it.next() else {
+            return 0;
+        };
+        if first.flags.contains(PgfaultFlags::LAST_PAGE) {
+            return 1;
+        }
+        let mut n = 1;
+        for f in it {
+            if f.cookie != first.cookie {
+                break;
+            }
+            n += 1;
+            if f.flags.contains(PgfaultFlags::LAST_PAGE) {
+                break;
+            }
+        }
+        n
+    }
+
     /// Reads and decodes one record from exactly 40 bytes, keeping what the uAPI does not name.
     /// Errors: only a wrong size.
     pub fn from_bytes(bytes: &[u8]) -> Result<PgFault, AbiError> {
@@ -344,5 +381,30 @@ impl IommufdResponse {
 impl serde::Serialize for PgfaultFlags {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         crate::features::serialize_flag_names(self.iter_names().map(|(n, _)| n), s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(cookie: u32, last: bool) -> PgFault {
+        let mut f = PgFault::ZEROED;
+        f.cookie = cookie;
+        if last {
+            f.flags = PgfaultFlags::LAST_PAGE;
+        }
+        f
+    }
+
+    #[test]
+    fn the_first_group_ends_at_its_last_page_or_at_another_cookie() {
+        assert_eq!(PgFault::first_group_len(&[]), 0);
+        let recs = [rec(1, false), rec(1, false), rec(1, true), rec(2, true)];
+        assert_eq!(PgFault::first_group_len(&recs), 3);
+        assert_eq!(PgFault::first_group_len(&recs[3..]), 1);
+        // Cut short (only a misbehaving queue does it): the records of its cookie.
+        let cut = [rec(1, false), rec(2, true)];
+        assert_eq!(PgFault::first_group_len(&cut), 1);
     }
 }

@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use iopf_abi::{FaultConsumer, IommufdResponse, Perm, PgFault, PgfaultFlags, ResponseCode};
+use iopf_abi::{FaultConsumer, IommufdResponse, Perm, PgFault, ResponseCode};
 use iopf_viommu::guest::{GuestResolver, VtdGuestDriver};
 use iopf_viommu::vtd::{VtdBridge, VtdConfig};
 use iopf_viommu::{BridgeConfig, Endpoint, HostAnswer, PasidMap, PrivateDataMode, RecordedMsis};
@@ -143,20 +143,7 @@ impl<C: FaultConsumer> GuestPort<'_, C> {
 
     /// Records of the first waiting group.
     fn front_len(&self) -> usize {
-        let Some(first) = self.waiting.front() else {
-            return 0;
-        };
-        let mut n = 0;
-        for f in &self.waiting {
-            if f.cookie != first.cookie {
-                break;
-            }
-            n += 1;
-            if f.is_last() {
-                break;
-            }
-        }
-        n
+        PgFault::first_group_len(&self.waiting)
     }
 }
 
@@ -311,18 +298,6 @@ fn path_error(what: &str, e: impl std::fmt::Display) -> SimError {
     SimError::FaultPath(format!("{what}: {e}"))
 }
 
-const EMPTY: PgFault = PgFault {
-    flags: PgfaultFlags::empty(),
-    dev_id: 0,
-    pasid: 0,
-    grpid: 0,
-    perm: Perm::empty(),
-    addr: 0,
-    length: 0,
-    cookie: 0,
-    reserved: 0,
-};
-
 /// Serves `queue` through a VT-d vIOMMU and a guest driver for the functions `guest` passes
 /// through, and with the host resolver for the others, until `done(queue)` says the producer has
 /// finished and nothing is waiting. `start_ns` is the run's start (guest events count from it).
@@ -392,7 +367,7 @@ pub fn serve<C: FaultConsumer, M: Mapper + Clone>(
     let mut events = guest.events.clone();
     events.sort_by_key(|e| e.at_ms);
     let mut next_event = 0;
-    let mut buf = vec![EMPTY; 1024];
+    let mut buf = vec![PgFault::ZEROED; 1024];
     let mut responses: Vec<IommufdResponse> = Vec::with_capacity(Resolver::<M>::ANSWER_BATCH);
     let mut marks: Vec<(FunctionId, u32)> = Vec::with_capacity(Resolver::<M>::ANSWER_BATCH);
     let mut guest_unfinished = false;

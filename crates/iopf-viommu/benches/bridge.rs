@@ -17,8 +17,7 @@ use std::time::Instant;
 
 use criterion::{criterion_group, Criterion, Throughput};
 use iopf_abi::{
-    FaultConsumer, IommufdResponse, PageRequest, PageRequestFlags, Perm, PgFault, PgfaultFlags,
-    ResponseCode,
+    FaultConsumer, IommufdResponse, PageRequest, PageRequestFlags, Perm, PgFault, ResponseCode,
 };
 use iopf_iommufd::{compat_fault_queue, CompatFaultQueue, CompatProducer};
 use iopf_viommu::guest::{IdentityResolver, VtdGuestDriver};
@@ -49,21 +48,10 @@ struct HostOnly {
 impl HostOnly {
     fn new() -> HostOnly {
         let (device, queue) = compat_fault_queue(1).expect("queue");
-        let empty = PgFault {
-            flags: PgfaultFlags::empty(),
-            dev_id: 0,
-            pasid: 0,
-            grpid: 0,
-            perm: Perm::empty(),
-            addr: 0,
-            length: 0,
-            cookie: 0,
-            reserved: 0,
-        };
         HostOnly {
             device,
             queue,
-            buf: vec![empty; WINDOW as usize],
+            buf: vec![PgFault::ZEROED; WINDOW as usize],
             responses: Vec::new(),
         }
     }

@@ -356,19 +356,6 @@ pub struct Bridge<C: FaultConsumer> {
     stats: BridgeStats,
 }
 
-/// A zeroed record, to size the read buffer.
-const EMPTY: PgFault = PgFault {
-    flags: PgfaultFlags::empty(),
-    dev_id: 0,
-    pasid: 0,
-    grpid: 0,
-    perm: Perm::empty(),
-    addr: 0,
-    length: 0,
-    cookie: 0,
-    reserved: 0,
-};
-
 impl<C: FaultConsumer> Bridge<C> {
     /// A bridge that reads `host` for the functions `cfg` names. Every endpoint starts with
     /// PRI enabled ([`set_pri_enabled`](Self::set_pri_enabled) follows the guest's PRI
@@ -653,7 +640,7 @@ impl<C: FaultConsumer> Bridge<C> {
         .clamp(1, max);
         loop {
             if self.buf.len() < want {
-                self.buf.resize(want, EMPTY);
+                self.buf.resize(want, PgFault::ZEROED);
             }
             match self.host.read_faults(&mut self.buf[..want]) {
                 Ok(0) if want < max && self.host.wait_readable(Some(0))? => {
@@ -676,23 +663,9 @@ impl<C: FaultConsumer> Bridge<C> {
         }
     }
 
-    /// Records of the staged front group: up to and including its LAST_PAGE record (or the last
-    /// record with its cookie).
+    /// Records of the staged front group.
     fn front_len(&self) -> usize {
-        let Some(first) = self.staged.front() else {
-            return 0;
-        };
-        let mut n = 0;
-        for f in &self.staged {
-            if f.cookie != first.cookie {
-                break;
-            }
-            n += 1;
-            if f.flags.contains(PgfaultFlags::LAST_PAGE) {
-                break;
-            }
-        }
-        n
+        PgFault::first_group_len(&self.staged)
     }
 
     /// Posts (or answers) the front group of `n` records; whether it went to the guest whole.
