@@ -15,8 +15,8 @@
 //!
 //! One host queue serves both: the consumer thread reads it, resolves the groups of functions
 //! the host keeps with the host [`Resolver`], and hands whole groups of passed-through
-//! functions to the bridge through [`GuestPort`], whose `respond` is the host queue's. The
-//! guest's resolver ([`GuestPaging`]) makes the host resolver's decisions: the same forbidden
+//! functions to the bridge through `GuestPort`, whose `respond` is the host queue's. The
+//! guest's resolver (`GuestPaging`) makes the host resolver's decisions: the same forbidden
 //! and invalid page draws, the same service time per group, the same mappings (through the same
 //! [`Mapper`], named by the host function and PASID). Its Response Failure reaches the host as
 //! INVALID (the fault fd takes SUCCESS and INVALID only): a forbidden page on a passed-through

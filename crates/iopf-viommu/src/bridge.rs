@@ -128,9 +128,11 @@ pub enum PasidMap {
 }
 
 impl PasidMap {
+    /// The guest's PASID for host PASID `host`; `None` if it is not the guest's (or does not
+    /// fit the 20 bits a guest descriptor carries).
     fn guest(&self, host: u32) -> Option<u32> {
         match self {
-            PasidMap::Identity => Some(host),
+            PasidMap::Identity => (host <= 0xf_ffff).then_some(host),
             PasidMap::Pairs(p) => p.iter().find(|(h, _)| *h == host).map(|(_, g)| *g),
         }
     }

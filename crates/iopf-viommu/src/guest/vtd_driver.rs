@@ -233,10 +233,11 @@ impl VtdGuestDriver {
     ) -> Result<bool, DriverError> {
         let mode = vtd.pri().config().private_data;
         // The tail as the unit has it (another writer, a test, may have moved it).
-        self.iqt = read64(vtd, IQT)? % IQ_BYTES;
+        self.iqt = (read64(vtd, IQT)? % IQ_BYTES) & !31;
         while !self.unsent.is_empty() {
             let iqh = read64(vtd, IQH)?;
-            let free = ((iqh + IQ_BYTES - self.iqt - 32) % IQ_BYTES) / 32;
+            // Modulo the queue, whatever the registers read (a "hardware" may show anything).
+            let free = ((iqh % IQ_BYTES) + 2 * IQ_BYTES - self.iqt - 32) % IQ_BYTES / 32;
             if free < 2 {
                 break;
             }

@@ -86,7 +86,7 @@ pub enum DescriptorError {
     /// `PASID_P` is clear but the PASID field is not zero.
     #[error("the PASID field is {0:#x} without PASID_P")]
     PasidWithoutPresent(u32),
-    /// A wait descriptor's status write needs a 4-byte aligned address (qw1[1:0] are reserved).
+    /// A wait descriptor's status write needs a 4-byte aligned address (`qw1[1:0]` are reserved).
     #[error("the wait descriptor's status address {0:#x} is not 4-byte aligned")]
     UnalignedStatusAddress(u64),
 }

@@ -188,6 +188,12 @@ impl InvalidationQueue {
         if width == 32 && self.iqt & 0x10 != 0 {
             return self.fail(IqeReason::TailMisaligned, None);
         }
+        // The head the hardware keeps is always inside the queue and aligned to its width,
+        // unless the guest changed IQA.DW or QS while the queue was on (the spec has it write
+        // IQA only while off): then fetching restarts at the top, as when the queue is enabled.
+        if self.iqh >= self.size_bytes() || self.iqh % width != 0 {
+            self.iqh = 0;
+        }
         while self.iqh != self.iqt {
             let mut bytes = [0u8; 32];
             let at = GuestAddress((self.iqa & !0xfff).wrapping_add(self.iqh));

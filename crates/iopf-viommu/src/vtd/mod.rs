@@ -23,4 +23,4 @@ pub use inv_descriptor::{DescriptorError, PageGroupResponse, WaitDescriptor};
 pub use invalidation_queue::{PageResponseSink, Processed, QueueError};
 pub use page_request::{PageRequestError, VtdPageRequest};
 pub use passthrough::VtdBridge;
-pub use unit::{MmioError, VtdConfig, VtdGuestQueue, VtdPri};
+pub use unit::{MmioError, VtdConfig, VtdGuestQueue, VtdPri, Written};

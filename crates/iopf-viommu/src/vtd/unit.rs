@@ -265,7 +265,9 @@ impl VtdPri {
             PQT => self.prq.write_reg(1, merge(self.prq.reg(1))),
             PQA => {
                 self.prq.write_reg(2, merge(self.prq.reg(2)));
-                w.room = true;
+                // Room only once the high half is written (a 64-bit write writes it last, as
+                // does a 32-bit guest's lo_hi_writeq()): never post at a half-written base.
+                w.room = off & 4 != 0;
             }
             0xd8 if off == PRS => w.room = self.prq.write_prs(v),
             PECTL if off == PECTL => self.prq.event.write_ctl(v, irq),

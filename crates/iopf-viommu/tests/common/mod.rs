@@ -211,14 +211,19 @@ impl Rig {
     /// Writes raw 32-byte descriptors into the invalidation queue at its tail and moves the
     /// tail, as a guest (misbehaving or not) would.
     pub fn submit_raw(&mut self, descs: &[[u64; 4]]) {
+        self.submit_raw_at(descs, 32);
+    }
+
+    /// [`submit_raw`] with descriptors of `width` bytes (16 in a 128-bit queue).
+    pub fn submit_raw_at(&mut self, descs: &[[u64; 4]], width: u64) {
         use vm_memory::Bytes;
         let mut iqt = self.read64(iopf_viommu::vtd::regs::IQT);
         for d in descs {
             let b = iopf_viommu::vtd::page_request::to_bytes(d);
             self.mem
-                .write_slice(&b, GuestAddress(IQ_BASE + iqt))
+                .write_slice(&b[..width as usize], GuestAddress(IQ_BASE + iqt))
                 .expect("iq memory");
-            iqt = (iqt + 32) % 8192;
+            iqt = (iqt + width) % 8192;
         }
         self.write64(iopf_viommu::vtd::regs::IQT, iqt);
     }
