@@ -582,8 +582,10 @@ impl<C: FaultConsumer> Bridge<C> {
         true
     }
 
-    /// The vIOMMU was reset (or the guest turned its queue off): every outstanding and staged
-    /// group is answered INVALID ([`HostAnswer::Reset`]).
+    /// The vIOMMU was reset (the VMM calls this on a guest reboot or a device reset): every
+    /// outstanding and staged group is answered INVALID ([`HostAnswer::Reset`]). A guest that
+    /// only turns its page request queue off (`PQA` = 0) keeps its groups: it can still answer
+    /// them through its invalidation queue; new groups are answered [`HostAnswer::QueueOff`].
     pub fn reset(&mut self) {
         for ep in 0..self.endpoints.len() {
             self.answer_owner(ep, ResponseCode::Invalid, HostAnswer::Reset, None);
@@ -688,6 +690,27 @@ impl<C: FaultConsumer> Bridge<C> {
             (PrivateDataMode::Carried, PrivateDataMode::Carried) => self.host.private_data(cookie),
             _ => None,
         };
+        // In the table before the first descriptor is written: a group the table cannot take
+        // is never shown to the guest (whose answer could otherwise land on an older group
+        // with the same PRG index).
+        let pasid = pasids[n - 1];
+        let facts = GroupFacts {
+            device: u32::from(rid),
+            owner: ep as u32,
+            pasid,
+            grpid: self.staged[n - 1].grpid & 0x1ff,
+            needs_pasid: pasid.is_some(),
+            private_data,
+        };
+        let held = HostGroup {
+            cookie,
+            posted_ns: now_ns,
+        };
+        let Ok(local) = self.table.insert(facts, held) else {
+            self.staged.drain(..n);
+            self.answer(cookie, ResponseCode::Success, HostAnswer::TableFull);
+            return false;
+        };
         let mut outcome = Posted::Queued;
         for (i, (f, pasid)) in self.staged.iter().zip(&pasids).take(n).enumerate() {
             let last = i + 1 == n;
@@ -708,50 +731,21 @@ impl<C: FaultConsumer> Bridge<C> {
                 }
             }
         }
-        let last = self.staged[n - 1];
         self.staged.drain(..n);
-        match outcome {
-            Posted::Queued => {}
-            Posted::AnsweredByHardware(code) => {
-                self.answer(cookie, code, HostAnswer::Overflow);
-                return false;
-            }
-            // A request before the last was dropped, or memory failed: the group cannot be
-            // answered by the guest as a whole; the hardware's rule answers it.
-            Posted::Dropped => {
-                self.answer(cookie, ResponseCode::Success, HostAnswer::Overflow);
-                return false;
-            }
-            Posted::Unreachable => {
-                self.answer(cookie, ResponseCode::Invalid, HostAnswer::GuestMemory);
-                return false;
-            }
-        }
-        let pasid = pasids[n - 1];
-        let facts = GroupFacts {
-            device: u32::from(rid),
-            owner: ep as u32,
-            pasid,
-            grpid: last.grpid & 0x1ff,
-            needs_pasid: pasid.is_some(),
-            private_data,
-        };
-        match self.table.insert(
-            facts,
-            HostGroup {
-                cookie,
-                posted_ns: now_ns,
-            },
-        ) {
-            Ok(_) => {
+        let (code, why) = match outcome {
+            Posted::Queued => {
                 self.stats.groups_posted += 1;
-                true
+                return true;
             }
-            Err(_) => {
-                self.answer(cookie, ResponseCode::Success, HostAnswer::TableFull);
-                false
-            }
-        }
+            Posted::AnsweredByHardware(code) => (code, HostAnswer::Overflow),
+            // A request before the last was dropped: the group cannot be answered by the guest
+            // as a whole; the hardware's rule answers it.
+            Posted::Dropped => (ResponseCode::Success, HostAnswer::Overflow),
+            Posted::Unreachable => (ResponseCode::Invalid, HostAnswer::GuestMemory),
+        };
+        self.table.remove(local);
+        self.answer(cookie, code, why);
+        false
     }
 
     /// Whether the front group of `n` records may go to the guest: its endpoint and the guest
