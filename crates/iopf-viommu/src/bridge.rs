@@ -19,7 +19,7 @@
 //! (the hardware's own answer), the opt-in age limit. A guest response that matches no
 //! outstanding group (a duplicate, an unknown PRG index, the wrong PASID or requester id, a
 //! private-data echo that differs) answers nothing and is counted by the judge's
-//! [`RejectReason`]. Dropping the bridge drops the host consumer, whose queue answers INVALID
+//! [`RejectReason`](iopf_core::RejectReason). Dropping the bridge drops the host consumer, whose queue answers INVALID
 //! every group still held (iopf's queues and, on detach, Linux).
 //!
 //! **Backpressure, not failure.** The bridge posts a group only when the guest's queue has room
@@ -33,9 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use iopf_abi::{
     FaultConsumer, Features, IommufdResponse, Perm, PgFault, PgfaultFlags, ResponseCode,
 };
-use iopf_core::{
-    GroupFacts, GroupRef, GroupTable, Naming, RejectReason, Rejected, Responder, Response,
-};
+use iopf_core::{GroupFacts, GroupRef, GroupTable, Naming, Rejected, Responder, Response};
 
 use crate::code_map;
 
@@ -277,7 +275,7 @@ pub struct BridgeStats {
     pub host_answers: [u64; HostAnswer::COUNT],
     /// Guest answers by the guest's code (Success, Invalid, Failure).
     pub guest_codes: [u64; 3],
-    /// Guest responses that matched nothing, by the judge's [`RejectReason`] number (index 0:
+    /// Guest responses that matched nothing, by the judge's [`RejectReason`](iopf_core::RejectReason) number (index 0:
     /// an unknown requester id).
     pub unmatched: [u64; 12],
     /// Host answers the host queue refused (it had answered the group already: a detach).
@@ -799,12 +797,4 @@ impl<C: FaultConsumer> Drop for Bridge<C> {
     fn drop(&mut self) {
         self.flush();
     }
-}
-
-/// The [`RejectReason`] number a [`BridgeStats::unmatched`] index names (0: unknown requester).
-pub fn unmatched_reason(index: usize) -> Option<RejectReason> {
-    RejectReason::ALL
-        .iter()
-        .copied()
-        .find(|r| *r as usize == index)
 }

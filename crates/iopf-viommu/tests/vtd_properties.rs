@@ -77,7 +77,6 @@ fn run(ops: &[Op], age_limit: Option<u64>) -> Result<(), TestCaseError> {
     let mut outstanding: HashMap<u32, usize> = HashMap::new();
     let mut reported = 0usize;
     let mut answers = Vec::new();
-    let mut pri_on = true;
     for op in ops {
         match *op {
             Op::Fault { grpid, n } => {
@@ -134,7 +133,6 @@ fn run(ops: &[Op], age_limit: Option<u64>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Pri(on) => {
-                pri_on = on;
                 rig.vtd.bridge_mut().set_pri_enabled(RID, on);
             }
             Op::Reset => {
@@ -172,7 +170,6 @@ fn run(ops: &[Op], age_limit: Option<u64>) -> Result<(), TestCaseError> {
         );
     }
     // The guest is reset with the host ring free: every group is answered, none twice.
-    let _ = pri_on;
     rig.vtd.bridge_mut().host_mut().room = None;
     rig.pump();
     rig.vtd.reset();

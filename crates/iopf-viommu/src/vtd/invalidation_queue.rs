@@ -242,10 +242,7 @@ impl InvalidationQueue {
                     }
                     Err(e) => return self.fail(IqeReason::InvalidDescriptor, Some(e)),
                 },
-                ty @ 1..=LAST_DEFINED_TYPE => {
-                    let _ = ty;
-                    self.stats.other += 1;
-                }
+                1..=LAST_DEFINED_TYPE => self.stats.other += 1,
                 ty => {
                     return self.fail(
                         IqeReason::InvalidDescriptor,
