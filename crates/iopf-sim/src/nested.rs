@@ -26,15 +26,17 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use iopf_abi::{FaultConsumer, IommufdResponse, Perm, PgFault, ResponseCode};
-use iopf_viommu::guest::{GuestResolver, VtdGuestDriver};
+use iopf_viommu::guest::{GuestDriverModel, GuestResolver, VtdGuestDriver};
 use iopf_viommu::vtd::{VtdBridge, VtdConfig};
-use iopf_viommu::{BridgeConfig, Endpoint, HostAnswer, PasidMap, PrivateDataMode, RecordedMsis};
+use iopf_viommu::{
+    BridgeConfig, Endpoint, HostAnswer, PasidMap, PassthroughUnit, PrivateDataMode, RecordedMsis,
+};
 use serde::{Deserialize, Serialize};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use crate::clock::{now_ns, spin_for};
 use crate::resolver::{is_forbidden, is_invalid, ConsumerMark, Mapper, Resolver, ResolverStats};
-use crate::scenario::{GuestEventKind, GuestSpec, Scenario};
+use crate::scenario::{GuestEventKind, GuestSpec, Scenario, Viommu};
 use crate::{FunctionId, SimError, PAGE_SIZE};
 
 /// Guest-physical address of the guest's page request queue.
@@ -294,6 +296,11 @@ impl<M: Mapper> GuestResolver for GuestPaging<M> {
     }
 }
 
+/// The guest requester id of host function `f`: bus 0, device `f`, function 0.
+fn guest_rid(f: FunctionId) -> u16 {
+    (f << 3) as u16
+}
+
 fn path_error(what: &str, e: impl std::fmt::Display) -> SimError {
     SimError::FaultPath(format!("{what}: {e}"))
 }
@@ -313,13 +320,12 @@ pub fn serve<C: FaultConsumer, M: Mapper + Clone>(
 ) -> Result<(ResolverStats, Vec<ConsumerMark>), SimError> {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), GUEST_MEM)])
         .map_err(|e| path_error("guest memory", e))?;
-    let rid = |f: FunctionId| (f << 3) as u16;
     let endpoints = guest
         .functions
         .iter()
         .map(|&f| Endpoint {
             host_dev_id: f,
-            guest_rid: rid(f),
+            guest_rid: guest_rid(f),
             pasids: PasidMap::Identity,
         })
         .collect();
@@ -336,198 +342,269 @@ pub fn serve<C: FaultConsumer, M: Mapper + Clone>(
         failure: 0,
         refused: 0,
     };
-    let mut vtd = VtdBridge::new(port, cfg, VtdConfig::new(PrivateDataMode::None))
-        .map_err(|e| path_error("vIOMMU", e))?;
-    let mut irq = RecordedMsis::default();
-    let new_driver = || VtdGuestDriver::new(PRQ_BASE, IQ_BASE).with_prq_order(guest.prq_order);
-    let mut driver = new_driver();
-    driver
-        .init(&mut vtd, &mem, &mut irq, now_ns())
-        .map_err(|e| path_error("guest driver", e))?;
-    let mut paging = GuestPaging {
-        seed: scenario.seed,
-        spec: scenario.resolver,
-        mapper: mapper.clone(),
-        dev_of_rid: guest.functions.iter().map(|&f| (rid(f), f)).collect(),
-        last_pages: HashMap::new(),
-        spoiled: HashMap::new(),
-        mapped: 0,
-        error: None,
+    let slots = guest.viommu.queue_slots(guest.prq_order);
+    let order = guest.prq_order;
+    let ctx = Run {
+        scenario,
+        guest,
+        mem: &mem,
+        mapper,
+        start_ns,
+        slots,
     };
-    let mut resolver = Resolver::new(scenario.resolver, scenario.seed, mapper);
-    let mut report = GuestReport {
-        viommu: "vtd".into(),
-        functions: guest.functions.clone(),
-        prq_slots: (1u64 << (guest.prq_order + 7)) - 1,
-        age_limit_ms: guest.age_limit_ms,
-        ..GuestReport::default()
-    };
-    // The unit's counters restart at a reset: what came before is kept here.
-    let mut prq_before = (0u64, 0u64, 0u64);
-    let mut events = guest.events.clone();
-    events.sort_by_key(|e| e.at_ms);
-    let mut next_event = 0;
-    let mut buf = vec![PgFault::ZEROED; 1024];
-    let mut responses: Vec<IommufdResponse> = Vec::with_capacity(Resolver::<M>::ANSWER_BATCH);
-    let mut marks: Vec<(FunctionId, u32)> = Vec::with_capacity(Resolver::<M>::ANSWER_BATCH);
-    let mut guest_unfinished = false;
-    loop {
-        let now = now_ns();
-        while let Some(e) = events
-            .get(next_event)
-            .filter(|e| e.at_ms * 1_000_000 <= now.saturating_sub(start_ns))
-        {
-            match e.kind {
-                GuestEventKind::StopAnswering => {
-                    if !driver.misbehaviour.silent {
-                        report.silent_periods += 1;
-                    }
-                    driver.misbehaviour.silent = true;
-                }
-                GuestEventKind::ResumeAnswering => driver.misbehaviour.silent = false,
-                GuestEventKind::Reset => {
-                    let s = vtd.pri().prq().stats();
-                    prq_before.0 += s.overflows;
-                    prq_before.1 += s.auto_success;
-                    prq_before.2 += s.events;
-                    report.discarded_partials += driver.discarded_partials;
-                    report.resets += 1;
-                    vtd.reset();
-                    irq.messages.clear();
-                    // The guest sets the unit up again, as after a reboot; what it was told to do
-                    // wrong it still does.
-                    let misbehaviour = driver.misbehaviour;
-                    driver = new_driver();
-                    driver.misbehaviour = misbehaviour;
-                    driver
-                        .init(&mut vtd, &mem, &mut irq, now_ns())
-                        .map_err(|e| path_error("guest driver", e))?;
-                }
-            }
-            next_event += 1;
-        }
-        // The host queue: the host's groups are resolved here, the guest's handed over.
-        let n = vtd
-            .bridge_mut()
-            .host_mut()
-            .queue
-            .read_faults(&mut buf)
-            .map_err(|e| path_error("fault queue", e))?;
-        if n > 0 {
-            let delivered_ns = now_ns();
-            let mut start = 0;
-            let mut groups = 0;
-            for i in 0..n {
-                if !buf[i].is_last() {
-                    continue;
-                }
-                let group = &buf[start..=i];
-                start = i + 1;
-                groups += 1;
-                if guest.functions.contains(&buf[i].dev_id) {
-                    paging.note(group);
-                    vtd.bridge_mut().host_mut().push(group, delivered_ns);
-                    continue;
-                }
-                let code = resolver.resolve(group)?;
-                responses.push(IommufdResponse {
-                    cookie: buf[i].cookie,
-                    code,
-                });
-                marks.push((buf[i].dev_id, buf[i].grpid));
-                if responses.len() >= Resolver::<M>::ANSWER_BATCH {
-                    let q = &mut *vtd.bridge_mut().host_mut().queue;
-                    resolver.answer(q, &responses, &marks, delivered_ns, done);
-                    responses.clear();
-                    marks.clear();
-                }
-            }
-            let q = &mut *vtd.bridge_mut().host_mut().queue;
-            resolver.answer(q, &responses, &marks, delivered_ns, done);
-            responses.clear();
-            marks.clear();
-            resolver.count_read(n as u64, groups);
-        }
-        // The vIOMMU: host groups into the guest's queue (room allowing), aged groups, owed
-        // answers.
-        let posted = vtd
-            .pump(&mem, &mut irq, now_ns())
-            .map_err(|e| path_error("vIOMMU", e))?;
-        // The guest: its page request handler runs when the interrupt came (or the pending bit
-        // is set), like an interrupt handler, and again while its answers wait for room.
-        let fire = !irq.messages.is_empty() || vtd.pri().prq().prs() & 1 != 0 || guest_unfinished;
-        if fire {
-            irq.messages.clear();
-            let t = now_ns();
-            vtd.bridge_mut().host_mut().guest_event = Some(t);
-            let handled = driver.handle_event(&mut vtd, &mem, &mut irq, &mut paging, t);
-            vtd.bridge_mut().host_mut().guest_event = None;
-            let h = handled.map_err(|e| path_error("guest driver", e))?;
-            report.handler_runs += 1;
-            report.descriptors += h.descriptors as u64;
-            report.bad_requests += h.bad as u64;
-            guest_unfinished = !h.waits_done;
-        }
-        if let Some(e) = paging.error.take() {
-            return Err(e);
-        }
-        if n == 0 && posted == 0 && !fire {
-            let b = vtd.bridge();
-            let port = b.host();
-            // Once the producer has finished nothing more comes; groups the guest still holds
-            // were answered by the queue's close.
-            if done(&*port.queue) && port.waiting.is_empty() && b.staged_records() == 0 {
-                break;
-            }
-            let busy = !port.waiting.is_empty()
-                || b.staged_records() > 0
-                || b.owed_answers() > 0
-                || b.outstanding() > 0;
-            if busy {
-                std::thread::yield_now();
-            } else {
-                vtd.bridge_mut()
-                    .host_mut()
-                    .queue
-                    .wait_readable(Some(1))
-                    .map_err(|e| path_error("fault queue", e))?;
-            }
+    match guest.viommu {
+        Viommu::Vtd => {
+            let unit = VtdBridge::new(port, cfg, VtdConfig::new(PrivateDataMode::None))
+                .map_err(|e| path_error("vIOMMU", e))?;
+            ctx.run(
+                unit,
+                || VtdGuestDriver::new(PRQ_BASE, IQ_BASE).with_prq_order(order),
+                done,
+            )
         }
     }
-    let _ = vtd.bridge_mut().flush();
-    let b = vtd.bridge().stats();
-    report.groups_read = b.groups_read;
-    report.groups_posted = b.groups_posted;
-    report.records_posted = b.records_posted;
-    report.records_dropped = b.records_dropped;
-    report.host_answers = HostAnswer::ALL
-        .iter()
-        .map(|&a| (a.name().to_string(), b.host_answers[a as usize]))
-        .collect();
-    report.guest_success = b.guest_codes[0];
-    report.guest_invalid = b.guest_codes[1];
-    report.guest_failure = b.guest_codes[2];
-    report.unmatched = b.unmatched_total();
-    report.host_refused = b.host_refused;
-    report.outstanding_at_end = vtd.bridge().outstanding() as u64;
-    let s = vtd.pri().prq().stats();
-    report.prq_overflows = prq_before.0 + s.overflows;
-    report.prq_auto_success = prq_before.1 + s.auto_success;
-    report.interrupts = prq_before.2 + s.events;
-    report.discarded_partials += driver.discarded_partials;
-    report.pages_mapped = paging.mapped;
-    let port = vtd.bridge().host();
-    let (success, invalid, failure, refused) =
-        (port.success, port.invalid, port.failure, port.refused);
-    let guest_marks = port.marks.clone();
-    drop(vtd);
-    let (mut stats, mut all_marks) = resolver.finish();
-    stats.success += success;
-    stats.invalid += invalid;
-    stats.failure += failure;
-    stats.refused += refused;
-    stats.mapped += paging.mapped;
-    stats.guest = Some(report);
-    all_marks.extend(guest_marks);
-    Ok((stats, all_marks))
+}
+
+/// What one nested run needs besides the unit and its driver.
+struct Run<'a, M> {
+    scenario: &'a Scenario,
+    guest: &'a GuestSpec,
+    mem: &'a GuestMemoryMmap,
+    mapper: M,
+    start_ns: u64,
+    slots: u64,
+}
+
+impl<M: Mapper + Clone> Run<'_, M> {
+    /// Serves the host queue behind `unit` (whose host side is the [`GuestPort`]) with the
+    /// guest driver `new_driver` makes (again after each reset).
+    fn run<'q, C, U, D>(
+        self,
+        mut unit: U,
+        new_driver: impl Fn() -> D,
+        done: &dyn Fn(&C) -> bool,
+    ) -> Result<(ResolverStats, Vec<ConsumerMark>), SimError>
+    where
+        C: FaultConsumer + 'q,
+        U: PassthroughUnit<Host = GuestPort<'q, C>> + UnitCounters,
+        D: GuestDriverModel<U>,
+    {
+        let Run {
+            scenario,
+            guest,
+            mem,
+            mapper,
+            start_ns,
+            slots,
+        } = self;
+        let mut irq = RecordedMsis::default();
+        let mut driver = new_driver();
+        driver
+            .init(&mut unit, mem, &mut irq, now_ns())
+            .map_err(|e| path_error("guest driver", e))?;
+        let mut paging = GuestPaging {
+            seed: scenario.seed,
+            spec: scenario.resolver,
+            mapper: mapper.clone(),
+            dev_of_rid: guest.functions.iter().map(|&f| (guest_rid(f), f)).collect(),
+            last_pages: HashMap::new(),
+            spoiled: HashMap::new(),
+            mapped: 0,
+            error: None,
+        };
+        let mut resolver = Resolver::new(scenario.resolver, scenario.seed, mapper);
+        let mut report = GuestReport {
+            viommu: guest.viommu.name().into(),
+            functions: guest.functions.clone(),
+            prq_slots: slots,
+            age_limit_ms: guest.age_limit_ms,
+            ..GuestReport::default()
+        };
+        // The unit's counters restart at a reset: what came before is kept here.
+        let mut prq_before = (0u64, 0u64, 0u64);
+        let mut events = guest.events.clone();
+        events.sort_by_key(|e| e.at_ms);
+        let mut next_event = 0;
+        let mut buf = vec![PgFault::ZEROED; 1024];
+        let mut responses: Vec<IommufdResponse> = Vec::with_capacity(Resolver::<M>::ANSWER_BATCH);
+        let mut marks: Vec<(FunctionId, u32)> = Vec::with_capacity(Resolver::<M>::ANSWER_BATCH);
+        let mut guest_unfinished = false;
+        loop {
+            let now = now_ns();
+            while let Some(e) = events
+                .get(next_event)
+                .filter(|e| e.at_ms * 1_000_000 <= now.saturating_sub(start_ns))
+            {
+                match e.kind {
+                    GuestEventKind::StopAnswering => {
+                        if !driver.misbehaviour_mut().silent {
+                            report.silent_periods += 1;
+                        }
+                        driver.misbehaviour_mut().silent = true;
+                    }
+                    GuestEventKind::ResumeAnswering => driver.misbehaviour_mut().silent = false,
+                    GuestEventKind::Reset => {
+                        let s = unit.counters();
+                        prq_before.0 += s.0;
+                        prq_before.1 += s.1;
+                        prq_before.2 += s.2;
+                        report.discarded_partials += driver.discarded_partials();
+                        report.resets += 1;
+                        unit.reset();
+                        irq.messages.clear();
+                        // The guest sets the unit up again, as after a reboot; what it was told to do
+                        // wrong it still does.
+                        let misbehaviour = *driver.misbehaviour_mut();
+                        driver = new_driver();
+                        *driver.misbehaviour_mut() = misbehaviour;
+                        driver
+                            .init(&mut unit, mem, &mut irq, now_ns())
+                            .map_err(|e| path_error("guest driver", e))?;
+                    }
+                }
+                next_event += 1;
+            }
+            // The host queue: the host's groups are resolved here, the guest's handed over.
+            let n = unit
+                .bridge_mut()
+                .host_mut()
+                .queue
+                .read_faults(&mut buf)
+                .map_err(|e| path_error("fault queue", e))?;
+            if n > 0 {
+                let delivered_ns = now_ns();
+                let mut start = 0;
+                let mut groups = 0;
+                for i in 0..n {
+                    if !buf[i].is_last() {
+                        continue;
+                    }
+                    let group = &buf[start..=i];
+                    start = i + 1;
+                    groups += 1;
+                    if guest.functions.contains(&buf[i].dev_id) {
+                        paging.note(group);
+                        unit.bridge_mut().host_mut().push(group, delivered_ns);
+                        continue;
+                    }
+                    let code = resolver.resolve(group)?;
+                    responses.push(IommufdResponse {
+                        cookie: buf[i].cookie,
+                        code,
+                    });
+                    marks.push((buf[i].dev_id, buf[i].grpid));
+                    if responses.len() >= Resolver::<M>::ANSWER_BATCH {
+                        let q = &mut *unit.bridge_mut().host_mut().queue;
+                        resolver.answer(q, &responses, &marks, delivered_ns, done);
+                        responses.clear();
+                        marks.clear();
+                    }
+                }
+                let q = &mut *unit.bridge_mut().host_mut().queue;
+                resolver.answer(q, &responses, &marks, delivered_ns, done);
+                responses.clear();
+                marks.clear();
+                resolver.count_read(n as u64, groups);
+            }
+            // The vIOMMU: host groups into the guest's queue (room allowing), aged groups, owed
+            // answers.
+            let posted = unit
+                .pump(mem, &mut irq, now_ns())
+                .map_err(|e| path_error("vIOMMU", e))?;
+            // The guest: its page request handler runs when the interrupt came (or the pending bit
+            // is set), like an interrupt handler, and again while its answers wait for room.
+            let fire = !irq.messages.is_empty() || unit.event_pending() || guest_unfinished;
+            if fire {
+                irq.messages.clear();
+                let t = now_ns();
+                unit.bridge_mut().host_mut().guest_event = Some(t);
+                let handled = driver.handle_event(&mut unit, mem, &mut irq, &mut paging, t);
+                unit.bridge_mut().host_mut().guest_event = None;
+                let h = handled.map_err(|e| path_error("guest driver", e))?;
+                report.handler_runs += 1;
+                report.descriptors += h.descriptors as u64;
+                report.bad_requests += h.bad as u64;
+                guest_unfinished = !h.waits_done;
+            }
+            if let Some(e) = paging.error.take() {
+                return Err(e);
+            }
+            if n == 0 && posted == 0 && !fire {
+                let b = unit.bridge();
+                let port = b.host();
+                // Once the producer has finished nothing more comes; groups the guest still holds
+                // were answered by the queue's close.
+                if done(&*port.queue) && port.waiting.is_empty() && b.staged_records() == 0 {
+                    break;
+                }
+                let busy = !port.waiting.is_empty()
+                    || b.staged_records() > 0
+                    || b.owed_answers() > 0
+                    || b.outstanding() > 0;
+                if busy {
+                    std::thread::yield_now();
+                } else {
+                    unit.bridge_mut()
+                        .host_mut()
+                        .queue
+                        .wait_readable(Some(1))
+                        .map_err(|e| path_error("fault queue", e))?;
+                }
+            }
+        }
+        let _ = unit.bridge_mut().flush();
+        let b = unit.bridge().stats();
+        report.groups_read = b.groups_read;
+        report.groups_posted = b.groups_posted;
+        report.records_posted = b.records_posted;
+        report.records_dropped = b.records_dropped;
+        report.host_answers = HostAnswer::ALL
+            .iter()
+            .map(|&a| (a.name().to_string(), b.host_answers[a as usize]))
+            .collect();
+        report.guest_success = b.guest_codes[0];
+        report.guest_invalid = b.guest_codes[1];
+        report.guest_failure = b.guest_codes[2];
+        report.unmatched = b.unmatched_total();
+        report.host_refused = b.host_refused;
+        report.outstanding_at_end = unit.bridge().outstanding() as u64;
+        let s = unit.counters();
+        report.prq_overflows = prq_before.0 + s.0;
+        report.prq_auto_success = prq_before.1 + s.1;
+        report.interrupts = prq_before.2 + s.2;
+        report.discarded_partials += driver.discarded_partials();
+        report.pages_mapped = paging.mapped;
+        let port = unit.bridge().host();
+        let (success, invalid, failure, refused) =
+            (port.success, port.invalid, port.failure, port.refused);
+        let guest_marks = port.marks.clone();
+        drop(unit);
+        let (mut stats, mut all_marks) = resolver.finish();
+        stats.success += success;
+        stats.invalid += invalid;
+        stats.failure += failure;
+        stats.refused += refused;
+        stats.mapped += paging.mapped;
+        stats.guest = Some(report);
+        all_marks.extend(guest_marks);
+        Ok((stats, all_marks))
+    }
+}
+
+/// The unit's own counters the report shows: (overflows, requests the "hardware" answered,
+/// interrupts), and whether a page request event is pending (what the guest's handler polls).
+trait UnitCounters {
+    fn counters(&self) -> (u64, u64, u64);
+    fn event_pending(&self) -> bool;
+}
+
+impl<C: FaultConsumer> UnitCounters for VtdBridge<C> {
+    fn counters(&self) -> (u64, u64, u64) {
+        let s = self.pri().prq().stats();
+        (s.overflows, s.auto_success, s.events)
+    }
+
+    fn event_pending(&self) -> bool {
+        self.pri().prq().prs() & iopf_viommu::vtd::regs::PRS_PPR != 0
+    }
 }

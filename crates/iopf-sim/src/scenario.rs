@@ -75,6 +75,23 @@ pub enum Viommu {
     Vtd,
 }
 
+impl Viommu {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Viommu::Vtd => "vtd",
+        }
+    }
+
+    /// Usable slots of a page request queue of `2^order` 4 KiB pages.
+    pub fn queue_slots(self, order: u64) -> u64 {
+        match self {
+            // 32-byte descriptors; one slot always stays free.
+            Viommu::Vtd => (1u64 << (order + 7)) - 1,
+        }
+    }
+}
+
 /// A guest behind a vIOMMU: the functions passed through to it, and what it does wrong.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -457,8 +474,7 @@ impl Scenario {
         if g.age_limit_ms == Some(0) {
             return Err(("guest.age_limit_ms".into(), "must be at least 1".into()));
         }
-        // One slot of the ring always stays free.
-        let capacity = (1u64 << (g.prq_order + 7)) - 1;
+        let capacity = g.viommu.queue_slots(g.prq_order);
         for (i, &id) in g.functions.iter().enumerate() {
             let field = format!("guest.functions[{i}]");
             let Some(d) = self.function_spec(id) else {

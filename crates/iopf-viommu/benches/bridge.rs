@@ -1,7 +1,9 @@
-//! What the guest side adds per group: a window of page request groups carried host queue →
-//! bridge → VT-d page request queue in guest memory → guest driver model → page group response
-//! in the invalidation queue → host answer, against the host-only exchange (the VMM reads the
-//! same host queue and answers it itself), in the same run.
+//! What the guest side adds per group, one row per architecture: a window of page request
+//! groups carried host queue → bridge → the guest's page request queue in guest memory (VT-d
+//! PRQ, SMMUv3 PRI queue, AMD PPR log) → guest driver model → page response in the guest's
+//! command queue (page group response, `CMD_PRI_RESP` + `CMD_SYNC`, `COMPLETE_PPR_REQUEST` +
+//! `COMPLETION_WAIT`) → host answer, against the host-only exchange (the VMM reads the same
+//! host queue and answers it itself), in the same run.
 //!
 //! Both sides use iopf's iommufd-compatible queue as the host fault queue and answer every group
 //! Success; each iteration reports `WINDOW` one-request groups and answers them all. Before
@@ -20,9 +22,11 @@ use iopf_abi::{
     FaultConsumer, IommufdResponse, PageRequest, PageRequestFlags, Perm, PgFault, ResponseCode,
 };
 use iopf_iommufd::{compat_fault_queue, CompatFaultQueue, CompatProducer};
-use iopf_viommu::guest::{IdentityResolver, VtdGuestDriver};
+use iopf_viommu::guest::{GuestDriverModel, IdentityResolver, VtdGuestDriver};
 use iopf_viommu::vtd::{VtdBridge, VtdConfig};
-use iopf_viommu::{BridgeConfig, Endpoint, PasidMap, PrivateDataMode, RecordedMsis};
+use iopf_viommu::{
+    BridgeConfig, Endpoint, PasidMap, PassthroughUnit, PrivateDataMode, RecordedMsis,
+};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 const WINDOW: u32 = 64;
@@ -72,37 +76,42 @@ impl HostOnly {
     }
 }
 
-struct Bridged {
+/// One architecture's whole guest path: its unit bridged to the host queue and its guest
+/// driver model.
+struct Bridged<U, D> {
+    name: &'static str,
     device: CompatProducer,
     mem: GuestMemoryMmap,
-    vtd: VtdBridge<CompatFaultQueue>,
+    unit: U,
     irq: RecordedMsis,
-    guest: VtdGuestDriver,
+    guest: D,
 }
 
-impl Bridged {
-    fn new() -> Bridged {
+impl<U, D> Bridged<U, D>
+where
+    U: PassthroughUnit<Host = CompatFaultQueue>,
+    D: GuestDriverModel<U>,
+{
+    fn new(
+        name: &'static str,
+        build: impl FnOnce(CompatFaultQueue, BridgeConfig) -> (U, D),
+    ) -> Self {
         let (device, queue) = compat_fault_queue(1).expect("queue");
         let mem =
-            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("memory");
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).expect("memory");
         let ep = Endpoint {
             host_dev_id: 1,
             guest_rid: 8,
             pasids: PasidMap::Identity,
         };
-        let mut vtd = VtdBridge::new(
-            queue,
-            BridgeConfig::new(vec![ep]),
-            VtdConfig::new(PrivateDataMode::None),
-        )
-        .expect("bridge");
+        let (mut unit, mut guest) = build(queue, BridgeConfig::new(vec![ep]));
         let mut irq = RecordedMsis::default();
-        let mut guest = VtdGuestDriver::new(0x10000, 0x40000);
-        guest.init(&mut vtd, &mem, &mut irq, 0).expect("init");
+        guest.init(&mut unit, &mem, &mut irq, 0).expect("init");
         Bridged {
+            name,
             device,
             mem,
-            vtd,
+            unit,
             irq,
             guest,
         }
@@ -112,10 +121,10 @@ impl Bridged {
         for g in 0..WINDOW {
             self.device.report(req(g));
         }
-        self.vtd.pump(&self.mem, &mut self.irq, 0).expect("pump");
+        self.unit.pump(&self.mem, &mut self.irq, 0).expect("pump");
         self.guest
             .handle_event(
-                &mut self.vtd,
+                &mut self.unit,
                 &self.mem,
                 &mut self.irq,
                 &mut IdentityResolver,
@@ -127,35 +136,76 @@ impl Bridged {
     }
 }
 
+/// A bridged path, whatever its architecture.
+trait Window {
+    fn name(&self) -> &'static str;
+    fn window(&mut self) -> usize;
+}
+
+impl<U, D> Window for Bridged<U, D>
+where
+    U: PassthroughUnit<Host = CompatFaultQueue>,
+    D: GuestDriverModel<U>,
+{
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn window(&mut self) -> usize {
+        Bridged::window(self)
+    }
+}
+
+/// Every architecture's bridged path.
+fn architectures() -> Vec<Box<dyn Window>> {
+    vec![Box::new(Bridged::new("vtd", |q, cfg| {
+        let unit = VtdBridge::new(q, cfg, VtdConfig::new(PrivateDataMode::None)).expect("bridge");
+        (unit, VtdGuestDriver::new(0x10000, 0x40000))
+    }))]
+}
+
+/// Host-only and each architecture timed in alternation, one row per architecture.
 fn interleaved() {
-    let (mut host, mut bridged) = (HostOnly::new(), Bridged::new());
+    let mut host = HostOnly::new();
     assert_eq!(host.window(), WINDOW as usize);
-    assert_eq!(
-        bridged.window(),
-        WINDOW as usize,
-        "every group answered through the guest"
-    );
+    let mut archs = architectures();
+    for a in archs.iter_mut() {
+        assert_eq!(
+            a.window(),
+            WINDOW as usize,
+            "{}: every group answered through the guest",
+            a.name()
+        );
+    }
     let rounds = 2_000;
-    let (mut t_host, mut t_bridged) = (0u128, 0u128);
+    let mut t_host = 0u128;
+    let mut t_arch = vec![0u128; archs.len()];
     for _ in 0..5 {
         let t = Instant::now();
         for _ in 0..rounds / 5 {
             black_box(host.window());
         }
         t_host += t.elapsed().as_nanos();
-        let t = Instant::now();
-        for _ in 0..rounds / 5 {
-            black_box(bridged.window());
+        for (a, total) in archs.iter_mut().zip(t_arch.iter_mut()) {
+            let t = Instant::now();
+            for _ in 0..rounds / 5 {
+                black_box(a.window());
+            }
+            *total += t.elapsed().as_nanos();
         }
-        t_bridged += t.elapsed().as_nanos();
     }
     let groups = (rounds * WINDOW) as f64;
-    let (h, b) = (t_host as f64 / groups, t_bridged as f64 / groups);
-    println!(
-        "interleaved: host-only {h:.0} ns/group, bridged {b:.0} ns/group: the guest side adds {:.0} ns ({:.2}x)",
-        b - h,
-        b / h
-    );
+    let h = t_host as f64 / groups;
+    println!("interleaved: host-only {h:.0} ns/group");
+    for (a, total) in archs.iter().zip(&t_arch) {
+        let b = *total as f64 / groups;
+        println!(
+            "interleaved: {:<7} bridged {b:.0} ns/group: the guest side adds {:.0} ns ({:.2}x)",
+            a.name(),
+            b - h,
+            b / h
+        );
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -164,8 +214,10 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(u64::from(WINDOW)));
     let mut host = HostOnly::new();
     g.bench_function("host_only", |b| b.iter(|| black_box(host.window())));
-    let mut bridged = Bridged::new();
-    g.bench_function("vtd_bridged", |b| b.iter(|| black_box(bridged.window())));
+    for mut a in architectures() {
+        let name = format!("{}_bridged", a.name());
+        g.bench_function(name, |b| b.iter(|| black_box(a.window())));
+    }
     g.finish();
 }
 

@@ -56,7 +56,7 @@ pub struct GuestPageRequest {
     pub rid: u16,
     /// The PASID in the guest, if the request has one.
     pub pasid: Option<u32>,
-    /// The PRG index (9 bits).
+    /// The PRG index (9 bits), or an SMMUv3 stall's `STAG` (16 bits): see [`GroupNaming`].
     pub prg_index: u16,
     /// Read, write, execute, privileged.
     pub perm: Perm,
@@ -75,7 +75,7 @@ pub struct GuestResponse {
     pub rid: u16,
     /// The PASID it names, if any.
     pub pasid: Option<u32>,
-    /// The PRG index.
+    /// The PRG index, or the stall tag.
     pub prg_index: u16,
     /// The code.
     pub code: ResponseCode,
@@ -97,21 +97,69 @@ pub enum Posted {
     Unreachable,
 }
 
-/// A guest-visible page request queue, as the bridge needs it.
+/// How a guest's queue names one function's groups, and so how its responses are matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GroupNaming {
+    /// Bits of the group tag: 9 for a PRG index (PRI on every architecture), 16 for an SMMUv3
+    /// stall tag (`STAG`). The bridge keeps the host grpid's low `tag_bits` bits.
+    pub tag_bits: u32,
+    /// Whether the guest's response names the PASID of a group that has one: VT-d and AMD do
+    /// (and a response with the wrong PASID matches nothing); an SMMUv3 stream whose STE has
+    /// `PPAR` = 0 does not, nor does a stall (`CMD_RESUME` carries no SubstreamID).
+    pub response_names_pasid: bool,
+}
+
+impl GroupNaming {
+    /// PCIe PRI: a 9-bit PRG index, the response names the PASID.
+    pub const PRI: GroupNaming = GroupNaming {
+        tag_bits: 9,
+        response_names_pasid: true,
+    };
+    /// PCIe PRI on an SMMUv3 stream whose STE has `PPAR` = 0: the response carries no PASID.
+    pub const PRI_NO_PASID_IN_RESPONSE: GroupNaming = GroupNaming {
+        tag_bits: 9,
+        response_names_pasid: false,
+    };
+    /// An SMMUv3 stall: one transaction per group, named by its 16-bit `STAG`.
+    pub const STALL: GroupNaming = GroupNaming {
+        tag_bits: 16,
+        response_names_pasid: false,
+    };
+
+    /// The mask of the tag's bits.
+    pub fn tag_mask(self) -> u32 {
+        if self.tag_bits >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << self.tag_bits) - 1
+        }
+    }
+}
+
+/// A guest-visible page request queue, as the bridge needs it. `rid` names the function a
+/// group is for: an architecture with more than one queue (SMMUv3: the PRI queue for PRI
+/// functions, the event queue for stalling ones) answers for the queue that function's
+/// requests go to.
 pub trait GuestQueue {
-    /// Whether the guest has its page request queue on (VT-d: `PQA` programmed). While off,
-    /// the bridge answers groups INVALID ([`HostAnswer::QueueOff`]).
-    fn enabled(&self) -> bool;
-    /// How many requests the queue takes now without overflowing (0 while an overflow waits
+    /// Whether the guest has the queue `rid`'s requests go to on (VT-d: `PQA` programmed).
+    /// While off, the bridge answers `rid`'s groups INVALID ([`HostAnswer::QueueOff`]).
+    fn enabled(&self, rid: u16) -> bool;
+    /// How many requests that queue takes now without overflowing (0 while an overflow waits
     /// for the guest to clear it).
-    fn room(&self) -> usize;
-    /// How many the queue holds when empty.
-    fn capacity(&self) -> usize;
+    fn room(&self, rid: u16) -> usize;
+    /// How many that queue holds when empty.
+    fn capacity(&self, rid: u16) -> usize;
+    /// How `rid`'s groups are named ([`GroupNaming::PRI`] unless the architecture says
+    /// otherwise).
+    fn naming(&self, rid: u16) -> GroupNaming {
+        let _ = rid;
+        GroupNaming::PRI
+    }
     /// What the guest's descriptors carry.
     fn private_data_mode(&self) -> PrivateDataMode;
-    /// Writes one request into the queue (or overflows, by the architecture's rule).
+    /// Writes one request into its queue (or overflows, by the architecture's rule).
     fn post(&mut self, req: &GuestPageRequest) -> Posted;
-    /// Called after a batch of posts: raises the guest's interrupt if the architecture says so.
+    /// Called after a batch of posts: raises the guest's interrupts if the architecture says so.
     fn notify(&mut self);
 }
 
@@ -475,10 +523,14 @@ impl<C: FaultConsumer> Bridge<C> {
                 break;
             }
             let n = self.front_len();
-            if guest.enabled() {
-                let room = guest.room();
-                if n > room && room < guest.capacity() || room == 0 {
-                    break; // backpressure: the guest makes room first
+            if let Some(rid) = self.front_rid() {
+                if guest.enabled(rid) {
+                    let room = guest.room(rid);
+                    if n > room && room < guest.capacity(rid) || room == 0 {
+                        // Backpressure: the guest makes room first. (Groups behind this one wait
+                        // too, even for another queue: the host's order is kept.)
+                        break;
+                    }
                 }
             }
             if self.post_front(guest, n, now_ns) {
@@ -580,6 +632,21 @@ impl<C: FaultConsumer> Bridge<C> {
         true
     }
 
+    /// The guest terminated every outstanding group of the function `rid` itself (SMMUv3's
+    /// `CMD_STALL_TERM`: its stalled transactions are aborted): each is answered INVALID as the
+    /// guest's answer ([`HostAnswer::Guest`], counted as a guest INVALID). Returns how many.
+    pub fn guest_terminate(&mut self, rid: u16) -> usize {
+        let Some(&ep) = self.by_rid.get(&rid) else {
+            return 0;
+        };
+        let before = self.stats.host_answers[HostAnswer::Guest as usize];
+        self.answer_owner(ep, ResponseCode::Invalid, HostAnswer::Guest, None);
+        let n = self.stats.host_answers[HostAnswer::Guest as usize] - before;
+        self.stats.guest_codes[ResponseCode::Invalid as usize] += n;
+        self.flush();
+        n as usize
+    }
+
     /// The vIOMMU was reset (the VMM calls this on a guest reboot or a device reset): every
     /// outstanding and staged group is answered INVALID ([`HostAnswer::Reset`]). A guest that
     /// only turns its page request queue off (`PQA` = 0) keeps its groups: it can still answer
@@ -634,12 +701,22 @@ impl<C: FaultConsumer> Bridge<C> {
     /// does not fit (EINVAL from Linux 6.12, or 0 with a group waiting from newer kernels).
     fn fill(&mut self, guest: &impl GuestQueue) -> Result<bool, C::Error> {
         let max = self.cfg.max_group_records;
-        let mut want = if guest.enabled() {
-            guest.room()
-        } else {
-            guest.capacity()
-        }
-        .clamp(1, max);
+        // As many as the roomiest of the guest's queues takes now: the rest stays in the host
+        // queue, whose backlog holds it.
+        let mut want = self
+            .endpoints
+            .iter()
+            .map(|ep| {
+                let rid = ep.cfg.guest_rid;
+                if guest.enabled(rid) {
+                    guest.room(rid)
+                } else {
+                    guest.capacity(rid)
+                }
+            })
+            .max()
+            .unwrap_or(1)
+            .clamp(1, max);
         loop {
             if self.buf.len() < want {
                 self.buf.resize(want, PgFault::ZEROED);
@@ -670,6 +747,13 @@ impl<C: FaultConsumer> Bridge<C> {
         PgFault::first_group_len(&self.staged)
     }
 
+    /// The guest requester id of the staged front group, if it is an endpoint's.
+    fn front_rid(&self) -> Option<u16> {
+        let first = self.staged.front()?;
+        let &ep = self.by_dev.get(&first.dev_id)?;
+        Some(self.endpoints[ep].cfg.guest_rid)
+    }
+
     /// Posts (or answers) the front group of `n` records; whether it went to the guest whole.
     fn post_front(&mut self, guest: &mut impl GuestQueue, n: usize, now_ns: u64) -> bool {
         let first = self.staged[0];
@@ -684,6 +768,8 @@ impl<C: FaultConsumer> Bridge<C> {
             Ok(v) => v,
         };
         let rid = self.endpoints[ep].cfg.guest_rid;
+        let naming = guest.naming(rid);
+        let tag = self.staged[n - 1].grpid & naming.tag_mask();
         let private_data = match (self.mode, guest.private_data_mode()) {
             (PrivateDataMode::Carried, PrivateDataMode::Carried) => self.host.private_data(cookie),
             _ => None,
@@ -696,8 +782,8 @@ impl<C: FaultConsumer> Bridge<C> {
             device: u32::from(rid),
             owner: ep as u32,
             pasid,
-            grpid: self.staged[n - 1].grpid & 0x1ff,
-            needs_pasid: pasid.is_some(),
+            grpid: tag,
+            needs_pasid: pasid.is_some() && naming.response_names_pasid,
             private_data,
         };
         let held = HostGroup {
@@ -715,7 +801,7 @@ impl<C: FaultConsumer> Bridge<C> {
             let req = GuestPageRequest {
                 rid,
                 pasid: *pasid,
-                prg_index: (f.grpid & 0x1ff) as u16,
+                prg_index: (f.grpid & naming.tag_mask()) as u16,
                 perm: f.perm & Perm::all(),
                 addr: f.addr & !0xfff,
                 last,
@@ -762,7 +848,7 @@ impl<C: FaultConsumer> Bridge<C> {
         if !state.pri_enabled {
             return Err(HostAnswer::PriDisabled);
         }
-        if !guest.enabled() {
+        if !guest.enabled(state.cfg.guest_rid) {
             return Err(HostAnswer::QueueOff);
         }
         self.staged

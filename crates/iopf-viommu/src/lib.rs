@@ -38,11 +38,15 @@ pub mod bridge;
 pub mod code_map;
 pub mod guest;
 pub mod interrupt;
+pub mod mmio;
+mod passthrough_unit;
 pub mod testing;
 pub mod vtd;
 
 pub use bridge::{
-    Bridge, BridgeConfig, BridgeStats, ConfigError, Endpoint, GuestPageRequest, GuestQueue,
-    GuestResponse, HostAnswer, PasidMap, Posted, PrivateDataMode, Unmatched,
+    Bridge, BridgeConfig, BridgeStats, ConfigError, Endpoint, GroupNaming, GuestPageRequest,
+    GuestQueue, GuestResponse, HostAnswer, PasidMap, Posted, PrivateDataMode, Unmatched,
 };
 pub use interrupt::{EventInterrupt, MsiSink, RecordedMsis};
+pub use mmio::MmioError;
+pub use passthrough_unit::PassthroughUnit;

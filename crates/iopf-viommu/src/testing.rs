@@ -30,15 +30,16 @@ impl VecGuestQueue {
 }
 
 impl GuestQueue for VecGuestQueue {
-    fn enabled(&self) -> bool {
+    /// One queue for every function.
+    fn enabled(&self, _rid: u16) -> bool {
         self.enabled
     }
 
-    fn room(&self) -> usize {
+    fn room(&self, _rid: u16) -> usize {
         self.capacity.saturating_sub(self.posted.len())
     }
 
-    fn capacity(&self) -> usize {
+    fn capacity(&self, _rid: u16) -> usize {
         self.capacity
     }
 

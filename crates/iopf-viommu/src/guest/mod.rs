@@ -1,9 +1,12 @@
 //! Guest driver models: what the tests and the simulator run as the guest's IOMMU driver, one
-//! per architecture, written from the specification and the Linux driver.
+//! per architecture, written from the specification and the Linux driver, all behind
+//! [`GuestDriverModel`].
 
+mod model;
 mod vtd_driver;
 
-pub use vtd_driver::{
-    DriverError, GuestPageTables, GuestResolver, Handled, IdentityResolver, Misbehaviour,
-    VtdGuestDriver,
+pub use model::{
+    canonical, read32, read64, resolve_group, write32, write64, DriverError, GuestDriverModel,
+    GuestPageTables, GuestResolver, Handled, IdentityResolver, Misbehaviour,
 };
+pub use vtd_driver::VtdGuestDriver;

@@ -15,95 +15,22 @@
 //! * Answers go as page group responses into the invalidation queue, followed by a wait
 //!   descriptor with a status write, as `qi_submit_sync()` does; the driver checks the status.
 
-use std::collections::{HashMap, HashSet};
-use std::ops::Range;
+use std::collections::HashMap;
 
 use iopf_abi::{FaultConsumer, Perm, ResponseCode};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
+use super::model::{
+    canonical, read32, read64, resolve_group, write32, write64, DriverError, GuestDriverModel,
+    GuestResolver, Handled, Misbehaviour,
+};
 use crate::interrupt::MsiSink;
 use crate::vtd::inv_descriptor::{PageGroupResponse, WaitDescriptor};
 use crate::vtd::page_request::{from_bytes, to_bytes, VtdPageRequest};
 use crate::vtd::regs::{
     GCMD, IQA, IQA_DW, IQH, IQT, PECTL, PQA, PQH, PQT, PRS, PRS_PPR, PRS_PRO, QIE,
 };
-use crate::vtd::{MmioError, VtdBridge};
-
-/// How the guest resolves a page request: its own page tables.
-pub trait GuestResolver {
-    /// Makes `addr` accessible for `perm` in the address space of (`rid`, `pasid`), or says why
-    /// not: Success, Invalid, or Failure (the guest's policy for a device that must be stopped;
-    /// the bridge sends the host INVALID for it).
-    fn resolve(&mut self, rid: u16, pasid: Option<u32>, addr: u64, perm: Perm) -> ResponseCode;
-}
-
-/// A resolver that maps every page it is asked for.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IdentityResolver;
-
-impl GuestResolver for IdentityResolver {
-    fn resolve(&mut self, _: u16, _: Option<u32>, _: u64, _: Perm) -> ResponseCode {
-        ResponseCode::Success
-    }
-}
-
-/// The guest's page tables: pages inside `allowed` are mapped on demand (Success), others are
-/// not the process's (Invalid).
-#[derive(Debug, Default, Clone)]
-pub struct GuestPageTables {
-    /// Addresses the guest's processes may map.
-    pub allowed: Vec<Range<u64>>,
-    /// Pages mapped so far: (rid, PASID, page).
-    pub mapped: HashSet<(u16, Option<u32>, u64)>,
-}
-
-impl GuestResolver for GuestPageTables {
-    fn resolve(&mut self, rid: u16, pasid: Option<u32>, addr: u64, _: Perm) -> ResponseCode {
-        if self.allowed.iter().any(|r| r.contains(&addr)) {
-            self.mapped.insert((rid, pasid, addr & !0xfff));
-            ResponseCode::Success
-        } else {
-            ResponseCode::Invalid
-        }
-    }
-}
-
-/// Why the driver model could not go on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DriverError {
-    /// The unit refused an MMIO access.
-    #[error("MMIO: {0}")]
-    Mmio(#[from] MmioError),
-    /// The driver's own queue memory is not there.
-    #[error("guest memory at {0:#x} is not accessible")]
-    Memory(u64),
-}
-
-/// What one [`VtdGuestDriver::handle_event`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Handled {
-    /// Descriptors read from the page request queue.
-    pub descriptors: usize,
-    /// Page group responses submitted.
-    pub responses: usize,
-    /// Of those, for malformed requests (`handle_bad_prq_event()`).
-    pub bad: usize,
-    /// Stop markers dropped.
-    pub stop_markers: usize,
-    /// Whether `PRO` was found set and cleared (partial groups discarded).
-    pub overflow_cleared: bool,
-    /// Whether every submitted response's wait descriptor has completed.
-    pub waits_done: bool,
-}
-
-/// Misbehaviour the simulator and tests can switch on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Misbehaviour {
-    /// Read the queue but never answer.
-    pub silent: bool,
-    /// Answer every group twice.
-    pub answer_twice: bool,
-}
+use crate::vtd::VtdBridge;
 
 const PRQ_DESC: u64 = 32;
 /// The invalidation queue the driver sets up: 256-bit descriptors, QS = 1 (two pages, 256
@@ -306,15 +233,10 @@ impl VtdGuestDriver {
             return;
         }
         let group = self.partial.remove(&key).unwrap_or_default();
-        // The worst answer of the group's pages: Failure over Invalid over Success.
-        let mut code = ResponseCode::Success;
-        for r in &group {
-            code = match (code, resolver.resolve(r.rid, r.pasid, r.addr, r.perm)) {
-                (ResponseCode::Failure, _) | (_, ResponseCode::Failure) => ResponseCode::Failure,
-                (ResponseCode::Invalid, _) | (_, ResponseCode::Invalid) => ResponseCode::Invalid,
-                _ => ResponseCode::Success,
-            };
-        }
+        let code = resolve_group(
+            resolver,
+            group.iter().map(|r| (r.rid, r.pasid, r.addr, r.perm)),
+        );
         self.respond(&req, code, done);
     }
 
@@ -332,44 +254,37 @@ impl VtdGuestDriver {
     }
 }
 
-/// A 48-bit canonical address (`is_canonical_address()` with 4-level paging).
-fn canonical(addr: u64) -> bool {
-    let top = addr >> 47;
-    top == 0 || top == (1 << 17) - 1
-}
+impl<C: FaultConsumer> GuestDriverModel<VtdBridge<C>> for VtdGuestDriver {
+    fn init<M: GuestMemory>(
+        &mut self,
+        unit: &mut VtdBridge<C>,
+        mem: &M,
+        irq: &mut dyn MsiSink,
+        now_ns: u64,
+    ) -> Result<(), DriverError> {
+        VtdGuestDriver::init(self, unit, mem, irq, now_ns)
+    }
 
-fn read32<C: FaultConsumer>(vtd: &VtdBridge<C>, off: u64) -> Result<u32, DriverError> {
-    let mut b = [0u8; 4];
-    vtd.mmio_read(off, &mut b)?;
-    Ok(u32::from_le_bytes(b))
-}
+    fn handle_event<M: GuestMemory>(
+        &mut self,
+        unit: &mut VtdBridge<C>,
+        mem: &M,
+        irq: &mut dyn MsiSink,
+        resolver: &mut dyn GuestResolver,
+        now_ns: u64,
+    ) -> Result<Handled, DriverError> {
+        VtdGuestDriver::handle_event(self, unit, mem, irq, resolver, now_ns)
+    }
 
-fn read64<C: FaultConsumer>(vtd: &VtdBridge<C>, off: u64) -> Result<u64, DriverError> {
-    let mut b = [0u8; 8];
-    vtd.mmio_read(off, &mut b)?;
-    Ok(u64::from_le_bytes(b))
-}
+    fn misbehaviour_mut(&mut self) -> &mut Misbehaviour {
+        &mut self.misbehaviour
+    }
 
-fn write32<C: FaultConsumer>(
-    vtd: &mut VtdBridge<C>,
-    off: u64,
-    v: u32,
-    mem: &impl GuestMemory,
-    irq: &mut dyn MsiSink,
-    now: u64,
-) -> Result<(), DriverError> {
-    vtd.mmio_write(off, &v.to_le_bytes(), mem, irq, now)?;
-    Ok(())
-}
+    fn answered(&self) -> u64 {
+        self.answered
+    }
 
-fn write64<C: FaultConsumer>(
-    vtd: &mut VtdBridge<C>,
-    off: u64,
-    v: u64,
-    mem: &impl GuestMemory,
-    irq: &mut dyn MsiSink,
-    now: u64,
-) -> Result<(), DriverError> {
-    vtd.mmio_write(off, &v.to_le_bytes(), mem, irq, now)?;
-    Ok(())
+    fn discarded_partials(&self) -> u64 {
+        self.discarded_partials
+    }
 }

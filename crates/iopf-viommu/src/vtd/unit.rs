@@ -8,6 +8,8 @@ use super::prq::PageRequestQueue;
 use super::regs::*;
 use crate::bridge::{GuestPageRequest, GuestQueue, Posted, PrivateDataMode};
 use crate::interrupt::{EventInterrupt, MsiSink};
+pub use crate::mmio::MmioError;
+use crate::mmio::{half, merge_half};
 
 /// What the emulated unit reports about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,24 +40,6 @@ impl VtdConfig {
             PrivateDataMode::None => 0x40,
         }
     }
-}
-
-/// Why an MMIO access was not carried out. The VMM usually ignores it (a real unit ignores
-/// such accesses); it names what the guest did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum MmioError {
-    /// Not 4 bytes at a 4-byte aligned offset or 8 bytes at an 8-byte aligned one (VT-d
-    /// registers are accessed as 32- or 64-bit quantities).
-    #[error("a {len}-byte access at {offset:#x} is not a 32- or 64-bit register access")]
-    BadAccess {
-        /// The offset.
-        offset: u64,
-        /// The access size.
-        len: usize,
-    },
-    /// The offset is outside the registers this model decodes ([`END`]).
-    #[error("offset {0:#x} is outside the page request registers")]
-    OutOfRange(u64),
 }
 
 /// The page request path of one VT-d unit: its page request queue, its invalidation queue,
@@ -124,7 +108,7 @@ impl VtdPri {
 
     /// A guest read of `data.len()` bytes at `offset`.
     pub fn mmio_read(&self, offset: u64, data: &mut [u8]) -> Result<(), MmioError> {
-        let dwords = check_access(offset, data.len())?;
+        let dwords = crate::mmio::check_access(offset, data.len(), END)?;
         for (i, chunk) in data.chunks_mut(4).enumerate().take(dwords) {
             chunk.copy_from_slice(&self.read_dword(offset + 4 * i as u64).to_le_bytes());
         }
@@ -142,7 +126,7 @@ impl VtdPri {
         irq: &mut dyn MsiSink,
         responses: &mut dyn PageResponseSink,
     ) -> Result<Written, MmioError> {
-        let dwords = check_access(offset, data.len())?;
+        let dwords = crate::mmio::check_access(offset, data.len(), END)?;
         let mut done = Written::default();
         for (i, chunk) in data.chunks(4).enumerate().take(dwords) {
             let mut b = [0u8; 4];
@@ -189,13 +173,7 @@ impl VtdPri {
     }
 
     fn read_dword(&self, off: u64) -> u32 {
-        let half = |v: u64| {
-            if off & 4 == 0 {
-                v as u32
-            } else {
-                (v >> 32) as u32
-            }
-        };
+        let half = |v: u64| half(v, off);
         match off & !7 {
             VER if off == VER => self.cfg.version(),
             CAP => half(self.cfg.cap),
@@ -225,13 +203,7 @@ impl VtdPri {
     }
 
     fn write_dword(&mut self, off: u64, v: u32, irq: &mut dyn MsiSink) -> Written {
-        let merge = |old: u64| {
-            if off & 4 == 0 {
-                (old & !0xffff_ffff) | u64::from(v)
-            } else {
-                (old & 0xffff_ffff) | (u64::from(v) << 32)
-            }
-        };
+        let merge = |old: u64| merge_half(old, off, v);
         let mut w = Written::default();
         match off & !7 {
             0x18 if off == GCMD => {
@@ -279,18 +251,6 @@ impl VtdPri {
     }
 }
 
-/// Checks an access's size and alignment; returns its number of dwords.
-fn check_access(offset: u64, len: usize) -> Result<usize, MmioError> {
-    let ok = (len == 4 && offset % 4 == 0) || (len == 8 && offset % 8 == 0);
-    if !ok {
-        return Err(MmioError::BadAccess { offset, len });
-    }
-    if offset.saturating_add(len as u64) > END {
-        return Err(MmioError::OutOfRange(offset));
-    }
-    Ok(len / 4)
-}
-
 /// The page request queue of a [`VtdPri`] with the memory and interrupt sink it writes
 /// through: what [`crate::Bridge::pump`] posts into.
 pub struct VtdGuestQueue<'a, M: GuestMemory> {
@@ -300,15 +260,16 @@ pub struct VtdGuestQueue<'a, M: GuestMemory> {
 }
 
 impl<M: GuestMemory> GuestQueue for VtdGuestQueue<'_, M> {
-    fn enabled(&self) -> bool {
+    /// One page request queue for every function.
+    fn enabled(&self, _rid: u16) -> bool {
         self.pri.prq.enabled()
     }
 
-    fn room(&self) -> usize {
+    fn room(&self, _rid: u16) -> usize {
         self.pri.prq.room() as usize
     }
 
-    fn capacity(&self) -> usize {
+    fn capacity(&self, _rid: u16) -> usize {
         (self.pri.prq.entries() - 1) as usize
     }
 

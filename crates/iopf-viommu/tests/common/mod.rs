@@ -2,6 +2,9 @@
 //! model, and host doubles that carry private data or run out of response room.
 #![allow(dead_code)]
 
+pub mod arch;
+pub mod vtd;
+
 use std::collections::HashMap;
 
 use iopf_abi::{FaultConsumer, IommufdResponse, PageRequest, PageRequestFlags, Perm, PgFault};
