@@ -34,6 +34,9 @@ pub trait Arch: Sized {
     /// The raw code Linux 6.12's driver writes for `IOMMU_PAGE_RESP_FAILURE` (VT-d and AMD: 2,
     /// unchanged into the 4-bit field; SMMUv3 PRI: FAIL 1; a stall: ABORT 2).
     const LINUX_FAILURE_RAW: u8;
+    /// How many raw code values the response's code field holds (a 4-bit field: 16; SMMUv3's
+    /// 2-bit `Resp`: 4).
+    const RAW_CODES: u8 = 16;
 
     /// A unit over `host` for `cfg` and its driver model (not initialised), the guest's page
     /// request queue with at least `entries` entries (the smallest size the architecture
