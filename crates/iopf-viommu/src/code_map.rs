@@ -9,6 +9,7 @@
 //! | SMMUv3 `CMD_RESUME.Resp` (TERM 0, RETRY 1, ABORT 2) | PCIe's meaning | [`smmu_resume_to_pcie`] |
 //! | PCIe's meaning | `CMD_RESUME.Resp` | [`pcie_to_smmu_resume`] |
 //! | virtio-iommu RFC `PAGE_RESP.code` (0, 1, 2) | PCIe's meaning | [`virtio_to_pcie`] |
+//! | PCIe's meaning | `PAGE_RESP.code` | [`pcie_to_virtio`] |
 //! | the guest's answer | what the host fault queue takes | [`guest_to_host`] |
 //!
 //! VT-d and AMD use PCIe's PRG Response codes (Success 0h, Invalid Request 1h, Response Failure
@@ -117,11 +118,17 @@ pub fn pcie_to_smmu_resume(code: ResponseCode) -> u8 {
     }
 }
 
+/// PCIe's meaning → the virtio-iommu RFC's `PAGE_RESP` code (Linux's values: Success 0,
+/// Invalid 1, Failure 2).
+pub fn pcie_to_virtio(code: ResponseCode) -> u16 {
+    code.raw() as u16
+}
+
 /// The virtio-iommu RFC's `PAGE_RESP` code (Linux's `enum iommu_page_response_code`: 0, 1, 2) →
 /// PCIe's meaning; anything else is not a code (`None`: the request is refused with
 /// `VIRTIO_IOMMU_S_INVAL`).
-pub fn virtio_to_pcie(raw: u32) -> Option<ResponseCode> {
-    ResponseCode::decode(raw).ok()
+pub fn virtio_to_pcie(raw: u16) -> Option<ResponseCode> {
+    ResponseCode::decode(u32::from(raw)).ok()
 }
 
 /// The guest's answer → the code sent to the host fault queue (SUCCESS or INVALID).
@@ -238,6 +245,14 @@ mod tests {
         assert_eq!(virtio_to_pcie(1), Some(ResponseCode::Invalid));
         assert_eq!(virtio_to_pcie(2), Some(ResponseCode::Failure));
         assert_eq!(virtio_to_pcie(3), None);
+        for code in [
+            ResponseCode::Success,
+            ResponseCode::Invalid,
+            ResponseCode::Failure,
+        ] {
+            assert_eq!(virtio_to_pcie(pcie_to_virtio(code)), Some(code));
+        }
+        assert_eq!(pcie_to_virtio(ResponseCode::Failure), 2);
         assert_eq!(virtio_to_pcie(0xf), None);
     }
 
@@ -247,7 +262,7 @@ mod tests {
             .map(pcie_field_to_code)
             .chain((0..4).filter_map(smmu_pri_resp_to_pcie))
             .chain((0..4).filter_map(smmu_resume_to_pcie))
-            .chain((0..4).filter_map(virtio_to_pcie));
+            .chain((0..4u16).filter_map(virtio_to_pcie));
         for code in all {
             assert_ne!(guest_to_host(code), ResponseCode::Failure);
         }

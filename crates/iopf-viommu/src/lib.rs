@@ -29,6 +29,8 @@
 //! * [`guest`]: guest driver models ([`guest::VtdGuestDriver`]), for tests and the simulator.
 //! * [`interrupt`]: [`MsiSink`], the VMM's MSI injection, and the mask/pending rule.
 //! * [`testing`]: a guest queue in a `Vec`.
+//! * `virtio_iommu` (feature `virtio-iommu-experimental`): page requests and responses as the
+//!   unmerged 2021 virtio-iommu RFC proposed them.
 //!
 //! Guest memory is the VMM's, through the `vm-memory` crate's [`vm_memory::GuestMemory`]:
 //! descriptors are read and written with bounds-checked copies, so a guest that points a queue
@@ -41,6 +43,8 @@ pub mod interrupt;
 pub mod mmio;
 mod passthrough_unit;
 pub mod testing;
+#[cfg(feature = "virtio-iommu-experimental")]
+pub mod virtio_iommu;
 pub mod vtd;
 
 pub use bridge::{
