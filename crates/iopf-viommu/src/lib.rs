@@ -26,7 +26,10 @@
 //! * [`code_map`]: every response-code translation of the guest side, a test per cell.
 //! * [`vtd`]: Intel VT-d: descriptors, the page request queue, the invalidation queue, the
 //!   registers ([`vtd::VtdPri`]) and the wiring to a bridge ([`vtd::VtdBridge`]).
-//! * [`guest`]: guest driver models ([`guest::VtdGuestDriver`]), for tests and the simulator.
+//! * [`amd`]: AMD-Vi: the PPR log, `COMPLETE_PPR_REQUEST` / `COMPLETION_WAIT`, the registers
+//!   ([`amd::AmdPri`]) and the wiring to a bridge ([`amd::AmdBridge`]).
+//! * [`PassthroughUnit`]: what every architecture's unit-and-bridge offers a VMM.
+//! * [`guest`]: guest driver models ([`guest::VtdGuestDriver`], [`guest::AmdGuestDriver`]) behind [`guest::GuestDriverModel`], for tests and the simulator.
 //! * [`interrupt`]: [`MsiSink`], the VMM's MSI injection, and the mask/pending rule.
 //! * [`testing`]: a guest queue in a `Vec`.
 //! * `virtio_iommu` (feature `virtio-iommu-experimental`): page requests and responses as the
@@ -36,6 +39,7 @@
 //! descriptors are read and written with bounds-checked copies, so a guest that points a queue
 //! at memory that is not there loses its own requests and nothing else.
 
+pub mod amd;
 pub mod bridge;
 pub mod code_map;
 pub mod guest;

@@ -491,3 +491,4 @@ macro_rules! suite {
 }
 
 suite!(vtd: common::vtd::Vtd);
+suite!(amd: common::amd::Amd);

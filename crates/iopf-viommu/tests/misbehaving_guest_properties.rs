@@ -187,3 +187,4 @@ macro_rules! property {
 }
 
 property!(vtd_every_host_group_is_answered_exactly_once: common::vtd::Vtd);
+property!(amd_every_host_group_is_answered_exactly_once: common::amd::Amd);

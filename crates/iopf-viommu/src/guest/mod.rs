@@ -2,6 +2,7 @@
 //! per architecture, written from the specification and the Linux driver, all behind
 //! [`GuestDriverModel`].
 
+mod amd_driver;
 mod model;
 mod vtd_driver;
 
@@ -9,4 +10,5 @@ pub use model::{
     canonical, read32, read64, resolve_group, write32, write64, DriverError, GuestDriverModel,
     GuestPageTables, GuestResolver, Handled, IdentityResolver, Misbehaviour,
 };
+pub use amd_driver::AmdGuestDriver;
 pub use vtd_driver::VtdGuestDriver;

@@ -2,6 +2,7 @@
 //! model, and host doubles that carry private data or run out of response room.
 #![allow(dead_code)]
 
+pub mod amd;
 pub mod arch;
 pub mod vtd;
 
