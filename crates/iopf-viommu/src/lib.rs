@@ -26,10 +26,14 @@
 //! * [`code_map`]: every response-code translation of the guest side, a test per cell.
 //! * [`vtd`]: Intel VT-d: descriptors, the page request queue, the invalidation queue, the
 //!   registers ([`vtd::VtdPri`]) and the wiring to a bridge ([`vtd::VtdBridge`]).
+//! * [`smmuv3`]: Arm SMMUv3: the PRI queue, the stall model (event queue, `CMD_RESUME`), the
+//!   command queue's `CMD_PRI_RESP` / `CMD_SYNC`, the stream table's `PPAR`, the registers
+//!   ([`smmuv3::SmmuPri`]) and the wiring to a bridge ([`smmuv3::SmmuBridge`]).
 //! * [`amd`]: AMD-Vi: the PPR log, `COMPLETE_PPR_REQUEST` / `COMPLETION_WAIT`, the registers
 //!   ([`amd::AmdPri`]) and the wiring to a bridge ([`amd::AmdBridge`]).
 //! * [`PassthroughUnit`]: what every architecture's unit-and-bridge offers a VMM.
-//! * [`guest`]: guest driver models ([`guest::VtdGuestDriver`], [`guest::AmdGuestDriver`]) behind [`guest::GuestDriverModel`], for tests and the simulator.
+//! * [`guest`]: guest driver models ([`guest::VtdGuestDriver`], [`guest::SmmuGuestDriver`],
+//!   [`guest::AmdGuestDriver`]) behind [`guest::GuestDriverModel`], for tests and the simulator.
 //! * [`interrupt`]: [`MsiSink`], the VMM's MSI injection, and the mask/pending rule.
 //! * [`testing`]: a guest queue in a `Vec`.
 //! * `virtio_iommu` (feature `virtio-iommu-experimental`): page requests and responses as the
@@ -46,6 +50,7 @@ pub mod guest;
 pub mod interrupt;
 pub mod mmio;
 mod passthrough_unit;
+pub mod smmuv3;
 pub mod testing;
 #[cfg(feature = "virtio-iommu-experimental")]
 pub mod virtio_iommu;

@@ -9,7 +9,8 @@ use crate::interrupt::MsiSink;
 use crate::mmio::MmioError;
 
 /// An emulated IOMMU's page request path and the [`Bridge`] from a host fault queue, wired
-/// together ([`crate::vtd::VtdBridge`], [`crate::amd::AmdBridge`]).
+/// together ([`crate::vtd::VtdBridge`], [`crate::smmuv3::SmmuBridge`],
+/// [`crate::amd::AmdBridge`]).
 ///
 /// Contract: the VMM calls [`mmio_read`](Self::mmio_read) / [`mmio_write`](Self::mmio_write)
 /// from its MMIO handler for the unit's registers (`offset` from the unit's base), and

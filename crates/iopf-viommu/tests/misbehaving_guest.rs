@@ -492,3 +492,5 @@ macro_rules! suite {
 
 suite!(vtd: common::vtd::Vtd);
 suite!(amd: common::amd::Amd);
+suite!(smmu_pri: common::smmuv3::SmmuPri);
+suite!(smmu_stall: common::smmuv3::SmmuStall);

@@ -188,3 +188,5 @@ macro_rules! property {
 
 property!(vtd_every_host_group_is_answered_exactly_once: common::vtd::Vtd);
 property!(amd_every_host_group_is_answered_exactly_once: common::amd::Amd);
+property!(smmu_pri_every_host_group_is_answered_exactly_once: common::smmuv3::SmmuPri);
+property!(smmu_stall_every_host_group_is_answered_exactly_once: common::smmuv3::SmmuStall);

@@ -22,7 +22,7 @@ pub const COMMAND_HARDWARE_ERROR: u8 = 0x6;
 /// An event log entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Event {
-    /// The event code (qword0[63:60]).
+    /// The event code (qword0 bits 63:60).
     pub code: u8,
     /// The device id (0 for command errors).
     pub devid: u16,

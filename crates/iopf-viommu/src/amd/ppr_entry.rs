@@ -63,7 +63,7 @@ pub struct PprEntry {
 /// Why 16 bytes are not a well-formed PPR log entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum PprEntryError {
-    /// The type (qword0[63:60]) is not `PPR_REQ_FAULT`.
+    /// The type (qword0\[63:60\]) is not `PPR_REQ_FAULT`.
     #[error("PPR log entry type {0:#x} is not a page request (1)")]
     NotAPageRequest(u8),
     /// A reserved bit of qword0 is set.
@@ -114,7 +114,7 @@ impl PprEntry {
         f
     }
 
-    /// The tag field: PRG index [8:0], last [9].
+    /// The tag field: PRG index \[8:0\], last \[9\].
     pub fn tag(&self) -> u16 {
         (self.prg_index & 0x1ff) | if self.last { TAG_LAST } else { 0 }
     }

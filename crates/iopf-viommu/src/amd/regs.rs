@@ -5,9 +5,9 @@
 
 /// `MMIO_DEV_TABLE_OFFSET`: device table base (stored, not used by this model).
 pub const DEV_TABLE: u64 = 0x0000;
-/// `MMIO_CMD_BUF_OFFSET`: command buffer base [51:12] and ComLen [59:56].
+/// `MMIO_CMD_BUF_OFFSET`: command buffer base \[51:12\] and ComLen \[59:56\].
 pub const CMD_BUF: u64 = 0x0008;
-/// `MMIO_EVT_BUF_OFFSET`: event log base [51:12] and EventLen [59:56].
+/// `MMIO_EVT_BUF_OFFSET`: event log base \[51:12\] and EventLen \[59:56\].
 pub const EVT_BUF: u64 = 0x0010;
 /// `MMIO_CONTROL_OFFSET`: the control register (64-bit).
 pub const CONTROL: u64 = 0x0018;
@@ -17,7 +17,7 @@ pub const EXCL_BASE: u64 = 0x0020;
 pub const EXCL_LIMIT: u64 = 0x0028;
 /// `MMIO_EXT_FEATURES`: the extended feature register (read only).
 pub const EXT_FEATURES: u64 = 0x0030;
-/// `MMIO_PPR_LOG_OFFSET`: PPR log base [51:12] and PPRLen [59:56].
+/// `MMIO_PPR_LOG_OFFSET`: PPR log base \[51:12\] and PPRLen \[59:56\].
 pub const PPR_LOG: u64 = 0x0038;
 /// `MMIO_CMD_HEAD_OFFSET`: command buffer head, a byte offset in bits 18:4.
 pub const CMD_HEAD: u64 = 0x2000;

@@ -1,5 +1,5 @@
 //! The ring shape the command buffer, the event log and the PPR log share: a base register
-//! (base address [51:12], length [59:56] as log2 of the 16-byte entries), a head and a tail
+//! (base address \[51:12\], length \[59:56\] as log2 of the 16-byte entries), a head and a tail
 //! register holding byte offsets (bits 18:4). One entry is always left empty: `head == tail`
 //! is empty and the ring is full when `tail + 16 == head` (modulo its size).
 //!

@@ -4,6 +4,7 @@
 
 pub mod amd;
 pub mod arch;
+pub mod smmuv3;
 pub mod vtd;
 
 use std::collections::HashMap;
