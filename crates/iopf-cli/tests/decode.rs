@@ -560,3 +560,170 @@ fn vtd_private_data_mode_round_trips() {
         .code(2)
         .stderr(contains("--vtd-private-data applies only to --format"));
 }
+
+fn decode_json(format: &str, hex: &str) -> serde_json::Value {
+    let out = iopf()
+        .args(["decode", "--format", format, "--json", hex])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).expect("decode prints JSON")
+}
+
+#[test]
+fn decodes_an_smmuv3_pri_queue_entry() {
+    use iopf_viommu::smmuv3::PriEntry;
+    let e = PriEntry {
+        sid: 0x0108,
+        ssid: Some(7),
+        perm: Perm::READ | Perm::WRITE,
+        last: true,
+        prg_index: 42,
+        addr: 0xdead_b000,
+    };
+    let hex = hex_of(&e.to_bytes());
+    iopf()
+        .args(["decode", "--format", "smmuv3-pri-queue-entry", &hex])
+        .assert()
+        .success()
+        .stdout(contains(
+            "record 0: SMMUv3 PRI queue entry sid 0x108 (01:01.0) pasid 7 prg_index 42 perm READ|WRITE addr 0xdeadb000 last true\n",
+        ));
+    let v = decode_json("smmuv3-pri-queue-entry", &hex);
+    assert_eq!(
+        v[0],
+        serde_json::json!({
+            "type": "smmuv3_pri_queue_entry",
+            "sid": 0x108,
+            "bdf": "01:01.0",
+            "pasid": 7,
+            "prg_index": 42,
+            "perm": ["READ", "WRITE"],
+            "addr": 0xdead_b000_u64,
+            "last": true,
+        })
+    );
+}
+
+#[test]
+fn decodes_smmuv3_pri_responses_and_resumes_in_smmuv3_s_own_encodings() {
+    use iopf_viommu::smmuv3::Command;
+    let succ = Command::PriResp {
+        sid: 0x0108,
+        ssid: Some(7),
+        grpid: 42,
+        resp: 2,
+    };
+    let v = decode_json("smmuv3-cmd-pri-resp", &hex_of(&succ.to_bytes()));
+    assert_eq!(v[0]["code"], "Success");
+    assert_eq!(
+        (v[0]["raw_code"].as_u64(), v[0]["raw_code_name"].as_str()),
+        (Some(2), Some("SUCC"))
+    );
+    let deny = Command::PriResp {
+        sid: 0x0108,
+        ssid: None,
+        grpid: 42,
+        resp: 0,
+    };
+    iopf()
+        .args([
+            "decode",
+            "--format",
+            "smmuv3-cmd-pri-resp",
+            &hex_of(&deny.to_bytes()),
+        ])
+        .assert()
+        .success()
+        .stdout(contains(
+            "pasid none prg_index 42 code Invalid raw 0x0 (DENY)",
+        ));
+    let abort = Command::Resume {
+        sid: 0x10,
+        stag: 0x1234,
+        resp: 2,
+    };
+    let v = decode_json("smmuv3-cmd-resume", &hex_of(&abort.to_bytes()));
+    assert_eq!(
+        (
+            v[0]["stag"].as_u64(),
+            v[0]["code"].as_str(),
+            v[0]["raw_code_name"].as_str()
+        ),
+        (Some(0x1234), Some("Invalid"), Some("ABORT"))
+    );
+    // A CMD_RESUME given as a CMD_PRI_RESP says so.
+    iopf()
+        .args([
+            "decode",
+            "--format",
+            "smmuv3-cmd-pri-resp",
+            &hex_of(&abort.to_bytes()),
+        ])
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "record 0: a valid command, but not the one --format names",
+        ));
+    // RESP = 3 is reserved: CERROR_ILL.
+    let mut bad = succ.to_bytes();
+    bad[9] |= 0x30;
+    iopf()
+        .args(["decode", "--format", "smmuv3-cmd-pri-resp", &hex_of(&bad)])
+        .assert()
+        .code(2)
+        .stderr(contains("record 0:"));
+}
+
+#[test]
+fn decodes_amd_ppr_log_entries_and_complete_ppr() {
+    use iopf_viommu::amd::{PprCompletion, PprEntry};
+    let e = PprEntry {
+        devid: 0x0108,
+        pasid: Some(7),
+        prg_index: 42,
+        last: true,
+        perm: Perm::READ | Perm::WRITE,
+        reserved_flag: false,
+        entry_type: 1,
+        addr: 0xdead_b000,
+    };
+    let v = decode_json("amd-ppr-log-entry", &hex_of(&e.to_bytes()));
+    assert_eq!(
+        v[0],
+        serde_json::json!({
+            "type": "amd_ppr_log_entry",
+            "devid": 0x108,
+            "bdf": "01:01.0",
+            "pasid": 7,
+            "prg_index": 42,
+            "perm": ["READ", "WRITE"],
+            "addr": 0xdead_b000_u64,
+            "last": true,
+        })
+    );
+    // Linux's FAILURE (2) in the status field: read as Response Failure, marked reserved.
+    let linux = PprCompletion::with_raw_status(0x0108, Some(7), 42, 2);
+    iopf()
+        .args(["decode", "--format", "amd-complete-ppr", &hex_of(&linux.to_bytes())])
+        .assert()
+        .success()
+        .stdout(contains(
+            "AMD COMPLETE_PPR_REQUEST devid 01:01.0 (0x0108) pasid 7 prg_index 42 code Failure raw 0x2 (reserved code, read as Response Failure)",
+        ));
+    // 15 bytes is not a record.
+    iopf()
+        .args([
+            "decode",
+            "--format",
+            "amd-complete-ppr",
+            &hex_of(&linux.to_bytes()[..15]),
+        ])
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "not a whole number of 16-byte AMD COMPLETE_PPR_REQUEST records",
+        ));
+}

@@ -184,9 +184,15 @@ fn no_arguments_runs_the_built_in_default_scenario() {
 }
 
 #[test]
-fn the_nested_scenario_file_runs_through_the_guest() {
-    let file =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/nested-vtd.toml");
+fn the_nested_scenario_files_run_through_the_guest() {
+    for viommu in ["vtd", "smmuv3", "amd"] {
+        nested_scenario_file_runs(viommu);
+    }
+}
+
+fn nested_scenario_file_runs(viommu: &str) {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../scenarios/nested-{viommu}.toml"));
     // Shortened: the guest's events past the end do not happen; the guest still answers.
     let out = iopf()
         .args(["run", "--json", "--duration-ms", "400"])
@@ -197,7 +203,8 @@ fn the_nested_scenario_file_runs_through_the_guest() {
         .stdout
         .clone();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v["ledger"]["ok"], true);
+    assert_eq!(v["ledger"]["ok"], true, "{viommu}");
+    assert_eq!(v["guest"]["viommu"], viommu);
     assert!(v["guest"]["host_answers"]["guest"].as_u64().unwrap() > 0);
     let stages: Vec<&str> = v["latency"]
         .as_array()

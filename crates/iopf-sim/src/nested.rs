@@ -26,7 +26,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use iopf_abi::{FaultConsumer, IommufdResponse, Perm, PgFault, ResponseCode};
-use iopf_viommu::guest::{GuestDriverModel, GuestResolver, VtdGuestDriver};
+use iopf_viommu::amd::{AmdBridge, AmdConfig};
+use iopf_viommu::guest::{
+    AmdGuestDriver, GuestDriverModel, GuestResolver, SmmuGuestDriver, VtdGuestDriver,
+};
+use iopf_viommu::smmuv3::{SmmuBridge, SmmuConfig};
 use iopf_viommu::vtd::{VtdBridge, VtdConfig};
 use iopf_viommu::{
     BridgeConfig, Endpoint, HostAnswer, PasidMap, PassthroughUnit, PrivateDataMode, RecordedMsis,
@@ -43,13 +47,16 @@ use crate::{FunctionId, SimError, PAGE_SIZE};
 const PRQ_BASE: u64 = 0x10_0000;
 /// Guest-physical address of its invalidation queue (and wait status word).
 const IQ_BASE: u64 = 0x8_0000;
-/// Guest memory: 2 MiB (the page request queue takes at most 512 KiB).
-const GUEST_MEM: usize = 2 << 20;
+/// Where the AMD driver model puts its PPR log above the base it is given.
+const AMD_PPR_OFFSET: u64 = 0x5000;
+/// Guest memory: 8 MiB (a page request queue takes at most 512 KiB; an SMMUv3 stream table
+/// for requester ids up to 0xfff8, 4 MiB).
+const GUEST_MEM: usize = 8 << 20;
 
 /// What the vIOMMU and the guest did in a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestReport {
-    /// The vIOMMU (`vtd`).
+    /// The vIOMMU (`vtd`, `smmuv3`, `amd`).
     pub viommu: String,
     /// The host functions passed through.
     pub functions: Vec<FunctionId>,
@@ -80,11 +87,12 @@ pub struct GuestReport {
     pub host_refused: u64,
     /// Groups the guest held when the run ended.
     pub outstanding_at_end: u64,
-    /// Overflows of the guest's page request queue (`PRS.PRO`).
+    /// Overflows of the guest's page request queue (VT-d `PRS.PRO`, SMMUv3 `PRIQ_PROD.OVF`,
+    /// AMD `PPR_OVERFLOW`).
     pub prq_overflows: u64,
     /// Of the dropped requests, last ones the "hardware" answered SUCCESS.
     pub prq_auto_success: u64,
-    /// Page request interrupts sent to the guest.
+    /// Interrupt messages the vIOMMU sent to the guest.
     pub interrupts: u64,
     /// Times the guest driver's handler ran.
     pub handler_runs: u64,
@@ -362,6 +370,30 @@ pub fn serve<C: FaultConsumer, M: Mapper + Clone>(
                 done,
             )
         }
+        Viommu::Amd => {
+            let unit = AmdBridge::new(port, cfg, AmdConfig::default())
+                .map_err(|e| path_error("vIOMMU", e))?;
+            // The PPR log at PRQ_BASE: the driver's command buffer, event log and semaphore sit
+            // below it.
+            let len = order + 8;
+            let base = PRQ_BASE - AMD_PPR_OFFSET;
+            ctx.run(unit, || AmdGuestDriver::new(base).with_ppr_len(len), done)
+        }
+        Viommu::Smmuv3 => {
+            let unit = SmmuBridge::new(port, cfg, SmmuConfig::default())
+                .map_err(|e| path_error("vIOMMU", e))?;
+            let streams: Vec<u16> = guest.functions.iter().map(|&f| guest_rid(f)).collect();
+            let log2 = order as u32 + 8;
+            ctx.run(
+                unit,
+                || {
+                    SmmuGuestDriver::new(PRQ_BASE)
+                        .with_streams(&streams)
+                        .with_priq_log2(log2)
+                },
+                done,
+            )
+        }
     }
 }
 
@@ -421,7 +453,7 @@ impl<M: Mapper + Clone> Run<'_, M> {
             ..GuestReport::default()
         };
         // The unit's counters restart at a reset: what came before is kept here.
-        let mut prq_before = (0u64, 0u64, 0u64);
+        let mut prq_before = (0u64, 0u64);
         let mut events = guest.events.clone();
         events.sort_by_key(|e| e.at_ms);
         let mut next_event = 0;
@@ -447,10 +479,10 @@ impl<M: Mapper + Clone> Run<'_, M> {
                         let s = unit.counters();
                         prq_before.0 += s.0;
                         prq_before.1 += s.1;
-                        prq_before.2 += s.2;
                         report.discarded_partials += driver.discarded_partials();
                         report.resets += 1;
                         unit.reset();
+                        report.interrupts += irq.messages.len() as u64;
                         irq.messages.clear();
                         // The guest sets the unit up again, as after a reboot; what it was told to do
                         // wrong it still does.
@@ -515,6 +547,7 @@ impl<M: Mapper + Clone> Run<'_, M> {
             // is set), like an interrupt handler, and again while its answers wait for room.
             let fire = !irq.messages.is_empty() || unit.event_pending() || guest_unfinished;
             if fire {
+                report.interrupts += irq.messages.len() as u64;
                 irq.messages.clear();
                 let t = now_ns();
                 unit.bridge_mut().host_mut().guest_event = Some(t);
@@ -569,9 +602,9 @@ impl<M: Mapper + Clone> Run<'_, M> {
         report.host_refused = b.host_refused;
         report.outstanding_at_end = unit.bridge().outstanding() as u64;
         let s = unit.counters();
+        report.interrupts += irq.messages.len() as u64;
         report.prq_overflows = prq_before.0 + s.0;
         report.prq_auto_success = prq_before.1 + s.1;
-        report.interrupts = prq_before.2 + s.2;
         report.discarded_partials += driver.discarded_partials();
         report.pages_mapped = paging.mapped;
         let port = unit.bridge().host();
@@ -591,20 +624,43 @@ impl<M: Mapper + Clone> Run<'_, M> {
     }
 }
 
-/// The unit's own counters the report shows: (overflows, requests the "hardware" answered,
-/// interrupts), and whether a page request event is pending (what the guest's handler polls).
+/// The unit's own counters the report shows: (overflows of the guest's page request queue,
+/// groups the "hardware" answered on overflow), and whether a page request event is pending
+/// (what the guest's handler polls).
 trait UnitCounters {
-    fn counters(&self) -> (u64, u64, u64);
+    fn counters(&self) -> (u64, u64);
     fn event_pending(&self) -> bool;
 }
 
 impl<C: FaultConsumer> UnitCounters for VtdBridge<C> {
-    fn counters(&self) -> (u64, u64, u64) {
+    fn counters(&self) -> (u64, u64) {
         let s = self.pri().prq().stats();
-        (s.overflows, s.auto_success, s.events)
+        (s.overflows, s.auto_success)
     }
 
     fn event_pending(&self) -> bool {
         self.pri().prq().prs() & iopf_viommu::vtd::regs::PRS_PPR != 0
+    }
+}
+
+impl<C: FaultConsumer> UnitCounters for AmdBridge<C> {
+    fn counters(&self) -> (u64, u64) {
+        let s = self.pri().ppr_log().stats();
+        (s.overflows, s.auto_success)
+    }
+
+    fn event_pending(&self) -> bool {
+        self.pri().status() & iopf_viommu::amd::regs::STATUS_PPR_INT != 0
+    }
+}
+
+impl<C: FaultConsumer> UnitCounters for SmmuBridge<C> {
+    fn counters(&self) -> (u64, u64) {
+        let s = self.pri().stats();
+        (s.pri_overflows, s.pri_auto_success)
+    }
+
+    fn event_pending(&self) -> bool {
+        !self.pri().priq().is_empty()
     }
 }

@@ -73,6 +73,12 @@ pub enum Viommu {
     /// Intel VT-d: the page request queue in guest memory, page group responses in the
     /// invalidation queue (`iopf_viommu::vtd`).
     Vtd,
+    /// Arm SMMUv3: the PRI queue in guest memory, `CMD_PRI_RESP` and `CMD_SYNC` in the command
+    /// queue (`iopf_viommu::smmuv3`).
+    Smmuv3,
+    /// AMD-Vi: the PPR log in guest memory, `COMPLETE_PPR_REQUEST` and `COMPLETION_WAIT` in the
+    /// command buffer (`iopf_viommu::amd`).
+    Amd,
 }
 
 impl Viommu {
@@ -80,6 +86,8 @@ impl Viommu {
     pub fn name(self) -> &'static str {
         match self {
             Viommu::Vtd => "vtd",
+            Viommu::Smmuv3 => "smmuv3",
+            Viommu::Amd => "amd",
         }
     }
 
@@ -88,6 +96,10 @@ impl Viommu {
         match self {
             // 32-byte descriptors; one slot always stays free.
             Viommu::Vtd => (1u64 << (order + 7)) - 1,
+            // 16-byte entries; the wrap bit lets every slot be used.
+            Viommu::Smmuv3 => 1u64 << (order + 8),
+            // 16-byte entries; one slot stays free (head == tail is empty).
+            Viommu::Amd => (1u64 << (order + 8)) - 1,
         }
     }
 }
@@ -102,8 +114,8 @@ pub struct GuestSpec {
     /// the host resolver). Function `n` is requester id `n << 3` (bus 0, device `n`) in the
     /// guest, with the host's PASIDs.
     pub functions: Vec<FunctionId>,
-    /// The guest's page request queue is `2^prq_order` 4 KiB pages (0..=7; Linux: 4, 2048
-    /// descriptors).
+    /// The guest's page request queue (VT-d PRQ, SMMUv3 PRI queue, AMD PPR log) is
+    /// `2^prq_order` 4 KiB pages (0..=7; Linux's VT-d PRQ: 4, 2048 descriptors).
     #[serde(default = "prq_order")]
     pub prq_order: u64,
     /// Opt-in: groups the guest has not answered this long after they were posted are answered

@@ -379,12 +379,28 @@ fn answers(r: &RunReport, why: &str) -> u64 {
     r.guest.as_ref().unwrap().host_answers[why]
 }
 
-/// Functions 1 and 2 pass through a VT-d vIOMMU to a guest driver, function 3 stays with the
-/// host: the ledger, at the devices, finds every group answered exactly once; the guest answered
-/// the passed functions' groups, with the host resolver's decisions.
+/// Every vIOMMU the simulator has.
+const VIOMMUS: [&str; 3] = ["vtd", "smmuv3", "amd"];
+
+/// The nested scenario through `viommu`.
+fn nested(viommu: &str) -> String {
+    NESTED.replace("viommu = \"vtd\"", &format!("viommu = \"{viommu}\""))
+}
+
+/// Functions 1 and 2 pass through a vIOMMU (each architecture in turn) to a guest driver,
+/// function 3 stays with the host: the ledger, at the devices, finds every group answered
+/// exactly once; the guest answered the passed functions' groups, with the host resolver's
+/// decisions.
 #[test]
 fn a_nested_run_answers_through_the_guest_with_a_clean_ledger() {
-    let r = run_text(NESTED);
+    for viommu in VIOMMUS {
+        a_nested_run_through(viommu);
+    }
+}
+
+fn a_nested_run_through(viommu: &str) {
+    let r = run_text(&nested(viommu));
+    assert_eq!(r.guest.as_ref().unwrap().viommu, viommu);
     assert!(r.ledger.ok, "{:?}", r.ledger);
     let g = r.guest.as_ref().unwrap();
     assert!(answers(&r, "guest") > 100, "{g:?}");
@@ -419,8 +435,15 @@ fn a_nested_run_answers_through_the_guest_with_a_clean_ledger() {
 /// them INVALID, the age limit answers the ones it sat on before, and the ledger stays clean.
 #[test]
 fn a_silent_guest_and_a_viommu_reset_keep_the_ledger_clean() {
+    for viommu in VIOMMUS {
+        a_silent_guest_and_a_reset_through(viommu);
+    }
+}
+
+fn a_silent_guest_and_a_reset_through(viommu: &str) {
+    let nested = nested(viommu);
     let text = format!(
-        "{NESTED}age_limit_ms = 30\n\
+        "{nested}age_limit_ms = 30\n\
          [[guest.events]]\nat_ms = 100\nkind = \"stop_answering\"\n\
          [[guest.events]]\nat_ms = 160\nkind = \"resume_answering\"\n\
          [[guest.events]]\nat_ms = 250\nkind = \"stop_answering\"\n\

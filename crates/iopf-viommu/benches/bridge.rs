@@ -22,7 +22,11 @@ use iopf_abi::{
     FaultConsumer, IommufdResponse, PageRequest, PageRequestFlags, Perm, PgFault, ResponseCode,
 };
 use iopf_iommufd::{compat_fault_queue, CompatFaultQueue, CompatProducer};
-use iopf_viommu::guest::{GuestDriverModel, IdentityResolver, VtdGuestDriver};
+use iopf_viommu::amd::{AmdBridge, AmdConfig};
+use iopf_viommu::guest::{
+    AmdGuestDriver, GuestDriverModel, IdentityResolver, SmmuGuestDriver, VtdGuestDriver,
+};
+use iopf_viommu::smmuv3::{SmmuBridge, SmmuConfig};
 use iopf_viommu::vtd::{VtdBridge, VtdConfig};
 use iopf_viommu::{
     BridgeConfig, Endpoint, PasidMap, PassthroughUnit, PrivateDataMode, RecordedMsis,
@@ -158,10 +162,21 @@ where
 
 /// Every architecture's bridged path.
 fn architectures() -> Vec<Box<dyn Window>> {
-    vec![Box::new(Bridged::new("vtd", |q, cfg| {
-        let unit = VtdBridge::new(q, cfg, VtdConfig::new(PrivateDataMode::None)).expect("bridge");
-        (unit, VtdGuestDriver::new(0x10000, 0x40000))
-    }))]
+    vec![
+        Box::new(Bridged::new("vtd", |q, cfg| {
+            let unit =
+                VtdBridge::new(q, cfg, VtdConfig::new(PrivateDataMode::None)).expect("bridge");
+            (unit, VtdGuestDriver::new(0x10000, 0x40000))
+        })),
+        Box::new(Bridged::new("smmuv3", |q, cfg| {
+            let unit = SmmuBridge::new(q, cfg, SmmuConfig::default()).expect("bridge");
+            (unit, SmmuGuestDriver::new(0x10000).with_streams(&[8]))
+        })),
+        Box::new(Bridged::new("amd", |q, cfg| {
+            let unit = AmdBridge::new(q, cfg, AmdConfig::default()).expect("bridge");
+            (unit, AmdGuestDriver::new(0x10000))
+        })),
+    ]
 }
 
 /// Host-only and each architecture timed in alternation, one row per architecture.

@@ -2,7 +2,9 @@
 //! them readably or as JSON. Bad input says exactly what is wrong and exits with status 2. An
 //! `iommu_hwpt_pgfault` is read as liberally as a reader of kernel records must: bits the uAPI
 //! does not name are shown, not refused. The guest's VT-d descriptors (a page request, a page
-//! group response) are read strictly, as the emulated unit reads them: a reserved bit is an error.
+//! group response), SMMUv3's (a PRI queue entry, `CMD_PRI_RESP`, `CMD_RESUME`) and AMD's (a PPR
+//! log entry, `COMPLETE_PPR_REQUEST`) are read strictly, as the emulated unit reads them: a
+//! reserved bit is an error.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -38,11 +40,33 @@ pub enum Format {
     VtdPageRequest,
     /// VT-d page group response descriptor, as the guest writes it (32 bytes each).
     VtdPageGroupResponse,
+    /// SMMUv3 PRI queue entry, as the unit writes it to the guest (16 bytes each).
+    Smmuv3PriQueueEntry,
+    /// SMMUv3 `CMD_PRI_RESP` command, as the guest writes it (16 bytes each).
+    Smmuv3CmdPriResp,
+    /// SMMUv3 `CMD_RESUME` command, as the guest writes it (16 bytes each).
+    Smmuv3CmdResume,
+    /// AMD PPR log entry, as the unit writes it to the guest (16 bytes each).
+    AmdPprLogEntry,
+    /// AMD `COMPLETE_PPR_REQUEST` command, as the guest writes it (16 bytes each).
+    AmdCompletePpr,
 }
 
 impl Format {
     fn is_vtd(self) -> bool {
         matches!(self, Format::VtdPageRequest | Format::VtdPageGroupResponse)
+    }
+
+    /// A 16-byte guest record of SMMUv3 or AMD, read strictly.
+    fn is_guest16(self) -> bool {
+        matches!(
+            self,
+            Format::Smmuv3PriQueueEntry
+                | Format::Smmuv3CmdPriResp
+                | Format::Smmuv3CmdResume
+                | Format::AmdPprLogEntry
+                | Format::AmdCompletePpr
+        )
     }
 }
 
@@ -78,6 +102,205 @@ enum Decoded {
     HwptResponse(IommufdResponse),
     VtdPageRequest(VtdPageRequestOut),
     VtdPageGroupResponse(VtdPageGroupResponseOut),
+    Guest(GuestRecordOut),
+}
+
+/// An SMMUv3 or AMD guest record, for printing: its `type`, then its fields (absent ones
+/// are `null`).
+#[derive(Debug, Serialize)]
+struct GuestRecordOut {
+    /// `smmuv3_pri_queue_entry`, `smmuv3_cmd_pri_resp`, `smmuv3_cmd_resume`,
+    /// `amd_ppr_log_entry` or `amd_complete_ppr`.
+    #[serde(rename = "type")]
+    type_: &'static str,
+    /// What the text form calls it.
+    #[serde(skip)]
+    title: &'static str,
+    /// SMMUv3 StreamID or AMD device id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    devid: Option<u16>,
+    /// The requester id as bus:device.function.
+    bdf: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pasid: Option<Option<u32>>,
+    /// PRG index (or a stall's tag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prg_index: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stag: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    perm: Option<iopf_abi::Perm>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addr: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last: Option<bool>,
+    /// The code in PCIe's meaning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<iopf_abi::ResponseCode>,
+    /// The code field as the guest wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_code: Option<u8>,
+    /// The architecture's name for it (SMMUv3: DENY/FAIL/SUCC, TERM/RETRY/ABORT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_code_name: Option<&'static str>,
+    /// Whether `raw_code` is one the architecture reserves (read as Response Failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_code_reserved: Option<bool>,
+}
+
+impl GuestRecordOut {
+    fn new(type_: &'static str, title: &'static str, rid: u16) -> GuestRecordOut {
+        GuestRecordOut {
+            type_,
+            title,
+            sid: None,
+            devid: None,
+            bdf: bdf(rid),
+            pasid: None,
+            prg_index: None,
+            stag: None,
+            perm: None,
+            addr: None,
+            last: None,
+            code: None,
+            raw_code: None,
+            raw_code_name: None,
+            raw_code_reserved: None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = self.title.to_string();
+        if let Some(sid) = self.sid {
+            s += &format!(" sid {sid:#x} ({})", self.bdf);
+        }
+        if let Some(d) = self.devid {
+            s += &format!(" devid {} ({d:#06x})", self.bdf);
+        }
+        if let Some(p) = self.pasid {
+            s += &format!(" pasid {}", p.map_or("none".to_string(), |v| v.to_string()));
+        }
+        if let Some(i) = self.prg_index {
+            s += &format!(" prg_index {i}");
+        }
+        if let Some(t) = self.stag {
+            s += &format!(" stag {t:#x}");
+        }
+        if let Some(p) = &self.perm {
+            s += &format!(" perm {}", flag_names(p));
+        }
+        if let Some(a) = self.addr {
+            s += &format!(" addr {a:#x}");
+        }
+        if let Some(l) = self.last {
+            s += &format!(" last {l}");
+        }
+        if let Some(c) = self.code {
+            s += &format!(" code {c:?}");
+        }
+        if let Some(r) = self.raw_code {
+            s += &format!(" raw {r:#x}");
+            if let Some(n) = self.raw_code_name {
+                s += &format!(" ({n})");
+            }
+            if self.raw_code_reserved == Some(true) {
+                s += " (reserved code, read as Response Failure)";
+            }
+        }
+        s
+    }
+}
+
+/// An SMMUv3 PRI queue entry, `CMD_PRI_RESP` or `CMD_RESUME`, strictly.
+fn decode_smmuv3(bytes: &[u8; 16], format: Format) -> Result<GuestRecordOut, String> {
+    use iopf_viommu::code_map::{smmu_pri_resp_to_pcie, smmu_resume_to_pcie};
+    use iopf_viommu::smmuv3::{Command, PriEntry};
+    if format == Format::Smmuv3PriQueueEntry {
+        let e = PriEntry::from_bytes(bytes).map_err(|e| e.to_string())?;
+        return Ok(GuestRecordOut {
+            sid: Some(e.sid),
+            pasid: Some(e.ssid),
+            prg_index: Some(e.prg_index),
+            perm: Some(e.perm),
+            addr: Some(e.addr),
+            last: Some(e.last),
+            ..GuestRecordOut::new(
+                "smmuv3_pri_queue_entry",
+                "SMMUv3 PRI queue entry",
+                e.sid as u16,
+            )
+        });
+    }
+    let cmd = Command::from_bytes(bytes).map_err(|e| e.to_string())?;
+    match (format, cmd) {
+        (
+            Format::Smmuv3CmdPriResp,
+            Command::PriResp {
+                sid,
+                ssid,
+                grpid,
+                resp,
+            },
+        ) => Ok(GuestRecordOut {
+            sid: Some(sid),
+            pasid: Some(ssid),
+            prg_index: Some(grpid),
+            code: smmu_pri_resp_to_pcie(resp),
+            raw_code: Some(resp),
+            raw_code_name: ["DENY", "FAIL", "SUCC"].get(usize::from(resp)).copied(),
+            ..GuestRecordOut::new("smmuv3_cmd_pri_resp", "SMMUv3 CMD_PRI_RESP", sid as u16)
+        }),
+        (Format::Smmuv3CmdResume, Command::Resume { sid, stag, resp }) => Ok(GuestRecordOut {
+            sid: Some(sid),
+            stag: Some(stag),
+            code: smmu_resume_to_pcie(resp),
+            raw_code: Some(resp),
+            raw_code_name: ["TERM", "RETRY", "ABORT"].get(usize::from(resp)).copied(),
+            ..GuestRecordOut::new("smmuv3_cmd_resume", "SMMUv3 CMD_RESUME", sid as u16)
+        }),
+        (_, other) => Err(format!(
+            "a valid command, but not the one --format names: {other:?}"
+        )),
+    }
+}
+
+/// Decodes one 16-byte SMMUv3 or AMD record strictly; the error says what is wrong (its caller
+/// adds which record).
+fn decode_guest16(chunk: &[u8], format: Format) -> Result<Decoded, String> {
+    let bytes: &[u8; 16] = chunk
+        .try_into()
+        .map_err(|_| format!("{} bytes is not a 16-byte record", chunk.len()))?;
+    let out = match format {
+        Format::AmdPprLogEntry => {
+            let e = iopf_viommu::amd::PprEntry::from_bytes(bytes).map_err(|e| e.to_string())?;
+            GuestRecordOut {
+                devid: Some(e.devid),
+                pasid: Some(e.pasid),
+                prg_index: Some(e.prg_index),
+                perm: Some(e.perm),
+                addr: Some(e.addr),
+                last: Some(e.last),
+                ..GuestRecordOut::new("amd_ppr_log_entry", "AMD PPR log entry", e.devid)
+            }
+        }
+        Format::AmdCompletePpr => {
+            let c =
+                iopf_viommu::amd::PprCompletion::from_bytes(bytes).map_err(|e| e.to_string())?;
+            GuestRecordOut {
+                devid: Some(c.devid),
+                pasid: Some(c.pasid),
+                prg_index: Some(c.tag),
+                code: Some(c.code),
+                raw_code: Some(c.raw_status),
+                raw_code_reserved: Some(c.raw_status_reserved()),
+                ..GuestRecordOut::new("amd_complete_ppr", "AMD COMPLETE_PPR_REQUEST", c.devid)
+            }
+        }
+        _ => decode_smmuv3(bytes, format)?,
+    };
+    Ok(Decoded::Guest(out))
 }
 
 /// A VT-d page request descriptor, for printing.
@@ -253,6 +476,11 @@ fn decode_all(
         }
         Format::VtdPageRequest => Some((DESCRIPTOR_BYTES, "VT-d page request")),
         Format::VtdPageGroupResponse => Some((DESCRIPTOR_BYTES, "VT-d page group response")),
+        Format::Smmuv3PriQueueEntry => Some((16, "SMMUv3 PRI queue entry")),
+        Format::Smmuv3CmdPriResp => Some((16, "SMMUv3 CMD_PRI_RESP")),
+        Format::Smmuv3CmdResume => Some((16, "SMMUv3 CMD_RESUME")),
+        Format::AmdPprLogEntry => Some((16, "AMD PPR log entry")),
+        Format::AmdCompletePpr => Some((16, "AMD COMPLETE_PPR_REQUEST")),
         Format::Response | Format::VfioResponse => None,
     };
     let mut out = Vec::new();
@@ -266,11 +494,13 @@ fn decode_all(
             )));
         }
         for (index, chunk) in bytes.chunks_exact(size).enumerate() {
-            if format.is_vtd() {
-                out.push(
+            if format.is_vtd() || format.is_guest16() {
+                let rec = if format.is_vtd() {
                     decode_vtd(chunk, format, mode)
-                        .map_err(|e| CliError::Input(format!("record {index}: {e}")))?,
-                );
+                } else {
+                    decode_guest16(chunk, format)
+                };
+                out.push(rec.map_err(|e| CliError::Input(format!("record {index}: {e}")))?);
                 continue;
             }
             let rec = match format {
@@ -412,6 +642,7 @@ fn describe(rec: &Decoded) -> String {
             r.lpig,
             describe_private_data(r.private_data)
         ),
+        Decoded::Guest(r) => r.describe(),
         Decoded::VtdPageGroupResponse(r) => format!(
             "VT-d page group response rid {} ({:#06x}) pasid {} prg_index {} code {:?} raw {:#x}{} lpig {}{}",
             r.bdf,
