@@ -163,6 +163,44 @@ pub trait GuestQueue {
     fn notify(&mut self);
 }
 
+/// Where a vIOMMU's command processing hands the guest's page responses: the bridge
+/// ([`Bridge`] implements it). Every architecture's command queue (VT-d's invalidation queue,
+/// SMMUv3's command queue, AMD's command buffer) takes one.
+pub trait PageResponseSink {
+    /// One page response, in queue order. Whether it matched a group is the sink's to count.
+    fn page_response(&mut self, response: &GuestResponse);
+    /// Whether every response handed over so far has reached the host queue; tries to send
+    /// what is owed first. A completion command (VT-d wait descriptor, `CMD_SYNC`,
+    /// `COMPLETION_WAIT`) waits for this.
+    fn flushed(&mut self) -> bool;
+    /// Whether `rid` is a function the sink serves (an SMMUv3 drops a response of the wrong
+    /// kind for a function it serves; one for a function it does not serve is handed over, to
+    /// be counted as unknown).
+    fn serves(&self, rid: u16) -> bool;
+    /// The guest terminated every outstanding group of `rid` (SMMUv3's `CMD_STALL_TERM`).
+    fn terminate(&mut self, rid: u16);
+}
+
+impl<C: FaultConsumer> PageResponseSink for Bridge<C> {
+    fn page_response(&mut self, response: &GuestResponse) {
+        // A response that matches nothing is counted in the bridge's stats; the guest gets no
+        // error for it (hardware forwards it, and the device ignores an unexpected response).
+        let _ = self.judge_guest_response(response);
+    }
+
+    fn flushed(&mut self) -> bool {
+        self.flush()
+    }
+
+    fn serves(&self, rid: u16) -> bool {
+        self.by_rid.contains_key(&rid)
+    }
+
+    fn terminate(&mut self, rid: u16) {
+        self.guest_terminate(rid);
+    }
+}
+
 /// Maps host PASIDs to the guest's.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum PasidMap {

@@ -58,7 +58,8 @@ pub mod vtd;
 
 pub use bridge::{
     Bridge, BridgeConfig, BridgeStats, ConfigError, Endpoint, GroupNaming, GuestPageRequest,
-    GuestQueue, GuestResponse, HostAnswer, PasidMap, Posted, PrivateDataMode, Unmatched,
+    GuestQueue, GuestResponse, HostAnswer, PageResponseSink, PasidMap, Posted, PrivateDataMode,
+    Unmatched,
 };
 pub use interrupt::{EventInterrupt, MsiSink, RecordedMsis};
 pub use mmio::MmioError;

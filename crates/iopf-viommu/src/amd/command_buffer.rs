@@ -26,7 +26,7 @@ use super::command::{bytes_to_words, Command, CommandError};
 use super::event::Event;
 use super::regs::ENTRY_BYTES;
 use super::ring::Ring;
-use crate::vtd::PageResponseSink;
+use crate::bridge::PageResponseSink;
 
 /// What the command buffer has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -24,11 +24,11 @@ use super::command_buffer::{CommandBuffer, Effects, Processed};
 use super::log::{Log, Logged};
 use super::ppr_log::{PprLog, PprSignal};
 use super::regs::*;
+use crate::bridge::PageResponseSink;
 use crate::bridge::{GuestPageRequest, GuestQueue, Posted, PrivateDataMode};
 use crate::interrupt::MsiSink;
 pub use crate::mmio::MmioError;
 use crate::mmio::{half, merge_half};
-use crate::vtd::PageResponseSink;
 
 /// What the emulated unit reports about itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -3,10 +3,10 @@
 //!
 //! Software writes commands at `CMDQ_PROD` and moves it; the unit carries them out from
 //! `CMDQ_CONS`, in order, while `CR0.CMDQEN` is set and no command error is active.
-//! `CMD_PRI_RESP` and `CMD_RESUME` go to the [`SmmuResponseSink`] (the bridge) as a
+//! `CMD_PRI_RESP` and `CMD_RESUME` go to the [`PageResponseSink`] (the bridge) as a
 //! [`GuestResponse`] in PCIe's code meaning (`code_map`); `CMD_STALL_TERM` terminates every
 //! stalled transaction of its stream. A `CMD_SYNC` completes only once every earlier response
-//! has reached the host ([`SmmuResponseSink::flushed`]): until then the queue stops at it and
+//! has reached the host ([`PageResponseSink::flushed`]): until then the queue stops at it and
 //! resumes on the next pump, so a guest that sees its sync complete knows its responses were
 //! sent. On completion with `CS` = SIG_IRQ, `MSIDATA` is written to `MSIADDR`: into guest
 //! memory when that is guest RAM (Linux's MSI-poll points it at the `CMD_SYNC` itself), else
@@ -28,23 +28,9 @@ use super::regs::{
 };
 use super::unit::SmmuPri;
 use crate::bridge::GuestResponse;
+use crate::bridge::PageResponseSink;
 use crate::code_map;
 use crate::interrupt::MsiSink;
-
-/// Where a guest's page responses go: the bridge ([`super::SmmuBridge`] wires one).
-pub trait SmmuResponseSink {
-    /// One page response, in queue order. Whether it matched a group is the sink's to count.
-    fn page_response(&mut self, response: &GuestResponse);
-    /// Whether `rid` is a function the sink serves. A response of the wrong kind for a
-    /// function it serves is dropped by the unit; one for a function it does not serve is
-    /// handed over, to be counted as unknown.
-    fn serves(&self, rid: u16) -> bool;
-    /// `CMD_STALL_TERM`: every stalled transaction of `rid` is aborted.
-    fn terminate(&mut self, rid: u16);
-    /// Whether every response handed over so far has reached the host; tries to send what is
-    /// owed first. A `CMD_SYNC` waits for this.
-    fn flushed(&mut self) -> bool;
-}
 
 /// Outcome of [`SmmuPri::process_commands`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +51,7 @@ impl SmmuPri {
         &mut self,
         mem: &impl GuestMemory,
         irq: &mut dyn MsiSink,
-        sink: &mut dyn SmmuResponseSink,
+        sink: &mut dyn PageResponseSink,
     ) -> Processed {
         if self.cr0 & CR0_CMDQEN == 0 {
             return Processed::Drained;
@@ -102,7 +88,7 @@ impl SmmuPri {
         cmd: Command,
         mem: &impl GuestMemory,
         irq: &mut dyn MsiSink,
-        sink: &mut dyn SmmuResponseSink,
+        sink: &mut dyn PageResponseSink,
     ) {
         match cmd {
             Command::PriResp {
@@ -170,7 +156,7 @@ impl SmmuPri {
         sid: u32,
         stall: bool,
         mem: &impl GuestMemory,
-        sink: &mut dyn SmmuResponseSink,
+        sink: &mut dyn PageResponseSink,
         build: impl FnOnce(u16, bool) -> Option<GuestResponse>,
     ) {
         let Ok(rid) = u16::try_from(sid) else {

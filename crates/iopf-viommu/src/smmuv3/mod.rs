@@ -25,8 +25,9 @@ pub mod regs;
 pub mod stream_table;
 mod unit;
 
+pub use crate::bridge::PageResponseSink;
 pub use command::{Command, CommandError, SyncCs};
-pub use command_queue::{Processed, SmmuResponseSink};
+pub use command_queue::Processed;
 pub use event::{EventError, StallEvent};
 pub use msi::MsiConfig;
 pub use output_queue::SmmuGuestQueue;

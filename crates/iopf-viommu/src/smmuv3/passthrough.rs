@@ -1,41 +1,13 @@
 //! [`SmmuBridge`]: an SMMUv3's page request path and the bridge from a host fault queue,
 //! wired together.
 
-use std::collections::HashSet;
-
 use iopf_abi::FaultConsumer;
 use vm_memory::GuestMemory;
 
-use super::command_queue::{Processed, SmmuResponseSink};
+use super::command_queue::Processed;
 use super::unit::{MmioError, SmmuConfig, SmmuPri, Written};
-use crate::bridge::{Bridge, BridgeConfig, ConfigError, GuestResponse};
+use crate::bridge::{Bridge, BridgeConfig, ConfigError};
 use crate::interrupt::MsiSink;
-
-/// The bridge as the command queue's response sink, with the requester ids it serves.
-struct BridgeSink<'a, C: FaultConsumer> {
-    bridge: &'a mut Bridge<C>,
-    rids: &'a HashSet<u16>,
-}
-
-impl<C: FaultConsumer> SmmuResponseSink for BridgeSink<'_, C> {
-    fn page_response(&mut self, response: &GuestResponse) {
-        // A response that matches nothing is counted in the bridge's stats; the guest gets no
-        // error for it (the device ignores an unexpected response).
-        let _ = self.bridge.judge_guest_response(response);
-    }
-
-    fn serves(&self, rid: u16) -> bool {
-        self.rids.contains(&rid)
-    }
-
-    fn terminate(&mut self, rid: u16) {
-        self.bridge.guest_terminate(rid);
-    }
-
-    fn flushed(&mut self) -> bool {
-        self.bridge.flush()
-    }
-}
 
 /// A host function's page requests carried into an emulated SMMUv3 (its PRI queue, or its
 /// event queue for a stalling stream) and the guest's `CMD_PRI_RESP` / `CMD_RESUME` carried
@@ -75,7 +47,6 @@ impl<C: FaultConsumer> SmmuResponseSink for BridgeSink<'_, C> {
 pub struct SmmuBridge<C: FaultConsumer> {
     pri: SmmuPri,
     bridge: Bridge<C>,
-    rids: HashSet<u16>,
 }
 
 impl<C: FaultConsumer> SmmuBridge<C> {
@@ -85,11 +56,9 @@ impl<C: FaultConsumer> SmmuBridge<C> {
         bridge: BridgeConfig,
         smmu: SmmuConfig,
     ) -> Result<SmmuBridge<C>, ConfigError> {
-        let rids = bridge.endpoints.iter().map(|e| e.guest_rid).collect();
         Ok(SmmuBridge {
             pri: SmmuPri::new(smmu),
             bridge: Bridge::new(host, bridge)?,
-            rids,
         })
     }
 
@@ -128,11 +97,9 @@ impl<C: FaultConsumer> SmmuBridge<C> {
         irq: &mut dyn MsiSink,
         now_ns: u64,
     ) -> Result<Written, MmioError> {
-        let mut sink = BridgeSink {
-            bridge: &mut self.bridge,
-            rids: &self.rids,
-        };
-        let written = self.pri.mmio_write(offset, data, mem, irq, &mut sink)?;
+        let written = self
+            .pri
+            .mmio_write(offset, data, mem, irq, &mut self.bridge)?;
         if written.commands {
             // The responses of this batch, in one write to the host.
             self.bridge.flush();
@@ -164,11 +131,7 @@ impl<C: FaultConsumer> SmmuBridge<C> {
 
     /// Carries out the command queue (a VMM that defers command processing calls this).
     pub fn process_commands(&mut self, mem: &impl GuestMemory, irq: &mut dyn MsiSink) -> Processed {
-        let mut sink = BridgeSink {
-            bridge: &mut self.bridge,
-            rids: &self.rids,
-        };
-        let p = self.pri.process_commands(mem, irq, &mut sink);
+        let p = self.pri.process_commands(mem, irq, &mut self.bridge);
         self.bridge.flush();
         p
     }

@@ -4,11 +4,11 @@
 
 use vm_memory::GuestMemory;
 
-use super::command_queue::SmmuResponseSink;
 use super::msi::MsiConfig;
 use super::queue::{Ring, Q_OVF};
 use super::regs::*;
 use super::stream_table::StreamTable;
+use crate::bridge::PageResponseSink;
 use crate::interrupt::MsiSink;
 pub use crate::mmio::MmioError;
 use crate::mmio::{half, merge_half};
@@ -226,7 +226,7 @@ impl SmmuPri {
         data: &[u8],
         mem: &impl GuestMemory,
         irq: &mut dyn MsiSink,
-        sink: &mut dyn SmmuResponseSink,
+        sink: &mut dyn PageResponseSink,
     ) -> Result<Written, MmioError> {
         let mut done = Written::default();
         for (off, v) in crate::mmio::dwords(offset, data).take(crate::mmio::check_access(

@@ -25,17 +25,9 @@ use super::inv_descriptor::{
     PAGE_GROUP_RESPONSE_TYPE, WAIT_TYPE,
 };
 use super::regs::{IqeReason, ICS_IWC, IQA_DW};
-use crate::bridge::{GuestResponse, PrivateDataMode};
+use crate::bridge::PageResponseSink;
+use crate::bridge::PrivateDataMode;
 use crate::interrupt::{EventInterrupt, MsiSink};
-
-/// Where the guest's page responses go: the bridge ([`crate::Bridge`] implements it).
-pub trait PageResponseSink {
-    /// One page response, in queue order. Whether it matched a group is the sink's to count.
-    fn page_response(&mut self, response: &GuestResponse);
-    /// Whether every response handed over so far has reached the device's side (the host
-    /// queue); tries to send what is owed first. A wait descriptor waits for this.
-    fn flushed(&mut self) -> bool;
-}
 
 /// What the invalidation queue has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -19,8 +19,9 @@ pub mod prq;
 pub mod regs;
 mod unit;
 
+pub use crate::bridge::PageResponseSink;
 pub use inv_descriptor::{DescriptorError, PageGroupResponse, WaitDescriptor};
-pub use invalidation_queue::{PageResponseSink, Processed, QueueError};
+pub use invalidation_queue::{Processed, QueueError};
 pub use page_request::{PageRequestError, VtdPageRequest};
 pub use passthrough::VtdBridge;
 pub use unit::{MmioError, VtdConfig, VtdGuestQueue, VtdPri, Written};

@@ -4,22 +4,10 @@
 use iopf_abi::FaultConsumer;
 use vm_memory::GuestMemory;
 
-use super::invalidation_queue::{PageResponseSink, Processed};
+use super::invalidation_queue::Processed;
 use super::unit::{MmioError, VtdConfig, VtdPri, Written};
-use crate::bridge::{Bridge, BridgeConfig, ConfigError, GuestResponse};
+use crate::bridge::{Bridge, BridgeConfig, ConfigError};
 use crate::interrupt::MsiSink;
-
-impl<C: FaultConsumer> PageResponseSink for Bridge<C> {
-    fn page_response(&mut self, response: &GuestResponse) {
-        // A response that matches nothing is counted in the bridge's stats; the guest gets no
-        // error for it (hardware forwards it, and the device ignores an unexpected response).
-        let _ = self.judge_guest_response(response);
-    }
-
-    fn flushed(&mut self) -> bool {
-        self.flush()
-    }
-}
 
 /// A host function's page requests carried into an emulated VT-d and its guest's page group
 /// responses carried back: a [`VtdPri`] and a [`Bridge`].

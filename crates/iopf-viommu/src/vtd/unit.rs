@@ -3,9 +3,10 @@
 
 use vm_memory::GuestMemory;
 
-use super::invalidation_queue::{InvalidationQueue, PageResponseSink, Processed};
+use super::invalidation_queue::{InvalidationQueue, Processed};
 use super::prq::PageRequestQueue;
 use super::regs::*;
+use crate::bridge::PageResponseSink;
 use crate::bridge::{GuestPageRequest, GuestQueue, Posted, PrivateDataMode};
 use crate::interrupt::{EventInterrupt, MsiSink};
 pub use crate::mmio::MmioError;
