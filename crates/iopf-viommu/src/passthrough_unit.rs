@@ -57,3 +57,52 @@ pub trait PassthroughUnit {
     /// The bridge, mutably (PRI enable per function, the host queue).
     fn bridge_mut(&mut self) -> &mut Bridge<Self::Host>;
 }
+
+/// Implements [`PassthroughUnit`] for an architecture's `$unit<C>` whose inherent `mmio_read`,
+/// `mmio_write` (returning its own `Written`), `pump` and `reset` have the trait's meaning and
+/// whose bridge is its `bridge` field: one delegation for every architecture.
+macro_rules! delegate_passthrough_unit {
+    ($unit:ident) => {
+        impl<C: iopf_abi::FaultConsumer> $crate::PassthroughUnit for $unit<C> {
+            type Host = C;
+
+            fn mmio_read(&self, offset: u64, data: &mut [u8]) -> Result<(), $crate::MmioError> {
+                $unit::mmio_read(self, offset, data)
+            }
+
+            fn mmio_write<M: vm_memory::GuestMemory>(
+                &mut self,
+                offset: u64,
+                data: &[u8],
+                mem: &M,
+                irq: &mut dyn $crate::MsiSink,
+                now_ns: u64,
+            ) -> Result<(), $crate::MmioError> {
+                $unit::mmio_write(self, offset, data, mem, irq, now_ns).map(|_| ())
+            }
+
+            fn pump<M: vm_memory::GuestMemory>(
+                &mut self,
+                mem: &M,
+                irq: &mut dyn $crate::MsiSink,
+                now_ns: u64,
+            ) -> Result<usize, C::Error> {
+                $unit::pump(self, mem, irq, now_ns)
+            }
+
+            fn reset(&mut self) {
+                $unit::reset(self)
+            }
+
+            fn bridge(&self) -> &$crate::Bridge<C> {
+                &self.bridge
+            }
+
+            fn bridge_mut(&mut self) -> &mut $crate::Bridge<C> {
+                &mut self.bridge
+            }
+        }
+    };
+}
+
+pub(crate) use delegate_passthrough_unit;

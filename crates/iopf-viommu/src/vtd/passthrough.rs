@@ -160,42 +160,4 @@ impl<C: FaultConsumer> VtdBridge<C> {
     }
 }
 
-impl<C: FaultConsumer> crate::PassthroughUnit for VtdBridge<C> {
-    type Host = C;
-
-    fn mmio_read(&self, offset: u64, data: &mut [u8]) -> Result<(), MmioError> {
-        VtdBridge::mmio_read(self, offset, data)
-    }
-
-    fn mmio_write<M: GuestMemory>(
-        &mut self,
-        offset: u64,
-        data: &[u8],
-        mem: &M,
-        irq: &mut dyn MsiSink,
-        now_ns: u64,
-    ) -> Result<(), MmioError> {
-        VtdBridge::mmio_write(self, offset, data, mem, irq, now_ns).map(|_| ())
-    }
-
-    fn pump<M: GuestMemory>(
-        &mut self,
-        mem: &M,
-        irq: &mut dyn MsiSink,
-        now_ns: u64,
-    ) -> Result<usize, C::Error> {
-        VtdBridge::pump(self, mem, irq, now_ns)
-    }
-
-    fn reset(&mut self) {
-        VtdBridge::reset(self)
-    }
-
-    fn bridge(&self) -> &Bridge<C> {
-        &self.bridge
-    }
-
-    fn bridge_mut(&mut self) -> &mut Bridge<C> {
-        &mut self.bridge
-    }
-}
+crate::passthrough_unit::delegate_passthrough_unit!(VtdBridge);
