@@ -39,6 +39,8 @@ pub fn all() -> Vec<Test> {
         ("differential_random", differential_random),
         ("viommu_bridge", viommu_bridge),
         ("viommu_bridge_after_replace", viommu_bridge_after_replace),
+        ("viommu_bridge_smmuv3", viommu_bridge_smmuv3),
+        ("viommu_bridge_amd", viommu_bridge_amd),
     ]
 }
 
@@ -883,4 +885,99 @@ fn viommu_bridge_after_replace() -> Outcome {
     drop(mock);
     drop(iommufd);
     Ok("kernel auto-answered on replace; the bridge's answer refused, not doubled".into())
+}
+
+/// Three of the mock's groups through `unit` and its guest driver model over the real fault fd:
+/// every one answered by the guest, none refused by the kernel, none left. Returns the guest's
+/// codes (Success, Invalid, Failure).
+fn through_guest<U, D>(
+    fq_unit: impl FnOnce(iopf_iommufd::FaultQueue, iopf_viommu::BridgeConfig) -> Result<(U, D), String>,
+) -> Result<[u64; 3], String>
+where
+    U: iopf_viommu::PassthroughUnit<Host = iopf_iommufd::FaultQueue>,
+    D: iopf_viommu::guest::GuestDriverModel<U>,
+{
+    use iopf_viommu::{BridgeConfig, Endpoint, HostAnswer, PasidMap};
+    let f = Fixture::new()?;
+    for g in 1..=3u32 {
+        f.trigger(0, g, Perm::READ, u64::from(g) << 12)?;
+    }
+    let Fixture {
+        iommufd, mock, fq, ..
+    } = f;
+    let mem =
+        vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(vm_memory::GuestAddress(0), 4 << 20)])
+            .ctx("guest memory")?;
+    let ep = Endpoint {
+        host_dev_id: mock.dev_id,
+        guest_rid: 0x08,
+        pasids: PasidMap::Identity,
+    };
+    let (mut unit, mut driver) = fq_unit(fq, BridgeConfig::new(vec![ep]))?;
+    let mut irq = iopf_viommu::RecordedMsis::default();
+    driver
+        .init(&mut unit, &mem, &mut irq, 0)
+        .ctx("guest init")?;
+    unit.pump(&mem, &mut irq, 1).ctx("pump")?;
+    ensure_eq!(unit.bridge().stats().groups_posted, 3, "groups posted");
+    ensure!(!irq.messages.is_empty(), "no page request interrupt");
+    let h = driver
+        .handle_event(
+            &mut unit,
+            &mem,
+            &mut irq,
+            &mut iopf_viommu::guest::IdentityResolver,
+            2,
+        )
+        .ctx("guest")?;
+    ensure!(h.waits_done, "the completion did not complete");
+    let s = unit.bridge().stats();
+    ensure_eq!(
+        s.host_answers[HostAnswer::Guest as usize],
+        3,
+        "answered by the guest"
+    );
+    ensure_eq!(s.host_refused, 0, "the kernel refused an answer");
+    ensure!(
+        !unit
+            .bridge_mut()
+            .host_mut()
+            .wait_readable(Some(0))
+            .ctx("poll")?,
+        "groups left"
+    );
+    drop(unit);
+    drop(mock);
+    drop(iommufd);
+    Ok(s.guest_codes)
+}
+
+/// The SMMUv3 guest side over the real fault fd: PRI queue, CMD_PRI_RESP + CMD_SYNC.
+fn viommu_bridge_smmuv3() -> Outcome {
+    let codes = through_guest(|fq, cfg| {
+        let unit =
+            iopf_viommu::smmuv3::SmmuBridge::new(fq, cfg, Default::default()).ctx("bridge")?;
+        Ok((
+            unit,
+            iopf_viommu::guest::SmmuGuestDriver::new(0x10000).with_streams(&[0x08]),
+        ))
+    })?;
+    ensure_eq!(codes, [3, 0, 0], "guest codes");
+    Ok("3 groups through the SMMUv3 bridge (PRI queue, CMD_PRI_RESP, CMD_SYNC); the kernel took them".into())
+}
+
+/// The AMD guest side over the real fault fd: PPR log, COMPLETE_PPR_REQUEST + COMPLETION_WAIT.
+/// The mock's requests carry no PASID: Linux's ppr.c answers those FAILURE (2), which reaches
+/// the kernel as INVALID.
+fn viommu_bridge_amd() -> Outcome {
+    let codes = through_guest(|fq, cfg| {
+        let unit = iopf_viommu::amd::AmdBridge::new(fq, cfg, Default::default()).ctx("bridge")?;
+        Ok((unit, iopf_viommu::guest::AmdGuestDriver::new(0x10000)))
+    })?;
+    ensure_eq!(
+        codes,
+        [0, 0, 3],
+        "guest codes: Linux's FAILURE for no PASID"
+    );
+    Ok("3 groups through the AMD bridge (PPR log, COMPLETE_PPR_REQUEST 2 as INVALID, COMPLETION_WAIT); the kernel took them".into())
 }
