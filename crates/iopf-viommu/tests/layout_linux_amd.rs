@@ -18,85 +18,16 @@
 //! The Rust side must encode the same fields to the same words, decode Linux's words back to
 //! the same fields, decode entries to what Linux reads, and have the same constants.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use iopf_abi::Perm;
 use iopf_viommu::amd::command::{self, CompletionWait, PprCompletion};
 use iopf_viommu::amd::ppr_entry::{self, PprEntry};
 use iopf_viommu::amd::{event, regs};
 
-const TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+mod linux_source;
+
 const TYPES_H: &str = "drivers/iommu/amd/amd_iommu_types.h";
 const IOMMU_C: &str = "drivers/iommu/amd/iommu.c";
 const PPR_C: &str = "drivers/iommu/amd/ppr.c";
-
-fn sources() -> (String, String, String) {
-    let meta = std::fs::metadata(TARBALL).unwrap_or_else(|e| {
-        panic!(
-            "{TARBALL}: {e}. The AMD layout test reads {TYPES_H}, {IOMMU_C} and {PPR_C} from \
-             Debian's linux-source-6.12: `bash scripts/install-deps.sh` installs it"
-        )
-    });
-    let stamp_text = format!("{TARBALL} {} {:?}\n", meta.len(), meta.modified().ok());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("linux-source-6.12-amd");
-    let files: [(&str, PathBuf); 3] = [
-        (TYPES_H, dir.join("amd_iommu_types.h")),
-        (IOMMU_C, dir.join("iommu.c")),
-        (PPR_C, dir.join("ppr.c")),
-    ];
-    let stamp = dir.join("stamp");
-    let cached = std::fs::read_to_string(&stamp).is_ok_and(|s| s == stamp_text)
-        && files.iter().all(|(_, p)| p.is_file());
-    if !cached {
-        let tmp = dir.join(format!("extract-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).expect("create the extraction dir");
-        let status = Command::new("tar")
-            .arg("-xJf")
-            .arg(TARBALL)
-            .arg("-C")
-            .arg(&tmp)
-            .arg("--wildcards")
-            .args(files.iter().map(|(m, _)| format!("*/{m}")))
-            .status()
-            .expect("run tar");
-        assert!(status.success(), "tar could not extract the AMD files");
-        let top = std::fs::read_dir(&tmp)
-            .expect("read the extraction dir")
-            .map(|e| e.expect("a directory entry").path())
-            .find(|p| p.is_dir())
-            .expect("a top directory");
-        for (m, to) in &files {
-            std::fs::rename(top.join(m), to).unwrap_or_else(|e| panic!("{m}: {e}"));
-        }
-        std::fs::remove_dir_all(&tmp).expect("remove the extraction dir");
-        std::fs::write(&stamp, stamp_text).expect("write the cache stamp");
-    }
-    let read = |i: usize| std::fs::read_to_string(&files[i].1).expect("read a cached file");
-    (read(0), read(1), read(2))
-}
-
-/// From the first `start` to its matching closing brace, inclusive.
-fn braced<'a>(src: &'a str, start: &str) -> &'a str {
-    let begin = src
-        .find(start)
-        .unwrap_or_else(|| panic!("`{start}` not found"));
-    let mut depth = 0usize;
-    for (i, c) in src[begin..].char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return &src[begin..=begin + i];
-                }
-            }
-            _ => {}
-        }
-    }
-    panic!("`{start}` has no matching closing brace");
-}
 
 /// The header's `#define` lines for the families the page request path uses (continuation
 /// lines included).
@@ -130,31 +61,10 @@ impl Rng {
     }
 }
 
-fn compile_and_run(src: &str) -> String {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("layout-linux-amd");
-    std::fs::create_dir_all(&dir).expect("create the build dir");
-    let c = dir.join("layout.c");
-    let bin = dir.join("layout");
-    std::fs::write(&c, src).expect("write the C program");
-    let out = Command::new("gcc")
-        .args(["-std=gnu11", "-O0", "-Wall", "-Werror", "-o"])
-        .arg(&bin)
-        .arg(&c)
-        .output()
-        .expect("run gcc");
-    assert!(
-        out.status.success(),
-        "gcc failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = Command::new(&bin).output().expect("run the C program");
-    assert!(run.status.success());
-    String::from_utf8(run.stdout).expect("utf-8 output")
-}
-
 #[test]
 fn amd_ppr_entry_commands_and_registers_match_linux() {
-    let (types_h, iommu_c, ppr_c) = sources();
+    let linux = linux_source::linux_files("linux-source-6.12-amd", &[TYPES_H, IOMMU_C, PPR_C]);
+    let (types_h, iommu_c, ppr_c) = (&linux[0], &linux[1], &linux[2]);
     let mut rng = Rng(0x1234_5678_9abc_def1);
     // Field sets for the commands: (devid, pasid, status, tag, gn), (address, data).
     let ppr: Vec<(u16, u32, u32, u32, u8)> = (0..200)
@@ -187,7 +97,7 @@ fn amd_ppr_entry_commands_and_registers_match_linux() {
          struct iommu_cmd { u32 data[4]; };\nstruct amd_iommu { u64 *cmd_sem; };\n\
          #define iommu_virt_to_phys(v) ((u64)(uintptr_t)(v))\n",
     );
-    prog.push_str(&defines(&types_h));
+    prog.push_str(&defines(types_h));
     let set_type = iommu_c
         .lines()
         .find(|l| l.starts_with("#define CMD_SET_TYPE"))
@@ -195,11 +105,14 @@ fn amd_ppr_entry_commands_and_registers_match_linux() {
     prog.push_str(set_type);
     prog.push('\n');
     prog.push_str("static ");
-    prog.push_str(braced(&iommu_c, "void build_completion_wait("));
+    prog.push_str(linux_source::braced(iommu_c, "void build_completion_wait("));
     prog.push_str("\nstatic ");
-    prog.push_str(braced(&iommu_c, "void build_complete_ppr("));
+    prog.push_str(linux_source::braced(iommu_c, "void build_complete_ppr("));
     prog.push_str("\nstatic ");
-    prog.push_str(braced(&ppr_c, "inline u32 ppr_flag_to_fault_perm("));
+    prog.push_str(linux_source::braced(
+        ppr_c,
+        "inline u32 ppr_flag_to_fault_perm(",
+    ));
     prog.push_str("\nint main(void) {\nstruct iommu_cmd cmd; struct amd_iommu iommu;\n");
     for name in [
         "MMIO_DEV_TABLE_OFFSET",
@@ -300,7 +213,11 @@ fn amd_ppr_entry_commands_and_registers_match_linux() {
         ));
     }
     prog.push_str("return 0;\n}\n");
-    let out = compile_and_run(&prog);
+    let out = linux_source::compile_and_run(
+        "layout_linux_amd",
+        &prog,
+        &["-std=gnu11", "-O0", "-Wall", "-Werror"],
+    );
 
     let mut consts = std::collections::HashMap::new();
     let mut checked = (0, 0, 0);

@@ -22,8 +22,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command as Process;
 
 use iopf_abi::Perm;
 use iopf_viommu::smmuv3::queue::{q_idx, q_ovf, q_wrp};
@@ -31,87 +29,10 @@ use iopf_viommu::smmuv3::regs::*;
 use iopf_viommu::smmuv3::stream_table::STE_1_PPAR;
 use iopf_viommu::smmuv3::{Command, PriEntry, StallEvent, SyncCs};
 
-const TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+mod linux_source;
+
 const HEADER: &str = "drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h";
 const SOURCE: &str = "drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c";
-
-/// Extracts the two files once into the target dir (reused while the tarball is unchanged).
-fn linux_sources() -> (String, String) {
-    let meta = std::fs::metadata(TARBALL).unwrap_or_else(|e| {
-        panic!(
-            "{TARBALL}: {e}. The SMMUv3 layout test reads {HEADER} from Debian's \
-             linux-source-6.12: `bash scripts/install-deps.sh` installs it"
-        )
-    });
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
-    let stamp_text = format!("{TARBALL} {} {mtime}\n", meta.len());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("linux-source-6.12-smmuv3");
-    let h = dir.join("arm-smmu-v3.h");
-    let c = dir.join("arm-smmu-v3.c");
-    let stamp = dir.join("stamp");
-    let cached = std::fs::read_to_string(&stamp).is_ok_and(|s| s == stamp_text)
-        && h.is_file()
-        && c.is_file();
-    if !cached {
-        extract(&dir, &[(HEADER, &h), (SOURCE, &c)]);
-        std::fs::write(&stamp, stamp_text).expect("write the cache stamp");
-    }
-    (
-        std::fs::read_to_string(&h).expect("read the cached header"),
-        std::fs::read_to_string(&c).expect("read the cached source"),
-    )
-}
-
-fn extract(dir: &Path, members: &[(&str, &PathBuf)]) {
-    let tmp = dir.join(format!("extract-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).expect("create the extraction dir");
-    let status = Process::new("tar")
-        .arg("-xJf")
-        .arg(TARBALL)
-        .arg("-C")
-        .arg(&tmp)
-        .arg("--wildcards")
-        .args(members.iter().map(|(m, _)| format!("*/{m}")))
-        .status()
-        .expect("run tar");
-    assert!(status.success(), "tar could not extract {members:?}");
-    let top = std::fs::read_dir(&tmp)
-        .expect("read the extraction dir")
-        .map(|e| e.expect("a directory entry").path())
-        .find(|p| p.is_dir())
-        .expect("a top directory");
-    for (member, to) in members {
-        std::fs::rename(top.join(member), to)
-            .unwrap_or_else(|e| panic!("{member} not in {TARBALL}: {e}"));
-    }
-    std::fs::remove_dir_all(&tmp).expect("remove the extraction dir");
-}
-
-/// From the first `start` to its matching closing brace, inclusive.
-fn braced<'a>(src: &'a str, start: &str) -> &'a str {
-    let begin = src
-        .find(start)
-        .unwrap_or_else(|| panic!("`{start}` not found"));
-    let mut depth = 0usize;
-    for (i, ch) in src[begin..].char_indices() {
-        match ch {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return &src[begin..=begin + i];
-                }
-            }
-            _ => {}
-        }
-    }
-    panic!("`{start}` has no closing brace");
-}
 
 /// Every `#define` of the header (continuations joined), except the page-size dependent
 /// queue limits (inside an `#ifdef`) and the `CMDQ_OP_*` ones `struct arm_smmu_cmdq_ent`
@@ -165,30 +86,9 @@ typedef struct { int counter; } atomic_t;
 
 type Words = Vec<u64>;
 
-fn compile_and_run(src: &str) -> BTreeMap<String, Words> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("iopf-viommu-layout-smmuv3");
-    std::fs::create_dir_all(&dir).expect("create the C program's dir");
-    let c = dir.join("layout_smmuv3.c");
-    let bin = dir.join("layout_smmuv3");
-    std::fs::write(&c, src).expect("write the C program");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "gcc".into());
-    let out = Process::new(&cc)
-        .args(["-std=gnu11", "-Wall", "-Wno-unused-function", "-o"])
-        .arg(&bin)
-        .arg(&c)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cc}: {e}"));
-    assert!(
-        out.status.success(),
-        "the C program {} did not compile:\n{}",
-        c.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = Process::new(&bin).output().expect("run the C program");
-    assert!(run.status.success(), "the C program failed");
-    String::from_utf8(run.stdout)
-        .expect("text")
-        .lines()
+/// The C program's output, one `key<TAB>hex words` line per case.
+fn parse(out: &str) -> BTreeMap<String, Words> {
+    out.lines()
         .map(|l| {
             let (k, v) = l.split_once('\t').expect("key<TAB>words");
             let w = v
@@ -222,14 +122,18 @@ fn perm(bits: u64) -> Perm {
 
 #[test]
 fn smmuv3_entries_commands_and_registers_match_linux() {
-    let (h, c) = linux_sources();
+    let linux = linux_source::linux_files("linux-source-6.12-smmuv3", &[HEADER, SOURCE]);
+    let (h, c) = (&linux[0], &linux[1]);
     let mut prog = String::from(SHIMS);
-    prog.push_str(&defines(&h));
-    prog.push_str(braced(&h, "enum pri_resp"));
+    prog.push_str(&defines(h));
+    prog.push_str(linux_source::braced(h, "enum pri_resp"));
     prog.push_str(";\n");
-    prog.push_str(braced(&h, "struct arm_smmu_cmdq_ent {"));
+    prog.push_str(linux_source::braced(h, "struct arm_smmu_cmdq_ent {"));
     prog.push_str(";\n");
-    prog.push_str(braced(&c, "static int arm_smmu_cmdq_build_cmd("));
+    prog.push_str(linux_source::braced(
+        c,
+        "static int arm_smmu_cmdq_build_cmd(",
+    ));
     prog.push_str("\nstatic void cmd(const char *k, struct arm_smmu_cmdq_ent *e) {\n");
     prog.push_str(
         "  u64 w[2]; if (arm_smmu_cmdq_build_cmd(w, e)) { printf(\"%s\\terr\\n\", k); return; }\n",
@@ -563,7 +467,11 @@ fn smmuv3_entries_commands_and_registers_match_linux() {
 
     prog.push_str(&body);
     prog.push_str("  return 0;\n}\n");
-    let got = compile_and_run(&prog);
+    let got = parse(&linux_source::compile_and_run(
+        "layout_linux_smmuv3",
+        &prog,
+        &["-std=gnu11", "-Wall", "-Wno-unused-function"],
+    ));
     for (k, want) in &expect {
         let have = got.get(k).unwrap_or_else(|| panic!("{k}: not printed"));
         let label = if let Some(i) = k.strip_prefix("reg") {

@@ -24,8 +24,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use iopf_abi::{Perm, ResponseCode};
 use iopf_viommu::vtd::inv_descriptor::{PAGE_GROUP_RESPONSE_TYPE, WAIT_TYPE};
@@ -33,114 +31,22 @@ use iopf_viommu::vtd::page_request::DESCRIPTOR_BYTES;
 use iopf_viommu::vtd::{regs, PageGroupResponse, VtdPageRequest, WaitDescriptor};
 use iopf_viommu::PrivateDataMode;
 
-/// Debian's package `linux-source-6.12` installs it.
-const TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+mod linux_source;
+
 const PRQ_C: &str = "drivers/iommu/intel/prq.c";
 const IOMMU_H: &str = "drivers/iommu/intel/iommu.h";
 
 /// `enum { QI_FREE, QI_IN_USE, QI_DONE, QI_ABORT }` in iommu.h (the C program checks it).
 const QI_DONE: u32 = 2;
 
-/// The two Linux files, as text.
-struct LinuxSources {
-    prq_c: String,
-    iommu_h: String,
-}
-
-/// Extracts prq.c and iommu.h from the tarball once, into the target dir; later runs reuse them
-/// while the tarball's size and modification time are unchanged.
-fn linux_sources() -> LinuxSources {
-    let tarball = Path::new(TARBALL);
-    let meta = match std::fs::metadata(tarball) {
-        Ok(m) => m,
-        Err(e) if std::env::var_os("CI").is_some() => panic!(
-            "{TARBALL}: {e}. CI must provide the Debian package linux-source-6.12 (the \
-             viommu layout test reads {PRQ_C} and {IOMMU_H} from it); \
-             scripts/install-deps.sh installs it"
-        ),
-        Err(e) => panic!(
-            "{TARBALL}: {e}. The viommu layout test reads {PRQ_C} and {IOMMU_H} from Debian's \
-             linux-source-6.12: `bash scripts/install-deps.sh` installs it"
-        ),
-    };
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
-    let stamp_text = format!("{TARBALL} {} {mtime}\n", meta.len());
-
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("linux-source-6.12-vtd");
-    let prq = dir.join("prq.c");
-    let iommu = dir.join("iommu.h");
-    let stamp = dir.join("stamp");
-    let cached = std::fs::read_to_string(&stamp).is_ok_and(|s| s == stamp_text)
-        && prq.is_file()
-        && iommu.is_file();
-    if !cached {
-        extract(&dir, &[(PRQ_C, &prq), (IOMMU_H, &iommu)]);
-        std::fs::write(&stamp, stamp_text).expect("write the cache stamp");
-    }
-    LinuxSources {
-        prq_c: std::fs::read_to_string(&prq).expect("read the cached prq.c"),
-        iommu_h: std::fs::read_to_string(&iommu).expect("read the cached iommu.h"),
-    }
-}
-
-/// `tar -x` of just `*/member` for each member, then each file moved to its place.
-fn extract(dir: &Path, members: &[(&str, &PathBuf)]) {
-    let tmp = dir.join(format!("extract-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).expect("create the extraction dir");
-    let status = Command::new("tar")
-        .arg("-xJf")
-        .arg(TARBALL)
-        .arg("-C")
-        .arg(&tmp)
-        .arg("--wildcards")
-        .args(members.iter().map(|(m, _)| format!("*/{m}")))
-        .status()
-        .expect("run tar");
-    assert!(
-        status.success(),
-        "tar could not extract {members:?} from {TARBALL}"
-    );
-    let top = std::fs::read_dir(&tmp)
-        .expect("read the extraction dir")
-        .map(|e| e.expect("a directory entry").path())
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| panic!("{TARBALL} holds no top directory"));
-    for (member, to) in members {
-        std::fs::rename(top.join(member), to)
-            .unwrap_or_else(|e| panic!("{member} not in {TARBALL}: {e}"));
-    }
-    std::fs::remove_dir_all(&tmp).expect("remove the extraction dir");
-}
-
-/// From the first `start` to its matching closing brace, inclusive.
-fn braced<'a>(src: &'a str, start: &str, file: &str) -> &'a str {
-    let begin = src
-        .find(start)
-        .unwrap_or_else(|| panic!("`{start}` not found in {file}"));
-    let mut depth = 0usize;
-    for (i, c) in src[begin..].char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return &src[begin..=begin + i];
-                }
-            }
-            _ => {}
-        }
-    }
-    panic!("`{start}` in {file} has no matching closing brace");
-}
+/// Where the test caches prq.c and iommu.h, and its C program's name.
+const CACHE: &str = "linux-source-6.12-vtd";
+const C_PROGRAM: &str = "layout_linux_vtd";
 
 /// A definition `start ... };` (a struct or an enum), with its semicolon.
 fn definition(src: &str, start: &str, file: &str) -> String {
-    let body = braced(src, start, file);
+    assert!(src.contains(start), "`{start}` not found in {file}");
+    let body = linux_source::braced(src, start);
     let begin = body.as_ptr() as usize - src.as_ptr() as usize;
     let rest = &src[begin + body.len()..];
     assert!(
@@ -152,7 +58,8 @@ fn definition(src: &str, start: &str, file: &str) -> String {
 
 /// The statement starting with `start` inside the body of the function `function`.
 fn statement(src: &str, function: &str, start: &str, file: &str) -> String {
-    let body = braced(src, function, file);
+    assert!(src.contains(function), "`{function}` not found in {file}");
+    let body = linux_source::braced(src, function);
     let at = body
         .find(start)
         .unwrap_or_else(|| panic!("`{start}` not in `{function}` of {file}"));
@@ -920,34 +827,10 @@ fn parse(out: &str) -> BTreeMap<String, Words> {
         .collect()
 }
 
-fn compile_and_run(src: &str) -> String {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("iopf-viommu-layout-vtd");
-    std::fs::create_dir_all(&dir).expect("create the C program's dir");
-    let c = dir.join("layout_vtd.c");
-    let bin = dir.join("layout_vtd");
-    std::fs::write(&c, src).expect("write the C program");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "gcc".into());
-    let out = Command::new(&cc)
-        .args(["-std=gnu11", "-Wall", "-Werror", "-o"])
-        .arg(&bin)
-        .arg(&c)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cc} (scripts/install-deps.sh installs gcc): {e}"));
-    assert!(
-        out.status.success(),
-        "the C program {} did not compile:\n{}",
-        c.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = Command::new(&bin).output().expect("run the C program");
-    assert!(run.status.success(), "the C program failed");
-    String::from_utf8(run.stdout).expect("the C program prints text")
-}
-
 #[test]
 fn vtd_descriptors_and_registers_match_linux() {
-    let linux = linux_sources();
-    let (prq, iommu) = (linux.prq_c.as_str(), linux.iommu_h.as_str());
+    let linux = linux_source::linux_files(CACHE, &[PRQ_C, IOMMU_H]);
+    let (prq, iommu) = (linux[0].as_str(), linux[1].as_str());
 
     let mut rng = Rng(0x1092_f0a1_7d5e_c3b4);
     let reqs = requests(&mut rng);
@@ -1209,7 +1092,11 @@ fn vtd_descriptors_and_registers_match_linux() {
         .replace("@CALLS@", &calls);
     assert!(!src.contains('@'), "a placeholder is left in the C program");
 
-    let c = parse(&compile_and_run(&src));
+    let c = parse(&linux_source::compile_and_run(
+        C_PROGRAM,
+        &src,
+        &["-std=gnu11", "-Wall", "-Werror"],
+    ));
 
     // Encoding and constants: every C line equals the Rust side, and every Rust fact is checked.
     let hex = |w: &Words| w.iter().map(|x| format!("{x:#018x}")).collect::<Vec<_>>();
@@ -1331,9 +1218,7 @@ fn vtd_descriptors_and_registers_match_linux() {
         problems.is_empty(),
         "iopf_viommu::vtd differs from Linux ({} problems; the C program is in {}):\n{}",
         problems.len(),
-        Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("iopf-viommu-layout-vtd")
-            .display(),
+        linux_source::c_program_dir(C_PROGRAM).display(),
         problems.join("\n")
     );
 }
