@@ -335,6 +335,7 @@ pub fn serve<C: FaultConsumer, M: Mapper + Clone>(
             host_dev_id: f,
             guest_rid: guest_rid(f),
             pasids: PasidMap::Identity,
+            prg_response_pasid_required: true,
         })
         .collect();
     let mut cfg = BridgeConfig::new(endpoints);

@@ -107,6 +107,7 @@ where
             host_dev_id: 1,
             guest_rid: 8,
             pasids: PasidMap::Identity,
+            prg_response_pasid_required: true,
         };
         let (mut unit, mut guest) = build(queue, BridgeConfig::new(vec![ep]));
         let mut irq = RecordedMsis::default();

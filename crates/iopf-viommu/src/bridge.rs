@@ -37,6 +37,10 @@ use iopf_core::{GroupFacts, GroupRef, GroupTable, Naming, Rejected, Responder, R
 
 use crate::code_map;
 
+/// Records the bridge reads from the host beyond what the guest can take, to age them (only
+/// with an age limit, while the guest's queue is full).
+const HELD_BACK_LIMIT: usize = 1 << 18;
+
 /// Whether page requests and responses carry private data: negotiated from the host path
 /// ([`FaultConsumer::carries_private_data`]) and the guest (a VT-d 3.x guest echoes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -107,6 +111,10 @@ pub struct GroupNaming {
     /// (and a response with the wrong PASID matches nothing); an SMMUv3 stream whose STE has
     /// `PPAR` = 0 does not, nor does a stall (`CMD_RESUME` carries no SubstreamID).
     pub response_names_pasid: bool,
+    /// Whether the guest's queue carries one request per group (an SMMUv3 stall: one event
+    /// record per stalled transaction). A host group of more records is posted as one request:
+    /// its last record's address with every record's permissions.
+    pub one_request_per_group: bool,
 }
 
 impl GroupNaming {
@@ -114,16 +122,19 @@ impl GroupNaming {
     pub const PRI: GroupNaming = GroupNaming {
         tag_bits: 9,
         response_names_pasid: true,
+        one_request_per_group: false,
     };
     /// PCIe PRI on an SMMUv3 stream whose STE has `PPAR` = 0: the response carries no PASID.
     pub const PRI_NO_PASID_IN_RESPONSE: GroupNaming = GroupNaming {
         tag_bits: 9,
         response_names_pasid: false,
+        one_request_per_group: false,
     };
     /// An SMMUv3 stall: one transaction per group, named by its 16-bit `STAG`.
     pub const STALL: GroupNaming = GroupNaming {
         tag_bits: 16,
         response_names_pasid: false,
+        one_request_per_group: true,
     };
 
     /// The mask of the tag's bits.
@@ -231,6 +242,27 @@ pub struct Endpoint {
     pub guest_rid: u16,
     /// How its PASIDs appear in the guest.
     pub pasids: PasidMap,
+    /// The function's PRI capability "PRG Response PASID Required" bit (PCIe 6.0 §7.8.3.3),
+    /// which the VMM shows the guest unchanged. When clear, the function's page responses carry
+    /// no PASID and its groups are named by (requester id, PRG index) alone, whatever the
+    /// guest's command carries: Linux's AMD driver then sends `COMPLETE_PPR_REQUEST` without
+    /// GN (`pri_tlp`), the virtio-iommu RFC driver without a PASID. When set, a response must
+    /// name the PASID of a group that has one (where the architecture's response can: see
+    /// [`GroupNaming::response_names_pasid`]).
+    pub prg_response_pasid_required: bool,
+}
+
+impl Endpoint {
+    /// Host device `host_dev_id` as guest requester id `guest_rid`, with the host's PASIDs and
+    /// "PRG Response PASID Required" set.
+    pub fn new(host_dev_id: u32, guest_rid: u16) -> Endpoint {
+        Endpoint {
+            host_dev_id,
+            guest_rid,
+            pasids: PasidMap::Identity,
+            prg_response_pasid_required: true,
+        }
+    }
 }
 
 /// The bridge's configuration.
@@ -239,7 +271,10 @@ pub struct BridgeConfig {
     /// The functions passed through.
     pub endpoints: Vec<Endpoint>,
     /// Opt-in: a group the guest has not answered this many nanoseconds after it was posted is
-    /// answered by the bridge with [`aged_code`](Self::aged_code) ([`HostAnswer::Aged`]).
+    /// answered by the bridge with [`aged_code`](Self::aged_code) ([`HostAnswer::Aged`]); so is
+    /// a group held back this long after it was read, while the guest's queue stays full (with
+    /// a limit, the bridge reads what the host holds behind a full queue, up to 2^18 records,
+    /// so that it ages too).
     pub age_limit_ns: Option<u64>,
     /// The code for an aged group (SUCCESS by default: the device retries, as the fault core's
     /// age limit answers).
@@ -417,7 +452,7 @@ struct EndpointState {
 /// let (device, host) = compat_fault_queue(7)?;
 /// device.report(PageRequest { flags: PageRequestFlags::LAST_PAGE, pasid: 0, grpid: 3,
 ///                           perm: Perm::READ, addr: 0x4000, private_data: [0; 2] });
-/// let ep = Endpoint { host_dev_id: 7, guest_rid: 0x10, pasids: PasidMap::Identity };
+/// let ep = Endpoint::new(7, 0x10);
 /// let mut bridge = Bridge::new(host, BridgeConfig::new(vec![ep]))?;
 /// let mut guest = VecGuestQueue::new(64);
 /// bridge.pump(&mut guest, 0)?;
@@ -436,6 +471,8 @@ pub struct Bridge<C: FaultConsumer> {
     by_rid: HashMap<u16, usize>,
     table: GroupTable<HostGroup>,
     staged: VecDeque<PgFault>,
+    /// When each staged record was read (the caller's clock), for the age limit.
+    staged_read_ns: VecDeque<u64>,
     buf: Vec<PgFault>,
     owed: VecDeque<IommufdResponse>,
     mode: PrivateDataMode,
@@ -494,6 +531,7 @@ impl<C: FaultConsumer> Bridge<C> {
                 .with_prg_lookup()
                 .with_owner_order(),
             staged: VecDeque::new(),
+            staged_read_ns: VecDeque::new(),
             buf: Vec::new(),
             owed: VecDeque::new(),
             mode,
@@ -557,16 +595,24 @@ impl<C: FaultConsumer> Bridge<C> {
         self.expire(now_ns);
         let mut posted = 0;
         loop {
-            if self.staged.is_empty() && !self.fill(guest)? {
+            if self.staged.is_empty() && !self.fill(guest, now_ns, false)? {
                 break;
             }
             let n = self.front_len();
             if let Some(rid) = self.front_rid() {
-                if guest.enabled(rid) {
+                let naming = guest.naming(rid);
+                let need = if naming.one_request_per_group { 1 } else { n };
+                if guest.enabled(rid) && guest.capacity(rid) > 0 {
                     let room = guest.room(rid);
-                    if n > room && room < guest.capacity(rid) || room == 0 {
+                    if need > room && room < guest.capacity(rid) || room == 0 {
                         // Backpressure: the guest makes room first. (Groups behind this one wait
-                        // too, even for another queue: the host's order is kept.)
+                        // too, even for another queue: the host's order is kept.) With an age
+                        // limit, what the host holds is read too, so that it ages here.
+                        if self.cfg.age_limit_ns.is_some() {
+                            while self.staged.len() < HELD_BACK_LIMIT
+                                && self.fill(guest, now_ns, true)?
+                            {}
+                        }
                         break;
                     }
                 }
@@ -695,13 +741,14 @@ impl<C: FaultConsumer> Bridge<C> {
         }
         while let Some(f) = self.staged.front().copied() {
             let n = self.front_len();
-            self.staged.drain(..n);
+            self.drop_front(n);
             self.answer(f.cookie, ResponseCode::Invalid, HostAnswer::Reset);
         }
         self.flush();
     }
 
-    /// Answers groups posted more than the age limit before `now_ns` (nothing without one).
+    /// Answers groups posted, or read and held back, more than the age limit before `now_ns`
+    /// (nothing without one).
     pub fn expire(&mut self, now_ns: u64) {
         let Some(limit) = self.cfg.age_limit_ns else {
             return;
@@ -710,6 +757,19 @@ impl<C: FaultConsumer> Bridge<C> {
         for ep in 0..self.endpoints.len() {
             self.answer_owner(ep, self.cfg.aged_code, HostAnswer::Aged, Some(cutoff));
         }
+        // Groups held back by a guest queue that stays full age from when they were read.
+        while self.staged_read_ns.front().is_some_and(|&t| t <= cutoff) {
+            let n = self.front_len();
+            let cookie = self.staged[0].cookie;
+            self.drop_front(n);
+            self.answer(cookie, self.cfg.aged_code, HostAnswer::Aged);
+        }
+    }
+
+    /// Drops the first `n` staged records.
+    fn drop_front(&mut self, n: usize) {
+        self.staged.drain(..n);
+        self.staged_read_ns.drain(..n);
     }
 
     /// Answers the outstanding groups of endpoint `ep`, oldest first; with `posted_before`, only
@@ -734,10 +794,16 @@ impl<C: FaultConsumer> Bridge<C> {
         }
     }
 
-    /// Reads whole host groups into `staged`; whether any came. The buffer starts at the
-    /// guest's room and doubles, to `max_group_records`, while the host says its first group
-    /// does not fit (EINVAL from Linux 6.12, or 0 with a group waiting from newer kernels).
-    fn fill(&mut self, guest: &impl GuestQueue) -> Result<bool, C::Error> {
+    /// Reads whole host groups into `staged`, stamped `now_ns`; whether any came. The buffer
+    /// starts at the room of the roomiest guest queue (`drain`: at its capacity) and doubles,
+    /// to `max_group_records`, while the host says its first group does not fit (EINVAL from
+    /// Linux 6.12, or 0 with a group waiting from newer kernels).
+    fn fill(
+        &mut self,
+        guest: &impl GuestQueue,
+        now_ns: u64,
+        drain: bool,
+    ) -> Result<bool, C::Error> {
         let max = self.cfg.max_group_records;
         // As many as the roomiest of the guest's queues takes now: the rest stays in the host
         // queue, whose backlog holds it.
@@ -746,7 +812,7 @@ impl<C: FaultConsumer> Bridge<C> {
             .iter()
             .map(|ep| {
                 let rid = ep.cfg.guest_rid;
-                if guest.enabled(rid) {
+                if guest.enabled(rid) && !drain {
                     guest.room(rid)
                 } else {
                     guest.capacity(rid)
@@ -772,6 +838,7 @@ impl<C: FaultConsumer> Bridge<C> {
                         .filter(|f| f.flags.contains(PgfaultFlags::LAST_PAGE))
                         .count() as u64;
                     self.staged.extend(recs.iter().copied());
+                    self.staged_read_ns.extend(std::iter::repeat_n(now_ns, n));
                     return Ok(true);
                 }
                 Err(_) if want < max => want = (want * 2).min(max),
@@ -799,7 +866,7 @@ impl<C: FaultConsumer> Bridge<C> {
         let verdict = self.admit(guest, n);
         let (ep, pasids) = match verdict {
             Err(why) => {
-                self.staged.drain(..n);
+                self.drop_front(n);
                 self.answer(cookie, ResponseCode::Invalid, why);
                 return false;
             }
@@ -821,7 +888,9 @@ impl<C: FaultConsumer> Bridge<C> {
             owner: ep as u32,
             pasid,
             grpid: tag,
-            needs_pasid: pasid.is_some() && naming.response_names_pasid,
+            needs_pasid: pasid.is_some()
+                && naming.response_names_pasid
+                && self.endpoints[ep].cfg.prg_response_pasid_required,
             private_data,
         };
         let held = HostGroup {
@@ -829,18 +898,36 @@ impl<C: FaultConsumer> Bridge<C> {
             posted_ns: now_ns,
         };
         let Ok(local) = self.table.insert(facts, held) else {
-            self.staged.drain(..n);
+            self.drop_front(n);
             self.answer(cookie, ResponseCode::Success, HostAnswer::TableFull);
             return false;
         };
         let mut outcome = Posted::Queued;
-        for (i, (f, pasid)) in self.staged.iter().zip(&pasids).take(n).enumerate() {
+        // One request per group (a stall): the last record, with every record's permissions.
+        let (skip, merged_perm) = if naming.one_request_per_group {
+            let perm = self
+                .staged
+                .iter()
+                .take(n)
+                .fold(Perm::empty(), |p, f| p | f.perm);
+            (n - 1, Some(perm))
+        } else {
+            (0, None)
+        };
+        for (i, (f, pasid)) in self
+            .staged
+            .iter()
+            .zip(&pasids)
+            .take(n)
+            .enumerate()
+            .skip(skip)
+        {
             let last = i + 1 == n;
             let req = GuestPageRequest {
                 rid,
                 pasid: *pasid,
                 prg_index: (f.grpid & naming.tag_mask()) as u16,
-                perm: f.perm & Perm::all(),
+                perm: merged_perm.unwrap_or(f.perm) & Perm::all(),
                 addr: f.addr & !0xfff,
                 last,
                 private_data: if last { private_data } else { None },
@@ -853,7 +940,7 @@ impl<C: FaultConsumer> Bridge<C> {
                 }
             }
         }
-        self.staged.drain(..n);
+        self.drop_front(n);
         let (code, why) = match outcome {
             Posted::Queued => {
                 self.stats.groups_posted += 1;
@@ -886,7 +973,9 @@ impl<C: FaultConsumer> Bridge<C> {
         if !state.pri_enabled {
             return Err(HostAnswer::PriDisabled);
         }
-        if !guest.enabled(state.cfg.guest_rid) {
+        let rid = state.cfg.guest_rid;
+        if !guest.enabled(rid) || guest.capacity(rid) == 0 {
+            // Off, or a queue that can never hold a request.
             return Err(HostAnswer::QueueOff);
         }
         self.staged

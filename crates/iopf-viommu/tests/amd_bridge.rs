@@ -461,3 +461,22 @@ fn register_fuzz_never_answers_twice_or_failure_and_reset_answers_the_rest() {
         );
     }
 }
+
+/// Found by the review of issue 14: Linux's AMD driver sets GN from the function's "PRG
+/// Response PASID Required" (`pri_tlp`), not from the request. A function with it clear gets
+/// its answers without GN for requests that carry a PASID, and they must match.
+#[test]
+fn a_function_without_prg_response_pasid_required_is_answered_without_gn() {
+    let ep = iopf_viommu::Endpoint {
+        prg_response_pasid_required: false,
+        ..common::endpoint()
+    };
+    let mut rig = Rig::<Amd>::with(iopf_viommu::BridgeConfig::new(vec![ep]), 64);
+    assert!(!rig.guest.pri_tlp, "the guest sees the function's bit");
+    rig.fault(4, 1);
+    assert_eq!(rig.pump(), 1);
+    let h = rig.guest_runs();
+    assert_eq!((h.responses, h.waits_done), (1, true));
+    assert_eq!(rig.answers().len(), 1);
+    assert_eq!(rig.outstanding(), 0);
+}

@@ -93,6 +93,7 @@ fn bridge(dev: u32, rid: u16) -> (CompatProducer, Bridge<CompatFaultQueue>) {
         host_dev_id: dev,
         guest_rid: rid,
         pasids: PasidMap::Identity,
+        prg_response_pasid_required: true,
     };
     let b = Bridge::new(host, BridgeConfig::new(vec![ep])).expect("bridge");
     (device, b)
@@ -218,11 +219,13 @@ fn room_is_the_queue_of_the_function_the_group_is_for() {
             host_dev_id: 1,
             guest_rid: PRI_RID,
             pasids: PasidMap::Identity,
+            prg_response_pasid_required: true,
         },
         Endpoint {
             host_dev_id: 2,
             guest_rid: STALL_RID,
             pasids: PasidMap::Identity,
+            prg_response_pasid_required: true,
         },
     ];
     let mut host = TwoDevices::default();

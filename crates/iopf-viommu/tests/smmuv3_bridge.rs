@@ -584,3 +584,99 @@ fn a_register_fuzz_loop_never_answers_twice_or_failure() {
     assert!(answers.iter().all(|a| seen.insert(a.grpid)), "none twice");
     assert_eq!(answers.len(), reported, "every group answered exactly once");
 }
+
+// Found by the review of issue 14 (each failed before its fix).
+
+/// A correct `CMD_PRI_RESP` for a group posted under `PPAR` = 1 still answers it when the
+/// guest has cleared `SMMUEN` since: the naming is decided when the group is posted.
+#[test]
+fn a_response_names_its_group_as_it_was_posted_even_with_smmuen_clear_since() {
+    let mut rig = Rig::<SmmuPri>::new(64);
+    rig.guest.misbehaviour.silent = true;
+    rig.fault(9, 1);
+    assert_eq!(rig.pump(), 1);
+    rig.guest_runs();
+    let cr0 = rig.read32(CR0);
+    rig.write32(CR0, cr0 & !CR0_SMMUEN); // the command queue stays on
+    submit(
+        &mut rig,
+        &[
+            Command::PriResp {
+                sid: u32::from(RID),
+                ssid: Some(PASID),
+                grpid: 9,
+                resp: 2,
+            },
+            sync(),
+        ],
+    );
+    let answers = rig.answers();
+    assert_eq!((answers.len(), answers[0].code), (1, ResponseCode::Success));
+}
+
+/// A host group of two records for a stalling stream is one stalled transaction: one event
+/// record, answered by one `CMD_RESUME`, never aborted for want of room.
+#[test]
+fn a_stalled_group_is_one_event_and_waits_for_room() {
+    let mut rig = Rig::<SmmuStall>::new(1);
+    assert_eq!(SmmuStall::queue_capacity(&rig), 1);
+    rig.guest.misbehaviour.silent = true;
+    rig.fault(5, 2);
+    rig.fault(6, 1);
+    rig.pump();
+    assert!(rig.answers().is_empty(), "nothing aborted");
+    assert_eq!(
+        rig.outstanding(),
+        1,
+        "one event in a queue of one; the next waits"
+    );
+    rig.guest_runs(); // reads the event (CONS moves), answers nothing
+    rig.pump();
+    assert_eq!(
+        rig.outstanding(),
+        2,
+        "the second posted once there was room"
+    );
+    SmmuStall::respond_raw(&mut rig, &[(RID, None, 5, 1), (RID, None, 6, 2)]);
+    let mut a = rig.answers();
+    a.sort_by_key(|a| a.grpid);
+    assert_eq!(
+        a.iter().map(|a| (a.grpid, a.code)).collect::<Vec<_>>(),
+        vec![(5, ResponseCode::Success), (6, ResponseCode::Invalid)]
+    );
+    assert_eq!(rig.answered(HostAnswer::Overflow), 0);
+}
+
+/// Linux's MSI-poll `CMD_SYNC` points `MSIADDR` at the sync's own slot; a command queue at
+/// guest-physical 0 puts it at address 0, which is written like any other RAM.
+#[test]
+fn a_cmd_sync_msi_poll_at_guest_physical_zero_is_written() {
+    use iopf_viommu::smmuv3::SyncCs;
+    let mut rig = Rig::<SmmuPri>::new(64);
+    let cr0 = rig.read32(CR0);
+    rig.write32(CR0, cr0 & !CR0_CMDQEN);
+    rig.write64(CMDQ_BASE, 8); // base 0, 256 entries
+    rig.write32(CMDQ_PROD, 0);
+    rig.write32(CMDQ_CONS, 0);
+    rig.write32(CR0, cr0);
+    let sync = Command::Sync {
+        cs: SyncCs::Irq,
+        msh: 3,
+        msi_attr: 0xf,
+        msi_data: 0,
+        msi_addr: 0,
+    };
+    rig.mem
+        .write_slice(&sync.to_bytes(), GuestAddress(0))
+        .expect("guest memory");
+    rig.write32(CMDQ_PROD, 1);
+    let mut w = [0u8; 4];
+    rig.mem
+        .read_slice(&mut w, GuestAddress(0))
+        .expect("guest memory");
+    assert_eq!(
+        u32::from_le_bytes(w),
+        0,
+        "the sync's first word, as Linux polls it"
+    );
+}

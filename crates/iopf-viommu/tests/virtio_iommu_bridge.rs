@@ -147,6 +147,7 @@ fn endpoint() -> Endpoint {
         host_dev_id: HOST_DEV,
         guest_rid: RID,
         pasids: PasidMap::Identity,
+        prg_response_pasid_required: true,
     }
 }
 
@@ -685,4 +686,32 @@ proptest! {
         let r = PageRespRequest::from_bytes(&raw).expect("36 bytes");
         prop_assert_eq!(r.to_bytes().to_vec(), raw);
     }
+}
+
+/// Found by the review of issue 14: an event queue of size 0 with DRIVER_OK set can never take
+/// a request; its groups are answered INVALID as for a queue that is off, not held forever.
+#[test]
+fn an_event_queue_of_size_zero_answers_invalid_instead_of_holding_groups() {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)])
+        .expect("guest memory");
+    let (device, host) = compat_fault_queue(HOST_DEV).expect("queue");
+    let cfg = BridgeConfig::new(vec![endpoint()]);
+    let mut v = VirtioIommuBridge::new(host, cfg, VirtioIommuConfig::new(0)).expect("bridge");
+    v.pri_mut().set_driver_ok(true);
+    device.report(PageRequest {
+        flags: PageRequestFlags::LAST_PAGE,
+        pasid: 0,
+        grpid: 3,
+        perm: Perm::READ,
+        addr: 0x4000,
+        private_data: [0; 2],
+    });
+    v.pump(&mem, 0).expect("pump");
+    let answers = device.take_answers();
+    assert_eq!((answers.len(), answers[0].code), (1, ResponseCode::Invalid));
+    assert_eq!(
+        v.bridge().stats().host_answers[HostAnswer::QueueOff as usize],
+        1
+    );
+    assert_eq!(v.bridge().staged_records(), 0);
 }

@@ -22,7 +22,8 @@
 //!   last request's group is resolved in the guest's page tables and answered. Linux does not
 //!   discard partial groups after a PPR log overflow (only VT-d does), nor does the model.
 //! * Answers go as COMPLETE_PPR_REQUEST commands (`build_complete_ppr()`, GN = the device's
-//!   `pri_tlp`, on for a PASID-capable device) followed by one COMPLETION_WAIT that stores the
+//!   `pri_tlp`: the function's "PRG Response PASID Required" bit, which the VMM shows the
+//!   guest as `Endpoint::prg_response_pasid_required`) followed by one COMPLETION_WAIT that stores the
 //!   next `cmd_sem` value, as `iommu_completion_wait()` does; the driver checks the store.
 //!   (Linux writes `CMD_TAIL` after every command; the model writes it once per batch so that a
 //!   batch reaches the host in one write.)

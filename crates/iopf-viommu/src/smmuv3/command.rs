@@ -152,7 +152,7 @@ impl Command {
             CMD_PRI_RESP => {
                 check(dw, [OP | SSV | SSID_FIELD | SID_FIELD, 0x1ff | RESP_FIELD])?;
                 let resp = ((dw[1] >> 12) & 3) as u8;
-                if resp == 3 {
+                if crate::code_map::smmu_pri_resp_to_pcie(resp).is_none() {
                     return Err(CommandError::ReservedResp);
                 }
                 Ok(Command::PriResp {
@@ -165,7 +165,7 @@ impl Command {
             CMD_RESUME => {
                 check(dw, [OP | RESP_FIELD | SID_FIELD, 0xffff])?;
                 let resp = ((dw[0] >> 12) & 3) as u8;
-                if resp == 3 {
+                if crate::code_map::smmu_resume_to_pcie(resp).is_none() {
                     return Err(CommandError::ReservedResp);
                 }
                 Ok(Command::Resume {

@@ -23,9 +23,7 @@
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
 use super::command::{Command, CommandError, SyncCs};
-use super::regs::{
-    CERROR_ABT, CERROR_ILL, CR0_CMDQEN, CR0_SMMUEN, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT_ERR,
-};
+use super::regs::{CERROR_ABT, CERROR_ILL, CR0_CMDQEN, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT_ERR};
 use super::unit::SmmuPri;
 use crate::bridge::GuestResponse;
 use crate::bridge::PageResponseSink;
@@ -98,10 +96,13 @@ impl SmmuPri {
                 resp,
             } => {
                 let code = code_map::smmu_pri_resp_to_pcie(resp);
-                self.respond(sid, false, mem, sink, |rid, ppar| {
+                // The SubstreamID as the guest wrote it: whether it has to match was decided when
+                // the group was posted (STE.PPAR then), not now (the guest may have cleared
+                // SMMUEN or rewritten the STE since).
+                self.respond(sid, false, sink, |rid| {
                     code.map(|code| GuestResponse {
                         rid,
-                        pasid: if ppar { ssid } else { None },
+                        pasid: ssid,
                         prg_index: grpid,
                         code,
                         private_data: None,
@@ -110,7 +111,7 @@ impl SmmuPri {
             }
             Command::Resume { sid, stag, resp } => {
                 let code = code_map::smmu_resume_to_pcie(resp);
-                self.respond(sid, true, mem, sink, |rid, _| {
+                self.respond(sid, true, sink, |rid| {
                     code.map(|code| GuestResponse {
                         rid,
                         pasid: None,
@@ -132,14 +133,17 @@ impl SmmuPri {
                 msi_addr,
                 msi_data,
                 ..
-            } if msi_addr != 0 => {
+            } => {
                 self.stats.syncs += 1;
+                // Into guest RAM (Linux's MSI-poll points it at the sync itself, which may be
+                // at guest-physical 0), else an MSI; address 0 outside RAM sends none, as the
+                // IRQ_CFG0 registers' "ADDR == 0: no MSI" rule has it.
                 let at = GuestAddress(msi_addr);
-                if mem.check_range(at, 1, Permissions::Write) {
+                if mem.check_range(at, 4, Permissions::Write) {
                     if mem.write_slice(&msi_data.to_le_bytes(), at).is_err() {
                         self.raise_gerror(GERROR_MSI_CMDQ_ABT_ERR, irq);
                     }
-                } else {
+                } else if msi_addr != 0 {
                     irq.signal_msi(msi_addr, msi_data);
                 }
             }
@@ -149,15 +153,13 @@ impl SmmuPri {
     }
 
     /// Hands a response for `sid` to the sink if it is of the stream's kind (`stall`: a
-    /// `CMD_RESUME`), or the sink does not serve the stream; `build` gets the requester id and
-    /// the stream's `STE.PPAR`.
+    /// `CMD_RESUME`), or the sink does not serve the stream; `build` gets the requester id.
     fn respond(
         &mut self,
         sid: u32,
         stall: bool,
-        mem: &impl GuestMemory,
         sink: &mut dyn PageResponseSink,
-        build: impl FnOnce(u16, bool) -> Option<GuestResponse>,
+        build: impl FnOnce(u16) -> Option<GuestResponse>,
     ) {
         let Ok(rid) = u16::try_from(sid) else {
             self.stats.misrouted += 1;
@@ -167,8 +169,7 @@ impl SmmuPri {
             self.stats.misrouted += 1;
             return;
         }
-        let ppar = self.cr0 & CR0_SMMUEN != 0 && self.strtab.ppar(mem, sid);
-        if let Some(r) = build(rid, ppar) {
+        if let Some(r) = build(rid) {
             self.stats.responses += 1;
             sink.page_response(&r);
         }

@@ -38,7 +38,7 @@ use crate::bridge::{Bridge, BridgeConfig, ConfigError, PrivateDataMode};
 ///
 /// let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 16)])?;
 /// let (device, host) = compat_fault_queue(1)?;
-/// let ep = Endpoint { host_dev_id: 1, guest_rid: 0x08, pasids: PasidMap::Identity };
+/// let ep = Endpoint::new(1, 0x08);
 /// let mut viommu = VirtioIommuBridge::new(host, BridgeConfig::new(vec![ep]), VirtioIommuConfig::new(64))?;
 /// viommu.pri_mut().set_driver_ok(true);
 /// viommu.add_event_buffer(GuestAddress(0x1000), 48)?;
@@ -128,7 +128,12 @@ impl<C: FaultConsumer> VirtioIommuBridge<C> {
     }
 
     /// Handles one `PAGE_RESP` request's device-readable bytes; returns the tail's status
-    /// ([`VirtioIommuPri::handle_request`]). The answer, if any, is sent to the host at once.
+    /// ([`VirtioIommuPri::handle_request`]). The answer, if any, is sent to the host at once,
+    /// unless the host's response ring is full: then it waits in the bridge
+    /// ([`Bridge::owed_answers`]) for the next [`pump`](Self::pump). virtio has no sync
+    /// command; a VMM that wants the request's completion to mean "the host has the answer"
+    /// (what `CMD_SYNC` and `COMPLETION_WAIT` mean on SMMUv3 and AMD) puts the request in the
+    /// used ring only once `bridge().owed_answers()` is 0.
     pub fn handle_request(&mut self, bytes: &[u8]) -> u8 {
         self.pri.handle_request(bytes, &mut self.bridge)
     }

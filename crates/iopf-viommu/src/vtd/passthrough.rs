@@ -27,7 +27,7 @@ use crate::interrupt::MsiSink;
 ///
 /// let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)])?;
 /// let (device, host) = compat_fault_queue(1)?;
-/// let ep = Endpoint { host_dev_id: 1, guest_rid: 0x08, pasids: PasidMap::Identity };
+/// let ep = Endpoint::new(1, 0x08);
 /// let mut vtd = VtdBridge::new(host, BridgeConfig::new(vec![ep]), VtdConfig::new(PrivateDataMode::None))?;
 /// let mut irq = RecordedMsis::default();
 /// // The guest's driver sets the queues up through MMIO, as Linux does.

@@ -66,8 +66,12 @@ impl Arch for Amd {
         while (1usize << len) - 1 < entries && len < 15 {
             len += 1;
         }
+        // Linux's pri_tlp is the function's "PRG Response PASID Required", as the VMM shows it.
+        let pri_tlp = cfg.endpoints.iter().all(|e| e.prg_response_pasid_required);
         let unit = AmdBridge::new(host, cfg, AmdConfig::default()).expect("bridge");
-        (unit, AmdGuestDriver::new(AMD_BASE).with_ppr_len(len))
+        let mut driver = AmdGuestDriver::new(AMD_BASE).with_ppr_len(len);
+        driver.pri_tlp = pri_tlp;
+        (unit, driver)
     }
 
     fn raw_code(code: ResponseCode) -> u8 {

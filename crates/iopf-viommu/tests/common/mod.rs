@@ -106,6 +106,7 @@ pub fn endpoint() -> Endpoint {
         host_dev_id: HOST_DEV,
         guest_rid: RID,
         pasids: PasidMap::Identity,
+        prg_response_pasid_required: true,
     }
 }
 

@@ -735,6 +735,7 @@ fn guest_over(fq: iopf_iommufd::FaultQueue, dev_id: u32) -> Result<Guest, String
         host_dev_id: dev_id,
         guest_rid: 0x08,
         pasids: PasidMap::Identity,
+        prg_response_pasid_required: true,
     };
     let mut vtd = iopf_viommu::vtd::VtdBridge::new(
         fq,
@@ -912,6 +913,7 @@ where
         host_dev_id: mock.dev_id,
         guest_rid: 0x08,
         pasids: PasidMap::Identity,
+        prg_response_pasid_required: true,
     };
     let (mut unit, mut driver) = fq_unit(fq, BridgeConfig::new(vec![ep]))?;
     let mut irq = iopf_viommu::RecordedMsis::default();
