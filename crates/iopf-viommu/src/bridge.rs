@@ -272,9 +272,10 @@ pub struct BridgeConfig {
     pub endpoints: Vec<Endpoint>,
     /// Opt-in: a group the guest has not answered this many nanoseconds after it was posted is
     /// answered by the bridge with [`aged_code`](Self::aged_code) ([`HostAnswer::Aged`]); so is
-    /// a group held back this long after it was read, while the guest's queue stays full (with
-    /// a limit, the bridge reads what the host holds behind a full queue, up to 2^18 records,
-    /// so that it ages too).
+    /// a group held back this long after it was read, when a pump finds the guest's queue still
+    /// full in front of it (and a group the guest could not take at all, INVALID as at once).
+    /// With a limit the bridge reads what the host holds behind a full queue, up to 2^18
+    /// records, so that it ages too, except while the host's response ring refuses answers.
     pub age_limit_ns: Option<u64>,
     /// The code for an aged group (SUCCESS by default: the device retries, as the fault core's
     /// age limit answers).
@@ -471,7 +472,7 @@ pub struct Bridge<C: FaultConsumer> {
     by_rid: HashMap<u16, usize>,
     table: GroupTable<HostGroup>,
     staged: VecDeque<PgFault>,
-    /// When each staged record was read (the caller's clock), for the age limit.
+    /// When each staged record was read (the caller's clock): kept only with an age limit.
     staged_read_ns: VecDeque<u64>,
     buf: Vec<PgFault>,
     owed: VecDeque<IommufdResponse>,
@@ -594,30 +595,31 @@ impl<C: FaultConsumer> Bridge<C> {
         self.flush();
         self.expire(now_ns);
         let mut posted = 0;
+        // Held-back groups aged in this pump: bounded, so that a host that produces as fast as
+        // the bridge ages (an age limit of 0) cannot keep one pump going.
+        let mut aged = 0;
         loop {
             if self.staged.is_empty() && !self.fill(guest, now_ns, false)? {
                 break;
             }
             let n = self.front_len();
-            if let Some(rid) = self.front_rid() {
-                let naming = guest.naming(rid);
+            let naming = self.front_rid().map(|rid| (rid, guest.naming(rid)));
+            if let Some((rid, naming)) = naming {
                 let need = if naming.one_request_per_group { 1 } else { n };
                 if guest.enabled(rid) && guest.capacity(rid) > 0 {
                     let room = guest.room(rid);
                     if need > room && room < guest.capacity(rid) || room == 0 {
                         // Backpressure: the guest makes room first. (Groups behind this one wait
-                        // too, even for another queue: the host's order is kept.) With an age
-                        // limit, what the host holds is read too, so that it ages here.
-                        if self.cfg.age_limit_ns.is_some() {
-                            while self.staged.len() < HELD_BACK_LIMIT
-                                && self.fill(guest, now_ns, true)?
-                            {}
+                        // too, even for another queue: the host's order is kept.)
+                        if aged < HELD_BACK_LIMIT && self.age_held_back(guest, n, now_ns)? {
+                            aged += 1;
+                            continue;
                         }
                         break;
                     }
                 }
             }
-            if self.post_front(guest, n, now_ns) {
+            if self.post_front(guest, n, naming.map(|(_, g)| g), now_ns) {
                 posted += 1;
             }
         }
@@ -626,6 +628,43 @@ impl<C: FaultConsumer> Bridge<C> {
         }
         self.flush();
         Ok(posted)
+    }
+
+    /// The front group of `n` records is held back by a full guest queue. With an age limit:
+    /// what the host holds behind it is read too (so that it ages here; not while the host's
+    /// response ring refuses answers), and the front group, if it was read at least the limit
+    /// ago, is answered: as [`admit`](Self::admit) would (INVALID for a function, PASID or
+    /// state the guest cannot take), else with `aged_code`. Whether it answered the front (the
+    /// caller goes on with the next group, which may be for a queue with room).
+    fn age_held_back(
+        &mut self,
+        guest: &impl GuestQueue,
+        n: usize,
+        now_ns: u64,
+    ) -> Result<bool, C::Error> {
+        let Some(limit) = self.cfg.age_limit_ns else {
+            return Ok(false);
+        };
+        // Not while the host's response ring refuses answers: what is aged would only wait.
+        if !self.flush() {
+            return Ok(false);
+        }
+        while self.staged.len() < HELD_BACK_LIMIT && self.fill(guest, now_ns, true)? {}
+        // Before the limit has passed since the clock's start nothing is old.
+        let Some(cutoff) = now_ns.checked_sub(limit) else {
+            return Ok(false);
+        };
+        if self.staged_read_ns.front().is_none_or(|&t| t > cutoff) {
+            return Ok(false);
+        }
+        let cookie = self.staged[0].cookie;
+        let (code, why) = match self.admit(guest, n) {
+            Err(why) => (ResponseCode::Invalid, why),
+            Ok(_) => (self.cfg.aged_code, HostAnswer::Aged),
+        };
+        self.drop_front(n);
+        self.answer(cookie, code, why);
+        Ok(true)
     }
 
     /// Handles the guest's page response: the judge finds the one outstanding group it answers
@@ -747,29 +786,26 @@ impl<C: FaultConsumer> Bridge<C> {
         self.flush();
     }
 
-    /// Answers groups posted, or read and held back, more than the age limit before `now_ns`
-    /// (nothing without one).
+    /// Answers groups posted more than the age limit before `now_ns` (nothing without one).
+    /// Groups held back by a full guest queue are aged by [`pump`](Self::pump), which sees the
+    /// queue.
     pub fn expire(&mut self, now_ns: u64) {
         let Some(limit) = self.cfg.age_limit_ns else {
             return;
         };
-        let cutoff = now_ns.saturating_sub(limit);
+        let Some(cutoff) = now_ns.checked_sub(limit) else {
+            return;
+        };
         for ep in 0..self.endpoints.len() {
             self.answer_owner(ep, self.cfg.aged_code, HostAnswer::Aged, Some(cutoff));
-        }
-        // Groups held back by a guest queue that stays full age from when they were read.
-        while self.staged_read_ns.front().is_some_and(|&t| t <= cutoff) {
-            let n = self.front_len();
-            let cookie = self.staged[0].cookie;
-            self.drop_front(n);
-            self.answer(cookie, self.cfg.aged_code, HostAnswer::Aged);
         }
     }
 
     /// Drops the first `n` staged records.
     fn drop_front(&mut self, n: usize) {
         self.staged.drain(..n);
-        self.staged_read_ns.drain(..n);
+        let stamped = n.min(self.staged_read_ns.len());
+        self.staged_read_ns.drain(..stamped);
     }
 
     /// Answers the outstanding groups of endpoint `ep`, oldest first; with `posted_before`, only
@@ -838,7 +874,9 @@ impl<C: FaultConsumer> Bridge<C> {
                         .filter(|f| f.flags.contains(PgfaultFlags::LAST_PAGE))
                         .count() as u64;
                     self.staged.extend(recs.iter().copied());
-                    self.staged_read_ns.extend(std::iter::repeat_n(now_ns, n));
+                    if self.cfg.age_limit_ns.is_some() {
+                        self.staged_read_ns.extend(std::iter::repeat_n(now_ns, n));
+                    }
                     return Ok(true);
                 }
                 Err(_) if want < max => want = (want * 2).min(max),
@@ -860,7 +898,13 @@ impl<C: FaultConsumer> Bridge<C> {
     }
 
     /// Posts (or answers) the front group of `n` records; whether it went to the guest whole.
-    fn post_front(&mut self, guest: &mut impl GuestQueue, n: usize, now_ns: u64) -> bool {
+    fn post_front(
+        &mut self,
+        guest: &mut impl GuestQueue,
+        n: usize,
+        naming: Option<GroupNaming>,
+        now_ns: u64,
+    ) -> bool {
         let first = self.staged[0];
         let cookie = first.cookie;
         let verdict = self.admit(guest, n);
@@ -873,7 +917,7 @@ impl<C: FaultConsumer> Bridge<C> {
             Ok(v) => v,
         };
         let rid = self.endpoints[ep].cfg.guest_rid;
-        let naming = guest.naming(rid);
+        let naming = naming.unwrap_or_else(|| guest.naming(rid));
         let tag = self.staged[n - 1].grpid & naming.tag_mask();
         let private_data = match (self.mode, guest.private_data_mode()) {
             (PrivateDataMode::Carried, PrivateDataMode::Carried) => self.host.private_data(cookie),
