@@ -58,6 +58,28 @@ pub trait PassthroughUnit {
     fn bridge_mut(&mut self) -> &mut Bridge<Self::Host>;
 }
 
+/// What every unit does after a guest's register write: the page responses of a command batch
+/// (`commands`) go to the host in one write, and waiting host groups are posted when room
+/// appeared in a queue that is on (`room_in_queue_on`). Only into a queue that is on: Linux
+/// writes a queue's head and tail before it enables the queue, and groups that came before
+/// must wait for it, not be answered as if the guest had turned it off. A host read error
+/// leaves the groups in the host queue; the next pump reports it.
+pub(crate) fn after_guest_write<U: PassthroughUnit, M: GuestMemory>(
+    unit: &mut U,
+    commands: bool,
+    room_in_queue_on: bool,
+    mem: &M,
+    irq: &mut dyn MsiSink,
+    now_ns: u64,
+) {
+    if commands {
+        unit.bridge_mut().flush();
+    }
+    if room_in_queue_on {
+        let _ = unit.pump(mem, irq, now_ns);
+    }
+}
+
 /// Implements [`PassthroughUnit`] for an architecture's `$unit<C>` whose inherent `mmio_read`,
 /// `mmio_write` (returning its own `Written`), `pump` and `reset` have the trait's meaning and
 /// whose bridge is its `bridge` field: one delegation for every architecture.

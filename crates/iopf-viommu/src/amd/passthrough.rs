@@ -110,17 +110,15 @@ impl<C: FaultConsumer> AmdBridge<C> {
         let written = self
             .pri
             .mmio_write(offset, data, mem, irq, &mut self.bridge)?;
-        if written.commands {
-            // The completions of this batch, in one write to the host.
-            self.bridge.flush();
-        }
-        // Only into a log that is on: Linux writes the head and tail before it enables the
-        // log, and groups that came before must wait for the log, not be answered as if the
-        // guest had turned it off.
-        if written.room && self.pri.ppr_enabled() {
-            // A host error leaves the groups in the host queue; the next pump reports it.
-            let _ = self.pump(mem, irq, now_ns);
-        }
+        let room_in_queue_on = written.room && self.pri.ppr_enabled();
+        crate::passthrough_unit::after_guest_write(
+            self,
+            written.commands,
+            room_in_queue_on,
+            mem,
+            irq,
+            now_ns,
+        );
         Ok(written)
     }
 

@@ -34,8 +34,8 @@ use iopf_abi::{FaultConsumer, ResponseCode};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::model::{
-    read32, read64, resolve_group, write32, write64, DriverError, GuestDriverModel, GuestResolver,
-    Handled, Misbehaviour,
+    read32, read64, resolve_group, write32, write64, DriverError, GuestResolver, Handled,
+    Misbehaviour,
 };
 use crate::amd::command::{words_to_bytes, CompletionWait, PprCompletion};
 use crate::amd::event::{Event, ILLEGAL_COMMAND_ERROR};
@@ -475,38 +475,5 @@ enum LogKind {
     Ppr,
 }
 
-impl<C: FaultConsumer> GuestDriverModel<AmdBridge<C>> for AmdGuestDriver {
-    fn init<M: GuestMemory>(
-        &mut self,
-        unit: &mut AmdBridge<C>,
-        mem: &M,
-        irq: &mut dyn MsiSink,
-        now_ns: u64,
-    ) -> Result<(), DriverError> {
-        AmdGuestDriver::init(self, unit, mem, irq, now_ns)
-    }
-
-    fn handle_event<M: GuestMemory>(
-        &mut self,
-        unit: &mut AmdBridge<C>,
-        mem: &M,
-        irq: &mut dyn MsiSink,
-        resolver: &mut dyn GuestResolver,
-        now_ns: u64,
-    ) -> Result<Handled, DriverError> {
-        AmdGuestDriver::handle_event(self, unit, mem, irq, resolver, now_ns)
-    }
-
-    fn misbehaviour_mut(&mut self) -> &mut Misbehaviour {
-        &mut self.misbehaviour
-    }
-
-    fn answered(&self) -> u64 {
-        self.answered
-    }
-
-    /// Linux does not discard partial groups after a PPR log overflow: always 0.
-    fn discarded_partials(&self) -> u64 {
-        0
-    }
-}
+// Linux does not discard partial groups after a PPR log overflow: always 0.
+super::model::delegate_driver_model!(AmdGuestDriver, AmdBridge, |_| 0);

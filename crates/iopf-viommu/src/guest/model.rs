@@ -185,3 +185,49 @@ pub fn write64<U: PassthroughUnit, M: GuestMemory>(
     unit.mmio_write(off, &v.to_le_bytes(), mem, irq, now)?;
     Ok(())
 }
+
+/// Implements [`GuestDriverModel`] for a driver model `$driver` of unit `$unit<C>` whose
+/// inherent `init` and `handle_event` have the trait's meaning, with its `misbehaviour` and
+/// `answered` fields, and `$discarded` (a function of the driver) for the partial groups it
+/// discarded: one delegation for every architecture.
+macro_rules! delegate_driver_model {
+    ($driver:ident, $unit:ident, $discarded:expr) => {
+        impl<C: iopf_abi::FaultConsumer> $crate::guest::GuestDriverModel<$unit<C>> for $driver {
+            fn init<M: vm_memory::GuestMemory>(
+                &mut self,
+                unit: &mut $unit<C>,
+                mem: &M,
+                irq: &mut dyn $crate::MsiSink,
+                now_ns: u64,
+            ) -> Result<(), $crate::guest::DriverError> {
+                $driver::init(self, unit, mem, irq, now_ns)
+            }
+
+            fn handle_event<M: vm_memory::GuestMemory>(
+                &mut self,
+                unit: &mut $unit<C>,
+                mem: &M,
+                irq: &mut dyn $crate::MsiSink,
+                resolver: &mut dyn $crate::guest::GuestResolver,
+                now_ns: u64,
+            ) -> Result<$crate::guest::Handled, $crate::guest::DriverError> {
+                $driver::handle_event(self, unit, mem, irq, resolver, now_ns)
+            }
+
+            fn misbehaviour_mut(&mut self) -> &mut $crate::guest::Misbehaviour {
+                &mut self.misbehaviour
+            }
+
+            fn answered(&self) -> u64 {
+                self.answered
+            }
+
+            fn discarded_partials(&self) -> u64 {
+                let discarded: fn(&$driver) -> u64 = $discarded;
+                discarded(self)
+            }
+        }
+    };
+}
+
+pub(crate) use delegate_driver_model;

@@ -37,8 +37,7 @@ use iopf_abi::{FaultConsumer, ResponseCode};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::model::{
-    read32, resolve_group, write32, write64, DriverError, GuestDriverModel, GuestResolver, Handled,
-    Misbehaviour,
+    read32, resolve_group, write32, write64, DriverError, GuestResolver, Handled, Misbehaviour,
 };
 use crate::code_map;
 use crate::interrupt::MsiSink;
@@ -551,40 +550,7 @@ impl SmmuGuestDriver {
 /// `CONS` frees room, and the driver returns after this many (the next interrupt goes on).
 const MAX_ROUNDS: usize = 64;
 
-impl<C: FaultConsumer> GuestDriverModel<SmmuBridge<C>> for SmmuGuestDriver {
-    fn init<M: GuestMemory>(
-        &mut self,
-        unit: &mut SmmuBridge<C>,
-        mem: &M,
-        irq: &mut dyn MsiSink,
-        now_ns: u64,
-    ) -> Result<(), DriverError> {
-        SmmuGuestDriver::init(self, unit, mem, irq, now_ns)
-    }
-
-    fn handle_event<M: GuestMemory>(
-        &mut self,
-        unit: &mut SmmuBridge<C>,
-        mem: &M,
-        irq: &mut dyn MsiSink,
-        resolver: &mut dyn GuestResolver,
-        now_ns: u64,
-    ) -> Result<Handled, DriverError> {
-        SmmuGuestDriver::handle_event(self, unit, mem, irq, resolver, now_ns)
-    }
-
-    fn misbehaviour_mut(&mut self) -> &mut Misbehaviour {
-        &mut self.misbehaviour
-    }
-
-    fn answered(&self) -> u64 {
-        self.answered
-    }
-
-    fn discarded_partials(&self) -> u64 {
-        self.discarded_partials
-    }
-}
+super::model::delegate_driver_model!(SmmuGuestDriver, SmmuBridge, |d| d.discarded_partials);
 
 /// MMIO writes with the unit, memory and interrupt sink at hand.
 struct Writer<'a, C: FaultConsumer, M: GuestMemory> {

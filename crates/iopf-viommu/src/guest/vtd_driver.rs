@@ -21,8 +21,8 @@ use iopf_abi::{FaultConsumer, Perm, ResponseCode};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::model::{
-    canonical, read32, read64, resolve_group, write32, write64, DriverError, GuestDriverModel,
-    GuestResolver, Handled, Misbehaviour,
+    canonical, read32, read64, resolve_group, write32, write64, DriverError, GuestResolver,
+    Handled, Misbehaviour,
 };
 use crate::interrupt::MsiSink;
 use crate::vtd::inv_descriptor::{PageGroupResponse, WaitDescriptor};
@@ -254,37 +254,4 @@ impl VtdGuestDriver {
     }
 }
 
-impl<C: FaultConsumer> GuestDriverModel<VtdBridge<C>> for VtdGuestDriver {
-    fn init<M: GuestMemory>(
-        &mut self,
-        unit: &mut VtdBridge<C>,
-        mem: &M,
-        irq: &mut dyn MsiSink,
-        now_ns: u64,
-    ) -> Result<(), DriverError> {
-        VtdGuestDriver::init(self, unit, mem, irq, now_ns)
-    }
-
-    fn handle_event<M: GuestMemory>(
-        &mut self,
-        unit: &mut VtdBridge<C>,
-        mem: &M,
-        irq: &mut dyn MsiSink,
-        resolver: &mut dyn GuestResolver,
-        now_ns: u64,
-    ) -> Result<Handled, DriverError> {
-        VtdGuestDriver::handle_event(self, unit, mem, irq, resolver, now_ns)
-    }
-
-    fn misbehaviour_mut(&mut self) -> &mut Misbehaviour {
-        &mut self.misbehaviour
-    }
-
-    fn answered(&self) -> u64 {
-        self.answered
-    }
-
-    fn discarded_partials(&self) -> u64 {
-        self.discarded_partials
-    }
-}
+super::model::delegate_driver_model!(VtdGuestDriver, VtdBridge, |d| d.discarded_partials);

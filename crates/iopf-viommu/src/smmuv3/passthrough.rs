@@ -100,16 +100,15 @@ impl<C: FaultConsumer> SmmuBridge<C> {
         let written = self
             .pri
             .mmio_write(offset, data, mem, irq, &mut self.bridge)?;
-        if written.commands {
-            // The responses of this batch, in one write to the host.
-            self.bridge.flush();
-        }
-        // Only into a queue that is on: groups that came before the guest set its queues up
-        // wait for them rather than being answered as if it had turned them off.
-        if written.room && (self.pri.pri_enabled() || self.pri.evtq_enabled()) {
-            // A host error leaves the groups in the host queue; the next pump reports it.
-            let _ = self.pump(mem, irq, now_ns);
-        }
+        let room_in_queue_on = written.room && (self.pri.pri_enabled() || self.pri.evtq_enabled());
+        crate::passthrough_unit::after_guest_write(
+            self,
+            written.commands,
+            room_in_queue_on,
+            mem,
+            irq,
+            now_ns,
+        );
         Ok(written)
     }
 

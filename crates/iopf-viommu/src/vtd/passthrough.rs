@@ -109,17 +109,15 @@ impl<C: FaultConsumer> VtdBridge<C> {
         let written = self
             .pri
             .mmio_write(offset, data, mem, irq, &mut self.bridge)?;
-        if written.invalidations {
-            // The responses of this batch, in one write to the host.
-            self.bridge.flush();
-        }
-        // Only into a queue that is on: Linux writes PQH and PQT before PQA when it sets the
-        // queue up, and groups that came before must wait for the queue, not be answered as if
-        // the guest had turned it off.
-        if written.room && self.pri.prq().enabled() {
-            // A host error leaves the groups in the host queue; the next pump reports it.
-            let _ = self.pump(mem, irq, now_ns);
-        }
+        let room_in_queue_on = written.room && self.pri.prq().enabled();
+        crate::passthrough_unit::after_guest_write(
+            self,
+            written.invalidations,
+            room_in_queue_on,
+            mem,
+            irq,
+            now_ns,
+        );
         Ok(written)
     }
 
