@@ -15,7 +15,7 @@ use iopf_viommu::vtd::{PageGroupResponse, VtdConfig, WaitDescriptor};
 use iopf_viommu::{BridgeConfig, Endpoint, HostAnswer, PasidMap, PrivateDataMode};
 
 fn answered(rig: &Rig, why: HostAnswer) -> u64 {
-    rig.vtd.bridge().stats().host_answers[why as usize]
+    rig.unit.bridge().stats().host_answers[why as usize]
 }
 
 #[test]
@@ -43,7 +43,7 @@ fn a_fault_reaches_the_guest_and_its_answer_reaches_the_host() {
         (answers[0].grpid, answers[0].code),
         (3, ResponseCode::Success)
     );
-    assert_eq!(rig.vtd.bridge().outstanding(), 0);
+    assert_eq!(rig.unit.bridge().outstanding(), 0);
     assert_eq!(
         rig.read64(PQH),
         rig.read64(PQT),
@@ -59,7 +59,7 @@ fn a_full_guest_queue_holds_groups_back_and_never_overflows() {
         rig.fault(g % 512, 1);
     }
     assert_eq!(rig.pump(), 127);
-    assert_eq!(rig.vtd.pri().prq().room(), 0);
+    assert_eq!(rig.unit.pri().prq().room(), 0);
     assert_eq!(rig.read32(PRS) & PRS_PRO, 0, "backpressure, not overflow");
     let mut total = 0;
     while total < 300 {
@@ -71,8 +71,8 @@ fn a_full_guest_queue_holds_groups_back_and_never_overflows() {
     let answers = rig.answers();
     assert_eq!(answers.len(), 300);
     assert!(answers.iter().all(|a| a.code == ResponseCode::Success));
-    assert_eq!(rig.vtd.pri().prq().stats().overflows, 0);
-    assert_eq!(rig.vtd.bridge().stats().answered(), 300);
+    assert_eq!(rig.unit.pri().prq().stats().overflows, 0);
+    assert_eq!(rig.unit.bridge().stats().answered(), 300);
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn a_group_larger_than_the_queue_overflows_and_the_hardware_answers_it() {
     rig.pump();
     rig.guest_runs();
     assert_eq!(rig.answers()[0].grpid, 10);
-    assert_eq!(rig.vtd.bridge().stats().answered(), 2);
+    assert_eq!(rig.unit.bridge().stats().answered(), 2);
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn while_pro_is_set_every_request_is_dropped_even_with_room() {
         last,
         private_data: None,
     };
-    let mut q = rig.vtd.pri_mut().guest_queue(&rig.mem, &mut rig.irq);
+    let mut q = rig.unit.pri_mut().guest_queue(&rig.mem, &mut rig.irq);
     for g in 0..127 {
         assert_eq!(q.post(&req(g, true)), Posted::Queued);
     }
@@ -127,16 +127,16 @@ fn while_pro_is_set_every_request_is_dropped_even_with_room() {
     // Make room without clearing PRO: still dropped.
     let tail = rig.read64(PQT);
     rig.write64(PQH, tail);
-    let mut q = rig.vtd.pri_mut().guest_queue(&rig.mem, &mut rig.irq);
+    let mut q = rig.unit.pri_mut().guest_queue(&rig.mem, &mut rig.irq);
     assert_eq!(q.room(RID), 0);
     assert_eq!(
         q.post(&req(202, true)),
         Posted::AnsweredByHardware(ResponseCode::Success)
     );
     rig.write32(PRS, PRS_PRO);
-    let mut q = rig.vtd.pri_mut().guest_queue(&rig.mem, &mut rig.irq);
+    let mut q = rig.unit.pri_mut().guest_queue(&rig.mem, &mut rig.irq);
     assert_eq!(q.post(&req(203, true)), Posted::Queued);
-    let stats = rig.vtd.pri().prq().stats();
+    let stats = rig.unit.pri().prq().stats();
     assert_eq!(
         (stats.overflows, stats.dropped, stats.auto_success),
         (1, 3, 2)
@@ -182,7 +182,7 @@ fn a_silent_guest_without_age_limit_holds_its_groups_until_reset() {
     rig.now += 1 << 40;
     rig.pump();
     assert!(rig.answers().is_empty());
-    rig.vtd.reset();
+    rig.unit.reset();
     let answers = rig.answers();
     assert_eq!(answers.len(), 2);
     assert!(answers.iter().all(|a| a.code == ResponseCode::Invalid));
@@ -208,11 +208,11 @@ fn answers_to_groups_never_sent_or_with_the_wrong_names_answer_nothing() {
         response(RID + 1, Some(PASID), 6, ResponseCode::Success), // another requester
     ]);
     assert!(rig.answers().is_empty());
-    let s = rig.vtd.bridge().stats();
+    let s = rig.unit.bridge().stats();
     assert_eq!(s.unmatched[RejectReason::UnknownGroup as usize], 1);
     assert_eq!(s.unmatched[RejectReason::PasidMismatch as usize], 2);
     assert_eq!(s.unmatched[0], 1, "unknown requester id");
-    assert_eq!(rig.vtd.bridge().outstanding(), 1);
+    assert_eq!(rig.unit.bridge().outstanding(), 1);
     rig.submit_raw(&[response(RID, Some(PASID), 6, ResponseCode::Invalid)]);
     let answers = rig.answers();
     assert_eq!((answers.len(), answers[0].code), (1, ResponseCode::Invalid));
@@ -236,10 +236,13 @@ fn a_guest_failure_reaches_the_host_as_invalid_whatever_code_carried_it() {
     assert_eq!(answers.len(), 2);
     assert!(answers.iter().all(|a| a.code == ResponseCode::Invalid));
     assert_eq!(
-        rig.vtd.bridge().stats().guest_codes[ResponseCode::Failure as usize],
+        rig.unit.bridge().stats().guest_codes[ResponseCode::Failure as usize],
         2
     );
-    assert_eq!(rig.vtd.pri().invalidation_queue().stats().reserved_codes, 1);
+    assert_eq!(
+        rig.unit.pri().invalidation_queue().stats().reserved_codes,
+        1
+    );
 }
 
 #[test]
@@ -254,8 +257,8 @@ fn rewriting_pqa_mid_flight_strands_nothing() {
     rig.guest.misbehaviour.silent = true;
     let h = rig.guest_runs();
     assert!(h.descriptors <= 2);
-    assert_eq!(rig.vtd.bridge().outstanding(), 2);
-    rig.vtd.reset();
+    assert_eq!(rig.unit.bridge().outstanding(), 2);
+    rig.unit.reset();
     assert_eq!(rig.answers().len(), 2);
 }
 
@@ -294,7 +297,11 @@ fn garbage_in_the_invalidation_queue_is_an_invalidation_queue_error() {
     assert_eq!(rig.answers().len(), 1);
     assert_eq!(rig.read32(FSTS) & FSTS_IQE, FSTS_IQE);
     assert_eq!(
-        rig.vtd.pri().invalidation_queue().error().map(|e| e.reason),
+        rig.unit
+            .pri()
+            .invalidation_queue()
+            .error()
+            .map(|e| e.reason),
         Some(IqeReason::InvalidDescriptor)
     );
 }
@@ -317,13 +324,13 @@ fn a_wait_descriptor_completes_only_once_the_host_has_the_answers() {
         !h.waits_done,
         "the host's response ring is full: the wait waits"
     );
-    assert_eq!(rig.vtd.bridge().owed_answers(), 1);
+    assert_eq!(rig.unit.bridge().owed_answers(), 1);
     assert!(rig.answers().is_empty());
-    rig.vtd.bridge_mut().host_mut().room = Some(8);
+    rig.unit.bridge_mut().host_mut().room = Some(8);
     rig.pump();
     assert_eq!(rig.answers().len(), 1);
     assert!(rig.guest.wait_done(&rig.mem).expect("status"));
-    assert!(rig.vtd.bridge().stats().host_full >= 1);
+    assert!(rig.unit.bridge().stats().host_full >= 1);
 }
 
 #[test]
@@ -369,12 +376,12 @@ fn private_data_is_negotiated_both_ways() {
         0,
     );
     assert_eq!(
-        rig.vtd.pri().config().private_data,
+        rig.unit.pri().config().private_data,
         PrivateDataMode::Carried
     );
     assert_eq!(rig.read32(VER), 0x30);
     assert!(rig
-        .vtd
+        .unit
         .bridge()
         .host_features_wanted()
         .contains(iopf_abi::Features::PRIV_DATA_ECHO));
@@ -392,7 +399,7 @@ fn private_data_is_negotiated_both_ways() {
     rig.submit_raw(&[wrong.encode(PrivateDataMode::Carried)]);
     assert!(rig.answers().is_empty());
     assert_eq!(
-        rig.vtd.bridge().stats().unmatched[RejectReason::PrivDataMismatch as usize],
+        rig.unit.bridge().stats().unmatched[RejectReason::PrivDataMismatch as usize],
         1
     );
     let right = PageGroupResponse::new(
@@ -410,7 +417,7 @@ fn private_data_is_negotiated_both_ways() {
     host.private.insert(4, [0x1111, 0x2222]);
     let host = (producer, host);
     let mut rig = rig_with(host, cfg, VtdConfig::new(PrivateDataMode::Carried), 0);
-    assert_eq!(rig.vtd.pri().config().private_data, PrivateDataMode::None);
+    assert_eq!(rig.unit.pri().config().private_data, PrivateDataMode::None);
     assert_eq!(rig.read32(VER), 0x40);
     rig.fault(4, 1);
     rig.pump();
@@ -482,7 +489,7 @@ fn mmio_accepts_32_and_64_bit_accesses_only() {
     let mut rig = rig();
     let mut b = [0u8; 2];
     assert_eq!(
-        rig.vtd.mmio_read(PQH, &mut b),
+        rig.unit.mmio_read(PQH, &mut b),
         Err(MmioError::BadAccess {
             offset: PQH,
             len: 2
@@ -490,14 +497,14 @@ fn mmio_accepts_32_and_64_bit_accesses_only() {
     );
     let mut b = [0u8; 8];
     assert_eq!(
-        rig.vtd.mmio_read(PRS, &mut b),
+        rig.unit.mmio_read(PRS, &mut b),
         Err(MmioError::BadAccess {
             offset: PRS,
             len: 8
         })
     );
     assert_eq!(
-        rig.vtd.mmio_read(0x1000, &mut [0u8; 4]),
+        rig.unit.mmio_read(0x1000, &mut [0u8; 4]),
         Err(MmioError::OutOfRange(0x1000))
     );
     // Two 32-bit halves are one 64-bit write.
@@ -532,7 +539,7 @@ fn the_guest_model_answers_bad_requests_invalid_and_drops_stop_markers() {
         .answers()
         .iter()
         .all(|a| a.code == ResponseCode::Invalid));
-    assert_eq!(rig.vtd.pri().invalidation_queue().stats().waits, 1);
+    assert_eq!(rig.unit.pri().invalidation_queue().stats().waits, 1);
 }
 
 #[test]

@@ -133,12 +133,12 @@ fn run(ops: &[Op], age_limit: Option<u64>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Pri(on) => {
-                rig.vtd.bridge_mut().set_pri_enabled(RID, on);
+                rig.unit.bridge_mut().set_pri_enabled(RID, on);
             }
             Op::Reset => {
-                rig.vtd.reset();
+                rig.unit.reset();
                 rig.guest
-                    .init(&mut rig.vtd, &rig.mem, &mut rig.irq, rig.now)
+                    .init(&mut rig.unit, &rig.mem, &mut rig.irq, rig.now)
                     .expect("init");
             }
             Op::Pqa { order, missing } => {
@@ -146,7 +146,7 @@ fn run(ops: &[Op], age_limit: Option<u64>) -> Result<(), TestCaseError> {
                 rig.write64(PQA, base | order);
             }
             Op::Time(dt) => rig.now += dt,
-            Op::HostRoom(r) => rig.vtd.bridge_mut().host_mut().room = r,
+            Op::HostRoom(r) => rig.unit.bridge_mut().host_mut().room = r,
         }
         for a in rig.answers() {
             let n = outstanding.entry(a.grpid).or_default();
@@ -164,15 +164,15 @@ fn run(ops: &[Op], age_limit: Option<u64>) -> Result<(), TestCaseError> {
             answers.push(a);
         }
         prop_assert_eq!(
-            rig.vtd.bridge().stats().host_refused,
+            rig.unit.bridge().stats().host_refused,
             0,
             "the bridge answered a group twice"
         );
     }
     // The guest is reset with the host ring free: every group is answered, none twice.
-    rig.vtd.bridge_mut().host_mut().room = None;
+    rig.unit.bridge_mut().host_mut().room = None;
     rig.pump();
-    rig.vtd.reset();
+    rig.unit.reset();
     for a in rig.answers() {
         let n = outstanding.entry(a.grpid).or_default();
         prop_assert!(*n > 0);
@@ -182,7 +182,7 @@ fn run(ops: &[Op], age_limit: Option<u64>) -> Result<(), TestCaseError> {
     let left: usize = outstanding.values().sum();
     prop_assert_eq!(left, 0, "groups left unanswered");
     prop_assert_eq!(answers.len(), reported);
-    let b = rig.vtd.bridge();
+    let b = rig.unit.bridge();
     prop_assert_eq!(
         (b.outstanding(), b.staged_records(), b.owed_answers()),
         (0, 0, 0)

@@ -104,9 +104,15 @@ impl<A: Arch> Rig<A> {
         cfg: BridgeConfig,
         entries: usize,
     ) -> Rig<A> {
+        let (unit, guest) = A::build(double, cfg, entries);
+        Rig::from_parts(host, unit, guest)
+    }
+
+    /// A rig of a unit and driver built by the caller (an architecture's own configuration);
+    /// the driver is initialised here.
+    pub fn from_parts(host: CompatProducer, mut unit: A::Unit, mut guest: A::Driver) -> Rig<A> {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), GUEST_MEM as usize)])
             .expect("guest memory");
-        let (mut unit, mut guest) = A::build(double, cfg, entries);
         let mut irq = RecordedMsis::default();
         guest.init(&mut unit, &mem, &mut irq, 0).expect("init");
         Rig {

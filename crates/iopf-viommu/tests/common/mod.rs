@@ -10,12 +10,11 @@ pub mod vtd;
 use std::collections::HashMap;
 
 use iopf_abi::{FaultConsumer, IommufdResponse, PageRequest, PageRequestFlags, Perm, PgFault};
-use iopf_core::DeviceResponse;
 use iopf_iommufd::{compat_fault_queue, CompatFaultQueue, CompatProducer};
-use iopf_viommu::guest::{GuestResolver, Handled, IdentityResolver, VtdGuestDriver};
+use iopf_viommu::guest::VtdGuestDriver;
 use iopf_viommu::vtd::{VtdBridge, VtdConfig};
-use iopf_viommu::{BridgeConfig, Endpoint, PasidMap, PrivateDataMode, RecordedMsis};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use iopf_viommu::{BridgeConfig, Endpoint, PasidMap, PrivateDataMode};
+use vm_memory::GuestAddress;
 
 pub const PRQ_BASE: u64 = 0x10000;
 pub const IQ_BASE: u64 = 0x40000;
@@ -92,14 +91,8 @@ impl FaultConsumer for HostDouble {
     }
 }
 
-pub struct Rig {
-    pub host: CompatProducer,
-    pub mem: GuestMemoryMmap,
-    pub vtd: VtdBridge<HostDouble>,
-    pub irq: RecordedMsis,
-    pub guest: VtdGuestDriver,
-    pub now: u64,
-}
+/// The VT-d rig: the shared one ([`arch::Rig`]) over VT-d.
+pub type Rig = arch::Rig<vtd::Vtd>;
 
 pub fn endpoint() -> Endpoint {
     Endpoint {
@@ -116,20 +109,9 @@ pub fn rig_with(
     vtd: VtdConfig,
     prq_order: u64,
 ) -> Rig {
-    let mem =
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("guest memory");
-    let mut vtd = VtdBridge::new(host, cfg, vtd).expect("bridge");
-    let mut irq = RecordedMsis::default();
-    let mut guest = VtdGuestDriver::new(PRQ_BASE, IQ_BASE).with_prq_order(prq_order);
-    guest.init(&mut vtd, &mem, &mut irq, 0).expect("init");
-    Rig {
-        host: producer,
-        mem,
-        vtd,
-        irq,
-        guest,
-        now: 0,
-    }
+    let unit = VtdBridge::new(host, cfg, vtd).expect("bridge");
+    let guest = VtdGuestDriver::new(PRQ_BASE, IQ_BASE).with_prq_order(prq_order);
+    Rig::from_parts(producer, unit, guest)
 }
 
 pub fn rig() -> Rig {
@@ -157,63 +139,6 @@ pub fn request(grpid: u32, last: bool) -> PageRequest {
 }
 
 impl Rig {
-    /// The host reports a group of `n` requests with PRG index `grpid`.
-    pub fn fault(&mut self, grpid: u32, n: usize) {
-        for i in 0..n {
-            let mut r = request(grpid, i + 1 == n);
-            r.addr += 0x10_0000 * i as u64;
-            self.host.report(r);
-        }
-    }
-
-    pub fn pump(&mut self) -> usize {
-        self.now += 1;
-        self.vtd
-            .pump(&self.mem, &mut self.irq, self.now)
-            .expect("pump")
-    }
-
-    pub fn guest_runs(&mut self) -> Handled {
-        self.guest_runs_with(&mut IdentityResolver)
-    }
-
-    pub fn guest_runs_with(&mut self, resolver: &mut dyn GuestResolver) -> Handled {
-        self.now += 1;
-        self.guest
-            .handle_event(&mut self.vtd, &self.mem, &mut self.irq, resolver, self.now)
-            .expect("handle")
-    }
-
-    pub fn answers(&mut self) -> Vec<DeviceResponse> {
-        self.host.take_answers()
-    }
-
-    pub fn read32(&self, off: u64) -> u32 {
-        let mut b = [0u8; 4];
-        self.vtd.mmio_read(off, &mut b).expect("read");
-        u32::from_le_bytes(b)
-    }
-
-    pub fn read64(&self, off: u64) -> u64 {
-        let mut b = [0u8; 8];
-        self.vtd.mmio_read(off, &mut b).expect("read");
-        u64::from_le_bytes(b)
-    }
-
-    pub fn write32(&mut self, off: u64, v: u32) {
-        self.now += 1;
-        self.vtd
-            .mmio_write(off, &v.to_le_bytes(), &self.mem, &mut self.irq, self.now)
-            .expect("write");
-    }
-
-    pub fn write64(&mut self, off: u64, v: u64) {
-        self.now += 1;
-        self.vtd
-            .mmio_write(off, &v.to_le_bytes(), &self.mem, &mut self.irq, self.now)
-            .expect("write");
-    }
-
     /// Writes raw 32-byte descriptors into the invalidation queue at its tail and moves the
     /// tail, as a guest (misbehaving or not) would.
     pub fn submit_raw(&mut self, descs: &[[u64; 4]]) {
