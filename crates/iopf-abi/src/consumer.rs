@@ -5,6 +5,8 @@
 //! iommufd one, the lowest common form: records carry their group's cookie, and responses name a
 //! group by cookie with SUCCESS or INVALID.
 
+use core::time::Duration;
+
 use crate::{IommufdResponse, PgFault};
 
 /// The consuming end of a fault queue.
@@ -30,9 +32,10 @@ pub trait FaultConsumer {
     /// (EINVAL) stops the batch there.
     fn respond(&mut self, responses: &[IommufdResponse]) -> Result<usize, Self::Error>;
 
-    /// Waits until at least one group is waiting or `timeout_ms` milliseconds pass (`None`:
-    /// without limit; `Some(0)`: just look). Returns whether a group is waiting.
-    fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool, Self::Error>;
+    /// Waits until at least one group is waiting or `timeout` passes (`None`: without limit;
+    /// `Some(Duration::ZERO)`: just look). Returns whether a group is waiting. Every wait of
+    /// iopf takes its timeout as an `Option<Duration>`, with these meanings.
+    fn wait_readable(&mut self, timeout: Option<Duration>) -> Result<bool, Self::Error>;
 
     /// Whether this queue delivers page-request private data beside its records
     /// ([`private_data`](FaultConsumer::private_data)). The iommufd record has no room for it

@@ -41,6 +41,7 @@
 //! INVALID (Linux answers nothing on close), and later reports are answered INVALID at once.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -145,6 +146,8 @@ struct State {
     handed_out: GroupTable<()>,
     consumer_gone: bool,
     epoch: Instant,
+    /// The eventfd's counter is non-zero ([`Shared::sync_readable`]).
+    signalled: bool,
 }
 
 impl State {
@@ -194,9 +197,31 @@ impl State {
 struct Shared {
     state: Mutex<State>,
     readable: Condvar,
+    /// Readable exactly while a group waits to be read, as the kernel's fault fd polls: an
+    /// eventfd whose counter is kept non-zero then and zero otherwise, under the lock.
+    poll_fd: OwnedFd,
 }
 
 impl Shared {
+    /// Brings the eventfd's level in line with the deliver list, after anything that may have
+    /// changed it (a report, a read, a detach or attach); wakes the condition variable's
+    /// waiters when a group waits.
+    fn sync_readable(&self, st: &mut State) {
+        let readable = st.deliver_list().is_some_and(|d| !d.is_empty());
+        if readable != st.signalled {
+            if readable {
+                let _ = rustix::io::write(&self.poll_fd, &1u64.to_ne_bytes());
+            } else {
+                let mut buf = [0u8; 8];
+                let _ = rustix::io::read(&self.poll_fd, &mut buf);
+            }
+            st.signalled = readable;
+        }
+        if readable {
+            self.readable.notify_all();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every mutation completes under the lock without panicking paths in between, so a
         // poisoned lock still guards a consistent state.
@@ -255,11 +280,21 @@ pub fn compat_fault_queue_with(config: CompatConfig) -> Result<(CompatProducer, 
         handed_out: GroupTable::new(Naming::Upstream),
         consumer_gone: false,
         epoch: Instant::now(),
+        signalled: false,
     };
     state.attach()?;
+    let poll_fd = rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )
+    .map_err(|errno| Error::Io {
+        op: "eventfd",
+        errno,
+    })?;
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
         readable: Condvar::new(),
+        poll_fd,
     });
     Ok((
         CompatProducer {
@@ -288,15 +323,16 @@ impl CompatProducer {
         let device = st.device;
         // The device is registered for the queue's whole life, so report cannot fail.
         let _ = st.core.report(device, &Fault::PageRequest(req), now);
-        drop(st);
-        self.shared.readable.notify_all();
+        self.shared.sync_readable(&mut st);
     }
 
     /// Detaches the queue (replace or detach of the fault-capable HWPT,
     /// `iommufd_auto_response_faults()`): every group waiting to be read or awaiting a response is
     /// answered INVALID; later reports are answered INVALID until [`CompatProducer::attach`].
     pub fn detach(&self) {
-        self.shared.lock().detach();
+        let mut st = self.shared.lock();
+        st.detach();
+        self.shared.sync_readable(&mut st);
     }
 
     /// Attaches the queue again (no effect while attached or once the consumer is gone).
@@ -305,7 +341,9 @@ impl CompatProducer {
         if st.handler.is_some() || st.consumer_gone {
             return Ok(());
         }
-        st.attach()
+        let r = st.attach();
+        self.shared.sync_readable(&mut st);
+        r
     }
 
     /// Takes the responses the device received so far, oldest first.
@@ -366,6 +404,7 @@ impl FaultFd for CompatFaultQueue {
             // The core never hands out a live cookie twice.
             let _ = st.handed_out.insert_named(cookie, facts, ());
         }
+        shared.sync_readable(&mut st);
         Ok(done)
     }
 
@@ -450,8 +489,8 @@ impl FaultConsumer for CompatFaultQueue {
     }
 
     /// Blocks on the queue's condition variable until a group waits or the timeout passes.
-    fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool> {
-        let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(u64::from(ms)));
+    fn wait_readable(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
         let shared = self.shared.clone();
         let mut st = shared.lock();
         loop {
@@ -487,6 +526,16 @@ impl Drop for CompatFaultQueue {
         let mut st = self.shared.lock();
         st.consumer_gone = true;
         st.detach();
+        self.shared.sync_readable(&mut st);
+    }
+}
+
+impl AsFd for CompatFaultQueue {
+    /// Readable exactly while a group waits to be read, as the kernel's fault fd polls
+    /// (`iommufd_fault_fops_poll()`): an epoll, mio or tokio loop sleeps on it and calls
+    /// [`FaultConsumer::read_faults`] when it is. Level-triggered; nothing needs arming.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.shared.poll_fd.as_fd()
     }
 }
 

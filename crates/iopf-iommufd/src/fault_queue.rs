@@ -137,10 +137,10 @@ impl FaultConsumer for FaultQueue {
     }
 
     /// `poll(POLLIN)` on the fault fd with the timeout.
-    fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool> {
-        let ts = timeout_ms.map(|ms| Timespec {
-            tv_sec: i64::from(ms / 1000),
-            tv_nsec: i64::from(ms % 1000) * 1_000_000,
+    fn wait_readable(&mut self, timeout: Option<std::time::Duration>) -> Result<bool> {
+        let ts = timeout.map(|t| Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(t.subsec_nanos()),
         });
         let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
         poll_retrying(&mut fds, ts.as_ref())?;

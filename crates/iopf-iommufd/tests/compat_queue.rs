@@ -189,7 +189,7 @@ fn poll_is_readable_exactly_while_a_group_waits_and_a_waiter_wakes() {
         writable: true,
     };
     assert_eq!(q.readiness().unwrap(), idle);
-    assert!(!q.wait_readable(Some(10)).unwrap());
+    assert!(!q.wait_readable(Some(Duration::from_millis(10))).unwrap());
     p.report(req(1, false, 0));
     assert_eq!(
         q.readiness().unwrap(),

@@ -10,7 +10,7 @@
 //! producer would reject; PASID and private data for grpid-named responses come from the table.
 
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,12 +29,15 @@ use crate::layout::{
     RESP_SLOT_BYTES, RESP_SLOT_WORDS, RESP_STAMP,
 };
 use crate::negotiate::{Agreement, RecordFormat};
+use crate::peer::Link;
+use crate::readiness::{PollFd, Readiness};
 use crate::record::{
     decode_folded, decode_hwpt, decode_slot_fast, Event, FaultEvent, SlotDefect, SlotWords,
 };
 use crate::response::{encode_cookies, encode_slot, RawFormat};
 use crate::shared::{HeldStamp, Shared};
-use crate::wake::{membarrier_registered, publish_and_wake, wait_until, Doorbell, Publish};
+use crate::wake::{arm, membarrier_registered, publish_and_wake, wait_until_woke, Doorbell};
+use crate::wake::{Publish, Woke};
 use crate::QueueError;
 
 /// The most verdicts a consumer keeps for [`Consumer::take_verdicts`]; older ones are dropped
@@ -98,6 +101,9 @@ pub struct ConsumerStats {
 
 /// The consuming end of a fault queue. Owned by one thread at a time (`Send`, not `Sync`).
 /// Dropping it tells the producer, which answers every group the consumer held INVALID.
+///
+/// In an event loop, sleep on its descriptor ([`AsFd`]) after [`Consumer::arm`]: see
+/// [`crate::readiness`].
 #[derive(Debug)]
 pub struct Consumer {
     shared: Shared,
@@ -139,7 +145,10 @@ pub struct Consumer {
     /// consumer calls it before it sleeps.
     membarrier: bool,
     _alive: Option<Arc<()>>,
-    _socket: Option<OwnedFd>,
+    /// The socket to a producer in another process: how its death is learnt.
+    producer: Option<Link>,
+    /// What an event loop sleeps on.
+    poll_fd: PollFd,
 }
 
 impl Consumer {
@@ -165,6 +174,7 @@ impl Consumer {
         } else {
             Publish::Fenced
         };
+        let poll_fd = PollFd::new(fault_bell.fd(), socket.as_ref())?;
         Ok(Consumer {
             shared,
             agreement,
@@ -194,7 +204,8 @@ impl Consumer {
             publish,
             membarrier,
             _alive: alive,
-            _socket: socket,
+            producer: socket.map(Link::socket),
+            poll_fd,
         })
     }
 
@@ -228,10 +239,116 @@ impl Consumer {
         c
     }
 
-    /// Whether the producer has gone away: its process closed the socket or died. Never blocks;
-    /// always `false` for a queue built in one process by [`crate::channel`].
+    /// Whether the producer has gone away: its process closed the socket or died, or it wrote
+    /// to the socket after the handshake and is taken for gone ([`Consumer::producer_misbehaviour`]).
+    /// Never blocks; always `false` for a queue built in one process by [`crate::channel`].
     pub fn producer_gone(&self) -> bool {
-        self._socket.as_ref().is_some_and(crate::peer::peer_closed)
+        let gone = self.producer.as_ref().is_some_and(Link::gone);
+        if let (true, Some(link)) = (gone, &self.producer) {
+            if let (Some(_), Some(fd)) = (link.misbehaviour(), link.socket_fd()) {
+                self.poll_fd.forget_socket(fd);
+            }
+        }
+        gone
+    }
+
+    /// The socket to a producer in another process (`None` in process), for a VMM that wants
+    /// to watch it itself. It carries nothing after the handshake: writing to it breaks the
+    /// protocol, and the producer drops this consumer ([`crate::Producer::consumer_misbehaviour`]).
+    pub fn producer_socket(&self) -> Option<BorrowedFd<'_>> {
+        self.producer
+            .as_ref()
+            .and_then(Link::socket_fd)
+            .map(|fd| fd.as_fd())
+    }
+
+    /// What the producer did to be taken for gone, if it broke the protocol (wrote to the socket
+    /// after the handshake); `None` while it behaves, or when it merely died.
+    pub fn producer_misbehaviour(&self) -> Option<&QueueError> {
+        self.producer.as_ref().and_then(Link::misbehaviour)
+    }
+
+    /// What the consumer can do now, without waiting and without changing anything:
+    /// [`Readiness::FAULTS`] (records wait), [`Readiness::RESPONSE_ROOM`] (a response fits),
+    /// [`Readiness::PEER_GONE`] (the producer is gone; one `poll()` for a producer in another
+    /// process).
+    pub fn ready(&mut self) -> Readiness {
+        let mut r = Readiness::empty();
+        if fault_published(&self.shared, self.fault_tail) || !self.owed_broken.is_empty() {
+            r |= Readiness::FAULTS;
+        }
+        if self.resp_room() > 0 {
+            r |= Readiness::RESPONSE_ROOM;
+        }
+        if self.producer_gone() {
+            r |= Readiness::PEER_GONE;
+        }
+        r
+    }
+
+    /// Prepares to sleep on the consumer's descriptor ([`AsFd`]) until something in `want`
+    /// ([`Readiness::FAULTS`], [`Readiness::RESPONSE_ROOM`]) may be ready: returns what of
+    /// `want` is ready now, plus [`Readiness::PEER_GONE`] when the producer is gone. An empty
+    /// answer means: sleep; the producer rings the descriptor when it publishes a record (for
+    /// `FAULTS`) or frees response slots (for `RESPONSE_ROOM`, e.g. after [`FaultConsumer::respond`]
+    /// took fewer responses than given because the ring was full). Returns the slots read so far
+    /// first, so that a producer waiting for room is not kept waiting by a sleeping consumer.
+    /// Errors: none today (the signature leaves room for a failed system call).
+    pub fn arm(&mut self, want: Readiness) -> Result<Readiness, QueueError> {
+        self.return_slots(true);
+        let r = self.arm_words(want);
+        if r.is_empty() && self.producer_gone() {
+            return Ok(Readiness::PEER_GONE);
+        }
+        Ok(r)
+    }
+
+    /// Raises the room-wait word for `RESPONSE_ROOM`, then arms the sleeping word; returns what
+    /// of `want` is ready. Both words are lowered again when something is.
+    fn arm_words(&mut self, want: Readiness) -> Readiness {
+        let want = want & (Readiness::FAULTS | Readiness::RESPONSE_ROOM);
+        let room_wait = want.contains(Readiness::RESPONSE_ROOM);
+        if room_wait {
+            self.shared
+                .w(hdr::RESP_ROOM_WAIT)
+                .store(1, Ordering::SeqCst);
+        }
+        let shared = self.shared.clone();
+        let tail = self.fault_tail;
+        let owed = !self.owed_broken.is_empty();
+        let entries = shared.geo.entries;
+        let (head, cached) = (self.resp_head, self.cached_resp_tail);
+        let look = || {
+            let mut r = Readiness::empty();
+            if want.contains(Readiness::FAULTS) && (owed || fault_published(&shared, tail)) {
+                r |= Readiness::FAULTS;
+            }
+            if room_wait && resp_room_now(&shared, head, cached, entries) {
+                r |= Readiness::RESPONSE_ROOM;
+            }
+            r
+        };
+        let mut got = Readiness::empty();
+        let sleeping = if want.contains(Readiness::FAULTS) {
+            hdr::CONSUMER_SLEEPING
+        } else {
+            hdr::RESP_ROOM_WAIT
+        };
+        arm(
+            self.shared.w(sleeping),
+            &self.fault_bell,
+            self.membarrier,
+            || {
+                got = look();
+                !got.is_empty()
+            },
+        );
+        if !got.is_empty() && room_wait {
+            self.shared
+                .w(hdr::RESP_ROOM_WAIT)
+                .store(0, Ordering::Relaxed);
+        }
+        got
     }
 
     /// Responses written so far (the next response's id).
@@ -507,20 +624,88 @@ impl Consumer {
         Some(w)
     }
 
-    /// Waits until a record is waiting or `timeout` passes (spinning briefly, then sleeping on
-    /// the fault eventfd). Returns whether a record is waiting.
+    /// Waits until a record is waiting, the producer is gone, or `timeout` passes (spinning
+    /// briefly, then sleeping on the fault eventfd and, for a producer in another process, its
+    /// socket). Returns whether a record is waiting.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, QueueError> {
+        Ok(self
+            .wait_for(Readiness::FAULTS, timeout)?
+            .contains(Readiness::FAULTS))
+    }
+
+    /// Waits until something in `want` ([`Readiness::FAULTS`], [`Readiness::RESPONSE_ROOM`]) is
+    /// ready, the producer is gone, or `timeout` passes; returns what is ready of `want`, with
+    /// [`Readiness::PEER_GONE`] when the producer is gone (empty: timed out). Waiting for
+    /// `RESPONSE_ROOM` is how a consumer whose [`FaultConsumer::respond`] took fewer responses
+    /// than given (a full response ring) waits for the producer to judge some, instead of
+    /// spinning.
+    pub fn wait_for(
+        &mut self,
+        want: Readiness,
+        timeout: Option<Duration>,
+    ) -> Result<Readiness, QueueError> {
         self.return_slots(true);
-        let shared = self.shared.clone();
-        let tail = self.fault_tail;
-        wait_until(
-            shared.w(hdr::CONSUMER_SLEEPING),
-            &self.fault_bell,
-            None,
-            timeout,
-            self.membarrier,
-            || fault_published(&shared, tail),
-        )
+        let want = want & (Readiness::FAULTS | Readiness::RESPONSE_ROOM);
+        let room_wait = want.contains(Readiness::RESPONSE_ROOM);
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            if room_wait {
+                self.shared
+                    .w(hdr::RESP_ROOM_WAIT)
+                    .store(1, Ordering::SeqCst);
+            }
+            let shared = self.shared.clone();
+            let tail = self.fault_tail;
+            let owed = !self.owed_broken.is_empty();
+            let (head, cached, entries) =
+                (self.resp_head, self.cached_resp_tail, shared.geo.entries);
+            let mut got = Readiness::empty();
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let sleeping = if want.contains(Readiness::FAULTS) {
+                hdr::CONSUMER_SLEEPING
+            } else {
+                hdr::RESP_ROOM_WAIT
+            };
+            let extra = self
+                .producer
+                .as_ref()
+                .and_then(Link::wake_fd)
+                .map(|fd| &**fd);
+            let woke = wait_until_woke(
+                shared.w(sleeping),
+                &self.fault_bell,
+                extra,
+                left,
+                self.membarrier,
+                || {
+                    got = Readiness::empty();
+                    if want.contains(Readiness::FAULTS) && (owed || fault_published(&shared, tail))
+                    {
+                        got |= Readiness::FAULTS;
+                    }
+                    if room_wait && resp_room_now(&shared, head, cached, entries) {
+                        got |= Readiness::RESPONSE_ROOM;
+                    }
+                    !got.is_empty()
+                },
+            )?;
+            if room_wait {
+                self.shared
+                    .w(hdr::RESP_ROOM_WAIT)
+                    .store(0, Ordering::Relaxed);
+            }
+            match woke {
+                Woke::Peer => {
+                    if self.producer_gone() {
+                        return Ok(got | Readiness::PEER_GONE);
+                    }
+                    if !got.is_empty() || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                        return Ok(got);
+                    }
+                }
+                _ => return Ok(got),
+            }
+        }
     }
 
     /// Room in the response ring.
@@ -1068,8 +1253,8 @@ impl FaultConsumer for Consumer {
         }
     }
 
-    fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool, QueueError> {
-        self.wait(timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))))
+    fn wait_readable(&mut self, timeout: Option<Duration>) -> Result<bool, QueueError> {
+        self.wait(timeout)
     }
 
     /// iopf's records are whole `struct iommu_fault`s: they carry the private data.
@@ -1083,6 +1268,27 @@ impl FaultConsumer for Consumer {
             .get(Cookie::from_raw(cookie))
             .and_then(|(facts, _)| facts.private_data)
     }
+}
+
+impl AsFd for Consumer {
+    /// The descriptor an event loop sleeps on after [`Consumer::arm`]: readable when a record
+    /// was published, response slots were freed (when armed for them), or the producer (in
+    /// another process) died. See [`crate::readiness`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.poll_fd.as_fd()
+    }
+}
+
+/// Whether the response ring, with `head` written and `cached` the tail last read, has room once
+/// the producer's tail is read now.
+fn resp_room_now(shared: &Shared, head: u64, cached: u64, entries: u64) -> bool {
+    let t = shared.w(hdr::RESP_TAIL).load(Ordering::Acquire);
+    let tail = if t.wrapping_sub(cached) <= head.wrapping_sub(cached) {
+        t
+    } else {
+        cached
+    };
+    head.wrapping_sub(tail) < entries
 }
 
 /// Whether the producer has published fault slot `index` (it carries the index's stamp).

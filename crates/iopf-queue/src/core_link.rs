@@ -36,6 +36,7 @@
 //! [`LinkObserver`] sees each delivered group, each withdrawn one and each answer before the core
 //! judges it (e.g. to map a group's pages when its SUCCESS arrives).
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -47,6 +48,7 @@ use iopf_core::{
 
 use crate::error::{LossCounts, LossReason};
 use crate::producer::{Answer, AnsweredBy, Producer, TaggedGroup};
+use crate::readiness::Readiness;
 use crate::QueueError;
 
 /// What became of the unrecoverable faults the core passed to the link's handlers.
@@ -248,9 +250,19 @@ pub struct Pumped {
 
 /// One queue attached to the fault core for any number of devices: owns the link's half of the
 /// producer.
+///
+/// Threads: the link is `Send` (move it to the thread that pumps), and its handlers, owned by
+/// the core, share the producer with it behind one lock that no wait holds: one thread may
+/// [`wait`](CoreLink::wait) (or sleep on the link's descriptor, [`AsFd`]) while another reports
+/// into the core, and neither blocks the other beyond the few instructions of a push or a pump.
+/// The core itself is not shared: the thread that pumps needs `&mut FaultCore`, so a VMM that
+/// reports and pumps on different threads puts the core behind its own lock and takes it only
+/// to report or to pump, never across a wait.
 #[derive(Debug)]
 pub struct CoreLink {
     state: Shared,
+    /// A second descriptor for the producer's: what an event loop sleeps on.
+    poll_fd: OwnedFd,
     /// The core's handler for each slot (the slot is the index).
     handlers: Vec<HandlerId>,
     detached: bool,
@@ -267,7 +279,9 @@ impl CoreLink {
     pub fn new(mut producer: Producer) -> Result<CoreLink, QueueError> {
         producer.name_by_upstream()?;
         producer.set_max_backlog(0);
+        let poll_fd = producer.poll_fd_dup()?;
         Ok(CoreLink {
+            poll_fd,
             state: Arc::new(Mutex::new(LinkState {
                 producer,
                 lost: LossCounts::default(),
@@ -401,12 +415,34 @@ impl CoreLink {
         f(&mut lock(&self.state).producer)
     }
 
-    /// Waits until responses are waiting, the consumer is gone, or `timeout` passes.
+    /// Waits until responses are waiting, held-back groups may move, the consumer is gone, or
+    /// `timeout` passes; returns whether there is something to [`pump`](CoreLink::pump). The
+    /// wait holds no lock: the fault path ([`FaultCore::report`] into this link's handlers) runs
+    /// on other threads meanwhile. Returns `Ok(false)` at once once the link has detached.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, QueueError> {
         if self.detached {
             return Ok(false);
         }
-        lock(&self.state).producer.wait_responses(timeout)
+        let wait = lock(&self.state).producer.response_wait();
+        wait.wait(timeout)
+    }
+
+    /// What [`pump`](CoreLink::pump) has to do now ([`Producer::ready`]): empty once detached.
+    pub fn ready(&self) -> Readiness {
+        if self.detached {
+            return Readiness::empty();
+        }
+        lock(&self.state).producer.ready()
+    }
+
+    /// Prepares to sleep on the link's descriptor ([`AsFd`]): [`Producer::arm`] under the lock
+    /// (which the sleep then does not hold). `want` is usually
+    /// `Readiness::RESPONSES | Readiness::FAULT_ROOM`. Empty once detached (nothing will ring).
+    pub fn arm(&self, want: Readiness) -> Result<Readiness, QueueError> {
+        if self.detached {
+            return Ok(Readiness::empty());
+        }
+        lock(&self.state).producer.arm(want)
     }
 
     /// Judges the responses waiting in the queue (at most the producer's `max_per_wake`) and
@@ -453,6 +489,15 @@ impl CoreLink {
         let mut done = self.finish(core, true);
         done.judged = judged;
         done
+    }
+
+    /// What the consumer did to be dropped, if it broke the protocol
+    /// ([`Producer::consumer_misbehaviour`]), as a message naming it.
+    pub fn consumer_misbehaviour(&self) -> Option<String> {
+        lock(&self.state)
+            .producer
+            .consumer_misbehaviour()
+            .map(|e| e.to_string())
     }
 
     /// Hands the taken answers to the core; with `detach`, detaches every handler.
@@ -505,5 +550,13 @@ impl CoreLink {
             done.detached = true;
         }
         done
+    }
+}
+
+impl AsFd for CoreLink {
+    /// The producer's descriptor ([`Producer`]'s `AsFd`): sleep on it after
+    /// [`CoreLink::arm`], then [`pump`](CoreLink::pump). See [`crate::readiness`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.poll_fd.as_fd()
     }
 }

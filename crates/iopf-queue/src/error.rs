@@ -5,8 +5,9 @@ use iopf_abi::AbiError;
 pub use iopf_core::RejectReason;
 
 /// What went wrong on a fault queue. Each variant maps to the errno Linux returns for the same
-/// kind of mistake ([`QueueError::errno`]).
+/// kind of mistake ([`QueueError::errno`]). New kinds of mistake may be added.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueueError {
     /// The consumer asked for an ABI version the producer does not offer.
     #[error("ABI version {asked} was asked for, the producer offers 1 to {offered}")]
@@ -78,6 +79,38 @@ pub enum QueueError {
         /// Its words.
         text: String,
     },
+    /// A peer on the socket did something the protocol does not allow (wrote after the
+    /// handshake, sent a message of the wrong kind) and was dropped. `peer` names it (its pid
+    /// and uid for a consumer, the socket's path for a producer).
+    #[error("peer {peer}: {what}")]
+    PeerMisbehaved {
+        /// Who: `pid 1234 (uid 1000)`, or the socket's path.
+        peer: String,
+        /// What it did, and what became of it.
+        what: String,
+    },
+    /// A peer on the socket said nothing for as long as the handshake may take, and was dropped.
+    #[error("peer {peer} sent nothing within {waited:?}: {hint}")]
+    PeerSilent {
+        /// Who: `pid 1234 (uid 1000)`, or the socket's path.
+        peer: String,
+        /// How long it was given.
+        waited: std::time::Duration,
+        /// What that probably means.
+        hint: &'static str,
+    },
+    /// The socket at `path` is not an iopf fault queue (`connect`), or `path` cannot be served
+    /// (`bind`): a socket of another type, another program's socket, a file that is not a
+    /// socket, or a live producer already there.
+    #[error("{}: {why}", path.display())]
+    NotAQueue {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// What was found there.
+        why: String,
+        /// The errno: `EPROTOTYPE`, `ECONNREFUSED`, `EADDRINUSE`, `ENOTSOCK`, ...
+        errno: i32,
+    },
     /// A system call failed.
     #[error("{op}: {source}")]
     Os {
@@ -92,7 +125,8 @@ impl QueueError {
     /// The errno Linux returns for this kind of mistake: `EINVAL` for bad requests, groups and
     /// responses (`E2BIG` for a non-zero unknown tail), `EOPNOTSUPP` for what was not offered or agreed,
     /// `ENOSPC` for a lost group, `EPIPE` for a closed peer, `EPROTO` for protocol and region
-    /// corruption, `EACCES` for a refused peer, and the system call's own errno otherwise.
+    /// corruption and a misbehaving peer, `ETIMEDOUT` for a silent one, `EACCES` for a refused
+    /// peer, and the system call's own errno otherwise.
     pub fn errno(&self) -> i32 {
         match self {
             QueueError::VersionNotOffered { .. }
@@ -109,6 +143,9 @@ impl QueueError {
             QueueError::Abi(e) => e.errno(),
             QueueError::PeerNotAllowed { .. } => libc::EACCES,
             QueueError::RefusedByProducer { errno, .. } => *errno,
+            QueueError::PeerMisbehaved { .. } => libc::EPROTO,
+            QueueError::PeerSilent { .. } => libc::ETIMEDOUT,
+            QueueError::NotAQueue { errno, .. } => *errno,
             QueueError::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }

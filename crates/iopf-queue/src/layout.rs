@@ -20,6 +20,8 @@
 //!                                  number, updated the moment a loss happens)
 //!  word 104     room_wait         (producer: it sleeps with groups held back, waiting for
 //!                                  room; consumer clears it when it rings on returning slots)
+//!  word 112     resp_room_wait    (consumer: it sleeps on a full response ring, waiting for
+//!                                  room; producer clears it when it rings on judging responses)
 //!  word 128     fault ring:    entries × 8 words    (one record a slot, see `record`: the
 //!               `iommu_fault` with seq, cookie and dev_id in its reserved bytes and the stamp in
 //!               its `padding`; or seq, kind|cookie, stamp|dev_id, then the 40-byte record)
@@ -48,9 +50,9 @@ use crate::negotiate::{Agreement, RecordFormat};
 
 /// `"IOPFQ\0\0\x04"`: the region's magic. The last byte is the region format's version: 2 added
 /// the judged watermark and packed cookie responses, 3 the slot stamps, 4 the loss reasons (in
-/// loss records and the header), so an older peer is refused ("bad magic") instead of waiting on
-/// a head nobody reads.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"IOPFQ\0\0\x04");
+/// loss records and the header), 5 the consumer's wait for response room, so an older peer is
+/// refused ("bad magic") instead of waiting on a head nobody reads or a ring nobody rings.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"IOPFQ\0\0\x05");
 
 /// Header word indices.
 pub(crate) mod hdr {
@@ -82,6 +84,8 @@ pub(crate) mod hdr {
     pub const LOST_BY_REASON: usize = 96;
     /// The producer sleeps with groups held back and wants a ring when slots come back.
     pub const ROOM_WAIT: usize = 104;
+    /// The consumer sleeps on a full response ring and wants a ring when responses are judged.
+    pub const RESP_ROOM_WAIT: usize = 112;
     /// Words in the header.
     pub const WORDS: usize = 128;
 }

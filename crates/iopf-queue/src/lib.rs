@@ -66,6 +66,7 @@ pub mod error;
 pub mod layout;
 pub mod negotiate;
 pub mod producer;
+pub mod readiness;
 pub mod record;
 pub mod response;
 pub mod socket;
@@ -81,10 +82,14 @@ pub use consumer::{Consumer, ConsumerStats, ResponseVerdict};
 pub use core_link::{CoreLink, LinkHandler, LinkObserver, Pumped, UnrecoverableCounts};
 pub use error::{LossCounts, LossReason, QueueError, RejectReason, Rejection};
 pub use negotiate::{negotiate, Agreement, Offer, RecordFormat, Request};
+pub use peer::PeerName;
 pub use producer::{Answer, AnsweredBy, Producer, ProducerConfig, ProducerStats, TaggedGroup};
+pub use readiness::Readiness;
 pub use record::{Event, FaultEvent};
 pub use response::RawFormat;
-pub use socket::{connect, own_uid, Listener, ServeConfig};
+pub use socket::{
+    connect, connect_timeout, own_uid, Listener, ServeConfig, DEFAULT_HANDSHAKE_TIMEOUT,
+};
 
 /// Negotiates `request` against `offer` and builds both ends of a queue in this process (the
 /// region is still a sealed memfd, exactly as across processes). Errors: the negotiation's
@@ -117,7 +122,7 @@ pub fn channel(
         resp_bell,
         peer::Link::InProcess(Arc::downgrade(&alive)),
         None,
-    );
+    )?;
     let consumer = Consumer::new(
         shared,
         agreement,

@@ -21,8 +21,9 @@
 //! [`GroupTable::judge`]: the rules of the whole fault path, written once.
 
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use iopf_abi::fault::PageRequestFlags;
@@ -36,10 +37,12 @@ use crate::layout::{
 };
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::peer::Link;
+use crate::peer::PeerName;
+use crate::readiness::{PollFd, Readiness};
 use crate::record::{encode_fault, encode_lost, encode_unrecoverable, SlotWords};
 use crate::response::{decode_packed, decode_slot, packed_in};
 use crate::shared::{HeldStamp, Shared};
-use crate::wake::{membarrier_registered, publish_and_wake, wait_until, Doorbell, Publish};
+use crate::wake::{arm, membarrier_registered, publish_and_wake, wait_until, Doorbell, Publish};
 use crate::QueueError;
 
 /// Tunables of a producer.
@@ -151,7 +154,11 @@ struct Unreported {
     reason: Option<LossReason>,
 }
 
-/// The producing end of a fault queue. Owned by one thread at a time (`Send`, not `Sync`).
+/// The producing end of a fault queue. Owned by one thread at a time (`Send`, not `Sync`; share
+/// it between threads through [`crate::CoreLink`], whose waits hold no lock).
+///
+/// In an event loop, sleep on its descriptor ([`AsFd`]) after [`Producer::arm`]: see
+/// [`crate::readiness`].
 ///
 /// Contract: every group pushed successfully (delivered at once or held in the backlog) ends up
 /// in exactly one [`Answer`], from [`drain_responses`](Producer::drain_responses) or from
@@ -191,8 +198,10 @@ pub struct Producer {
     /// A group's requests on their way from the backlog to the ring.
     scratch: Vec<PageRequest>,
     fault_bell: Doorbell,
-    resp_bell: Doorbell,
+    resp_bell: Arc<Doorbell>,
     link: Link,
+    /// What an event loop sleeps on.
+    poll_fd: PollFd,
     closed: bool,
     /// This process is registered for `membarrier` (declared in the region's producer flags).
     membarrier: bool,
@@ -209,7 +218,8 @@ impl Producer {
         resp_bell: Doorbell,
         link: Link,
         memfd: Option<OwnedFd>,
-    ) -> Producer {
+    ) -> Result<Producer, QueueError> {
+        let poll_fd = PollFd::new(resp_bell.fd(), link.socket_fd())?;
         shared.write_header(&agreement);
         let membarrier = membarrier_registered();
         if membarrier {
@@ -217,7 +227,7 @@ impl Producer {
                 .w(hdr::PRODUCER_FLAGS)
                 .store(PRODUCER_FLAG_MEMBARRIER, Ordering::Release);
         }
-        Producer {
+        Ok(Producer {
             groups: table(Naming::Own, &agreement),
             backlog: VecDeque::new(),
             backlog_requests: VecDeque::new(),
@@ -238,17 +248,30 @@ impl Producer {
             next_seq: 0,
             unreported_loss: None,
             fault_bell,
-            resp_bell,
+            resp_bell: Arc::new(resp_bell),
             link,
+            poll_fd,
             closed: false,
             membarrier,
             stats: ProducerStats::default(),
             memfd,
-        }
+        })
     }
 
-    pub(crate) fn set_link(&mut self, link: Link) {
+    /// Links the producer to its consumer's socket (the handshake is done), and adds the socket
+    /// to what an event loop sleeps on. Errors: a failed `epoll_ctl`.
+    pub(crate) fn set_link(&mut self, link: Link) -> Result<(), QueueError> {
+        self.poll_fd = PollFd::new(self.resp_bell.fd(), link.socket_fd())?;
         self.link = link;
+        Ok(())
+    }
+
+    /// A second descriptor for what an event loop sleeps on (for [`crate::CoreLink`]).
+    pub(crate) fn poll_fd_dup(&self) -> Result<OwnedFd, QueueError> {
+        self.poll_fd
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| QueueError::os("dup", e))
     }
 
     pub(crate) fn memfd(&self) -> Option<&OwnedFd> {
@@ -907,13 +930,7 @@ impl Producer {
         let h = self.shared.header();
         h[hdr::NEXT_SEQ].store(self.next_seq, Ordering::Relaxed);
         h[hdr::FAULT_HEAD].store(self.fault_head, Ordering::Relaxed);
-        let how = if self.membarrier
-            && h[hdr::FLAGS].load(Ordering::Relaxed) & FLAG_CONSUMER_MEMBARRIER != 0
-        {
-            Publish::Light
-        } else {
-            Publish::Fenced
-        };
+        let how = self.record_publish();
         publish_and_wake(
             self.shared.w(word),
             stamped,
@@ -921,6 +938,19 @@ impl Producer {
             &self.fault_bell,
             how,
         );
+    }
+
+    /// How this producer publishes to its consumer: light when both processes are registered for
+    /// `membarrier` (the consumer declares it in the region's flags), fenced otherwise.
+    #[inline(always)]
+    fn record_publish(&self) -> Publish {
+        if self.membarrier
+            && self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_MEMBARRIER != 0
+        {
+            Publish::Light
+        } else {
+            Publish::Fenced
+        }
     }
 
     /// Judges up to `max_per_wake` waiting responses (a slot of packed cookie responses is
@@ -1005,9 +1035,15 @@ impl Producer {
         self.shared
             .w(hdr::JUDGED)
             .store(self.judged, Ordering::Release);
-        self.shared
-            .w(hdr::RESP_TAIL)
-            .store(self.resp_tail, Ordering::Release);
+        // Wakes a consumer that sleeps on a full response ring (`Consumer::wait_for`).
+        let how = self.record_publish();
+        publish_and_wake(
+            self.shared.w(hdr::RESP_TAIL),
+            self.resp_tail,
+            self.shared.w(hdr::RESP_ROOM_WAIT),
+            &self.fault_bell,
+            how,
+        );
         judged
     }
 
@@ -1074,42 +1110,104 @@ impl Producer {
     /// backlog moves even if it answers nothing). Returns whether there is something to do (call
     /// [`drain_responses`](Producer::drain_responses), which delivers the backlog).
     pub fn wait_responses(&mut self, timeout: Option<Duration>) -> Result<bool, QueueError> {
+        self.response_wait().wait(timeout)
+    }
+
+    /// What [`Producer::wait_responses`] waits on, taken out of the producer so that the wait
+    /// borrows nothing of it: [`crate::CoreLink::wait`] sleeps without holding its lock.
+    pub(crate) fn response_wait(&mut self) -> ResponseWait {
         let holding = !self.backlog.is_empty();
         if holding {
             // Woken by slots coming back from now on: start from the tail as it is.
             self.free_slots();
         }
-        let shared = self.shared.clone();
-        let resp_tail = self.resp_tail;
-        let cached_tail = self.cached_fault_tail;
-        let link = &self.link;
-        let extra = link.socket();
-        if holding {
-            shared.w(hdr::ROOM_WAIT).store(1, Ordering::SeqCst);
+        ResponseWait {
+            shared: self.shared.clone(),
+            bell: self.resp_bell.clone(),
+            socket: self.link.wake_fd().cloned(),
+            in_process: self.link.in_process(),
+            resp_tail: self.resp_tail,
+            holding,
+            cached_tail: self.cached_fault_tail,
+            heavy: self.membarrier,
         }
-        let r = wait_until(
-            shared.w(hdr::PRODUCER_SLEEPING),
-            &self.resp_bell,
-            extra,
-            timeout,
-            self.membarrier,
-            || {
-                response_published(&shared, resp_tail)
-                    || (holding && shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire) != cached_tail)
-                    || shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
-                    || link.gone()
-            },
-        );
-        if holding {
-            shared.w(hdr::ROOM_WAIT).store(0, Ordering::Relaxed);
+    }
+
+    /// What the producer can do now, without waiting: [`Readiness::RESPONSES`] (judge them with
+    /// [`drain_responses`](Producer::drain_responses)), [`Readiness::FAULT_ROOM`] (groups are held
+    /// back and the first fits the ring: the same call delivers it), [`Readiness::PEER_GONE`]
+    /// (the consumer is gone: [`close`](Producer::close); one `poll()` for a consumer in another
+    /// process).
+    pub fn ready(&mut self) -> Readiness {
+        let mut r = Readiness::empty();
+        if self.responses_waiting() {
+            r |= Readiness::RESPONSES;
+        }
+        if let Some(&(_, requests, _)) = self.backlog.front() {
+            if self.has_room(u64::from(requests)) {
+                r |= Readiness::FAULT_ROOM;
+            }
+        }
+        if self.consumer_gone() {
+            r |= Readiness::PEER_GONE;
         }
         r
+    }
+
+    /// Prepares to sleep on the producer's descriptor ([`AsFd`]) until something in `want`
+    /// ([`Readiness::RESPONSES`], [`Readiness::FAULT_ROOM`]) may be ready: returns what of
+    /// `want` is ready now, plus [`Readiness::PEER_GONE`] when the consumer is gone. An empty
+    /// answer means: sleep; the consumer rings the descriptor when it publishes responses, when
+    /// it gives slots back while groups are held back (for `FAULT_ROOM`), and when it closes its
+    /// end; a consumer in another process that dies closes the socket, which is in the
+    /// descriptor's set. Errors: none today (the signature leaves room for a failed system call).
+    pub fn arm(&mut self, want: Readiness) -> Result<Readiness, QueueError> {
+        let now = self.ready() & (want | Readiness::PEER_GONE);
+        if !now.is_empty() {
+            return Ok(now);
+        }
+        let holding = want.contains(Readiness::FAULT_ROOM) && !self.backlog.is_empty();
+        let w = self.response_wait();
+        if holding {
+            w.shared.w(hdr::ROOM_WAIT).store(1, Ordering::SeqCst);
+        }
+        let armed = !arm(w.shared.w(hdr::PRODUCER_SLEEPING), &w.bell, w.heavy, || {
+            w.something()
+        });
+        if armed {
+            return Ok(Readiness::empty());
+        }
+        if holding {
+            w.shared.w(hdr::ROOM_WAIT).store(0, Ordering::Relaxed);
+        }
+        Ok(self.ready() & (want | Readiness::PEER_GONE))
+    }
+
+    /// What the consumer did to be dropped, when it broke the protocol (wrote to the socket
+    /// after the handshake): [`QueueError::PeerMisbehaved`], naming its pid and uid. `None` while
+    /// it behaves, or when it merely went away. A dropped consumer is gone
+    /// ([`Producer::consumer_gone`]): its groups are answered INVALID on [`Producer::close`].
+    pub fn consumer_misbehaviour(&self) -> Option<&QueueError> {
+        self.link.misbehaviour()
+    }
+
+    /// The consumer's process (pid and uid when it connected), for a consumer in another
+    /// process.
+    pub fn consumer_peer(&self) -> Option<PeerName> {
+        self.link.peer()
     }
 
     /// Whether the consumer has gone away: it closed its end, its process died (socket closed)
     /// or, in process, it was dropped.
     pub fn consumer_gone(&self) -> bool {
-        self.consumer_closed() || self.link.gone()
+        let gone = self.consumer_closed() || self.link.gone();
+        if gone && self.link.misbehaviour().is_some() {
+            if let Some(fd) = self.link.socket_fd() {
+                // Its unread bytes would keep an event loop's descriptor readable for ever.
+                self.poll_fd.forget_socket(fd);
+            }
+        }
+        gone
     }
 
     /// Forgets the pending group `cookie` names (delivered or held back), because its owner
@@ -1165,6 +1263,66 @@ impl Producer {
         self.held_requests = 0;
         self.withdrawn_held = 0;
         out.len() - before
+    }
+}
+
+impl AsFd for Producer {
+    /// The descriptor an event loop sleeps on after [`Producer::arm`]: readable when responses
+    /// were published, slots came back while groups are held back (when armed for them), the
+    /// consumer closed its end, or (in another process) its socket closed. See
+    /// [`crate::readiness`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.poll_fd.as_fd()
+    }
+}
+
+/// A wait for responses, taken out of a [`Producer`] by [`Producer::response_wait`]: everything
+/// it reads is shared (the region, the bell, the socket), so it holds no borrow of the producer.
+#[derive(Debug)]
+pub(crate) struct ResponseWait {
+    shared: Shared,
+    bell: Arc<Doorbell>,
+    socket: Option<Arc<OwnedFd>>,
+    in_process: Option<Weak<()>>,
+    resp_tail: u64,
+    holding: bool,
+    cached_tail: u64,
+    heavy: bool,
+}
+
+impl ResponseWait {
+    /// Whether there is something for the producer to do: a response, slots back while groups
+    /// are held back, the consumer closed (or, in this process, dropped). Cheap: it runs in the
+    /// spin; a socket consumer's death wakes the sleep through the socket instead.
+    fn something(&self) -> bool {
+        response_published(&self.shared, self.resp_tail)
+            || (self.holding
+                && self.shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire) != self.cached_tail)
+            || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
+            || self
+                .in_process
+                .as_ref()
+                .is_some_and(|w| w.strong_count() == 0)
+    }
+
+    /// Waits until [`ResponseWait::something`], the socket has news, or `timeout` passes.
+    /// Returns whether there is something to do (or to look at: the socket's news).
+    pub(crate) fn wait(self, timeout: Option<Duration>) -> Result<bool, QueueError> {
+        if self.holding {
+            self.shared.w(hdr::ROOM_WAIT).store(1, Ordering::SeqCst);
+        }
+        let r = wait_until(
+            self.shared.w(hdr::PRODUCER_SLEEPING),
+            &self.bell,
+            self.socket.as_deref(),
+            timeout,
+            self.heavy,
+            || self.something(),
+        );
+        if self.holding {
+            self.shared.w(hdr::ROOM_WAIT).store(0, Ordering::Relaxed);
+        }
+        r
     }
 }
 

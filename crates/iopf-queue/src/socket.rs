@@ -22,11 +22,13 @@ use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use iopf_abi::extensible::read_struct;
 use iopf_abi::features::{RecordFormats, ResponseFormats};
 use iopf_abi::Features;
+use rustix::event::{PollFd, PollFlags};
 use rustix::fs::Mode;
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -37,7 +39,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use crate::consumer::Consumer;
 use crate::layout::Geometry;
 use crate::negotiate::{negotiate, Agreement, Offer, RecordFormat, Request};
-use crate::peer::Link;
+use crate::peer::{peer_words, Link, PeerName};
 use crate::producer::{Producer, ProducerConfig};
 use crate::shared::Shared;
 use crate::shm::Region;
@@ -170,7 +172,7 @@ pub struct ServeConfig {
     pub producer: ProducerConfig,
     /// How long a connecting peer has to send its request: a peer that connects and says nothing
     /// cannot hold the listener.
-    pub handshake_timeout: std::time::Duration,
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -179,23 +181,41 @@ impl Default for ServeConfig {
             offer: Offer::current(),
             allowed_uids: Vec::new(),
             producer: ProducerConfig::default(),
-            handshake_timeout: std::time::Duration::from_secs(5),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
 
+/// How long [`connect`] waits for each of the producer's messages, and the default of
+/// [`ServeConfig::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection whose offer was sent and whose request has not come yet.
+#[derive(Debug)]
+struct Pending {
+    conn: OwnedFd,
+    peer: Option<PeerName>,
+    deadline: Instant,
+}
+
 /// A listening socket; each accepted consumer gets its own region and [`Producer`]. The socket
 /// file is removed when the listener is dropped.
+///
+/// Handshakes run side by side: a peer that connects and says nothing holds no slot and delays
+/// no other peer; it is dropped once [`ServeConfig::handshake_timeout`] has passed.
 #[derive(Debug)]
 pub struct Listener {
     fd: OwnedFd,
     path: PathBuf,
     config: ServeConfig,
+    pending: Mutex<Vec<Pending>>,
 }
 
 impl Listener {
-    /// Creates the socket at `path` with mode 0600 and starts listening. An existing file at
-    /// `path` is an error (`EADDRINUSE`), not replaced.
+    /// Creates the socket at `path` with mode 0600 and starts listening. A socket file left
+    /// behind by a producer that died (nobody accepts on it: `ECONNREFUSED`) is replaced. Errors:
+    /// [`QueueError::NotAQueue`] with `EADDRINUSE` when a live listener is there, with `EEXIST`
+    /// when `path` is not a socket (never removed); a failed system call otherwise.
     pub fn bind(path: impl AsRef<Path>, config: ServeConfig) -> Result<Listener, QueueError> {
         let path = path.as_ref().to_path_buf();
         let fd = rustix::net::socket_with(
@@ -206,11 +226,23 @@ impl Listener {
         )
         .map_err(|e| QueueError::os("socket", e))?;
         let addr = SocketAddrUnix::new(&path).map_err(|e| QueueError::os("socket path", e))?;
-        rustix::net::bind(&fd, &addr).map_err(|e| QueueError::os("bind", e))?;
-        let listener = Listener { fd, path, config };
+        match rustix::net::bind(&fd, &addr) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::ADDRINUSE) => {
+                replace_stale_socket(&path)?;
+                rustix::net::bind(&fd, &addr).map_err(|e| QueueError::os("bind", e))?;
+            }
+            Err(e) => return Err(QueueError::os("bind", e)),
+        }
+        let listener = Listener {
+            fd,
+            path,
+            config,
+            pending: Mutex::new(Vec::new()),
+        };
         rustix::fs::chmod(&listener.path, Mode::from_raw_mode(0o600))
             .map_err(|e| QueueError::os("chmod", e))?;
-        rustix::net::listen(&listener.fd, 8).map_err(|e| QueueError::os("listen", e))?;
+        rustix::net::listen(&listener.fd, 64).map_err(|e| QueueError::os("listen", e))?;
         Ok(listener)
     }
 
@@ -219,25 +251,100 @@ impl Listener {
         &self.path
     }
 
-    /// The listening socket, to poll for incoming connections.
+    /// The listening socket, to poll for incoming connections (handshakes already under way are
+    /// not in it: an event loop calls [`Listener::accept_timeout`] with a short timeout, at least
+    /// every [`ServeConfig::handshake_timeout`]).
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
-    /// Waits for a consumer, checks its uid, negotiates, and returns the producer end of its new
-    /// queue. A peer that is not allowed ([`QueueError::PeerNotAllowed`]), breaks the protocol,
-    /// stays silent past [`ServeConfig::handshake_timeout`] (`EAGAIN`) or asks for what is not
-    /// offered is answered with a refusal and disconnected; the error is returned and the
-    /// listener keeps working.
+    /// Waits for a consumer to complete its handshake and returns the producer end of its new
+    /// queue. Errors: as [`Listener::accept_timeout`]; after one, the listener keeps working.
     pub fn accept(&self) -> Result<Producer, QueueError> {
-        let conn = rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC)
-            .map_err(|e| QueueError::os("accept", e))?;
-        let cred = rustix::net::sockopt::socket_peercred(&conn)
-            .map_err(|e| QueueError::os("SO_PEERCRED", e))?;
-        let uid = cred.uid.as_raw();
-        let me = rustix::process::getuid().as_raw();
+        loop {
+            if let Some(p) = self.accept_timeout(None)? {
+                return Ok(p);
+            }
+        }
+    }
+
+    /// Accepts connections, sends each its offer, and waits until one of them has sent its
+    /// request or `timeout` passes (`Ok(None)`). Each peer gets its own time to answer: a
+    /// connection is checked for its uid (`SO_PEERCRED`), and a peer that is not allowed
+    /// ([`QueueError::PeerNotAllowed`]), breaks the protocol ([`QueueError::PeerMisbehaved`]),
+    /// stays silent past [`ServeConfig::handshake_timeout`] ([`QueueError::PeerSilent`]) or asks
+    /// for what is not offered is answered with a refusal and disconnected, and its error,
+    /// naming it, returned: the other handshakes are kept, and the listener keeps working.
+    pub fn accept_timeout(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Producer>, QueueError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            let now = Instant::now();
+            if let Some(i) = pending.iter().position(|p| p.deadline <= now) {
+                let p = pending.swap_remove(i);
+                let err = QueueError::PeerSilent {
+                    peer: peer_words(p.peer),
+                    waited: self.config.handshake_timeout,
+                    hint: "it connected and sent no request; dropped, the slot is free",
+                };
+                let _ = refuse(p.conn.as_fd(), &err);
+                return Err(err);
+            }
+            let mut wake = deadline;
+            for p in pending.iter() {
+                wake = Some(wake.map_or(p.deadline, |w| w.min(p.deadline)));
+            }
+            let left = wake.map(|w| w.saturating_duration_since(now));
+            let ts = left.map(|t| rustix::event::Timespec {
+                tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(t.subsec_nanos()),
+            });
+            let mut fds = Vec::with_capacity(pending.len() + 1);
+            fds.push(PollFd::new(&self.fd, PollFlags::IN));
+            for p in pending.iter() {
+                fds.push(PollFd::new(&p.conn, PollFlags::IN | PollFlags::RDHUP));
+            }
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(QueueError::os("poll", e)),
+            }
+            let listening = fds[0].revents().contains(PollFlags::IN);
+            let answered = fds[1..].iter().position(|f| !f.revents().is_empty());
+            drop(fds);
+            if let Some(i) = answered {
+                let p = pending.swap_remove(i);
+                return self.finish(p).map(Some);
+            }
+            if listening {
+                if let Some(p) = self.start()? {
+                    pending.push(p);
+                }
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Accepts one connection, checks its uid and sends the offer: the handshake under way.
+    fn start(&self) -> Result<Option<Pending>, QueueError> {
+        let conn = match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC) {
+            Ok(c) => c,
+            // The peer went before it was accepted.
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::CONNABORTED) => return Ok(None),
+            Err(e) => return Err(QueueError::os("accept", e)),
+        };
+        let peer = PeerName::of(&conn);
+        let uid = peer.map_or(u32::MAX, |p| p.uid);
         let allowed = if self.config.allowed_uids.is_empty() {
-            uid == me
+            uid == own_uid()
         } else {
             self.config.allowed_uids.contains(&uid)
         };
@@ -246,27 +353,84 @@ impl Listener {
             let _ = refuse(conn.as_fd(), &err);
             return Err(err);
         }
-        let timeout = Some(
-            self.config
-                .handshake_timeout
-                .max(std::time::Duration::from_millis(1)),
-        );
+        // Nothing here blocks on the peer: its receive buffer holds the offer.
         rustix::net::sockopt::set_socket_timeout(
             &conn,
             rustix::net::sockopt::Timeout::Recv,
-            timeout,
+            Some(Duration::from_millis(100)),
         )
         .map_err(|e| QueueError::os("SO_RCVTIMEO", e))?;
-        match handshake(conn.as_fd(), &self.config) {
+        if let Err(e) = send_offer(conn.as_fd(), &self.config) {
+            return Err(QueueError::PeerMisbehaved {
+                peer: peer_words(peer),
+                what: format!("could not be sent the offer ({e}); dropped"),
+            });
+        }
+        Ok(Some(Pending {
+            conn,
+            peer,
+            deadline: Instant::now() + self.config.handshake_timeout.max(Duration::from_millis(1)),
+        }))
+    }
+
+    /// Reads a peer's request (it has sent something, or hung up) and completes its handshake.
+    fn finish(&self, p: Pending) -> Result<Producer, QueueError> {
+        match finish_handshake(p.conn.as_fd(), &self.config) {
             Ok(mut producer) => {
-                producer.set_link(Link::Socket(conn));
+                producer.set_link(Link::socket(p.conn))?;
                 Ok(producer)
             }
             Err(e) => {
-                let _ = refuse(conn.as_fd(), &e);
-                Err(e)
+                let _ = refuse(p.conn.as_fd(), &e);
+                Err(match e {
+                    QueueError::Protocol(_) | QueueError::Closed | QueueError::Os { .. } => {
+                        QueueError::PeerMisbehaved {
+                            peer: peer_words(p.peer),
+                            what: format!("broke the handshake ({e}); refused and dropped"),
+                        }
+                    }
+                    other => other,
+                })
             }
         }
+    }
+}
+
+/// `path` is taken: replaces it when it is a socket nobody listens on (a producer that died),
+/// refuses otherwise.
+fn replace_stale_socket(path: &Path) -> Result<(), QueueError> {
+    let not_served = |why: String, errno: i32| QueueError::NotAQueue {
+        path: path.to_path_buf(),
+        why,
+        errno,
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(|e| QueueError::os("stat", e))?;
+    if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+        return Err(not_served(
+            "exists and is not a socket; it is left alone: choose another path or remove it".into(),
+            libc::EEXIST,
+        ));
+    }
+    let probe = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| QueueError::os("socket", e))?;
+    let addr = SocketAddrUnix::new(path).map_err(|e| QueueError::os("socket path", e))?;
+    match rustix::net::connect(&probe, &addr) {
+        Err(rustix::io::Errno::CONNREFUSED) => {
+            std::fs::remove_file(path).map_err(|e| QueueError::os("unlink stale socket", e))
+        }
+        Err(rustix::io::Errno::PROTOTYPE) => Err(not_served(
+            "another program's socket (not SOCK_SEQPACKET) is there; it is left alone".into(),
+            libc::EADDRINUSE,
+        )),
+        _ => Err(not_served(
+            "a live listener (another iopf serve?) is there; it is left alone".into(),
+            libc::EADDRINUSE,
+        )),
     }
 }
 
@@ -290,7 +454,7 @@ fn refuse(fd: BorrowedFd<'_>, err: &QueueError) -> Result<(), QueueError> {
     send(fd, &msg, &[])
 }
 
-fn handshake(conn: BorrowedFd<'_>, config: &ServeConfig) -> Result<Producer, QueueError> {
+fn send_offer(conn: BorrowedFd<'_>, config: &ServeConfig) -> Result<(), QueueError> {
     let o = &config.offer;
     let offer = WireOffer {
         size: std::mem::size_of::<WireOffer>() as u32,
@@ -303,7 +467,11 @@ fn handshake(conn: BorrowedFd<'_>, config: &ServeConfig) -> Result<Producer, Que
         max_group: o.max_group,
         reserved: 0,
     };
-    send(conn, offer.as_bytes(), &[])?;
+    send(conn, offer.as_bytes(), &[])
+}
+
+fn finish_handshake(conn: BorrowedFd<'_>, config: &ServeConfig) -> Result<Producer, QueueError> {
+    let o = &config.offer;
     let mut fds = Vec::new();
     let msg = recv(conn, &mut fds)?;
     if !fds.is_empty() {
@@ -338,7 +506,7 @@ fn handshake(conn: BorrowedFd<'_>, config: &ServeConfig) -> Result<Producer, Que
         resp_bell,
         Link::InProcess(std::sync::Weak::new()),
         Some(memfd),
-    );
+    )?;
     let accept = WireAccept {
         size: std::mem::size_of::<WireAccept>() as u32,
         kind: KIND_ACCEPT,
@@ -364,10 +532,55 @@ fn handshake(conn: BorrowedFd<'_>, config: &ServeConfig) -> Result<Producer, Que
 }
 
 /// Connects to a producer's socket, lets `choose` pick a [`Request`] from its [`Offer`], and maps
-/// the agreed queue. Errors: the producer's refusal (its errno and words, as
-/// [`QueueError::Os`]), a protocol violation, or a region that does not match the agreement.
+/// the agreed queue, giving the producer [`DEFAULT_HANDSHAKE_TIMEOUT`] for each message: see
+/// [`connect_timeout`].
 pub fn connect(
     path: impl AsRef<Path>,
+    choose: impl FnOnce(&Offer) -> Request,
+) -> Result<Consumer, QueueError> {
+    connect_timeout(path, DEFAULT_HANDSHAKE_TIMEOUT, choose)
+}
+
+/// [`connect`], waiting at most `timeout` for each of the producer's messages. Errors, each
+/// naming the path: [`QueueError::NotAQueue`] when nothing listens there (`ECONNREFUSED`, a
+/// stale socket file), the socket is of another type (`EPROTOTYPE`: not iopf's), or nothing is
+/// there (`ENOENT`); [`QueueError::PeerSilent`] when no offer (or answer) comes within
+/// `timeout`; [`QueueError::PeerMisbehaved`] when the peer sends something that is not the
+/// protocol; the producer's refusal ([`QueueError::RefusedByProducer`], its errno and words); or
+/// a region that does not match the agreement.
+pub fn connect_timeout(
+    path: impl AsRef<Path>,
+    timeout: Duration,
+    choose: impl FnOnce(&Offer) -> Request,
+) -> Result<Consumer, QueueError> {
+    let path = path.as_ref();
+    let named = |e: QueueError| match e {
+        QueueError::Os { source, .. }
+            if source.raw_os_error() == Some(libc::EAGAIN)
+                || source.raw_os_error() == Some(libc::ETIMEDOUT) =>
+        {
+            QueueError::PeerSilent {
+                peer: path.display().to_string(),
+                waited: timeout,
+                hint: "not an iopf producer, or a stuck one",
+            }
+        }
+        QueueError::Protocol(what) => QueueError::PeerMisbehaved {
+            peer: path.display().to_string(),
+            what: format!("{what}: not an iopf producer, or an incompatible one"),
+        },
+        QueueError::Closed => QueueError::PeerMisbehaved {
+            peer: path.display().to_string(),
+            what: "closed the connection during the handshake".into(),
+        },
+        other => other,
+    };
+    connect_inner(path, timeout, choose).map_err(named)
+}
+
+fn connect_inner(
+    path: &Path,
+    timeout: Duration,
     choose: impl FnOnce(&Offer) -> Request,
 ) -> Result<Consumer, QueueError> {
     let fd = rustix::net::socket_with(
@@ -377,8 +590,40 @@ pub fn connect(
         None,
     )
     .map_err(|e| QueueError::os("socket", e))?;
-    let addr = SocketAddrUnix::new(path.as_ref()).map_err(|e| QueueError::os("socket path", e))?;
-    rustix::net::connect(&fd, &addr).map_err(|e| QueueError::os("connect", e))?;
+    let addr = SocketAddrUnix::new(path).map_err(|e| QueueError::os("socket path", e))?;
+    let not_a_queue = |why: &str, errno: i32| QueueError::NotAQueue {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+        errno,
+    };
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::PROTOTYPE) => {
+            return Err(not_a_queue(
+                "a socket of another type (iopf serves SOCK_SEQPACKET): not an iopf fault queue",
+                libc::EPROTOTYPE,
+            ))
+        }
+        Err(rustix::io::Errno::CONNREFUSED) => {
+            return Err(not_a_queue(
+                "nobody listens on it (a socket file left by a producer that died?)",
+                libc::ECONNREFUSED,
+            ))
+        }
+        Err(rustix::io::Errno::NOENT) => {
+            return Err(not_a_queue(
+                "no such socket: is `iopf serve` running?",
+                libc::ENOENT,
+            ))
+        }
+        Err(e) => return Err(QueueError::os("connect", e)),
+    }
+    rustix::net::sockopt::set_socket_timeout(
+        &fd,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(timeout.max(Duration::from_millis(1))),
+    )
+    .map_err(|e| QueueError::os("SO_RCVTIMEO", e))?;
     let mut fds = Vec::new();
     let msg = recv_from_producer(fd.as_fd(), &mut fds, KIND_OFFER, "expected an offer")?;
     let w: WireOffer = read_struct("offer", &msg, std::mem::size_of::<WireOffer>())?;

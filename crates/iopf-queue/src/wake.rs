@@ -73,31 +73,51 @@ impl Doorbell {
         let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
     }
 
+    /// Resets the counter without waiting (before a sleeper declares itself again, so that a
+    /// stale ring does not end its next sleep at once).
+    pub fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut buf);
+    }
+
     /// Waits until the counter is non-zero, `extra` (a peer's socket) has news, or `timeout`
-    /// passes, then resets the counter. Returns whether it was woken (not timed out).
+    /// passes, then resets the counter. Says which.
     pub fn wait(
         &self,
         extra: Option<&OwnedFd>,
         timeout: Option<Duration>,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<BellEnd, QueueError> {
         let ts = timeout.map(|t| rustix::event::Timespec {
             tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: i64::from(t.subsec_nanos()),
         });
-        let mut fds = vec![PollFd::new(&self.fd, PollFlags::IN)];
-        if let Some(fd) = extra {
-            fds.push(PollFd::new(fd, PollFlags::IN | PollFlags::RDHUP));
-        }
-        let woken = match rustix::event::poll(&mut fds, ts.as_ref()) {
-            Ok(n) => n > 0,
+        let mut fds = [
+            PollFd::new(&self.fd, PollFlags::IN),
+            PollFd::new(extra.unwrap_or(&self.fd), PollFlags::IN | PollFlags::RDHUP),
+        ];
+        let polled = if extra.is_some() { 2 } else { 1 };
+        let end = match rustix::event::poll(&mut fds[..polled], ts.as_ref()) {
+            Ok(0) => BellEnd::TimedOut,
+            Ok(_) if polled == 2 && !fds[1].revents().is_empty() => BellEnd::Peer,
+            Ok(_) => BellEnd::Rung,
             // A signal: as good as a wake-up, the caller looks again.
-            Err(rustix::io::Errno::INTR) => true,
+            Err(rustix::io::Errno::INTR) => BellEnd::Rung,
             Err(e) => return Err(QueueError::os("poll", e)),
         };
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(&self.fd, &mut buf);
-        Ok(woken)
+        self.drain();
+        Ok(end)
     }
+}
+
+/// How a [`Doorbell::wait`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BellEnd {
+    /// The bell rang (or a signal came).
+    Rung,
+    /// The peer's socket has news: it closed, or the peer wrote to it.
+    Peer,
+    /// The timeout passed.
+    TimedOut,
 }
 
 /// Whether this process is registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, registering it on
@@ -160,6 +180,8 @@ pub(crate) enum Woke {
     Rung,
     /// The timeout passed; `ready()` said what it says.
     TimedOut(bool),
+    /// The peer's socket has news (it closed or wrote): the caller looks at the peer.
+    Peer,
 }
 
 /// Waits until `ready()` is true or `timeout` passes: spins, then raises `sleeping`, looks again,
@@ -176,7 +198,7 @@ pub(crate) fn wait_until(
 ) -> Result<bool, QueueError> {
     Ok(
         match wait_until_woke(sleeping, bell, extra, timeout, heavy, ready)? {
-            Woke::Ready | Woke::Rung => true,
+            Woke::Ready | Woke::Rung | Woke::Peer => true,
             Woke::TimedOut(r) => r,
         },
     )
@@ -230,8 +252,15 @@ pub(crate) fn wait_until_woke(
             (true, None) => Some(Duration::from_millis(1)),
             (false, l) => l,
         };
-        let woken = bell.wait(extra, left)?;
+        let end = bell.wait(extra, left)?;
         sleeping.store(0, Ordering::Relaxed);
+        if end == BellEnd::Peer {
+            // Not `ready()`'s business (it must stay cheap: it runs in the spin): the caller
+            // asks the peer what happened, and a peer that wrote junk is dropped there, so the
+            // socket is not polled again and cannot keep this loop awake.
+            return Ok(Woke::Peer);
+        }
+        let woken = end == BellEnd::Rung;
         if !woken && deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(Woke::TimedOut(ready()));
         }
@@ -239,6 +268,36 @@ pub(crate) fn wait_until_woke(
             return Ok(if woken { Woke::Rung } else { Woke::Ready });
         }
     }
+}
+
+/// The non-blocking half of [`wait_until`], for an event loop that sleeps on the bell's file
+/// descriptor itself: resets the bell, raises `sleeping`, makes that visible to a light waker
+/// (`membarrier` when `heavy`) and looks once more. Returns `ready()`; when it is false, the
+/// waker rings the bell for the next publication, so the caller may sleep on it. When it is
+/// true the word is lowered again and the caller goes to work instead.
+pub(crate) fn arm(
+    sleeping: &AtomicU64,
+    bell: &Doorbell,
+    heavy: bool,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    if ready() {
+        return true;
+    }
+    bell.drain();
+    sleeping.store(1, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    if heavy && membarrier(MembarrierCommand::GlobalExpedited).is_err() {
+        // A light waker's publication could be missed: do not let the caller sleep on it
+        // (a registered process's `membarrier` does not fail; this is belt and braces).
+        sleeping.store(0, Ordering::Relaxed);
+        return true;
+    }
+    if ready() {
+        sleeping.store(0, Ordering::Relaxed);
+        return true;
+    }
+    false
 }
 
 #[cfg(test)]

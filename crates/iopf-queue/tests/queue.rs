@@ -39,7 +39,7 @@ fn groups_go_out_whole_and_answers_come_back_with_their_tags() {
         .unwrap();
     assert_ne!(c1, c2);
     let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 8];
-    assert!(c.wait_readable(Some(0)).unwrap());
+    assert!(c.wait_readable(Some(std::time::Duration::ZERO)).unwrap());
     assert_eq!(c.read_faults(&mut out).unwrap(), 3);
     assert_eq!(out[0].cookie, c1);
     assert_eq!(out[1].cookie, c1);

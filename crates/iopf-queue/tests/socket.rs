@@ -221,10 +221,158 @@ fn a_silent_peer_cannot_hold_the_listener() {
     .unwrap();
     rustix::net::connect(&fd, &rustix::net::SocketAddrUnix::new(&path).unwrap()).unwrap();
     let e = listener.accept().unwrap_err();
-    assert_eq!(e.errno(), libc::EAGAIN, "{e}");
+    assert_eq!(e.errno(), libc::ETIMEDOUT, "{e}");
+    assert!(
+        matches!(&e, QueueError::PeerSilent { peer, .. } if peer.contains("pid")),
+        "the error names the peer: {e}"
+    );
     // The next consumer is served.
     let p2 = path.clone();
     let t = std::thread::spawn(move || connect(&p2, cookie_choice).map(|_| ()));
     listener.accept().unwrap();
     t.join().unwrap().unwrap();
+}
+
+fn raw_seqpacket() -> std::os::fd::OwnedFd {
+    rustix::net::socket(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        None,
+    )
+    .expect("socket")
+}
+
+/// Regression: handshakes were taken one at a time, so a peer that connected and said nothing
+/// kept every later consumer waiting for the whole handshake timeout.
+#[test]
+fn a_silent_peer_does_not_delay_the_next_consumer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.sock");
+    let config = ServeConfig {
+        handshake_timeout: Duration::from_secs(3600),
+        ..ServeConfig::default()
+    };
+    let listener = Listener::bind(&path, config).expect("bind");
+    let silent = raw_seqpacket();
+    rustix::net::connect(
+        &silent,
+        &rustix::net::SocketAddrUnix::new(&path).expect("addr"),
+    )
+    .expect("connect");
+    let p2 = path.clone();
+    let t = std::thread::spawn(move || connect(&p2, cookie_choice).map(|c| c.agreement().entries));
+    // With the old one-at-a-time handshake this waited an hour on the silent peer.
+    let producer = listener.accept().expect("the second peer is served");
+    let entries = t.join().expect("join").expect("connected");
+    assert_eq!(producer.agreement().entries, entries);
+    // The silent one is still pending, not refused: nothing else to accept now.
+    assert!(listener
+        .accept_timeout(Some(Duration::ZERO))
+        .expect("no error")
+        .is_none());
+}
+
+/// Regression: `connect` to a listener that never sends an offer waited for ever.
+#[test]
+fn connect_to_a_listener_that_never_offers_times_out_naming_the_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mute.sock");
+    let fd = raw_seqpacket();
+    rustix::net::bind(&fd, &rustix::net::SocketAddrUnix::new(&path).expect("addr")).expect("bind");
+    rustix::net::listen(&fd, 4).expect("listen");
+    let e = iopf_queue::connect_timeout(&path, Duration::from_millis(100), cookie_choice)
+        .expect_err("no offer comes");
+    assert_eq!(e.errno(), libc::ETIMEDOUT, "{e}");
+    assert!(e.to_string().contains("mute.sock"), "{e}");
+}
+
+/// Regression: attaching to a socket that is not iopf's said "Protocol wrong type for socket".
+#[test]
+fn connect_to_a_stream_socket_says_it_is_not_a_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("other.sock");
+    let _other = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let e = connect(&path, cookie_choice).expect_err("not a queue");
+    assert!(
+        matches!(&e, QueueError::NotAQueue { errno, .. } if *errno == libc::EPROTOTYPE),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("not an iopf fault queue"), "{e}");
+    assert!(e.to_string().contains("other.sock"), "{e}");
+}
+
+/// Regression: a socket file left by a producer that died made the next `bind` fail with a bare
+/// EADDRINUSE. A stale socket is replaced; a live listener and a file that is no socket are not.
+#[test]
+fn bind_replaces_a_stale_socket_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.sock");
+    {
+        let stale = raw_seqpacket();
+        rustix::net::bind(
+            &stale,
+            &rustix::net::SocketAddrUnix::new(&path).expect("addr"),
+        )
+        .expect("bind");
+    } // closed: the file stays, nobody listens
+    assert!(path.exists());
+    let live = Listener::bind(&path, ServeConfig::default()).expect("the stale socket is replaced");
+    let e = Listener::bind(&path, ServeConfig::default()).expect_err("a live listener is there");
+    assert_eq!(e.errno(), libc::EADDRINUSE, "{e}");
+    assert!(e.to_string().contains("live listener"), "{e}");
+    drop(live);
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"keep me").expect("write");
+    let e = Listener::bind(&file, ServeConfig::default()).expect_err("not a socket");
+    assert_eq!(e.errno(), libc::EEXIST, "{e}");
+    assert_eq!(std::fs::read(&file).expect("read"), b"keep me");
+}
+
+/// Regression: one byte written to the socket after the handshake kept it readable, so every
+/// wait of the producer returned at once and it spun a core (calling `membarrier` each time).
+/// Now the consumer is dropped as gone, with a message that names it, and the producer sleeps.
+#[test]
+fn a_consumer_that_writes_to_the_socket_is_dropped_and_costs_no_spin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.sock");
+    let listener = Listener::bind(&path, ServeConfig::default()).expect("bind");
+    let p2 = path.clone();
+    let t = std::thread::spawn(move || connect(&p2, cookie_choice).expect("connect"));
+    let mut producer = listener.accept().expect("accept");
+    let consumer = t.join().expect("join");
+
+    producer
+        .push_group(&TaggedGroup {
+            tag: 5,
+            dev_id: 1,
+            requests: &[req(1, None, true, 0x1000)],
+        })
+        .expect("push");
+    let sock = consumer.producer_socket().expect("a socket consumer");
+    rustix::io::write(sock, b"x").expect("write junk");
+    assert!(producer
+        .wait_responses(Some(Duration::from_secs(30)))
+        .expect("wait"));
+    assert!(
+        producer.consumer_gone(),
+        "a consumer that wrote junk is dropped"
+    );
+    let why = producer
+        .consumer_misbehaviour()
+        .expect("it says why")
+        .to_string();
+    assert!(
+        why.contains("pid") && why.contains("after the handshake"),
+        "{why}"
+    );
+    // Before the fix this returned `true` at once, for ever: the socket stayed readable.
+    assert!(!producer
+        .wait_responses(Some(Duration::from_millis(50)))
+        .expect("wait"));
+    let mut answers = Vec::new();
+    producer.close(&mut answers);
+    assert_eq!(answers.len(), 1, "its group is answered");
+    assert_eq!(answers[0].code, ResponseCode::Invalid);
+
+    drop(consumer);
 }

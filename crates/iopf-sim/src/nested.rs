@@ -24,6 +24,7 @@
 //! Every timestamp is the consumer thread's, with the run's clock.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
 
 use iopf_abi::{FaultConsumer, IommufdResponse, Perm, PgFault, ResponseCode};
 use iopf_viommu::amd::{AmdBridge, AmdConfig};
@@ -216,7 +217,7 @@ impl<C: FaultConsumer> FaultConsumer for GuestPort<'_, C> {
         }
     }
 
-    fn wait_readable(&mut self, _timeout_ms: Option<u32>) -> Result<bool, C::Error> {
+    fn wait_readable(&mut self, _timeout: Option<Duration>) -> Result<bool, C::Error> {
         Ok(!self.waiting.is_empty())
     }
 }
@@ -581,7 +582,7 @@ impl<M: Mapper + Clone> Run<'_, M> {
                     unit.bridge_mut()
                         .host_mut()
                         .queue
-                        .wait_readable(Some(1))
+                        .wait_readable(Some(Duration::from_millis(1)))
                         .map_err(|e| path_error("fault queue", e))?;
                 }
             }

@@ -11,6 +11,7 @@
 //! both sides of a run, and the tests, agree on it without talking.
 
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use iopf_abi::{FaultConsumer, IommufdResponse, PgFault, PgfaultFlags, ResponseCode};
 use serde::{Deserialize, Serialize};
@@ -250,7 +251,7 @@ impl<M: Mapper> Resolver<M> {
                     return Ok(());
                 }
                 queue
-                    .wait_readable(Some(5))
+                    .wait_readable(Some(Duration::from_millis(5)))
                     .map_err(|e| SimError::FaultPath(e.to_string()))?;
                 continue;
             }

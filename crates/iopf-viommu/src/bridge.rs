@@ -29,6 +29,7 @@
 //! hardware's overflow rule answers it. Nothing the guest does makes the bridge answer FAILURE.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use iopf_abi::{
     FaultConsumer, Features, IommufdResponse, Perm, PgFault, PgfaultFlags, ResponseCode,
@@ -862,7 +863,7 @@ impl<C: FaultConsumer> Bridge<C> {
                 self.buf.resize(want, PgFault::ZEROED);
             }
             match self.host.read_faults(&mut self.buf[..want]) {
-                Ok(0) if want < max && self.host.wait_readable(Some(0))? => {
+                Ok(0) if want < max && self.host.wait_readable(Some(Duration::ZERO))? => {
                     want = (want * 2).min(max)
                 }
                 Ok(0) => return Ok(false),

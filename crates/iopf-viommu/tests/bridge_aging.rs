@@ -89,7 +89,7 @@ impl FaultConsumer for Script {
         self.answers.extend_from_slice(&r[..n]);
         Ok(n)
     }
-    fn wait_readable(&mut self, _t: Option<u32>) -> Result<bool, Infallible> {
+    fn wait_readable(&mut self, _t: Option<std::time::Duration>) -> Result<bool, Infallible> {
         Ok(!self.groups.is_empty())
     }
 }

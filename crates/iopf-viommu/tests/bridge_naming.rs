@@ -207,7 +207,7 @@ impl FaultConsumer for TwoDevices {
         self.answers.extend_from_slice(responses);
         Ok(responses.len())
     }
-    fn wait_readable(&mut self, _: Option<u32>) -> Result<bool, Self::Error> {
+    fn wait_readable(&mut self, _: Option<std::time::Duration>) -> Result<bool, Self::Error> {
         Ok(!self.faults.is_empty())
     }
 }

@@ -105,7 +105,7 @@ impl FaultConsumer for ScriptHost {
         }
         Ok(rs.len())
     }
-    fn wait_readable(&mut self, _: Option<u32>) -> Result<bool, Refused> {
+    fn wait_readable(&mut self, _: Option<std::time::Duration>) -> Result<bool, Refused> {
         Ok(!self.pending.is_empty())
     }
 }

@@ -77,8 +77,8 @@ impl FaultConsumer for HostDouble {
         Ok(n)
     }
 
-    fn wait_readable(&mut self, timeout_ms: Option<u32>) -> Result<bool, Self::Error> {
-        self.queue.wait_readable(timeout_ms)
+    fn wait_readable(&mut self, timeout: Option<std::time::Duration>) -> Result<bool, Self::Error> {
+        self.queue.wait_readable(timeout)
     }
 
     fn carries_private_data(&self) -> bool {

@@ -1,6 +1,6 @@
 //! The tests, each on a fresh [`Fixture`] (its own iommufd, mock device and fault queue).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use iopf_abi::iommufd::PgfaultFlags;
 use iopf_abi::{
@@ -145,14 +145,15 @@ fn round_trip<C: FaultConsumer<Error = Error>>(
     trigger: &mut dyn FnMut(u32) -> Result<(), String>,
 ) -> Result<(), String> {
     ensure!(
-        !c.wait_readable(Some(0)).ctx("wait 0")?,
+        !c.wait_readable(Some(Duration::ZERO)).ctx("wait 0")?,
         "readable before any fault"
     );
     for g in 0..5 {
         trigger(100 + g)?;
     }
     ensure!(
-        c.wait_readable(Some(1000)).ctx("wait")?,
+        c.wait_readable(Some(Duration::from_millis(1000)))
+            .ctx("wait")?,
         "not readable after 5 faults"
     );
     let mut out = [PgFault::from_bytes(&[0; 40]).ctx("zero record")?; 16];
@@ -420,7 +421,9 @@ fn poll_readiness() -> Outcome {
     let r = f.fq.readiness().ctx("poll")?;
     ensure!(!r.readable && r.writable, "before faults: {r:?}");
     ensure!(
-        !f.fq.wait_readable(Some(30)).ctx("wait 30ms")?,
+        !f.fq
+            .wait_readable(Some(Duration::from_millis(30)))
+            .ctx("wait 30ms")?,
         "readable with no fault"
     );
     f.trigger(0, 11, Perm::READ, 0xb000)?;
@@ -849,7 +852,7 @@ fn viommu_bridge() -> Outcome {
         !g.vtd
             .bridge_mut()
             .host_mut()
-            .wait_readable(Some(0))
+            .wait_readable(Some(Duration::ZERO))
             .ctx("poll")?,
         "groups left"
     );
@@ -944,7 +947,7 @@ where
         !unit
             .bridge_mut()
             .host_mut()
-            .wait_readable(Some(0))
+            .wait_readable(Some(Duration::ZERO))
             .ctx("poll")?,
         "groups left"
     );
