@@ -1305,6 +1305,14 @@ fn slot_published(shared: &Shared, index: u64, at: StampAt) -> bool {
     at.get(w) == stamp(index)
 }
 
+impl std::os::fd::AsRawFd for Consumer {
+    /// The [`AsFd`] descriptor's number, for reactors that take raw descriptors (tokio's
+    /// `AsyncFd`, mio's `SourceFd`). Owned by the consumer: do not close it.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1552,3 +1560,4 @@ mod tests {
         assert_eq!((c.stats().accepted, c.stats().rejected), (0, 4));
     }
 }
+

@@ -560,3 +560,11 @@ impl AsFd for CoreLink {
         self.poll_fd.as_fd()
     }
 }
+
+impl std::os::fd::AsRawFd for CoreLink {
+    /// The [`AsFd`] descriptor's number, for reactors that take raw descriptors (tokio's
+    /// `AsyncFd`, mio's `SourceFd`). Owned by the link: do not close it.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}

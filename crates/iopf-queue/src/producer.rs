@@ -1348,3 +1348,11 @@ fn response_published(shared: &Shared, index: u64) -> bool {
 fn verdict_word(rej: Rejection) -> u64 {
     pack(rej.errno as u32, rej.reason as u32)
 }
+
+impl std::os::fd::AsRawFd for Producer {
+    /// The [`AsFd`] descriptor's number, for reactors that take raw descriptors (tokio's
+    /// `AsyncFd`, mio's `SourceFd`). Owned by the producer: do not close it.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
