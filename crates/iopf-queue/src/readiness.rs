@@ -2,7 +2,7 @@
 //! epoll, mio or tokio loop sleeps on for it.
 //!
 //! Every end ([`Consumer`](crate::Consumer), [`Producer`](crate::Producer),
-//! [`CoreLink`](crate::CoreLink)) implements [`AsFd`](std::os::fd::AsFd). The descriptor is
+//! [`CoreLink`](crate::CoreLink)) implements `AsFd`. The descriptor is
 //! level-triggered readable once the end has been *armed* and something it asked for may have
 //! happened; it is never written by the loop. The protocol, the same for every end:
 //!
