@@ -222,7 +222,7 @@ fn run_split(scenario: &Scenario, progress: &Progress) -> Result<RunReport, CliE
             .map(|mut c| matches!(c.try_wait(), Ok(Some(_))))
             .unwrap_or(true)
     };
-    let outcome = platform::run_producer_side(scenario, producer, progress, &gone);
+    let outcome = platform::run_producer_side(scenario, producer, progress, &gone, &platform::never);
     let mut child = child
         .into_inner()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
