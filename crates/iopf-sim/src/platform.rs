@@ -148,7 +148,7 @@ pub fn run_until(
 /// socket; the consumer process maps nothing here, so this side maps a group's pages when the
 /// consumer's SUCCESS for it is accepted (the `IOMMU_IOAS_MAP` a VMM issues reaches the host
 /// kernel, which is this side). `consumer_gone` says when the consumer process has exited;
-/// `stop` ends the run early, as for [`run_until`] (pass [`never`] to run it whole).
+/// `stop` ends the run early, as for [`run_until`] (pass [`never()`] to run it whole).
 pub fn run_producer_side(
     scenario: &Scenario,
     producer: Producer,
