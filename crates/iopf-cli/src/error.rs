@@ -56,12 +56,21 @@ pub enum CliError {
     /// exit status 1.
     #[error("{0}")]
     Run(String),
+    /// A signal stopped the command before it had anything to report: exit status 130 or 143.
+    #[error("stopped by {} {during}", signal.name())]
+    Interrupted {
+        /// The signal.
+        signal: crate::signals::Signal,
+        /// When, in words ("before the consumer process connected").
+        during: &'static str,
+    },
 }
 
 impl CliError {
-    /// The process exit code: 2 for bad input, 1 for a failed run.
+    /// The process exit code: 2 for bad input, 1 for a failed run, 130 or 143 for a signal.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
+            CliError::Interrupted { signal, .. } => signal.exit_status(),
             CliError::Os { .. } | CliError::Run(_) => EXIT_FAILED,
             CliError::InputFile { .. } | CliError::Input(_) | CliError::Record { .. } => {
                 EXIT_BAD_INPUT

@@ -27,8 +27,9 @@ Exit status (every command):
        groups in flight be answered, answer the rest INVALID, print their report marked
        partial and remove their socket; a second signal exits at once)
 
-JSON (--json): every document (run's report, decode's records, each line of serve and attach)
-is an object that begins with \"schema_version\": 1; keys are snake_case; addresses and
+JSON (--json): every document (run's report, decode's {format, records, error} with error
+null or {record, offset, reason}, each line of serve and attach) is an object that begins
+with \"schema_version\": 1; keys are snake_case; addresses and
 private data are hex strings (\"0x7000\"); response codes are \"SUCCESS\", \"INVALID\",
 \"FAILURE\"; a partial run has \"partial\": true and \"interrupted_by\": \"SIGINT\" or
 \"SIGTERM\"; latency buckets state their edges (lower_ns <= t < upper_ns, null for none).";

@@ -290,10 +290,10 @@ fn accept_within(
             )));
         }
         if let Some(signal) = interrupt.signal() {
-            return Err(CliError::Run(format!(
-                "stopped by {} before the consumer process connected",
-                signal.name()
-            )));
+            return Err(CliError::Interrupted {
+                signal,
+                during: "before the consumer process connected",
+            });
         }
         if start.elapsed() > limit {
             return Err(CliError::Run(
