@@ -29,10 +29,10 @@ Exit status (every command):
 
 JSON (--json): every document (run's report, decode's {format, records, error} with error
 null or {record, offset, reason}, each line of serve and attach) is an object that begins
-with \"schema_version\": 1; keys are snake_case; addresses and
-private data are hex strings (\"0x7000\"); response codes are \"SUCCESS\", \"INVALID\",
-\"FAILURE\"; a partial run has \"partial\": true and \"interrupted_by\": \"SIGINT\" or
-\"SIGTERM\"; latency buckets state their edges (lower_ns <= t < upper_ns, null for none).";
+with \"schema_version\": 1; keys are snake_case; addresses and private data are hex strings
+(\"0x7000\"); response codes are \"SUCCESS\", \"INVALID\", \"FAILURE\"; a partial run has
+\"partial\": true and \"interrupted_by\": \"SIGINT\" or \"SIGTERM\"; latency buckets state
+their edges (lower_ns <= t < upper_ns, null for none).";
 
 /// The recoverable I/O page fault path of a virtualised machine.
 #[derive(Debug, Parser)]
