@@ -438,7 +438,7 @@ pub fn render(r: &RunReport, interrupted_by: Option<Signal>) -> String {
     if r.partial {
         let _ = writeln!(
             o,
-            "PARTIAL ({}): the devices stopped starting work after {:.2} s; the groups in flight were answered, those the consumer still held INVALID",
+            "PARTIAL ({}): the devices stopped starting work after {:.2} s; the groups in flight were drained, any the consumer still held at the end answered INVALID",
             interrupted_by.map_or_else(
                 || "stopped early".to_string(),
                 |s| format!("interrupted by {}", s.name())
