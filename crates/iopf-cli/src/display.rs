@@ -9,3 +9,15 @@ pub fn flag_names<F: bitflags::Flags>(flags: &F) -> String {
         all.join("|")
     }
 }
+
+/// Counts by name as `3 backlog_full, 1 storm`, or `none` when there are none.
+pub fn counts_or_none(counts: &std::collections::BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "none".into();
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -4,6 +4,7 @@
 use assert_cmd::Command;
 use iopf_abi::fault::{IommuFault, IOMMU_FAULT_PAGE_REQ};
 use iopf_abi::*;
+use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 use zerocopy::IntoBytes;
 
@@ -20,6 +21,14 @@ fn request() -> Fault {
         addr: 0xdead_b000,
         private_data: [0; 2],
     })
+}
+
+/// The records of a `decode --json` document, checked to be a whole, good one.
+fn records(out: &[u8]) -> serde_json::Value {
+    let doc: serde_json::Value = serde_json::from_slice(out).expect("decode --json prints JSON");
+    assert_eq!(doc["schema_version"], 1, "{doc}");
+    assert_eq!(doc["error"], serde_json::Value::Null, "{doc}");
+    doc["records"].clone()
 }
 
 fn hex_of(bytes: &[u8]) -> String {
@@ -46,7 +55,7 @@ fn json_output_is_the_decoded_record() {
         .get_output()
         .stdout
         .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = records(&out);
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert_eq!(v[0]["type"], "page_request");
     assert_eq!(v[0]["grpid"], 42);
@@ -112,10 +121,10 @@ fn responses_of_both_versions() {
         .assert()
         .success()
         .stdout(contains(
-            "record 0: page response v2 grpid 5 pasid 1 code Success private_data [0xaa, 0xbb]",
+            "record 0: page response v2 grpid 5 pasid 1 code SUCCESS private_data [0xaa, 0xbb]",
         ))
         .stdout(contains(
-            "record 1: page response v1 grpid 5 pasid 1 code Invalid",
+            "record 1: page response v1 grpid 5 pasid 1 code INVALID",
         ));
 }
 
@@ -138,7 +147,7 @@ fn unknown_type_reserved_bytes_and_flags_are_named() {
         .args(["decode", &hex_of(rec.as_bytes())])
         .assert()
         .code(2)
-        .stderr(contains("record 0: unknown fault type 9"));
+        .stderr(contains("record 0 (byte offset 0): unknown fault type 9"));
 
     let mut rec = request().encode();
     rec.padding = 1;
@@ -211,7 +220,7 @@ fn a_kernel_records_unnamed_flag_bits_are_shown_not_refused() {
         .get_output()
         .stdout
         .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = records(&out);
     assert_eq!(v[0]["unnamed"]["flags"], 4);
     assert_eq!(v[0]["cookie"], 9);
     // A record with nothing outside the uAPI has no "unnamed" at all.
@@ -229,7 +238,7 @@ fn a_kernel_records_unnamed_flag_bits_are_shown_not_refused() {
         .get_output()
         .stdout
         .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = records(&out);
     assert!(v[0].get("unnamed").is_none());
 }
 
@@ -302,7 +311,7 @@ fn decodes_a_vtd_page_request_as_text_and_json() {
         .get_output()
         .stdout
         .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = records(&out);
     assert_eq!(
         v[0],
         serde_json::json!({
@@ -312,7 +321,7 @@ fn decodes_a_vtd_page_request_as_text_and_json() {
             "pasid": 7,
             "prg_index": 42,
             "perm": ["READ", "WRITE"],
-            "addr": 0xdead_b000_u64,
+            "addr": "0xdeadb000",
             "lpig": true,
             "private_data": null,
         })
@@ -349,16 +358,16 @@ fn decodes_vtd_page_group_responses_of_every_code() {
         .assert()
         .success()
         .stdout(contains(format!(
-            "record 0: {prefix} code Success raw 0x0 lpig true\n"
+            "record 0: {prefix} code SUCCESS raw 0x0 lpig true\n"
         )))
         .stdout(contains(format!(
-            "record 1: {prefix} code Invalid raw 0x1 lpig true\n"
+            "record 1: {prefix} code INVALID raw 0x1 lpig true\n"
         )))
         .stdout(contains(format!(
-            "record 2: {prefix} code Failure raw 0xf lpig true\n"
+            "record 2: {prefix} code FAILURE raw 0xf lpig true\n"
         )))
         .stdout(contains(format!(
-            "record 3: {prefix} code Failure raw 0x2 (reserved code, read as Response Failure) lpig true\n"
+            "record 3: {prefix} code FAILURE raw 0x2 (reserved code, read as FAILURE) lpig true\n"
         )));
     let out = iopf()
         .args([
@@ -373,7 +382,7 @@ fn decodes_vtd_page_group_responses_of_every_code() {
         .get_output()
         .stdout
         .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = records(&out);
     assert_eq!(v.as_array().unwrap().len(), 4);
     assert_eq!(v[0]["type"], "vtd_page_group_response");
     assert_eq!(v[0]["bdf"], "01:01.0");
@@ -389,10 +398,10 @@ fn decodes_vtd_page_group_responses_of_every_code() {
     assert_eq!(
         codes,
         [
-            ("Success".to_string(), 0, false),
-            ("Invalid".to_string(), 1, false),
-            ("Failure".to_string(), 0xf, false),
-            ("Failure".to_string(), 2, true),
+            ("SUCCESS".to_string(), 0, false),
+            ("INVALID".to_string(), 1, false),
+            ("FAILURE".to_string(), 0xf, false),
+            ("FAILURE".to_string(), 2, true),
         ]
     );
     assert_eq!(v[3]["private_data"], serde_json::Value::Null);
@@ -413,9 +422,10 @@ fn vtd_reserved_bits_and_bad_length_are_named() {
         ])
         .assert()
         .code(2)
-        .stdout("")
+        .stdout(contains("record 0: VT-d page request"))
+        .stdout(contains("record 1").not())
         .stderr(contains(
-            "record 1: reserved bits 0x8000000000000000 of qw0 are set",
+            "record 1 (byte offset 32): reserved bits 0x8000000000000000 of qw0 are set",
         ));
     let mut qw = vtd_request().encode(PrivateDataMode::None);
     qw[3] = 0x10;
@@ -424,7 +434,7 @@ fn vtd_reserved_bits_and_bad_length_are_named() {
         .assert()
         .code(2)
         .stderr(contains(
-            "record 0: reserved bits 0x0000000000000010 of qw3 are set",
+            "record 0 (byte offset 0): reserved bits 0x0000000000000010 of qw3 are set",
         ));
     let mut qw = vtd_response(ResponseCode::Success).encode(PrivateDataMode::None);
     qw[1] |= 1 << 12;
@@ -438,20 +448,25 @@ fn vtd_reserved_bits_and_bad_length_are_named() {
         .assert()
         .code(2)
         .stderr(contains(
-            "record 0: reserved bits 0x0000000000001000 of qw1 are set",
+            "record 0 (byte offset 0): reserved bits 0x0000000000001000 of qw1 are set",
         ));
     for format in ["vtd-page-request", "vtd-page-group-response"] {
-        let name = if format == "vtd-page-request" {
-            "VT-d page request"
+        let (name, whole) = if format == "vtd-page-request" {
+            ("VT-d page request", good.clone())
         } else {
-            "VT-d page group response"
+            (
+                "VT-d page group response",
+                vtd_hex(&vtd_response(ResponseCode::Success).encode(PrivateDataMode::None)),
+            )
         };
+        // The whole record is printed; the 8 bytes after it are the bad record 1.
         iopf()
-            .args(["decode", "--format", format, &"00".repeat(40)])
+            .args(["decode", "--format", format, &(whole + &"00".repeat(8))])
             .assert()
             .code(2)
+            .stdout(contains("record 0: "))
             .stderr(contains(format!(
-                "40 bytes is not a whole number of 32-byte {name} records (1 whole, 8 bytes left over)"
+                "record 1 (byte offset 32): 40 bytes is not a whole number of 32-byte {name} records (1 whole, 8 bytes left over)"
             )));
     }
     // The wrong descriptor type is named too.
@@ -460,7 +475,7 @@ fn vtd_reserved_bits_and_bad_length_are_named() {
         .assert()
         .code(2)
         .stderr(contains(
-            "record 0: descriptor type 0x0 is not a page request (1)",
+            "record 0 (byte offset 0): descriptor type 0x0 is not a page request (1)",
         ));
 }
 
@@ -501,14 +516,14 @@ fn vtd_private_data_mode_round_trips() {
         .get_output()
         .stdout
         .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v[0]["private_data"], serde_json::json!([0xaa, 0xbb]));
+    let v = records(&out);
+    assert_eq!(v[0]["private_data"], serde_json::json!(["0xaa", "0xbb"]));
     iopf()
         .args(["decode", "--format", "vtd-page-request", &hex])
         .assert()
         .code(2)
         .stderr(contains(
-            "record 0: reserved bits 0x0000000000000200 of qw0 are set",
+            "record 0 (byte offset 0): reserved bits 0x0000000000000200 of qw0 are set",
         ));
 
     let resp = iopf_viommu::vtd::PageGroupResponse::new(
@@ -530,14 +545,14 @@ fn vtd_private_data_mode_round_trips() {
         .assert()
         .success()
         .stdout(contains(
-            "code Success raw 0x0 lpig true private_data [0xaa, 0xbb]\n",
+            "code SUCCESS raw 0x0 lpig true private_data [0xaa, 0xbb]\n",
         ));
     iopf()
         .args(["decode", "--format", "vtd-page-group-response", &hex])
         .assert()
         .code(2)
         .stderr(contains(
-            "record 0: reserved bits 0x0000000000000020 of qw0 are set",
+            "record 0 (byte offset 0): reserved bits 0x0000000000000020 of qw0 are set",
         ));
     // Without private data, a 3.x reader reads a 4.0 writer's descriptor the same.
     let plain = vtd_hex(&vtd_request().encode(PrivateDataMode::None));
@@ -569,7 +584,7 @@ fn decode_json(format: &str, hex: &str) -> serde_json::Value {
         .get_output()
         .stdout
         .clone();
-    serde_json::from_slice(&out).expect("decode prints JSON")
+    records(&out)
 }
 
 #[test]
@@ -601,7 +616,7 @@ fn decodes_an_smmuv3_pri_queue_entry() {
             "pasid": 7,
             "prg_index": 42,
             "perm": ["READ", "WRITE"],
-            "addr": 0xdead_b000_u64,
+            "addr": "0xdeadb000",
             "last": true,
         })
     );
@@ -617,7 +632,7 @@ fn decodes_smmuv3_pri_responses_and_resumes_in_smmuv3_s_own_encodings() {
         resp: 2,
     };
     let v = decode_json("smmuv3-cmd-pri-resp", &hex_of(&succ.to_bytes()));
-    assert_eq!(v[0]["code"], "Success");
+    assert_eq!(v[0]["code"], "SUCCESS");
     assert_eq!(
         (v[0]["raw_code"].as_u64(), v[0]["raw_code_name"].as_str()),
         (Some(2), Some("SUCC"))
@@ -638,7 +653,7 @@ fn decodes_smmuv3_pri_responses_and_resumes_in_smmuv3_s_own_encodings() {
         .assert()
         .success()
         .stdout(contains(
-            "pasid none prg_index 42 code Invalid raw 0x0 (DENY)",
+            "pasid none prg_index 42 code INVALID raw 0x0 (DENY)",
         ));
     let abort = Command::Resume {
         sid: 0x10,
@@ -652,7 +667,7 @@ fn decodes_smmuv3_pri_responses_and_resumes_in_smmuv3_s_own_encodings() {
             v[0]["code"].as_str(),
             v[0]["raw_code_name"].as_str()
         ),
-        (Some(0x1234), Some("Invalid"), Some("ABORT"))
+        (Some(0x1234), Some("INVALID"), Some("ABORT"))
     );
     // A CMD_RESUME given as a CMD_PRI_RESP says so.
     iopf()
@@ -665,7 +680,7 @@ fn decodes_smmuv3_pri_responses_and_resumes_in_smmuv3_s_own_encodings() {
         .assert()
         .code(2)
         .stderr(contains(
-            "record 0: a valid command, but not the one --format names",
+            "record 0 (byte offset 0): a valid command, but not the one --format names",
         ));
     // RESP = 3 is reserved: CERROR_ILL.
     let mut bad = succ.to_bytes();
@@ -674,7 +689,7 @@ fn decodes_smmuv3_pri_responses_and_resumes_in_smmuv3_s_own_encodings() {
         .args(["decode", "--format", "smmuv3-cmd-pri-resp", &hex_of(&bad)])
         .assert()
         .code(2)
-        .stderr(contains("record 0:"));
+        .stderr(contains("record 0 (byte offset 0):"));
 }
 
 #[test]
@@ -700,7 +715,7 @@ fn decodes_amd_ppr_log_entries_and_complete_ppr() {
             "pasid": 7,
             "prg_index": 42,
             "perm": ["READ", "WRITE"],
-            "addr": 0xdead_b000_u64,
+            "addr": "0xdeadb000",
             "last": true,
         })
     );
@@ -711,7 +726,7 @@ fn decodes_amd_ppr_log_entries_and_complete_ppr() {
         .assert()
         .success()
         .stdout(contains(
-            "AMD COMPLETE_PPR_REQUEST devid 01:01.0 (0x0108) pasid 7 prg_index 42 code Failure raw 0x2 (reserved code, read as Response Failure)",
+            "AMD COMPLETE_PPR_REQUEST devid 01:01.0 (0x0108) pasid 7 prg_index 42 code FAILURE raw 0x2 (reserved code, read as FAILURE)",
         ));
     // 15 bytes is not a record.
     iopf()

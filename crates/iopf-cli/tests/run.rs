@@ -37,7 +37,11 @@ fn text_report_with_ledger_verdict() {
         .assert()
         .success()
         .stdout(predicate::str::contains("latency per stage"))
-        .stdout(predicate::str::contains("sent->retry"))
+        .stdout(predicate::str::contains("sent->device (all)"))
+        .stdout(predicate::str::contains(
+            "sent->device (all): every group a device received its response for, whatever the code",
+        ))
+        .stdout(predicate::str::contains("PARTIAL").not())
         .stdout(predicate::str::contains("IOMMU page request queue"))
         .stdout(predicate::str::contains("PRI occupancy"))
         .stdout(predicate::str::contains(
@@ -69,9 +73,12 @@ fn json_report_and_svg_plot() {
         "every INVALID the resolver chose reached a device"
     );
     assert_eq!(r["latency"].as_array().unwrap().len(), 5);
+    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["partial"], false);
+    assert_eq!(r["interrupted_by"], serde_json::Value::Null);
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg"));
-    for label in ["0.1-1µs", "1-10ms", "&gt;=10ms", "sent-&gt;retry"] {
+    for label in ["0.1-1µs", "1-10ms", "&gt;=10ms", "sent-&gt;device (all)"] {
         assert!(text.contains(label), "{label} missing from the plot");
     }
 }
@@ -141,16 +148,67 @@ fn bad_scenarios_name_file_line_and_field() {
         .code(2)
         .stderr(predicate::str::contains("rule.toml:10:"))
         .stderr(predicate::str::contains("devices[0].workload.group_pages"));
-    iopf()
-        .args(["run", "--quiet", "/nonexistent/scenario.toml"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("/nonexistent/scenario.toml"));
-    iopf()
-        .args(["run", "--quiet", "--plot", "x.png"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("SVG only"));
+}
+
+/// Every kind of bad input to `run` is exit status 2, with the file or argument named, and
+/// nothing of a run printed.
+#[test]
+fn every_kind_of_bad_input_exits_2_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = scenario(&dir, "small.toml", SMALL);
+    let unreadable = dir.path().join("a-directory.toml");
+    std::fs::create_dir(&unreadable).unwrap();
+    let plot_dir = dir.path().join("plot-is-a-dir.svg");
+    std::fs::create_dir(&plot_dir).unwrap();
+    let small = small.to_str().unwrap().to_string();
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["/nonexistent/scenario.toml".into()],
+            "/nonexistent/scenario.toml".into(),
+        ),
+        (
+            vec![unreadable.to_str().unwrap().into()],
+            "a-directory.toml".into(),
+        ),
+        (
+            vec![small.clone(), "--duration-ms".into(), "0".into()],
+            "--duration-ms must be at least 1".into(),
+        ),
+        (
+            vec![small.clone(), "--duration-ms".into(), "soon".into()],
+            "--duration-ms".into(),
+        ),
+        (vec!["--no-such-flag".into()], "--no-such-flag".into()),
+        (
+            vec![small.clone(), "--plot".into(), "x.png".into()],
+            "SVG only".into(),
+        ),
+        (
+            vec![
+                small.clone(),
+                "--plot".into(),
+                "/nonexistent-dir/latency.svg".into(),
+            ],
+            "/nonexistent-dir/latency.svg: --plot cannot write there".into(),
+        ),
+        (
+            vec![
+                small.clone(),
+                "--plot".into(),
+                plot_dir.to_str().unwrap().into(),
+            ],
+            "plot-is-a-dir.svg: --plot cannot write there".into(),
+        ),
+    ];
+    for (args, named) in cases {
+        // Not quiet: a run that started would say so on stderr.
+        let out = iopf().arg("run").args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(&named), "{args:?}: {err}");
+        assert!(!err.contains("running scenario"), "{args:?} ran: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a report");
+    }
 }
 
 #[test]

@@ -77,8 +77,28 @@ impl Stage {
             Stage::GuestRead => "guest-prq->guest",
             Stage::GuestAnswered => "guest->answered",
             Stage::Answered => "delivered->answered",
-            Stage::Retry => "answered->retry",
-            Stage::Total => "sent->retry",
+            Stage::Retry => "answered->device",
+            Stage::Total => "sent->device (all)",
+        }
+    }
+
+    /// Which groups the stage counts, in words for a report's reader.
+    pub fn counts(self) -> &'static str {
+        match self {
+            Stage::Report => {
+                "groups whose LAST_PAGE request the IOMMU driver reported into the fault core"
+            }
+            Stage::Delivered | Stage::Answered | Stage::Retry => {
+                "groups the consumer read and answered (any code), matched to their device's group"
+            }
+            Stage::GuestQueued | Stage::GuestRead | Stage::GuestAnswered => {
+                "groups the consumer read and the vIOMMU posted to the guest"
+            }
+            Stage::Total => {
+                "every group a device received its response for, whatever the code (SUCCESS, \
+                 INVALID, FAILURE) and whoever answered: the consumer, the fault core at once, or \
+                 the IOMMU for requests its full queue dropped"
+            }
         }
     }
 }
@@ -105,6 +125,8 @@ pub struct StageLatency {
     pub stage: Stage,
     /// Its label.
     pub label: &'static str,
+    /// Which groups it counts ([`Stage::counts`]).
+    pub counts: &'static str,
     /// Groups measured.
     pub count: u64,
     /// Mean, ns.
@@ -119,8 +141,30 @@ pub struct StageLatency {
     pub p999_ns: u64,
     /// Largest, ns.
     pub max_ns: u64,
-    /// Counts in the VT-d buckets ([`BUCKET_LABELS`]).
+    /// Counts in the VT-d buckets ([`BUCKET_LABELS`], [`BUCKET_EDGES_NS`]). Serialised as one
+    /// object per bucket that states its edges: `{"lower_ns": 100, "upper_ns": 1000, "label":
+    /// "0.1-1us", "count": 5}`, a bucket holding `lower_ns <= t < upper_ns` (`lower_ns` 0 for
+    /// the first, `upper_ns` null for the last).
+    #[serde(serialize_with = "buckets_with_edges")]
     pub buckets: [u64; 7],
+}
+
+/// One VT-d bucket as serialised: its edges, label and count.
+#[derive(Serialize)]
+struct BucketOut {
+    lower_ns: u64,
+    upper_ns: Option<u64>,
+    label: &'static str,
+    count: u64,
+}
+
+fn buckets_with_edges<S: serde::Serializer>(buckets: &[u64; 7], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(buckets.iter().enumerate().map(|(i, &count)| BucketOut {
+        lower_ns: i.checked_sub(1).map_or(0, |j| BUCKET_EDGES_NS[j]),
+        upper_ns: BUCKET_EDGES_NS.get(i).copied(),
+        label: BUCKET_LABELS[i],
+        count,
+    }))
 }
 
 /// One stage's recorder.
@@ -153,6 +197,7 @@ impl Recorder {
         StageLatency {
             stage,
             label: stage.label(),
+            counts: stage.counts(),
             count: h.len(),
             mean_ns: if h.is_empty() { 0.0 } else { h.mean() },
             p50_ns: h.value_at_quantile(0.5),
@@ -279,5 +324,40 @@ mod tests {
         assert_eq!(r.buckets, [0, 0, 1, 0, 0, 1, 0]);
         // 700 ns, 20 µs, 1.97 ms.
         assert_eq!(get(Stage::Total).buckets, [0, 1, 0, 1, 0, 1, 0]);
+    }
+
+    #[test]
+    fn buckets_serialise_with_their_edges() {
+        let mut r = Recorder::new();
+        for ns in [50, 100, 999, 10_000_000, 42_000_000] {
+            r.record(ns);
+        }
+        let v = serde_json::to_value(r.finish(Stage::Total)).unwrap();
+        let b = v["buckets"].as_array().unwrap();
+        assert_eq!(b.len(), 7);
+        let edges: Vec<(u64, Option<u64>, u64)> = b
+            .iter()
+            .map(|b| {
+                (
+                    b["lower_ns"].as_u64().unwrap(),
+                    b["upper_ns"].as_u64(),
+                    b["count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            edges,
+            [
+                (0, Some(100), 1),
+                (100, Some(1_000), 2),
+                (1_000, Some(10_000), 0),
+                (10_000, Some(100_000), 0),
+                (100_000, Some(1_000_000), 0),
+                (1_000_000, Some(10_000_000), 0),
+                (10_000_000, None, 2),
+            ]
+        );
+        assert_eq!(b[1]["label"], "0.1-1us");
+        assert!(b[6]["upper_ns"].is_null());
     }
 }

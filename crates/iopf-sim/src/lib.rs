@@ -27,7 +27,8 @@
 //! * [`ledger`]: the independent witness of every group and response on the devices' links.
 //! * [`scenario`]: the TOML scenario format and the built-in default scenario.
 //! * [`platform`]: a run: both sides wired through the real fault core (`iopf-core`) and fault
-//!   queue (`iopf-queue`), on two threads or, for a split run, two processes.
+//!   queue (`iopf-queue`), on two threads or, for a split run, two processes; `run_until` ends
+//!   one early (a signal), drained and marked partial.
 //! * [`report`]: what a run measured, serialisable.
 //! * `glue` (private): the core's response mailbox, the IOMMU driver's report path into the
 //!   core, and the split run's page mapping on SUCCESS; the core's handlers are

@@ -69,6 +69,29 @@ pub fn consumer_request(offer: &Offer, depth: u32) -> Result<Request, SimError> 
 /// goes. Errors: the fault path failed to set up, or a side stopped unexpectedly; a run whose
 /// ledger disagrees is not an error (see [`RunReport::ledger`]).
 pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunReport, SimError> {
+    run_until(scenario, progress, &never)
+}
+
+/// A stop check that never asks a run to stop: what [`run`] passes to [`run_until`].
+pub fn never() -> bool {
+    false
+}
+
+/// Runs `scenario` as [`run`] does, and ends it early once `stop` returns true (a CLI's
+/// Ctrl-C or SIGTERM flag, a test's deadline).
+///
+/// The producer side calls `stop` once per platform step, on the thread that called this
+/// function, and takes its first `true` as final. From then on the run ends as a run whose
+/// duration is over does, only sooner: the devices start no new work, the work in flight goes
+/// on (refaults included) until every device is idle or the scenario's `drain_timeout_ms`
+/// passes, and the queue is closed, which answers INVALID every group the consumer still holds
+/// (never FAILURE). Every group the devices sent is in the report and the ledger's books;
+/// [`RunReport::partial`] is set.
+pub fn run_until(
+    scenario: &Scenario,
+    progress: &Progress,
+    stop: &dyn Fn() -> bool,
+) -> Result<RunReport, SimError> {
     let tables = Arc::new(PageTables::new());
     let offer = producer_offer(scenario);
     let request = consumer_request(&offer, scenario.queue.depth)?;
@@ -111,7 +134,7 @@ pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunReport, SimErr
             .map_err(|_| SimError::SideLost("consumer"))?
     };
     let side = ProducerSide::new(scenario, tables, producer, false)?;
-    let outcome = side.run(scenario, progress, &|| consumer_side.is_finished());
+    let outcome = side.run(scenario, progress, &|| consumer_side.is_finished(), stop);
     done.store(true, Ordering::Release);
     let consumer_result = consumer_side
         .join()
@@ -124,15 +147,22 @@ pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunReport, SimErr
 /// Runs the producer side of a split run: `producer` is the end of a queue accepted on the
 /// socket; the consumer process maps nothing here, so this side maps a group's pages when the
 /// consumer's SUCCESS for it is accepted (the `IOMMU_IOAS_MAP` a VMM issues reaches the host
-/// kernel, which is this side). `consumer_gone` says when the consumer process has exited.
+/// kernel, which is this side). `consumer_gone` says when the consumer process has exited;
+/// `stop` ends the run early, as for [`run_until`] (pass [`never()`] to run it whole).
 pub fn run_producer_side(
     scenario: &Scenario,
     producer: Producer,
     progress: &Progress,
     consumer_gone: &dyn Fn() -> bool,
+    stop: &dyn Fn() -> bool,
 ) -> Result<ProducerOutcome, SimError> {
     let tables = Arc::new(PageTables::new());
-    ProducerSide::new(scenario, tables, producer, true)?.run(scenario, progress, consumer_gone)
+    ProducerSide::new(scenario, tables, producer, true)?.run(
+        scenario,
+        progress,
+        consumer_gone,
+        stop,
+    )
 }
 
 /// The queue tunables a run uses: a pending limit past any scenario's in-flight groups (the
@@ -173,6 +203,7 @@ pub struct ProducerOutcome {
     core: CoreReport,
     ledger: crate::ledger::LedgerVerdict,
     marks: Vec<ProducerMark>,
+    partial: bool,
 }
 
 impl ProducerSide {
@@ -233,6 +264,7 @@ impl ProducerSide {
         scenario: &Scenario,
         progress: &Progress,
         consumer_gone: &dyn Fn() -> bool,
+        stop: &dyn Fn() -> bool,
     ) -> Result<ProducerOutcome, SimError> {
         let start = now_ns();
         let issue_ns = scenario.duration_ms * 1_000_000;
@@ -249,10 +281,15 @@ impl ProducerSide {
         let mut steps: u64 = 0;
         let mut gone_at: Option<u64> = None;
         let mut idle_steps = 0u32;
+        let mut stopped = false;
         loop {
             let now = now_ns();
             let elapsed = now - start;
-            if issuing && elapsed >= issue_ns {
+            // Asked once per step until it says stop; then the run drains as at its end.
+            if issuing && !stopped && stop() {
+                stopped = true;
+            }
+            if issuing && (stopped || elapsed >= issue_ns) {
                 issuing = false;
                 issue_end = now;
                 progress.draining.store(true, Ordering::Relaxed);
@@ -353,7 +390,9 @@ impl ProducerSide {
         if issuing {
             issue_end = end;
         }
-        Ok(self.outcome(scenario, start, issue_end, end, steps, &occupancy, marks))
+        let mut outcome = self.outcome(scenario, start, issue_end, end, steps, &occupancy, marks);
+        outcome.partial = stopped;
+        Ok(outcome)
     }
 
     /// Delivers the responses the core sent to their devices; returns how many there were.
@@ -462,14 +501,17 @@ impl ProducerSide {
         }
         core.auto = AutoReason::ALL
             .iter()
-            .map(|&r| (format!("{r:?}"), auto[r as usize]))
+            .map(|&r| (snake_case(&format!("{r:?}")), auto[r as usize]))
             .collect();
         let queue = QueueReport {
             depth,
             delivered: ps.delivered,
             lost_records: ps.lost,
             lost_groups: lost.total(),
-            lost_by_reason: lost.nonzero().map(|(r, n)| (format!("{r:?}"), n)).collect(),
+            lost_by_reason: lost
+                .nonzero()
+                .map(|(r, n)| (snake_case(&format!("{r:?}")), n))
+                .collect(),
             held_back: ps.held_back,
             backlog_high_water: ps.backlog_high_water,
             accepted: ps.accepted,
@@ -498,8 +540,26 @@ impl ProducerSide {
             core,
             ledger: self.ledger.finish(),
             marks,
+            partial: false,
         }
     }
+}
+
+/// A Rust variant name in snake case (`OverAllocation` → `over_allocation`), as the report's
+/// keys are spelled.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl ProducerOutcome {
@@ -536,6 +596,7 @@ impl ProducerOutcome {
         Ok(RunReport {
             scenario: self.scenario.clone(),
             split: self.split,
+            partial: self.partial,
             wall_s: self.wall_s,
             issue_s: self.issue_s,
             steps: self.steps,

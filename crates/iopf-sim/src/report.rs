@@ -18,6 +18,11 @@ pub struct RunReport {
     pub scenario: String,
     /// Whether the two sides ran in two processes.
     pub split: bool,
+    /// Whether the run was ended early by its stop check
+    /// ([`run_until`](crate::platform::run_until)): the devices stopped starting work before
+    /// the scenario's duration was over. The figures cover what was sent until then and its
+    /// drain; the ledger's books are as complete as for a whole run.
+    pub partial: bool,
     /// Wall time of the whole run, seconds (issuing plus drain).
     pub wall_s: f64,
     /// Time the devices started new work, seconds.
@@ -106,7 +111,8 @@ pub struct QueueReport {
     /// Groups that could not be delivered (refused by the queue, or answered by the core without
     /// delivery: over allocation, storm limit, full table).
     pub lost_groups: u64,
-    /// Lost groups by reason (`iopf_queue::LossReason` names; reasons with none left out).
+    /// Lost groups by reason (`iopf_queue::LossReason` names in snake case, `backlog_full`,
+    /// `consumer_gone`, ...; reasons with none left out).
     pub lost_by_reason: std::collections::BTreeMap<String, u64>,
     /// Groups that waited in the backlog because the ring had no room when they came.
     pub held_back: u64,
@@ -133,8 +139,8 @@ pub struct CoreReport {
     pub delivered: u64,
     /// Responses from the consumer the core accepted.
     pub consumer_responses: u64,
-    /// Automatic responses by reason (`NoHandler`, `OverAllocation`, `NoRoom`, ... as named by
-    /// `iopf_core::AutoReason`), every reason present.
+    /// Automatic responses by reason (`no_handler`, `over_allocation`, `no_room`, ...:
+    /// `iopf_core::AutoReason` names in snake case), every reason present.
     pub auto: std::collections::BTreeMap<String, u64>,
     /// Responses the core rejected.
     pub rejected: u64,

@@ -2,13 +2,14 @@
 //! verdict and the counters are checked against what each scenario must produce.
 #![allow(clippy::unwrap_used)]
 
-use iopf_sim::platform::{run, Progress};
+use iopf_sim::platform::{run, run_until, Progress};
 use iopf_sim::report::RunReport;
 use iopf_sim::resolver::is_invalid;
 use iopf_sim::{Scenario, PAGE_SIZE};
 
 fn run_scenario(s: &Scenario) -> RunReport {
     let r = run(s, &Progress::default()).unwrap();
+    assert!(!r.partial, "nothing asked this run to stop");
     // The consumer is healthy in every scenario here: it answers every group it reads, so the
     // queue never has to answer for it, and it answers nothing twice.
     assert_eq!(r.queue.answered_consumer_gone, 0, "{:?}", r.queue);
@@ -20,7 +21,7 @@ fn run_scenario(s: &Scenario) -> RunReport {
     // Backpressure, not failure: nothing here is past the devices' allocations, so no group is
     // lost by the queue, and FAILURE reaches a device only when the resolver answered it.
     assert_eq!(r.queue.lost_groups, 0, "{:?}", r.queue);
-    assert_eq!(auto(&r, "NoRoom") + auto(&r, "TooLarge"), 0);
+    assert_eq!(auto(&r, "no_room") + auto(&r, "too_large"), 0);
     assert!(r.totals.failure <= r.consumer.failure);
     // Whatever the scenario, the ledger and the devices agree on every group.
     assert_eq!(r.ledger.groups_sent, r.totals.groups);
@@ -225,7 +226,7 @@ workload = { pattern = "sequential", region_pages = 1000000 }
     );
     assert!(r.ledger.ok, "{:?}", r.ledger);
     assert!(r.totals.groups > 0);
-    assert_eq!(auto(&r, "NoHandler"), r.totals.groups);
+    assert_eq!(auto(&r, "no_handler"), r.totals.groups);
     assert_eq!(r.totals.invalid, r.totals.groups);
     assert_eq!(r.queue.delivered, 0);
 }
@@ -279,7 +280,7 @@ fn default_scenario_exercises_every_kind_of_event() {
     assert!(r.iommu.prq.overflows > 0, "PRQ overflow");
     assert!(r.iommu.prq.auto_success > 0, "hardware auto responses");
     assert!(r.totals.invalid > 0, "INVALID");
-    assert!(auto(&r, "NoHandler") > 0, "unattached function");
+    assert!(auto(&r, "no_handler") > 0, "unattached function");
     assert_eq!(r.totals.stop_markers, 1);
     assert_eq!(r.totals.pasids_stopped, 2);
     assert!(r.totals.refaults > 0);
@@ -462,4 +463,56 @@ fn a_silent_guest_and_a_reset_through(viommu: &str) {
     );
     assert_eq!(g.host_answers.values().sum::<u64>(), g.groups_read);
     assert_eq!(g.outstanding_at_end, 0);
+}
+
+/// A run asked to stop part-way drains like a run whose time is over: the devices start no new
+/// work, every group sent is answered exactly once, and the report says it is partial.
+#[test]
+fn a_stopped_run_drains_and_is_reported_partial() {
+    let s = Scenario::parse(
+        r#"
+name = "long"
+duration_ms = 600000
+[resolver]
+invalid_share = 0.05
+[[devices]]
+count = 2
+pasids = 2
+opra = 32
+workload = { pattern = "sequential", region_pages = 1000000, group_pages = 2 }
+"#,
+        "long.toml",
+    )
+    .unwrap();
+    // Stop once the devices have sent some groups: counted in steps, not in time.
+    let progress = Progress::default();
+    let asked = std::cell::Cell::new(0u64);
+    let stop = || {
+        asked.set(asked.get() + 1);
+        progress.groups.load(std::sync::atomic::Ordering::Relaxed) >= 200
+    };
+    let r = run_until(&s, &progress, &stop).unwrap();
+    assert!(r.partial);
+    assert!(r.totals.groups >= 200, "{:?}", r.totals);
+    assert!(r.ledger.ok, "{:?}", r.ledger);
+    assert_eq!(r.ledger.groups_sent, r.totals.groups);
+    assert_eq!(r.ledger.answered, r.totals.groups, "nothing lost");
+    assert_eq!(r.totals.failure, 0, "a stop never answers FAILURE");
+    assert_eq!(
+        r.totals.items_completed + r.totals.items_invalid,
+        r.totals.items_started
+    );
+    // Asked once per step until it said stop, never after.
+    assert!(
+        asked.get() <= r.steps,
+        "{} asks, {} steps",
+        asked.get(),
+        r.steps
+    );
+
+    // Stopped before the first step: nothing was sent, and the books are still closed.
+    let r = run_until(&s, &Progress::default(), &|| true).unwrap();
+    assert!(r.partial);
+    assert_eq!((r.totals.groups, r.ledger.answered), (0, 0));
+    assert!(r.ledger.ok);
 }

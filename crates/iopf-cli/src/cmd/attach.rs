@@ -2,17 +2,20 @@
 //! or an old consumer), prints fault records as they arrive, answers each group by the chosen
 //! policy, and reports the producer's verdict on every response it rejected.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use iopf::queue::{connect, Consumer, Event, Request, ResponseVerdict};
+use iopf::queue::{connect, Consumer, Event, QueueError, Request, ResponseVerdict};
 use iopf_abi::features::RecordFormats;
 use iopf_abi::{FaultConsumer, Features, IommufdResponse, ResponseCode};
 use serde::Serialize;
 
 use crate::display::flag_names;
 use crate::error::CliError;
+use crate::json::records::UnrecoverableOut;
+use crate::json::{reason_name, ser, snake_case};
 
 /// How to answer each group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -87,9 +90,11 @@ enum Line {
         dev_id: u32,
         pasid: Option<u32>,
         grpid: u32,
+        #[serde(serialize_with = "ser::hex")]
         addr: u64,
         perm: iopf_abi::Perm,
         last: bool,
+        #[serde(serialize_with = "ser::hex_pair_opt")]
         private_data: Option<[u64; 2]>,
     },
     Lost {
@@ -101,7 +106,9 @@ enum Line {
     Unrecoverable {
         seq: u64,
         dev_id: u32,
-        fault: iopf_abi::Unrecoverable,
+        #[serde(skip)]
+        raw: iopf_abi::Unrecoverable,
+        fault: UnrecoverableOut,
     },
     Rejected {
         response: u64,
@@ -115,8 +122,9 @@ enum Line {
         records: u64,
         groups_answered: u64,
         lost: u64,
-        /// The producer's losses by reason, from the region header.
-        producer_losses: String,
+        /// The producer's losses by reason (snake-case `LossReason` names), from the region
+        /// header.
+        producer_losses: BTreeMap<String, u64>,
         accepted: u64,
         rejected: u64,
         held_when_leaving: usize,
@@ -124,17 +132,29 @@ enum Line {
     },
 }
 
-fn io_err(path: &std::path::Path, e: impl std::fmt::Display) -> CliError {
-    CliError::Io {
-        path: path.display().to_string(),
-        source: std::io::Error::other(e.to_string()),
+/// An error of `connect`: no iopf producer at the path, or a request it refuses, is bad input
+/// (nothing ran); the system failing otherwise is not.
+fn connect_error(path: &std::path::Path, e: QueueError) -> CliError {
+    match e {
+        QueueError::Os { op, source } if op == "socket" => CliError::Os {
+            what: format!("{}: {op}", path.display()),
+            source,
+        },
+        QueueError::Os { op, .. } if op == "socket path" || op == "connect" => CliError::Input(
+            format!("{}: no iopf producer to attach to: {e}", path.display()),
+        ),
+        other => CliError::Input(format!("{}: {other}", path.display())),
     }
+}
+
+/// An error once attached: the queue or its peer failed.
+fn session_error(path: &std::path::Path, e: impl std::fmt::Display) -> CliError {
+    CliError::Run(format!("{}: {e}", path.display()))
 }
 
 fn emit(args: &Args, line: &Line) -> Result<(), CliError> {
     if args.json {
-        let s = serde_json::to_string(line).map_err(|e| CliError::Input(e.to_string()))?;
-        println!("{s}");
+        println!("{}", crate::json::line(line)?);
         return Ok(());
     }
     match line {
@@ -169,10 +189,15 @@ fn emit(args: &Args, line: &Line) -> Result<(), CliError> {
             Some(r) => println!("lost {count} records from seq {first_seq}: {r}"),
             None => println!("lost {count} records from seq {first_seq}"),
         },
-        Line::Unrecoverable { seq, dev_id, fault } => {
+        Line::Unrecoverable {
+            seq,
+            dev_id,
+            raw: fault,
+            ..
+        } => {
             print!(
-                "seq {seq} unrecoverable dev {dev_id:#x} reason {:?} addr {:#x} fetch_addr {:#x} perm {} flags {}",
-                fault.reason,
+                "seq {seq} unrecoverable dev {dev_id:#x} reason {} addr {:#x} fetch_addr {:#x} perm {} flags {}",
+                reason_name(fault.reason),
                 fault.addr,
                 fault.fetch_addr,
                 flag_names(&fault.perm),
@@ -208,7 +233,10 @@ fn emit(args: &Args, line: &Line) -> Result<(), CliError> {
         } => {
             println!("ABI v{abi_version}, {record} records, features {features}");
             println!("{records} records, {groups_answered} groups answered, {lost} records lost");
-            println!("the producer's losses by reason: {producer_losses}");
+            println!(
+                "the producer's losses by reason: {}",
+                crate::display::counts_or_none(producer_losses)
+            );
             if *answered_broken > 0 {
                 println!("{answered_broken} groups with an unreadable record answered INVALID by this consumer");
             }
@@ -250,7 +278,8 @@ fn choose(args: &Args, offer: &iopf::queue::Offer) -> Request {
 
 /// Runs `iopf attach`.
 pub fn run(args: Args) -> Result<ExitCode, CliError> {
-    let mut c = connect(&args.socket, |o| choose(&args, o)).map_err(|e| io_err(&args.socket, e))?;
+    let mut c =
+        connect(&args.socket, |o| choose(&args, o)).map_err(|e| connect_error(&args.socket, e))?;
     let mut events = Vec::new();
     let mut verdicts: Vec<ResponseVerdict> = Vec::new();
     let mut answered = 0u64;
@@ -261,7 +290,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         }
         let ready = c
             .wait(Some(Duration::from_millis(200)))
-            .map_err(|e| io_err(&args.socket, e))?;
+            .map_err(|e| session_error(&args.socket, e))?;
         if !ready && c.producer_gone() {
             break;
         }
@@ -328,7 +357,8 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
                             &Line::Unrecoverable {
                                 seq: *seq,
                                 dev_id: *dev_id,
-                                fault: *fault,
+                                raw: *fault,
+                                fault: fault.into(),
                             },
                         )?;
                     }
@@ -344,7 +374,8 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
                             &Line::Lost {
                                 first_seq: *first_seq,
                                 count: *count,
-                                reason: reason.map(|r| format!("{r:?} ({r})")),
+                                reason: reason
+                                    .map(|r| format!("{} ({r})", snake_case(&format!("{r:?}")))),
                             },
                         )?;
                     }
@@ -368,12 +399,16 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         &args,
         &Line::Summary {
             abi_version: a.abi_version,
-            record: format!("{:?}", a.record),
+            record: flag_names(&a.record.bits()),
             features: flag_names(&a.features),
             records: s.records,
             groups_answered: answered,
             lost: s.lost,
-            producer_losses: c.producer_losses().to_string(),
+            producer_losses: c
+                .producer_losses()
+                .nonzero()
+                .map(|(r, n)| (snake_case(&format!("{r:?}")), n))
+                .collect(),
             accepted: s.accepted,
             rejected: s.rejected,
             held_when_leaving: c.held_groups(),

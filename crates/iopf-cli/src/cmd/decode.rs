@@ -1,5 +1,6 @@
 //! `iopf decode`: read fault and response records given as hex or in a binary file, and print
-//! them readably or as JSON. Bad input says exactly what is wrong and exits with status 2. An
+//! them readably or as JSON. The records before a bad one are printed; the bad one is named by
+//! its index and byte offset with what is wrong, and the status is 2. An
 //! `iommu_hwpt_pgfault` is read as liberally as a reader of kernel records must: bits the uAPI
 //! does not name are shown, not refused. The guest's VT-d descriptors (a page request, a page
 //! group response), SMMUv3's (a PRI queue entry, `CMD_PRI_RESP`, `CMD_RESUME`) and AMD's (a PPR
@@ -22,6 +23,8 @@ use serde::Serialize;
 
 use crate::display::flag_names;
 use crate::error::CliError;
+use crate::json::records::{FaultOut, HwptResponseOut, PageResponseOut, PgfaultOut};
+use crate::json::{code_name, reason_name, ser};
 
 /// The record layouts `decode` understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -82,7 +85,8 @@ pub struct Args {
     /// The record layout.
     #[arg(long, value_enum, default_value = "fault")]
     format: Format,
-    /// Print JSON (an array of decoded records) instead of text.
+    /// Print JSON (`{"schema_version": 1, "format": ..., "records": [...], "error": ...}`)
+    /// instead of text.
     #[arg(long)]
     json: bool,
     /// Read VT-d descriptors as VT-d 3.x writes them: page request qw0 bit 9 and page group
@@ -93,16 +97,52 @@ pub struct Args {
 }
 
 /// One decoded record of any kind, for printing.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum Decoded {
     Fault(Fault),
     Response(iopf_abi::PageResponse),
-    Pgfault(PgfaultOut),
+    Pgfault(PgFault),
     HwptResponse(IommufdResponse),
     VtdPageRequest(VtdPageRequestOut),
     VtdPageGroupResponse(VtdPageGroupResponseOut),
     Guest(GuestRecordOut),
+}
+
+impl Serialize for Decoded {
+    /// The record's JSON form (`crate::json::records`): addresses in hex, codes by name.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Decoded::Fault(f) => FaultOut::from(f).serialize(s),
+            Decoded::Response(r) => PageResponseOut::from(r).serialize(s),
+            Decoded::Pgfault(p) => PgfaultOut::from(p).serialize(s),
+            Decoded::HwptResponse(r) => HwptResponseOut::from(r).serialize(s),
+            Decoded::VtdPageRequest(r) => r.serialize(s),
+            Decoded::VtdPageGroupResponse(r) => r.serialize(s),
+            Decoded::Guest(r) => r.serialize(s),
+        }
+    }
+}
+
+/// A record that did not decode: which, where, why.
+#[derive(Debug, Serialize)]
+struct BadRecord {
+    /// Its index in the input (0-based).
+    record: usize,
+    /// The byte offset where it begins.
+    offset: usize,
+    /// What is wrong with it.
+    reason: String,
+}
+
+/// `decode --json`'s document.
+#[derive(Serialize)]
+struct Output<'a> {
+    /// The `--format` name.
+    format: String,
+    /// The records that decoded, up to the first bad one.
+    records: &'a [Decoded],
+    /// The first bad record, or null.
+    error: Option<&'a BadRecord>,
 }
 
 /// An SMMUv3 or AMD guest record, for printing: its `type`, then its fields (absent ones
@@ -132,12 +172,18 @@ struct GuestRecordOut {
     stag: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     perm: Option<iopf_abi::Perm>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser::hex_opt"
+    )]
     addr: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last: Option<bool>,
     /// The code in PCIe's meaning.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser::code_opt"
+    )]
     code: Option<iopf_abi::ResponseCode>,
     /// The code field as the guest wrote it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,7 +244,7 @@ impl GuestRecordOut {
             s += &format!(" last {l}");
         }
         if let Some(c) = self.code {
-            s += &format!(" code {c:?}");
+            s += &format!(" code {}", code_name(c));
         }
         if let Some(r) = self.raw_code {
             s += &format!(" raw {r:#x}");
@@ -206,7 +252,7 @@ impl GuestRecordOut {
                 s += &format!(" ({n})");
             }
             if self.raw_code_reserved == Some(true) {
-                s += " (reserved code, read as Response Failure)";
+                s += " (reserved code, read as FAILURE)";
             }
         }
         s
@@ -315,8 +361,10 @@ struct VtdPageRequestOut {
     pasid: Option<u32>,
     prg_index: u16,
     perm: iopf_abi::Perm,
+    #[serde(serialize_with = "ser::hex")]
     addr: u64,
     lpig: bool,
+    #[serde(serialize_with = "ser::hex_pair_opt")]
     private_data: Option<[u64; 2]>,
 }
 
@@ -347,13 +395,15 @@ struct VtdPageGroupResponseOut {
     bdf: String,
     pasid: Option<u32>,
     prg_index: u16,
-    /// The code in PCIe's meaning (a reserved raw code reads as `Failure`).
+    /// The code in PCIe's meaning (a reserved raw code reads as `FAILURE`).
+    #[serde(serialize_with = "ser::code")]
     code: iopf_abi::ResponseCode,
     /// The 4-bit code field as the guest wrote it.
     raw_code: u8,
     /// Whether `raw_code` is one the architecture reserves.
     raw_code_reserved: bool,
     lpig: bool,
+    #[serde(serialize_with = "ser::hex_pair_opt")]
     private_data: Option<[u64; 2]>,
 }
 
@@ -379,17 +429,6 @@ fn bdf(rid: u16) -> String {
     format!("{:02x}:{:02x}.{:x}", rid >> 8, (rid >> 3) & 0x1f, rid & 7)
 }
 
-/// An `iommu_hwpt_pgfault` as read, liberally: a record from a kernel may carry bits the uAPI
-/// does not name (Linux copies its internal flags through), which are shown, not refused.
-#[derive(Debug, Serialize)]
-struct PgfaultOut {
-    #[serde(flatten)]
-    fault: PgFault,
-    /// What the record carries outside the uAPI (absent when nothing).
-    #[serde(skip_serializing_if = "Unnamed::is_empty")]
-    unnamed: Unnamed,
-}
-
 /// Runs `iopf decode`.
 pub fn run(args: Args) -> Result<ExitCode, CliError> {
     if args.vtd_private_data && !args.format.is_vtd() {
@@ -409,22 +448,40 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     } else {
         PrivateDataMode::None
     };
-    let records = decode_all(&bytes, args.format, mode)?;
+    let (records, bad) = decode_all(&bytes, args.format, mode);
     if args.json {
-        let text = serde_json::to_string_pretty(&records)
-            .map_err(|e| CliError::Input(format!("cannot encode JSON: {e}")))?;
-        println!("{text}");
+        let doc = Output {
+            format: format_name(args.format),
+            records: &records,
+            error: bad.as_ref(),
+        };
+        println!("{}", crate::json::pretty(&doc)?);
     } else {
         for (i, rec) in records.iter().enumerate() {
             println!("record {i}: {}", describe(rec));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    match bad {
+        None => Ok(ExitCode::SUCCESS),
+        Some(b) => Err(CliError::Record {
+            index: b.record,
+            offset: b.offset,
+            reason: b.reason,
+        }),
+    }
+}
+
+/// The `--format` value as it is spelled on the command line.
+fn format_name(format: Format) -> String {
+    use clap::ValueEnum;
+    format
+        .to_possible_value()
+        .map_or_else(|| format!("{format:?}"), |v| v.get_name().to_string())
 }
 
 fn input_bytes(args: &Args) -> Result<Vec<u8>, CliError> {
     if let Some(path) = &args.file {
-        return std::fs::read(path).map_err(|source| CliError::Io {
+        return std::fs::read(path).map_err(|source| CliError::InputFile {
             path: path.display().to_string(),
             source,
         });
@@ -433,7 +490,7 @@ fn input_bytes(args: &Args) -> Result<Vec<u8>, CliError> {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
-            .map_err(|source| CliError::Io {
+            .map_err(|source| CliError::InputFile {
                 path: "<stdin>".into(),
                 source,
             })?;
@@ -463,11 +520,13 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, CliError> {
     })
 }
 
+/// Decodes the records of `bytes` up to the first bad one: the good ones, and the bad one if
+/// there is one (a trailing piece too short for a record is one).
 fn decode_all(
     bytes: &[u8],
     format: Format,
     mode: PrivateDataMode,
-) -> Result<Vec<Decoded>, CliError> {
+) -> (Vec<Decoded>, Option<BadRecord>) {
     let fixed = match format {
         Format::Fault => Some((IommuFault::SIZE, "iommu_fault")),
         Format::Pgfault => Some((iopf_abi::HwptPgfault::SIZE, "iommu_hwpt_pgfault")),
@@ -485,37 +544,39 @@ fn decode_all(
     };
     let mut out = Vec::new();
     if let Some((size, name)) = fixed {
-        if bytes.len() % size != 0 {
-            return Err(CliError::Input(format!(
-                "{} bytes is not a whole number of {size}-byte {name} records ({} whole, {} bytes left over)",
-                bytes.len(),
-                bytes.len() / size,
-                bytes.len() % size
-            )));
-        }
-        for (index, chunk) in bytes.chunks_exact(size).enumerate() {
-            if format.is_vtd() || format.is_guest16() {
-                let rec = if format.is_vtd() {
-                    decode_vtd(chunk, format, mode)
-                } else {
-                    decode_guest16(chunk, format)
-                };
-                out.push(rec.map_err(|e| CliError::Input(format!("record {index}: {e}")))?);
-                continue;
-            }
-            let rec = match format {
-                Format::Fault => Fault::from_bytes(chunk).map(Decoded::Fault),
-                Format::Pgfault => PgFault::from_bytes(chunk).map(|fault| {
-                    Decoded::Pgfault(PgfaultOut {
-                        unnamed: fault.unnamed(),
-                        fault,
-                    })
-                }),
-                _ => IommufdResponse::from_bytes(chunk).map(Decoded::HwptResponse),
+        for (index, chunk) in bytes.chunks(size).enumerate() {
+            let bad = |reason: String| BadRecord {
+                record: index,
+                offset: index * size,
+                reason,
             };
-            out.push(rec.map_err(|source| CliError::Record { index, source })?);
+            if chunk.len() < size {
+                let reason = format!(
+                    "{} bytes is not a whole number of {size}-byte {name} records ({} whole, {} bytes left over)",
+                    bytes.len(),
+                    bytes.len() / size,
+                    chunk.len()
+                );
+                return (out, Some(bad(reason)));
+            }
+            let rec = if format.is_vtd() {
+                decode_vtd(chunk, format, mode)
+            } else if format.is_guest16() {
+                decode_guest16(chunk, format)
+            } else {
+                match format {
+                    Format::Fault => Fault::from_bytes(chunk).map(Decoded::Fault),
+                    Format::Pgfault => PgFault::from_bytes(chunk).map(Decoded::Pgfault),
+                    _ => IommufdResponse::from_bytes(chunk).map(Decoded::HwptResponse),
+                }
+                .map_err(|e| e.to_string())
+            };
+            match rec {
+                Ok(rec) => out.push(rec),
+                Err(reason) => return (out, Some(bad(reason))),
+            }
         }
-        return Ok(out);
+        return (out, None);
     }
     // Size-prefixed records: each one's argsz says where the next begins.
     let name = if format == Format::Response {
@@ -523,22 +584,35 @@ fn decode_all(
     } else {
         "vfio_iommu_page_response"
     };
-    let mut rest = bytes;
+    let mut offset = 0;
     let mut index = 0;
-    while !rest.is_empty() {
-        let err = |source| CliError::Record { index, source };
-        let argsz = read_argsz(name, rest).map_err(err)? as usize;
-        let rec = if format == Format::Response {
-            IommuPageResponse::read(rest)
-        } else {
-            VfioIommuPageResponse::read(rest)
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        let rec = read_argsz(name, rest).and_then(|argsz| {
+            if format == Format::Response {
+                IommuPageResponse::read(rest)
+            } else {
+                VfioIommuPageResponse::read(rest)
+            }
+            .map(|r| (argsz as usize, r))
+        });
+        match rec {
+            Ok((argsz, rec)) => {
+                out.push(Decoded::Response(rec));
+                offset += argsz.clamp(1, rest.len());
+                index += 1;
+            }
+            Err(e) => {
+                let bad = BadRecord {
+                    record: index,
+                    offset,
+                    reason: e.to_string(),
+                };
+                return (out, Some(bad));
+            }
         }
-        .map_err(err)?;
-        out.push(Decoded::Response(rec));
-        rest = &rest[argsz.min(rest.len())..];
-        index += 1;
     }
-    Ok(out)
+    (out, None)
 }
 
 /// Decodes one 32-byte VT-d descriptor strictly, in `mode`; the error says what is wrong (its
@@ -600,8 +674,8 @@ fn describe(rec: &Decoded) -> String {
             p.private_data[1]
         ),
         Decoded::Fault(Fault::Unrecoverable(u)) => format!(
-            "unrecoverable fault reason {:?} pasid {} addr {:#x} fetch_addr {:#x} perm {} flags {}",
-            u.reason,
+            "unrecoverable fault reason {} pasid {} addr {:#x} fetch_addr {:#x} perm {} flags {}",
+            reason_name(u.reason),
             u.pasid,
             u.addr,
             u.fetch_addr,
@@ -609,16 +683,16 @@ fn describe(rec: &Decoded) -> String {
             flag_names(&u.flags)
         ),
         Decoded::Response(r) => format!(
-            "page response v{} grpid {} pasid {} code {:?}{}",
+            "page response v{} grpid {} pasid {} code {}{}",
             r.version,
             r.grpid,
             r.pasid.map_or("none".to_string(), |v| v.to_string()),
-            r.code,
+            code_name(r.code),
             r.private_data
                 .map(|d| format!(" private_data [{:#x}, {:#x}]", d[0], d[1]))
                 .unwrap_or_default()
         ),
-        Decoded::Pgfault(PgfaultOut { fault: p, unnamed }) => format!(
+        Decoded::Pgfault(p) => format!(
             "iommufd fault cookie {} dev_id {} grpid {} pasid {} addr {:#x} length {} perm {} flags {}{}",
             p.cookie,
             p.dev_id,
@@ -628,9 +702,13 @@ fn describe(rec: &Decoded) -> String {
             p.length,
             flag_names(&p.perm),
             flag_names(&p.flags),
-            describe_unnamed(unnamed)
+            describe_unnamed(&p.unnamed())
         ),
-        Decoded::HwptResponse(r) => format!("iommufd response cookie {} code {:?}", r.cookie, r.code),
+        Decoded::HwptResponse(r) => format!(
+            "iommufd response cookie {} code {}",
+            r.cookie,
+            code_name(r.code)
+        ),
         Decoded::VtdPageRequest(r) => format!(
             "VT-d page request rid {} ({:#06x}) pasid {} prg_index {} perm {} addr {:#x} lpig {}{}",
             r.bdf,
@@ -644,15 +722,15 @@ fn describe(rec: &Decoded) -> String {
         ),
         Decoded::Guest(r) => r.describe(),
         Decoded::VtdPageGroupResponse(r) => format!(
-            "VT-d page group response rid {} ({:#06x}) pasid {} prg_index {} code {:?} raw {:#x}{} lpig {}{}",
+            "VT-d page group response rid {} ({:#06x}) pasid {} prg_index {} code {} raw {:#x}{} lpig {}{}",
             r.bdf,
             r.rid,
             r.pasid.map_or("none".to_string(), |v| v.to_string()),
             r.prg_index,
-            r.code,
+            code_name(r.code),
             r.raw_code,
             if r.raw_code_reserved {
-                " (reserved code, read as Response Failure)"
+                " (reserved code, read as FAILURE)"
             } else {
                 ""
             },

@@ -2,24 +2,29 @@
 //! real iopf path (IOMMU → fault core → fault queue → resolver → back to the devices) on the
 //! built-in simulated platform, with a progress bar, a report, and the verdict of the ledger that
 //! watched the devices' links. Exit status: 0 when the ledger agrees, 1 when it does not (or the
-//! run failed), 2 for a bad scenario or bad arguments.
+//! run failed), 2 for a bad scenario or bad arguments (a scenario file that cannot be read
+//! included; `--plot` is checked before the run), 130 or 143 when SIGINT or SIGTERM stopped the
+//! run: the devices stop starting work, the groups in flight are answered, the rest INVALID, and
+//! the report is printed marked partial.
 //!
 //! With `--split` the consumer side runs in a second process (this program again, with the
 //! hidden `--consumer-of SOCKET`), connected over the fault queue's UNIX socket.
 
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use iopf::sim::latency::{StageLatency, BUCKET_LABELS};
+use iopf::sim::latency::{Stage, StageLatency, BUCKET_LABELS};
 use iopf::sim::platform::{self, Progress};
 use iopf::sim::report::RunReport;
 use iopf::sim::resolver::{ConsumerMark, ResolverStats};
 use iopf::sim::{Scenario, SimError};
 
 use crate::error::CliError;
+use crate::signals::{Interrupt, Signal};
 
 /// Arguments of `iopf run`.
 #[derive(Debug, clap::Args)]
@@ -33,13 +38,14 @@ pub struct Args {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// Draw the latency histogram per stage (VT-d debugfs buckets) into this SVG file.
+    /// Draw the latency histogram per stage (VT-d debugfs buckets) into this SVG file (checked
+    /// before the run: a path that cannot be written is bad input).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     /// Run the consumer side in a second process, over the fault queue's UNIX socket.
     #[arg(long)]
     split: bool,
-    /// No progress bar.
+    /// No progress bar, and no "running" line on stderr.
     #[arg(long, short)]
     quiet: bool,
     /// (internal) Be the consumer process of a split run: connect to this socket.
@@ -62,18 +68,25 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         }
         scenario.duration_ms = ms;
     }
+    let interrupt = Interrupt::install()?;
     if let (Some(socket), Some(out)) = (&args.consumer_of, &args.consumer_out) {
+        // The consumer process serves until the producer closes the queue: a Ctrl-C reaches
+        // the whole process group, and the producer process drains and closes on it.
         return consumer_process(&scenario, socket, out);
     }
-    if let Some(plot) = &args.plot {
-        if plot.extension().and_then(|e| e.to_str()) != Some("svg") {
-            return Err(CliError::Input(format!(
-                "{}: --plot writes SVG only; name the file *.svg",
-                plot.display()
-            )));
-        }
-    }
+    let mut plot = args.plot.as_deref().map(PlotFile::open).transpose()?;
     let progress = Progress::default();
+    let announced = Cell::new(args.quiet);
+    let stop = || {
+        if !announced.get() && progress.groups.load(Ordering::Relaxed) > 0 {
+            announced.set(true);
+            eprintln!(
+                "iopf run: running scenario {:?} ({} ms); SIGINT or SIGTERM stops it with a partial report",
+                scenario.name, scenario.duration_ms
+            );
+        }
+        interrupt.requested()
+    };
     let report = std::thread::scope(|s| {
         let bar = (!args.quiet && !args.json).then(|| {
             let progress = &progress;
@@ -81,9 +94,9 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
             s.spawn(move || show_progress(scenario, progress))
         });
         let report = if args.split {
-            run_split(&scenario, &progress)
+            run_split(&scenario, &progress, &stop, &interrupt)
         } else {
-            platform::run(&scenario, &progress).map_err(sim_error)
+            platform::run_until(&scenario, &progress, &stop).map_err(sim_error)
         };
         progress.draining.store(true, Ordering::Relaxed);
         progress.elapsed_ms.store(u64::MAX, Ordering::Relaxed);
@@ -92,33 +105,48 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         }
         report
     })?;
-    if let Some(plot) = &args.plot {
-        draw_plot(&report, plot)?;
+    let interrupted_by = report.partial.then(|| interrupt.signal()).flatten();
+    if let Some(plot) = &mut plot {
+        plot.draw(&report)?;
     }
     if args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| CliError::Run(format!("report: {e}")))?;
-        println!("{text}");
+        let doc = JsonReport {
+            interrupted_by: interrupted_by.map(Signal::name),
+            report: &report,
+        };
+        println!("{}", crate::json::pretty(&doc)?);
     } else {
-        print!("{}", render(&report));
+        print!("{}", render(&report, interrupted_by));
         if let Some(plot) = &args.plot {
             println!("latency plot written to {}", plot.display());
         }
     }
-    if report.ledger.ok {
-        Ok(ExitCode::SUCCESS)
-    } else {
+    if !report.ledger.ok {
         eprintln!(
             "iopf: the ledger disagrees: {} violation(s)",
             report.ledger.violation_count
         );
-        Ok(ExitCode::from(1))
     }
+    Ok(match interrupted_by {
+        Some(signal) => ExitCode::from(signal.exit_status()),
+        None if report.ledger.ok => ExitCode::SUCCESS,
+        None => ExitCode::from(crate::error::EXIT_FAILED),
+    })
+}
+
+/// The JSON document of `iopf run`: the report, and the signal that stopped it.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    /// `SIGINT` or `SIGTERM` when one stopped the run (the report's `partial` is then true),
+    /// else null.
+    interrupted_by: Option<&'static str>,
+    #[serde(flatten)]
+    report: &'a RunReport,
 }
 
 fn sim_error(e: SimError) -> CliError {
     match e {
-        SimError::ScenarioIo { path, source } => CliError::Io {
+        SimError::ScenarioIo { path, source } => CliError::InputFile {
             path: path.display().to_string(),
             source,
         },
@@ -166,18 +194,23 @@ fn show_progress(scenario: &Scenario, progress: &Progress) {
 
 /// The producer process: binds a socket in a private directory, starts the consumer process,
 /// serves it, and joins its figures.
-fn run_split(scenario: &Scenario, progress: &Progress) -> Result<RunReport, CliError> {
+fn run_split(
+    scenario: &Scenario,
+    progress: &Progress,
+    stop: &dyn Fn() -> bool,
+    interrupt: &Interrupt,
+) -> Result<RunReport, CliError> {
     use iopf::queue::{Listener, ServeConfig};
-    let dir = tempfile::tempdir().map_err(|source| CliError::Io {
-        path: "temporary directory".into(),
+    let dir = tempfile::tempdir().map_err(|source| CliError::Os {
+        what: "creating a temporary directory".into(),
         source,
     })?;
     let socket = dir.path().join("fault-queue.sock");
     let out = dir.path().join("consumer.out");
     let scenario_file = dir.path().join("scenario.toml");
     let text = toml::to_string(scenario).map_err(|e| CliError::Run(format!("scenario: {e}")))?;
-    std::fs::write(&scenario_file, text).map_err(|source| CliError::Io {
-        path: scenario_file.display().to_string(),
+    std::fs::write(&scenario_file, text).map_err(|source| CliError::Os {
+        what: format!("writing {}", scenario_file.display()),
         source,
     })?;
     let listener = Listener::bind(
@@ -189,8 +222,8 @@ fn run_split(scenario: &Scenario, progress: &Progress) -> Result<RunReport, CliE
         },
     )
     .map_err(|e| CliError::Run(format!("{}: {e}", socket.display())))?;
-    let exe = std::env::current_exe().map_err(|source| CliError::Io {
-        path: "current executable".into(),
+    let exe = std::env::current_exe().map_err(|source| CliError::Os {
+        what: "finding the current executable".into(),
         source,
     })?;
     let mut child = Command::new(exe)
@@ -203,11 +236,11 @@ fn run_split(scenario: &Scenario, progress: &Progress) -> Result<RunReport, CliE
         .arg(&out)
         .stdin(Stdio::null())
         .spawn()
-        .map_err(|source| CliError::Io {
-            path: "consumer process".into(),
+        .map_err(|source| CliError::Os {
+            what: "starting the consumer process".into(),
             source,
         })?;
-    let producer = match accept_within(&listener, &mut child, Duration::from_secs(30)) {
+    let producer = match accept_within(&listener, &mut child, Duration::from_secs(30), interrupt) {
         Ok(p) => p,
         Err(e) => {
             let _ = child.kill();
@@ -222,12 +255,12 @@ fn run_split(scenario: &Scenario, progress: &Progress) -> Result<RunReport, CliE
             .map(|mut c| matches!(c.try_wait(), Ok(Some(_))))
             .unwrap_or(true)
     };
-    let outcome = platform::run_producer_side(scenario, producer, progress, &gone);
+    let outcome = platform::run_producer_side(scenario, producer, progress, &gone, stop);
     let mut child = child
         .into_inner()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let status = child.wait().map_err(|source| CliError::Io {
-        path: "consumer process".into(),
+    let status = child.wait().map_err(|source| CliError::Os {
+        what: "waiting for the consumer process".into(),
         source,
     })?;
     let mut outcome = outcome.map_err(sim_error)?;
@@ -246,6 +279,7 @@ fn accept_within(
     listener: &iopf::queue::Listener,
     child: &mut Child,
     limit: Duration,
+    interrupt: &Interrupt,
 ) -> Result<iopf::queue::Producer, CliError> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let start = std::time::Instant::now();
@@ -254,6 +288,12 @@ fn accept_within(
             return Err(CliError::Run(format!(
                 "the consumer process exited before connecting ({status})"
             )));
+        }
+        if let Some(signal) = interrupt.signal() {
+            return Err(CliError::Interrupted {
+                signal,
+                during: "before the consumer process connected",
+            });
         }
         if start.elapsed() > limit {
             return Err(CliError::Run(
@@ -302,8 +342,8 @@ fn write_consumer_out(
     stats: &ResolverStats,
     marks: &[ConsumerMark],
 ) -> Result<(), CliError> {
-    let io = |source| CliError::Io {
-        path: out.display().to_string(),
+    let io = |source| CliError::Os {
+        what: format!("writing {}", out.display()),
         source,
     };
     let head = serde_json::to_vec(stats).map_err(|e| CliError::Run(e.to_string()))?;
@@ -334,8 +374,8 @@ fn read_consumer_out(out: &Path) -> Result<(ResolverStats, Vec<ConsumerMark>), C
     let mut bytes = Vec::new();
     std::fs::File::open(out)
         .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|source| CliError::Io {
-            path: out.display().to_string(),
+        .map_err(|source| CliError::Os {
+            what: format!("reading {}", out.display()),
             source,
         })?;
     let bad = || {
@@ -390,11 +430,22 @@ fn ns(v: f64) -> String {
     }
 }
 
-/// The text report.
-pub fn render(r: &RunReport) -> String {
+/// The text report; `interrupted_by` is the signal that stopped a partial run.
+pub fn render(r: &RunReport, interrupted_by: Option<Signal>) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     let t = &r.totals;
+    if r.partial {
+        let _ = writeln!(
+            o,
+            "PARTIAL ({}): the devices stopped starting work after {:.2} s; the groups in flight were drained, any the consumer still held at the end answered INVALID",
+            interrupted_by.map_or_else(
+                || "stopped early".to_string(),
+                |s| format!("interrupted by {}", s.name())
+            ),
+            r.issue_s
+        );
+    }
     let _ = writeln!(
         o,
         "iopf run: scenario {:?}{}, {:.2} s ({:.2} s issuing, then drain)",
@@ -455,6 +506,9 @@ pub fn render(r: &RunReport) -> String {
             let _ = write!(o, " {b:>9}");
         }
         let _ = writeln!(o);
+    }
+    if let Some(total) = r.latency.iter().find(|s| s.stage == Stage::Total) {
+        let _ = writeln!(o, "  {}: {}", total.label, total.counts);
     }
     let p = &r.iommu.prq;
     let _ = writeln!(o, "\nIOMMU page request queue");
@@ -576,7 +630,7 @@ fn render_guest(o: &mut String, g: &iopf::sim::nested::GuestReport) {
         .map(|(k, n)| format!("{k} {n}"));
     let _ = writeln!(
         o,
-        "  answered by the guest: {} ({} SUCCESS, {} INVALID, {} Response Failure sent to the host as INVALID); by the vIOMMU: {}",
+        "  answered by the guest: {} ({} SUCCESS, {} INVALID, {} FAILURE sent to the host as INVALID); by the vIOMMU: {}",
         g.host_answers.get("guest").copied().unwrap_or(0),
         g.guest_success,
         g.guest_invalid,
@@ -601,8 +655,70 @@ fn render_guest(o: &mut String, g: &iopf::sim::nested::GuestReport) {
 // ---------------------------------------------------------------------------------------------
 // The plot.
 
-/// Draws the share of groups per VT-d bucket, one line per stage.
-fn draw_plot(r: &RunReport, path: &Path) -> Result<(), CliError> {
+/// The `--plot` file, opened before the run so that a path that cannot be written is bad input
+/// found at once, not after the run. A file this opened and never wrote is removed again.
+struct PlotFile {
+    path: PathBuf,
+    file: std::fs::File,
+    created: bool,
+    written: bool,
+}
+
+impl PlotFile {
+    fn open(path: &Path) -> Result<PlotFile, CliError> {
+        if path.extension().and_then(|e| e.to_str()) != Some("svg") {
+            return Err(CliError::Input(format!(
+                "{}: --plot writes SVG only; name the file *.svg",
+                path.display()
+            )));
+        }
+        let existed = path.exists();
+        // Not truncated yet: an existing plot stays whole if the run fails.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| {
+                CliError::Input(format!(
+                    "{}: --plot cannot write there: {e}",
+                    path.display()
+                ))
+            })?;
+        Ok(PlotFile {
+            path: path.to_path_buf(),
+            file,
+            created: !existed,
+            written: false,
+        })
+    }
+
+    fn draw(&mut self, r: &RunReport) -> Result<(), CliError> {
+        let mut svg = String::new();
+        draw_plot(r, &mut svg, &self.path)?;
+        let io = |source| CliError::Os {
+            what: format!("writing {}", self.path.display()),
+            source,
+        };
+        self.file.set_len(0).map_err(io)?;
+        self.file.write_all(svg.as_bytes()).map_err(io)?;
+        self.file.flush().map_err(io)?;
+        self.written = true;
+        Ok(())
+    }
+}
+
+impl Drop for PlotFile {
+    fn drop(&mut self) {
+        if self.created && !self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Draws the share of groups per VT-d bucket, one line per stage, as SVG into `out` (`path`
+/// names it in errors).
+fn draw_plot(r: &RunReport, out: &mut String, path: &Path) -> Result<(), CliError> {
     use plotters::prelude::*;
     let err = |e: &dyn std::fmt::Display| CliError::Run(format!("{}: {e}", path.display()));
     let stages: Vec<&StageLatency> = r.latency.iter().collect();
@@ -613,7 +729,7 @@ fn draw_plot(r: &RunReport, path: &Path) -> Result<(), CliError> {
             100.0 * s.buckets[b] as f64 / s.count as f64
         }
     };
-    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
+    let root = SVGBackend::with_string(out, (960, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(

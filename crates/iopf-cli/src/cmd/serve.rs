@@ -7,19 +7,28 @@
 //! device also reports N unrecoverable faults among its page requests (`IOMMU_FAULT_DMA_UNRECOV`
 //! into `iommu_report_device_fault()`); they travel through the same `CoreLink` to a consumer
 //! that agreed `Features::UNRECOVERABLE`, and are dropped for one that did not.
+//!
+//! A peer refused at connection (a uid not allowed, a request that is not offered, a peer that
+//! says nothing) is named on stderr with the reason and does not count as one of `--consumers`.
+//! On SIGINT or SIGTERM it stops issuing groups, gives the consumer `--drain-ms` to answer the
+//! groups in flight, answers the rest INVALID (never FAILURE), prints the summary marked
+//! partial, removes its socket and exits 130 or 143.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use iopf::core::{AgeLimit, DeviceId, DeviceResponse, FaultCore, PriCaps, Reported, ResponseSink};
-use iopf::queue::{CoreLink, Listener, Offer, ServeConfig};
+use iopf::queue::{CoreLink, Listener, Offer, Producer, QueueError, ServeConfig};
 use iopf_abi::fault::{FaultReason, UnrecoverableFlags};
 use iopf_abi::{Fault, PageRequest, PageRequestFlags, Perm, ResponseCode, Unrecoverable};
 use serde::Serialize;
 
 use crate::display::flag_names;
 use crate::error::CliError;
+use crate::json::snake_case;
+use crate::signals::{Interrupt, Signal};
 
 /// What the producer offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -66,9 +75,14 @@ pub struct Args {
     /// groups for ever, as with Linux's fault fd.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     age_limit_ms: Option<u64>,
-    /// Consumers to serve, one after another, before exiting.
+    /// Consumers to serve, one after another, before exiting (peers refused at connection do
+    /// not count).
     #[arg(long, default_value_t = 1)]
     consumers: u32,
+    /// After SIGINT or SIGTERM: how long the consumer has to answer the groups in flight before
+    /// the rest are answered INVALID.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    drain_ms: u64,
     /// Print each consumer's summary as a JSON line.
     #[arg(long)]
     json: bool,
@@ -106,9 +120,14 @@ impl DeviceSide {
 #[derive(Debug, Default, Serialize)]
 struct Summary {
     consumer: u32,
+    /// A signal stopped the serving: fewer groups than `--groups` were issued.
+    partial: bool,
+    /// `SIGINT` or `SIGTERM` when one stopped it.
+    interrupted_by: Option<&'static str>,
     abi_version: u32,
     record: String,
     features: String,
+    /// Groups issued to the device (all of `--groups` unless a signal stopped it).
     groups: u64,
     responses_to_device: u64,
     success: u64,
@@ -118,9 +137,12 @@ struct Summary {
     answered_at_once: u64,
     held_back: u64,
     backlog_high_water: u64,
-    lost_by_reason: String,
+    /// Records lost by reason (snake-case `LossReason` names; none: empty).
+    lost_by_reason: BTreeMap<String, u64>,
     answered_invalid_consumer_gone: u64,
     answered_invalid_aged: u64,
+    /// Groups still held when the drain after a signal ended, answered INVALID.
+    answered_invalid_at_stop: u64,
     responses_rejected: u64,
     private_data_at_device: u64,
     consumer_gone: bool,
@@ -147,10 +169,60 @@ fn unrecoverable_fault(n: u32) -> Fault {
     })
 }
 
-fn os_err(path: &std::path::Path, e: impl std::fmt::Display) -> CliError {
-    CliError::Io {
-        path: path.display().to_string(),
-        source: std::io::Error::other(e.to_string()),
+/// How long one wait for a consumer lasts before the stop flag is looked at again.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
+
+/// Waits up to `timeout` (`None`: for ever) for a peer to connect and negotiates with it, as
+/// `Listener::accept` does; `Ok(None)` when nobody came in time (or a signal cut the wait
+/// short). Shaped as `Listener::accept_timeout` would be, so this can become a call to it.
+fn accept_timeout(
+    listener: &Listener,
+    timeout: Option<Duration>,
+) -> Result<Option<Producer>, QueueError> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let fd = listener.as_fd();
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let timeout = timeout.map(|t| Timespec {
+        tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_nsec: t.subsec_nanos().into(),
+    });
+    match poll(&mut fds, timeout.as_ref()) {
+        Ok(0) | Err(rustix::io::Errno::INTR) => Ok(None),
+        Ok(_) => listener.accept().map(Some),
+        Err(e) => Err(QueueError::Os {
+            op: "poll",
+            source: e.into(),
+        }),
+    }
+}
+
+/// Whether an error from [`accept_timeout`] is the listener's own (serving cannot go on),
+/// rather than one peer's refusal.
+fn listener_failed(e: &QueueError) -> bool {
+    use rustix::io::Errno;
+    match e {
+        QueueError::Os { op, source } if *op == "accept" || *op == "poll" => {
+            let transient = [Errno::CONNABORTED, Errno::INTR, Errno::AGAIN, Errno::PROTO]
+                .map(Errno::raw_os_error)
+                .map(Some);
+            !transient.contains(&source.raw_os_error())
+        }
+        _ => false,
+    }
+}
+
+/// An error of `bind`: a socket path where no socket can be made is a bad argument (it exists,
+/// its directory does not, no permission); anything else is the system's failure.
+fn bind_error(path: &std::path::Path, e: QueueError) -> CliError {
+    match e {
+        QueueError::Os { op, .. } if op == "socket path" || op == "bind" || op == "chmod" => {
+            CliError::Input(format!("{}: cannot create the socket: {e}", path.display()))
+        }
+        QueueError::Os { op, source } => CliError::Os {
+            what: format!("{}: {op}", path.display()),
+            source,
+        },
+        other => CliError::Run(format!("{}: {other}", path.display())),
     }
 }
 
@@ -175,39 +247,64 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         },
         ..ServeConfig::default()
     };
-    let listener = Listener::bind(&args.socket, config).map_err(|e| os_err(&args.socket, e))?;
+    let interrupt = Interrupt::install()?;
+    let listener = Listener::bind(&args.socket, config).map_err(|e| bind_error(&args.socket, e))?;
     eprintln!("iopf serve: listening on {}", args.socket.display());
     let mut all_exact = true;
-    for n in 0..args.consumers {
-        let producer = match listener.accept() {
-            Ok(p) => p,
+    let mut served = 0u32;
+    let mut refused = 0u64;
+    // The listener is dropped (its socket file removed) on every way out of here.
+    while served < args.consumers && !interrupt.requested() {
+        let producer = match accept_timeout(&listener, Some(ACCEPT_POLL)) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(e) if listener_failed(&e) => {
+                return Err(CliError::Run(format!(
+                    "{}: the listener failed: {e}",
+                    args.socket.display()
+                )))
+            }
             Err(e) => {
-                eprintln!("iopf serve: consumer refused: {e}");
+                refused += 1;
+                eprintln!(
+                    "iopf serve: refused a peer (not counted as a consumer; {refused} refused so far): {e}"
+                );
                 continue;
             }
         };
-        let summary = serve_one(&args, n, producer).map_err(|e| os_err(&args.socket, e))?;
+        let summary = serve_one(&args, served, producer, &interrupt).map_err(|e| {
+            CliError::Run(format!("{}: consumer {served}: {e}", args.socket.display()))
+        })?;
+        served += 1;
         all_exact &= summary.responses_to_device == summary.groups;
         if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&summary).map_err(|e| CliError::Input(e.to_string()))?
-            );
+            println!("{}", crate::json::line(&summary)?);
         } else {
             print_summary(&summary);
         }
     }
+    if let Some(signal) = interrupt.signal() {
+        eprintln!(
+            "iopf serve: stopped by {}: {served} of {} consumers served; removing {}",
+            signal.name(),
+            args.consumers,
+            args.socket.display()
+        );
+        drop(listener);
+        return Ok(ExitCode::from(signal.exit_status()));
+    }
     Ok(if all_exact {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(crate::error::EXIT_FAILED)
     })
 }
 
 fn serve_one(
     args: &Args,
     index: u32,
-    producer: iopf::queue::Producer,
+    producer: Producer,
+    interrupt: &Interrupt,
 ) -> Result<Summary, Box<dyn std::error::Error>> {
     let agreement = *producer.agreement();
     let mut core: FaultCore<DeviceSide> = FaultCore::new(DeviceSide::default());
@@ -230,17 +327,22 @@ fn serve_one(
     let mut s = Summary {
         consumer: index,
         abi_version: agreement.abi_version,
-        record: format!("{:?}", agreement.record),
+        record: flag_names(&agreement.record.bits()),
         features: flag_names(&agreement.features),
-        groups: u64::from(args.groups),
         ..Summary::default()
     };
+    let drain = Duration::from_millis(args.drain_ms);
+    // When a signal was seen: from then on no group is issued.
+    let mut stopped: Option<(Signal, Instant)> = None;
     let mut sent = 0u32;
     let mut unrecoverable = 0u32;
     let mut reqs: Vec<PageRequest> = Vec::with_capacity(args.requests as usize);
     loop {
-        // Keep `window` groups in flight.
-        while sent < args.groups && core.outstanding(dev)? < args.window {
+        if stopped.is_none() {
+            stopped = interrupt.signal().map(|sig| (sig, Instant::now()));
+        }
+        // Keep `window` groups in flight, until a signal.
+        while stopped.is_none() && sent < args.groups && core.outstanding(dev)? < args.window {
             // Unrecoverable fault i goes before group i * groups / N: spread among the groups.
             while unrecoverable < args.unrecoverable
                 && u64::from(unrecoverable) * u64::from(args.groups)
@@ -279,10 +381,21 @@ fn serve_one(
             }
             sent += 1;
         }
-        if sent >= args.groups && core.outstanding(dev)? == 0 {
+        if (stopped.is_some() || sent >= args.groups) && core.outstanding(dev)? == 0 {
             break;
         }
-        link.wait(Some(Duration::from_millis(200)))?;
+        if let Some((_, at)) = stopped {
+            if at.elapsed() >= drain {
+                // The drain is over: the queue answers what the consumer holds INVALID, and the
+                // core what it still owes.
+                let before = core.sink().total();
+                let closed = link.close(&mut core);
+                s.answered_by_consumer += closed.answered as u64;
+                s.answered_invalid_at_stop += core.sink().total() - before - closed.answered as u64;
+                break;
+            }
+        }
+        link.wait(Some(Duration::from_millis(100)))?;
         let before = core.sink().total();
         let pumped = link.pump(&mut core);
         s.answered_by_consumer += pumped.answered as u64;
@@ -293,8 +406,9 @@ fn serve_one(
             s.consumer_gone = true;
             s.answered_invalid_consumer_gone +=
                 core.sink().total() - before - pumped.answered as u64;
-            // The rest of the groups are answered at once: nobody takes them any more.
-            while sent < args.groups {
+            // The rest of the groups are answered at once: nobody takes them any more (none is
+            // issued after a signal).
+            while stopped.is_none() && sent < args.groups {
                 let r = PageRequest {
                     flags: PageRequestFlags::PASID_VALID | PageRequestFlags::LAST_PAGE,
                     pasid: 1,
@@ -311,9 +425,14 @@ fn serve_one(
         }
     }
     // Those not reported yet (no groups, or the consumer left): reported now, after the groups.
-    while unrecoverable < args.unrecoverable {
+    while stopped.is_none() && unrecoverable < args.unrecoverable {
         core.report(dev, &unrecoverable_fault(unrecoverable), now())?;
         unrecoverable += 1;
+    }
+    s.groups = u64::from(sent);
+    if let Some((sig, _)) = stopped {
+        s.partial = true;
+        s.interrupted_by = Some(sig.name());
     }
     s.unrecoverable_reported = u64::from(unrecoverable);
     let un = link.unrecoverable();
@@ -324,7 +443,11 @@ fn serve_one(
     s.responses_rejected = ps.rejected;
     s.held_back = ps.held_back;
     s.backlog_high_water = ps.backlog_high_water;
-    s.lost_by_reason = ps.lost_by.to_string();
+    s.lost_by_reason = ps
+        .lost_by
+        .nonzero()
+        .map(|(r, n)| (snake_case(&format!("{r:?}")), n))
+        .collect();
     let d = core.sink();
     s.responses_to_device = d.total();
     s.success = d.success;
@@ -335,6 +458,9 @@ fn serve_one(
 }
 
 fn print_summary(s: &Summary) {
+    if let Some(sig) = s.interrupted_by {
+        println!("PARTIAL (interrupted by {sig}): no group issued after it; the groups in flight were drained, the rest answered INVALID");
+    }
     println!(
         "consumer {}: ABI v{}, {} records, features {}",
         s.consumer, s.abi_version, s.record, s.features
@@ -349,8 +475,17 @@ fn print_summary(s: &Summary) {
     );
     println!(
         "  held back while the ring was full {} (backlog high-water {} requests); records lost: {}",
-        s.held_back, s.backlog_high_water, s.lost_by_reason
+        s.held_back,
+        s.backlog_high_water,
+        crate::display::counts_or_none(&s.lost_by_reason)
     );
+    if s.partial {
+        println!(
+            "  INVALID when the drain after {} ended {}",
+            s.interrupted_by.unwrap_or("the stop"),
+            s.answered_invalid_at_stop
+        );
+    }
     if s.answered_invalid_aged > 0 {
         println!("  INVALID past the age limit {}", s.answered_invalid_aged);
     }
