@@ -303,8 +303,9 @@ fn sigterm_while_serving_a_live_consumer_lets_it_answer_what_is_in_flight() {
     eprintln!("serve SIGTERM with a live consumer: {groups} groups issued, every one answered SUCCESS by it");
 }
 
-/// A peer that connects and says nothing is refused, named on stderr, and does not take the
-/// only consumer slot: the consumer after it is served.
+/// A peer that connects and says nothing does not take the only consumer slot, nor delay the
+/// consumer after it: handshakes run side by side, so that one is served at once (long before
+/// the silent peer's 5 s handshake timeout), and serve ends with it.
 #[test]
 fn a_silent_peer_does_not_take_the_only_consumer_slot() {
     use rustix::net::{connect, socket, AddressFamily, SocketAddrUnix, SocketType};
@@ -319,7 +320,7 @@ fn a_silent_peer_does_not_take_the_only_consumer_slot() {
     serve.wait_for("listening on");
     let silent = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
     connect(&silent, &SocketAddrUnix::new(Path::new(&sock)).unwrap()).unwrap();
-    // Connected first, so served first: this one is refused when it has said nothing in time.
+    // Connected first, but the handshakes run side by side: this one does not wait for it.
     let attach = iopf()
         .args(["attach", "--json", "--quiet"])
         .arg(&sock)
@@ -333,10 +334,7 @@ fn a_silent_peer_does_not_take_the_only_consumer_slot() {
     let (code, stdout, stderr) = serve.finish();
     drop(silent);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(
-        stderr.contains("refused a peer (not counted as a consumer; 1 refused so far)"),
-        "{stderr}"
-    );
+    assert!(!stderr.contains("refused a peer"), "{stderr}");
     let s: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(s["responses_to_device"], 20, "{s}");
     assert_eq!(s["answered_by_consumer"], 20, "{s}");

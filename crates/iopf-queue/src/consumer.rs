@@ -1560,4 +1560,3 @@ mod tests {
         assert_eq!((c.stats().accepted, c.stats().rejected), (0, 4));
     }
 }
-

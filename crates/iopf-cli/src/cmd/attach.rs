@@ -143,6 +143,9 @@ fn connect_error(path: &std::path::Path, e: QueueError) -> CliError {
         QueueError::Os { op, .. } if op == "socket path" || op == "connect" => CliError::Input(
             format!("{}: no iopf producer to attach to: {e}", path.display()),
         ),
+        QueueError::NotAQueue { .. } => {
+            CliError::Input(format!("no iopf producer to attach to: {e}"))
+        }
         other => CliError::Input(format!("{}: {other}", path.display())),
     }
 }

@@ -172,31 +172,7 @@ fn unrecoverable_fault(n: u32) -> Fault {
 /// How long one wait for a consumer lasts before the stop flag is looked at again.
 const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
-/// Waits up to `timeout` (`None`: for ever) for a peer to connect and negotiates with it, as
-/// `Listener::accept` does; `Ok(None)` when nobody came in time (or a signal cut the wait
-/// short). Shaped as `Listener::accept_timeout` would be, so this can become a call to it.
-fn accept_timeout(
-    listener: &Listener,
-    timeout: Option<Duration>,
-) -> Result<Option<Producer>, QueueError> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let fd = listener.as_fd();
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    let timeout = timeout.map(|t| Timespec {
-        tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX),
-        tv_nsec: t.subsec_nanos().into(),
-    });
-    match poll(&mut fds, timeout.as_ref()) {
-        Ok(0) | Err(rustix::io::Errno::INTR) => Ok(None),
-        Ok(_) => listener.accept().map(Some),
-        Err(e) => Err(QueueError::Os {
-            op: "poll",
-            source: e.into(),
-        }),
-    }
-}
-
-/// Whether an error from [`accept_timeout`] is the listener's own (serving cannot go on),
+/// Whether an error from `Listener::accept_timeout` is the listener's own (serving cannot go on),
 /// rather than one peer's refusal.
 fn listener_failed(e: &QueueError) -> bool {
     use rustix::io::Errno;
@@ -222,6 +198,7 @@ fn bind_error(path: &std::path::Path, e: QueueError) -> CliError {
             what: format!("{}: {op}", path.display()),
             source,
         },
+        QueueError::NotAQueue { .. } => CliError::Input(format!("cannot create the socket: {e}")),
         other => CliError::Run(format!("{}: {other}", path.display())),
     }
 }
@@ -255,7 +232,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     let mut refused = 0u64;
     // The listener is dropped (its socket file removed) on every way out of here.
     while served < args.consumers && !interrupt.requested() {
-        let producer = match accept_timeout(&listener, Some(ACCEPT_POLL)) {
+        let producer = match listener.accept_timeout(Some(ACCEPT_POLL)) {
             Ok(Some(p)) => p,
             Ok(None) => continue,
             Err(e) if listener_failed(&e) => {
@@ -404,6 +381,9 @@ fn serve_one(
         }
         if pumped.detached {
             s.consumer_gone = true;
+            if let Some(why) = link.consumer_misbehaviour() {
+                eprintln!("iopf serve: consumer {index} dropped: {why}");
+            }
             s.answered_invalid_consumer_gone +=
                 core.sink().total() - before - pumped.answered as u64;
             // The rest of the groups are answered at once: nobody takes them any more (none is
