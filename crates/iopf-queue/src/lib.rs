@@ -28,7 +28,16 @@
 //!   queue, and the pump that feeds validated responses back into the core (and detaches a dead
 //!   consumer's handlers so the core answers INVALID).
 //! * [`channel`] builds both ends in one process; [`Listener`] / [`connect`] put them in two,
-//!   over a UNIX socket with `SCM_RIGHTS`.
+//!   over a UNIX socket with `SCM_RIGHTS`. Handshakes run side by side and time out; a peer that
+//!   breaks the protocol (a consumer writing to the socket after the handshake, say) is dropped
+//!   with an error that names it, and costs the producer no CPU.
+//! * [`readiness`]: event loops. Every end ([`Consumer`], [`Producer`], [`CoreLink`]) implements
+//!   `AsFd`, says what it can do now ([`Readiness`]) and is armed before its loop sleeps; a
+//!   consumer whose response ring is full waits for room ([`Consumer::wait_for`]). Every timeout
+//!   is an `Option<Duration>`. `examples/epoll_vmm.rs` (vmm-sys-util's epoll) and
+//!   `examples/tokio_vmm.rs` (tokio's `AsyncFd`) are built and run by `cargo test`.
+//!   Threads: each end is `Send`, owned by one thread; a [`CoreLink`]'s waits hold no lock, so
+//!   reporting into the core and pumping run on different threads without blocking each other.
 //! * [`layout`], `shm`, `wake`, [`record`], [`response`], `pending`, `held`: the region's words,
 //!   its mapping (the crate's only `unsafe`), wake-ups, slot encodings, response judgement, the
 //!   producer's unanswered groups and the consumer's held ones.
