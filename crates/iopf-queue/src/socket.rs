@@ -212,7 +212,8 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Creates the socket at `path` with mode 0600 and starts listening. A socket file left
+    /// Creates the socket at `path` with mode 0600, listening before the path appears. A socket
+    /// file left
     /// behind by a producer that died (nobody accepts on it: `ECONNREFUSED`) is replaced. Errors:
     /// [`QueueError::NotAQueue`] with `EADDRINUSE` when a live listener is there, with `EEXIST`
     /// when `path` is not a socket (never removed); a failed system call otherwise.
@@ -225,14 +226,27 @@ impl Listener {
             None,
         )
         .map_err(|e| QueueError::os("socket", e))?;
-        let addr = SocketAddrUnix::new(&path).map_err(|e| QueueError::os("socket path", e))?;
-        match rustix::net::bind(&fd, &addr) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::ADDRINUSE) => {
-                replace_stale_socket(&path)?;
-                rustix::net::bind(&fd, &addr).map_err(|e| QueueError::os("bind", e))?;
-            }
-            Err(e) => return Err(QueueError::os("bind", e)),
+        if std::fs::symlink_metadata(&path).is_ok() {
+            replace_stale_socket(&path)?;
+        }
+        // Bound and made listening under a private name, then renamed into place: a client
+        // never finds the path before it accepts connections (no ECONNREFUSED window), and
+        // nobody can connect before the mode is 0600.
+        let mut staging = path.clone().into_os_string();
+        staging.push(format!(".{}.binding", std::process::id()));
+        let staging = PathBuf::from(staging);
+        let _ = std::fs::remove_file(&staging);
+        let addr = SocketAddrUnix::new(&staging).map_err(|e| QueueError::os("socket path", e))?;
+        rustix::net::bind(&fd, &addr).map_err(|e| QueueError::os("bind", e))?;
+        let placed = rustix::fs::chmod(&staging, Mode::from_raw_mode(0o600))
+            .map_err(|e| QueueError::os("chmod", e))
+            .and_then(|()| rustix::net::listen(&fd, 64).map_err(|e| QueueError::os("listen", e)))
+            .and_then(|()| {
+                std::fs::rename(&staging, &path).map_err(|e| QueueError::os("rename", e))
+            });
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&staging);
+            return Err(e);
         }
         let listener = Listener {
             fd,
@@ -240,9 +254,6 @@ impl Listener {
             config,
             pending: Mutex::new(Vec::new()),
         };
-        rustix::fs::chmod(&listener.path, Mode::from_raw_mode(0o600))
-            .map_err(|e| QueueError::os("chmod", e))?;
-        rustix::net::listen(&listener.fd, 64).map_err(|e| QueueError::os("listen", e))?;
         Ok(listener)
     }
 
