@@ -6,8 +6,8 @@
 #      scripts/kernel/iommufd-test-select-iopf.patch applied), cached under target/kernel/<key>/
 #      where <key> hashes the config, the patch, the source package version and this recipe, so a
 #      second run does not rebuild;
-#   3. build the in-guest tests (crates/iopf-iommufd, bin iopf-kernel-tests, feature selftest) as
-#      a static binary and pack it as the initramfs /init;
+#   3. build the in-guest tests (crates/iopf-kernel-tests, a publish = false crate on
+#      iopf-iommufd's selftest feature) as a static binary and pack it as the initramfs /init;
 #   4. boot qemu-system-x86_64 -no-reboot -nographic with a time limit (TCG; KVM on request)
 #      and read the results from the serial console;
 #   5. fail on any failed test, a missing or short result, a kernel panic or a timeout.
@@ -113,7 +113,7 @@ build_guest() {
     log "building the in-guest tests (static $guest_bin)"
     # A separate --target keeps these RUSTFLAGS from invalidating the host build.
     RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release \
-        -p iopf-iommufd --features selftest --bin "$guest_bin" --target "$guest_target"
+        -p iopf-kernel-tests --bin "$guest_bin" --target "$guest_target"
     local bin="$root/target/$guest_target/release/$guest_bin"
     [ -x "$bin" ] || die "guest binary $bin missing"
     if file "$bin" 2>/dev/null | grep -q 'dynamically linked'; then

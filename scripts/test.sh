@@ -12,8 +12,6 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
-# The in-guest test program of the kernel tier builds only with the selftest feature.
-cargo clippy -p iopf-iommufd --features selftest --all-targets -- -D warnings
 # virtio-iommu page requests are behind a feature (the RFC they follow is unmerged).
 cargo clippy -p iopf-viommu --features virtio-iommu-experimental --all-targets -- -D warnings
 echo "== cargo doc (broken links and missing docs fail)"

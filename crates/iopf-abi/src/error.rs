@@ -1,7 +1,9 @@
 //! The crate's one error type.
 
 /// What was wrong with a record, a size or a value. Each variant maps to the errno Linux returns
-/// for the same mistake ([`AbiError::errno`]).
+/// for the same mistake ([`AbiError::errno`]). New checks may add variants, so a `match` needs a
+/// `_` arm.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AbiError {
     /// The buffer does not hold exactly one record of this kind.
@@ -84,8 +86,20 @@ impl AbiError {
     /// `iommufd_fault_fops_write()`).
     pub fn errno(&self) -> i32 {
         match self {
-            AbiError::NonZeroTail { .. } => libc::E2BIG,
-            _ => libc::EINVAL,
+            AbiError::NonZeroTail { .. } => errno::E2BIG,
+            _ => errno::EINVAL,
         }
     }
+}
+
+/// The Linux errno values [`AbiError::errno`] returns, defined here so the crate needs no libc (a
+/// bare `no_std` target has no errno of its own). They are the values of Linux's
+/// `include/uapi/asm-generic/errno-base.h`, which every Linux architecture shares; a test on a
+/// `std` host asserts them equal to `libc`'s.
+pub mod errno {
+    /// `E2BIG`, "Argument list too long": what `copy_struct_from_user()` returns for a non-zero
+    /// byte past the size the kernel knows.
+    pub const E2BIG: i32 = 7;
+    /// `EINVAL`, "Invalid argument": every other malformed record or value.
+    pub const EINVAL: i32 = 22;
 }

@@ -15,6 +15,7 @@ use crate::judge::RejectReason;
 /// counted under exactly one reason. None of them is ever Response Failure: each is a transient
 /// condition or a teardown, and FAILURE disables PRI on the function (DESIGN.md, "Backpressure,
 /// not failure").
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(usize)]
 pub enum AutoReason {

@@ -8,6 +8,7 @@ use crate::{Cookie, DeviceId, HandlerId};
 
 /// Why the core refused a call. [`CoreError::errno`] gives the errno Linux returns for the same
 /// mistake.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CoreError {
     /// The device is not registered (never was, or was removed).

@@ -20,6 +20,7 @@ use crate::{AutoReason, Cookie, DeviceId, DeviceResponse, HandlerId, Nanos};
 ///
 /// A handler should hold a group back rather than refuse it for lack of room: iopf's fault queue
 /// keeps such groups in a backlog bounded by its devices' allocations and refuses only past it.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(usize)]
 pub enum Refusal {

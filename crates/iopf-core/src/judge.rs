@@ -58,6 +58,7 @@ pub struct Judged {
 }
 
 /// Why the judge rejected a response. Nothing was answered.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rejected {
     /// The code is not SUCCESS (0), INVALID (1) or FAILURE (2).
@@ -113,6 +114,7 @@ impl Rejected {
 /// Why a response was rejected, at any stage: the judge's reasons and the decoding ones of a
 /// queue before it. The numbers are ABI (the fault queue's verdict ring carries them) and never
 /// change; 0 is none.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
 pub enum RejectReason {

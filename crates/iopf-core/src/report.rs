@@ -51,6 +51,7 @@ pub enum Reported {
 }
 
 /// Why a partial request was not held.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// The device's storm limit was reached in this interval.

@@ -815,6 +815,7 @@ impl Run {
                 }
                 Refusal::ShuttingDown => answer(m, AutoReason::ConsumerGone, ResponseCode::Invalid),
                 Refusal::TooLarge => answer(m, AutoReason::TooLarge, ResponseCode::Invalid),
+                other => unreachable!("the model never refuses with {other:?}"),
             };
         }
         self.pending_nreq = Some(group.len() as u32 + 1);

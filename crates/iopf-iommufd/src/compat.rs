@@ -59,6 +59,7 @@ use crate::wire::{self, FaultFd, Readiness, RECORD_SIZE, RESPONSE_SIZE};
 use crate::{Error, Result};
 
 /// Which kernel's fault-fd rules a [`CompatFaultQueue`] follows where they changed after 6.12.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum KernelModel {
     /// Linux 6.12 (`drivers/iommu/iommufd/fault.c`): the kernel tier's differential holds the
@@ -73,6 +74,9 @@ pub enum KernelModel {
 
 /// How a compatible queue is made: the device's iommufd id, the kernel model, and what the
 /// device is.
+///
+/// New fields may be added: build one from [`CompatConfig::new`] and set the fields to change.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CompatConfig {
     /// The device's iommufd object id, copied into every record.

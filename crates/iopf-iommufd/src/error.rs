@@ -6,6 +6,7 @@ use rustix::io::Errno;
 
 /// What went wrong. [`Error::errno`] gives the errno Linux returns (or returned) for it, so a
 /// caller can compare iopf's own fault queue with the kernel's errno for errno.
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `/dev/iommu` could not be opened (no iommufd in this kernel, or no permission).

@@ -16,8 +16,8 @@
 //! * [`CompatFaultQueue`] / [`CompatProducer`]: iopf's own queue with the same records, rules
 //!   and errno, built on iopf's fault core (`iopf-core`), for machines without `/dev/iommu`.
 //! * `selftest` (feature `selftest`): the kernel's iommufd selftest mock device, which produces
-//!   real fault records without hardware. The in-guest test program `iopf-kernel-tests` (run by
-//!   `scripts/kernel-tier.sh`) is built on it.
+//!   real fault records without hardware. The in-guest test program of the kernel tier
+//!   (`crates/iopf-kernel-tests`, run by `scripts/kernel-tier.sh`) is built on it.
 //! * [`differential`]: one script of fault-queue operations, run against any [`FaultFd`], so
 //!   the kernel and [`CompatFaultQueue`] can be required to behave identically.
 //!

@@ -344,10 +344,8 @@ fn opening_a_missing_dev_iommu_reports_open_errno() {
 /// the record was refused and every group of that read was stranded: nobody learnt the cookies.
 #[test]
 fn records_with_flag_bits_the_uapi_does_not_name_are_read_and_answered() {
-    let config = iopf_iommufd::CompatConfig {
-        pasid_required: true,
-        ..iopf_iommufd::CompatConfig::new(DEV)
-    };
+    let mut config = iopf_iommufd::CompatConfig::new(DEV);
+    config.pasid_required = true;
     let (p, mut q) = iopf_iommufd::compat_fault_queue_with(config).unwrap();
     p.report(req(5, false, 0x1000));
     p.report(req(5, true, 0x2000));
@@ -389,10 +387,8 @@ fn records_with_flag_bits_the_uapi_does_not_name_are_read_and_answered() {
 /// interface still says the group is too large rather than waiting for it forever.
 #[test]
 fn the_newest_kernel_reads_nothing_when_the_first_group_does_not_fit() {
-    let config = iopf_iommufd::CompatConfig {
-        kernel: iopf_iommufd::KernelModel::Newest,
-        ..iopf_iommufd::CompatConfig::new(DEV)
-    };
+    let mut config = iopf_iommufd::CompatConfig::new(DEV);
+    config.kernel = iopf_iommufd::KernelModel::Newest;
     let (p, mut q) = iopf_iommufd::compat_fault_queue_with(config).unwrap();
     p.report(req(5, false, 0x1000));
     p.report(req(5, true, 0x2000));
@@ -420,11 +416,12 @@ fn the_newest_kernel_reads_nothing_when_the_first_group_does_not_fit() {
 #[test]
 fn virtual_functions_are_refused_as_each_kernel_refuses_them() {
     use iopf_iommufd::{compat_fault_queue_with, CompatConfig, KernelModel};
-    let vf = |kernel, pri| CompatConfig {
-        kernel,
-        virtual_function: true,
-        pri,
-        ..CompatConfig::new(DEV)
+    let vf = |kernel, pri| {
+        let mut config = CompatConfig::new(DEV);
+        config.kernel = kernel;
+        config.virtual_function = true;
+        config.pri = pri;
+        config
     };
     for (kernel, pri, refused) in [
         (KernelModel::Linux6_12, true, true),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// What went wrong in the simulated platform or in a scenario. Scenario errors name the file, the
 /// line and the field; platform errors name the rule that was broken.
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// A scenario file could not be read.

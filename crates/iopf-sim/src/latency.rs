@@ -25,6 +25,7 @@ pub const BUCKET_LABELS: [&str; 7] = [
 ];
 
 /// The stages of a group's life.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {

@@ -38,6 +38,7 @@ pub trait LinkTap {
 }
 
 /// One thing the ledger found wrong.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Violation {

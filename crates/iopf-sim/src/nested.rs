@@ -34,7 +34,7 @@ use iopf_viommu::guest::{
 use iopf_viommu::smmuv3::{SmmuBridge, SmmuConfig};
 use iopf_viommu::vtd::{VtdBridge, VtdConfig};
 use iopf_viommu::{
-    BridgeConfig, Endpoint, HostAnswer, PasidMap, PassthroughUnit, PrivateDataMode, RecordedMsis,
+    BridgeConfig, Endpoint, HostAnswer, PassthroughUnit, PrivateDataMode, RecordedMsis,
 };
 use serde::{Deserialize, Serialize};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -332,12 +332,7 @@ pub fn serve<C: FaultConsumer, M: Mapper + Clone>(
     let endpoints = guest
         .functions
         .iter()
-        .map(|&f| Endpoint {
-            host_dev_id: f,
-            guest_rid: guest_rid(f),
-            pasids: PasidMap::Identity,
-            prg_response_pasid_required: true,
-        })
+        .map(|&f| Endpoint::new(f, guest_rid(f)))
         .collect();
     let mut cfg = BridgeConfig::new(endpoints);
     cfg.age_limit_ns = guest.age_limit_ms.map(|ms| ms * 1_000_000);

@@ -67,6 +67,7 @@ pub struct Scenario {
 }
 
 /// The emulated vIOMMU architecture a guest sees.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Viommu {
@@ -142,6 +143,7 @@ pub struct GuestEvent {
 }
 
 /// What a guest event does.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GuestEventKind {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::PAGE_SIZE;
 
 /// The address pattern of a stream of work items.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pattern {

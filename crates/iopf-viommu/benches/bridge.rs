@@ -28,9 +28,7 @@ use iopf_viommu::guest::{
 };
 use iopf_viommu::smmuv3::{SmmuBridge, SmmuConfig};
 use iopf_viommu::vtd::{VtdBridge, VtdConfig};
-use iopf_viommu::{
-    BridgeConfig, Endpoint, PasidMap, PassthroughUnit, PrivateDataMode, RecordedMsis,
-};
+use iopf_viommu::{BridgeConfig, Endpoint, PassthroughUnit, PrivateDataMode, RecordedMsis};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 const WINDOW: u32 = 64;
@@ -103,12 +101,7 @@ where
         let (device, queue) = compat_fault_queue(1).expect("queue");
         let mem =
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).expect("memory");
-        let ep = Endpoint {
-            host_dev_id: 1,
-            guest_rid: 8,
-            pasids: PasidMap::Identity,
-            prg_response_pasid_required: true,
-        };
+        let ep = Endpoint::new(1, 8);
         let (mut unit, mut guest) = build(queue, BridgeConfig::new(vec![ep]));
         let mut irq = RecordedMsis::default();
         guest.init(&mut unit, &mem, &mut irq, 0).expect("init");

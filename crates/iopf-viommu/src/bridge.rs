@@ -235,6 +235,9 @@ impl PasidMap {
 }
 
 /// One host function passed to the guest.
+///
+/// New fields may be added: build one from [`Endpoint::new`] and set the fields to change.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// Its device id on the host queue (`iommu_hwpt_pgfault.dev_id`).
@@ -267,6 +270,9 @@ impl Endpoint {
 }
 
 /// The bridge's configuration.
+///
+/// New fields may be added: build one from [`BridgeConfig::new`] and set the fields to change.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeConfig {
     /// The functions passed through.
@@ -303,6 +309,7 @@ impl BridgeConfig {
 }
 
 /// Why the bridge could not be made.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// Two endpoints name the same host device.
@@ -420,6 +427,7 @@ impl BridgeStats {
 }
 
 /// Why a guest response answered nothing.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Unmatched {
     /// The requester id is not an endpoint's.

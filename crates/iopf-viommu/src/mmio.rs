@@ -5,6 +5,7 @@
 
 /// Why an MMIO access was not carried out. The VMM usually ignores it (a real unit ignores
 /// such accesses); it names what the guest did.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MmioError {
     /// Not 4 bytes at a 4-byte aligned offset or 8 bytes at an 8-byte aligned one (the

@@ -467,10 +467,8 @@ fn register_fuzz_never_answers_twice_or_failure_and_reset_answers_the_rest() {
 /// its answers without GN for requests that carry a PASID, and they must match.
 #[test]
 fn a_function_without_prg_response_pasid_required_is_answered_without_gn() {
-    let ep = iopf_viommu::Endpoint {
-        prg_response_pasid_required: false,
-        ..common::endpoint()
-    };
+    let mut ep = common::endpoint();
+    ep.prg_response_pasid_required = false;
     let mut rig = Rig::<Amd>::with(iopf_viommu::BridgeConfig::new(vec![ep]), 64);
     assert!(!rig.guest.pri_tlp, "the guest sees the function's bit");
     rig.fault(4, 1);

@@ -10,7 +10,7 @@ use iopf_core::RejectReason;
 use iopf_iommufd::{compat_fault_queue, CompatFaultQueue, CompatProducer};
 use iopf_viommu::{
     Bridge, BridgeConfig, Endpoint, GroupNaming, GuestPageRequest, GuestQueue, GuestResponse,
-    HostAnswer, PasidMap, Posted, PrivateDataMode, Unmatched,
+    HostAnswer, Posted, PrivateDataMode, Unmatched,
 };
 
 const PRI_RID: u16 = 0x08;
@@ -89,12 +89,7 @@ fn request(grpid: u32, pasid: u32) -> PageRequest {
 
 fn bridge(dev: u32, rid: u16) -> (CompatProducer, Bridge<CompatFaultQueue>) {
     let (device, host) = compat_fault_queue(dev).expect("queue");
-    let ep = Endpoint {
-        host_dev_id: dev,
-        guest_rid: rid,
-        pasids: PasidMap::Identity,
-        prg_response_pasid_required: true,
-    };
+    let ep = Endpoint::new(dev, rid);
     let b = Bridge::new(host, BridgeConfig::new(vec![ep])).expect("bridge");
     (device, b)
 }
@@ -214,20 +209,7 @@ impl FaultConsumer for TwoDevices {
 
 #[test]
 fn room_is_the_queue_of_the_function_the_group_is_for() {
-    let eps = vec![
-        Endpoint {
-            host_dev_id: 1,
-            guest_rid: PRI_RID,
-            pasids: PasidMap::Identity,
-            prg_response_pasid_required: true,
-        },
-        Endpoint {
-            host_dev_id: 2,
-            guest_rid: STALL_RID,
-            pasids: PasidMap::Identity,
-            prg_response_pasid_required: true,
-        },
-    ];
+    let eps = vec![Endpoint::new(1, PRI_RID), Endpoint::new(2, STALL_RID)];
     let mut host = TwoDevices::default();
     host.report(2, 1);
     host.report(2, 2);

@@ -346,12 +346,8 @@ fn a_batch_of_guest_responses_reaches_the_host_in_one_write<A: Arch>() {
 }
 
 fn functions_and_pasids_not_passed_through_are_answered_invalid<A: Arch>() {
-    let ep = Endpoint {
-        host_dev_id: HOST_DEV,
-        guest_rid: RID,
-        pasids: PasidMap::Pairs(vec![(9, 1)]),
-        prg_response_pasid_required: true,
-    };
+    let mut ep = Endpoint::new(HOST_DEV, RID);
+    ep.pasids = PasidMap::Pairs(vec![(9, 1)]);
     let mut rig = Rig::<A>::with(BridgeConfig::new(vec![ep]), 64);
     rig.fault(1, 1); // PASID 5 is not mapped
     rig.pump();
@@ -414,10 +410,8 @@ fn a_request_without_pasid_is_answered_exactly_once<A: Arch>() {
 fn a_function_whose_responses_carry_no_pasid_is_answered<A: Arch>() {
     // "PRG Response PASID Required" clear: Linux's AMD driver omits GN, the virtio RFC driver
     // the PASID; the group is named by requester id and PRG index alone.
-    let ep = Endpoint {
-        prg_response_pasid_required: false,
-        ..endpoint()
-    };
+    let mut ep = endpoint();
+    ep.prg_response_pasid_required = false;
     let mut rig = Rig::<A>::with(BridgeConfig::new(vec![ep]), 64);
     rig.fault(4, group::<A>(2));
     assert_eq!(rig.pump(), 1, "{}", A::NAME);

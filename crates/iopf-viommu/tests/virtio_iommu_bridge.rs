@@ -15,7 +15,7 @@ use iopf_viommu::virtio_iommu::{
     FAULT_RECORD_BYTES, PAGE_RESP_DRIVER_BYTES, VIRTIO_IOMMU_S_INVAL, VIRTIO_IOMMU_S_NOENT,
     VIRTIO_IOMMU_S_OK, VIRTIO_IOMMU_S_UNSUPP,
 };
-use iopf_viommu::{BridgeConfig, Endpoint, GroupNaming, HostAnswer, PasidMap};
+use iopf_viommu::{BridgeConfig, Endpoint, GroupNaming, HostAnswer};
 use proptest::prelude::*;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -143,12 +143,7 @@ struct Rig {
 }
 
 fn endpoint() -> Endpoint {
-    Endpoint {
-        host_dev_id: HOST_DEV,
-        guest_rid: RID,
-        pasids: PasidMap::Identity,
-        prg_response_pasid_required: true,
-    }
+    Endpoint::new(HOST_DEV, RID)
 }
 
 impl Rig {

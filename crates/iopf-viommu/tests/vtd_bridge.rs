@@ -12,7 +12,7 @@ use iopf_core::RejectReason;
 use iopf_viommu::guest::GuestPageTables;
 use iopf_viommu::vtd::regs::*;
 use iopf_viommu::vtd::{PageGroupResponse, VtdConfig, WaitDescriptor};
-use iopf_viommu::{BridgeConfig, Endpoint, HostAnswer, PasidMap, PrivateDataMode};
+use iopf_viommu::{BridgeConfig, HostAnswer, PasidMap, PrivateDataMode};
 
 fn answered(rig: &Rig, why: HostAnswer) -> u64 {
     rig.unit.bridge().stats().host_answers[why as usize]
@@ -462,21 +462,16 @@ fn a_bad_configuration_is_refused() {
         Bridge::new(HostDouble::new(1).1, two),
         Err(ConfigError::DuplicateHostDevice(1))
     ));
-    let rid = BridgeConfig::new(vec![
-        endpoint(),
-        Endpoint {
-            host_dev_id: 2,
-            ..endpoint()
-        },
-    ]);
+    let mut second = endpoint();
+    second.host_dev_id = 2;
+    let rid = BridgeConfig::new(vec![endpoint(), second]);
     assert!(matches!(
         Bridge::new(HostDouble::new(1).1, rid),
         Err(ConfigError::DuplicateRequesterId(RID))
     ));
-    let map = BridgeConfig::new(vec![Endpoint {
-        pasids: PasidMap::Pairs(vec![(1, 2), (3, 2)]),
-        ..endpoint()
-    }]);
+    let mut mapped = endpoint();
+    mapped.pasids = PasidMap::Pairs(vec![(1, 2), (3, 2)]);
+    let map = BridgeConfig::new(vec![mapped]);
     assert!(matches!(
         Bridge::new(HostDouble::new(1).1, map),
         Err(ConfigError::BadPasidMap(HOST_DEV))

@@ -6,16 +6,17 @@
 //!      └──────────────── page (group) response ◀── validate ◀───┴──────── response ◀────────┘
 //! ```
 //!
-//! Each stage is its own crate, re-exported here under the name of its stage:
+//! Each stage is its own crate, re-exported here under the name of its stage, its documentation
+//! inlined so these pages are complete on their own:
 //!
-//! | module | crate | stage | Linux counterpart |
-//! |---|---|---|---|
-//! | [`abi`] | `iopf-abi` | kernel-exact records, the extensible-struct rule, feature bits, the [`FaultConsumer`](abi::FaultConsumer) interface | `uapi/linux/iommu.h`, `uapi/linux/iommufd.h` |
-//! | [`sim`] | `iopf-sim` | the built-in simulated platform: PRI devices, IOMMU page request queue, I/O page tables, workloads, `iopf run` | hardware |
-//! | [`core`] | `iopf-core` | the fault core: partial and complete groups, cookies, response validation, exactly-once, teardown | `io-pgfault.c`, `iommufd/fault.c` |
-//! | [`queue`] | `iopf-queue` | the fault queue shared with user space: shared-memory rings, negotiation, UNIX socket | the VFIO fault region (never merged) |
-//! | [`iommufd`] | `iopf-iommufd` | the real Linux iommufd fault queue, and an iommufd-compatible queue of iopf's own | `/dev/iommu` |
-//! | [`viommu`] | `iopf-viommu` | the guest side: an emulated VT-d page request queue and invalidation queue in guest memory, the bridge from any host fault queue to them, a guest driver model | the guest's `intel/prq.c`; QEMU `intel_iommu` |
+//! | module | crate | feature | stage | Linux counterpart |
+//! |---|---|---|---|---|
+//! | [`abi`] | `iopf-abi` | always | kernel-exact records, the extensible-struct rule, feature bits, the [`FaultConsumer`](abi::FaultConsumer) interface | `uapi/linux/iommu.h`, `uapi/linux/iommufd.h` |
+//! | [`core`] | `iopf-core` | always | the fault core: partial and complete groups, cookies, response validation, exactly-once, teardown | `io-pgfault.c`, `iommufd/fault.c` |
+//! | [`queue`] | `iopf-queue` | always | the fault queue shared with user space: shared-memory rings, negotiation, UNIX socket | the VFIO fault region (never merged) |
+//! | [`iommufd`] | `iopf-iommufd` | `iommufd` (default) | the real Linux iommufd fault queue, and an iommufd-compatible queue of iopf's own | `/dev/iommu` |
+//! | [`viommu`] | `iopf-viommu` | `viommu` (default) | the guest side: emulated VT-d, SMMUv3 and AMD page request queues and their command queues in guest memory, the bridge from any host fault queue to them, guest driver models | the guest's `intel/prq.c`, `arm-smmu-v3.c`, `amd/ppr.c`; QEMU's vIOMMUs |
+//! | [`sim`] | `iopf-sim` | `sim` | the built-in simulated platform: PRI devices, IOMMU page request queue, I/O page tables, workloads, `iopf run` | hardware |
 //!
 //! Who owns what: the [`core::FaultCore`] owns the devices, their handlers and every outstanding
 //! group, and is the only thing that sends a response to a device (through its
@@ -69,14 +70,45 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Features: `test-utils` turns on the fault core's test doubles (a recording response sink, a
-//! handler that keeps its groups) so a VMM's own fault handling can be tested against iopf;
-//! `selftest` turns on the iommufd selftest mock device (Linux `CONFIG_IOMMUFD_TEST`).
+//! # Features
+//!
+//! The defaults are what a VMM's fault path needs: [`abi`], [`core`] and [`queue`] always, and
+//! the default features `iommufd` (the kernel's fault queue; pulls `iommufd-ioctls`) and `viommu`
+//! (the guest side; pulls `vm-memory`). Turn defaults off to leave either out.
+//!
+//! * `sim`: the simulated platform [`sim`] (pulls `serde`, `toml`, `rand`, `hdrhistogram`,
+//!   `vm-memory`'s mmap backend); off by default, the `iopf` command turns it on.
+//! * `serde`: `serde::Serialize` on [`abi`]'s decoded records.
+//! * `test-utils`: the fault core's test doubles (a recording response sink, a handler that keeps
+//!   its groups), so a VMM's own fault handling can be tested against iopf.
+//! * `selftest`: the iommufd selftest mock device (Linux `CONFIG_IOMMUFD_TEST`); implies
+//!   `iommufd`.
+//! * `virtio-iommu-experimental`: virtio-iommu page requests as the unmerged 2021 RFC proposed
+//!   them (the format may change); implies `viommu`.
+//!
+//! <!-- The links of the modules behind features: the module when it is built, else the list
+//! above. -->
+#![cfg_attr(feature = "sim", doc = "[`sim`]: mod@sim")]
+#![cfg_attr(not(feature = "sim"), doc = "[`sim`]: #features")]
+#![cfg_attr(feature = "iommufd", doc = "[`iommufd`]: mod@iommufd")]
+#![cfg_attr(not(feature = "iommufd"), doc = "[`iommufd`]: #features")]
+#![cfg_attr(feature = "viommu", doc = "[`viommu`]: mod@viommu")]
+#![cfg_attr(not(feature = "viommu"), doc = "[`viommu`]: #features")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+#[doc(inline)]
 pub use iopf_abi as abi;
+#[doc(inline)]
 pub use iopf_core as core;
+#[doc(inline)]
+#[cfg(feature = "iommufd")]
 pub use iopf_iommufd as iommufd;
+#[doc(inline)]
 pub use iopf_queue as queue;
+#[doc(inline)]
+#[cfg(feature = "sim")]
 pub use iopf_sim as sim;
+#[doc(inline)]
+#[cfg(feature = "viommu")]
 pub use iopf_viommu as viommu;

@@ -83,6 +83,7 @@ pub struct PprCompletion {
 }
 
 /// Why 16 bytes are not a legal command: each one an `ILLEGAL_COMMAND_ERROR`.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum CommandError {
     /// The opcode is not one AMD-Vi defines here (0, 9–15), or not the one expected.

@@ -48,6 +48,7 @@ pub struct CommandStats {
 }
 
 /// Why the buffer stopped.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandFault {
     /// An illegal command at this guest-physical address.

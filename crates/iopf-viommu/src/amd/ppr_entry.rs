@@ -61,6 +61,7 @@ pub struct PprEntry {
 }
 
 /// Why 16 bytes are not a well-formed PPR log entry.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum PprEntryError {
     /// The type (qword0\[63:60\]) is not `PPR_REQ_FAULT`.

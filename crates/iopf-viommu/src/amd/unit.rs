@@ -31,6 +31,9 @@ pub use crate::mmio::MmioError;
 use crate::mmio::{half, merge_half};
 
 /// What the emulated unit reports about itself.
+///
+/// New fields may be added: build one from `AmdConfig::default()` and set the fields to change.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AmdConfig {
     /// The extended feature register as the guest reads it; [`EFR_PAGE_REQUESTS`] is always

@@ -53,6 +53,7 @@ impl GuestResolver for GuestPageTables {
 }
 
 /// Why the driver model could not go on.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DriverError {
     /// The unit refused an MMIO access.

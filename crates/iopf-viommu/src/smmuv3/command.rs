@@ -97,6 +97,7 @@ pub enum Command {
 }
 
 /// Why 16 bytes are an illegal command (`CERROR_ILL`).
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum CommandError {
     /// The opcode is not one this unit implements.

@@ -50,6 +50,7 @@ pub struct StallEvent {
 }
 
 /// Why 32 bytes are not a stall record.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum EventError {
     /// The event ID is not one of the four translation-related faults.

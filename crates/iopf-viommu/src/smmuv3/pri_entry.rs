@@ -41,6 +41,7 @@ pub struct PriEntry {
 }
 
 /// Why 16 bytes are not a PRI queue entry.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum PriEntryError {
     /// A reserved bit is set.

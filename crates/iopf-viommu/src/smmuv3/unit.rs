@@ -14,6 +14,9 @@ pub use crate::mmio::MmioError;
 use crate::mmio::{half, merge_half};
 
 /// What the emulated unit is.
+///
+/// New fields may be added: build one from `SmmuConfig::default()` or [`SmmuConfig::with_stall_streams`] and set the fields to change.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmmuConfig {
     /// StreamIDs (guest requester ids) of stalling functions: their faults are stall event

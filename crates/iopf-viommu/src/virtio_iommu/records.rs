@@ -100,6 +100,7 @@ pub fn tail(status: u8) -> [u8; 4] {
 }
 
 /// Why bytes are not a record.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     /// Fewer bytes than the record.
@@ -248,6 +249,7 @@ impl VirtioIommuFault {
 }
 
 /// Why a `PAGE_RESP` request is refused; [`status`](Self::status) is the tail's status.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PageRespError {
     /// The head's type is not `VIRTIO_IOMMU_T_PAGE_RESP` (`S_UNSUPP`).

@@ -16,6 +16,9 @@ use crate::bridge::{
 
 /// What the emulated device is: its event virtqueue's size and how each endpoint's groups are
 /// named.
+///
+/// New fields may be added: build one from [`VirtioIommuConfig::new`] and set the fields to change.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioIommuConfig {
     /// The event virtqueue's size (`queue_size` as the driver set it): the most event buffers
@@ -56,6 +59,7 @@ impl VirtioIommuConfig {
 }
 
 /// Why an event buffer was not taken.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EventBufferError {
     /// The device already holds `event_queue_size` buffers: the VMM handed over one its

@@ -70,6 +70,7 @@ pub struct PageGroupResponse {
 }
 
 /// Why a descriptor is invalid: each one an invalidation queue error.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum DescriptorError {
     /// The type is not the one expected, or not one VT-d defines.

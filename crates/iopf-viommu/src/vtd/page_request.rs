@@ -52,6 +52,7 @@ pub struct VtdPageRequest {
 }
 
 /// Why 32 bytes are not a page request descriptor of the mode asked for.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum PageRequestError {
     /// `qw0[7:0]` is not 1.

@@ -75,6 +75,7 @@ pub const ECAP_PAGE_REQUESTS: u64 =
 
 /// `IQER.IQEI` reasons this model reports, numbered as VT-d 4.x's "Invalidation Queue Error
 /// Record" lists them (Linux prints the number, `qi_dump_fault()`, and does not act on it).
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum IqeReason {

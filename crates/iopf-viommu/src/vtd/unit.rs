@@ -13,6 +13,9 @@ pub use crate::mmio::MmioError;
 use crate::mmio::{half, merge_half};
 
 /// What the emulated unit reports about itself.
+///
+/// New fields may be added: build one from [`VtdConfig::new`] and set the fields to change.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VtdConfig {
     /// Whether descriptors carry private data: [`PrivateDataMode::Carried`] makes this a VT-d

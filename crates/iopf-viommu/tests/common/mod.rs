@@ -13,7 +13,7 @@ use iopf_abi::{FaultConsumer, IommufdResponse, PageRequest, PageRequestFlags, Pe
 use iopf_iommufd::{compat_fault_queue, CompatFaultQueue, CompatProducer};
 use iopf_viommu::guest::VtdGuestDriver;
 use iopf_viommu::vtd::{VtdBridge, VtdConfig};
-use iopf_viommu::{BridgeConfig, Endpoint, PasidMap, PrivateDataMode};
+use iopf_viommu::{BridgeConfig, Endpoint, PrivateDataMode};
 use vm_memory::GuestAddress;
 
 pub const PRQ_BASE: u64 = 0x10000;
@@ -95,12 +95,7 @@ impl FaultConsumer for HostDouble {
 pub type Rig = arch::Rig<vtd::Vtd>;
 
 pub fn endpoint() -> Endpoint {
-    Endpoint {
-        host_dev_id: HOST_DEV,
-        guest_rid: RID,
-        pasids: PasidMap::Identity,
-        prg_response_pasid_required: true,
-    }
+    Endpoint::new(HOST_DEV, RID)
 }
 
 pub fn rig_with(

@@ -730,16 +730,11 @@ struct Guest {
 }
 
 fn guest_over(fq: iopf_iommufd::FaultQueue, dev_id: u32) -> Result<Guest, String> {
-    use iopf_viommu::{BridgeConfig, Endpoint, PasidMap, PrivateDataMode};
+    use iopf_viommu::{BridgeConfig, Endpoint, PrivateDataMode};
     let mem =
         vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(vm_memory::GuestAddress(0), 1 << 20)])
             .ctx("guest memory")?;
-    let ep = Endpoint {
-        host_dev_id: dev_id,
-        guest_rid: 0x08,
-        pasids: PasidMap::Identity,
-        prg_response_pasid_required: true,
-    };
+    let ep = Endpoint::new(dev_id, 0x08);
     let mut vtd = iopf_viommu::vtd::VtdBridge::new(
         fq,
         BridgeConfig::new(vec![ep]),
@@ -901,7 +896,7 @@ where
     U: iopf_viommu::PassthroughUnit<Host = iopf_iommufd::FaultQueue>,
     D: iopf_viommu::guest::GuestDriverModel<U>,
 {
-    use iopf_viommu::{BridgeConfig, Endpoint, HostAnswer, PasidMap};
+    use iopf_viommu::{BridgeConfig, Endpoint, HostAnswer};
     let f = Fixture::new()?;
     for g in 1..=3u32 {
         f.trigger(0, g, Perm::READ, u64::from(g) << 12)?;
@@ -912,12 +907,7 @@ where
     let mem =
         vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(vm_memory::GuestAddress(0), 4 << 20)])
             .ctx("guest memory")?;
-    let ep = Endpoint {
-        host_dev_id: mock.dev_id,
-        guest_rid: 0x08,
-        pasids: PasidMap::Identity,
-        prg_response_pasid_required: true,
-    };
+    let ep = Endpoint::new(mock.dev_id, 0x08);
     let (mut unit, mut driver) = fq_unit(fq, BridgeConfig::new(vec![ep]))?;
     let mut irq = iopf_viommu::RecordedMsis::default();
     driver
