@@ -15,3 +15,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+# A target without std: scripts/package-check.sh builds iopf-abi for it to prove the crate no_std.
+rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none \
+    || rustup target add x86_64-unknown-none

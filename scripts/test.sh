@@ -20,6 +20,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc -p iopf-viommu --features virtio-iommu-expe
 echo "== cargo test"
 cargo test --workspace
 cargo test -p iopf-viommu --features virtio-iommu-experimental --lib --test virtio_iommu_bridge
+echo "== package check (no_std abi, light facade, its docs, cargo package of every crate)"
+bash scripts/package-check.sh
 
 if [ -f scripts/kernel-tier.sh ] && [ "${IOPF_SKIP_KERNEL:-0}" != 1 ]; then
     echo "== kernel tier"

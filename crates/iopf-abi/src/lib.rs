@@ -55,3 +55,8 @@ pub use perm::Perm;
 pub use response::{
     IommuPageResponse, IommuPageResponseV1, PageResponse, ResponseFlags, VfioIommuPageResponse,
 };
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -112,3 +112,8 @@ pub use iopf_sim as sim;
 #[doc(inline)]
 #[cfg(feature = "viommu")]
 pub use iopf_viommu as viommu;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
