@@ -126,15 +126,19 @@ workload = { pattern = "random", region_pages = 100000, group_pages = 4 }
 }
 
 /// The issue's own machine: four functions with an allocation of 256 each, the default
-/// 512-record fault queue, no resolver service time. Before the backlog it disabled PRI on
-/// every function within milliseconds (FAILURE for lack of room); now the queue holds back what
-/// does not fit, bounded by the allocations, and answers nothing for lack of room.
+/// 512-record fault queue. Before the backlog it disabled PRI on every function within
+/// milliseconds (FAILURE for lack of room); now the queue holds back what does not fit, bounded
+/// by the allocations, and answers nothing for lack of room. The resolver takes 20 µs a group so
+/// that the ring fills however the machine schedules the two sides (with none, a loaded machine
+/// sometimes let the consumer keep up, and the ring never filled).
 #[test]
 fn allocations_far_above_the_ring_give_no_failure_and_no_invalid_for_lack_of_room() {
     let r = run_text(
         r#"
 name = "backpressure"
 duration_ms = 400
+[resolver]
+service_time_us = 20.0
 [[devices]]
 count = 4
 opra = 256
