@@ -74,6 +74,11 @@ for dirpath, _, files in os.walk(os.path.join(doc, crate)):
             checked += 1
             if rel in ("help.html", "settings.html") or rel.startswith("static.files/"):
                 continue  # rustdoc's own pages
+            if rel.startswith("src/"):
+                # An inlined item's "Source" link names its defining crate's source view, which
+                # `--no-deps` renders only when that crate's docs happen to be in target/doc
+                # already (never on a clean clone): the source view, not the API, so not checked.
+                continue
             if not (rel.startswith(crate + "/") or rel.startswith("src/" + crate + "/")):
                 bad.append(f"{from_page}: {url} leaves the {crate} docs ({rel})")
                 continue
