@@ -23,6 +23,7 @@ use iopf_core::{
 };
 
 use crate::error::{LossCounts, LossReason, RejectReason, Rejection};
+use crate::handshake::chose_membarrier;
 use crate::layout::{
     hdr, stamp, unpack, StampAt, COOKIES_PER_SLOT, FAULT_SLOT_WORDS, FLAG_CONSUMER_CLOSED,
     FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP, IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER,
@@ -36,7 +37,7 @@ use crate::record::{
 };
 use crate::response::{encode_cookies, encode_slot, RawFormat};
 use crate::shared::{HeldStamp, Shared};
-use crate::wake::{arm, membarrier_registered, publish_and_wake, wait_until_woke, Doorbell};
+use crate::wake::{arm, publish_and_wake, wait_until_woke, Doorbell};
 use crate::wake::{Publish, Woke};
 use crate::QueueError;
 
@@ -138,11 +139,11 @@ pub struct Consumer {
     last_refusal: Option<QueueError>,
     fault_bell: Doorbell,
     resp_bell: Doorbell,
-    /// How responses are published: light when both processes are registered for
-    /// `membarrier` ([`crate::wake`]).
+    /// How responses are published: light when both processes chose the `membarrier`
+    /// handshake ([`crate::handshake`]).
     publish: Publish,
-    /// This process is registered for `membarrier` (declared in the region's flags), so this
-    /// consumer calls it before it sleeps.
+    /// Both processes chose the `membarrier` handshake (declared in the region's flags), so this
+    /// consumer calls it before it sleeps (the producer publishes the light way only then).
     membarrier: bool,
     _alive: Option<Arc<()>>,
     /// The socket to a producer in another process: how its death is learnt.
@@ -161,15 +162,18 @@ impl Consumer {
         socket: Option<OwnedFd>,
     ) -> Result<Consumer, QueueError> {
         shared.check_header(&agreement)?;
-        let membarrier = membarrier_registered();
+        let producer_chose =
+            shared.w(hdr::PRODUCER_FLAGS).load(Ordering::Acquire) & PRODUCER_FLAG_MEMBARRIER != 0;
+        // Declared only when the producer chose it too: otherwise the producer publishes fenced
+        // whatever this side does, and a barrier before each sleep would interrupt this
+        // process's threads for nothing.
+        let membarrier = producer_chose && chose_membarrier()?;
         if membarrier {
             shared
                 .w(hdr::FLAGS)
                 .fetch_or(FLAG_CONSUMER_MEMBARRIER, Ordering::SeqCst);
         }
-        let producer_registered =
-            shared.w(hdr::PRODUCER_FLAGS).load(Ordering::Acquire) & PRODUCER_FLAG_MEMBARRIER != 0;
-        let publish = if membarrier && producer_registered {
+        let publish = if membarrier {
             Publish::Light
         } else {
             Publish::Fenced

@@ -111,6 +111,16 @@ pub enum QueueError {
         /// The errno: `EPROTOTYPE`, `ECONNREFUSED`, `EADDRINUSE`, `ENOTSOCK`, ...
         errno: i32,
     },
+    /// A setting (an argument or an environment variable) has a value iopf cannot use.
+    #[error("{setting}={value}: {why}")]
+    BadSetting {
+        /// What was being set: the environment variable's name, or what the argument sets.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it cannot be used, and what can.
+        why: String,
+    },
     /// A system call failed.
     #[error("{op}: {source}")]
     Os {
@@ -126,7 +136,7 @@ impl QueueError {
     /// responses (`E2BIG` for a non-zero unknown tail), `EOPNOTSUPP` for what was not offered or agreed,
     /// `ENOSPC` for a lost group, `EPIPE` for a closed peer, `EPROTO` for protocol and region
     /// corruption and a misbehaving peer, `ETIMEDOUT` for a silent one, `EACCES` for a refused
-    /// peer, and the system call's own errno otherwise.
+    /// peer, `EINVAL` for a bad setting, and the system call's own errno otherwise.
     pub fn errno(&self) -> i32 {
         match self {
             QueueError::VersionNotOffered { .. }
@@ -146,6 +156,7 @@ impl QueueError {
             QueueError::PeerMisbehaved { .. } => libc::EPROTO,
             QueueError::PeerSilent { .. } => libc::ETIMEDOUT,
             QueueError::NotAQueue { errno, .. } => *errno,
+            QueueError::BadSetting { .. } => libc::EINVAL,
             QueueError::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }

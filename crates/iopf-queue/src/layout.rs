@@ -95,10 +95,12 @@ const _: () = assert!(hdr::SIZE < 8 && hdr::VERDICT_OFF < 8 && hdr::RING_OFFS < 
 
 /// `flags` bit: the consumer has closed its end.
 pub(crate) const FLAG_CONSUMER_CLOSED: u64 = 1;
-/// `flags` bit: the consumer's process is registered for `membarrier(2)` and calls it before it
-/// sleeps, so the producer may publish records the light way (see [`crate::wake`]).
+/// `flags` bit: the consumer's process chose the `membarrier(2)` handshake (as the producer's
+/// did) and calls it before it sleeps, so the producer may publish records the light way (see
+/// [`crate::wake`], [`crate::handshake`]).
 pub(crate) const FLAG_CONSUMER_MEMBARRIER: u64 = 2;
-/// `producer flags` bit: the same of the producer, for the consumer's responses.
+/// `producer flags` bit: the producer's process chose the `membarrier(2)` handshake and calls it
+/// before it sleeps, so the consumer may publish responses the light way.
 pub(crate) const PRODUCER_FLAG_MEMBARRIER: u64 = 1;
 
 /// Words of a fault slot, in either record format: one cache line, so a record crosses from one

@@ -11,8 +11,10 @@
 //! Each fault and response slot is one cache line and carries a *stamp* that says it is full, so
 //! a reader polls the slot it wants next and never the writer's index ([`layout`]); the
 //! consumer gives slots back an eighth of the ring at a time, or at once when it has caught up;
-//! the wake-up handshake costs the publishing side no fence when both processes can use
-//! `membarrier(2)` (the `wake` module). Figures and how they were measured: `docs/PERFORMANCE.md`.
+//! the wake-up handshake is fenced by default, and can take the fence off the publishing side
+//! with `membarrier(2)` at the price of interrupting the process's other threads
+//! ([`handshake`]: the process chooses). Figures and how they were measured:
+//! `docs/PERFORMANCE.md`.
 //!
 //! * [`negotiate`](mod@negotiate): the producer's [`Offer`], the consumer's [`Request`], the [`Agreement`].
 //! * [`Producer`]: pushes groups (or reports them [`QueueError::Lost`]) and, when
@@ -72,6 +74,7 @@
 pub mod consumer;
 pub mod core_link;
 pub mod error;
+pub mod handshake;
 pub mod layout;
 pub mod negotiate;
 pub mod producer;
@@ -90,6 +93,7 @@ use std::sync::Arc;
 pub use consumer::{Consumer, ConsumerStats, ResponseVerdict};
 pub use core_link::{CoreLink, LinkHandler, LinkObserver, Pumped, UnrecoverableCounts};
 pub use error::{LossCounts, LossReason, QueueError, RejectReason, Rejection};
+pub use handshake::{membarrier_calls, set_wake_handshake, wake_handshake, WakeHandshake};
 pub use negotiate::{negotiate, Agreement, Offer, RecordFormat, Request};
 pub use peer::PeerName;
 pub use producer::{Answer, AnsweredBy, Producer, ProducerConfig, ProducerStats, TaggedGroup};

@@ -31,6 +31,7 @@ use iopf_abi::{Features, PageRequest, ResponseCode, Unrecoverable};
 use iopf_core::{Cookie, GroupFacts, GroupTable, Naming, Responder, Response, TableError};
 
 use crate::error::{LossCounts, LossReason, Rejection};
+use crate::handshake::chose_membarrier;
 use crate::layout::{
     hdr, pack, stamp, StampAt, FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP,
     IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_WORDS, RESP_STAMP,
@@ -42,7 +43,7 @@ use crate::readiness::{PollFd, Readiness};
 use crate::record::{encode_fault, encode_lost, encode_unrecoverable, SlotWords};
 use crate::response::{decode_packed, decode_slot, packed_in};
 use crate::shared::{HeldStamp, Shared};
-use crate::wake::{arm, membarrier_registered, publish_and_wake, wait_until, Doorbell, Publish};
+use crate::wake::{arm, publish_and_wake, wait_until, Doorbell, Publish};
 use crate::QueueError;
 
 /// Tunables of a producer.
@@ -203,7 +204,7 @@ pub struct Producer {
     /// What an event loop sleeps on.
     poll_fd: PollFd,
     closed: bool,
-    /// This process is registered for `membarrier` (declared in the region's producer flags).
+    /// This process chose the `membarrier` handshake (declared in the region's producer flags).
     membarrier: bool,
     stats: ProducerStats,
     memfd: Option<OwnedFd>,
@@ -221,7 +222,7 @@ impl Producer {
     ) -> Result<Producer, QueueError> {
         let poll_fd = PollFd::new(resp_bell.fd(), link.socket_fd())?;
         shared.write_header(&agreement);
-        let membarrier = membarrier_registered();
+        let membarrier = chose_membarrier()?;
         if membarrier {
             shared
                 .w(hdr::PRODUCER_FLAGS)
@@ -912,7 +913,7 @@ impl Producer {
 
     /// Makes written records visible — the first unpublished slot's stamp, which releases the
     /// whole batch — and wakes the consumer if it sleeps ([`crate::wake`]: light when both ends
-    /// are registered for `membarrier`, fenced otherwise).
+    /// chose the `membarrier` handshake, fenced otherwise).
     #[inline]
     fn publish(&mut self) {
         let Some((word, stamped)) = self.unpublished.take() else {
@@ -940,8 +941,8 @@ impl Producer {
         );
     }
 
-    /// How this producer publishes to its consumer: light when both processes are registered for
-    /// `membarrier` (the consumer declares it in the region's flags), fenced otherwise.
+    /// How this producer publishes to its consumer: light when both processes chose the
+    /// `membarrier` handshake (the consumer declares it in the region's flags), fenced otherwise.
     #[inline(always)]
     fn record_publish(&self) -> Publish {
         if self.membarrier

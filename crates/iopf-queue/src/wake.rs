@@ -11,36 +11,37 @@
 //! publication — and the sleeper's is taken once per sleep, so the barrier is made as cheap as
 //! possible on the waker's side, in one of two ways ([`Publish`]):
 //!
-//! * **Light** (when both processes could register for `membarrier(2)`): the waker publishes with
-//!   a plain `Release` store and reads the sleeping word with a plain load, separated only by a
-//!   compiler fence; the *sleeper*, after raising its sleeping word and before its last look,
-//!   calls `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which makes every running thread of
-//!   every registered process (the waker's, which registered) execute a full memory barrier
-//!   before it returns. That barrier falls somewhere in the waker's program: if after its
-//!   publishing store, the store is visible when the sleeper looks; if before its load of the
-//!   sleeping word, that load sees the sleeper's store. Either way the wake-up is not lost. This
-//!   is the asymmetric fence of liburcu's `sys_membarrier` flavour and folly's
+//! * **Light** (when both processes chose the `membarrier` handshake, [`crate::handshake`]): the
+//!   waker publishes with a plain `Release` store and reads the sleeping word with a plain load,
+//!   separated only by a compiler fence; the *sleeper*, after raising its sleeping word and
+//!   before its last look, calls `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which makes every
+//!   running thread of every registered process (the waker's, which registered) execute a full
+//!   memory barrier before it returns. That barrier falls somewhere in the waker's program: if
+//!   after its publishing store, the store is visible when the sleeper looks; if before its load
+//!   of the sleeping word, that load sees the sleeper's store. Either way the wake-up is not
+//!   lost. This is the asymmetric fence of liburcu's `sys_membarrier` flavour and folly's
 //!   `asymmetricHeavyBarrier`: it takes a locked instruction (and, on x86, its wait for the
-//!   published line to be owned) off every publication.
-//! * **Fenced** (otherwise): the publishing store is `SeqCst` and so is the load of the sleeping
-//!   word (on x86 an `xchg` and a plain `mov`); the sleeper stores its word `SeqCst` and puts a
-//!   `SeqCst` fence before its last look. In the C++20 memory model all three are in the single
-//!   total order *S*: if the waker's store precedes the sleeper's fence in *S*, the sleeper's look
-//!   sees it; if not, the sleeper's store precedes the waker's load in *S*, which sees it.
+//!   published line to be owned) off every publication, and interrupts every CPU running a
+//!   registered process's thread at every sleep.
+//! * **Fenced** (the default, and whenever either side did not choose `membarrier`): the
+//!   publishing store is `SeqCst` and so is the load of the sleeping word (on x86 an `xchg` and a
+//!   plain `mov`); the sleeper stores its word `SeqCst` and puts a `SeqCst` fence before its
+//!   last look. In the C++20 memory model all three are in the single total order *S*: if the
+//!   waker's store precedes the sleeper's fence in *S*, the sleeper's look sees it; if not, the
+//!   sleeper's store precedes the waker's load in *S*, which sees it.
 //!
-//! The sleeper always does the fenced side, and also calls `membarrier` when its process is
-//! registered, so a waker may switch from fenced to light at any time once it has seen that the
-//! sleeper declared itself registered; a waker whose peer did not declare stays fenced. A peer
-//! that declares and then does not call `membarrier` only delays its own wake-ups.
+//! The sleeper always does the fenced side, and also calls `membarrier` when it declared that it
+//! chose the `membarrier` handshake, so a waker may switch from fenced to light at any time once
+//! it has seen that declaration; a waker whose peer did not declare stays fenced. A peer that
+//! declares and then does not call `membarrier` only delays its own wake-ups.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{compiler_fence, fence, AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
-use rustix::thread::{membarrier, membarrier_query, MembarrierCommand, MembarrierQuery};
 
+use crate::handshake::sleeper_barrier;
 use crate::QueueError;
 
 /// How many times a sleeper looks before it sleeps.
@@ -120,20 +121,6 @@ pub(crate) enum BellEnd {
     TimedOut,
 }
 
-/// Whether this process is registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, registering it on
-/// the first call (once per process; `false` where the kernel or a seccomp policy refuses it).
-/// `IOPF_NO_MEMBARRIER` set in the environment keeps it unregistered, which puts every queue of
-/// the process on the fenced handshake (to measure or test that one).
-pub(crate) fn membarrier_registered() -> bool {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    *REGISTERED.get_or_init(|| {
-        let needed = MembarrierQuery::GLOBAL_EXPEDITED | MembarrierQuery::REGISTER_GLOBAL_EXPEDITED;
-        std::env::var_os("IOPF_NO_MEMBARRIER").is_none()
-            && membarrier_query().contains(needed)
-            && membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok()
-    })
-}
-
 /// How a waker publishes (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Publish {
@@ -185,8 +172,8 @@ pub(crate) enum Woke {
 }
 
 /// Waits until `ready()` is true or `timeout` passes: spins, then raises `sleeping`, looks again,
-/// and blocks on `bell`. Returns the last `ready()`. `heavy`: this side declared itself
-/// registered for `membarrier`, so its peer may publish [`Publish::Light`], and it must call
+/// and blocks on `bell`. Returns the last `ready()`. `heavy`: this side declared that it chose the
+/// `membarrier` handshake, so its peer may publish [`Publish::Light`], and it must call
 /// `membarrier` before its last look.
 pub(crate) fn wait_until(
     sleeping: &AtomicU64,
@@ -232,7 +219,7 @@ pub(crate) fn wait_until_woke(
         fence(Ordering::SeqCst);
         // A registered process's `membarrier` does not fail; if it ever did, a light waker's
         // publication could be missed, so this side then sleeps a millisecond at a time.
-        let barrier_failed = heavy && membarrier(MembarrierCommand::GlobalExpedited).is_err();
+        let barrier_failed = heavy && sleeper_barrier().is_err();
         if ready() {
             sleeping.store(0, Ordering::Relaxed);
             return Ok(Woke::Ready);
@@ -287,7 +274,7 @@ pub(crate) fn arm(
     bell.drain();
     sleeping.store(1, Ordering::SeqCst);
     fence(Ordering::SeqCst);
-    if heavy && membarrier(MembarrierCommand::GlobalExpedited).is_err() {
+    if heavy && sleeper_barrier().is_err() {
         // A light waker's publication could be missed: do not let the caller sleep on it
         // (a registered process's `membarrier` does not fail; this is belt and braces).
         sleeping.store(0, Ordering::Relaxed);
@@ -401,8 +388,8 @@ mod tests {
     fn no_wake_up_is_lost_light_with_membarrier() {
         // The light handshake is only used when this process registered; on a kernel without
         // `membarrier` it is never chosen, and the fenced test covers what runs there.
-        if !membarrier_registered() {
-            eprintln!("membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) unavailable: light mode unused");
+        if let Err(e) = crate::handshake::register() {
+            eprintln!("membarrier handshake unavailable ({e}): light mode unused");
             return;
         }
         no_wake_up_is_lost(Publish::Light, true);
