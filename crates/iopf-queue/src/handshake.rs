@@ -1,5 +1,5 @@
 //! Which wake-up handshake this process's queues use: the process-wide choice between the fenced
-//! handshake (the default) and the `membarrier(2)` one ([`crate::wake`] explains both).
+//! handshake (the default) and the `membarrier(2)` one (the `wake` module explains both).
 //!
 //! The `membarrier` handshake takes a locked instruction off every publication, but each time a
 //! side goes to sleep it makes the kernel interrupt every CPU that runs a thread of a process
@@ -50,7 +50,8 @@ pub const WAKE_HANDSHAKE_ENV: &str = "IOPF_WAKE_HANDSHAKE";
 /// The environment variable that forbids the `membarrier` handshake (any value).
 pub const NO_MEMBARRIER_ENV: &str = "IOPF_NO_MEMBARRIER";
 
-/// How a queue's sleeping side and its waker agree that no wake-up is lost ([`crate::wake`]).
+/// How a queue's sleeping side and its waker agree that no wake-up is lost (the
+/// `wake` module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum WakeHandshake {
