@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -206,6 +206,9 @@ pub struct Producer {
     closed: bool,
     /// This process chose the `membarrier` handshake (declared in the region's producer flags).
     membarrier: bool,
+    /// Groups are held back: shared with every [`ResponseWait`] taken out of this producer, so
+    /// that a wait begun on another thread before the first group was held back learns it.
+    holding: Arc<AtomicBool>,
     stats: ProducerStats,
     memfd: Option<OwnedFd>,
 }
@@ -254,6 +257,7 @@ impl Producer {
             poll_fd,
             closed: false,
             membarrier,
+            holding: Arc::new(AtomicBool::new(false)),
             stats: ProducerStats::default(),
             memfd,
         })
@@ -583,8 +587,12 @@ impl Producer {
         pushed.ticket = self.next_ticket;
         self.next_ticket = self.next_ticket.wrapping_add(1).max(1);
         let cookie = self.insert(name, facts, pushed, true)?;
+        let first_held = self.backlog.is_empty();
         self.backlog.push_back((cookie, n as u32, pushed.ticket));
         self.backlog_requests.extend(group.requests.iter().copied());
+        if first_held {
+            self.announce_holding();
+        }
         self.held_requests += n;
         self.stats.held_back += 1;
         self.stats.backlog_high_water = self.stats.backlog_high_water.max(self.held_requests);
@@ -1118,6 +1126,7 @@ impl Producer {
     /// borrows nothing of it: [`crate::CoreLink::wait`] sleeps without holding its lock.
     pub(crate) fn response_wait(&mut self) -> ResponseWait {
         let holding = !self.backlog.is_empty();
+        self.holding.store(holding, Ordering::Release);
         if holding {
             // Woken by slots coming back from now on: start from the tail as it is.
             self.free_slots();
@@ -1129,9 +1138,20 @@ impl Producer {
             in_process: self.link.in_process(),
             resp_tail: self.resp_tail,
             holding,
+            held_later: self.holding.clone(),
             cached_tail: self.cached_fault_tail,
             heavy: self.membarrier,
         }
+    }
+
+    /// The backlog just got its first group: a wait or an armed descriptor that began before
+    /// (on another thread, through a [`crate::CoreLink`]) did not ask the consumer to ring when
+    /// slots come back. Ask now (`ROOM_WAIT`), say so to those waits, and ring the producer's own
+    /// bell so that a sleeping wait or event loop looks again (and re-arms for room).
+    fn announce_holding(&self) {
+        self.holding.store(true, Ordering::Release);
+        self.shared.w(hdr::ROOM_WAIT).store(1, Ordering::SeqCst);
+        self.resp_bell.ring();
     }
 
     /// What the producer can do now, without waiting: [`Readiness::RESPONSES`] (judge them with
@@ -1287,6 +1307,8 @@ pub(crate) struct ResponseWait {
     in_process: Option<Weak<()>>,
     resp_tail: u64,
     holding: bool,
+    /// Set by the producer when a group is held back after this wait was taken.
+    held_later: Arc<AtomicBool>,
     cached_tail: u64,
     heavy: bool,
 }
@@ -1297,7 +1319,7 @@ impl ResponseWait {
     /// spin; a socket consumer's death wakes the sleep through the socket instead.
     fn something(&self) -> bool {
         response_published(&self.shared, self.resp_tail)
-            || (self.holding
+            || ((self.holding || self.held_later.load(Ordering::Acquire))
                 && self.shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire) != self.cached_tail)
             || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
             || self
