@@ -48,7 +48,7 @@
 
 use crate::negotiate::{Agreement, RecordFormat};
 
-/// `"IOPFQ\0\0\x04"`: the region's magic. The last byte is the region format's version: 2 added
+/// `"IOPFQ\0\0\x05"`: the region's magic. The last byte is the region format's version: 2 added
 /// the judged watermark and packed cookie responses, 3 the slot stamps, 4 the loss reasons (in
 /// loss records and the header), 5 the consumer's wait for response room, so an older peer is
 /// refused ("bad magic") instead of waiting on a head nobody reads or a ring nobody rings.

@@ -82,6 +82,16 @@ impl Link {
                 match socket_state(fd) {
                     SocketState::Open => false,
                     SocketState::Closed => true,
+                    SocketState::HalfClosed => {
+                        let _ = broke.set(QueueError::PeerMisbehaved {
+                            peer: peer_words(*peer),
+                            what: "shut its end of the socket for writing (shutdown(SHUT_WR)) \
+                                   after the handshake while still connected; it was dropped as \
+                                   gone"
+                                .to_owned(),
+                        });
+                        true
+                    }
                     SocketState::SentBytes(n) => {
                         let _ = broke.set(QueueError::PeerMisbehaved {
                             peer: peer_words(*peer),
@@ -155,6 +165,9 @@ pub(crate) enum SocketState {
     Open,
     /// The peer closed it or died (or the socket failed).
     Closed,
+    /// The peer shut its writing side (`shutdown(SHUT_WR)`) but is still connected: a protocol
+    /// break (nothing in the protocol shuts a socket half way), not a death.
+    HalfClosed,
     /// The peer wrote this many bytes (at least; at most [`PEEK_BYTES`] are looked at), which
     /// stay unread.
     SentBytes(usize),
@@ -171,8 +184,13 @@ pub(crate) fn socket_state(fd: &OwnedFd) -> SocketState {
         Ok(0) | Err(_) => return SocketState::Open,
         Ok(_) => fds[0].revents(),
     };
-    if revents.intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR) {
+    if revents.intersects(PollFlags::HUP | PollFlags::ERR) {
         return SocketState::Closed;
+    }
+    if revents.contains(PollFlags::RDHUP) {
+        // Our reading side was shut while the socket is still connected: the peer called
+        // `shutdown(SHUT_WR)` and lives on.
+        return SocketState::HalfClosed;
     }
     if !revents.contains(PollFlags::IN) {
         return SocketState::Open;

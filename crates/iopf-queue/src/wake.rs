@@ -64,6 +64,25 @@ impl Doorbell {
         Doorbell { fd }
     }
 
+    /// A doorbell a peer sent: it must be an eventfd (where `/proc` can tell), and it is made
+    /// non-blocking whatever the peer made it, so that no read or write of it can hang this side
+    /// (a blocking eventfd from a hostile or confused producer hung a timed wait in its drain).
+    pub fn from_peer(fd: OwnedFd) -> Result<Doorbell, QueueError> {
+        use std::os::fd::AsRawFd;
+        if let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+            if target.as_os_str() != "anon_inode:[eventfd]" {
+                return Err(QueueError::Protocol(
+                    "a doorbell descriptor from the peer is not an eventfd",
+                ));
+            }
+        }
+        let flags =
+            rustix::fs::fcntl_getfl(&fd).map_err(|e| QueueError::os("fcntl(F_GETFL)", e))?;
+        rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| QueueError::os("fcntl(F_SETFL, O_NONBLOCK)", e))?;
+        Ok(Doorbell { fd })
+    }
+
     pub fn fd(&self) -> &OwnedFd {
         &self.fd
     }
@@ -298,6 +317,23 @@ mod tests {
             Ok(8) => u64::from_ne_bytes(buf),
             _ => 0,
         }
+    }
+
+    #[test]
+    fn a_doorbell_from_a_peer_is_made_non_blocking_and_must_be_an_eventfd() {
+        // A peer that sends a blocking eventfd: a timed wait still ends at its timeout (the
+        // drain after it used to block for ever on a zero counter).
+        let blocking = rustix::event::eventfd(0, EventfdFlags::CLOEXEC).expect("eventfd");
+        let bell = Doorbell::from_peer(blocking).expect("an eventfd");
+        let end = bell
+            .wait(None, Some(Duration::from_millis(10)))
+            .expect("poll");
+        assert_eq!(end, BellEnd::TimedOut);
+        bell.drain();
+        // A pipe is not a doorbell.
+        let (r, _w) = std::io::pipe().expect("pipe");
+        let err = Doorbell::from_peer(OwnedFd::from(r)).expect_err("a pipe");
+        assert_eq!(err.errno(), libc::EPROTO, "{err}");
     }
 
     #[test]

@@ -376,3 +376,80 @@ fn a_consumer_that_writes_to_the_socket_is_dropped_and_costs_no_spin() {
 
     drop(consumer);
 }
+
+/// A consumer that half-closes its socket (`shutdown(SHUT_WR)`) after the handshake is still
+/// alive: the producer drops it and says what it did (found by the issue-12 review: it was
+/// dropped as if it had died, with no word why).
+#[test]
+fn a_consumer_that_half_closes_is_dropped_and_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.sock");
+    let listener = Listener::bind(&path, ServeConfig::default()).expect("bind");
+    let p2 = path.clone();
+    let t = std::thread::spawn(move || connect(&p2, cookie_choice).expect("connect"));
+    let producer = listener.accept().expect("accept");
+    let consumer = t.join().expect("consumer thread");
+    let sock = consumer.producer_socket().expect("a socket consumer");
+    // Synchronous on a UNIX socket: the producer's side is shut for reading when this returns.
+    rustix::net::shutdown(sock, rustix::net::Shutdown::Write).expect("shutdown");
+    assert!(producer.consumer_gone(), "dropped");
+    let why = producer
+        .consumer_misbehaviour()
+        .map(|e| (e.errno(), e.to_string()));
+    assert!(
+        matches!(&why, Some((e, msg)) if *e == libc::EPROTO && msg.contains("shutdown(SHUT_WR)")),
+        "{why:?}"
+    );
+}
+
+/// A flood of connections that never speak holds at most `MAX_PENDING_HANDSHAKES` descriptors
+/// and handshakes of the listener (the rest wait in the kernel's backlog or are refused by it),
+/// and `accept_timeout` returns at its timeout meanwhile (found by the issue-12 review: no
+/// limit, and the timeout was not looked at after a new connection).
+#[test]
+fn a_flood_of_silent_connections_takes_a_bounded_number_of_handshakes() {
+    use iopf_queue::socket::MAX_PENDING_HANDSHAKES;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.sock");
+    let listener = Listener::bind(&path, ServeConfig::default()).expect("bind");
+    let addr = rustix::net::SocketAddrUnix::new(&path).expect("address");
+    let mut clients = Vec::new();
+    for _round in 0..3 {
+        for _ in 0..60 {
+            let fd = rustix::net::socket_with(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::SEQPACKET,
+                rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .expect("socket");
+            // A full backlog refuses (EAGAIN): that client is simply not in the flood.
+            if rustix::net::connect(&fd, &addr).is_ok() {
+                clients.push(fd);
+            }
+        }
+        let got = listener
+            .accept_timeout(Some(Duration::from_millis(20)))
+            .expect("silent peers are not errors before their handshake timeout");
+        assert!(got.is_none(), "nobody asked for a queue");
+    }
+    assert!(
+        clients.len() > MAX_PENDING_HANDSHAKES,
+        "{} connected",
+        clients.len()
+    );
+    let mut buf = [0u8; 512];
+    let offered = clients
+        .iter()
+        .filter(|c| {
+            rustix::net::recv(c, &mut buf, rustix::net::RecvFlags::DONTWAIT)
+                .is_ok_and(|(n, _)| n > 0)
+        })
+        .count();
+    assert!(
+        offered <= MAX_PENDING_HANDSHAKES,
+        "{offered} handshakes under way of {} connections",
+        clients.len()
+    );
+    assert!(offered > 0, "the listener took none at all");
+}
