@@ -21,7 +21,9 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -207,6 +209,8 @@ struct Pending {
 pub struct Listener {
     fd: OwnedFd,
     path: PathBuf,
+    /// The placed socket file's device and inode: what `Drop` removes, and nothing else.
+    placed: (u64, u64),
     config: ServeConfig,
     pending: Mutex<Vec<Pending>>,
 }
@@ -226,15 +230,21 @@ impl Listener {
             None,
         )
         .map_err(|e| QueueError::os("socket", e))?;
-        if std::fs::symlink_metadata(&path).is_ok() {
-            replace_stale_socket(&path)?;
-        }
-        // Bound and made listening under a private name, then renamed into place: a client
-        // never finds the path before it accepts connections (no ECONNREFUSED window), and
-        // nobody can connect before the mode is 0600.
-        let mut staging = path.clone().into_os_string();
-        staging.push(format!(".{}.binding", std::process::id()));
-        let staging = PathBuf::from(staging);
+        // Bound and made listening under a private name in the same directory, then moved into
+        // place without replacing anything (`RENAME_NOREPLACE`): a client never finds the path
+        // before it accepts connections (no ECONNREFUSED window), nobody can connect before the
+        // mode is 0600, and of two listeners racing for one path only one gets it. The private
+        // name is short, so any path that fits `sun_path` can be served.
+        static STAGED: AtomicU32 = AtomicU32::new(0);
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let staging = dir.join(format!(
+            ".iopf-{}-{}",
+            std::process::id(),
+            STAGED.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_file(&staging);
         let addr = SocketAddrUnix::new(&staging).map_err(|e| QueueError::os("socket path", e))?;
         rustix::net::bind(&fd, &addr).map_err(|e| QueueError::os("bind", e))?;
@@ -242,15 +252,49 @@ impl Listener {
             .map_err(|e| QueueError::os("chmod", e))
             .and_then(|()| rustix::net::listen(&fd, 64).map_err(|e| QueueError::os("listen", e)))
             .and_then(|()| {
-                std::fs::rename(&staging, &path).map_err(|e| QueueError::os("rename", e))
+                std::fs::symlink_metadata(&staging).map_err(|e| QueueError::os("stat", e))
+            })
+            .and_then(|meta| {
+                let place = || {
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        &staging,
+                        rustix::fs::CWD,
+                        &path,
+                        rustix::fs::RenameFlags::NOREPLACE,
+                    )
+                };
+                match place() {
+                    Err(rustix::io::Errno::EXIST) => {
+                        // Something is there: a stale socket is replaced (once), anything else
+                        // is named and left alone.
+                        replace_stale_socket(&path)?;
+                        place().map_err(|e| match e {
+                            rustix::io::Errno::EXIST => QueueError::NotAQueue {
+                                path: path.clone(),
+                                why: "another listener took the path meanwhile; it is left \
+                                      alone"
+                                    .into(),
+                                errno: libc::EADDRINUSE,
+                            },
+                            e => QueueError::os("rename", e),
+                        })
+                    }
+                    r => r.map_err(|e| QueueError::os("rename", e)),
+                }
+                .map(|()| (meta.dev(), meta.ino()))
             });
-        if let Err(e) = placed {
-            let _ = std::fs::remove_file(&staging);
-            return Err(e);
-        }
+        let placed = match placed {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staging);
+                return Err(e);
+            }
+        };
         let listener = Listener {
             fd,
             path,
+            placed,
             config,
             pending: Mutex::new(Vec::new()),
         };
@@ -389,6 +433,11 @@ impl Listener {
         )
         .map_err(|e| QueueError::os("SO_RCVTIMEO", e))?;
         if let Err(e) = send_offer(conn.as_fd(), &self.config) {
+            if matches!(e.errno(), libc::EPIPE | libc::ECONNRESET) {
+                // The peer went before its offer (another listener's probe for a stale socket
+                // does this): as if it had never been accepted.
+                return Ok(None);
+            }
             return Err(QueueError::PeerMisbehaved {
                 peer: peer_words(peer),
                 what: format!("could not be sent the offer ({e}); dropped"),
@@ -463,8 +512,14 @@ fn replace_stale_socket(path: &Path) -> Result<(), QueueError> {
 }
 
 impl Drop for Listener {
+    /// Removes the socket file, if it is still this listener's (another listener may have
+    /// replaced a stale one since: that one is left alone).
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.placed);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

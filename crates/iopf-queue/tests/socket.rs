@@ -453,3 +453,59 @@ fn a_flood_of_silent_connections_takes_a_bounded_number_of_handshakes() {
     );
     assert!(offered > 0, "the listener took none at all");
 }
+
+/// `sun_path` holds 107 bytes and a NUL: a path the kernel binds can be served (found by the
+/// issue-12 review: the staging name `<path>.<pid>.binding` pushed a 100-byte path past it).
+#[test]
+fn a_socket_path_of_100_bytes_can_be_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().as_os_str().len() + 1;
+    let path = dir.path().join("q".repeat(100 - base));
+    assert_eq!(path.as_os_str().len(), 100);
+    let listener = Listener::bind(&path, ServeConfig::default()).expect("a 100-byte path");
+    let p2 = path.clone();
+    let t = std::thread::spawn(move || connect(&p2, cookie_choice).map(|_| ()));
+    listener.accept().expect("accept");
+    t.join().expect("consumer thread").expect("connect");
+}
+
+/// Two listeners racing for one path: exactly one gets it, the other is told a listener is
+/// there, and the winner's socket stays (found by the issue-12 review: the rename replaced
+/// whatever was there, so both succeeded, the second silently taking the first's path).
+#[test]
+fn two_listeners_racing_for_one_path_never_both_succeed() {
+    for trial in 0..40 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q.sock");
+        let go = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let (path, go) = (path.clone(), go.clone());
+                std::thread::spawn(move || {
+                    go.wait();
+                    Listener::bind(&path, ServeConfig::default())
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers
+            .into_iter()
+            .map(|t| t.join().expect("racer"))
+            .collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "trial {trial}: {results:?}");
+        let lost = results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .expect("a loser");
+        assert_eq!(lost.errno(), libc::EADDRINUSE, "trial {trial}: {lost}");
+        // The winner still serves at the path.
+        let p2 = path.clone();
+        let t = std::thread::spawn(move || connect(&p2, cookie_choice).map(|_| ()));
+        let winner = results
+            .iter()
+            .find_map(|r| r.as_ref().ok())
+            .expect("a winner");
+        winner.accept().expect("accept");
+        t.join().expect("consumer").expect("connect");
+    }
+}
