@@ -300,6 +300,8 @@ impl Consumer {
     /// Errors: none today (the signature leaves room for a failed system call).
     pub fn arm(&mut self, want: Readiness) -> Result<Readiness, QueueError> {
         self.return_slots(true);
+        // As in `wait_for`: a full verdict ring would stop the producer judging.
+        self.collect_rejections();
         let r = self.arm_words(want);
         if r.is_empty() && self.producer_gone() {
             return Ok(Readiness::PEER_GONE);
@@ -649,6 +651,9 @@ impl Consumer {
         timeout: Option<Duration>,
     ) -> Result<Readiness, QueueError> {
         self.return_slots(true);
+        // Rejections the producer wrote are taken before sleeping: a full verdict ring stops
+        // the producer judging (and accepting) this consumer's other responses.
+        self.collect_rejections();
         let want = want & (Readiness::FAULTS | Readiness::RESPONSE_ROOM);
         let room_wait = want.contains(Readiness::RESPONSE_ROOM);
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
@@ -989,9 +994,15 @@ impl Consumer {
                 self.verdict_tail = self.verdict_tail.wrapping_add(1);
             }
             if n > 0 {
-                self.shared
-                    .w(hdr::VERDICT_TAIL)
-                    .store(self.verdict_tail, Ordering::Release);
+                // Wakes a producer that sleeps because the verdict ring was full (it stops
+                // judging then, and sleeps until this tail moves).
+                publish_and_wake(
+                    self.shared.w(hdr::VERDICT_TAIL),
+                    self.verdict_tail,
+                    self.shared.w(hdr::PRODUCER_SLEEPING),
+                    &self.resp_bell,
+                    self.publish,
+                );
             }
         }
         self.keep_accepted(judged);

@@ -209,6 +209,9 @@ pub struct Producer {
     /// Groups are held back: shared with every [`ResponseWait`] taken out of this producer, so
     /// that a wait begun on another thread before the first group was held back learns it.
     holding: Arc<AtomicBool>,
+    /// Judging stopped for a full verdict ring, whose consumer tail was this: until the tail
+    /// moves, a waiting response is not something to do (the consumer rings when it moves).
+    verdict_blocked: Option<u64>,
     stats: ProducerStats,
     memfd: Option<OwnedFd>,
 }
@@ -258,6 +261,7 @@ impl Producer {
             closed: false,
             membarrier,
             holding: Arc::new(AtomicBool::new(false)),
+            verdict_blocked: None,
             stats: ProducerStats::default(),
             memfd,
         })
@@ -1000,9 +1004,13 @@ impl Producer {
             if room < k as u64 {
                 room = self.verdict_room();
                 if room < k as u64 {
+                    // Waits see no response until the consumer takes verdicts (it rings then):
+                    // judging stops here, and a wait must not return for it again and again.
+                    self.verdict_blocked = Some(self.cached_verdict_tail);
                     break;
                 }
             }
+            self.verdict_blocked = None;
             for i in 0..k {
                 let response = match packed {
                     Some(_) => decode_packed(&self.agreement, &w, i),
@@ -1139,6 +1147,7 @@ impl Producer {
             resp_tail: self.resp_tail,
             holding,
             held_later: self.holding.clone(),
+            verdict_blocked: self.verdict_blocked,
             cached_tail: self.cached_fault_tail,
             heavy: self.membarrier,
         }
@@ -1161,7 +1170,12 @@ impl Producer {
     /// process).
     pub fn ready(&mut self) -> Readiness {
         let mut r = Readiness::empty();
-        if self.responses_waiting() {
+        // Not while judging is stopped for a full verdict ring whose tail has not moved: the
+        // consumer rings when it takes verdicts.
+        let blocked = self
+            .verdict_blocked
+            .is_some_and(|vt| self.shared.w(hdr::VERDICT_TAIL).load(Ordering::Acquire) == vt);
+        if self.responses_waiting() && !blocked {
             r |= Readiness::RESPONSES;
         }
         if let Some(&(_, requests, _)) = self.backlog.front() {
@@ -1309,6 +1323,8 @@ pub(crate) struct ResponseWait {
     holding: bool,
     /// Set by the producer when a group is held back after this wait was taken.
     held_later: Arc<AtomicBool>,
+    /// [`Producer`]'s `verdict_blocked` when the wait was taken.
+    verdict_blocked: Option<u64>,
     cached_tail: u64,
     heavy: bool,
 }
@@ -1318,7 +1334,7 @@ impl ResponseWait {
     /// are held back, the consumer closed (or, in this process, dropped). Cheap: it runs in the
     /// spin; a socket consumer's death wakes the sleep through the socket instead.
     fn something(&self) -> bool {
-        response_published(&self.shared, self.resp_tail)
+        self.judgeable()
             || ((self.holding || self.held_later.load(Ordering::Acquire))
                 && self.shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire) != self.cached_tail)
             || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
@@ -1326,6 +1342,15 @@ impl ResponseWait {
                 .in_process
                 .as_ref()
                 .is_some_and(|w| w.strong_count() == 0)
+    }
+
+    /// A response waits and can be judged: not while judging is stopped for a full verdict ring
+    /// whose tail has not moved.
+    fn judgeable(&self) -> bool {
+        response_published(&self.shared, self.resp_tail)
+            && self
+                .verdict_blocked
+                .is_none_or(|vt| self.shared.w(hdr::VERDICT_TAIL).load(Ordering::Acquire) != vt)
     }
 
     /// Waits until [`ResponseWait::something`], the socket has news, or `timeout` passes.
