@@ -1170,12 +1170,7 @@ impl Producer {
     /// process).
     pub fn ready(&mut self) -> Readiness {
         let mut r = Readiness::empty();
-        // Not while judging is stopped for a full verdict ring whose tail has not moved: the
-        // consumer rings when it takes verdicts.
-        let blocked = self
-            .verdict_blocked
-            .is_some_and(|vt| self.shared.w(hdr::VERDICT_TAIL).load(Ordering::Acquire) == vt);
-        if self.responses_waiting() && !blocked {
+        if judgeable(&self.shared, self.resp_tail, self.verdict_blocked) {
             r |= Readiness::RESPONSES;
         }
         if let Some(&(_, requests, _)) = self.backlog.front() {
@@ -1334,7 +1329,7 @@ impl ResponseWait {
     /// are held back, the consumer closed (or, in this process, dropped). Cheap: it runs in the
     /// spin; a socket consumer's death wakes the sleep through the socket instead.
     fn something(&self) -> bool {
-        self.judgeable()
+        judgeable(&self.shared, self.resp_tail, self.verdict_blocked)
             || ((self.holding || self.held_later.load(Ordering::Acquire))
                 && self.shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire) != self.cached_tail)
             || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
@@ -1342,15 +1337,6 @@ impl ResponseWait {
                 .in_process
                 .as_ref()
                 .is_some_and(|w| w.strong_count() == 0)
-    }
-
-    /// A response waits and can be judged: not while judging is stopped for a full verdict ring
-    /// whose tail has not moved.
-    fn judgeable(&self) -> bool {
-        response_published(&self.shared, self.resp_tail)
-            && self
-                .verdict_blocked
-                .is_none_or(|vt| self.shared.w(hdr::VERDICT_TAIL).load(Ordering::Acquire) != vt)
     }
 
     /// Waits until [`ResponseWait::something`], the socket has news, or `timeout` passes.
@@ -1372,6 +1358,16 @@ impl ResponseWait {
         }
         r
     }
+}
+
+/// Whether a response waits at `resp_tail` and can be judged: not while judging is stopped for
+/// a full verdict ring (`verdict_blocked`: the consumer's verdict tail then) whose tail has not
+/// moved; the consumer rings when it moves it. What [`Producer::ready`] and a [`ResponseWait`]
+/// both count as a response to judge.
+fn judgeable(shared: &Shared, resp_tail: u64, verdict_blocked: Option<u64>) -> bool {
+    response_published(shared, resp_tail)
+        && verdict_blocked
+            .is_none_or(|vt| shared.w(hdr::VERDICT_TAIL).load(Ordering::Acquire) != vt)
 }
 
 /// The producer's group table: with the PRG-index lookup when responses may name groups by
