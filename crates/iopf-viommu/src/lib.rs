@@ -39,14 +39,16 @@
 //! * `virtio_iommu` (feature `virtio-iommu-experimental`): page requests and responses as the
 //!   unmerged 2021 virtio-iommu RFC proposed them.
 //!
-//! Guest memory is the VMM's, through the `vm-memory` crate's [`vm_memory::GuestMemory`]:
-//! descriptors are read and written with bounds-checked copies, so a guest that points a queue
-//! at memory that is not there loses its own requests and nothing else.
+//! Guest memory is the VMM's, as a [`GuestRam`]: every `vm-memory`
+//! [`GuestMemory`](vm_memory::GuestMemory) is one, and a VMM with its own accessors implements
+//! it over them. Descriptors are read and written with bounds-checked copies, so a guest that
+//! points a queue at memory that is not there loses its own requests and nothing else.
 
 pub mod amd;
 pub mod bridge;
 pub mod code_map;
 pub mod guest;
+mod guest_ram;
 pub mod interrupt;
 pub mod mmio;
 mod passthrough_unit;
@@ -61,6 +63,7 @@ pub use bridge::{
     GuestQueue, GuestResponse, HostAnswer, PageResponseSink, PasidMap, Posted, PrivateDataMode,
     Unmatched,
 };
+pub use guest_ram::{GuestRam, Unreachable};
 pub use interrupt::{EventInterrupt, MsiSink, RecordedMsis};
 pub use mmio::MmioError;
 pub use passthrough_unit::PassthroughUnit;

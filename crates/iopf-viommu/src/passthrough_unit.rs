@@ -1,8 +1,8 @@
 //! [`PassthroughUnit`]: what every architecture's "unit wired to a bridge" offers a VMM, so that
 //! a VMM, the simulator and the shared misbehaving-guest suite drive VT-d, SMMUv3 and AMD alike.
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::FaultConsumer;
-use vm_memory::GuestMemory;
 
 use crate::bridge::Bridge;
 use crate::interrupt::MsiSink;
@@ -28,7 +28,7 @@ pub trait PassthroughUnit {
     fn mmio_read(&self, offset: u64, data: &mut [u8]) -> Result<(), MmioError>;
 
     /// A guest write of `data` (4 or 8 bytes) at `offset`.
-    fn mmio_write<M: GuestMemory>(
+    fn mmio_write<M: GuestRam>(
         &mut self,
         offset: u64,
         data: &[u8],
@@ -40,7 +40,7 @@ pub trait PassthroughUnit {
     /// Moves host groups into the guest's queues, expires aged groups, sends owed answers and
     /// resumes command processing that waited for them. Returns the groups posted. Errors: the
     /// host queue's read error (the groups stay in the host queue).
-    fn pump<M: GuestMemory>(
+    fn pump<M: GuestRam>(
         &mut self,
         mem: &M,
         irq: &mut dyn MsiSink,
@@ -64,7 +64,7 @@ pub trait PassthroughUnit {
 /// writes a queue's head and tail before it enables the queue, and groups that came before
 /// must wait for it, not be answered as if the guest had turned it off. A host read error
 /// leaves the groups in the host queue; the next pump reports it.
-pub(crate) fn after_guest_write<U: PassthroughUnit, M: GuestMemory>(
+pub(crate) fn after_guest_write<U: PassthroughUnit, M: GuestRam>(
     unit: &mut U,
     commands: bool,
     room_in_queue_on: bool,
@@ -92,7 +92,7 @@ macro_rules! delegate_passthrough_unit {
                 $unit::mmio_read(self, offset, data)
             }
 
-            fn mmio_write<M: vm_memory::GuestMemory>(
+            fn mmio_write<M: $crate::GuestRam>(
                 &mut self,
                 offset: u64,
                 data: &[u8],
@@ -103,7 +103,7 @@ macro_rules! delegate_passthrough_unit {
                 $unit::mmio_write(self, offset, data, mem, irq, now_ns).map(|_| ())
             }
 
-            fn pump<M: vm_memory::GuestMemory>(
+            fn pump<M: $crate::GuestRam>(
                 &mut self,
                 mem: &M,
                 irq: &mut dyn $crate::MsiSink,

@@ -20,7 +20,8 @@
 //! next COMPLETION_WAIT times out ("Completion-Wait loop timed out"); the restart is the
 //! sequence Linux runs at init and resume.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use crate::guest_ram::GuestRam;
+use vm_memory::GuestAddress;
 
 use super::command::{bytes_to_words, Command, CommandError};
 use super::event::Event;
@@ -130,7 +131,7 @@ impl CommandBuffer {
     /// module's documentation.
     pub fn process(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         sink: &mut dyn PageResponseSink,
         fx: &mut Effects,
     ) -> Processed {
@@ -140,7 +141,7 @@ impl CommandBuffer {
         while self.ring.head() != self.ring.tail() {
             let at = self.ring.addr(self.ring.head());
             let mut b = [0u8; ENTRY_BYTES as usize];
-            if mem.read_slice(&mut b, GuestAddress(at)).is_err() {
+            if mem.read_guest(&mut b, GuestAddress(at)).is_err() {
                 return self.stop(CommandFault::Hardware(at));
             }
             match Command::decode(&bytes_to_words(&b)) {
@@ -159,7 +160,7 @@ impl CommandBuffer {
                     }
                     if w.store
                         && mem
-                            .write_slice(&w.data.to_le_bytes(), GuestAddress(w.address))
+                            .write_guest(&w.data.to_le_bytes(), GuestAddress(w.address))
                             .is_err()
                     {
                         return self.stop(CommandFault::Hardware(w.address));

@@ -11,7 +11,8 @@
 //! interrupt and log; the 0-then-1 is also what the hardware needs according to Linux commit
 //! "iommu/amd: Recover from event log overflow").
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use crate::guest_ram::GuestRam;
+use vm_memory::GuestAddress;
 
 use super::ring::Ring;
 
@@ -61,7 +62,7 @@ impl Log {
     }
 
     /// Offers one entry; see the module documentation.
-    pub fn write(&mut self, mem: &impl GuestMemory, entry: &[u8; 16]) -> Logged {
+    pub fn write(&mut self, mem: &impl GuestRam, entry: &[u8; 16]) -> Logged {
         if !self.running || !self.ring.usable() {
             return Logged::NotRunning;
         }
@@ -70,7 +71,7 @@ impl Log {
             return Logged::Overflowed;
         }
         let at = GuestAddress(self.ring.addr(self.ring.tail()));
-        if mem.write_slice(entry, at).is_err() {
+        if mem.write_guest(entry, at).is_err() {
             return Logged::Unreachable;
         }
         self.ring.advance_tail();

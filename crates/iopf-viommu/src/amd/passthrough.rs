@@ -1,8 +1,8 @@
 //! [`AmdBridge`]: an AMD IOMMU's page request path and the bridge from a host fault queue,
 //! wired together.
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::FaultConsumer;
-use vm_memory::GuestMemory;
 
 use super::command_buffer::Processed;
 use super::unit::{AmdConfig, AmdPri, MmioError, Written};
@@ -103,7 +103,7 @@ impl<C: FaultConsumer> AmdBridge<C> {
         &mut self,
         offset: u64,
         data: &[u8],
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now_ns: u64,
     ) -> Result<Written, MmioError> {
@@ -127,7 +127,7 @@ impl<C: FaultConsumer> AmdBridge<C> {
     /// groups posted.
     pub fn pump(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now_ns: u64,
     ) -> Result<usize, C::Error> {
@@ -143,7 +143,7 @@ impl<C: FaultConsumer> AmdBridge<C> {
     }
 
     /// Carries out the command buffer (a VMM that defers command processing calls this).
-    pub fn process_commands(&mut self, mem: &impl GuestMemory, irq: &mut dyn MsiSink) -> Processed {
+    pub fn process_commands(&mut self, mem: &impl GuestRam, irq: &mut dyn MsiSink) -> Processed {
         let p = self.pri.process_commands(mem, irq, &mut self.bridge);
         self.bridge.flush();
         p

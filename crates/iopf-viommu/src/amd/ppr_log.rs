@@ -17,8 +17,8 @@
 //! all of it, except a group larger than the whole log, which it posts into an empty log so
 //! that this rule answers it.
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::ResponseCode;
-use vm_memory::GuestMemory;
 
 use super::log::{Log, Logged};
 use super::ppr_entry::PprEntry;
@@ -65,7 +65,7 @@ impl PprLog {
     }
 
     /// Offers one request, by the rules of this module's documentation.
-    pub fn post(&mut self, mem: &impl GuestMemory, req: &GuestPageRequest) -> (Posted, PprSignal) {
+    pub fn post(&mut self, mem: &impl GuestRam, req: &GuestPageRequest) -> (Posted, PprSignal) {
         let entry = PprEntry::request(
             req.rid,
             req.pasid,

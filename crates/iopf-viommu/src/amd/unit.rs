@@ -18,7 +18,7 @@
 //! reads the log (`amd_iommu_handle_irq()`), so an entry written after that sends again. A
 //! status bit is set whether or not its interrupt is enabled (AMD 48882, `ComWaitInt`).
 
-use vm_memory::GuestMemory;
+use crate::guest_ram::GuestRam;
 
 use super::command_buffer::{CommandBuffer, Effects, Processed};
 use super::log::{Log, Logged};
@@ -176,7 +176,7 @@ impl AmdPri {
         &mut self,
         offset: u64,
         data: &[u8],
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         responses: &mut dyn PageResponseSink,
     ) -> Result<Written, MmioError> {
@@ -198,7 +198,7 @@ impl AmdPri {
     /// waiting for the host). A fault logs its event.
     pub fn process_commands(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         responses: &mut dyn PageResponseSink,
     ) -> Processed {
@@ -215,7 +215,7 @@ impl AmdPri {
     }
 
     /// The PPR log as the bridge posts into it.
-    pub fn guest_queue<'a, M: GuestMemory>(
+    pub fn guest_queue<'a, M: GuestRam>(
         &'a mut self,
         mem: &'a M,
         irq: &'a mut dyn MsiSink,
@@ -227,7 +227,7 @@ impl AmdPri {
         }
     }
 
-    fn log_event(&mut self, mem: &impl GuestMemory, entry: &[u8; 16]) {
+    fn log_event(&mut self, mem: &impl GuestRam, entry: &[u8; 16]) {
         if self.status & STATUS_EVT_OVERFLOW != 0 {
             self.events_lost += 1;
             return;
@@ -244,7 +244,7 @@ impl AmdPri {
 
     fn post(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         req: &GuestPageRequest,
         irq: &mut dyn MsiSink,
     ) -> Posted {
@@ -376,13 +376,13 @@ impl AmdPri {
 
 /// The PPR log of an [`AmdPri`] with the memory and interrupt sink it writes through: what
 /// [`crate::Bridge::pump`] posts into.
-pub struct AmdGuestQueue<'a, M: GuestMemory> {
+pub struct AmdGuestQueue<'a, M: GuestRam> {
     pri: &'a mut AmdPri,
     mem: &'a M,
     irq: &'a mut dyn MsiSink,
 }
 
-impl<M: GuestMemory> GuestQueue for AmdGuestQueue<'_, M> {
+impl<M: GuestRam> GuestQueue for AmdGuestQueue<'_, M> {
     /// One PPR log for every function: on with `PPR_EN` and `PPRLOG_EN` and a usable length.
     fn enabled(&self, _rid: u16) -> bool {
         self.pri.ppr_enabled()

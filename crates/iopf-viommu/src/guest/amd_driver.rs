@@ -30,8 +30,9 @@
 
 use std::collections::HashMap;
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::{FaultConsumer, ResponseCode};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::GuestAddress;
 
 use super::model::{
     read32, read64, resolve_group, write32, write64, DriverError, GuestResolver, Handled,
@@ -144,13 +145,13 @@ impl AmdGuestDriver {
     pub fn init<C: FaultConsumer>(
         &mut self,
         amd: &mut AmdBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now: u64,
     ) -> Result<(), DriverError> {
         // A semaphore left by an earlier driver (before a reset) must not read as done.
         self.cmd_tail = 0;
-        mem.write_slice(&self.sem_val.to_le_bytes(), GuestAddress(self.sem_addr))
+        mem.write_guest(&self.sem_val.to_le_bytes(), GuestAddress(self.sem_addr))
             .map_err(|_| DriverError::Memory(self.sem_addr))?;
         let efr = read64(amd, EXT_FEATURES)?;
         let pasmax = (efr & FEATURE_PASMAX) >> FEATURE_PASMAX_SHIFT;
@@ -212,7 +213,7 @@ impl AmdGuestDriver {
     pub fn handle_event<C: FaultConsumer>(
         &mut self,
         amd: &mut AmdBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         resolver: &mut dyn GuestResolver,
         now: u64,
@@ -254,7 +255,7 @@ impl AmdGuestDriver {
     pub fn submit<C: FaultConsumer>(
         &mut self,
         amd: &mut AmdBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now: u64,
     ) -> Result<bool, DriverError> {
@@ -286,16 +287,16 @@ impl AmdGuestDriver {
     }
 
     /// Whether the last COMPLETION_WAIT has stored its value (`wait_on_sem()`).
-    pub fn wait_done(&self, mem: &impl GuestMemory) -> Result<bool, DriverError> {
+    pub fn wait_done(&self, mem: &impl GuestRam) -> Result<bool, DriverError> {
         let mut b = [0u8; 8];
-        mem.read_slice(&mut b, GuestAddress(self.sem_addr))
+        mem.read_guest(&mut b, GuestAddress(self.sem_addr))
             .map_err(|_| DriverError::Memory(self.sem_addr))?;
         Ok(u64::from_le_bytes(b).wrapping_sub(self.sem_val) as i64 >= 0)
     }
 
-    fn put(&mut self, mem: &impl GuestMemory, b: &[u8; 16]) -> Result<(), DriverError> {
+    fn put(&mut self, mem: &impl GuestRam, b: &[u8; 16]) -> Result<(), DriverError> {
         let at = self.cmd_base + self.cmd_tail;
-        mem.write_slice(b, GuestAddress(at))
+        mem.write_guest(b, GuestAddress(at))
             .map_err(|_| DriverError::Memory(at))?;
         self.cmd_tail = (self.cmd_tail + ENTRY_BYTES) % BUF_BYTES;
         Ok(())
@@ -305,7 +306,7 @@ impl AmdGuestDriver {
     fn poll_events<C: FaultConsumer>(
         &mut self,
         amd: &mut AmdBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now: u64,
     ) -> Result<(), DriverError> {
@@ -314,14 +315,14 @@ impl AmdGuestDriver {
         while head != tail {
             let at = self.evt_base + head;
             let mut b = [0u8; 16];
-            mem.read_slice(&mut b, GuestAddress(at))
+            mem.read_guest(&mut b, GuestAddress(at))
                 .map_err(|_| DriverError::Memory(at))?;
             let e = Event::from_bytes(&b);
             self.events += 1;
             if e.code == ILLEGAL_COMMAND_ERROR {
                 self.illegal_commands += 1;
             }
-            mem.write_slice(&[0u8; 16], GuestAddress(at))
+            mem.write_guest(&[0u8; 16], GuestAddress(at))
                 .map_err(|_| DriverError::Memory(at))?;
             head = (head + ENTRY_BYTES) % BUF_BYTES;
             write32(amd, EVT_HEAD, head as u32, mem, irq, now)?;
@@ -333,7 +334,7 @@ impl AmdGuestDriver {
     fn poll_ppr_log<C: FaultConsumer>(
         &mut self,
         amd: &mut AmdBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         resolver: &mut dyn GuestResolver,
         now: u64,
@@ -345,9 +346,9 @@ impl AmdGuestDriver {
         while head != tail {
             let at = self.ppr_base + head;
             let mut b = [0u8; 16];
-            mem.read_slice(&mut b, GuestAddress(at))
+            mem.read_guest(&mut b, GuestAddress(at))
                 .map_err(|_| DriverError::Memory(at))?;
-            mem.write_slice(&[0u8; 16], GuestAddress(at))
+            mem.write_guest(&[0u8; 16], GuestAddress(at))
                 .map_err(|_| DriverError::Memory(at))?;
             head = (head + ENTRY_BYTES) % size;
             write32(amd, PPR_HEAD, head as u32, mem, irq, now)?;
@@ -419,7 +420,7 @@ impl AmdGuestDriver {
     fn restart_log<C: FaultConsumer>(
         &mut self,
         amd: &mut AmdBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now: u64,
         kind: LogKind,
@@ -460,7 +461,7 @@ fn feature<C: FaultConsumer>(
     amd: &mut AmdBridge<C>,
     bit: u32,
     on: bool,
-    mem: &impl GuestMemory,
+    mem: &impl GuestRam,
     irq: &mut dyn MsiSink,
     now: u64,
 ) -> Result<(), DriverError> {

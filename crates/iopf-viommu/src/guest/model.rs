@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::{Perm, ResponseCode};
-use vm_memory::GuestMemory;
 
 use crate::interrupt::MsiSink;
 use crate::mmio::MmioError;
@@ -94,7 +94,7 @@ pub struct Misbehaviour {
 /// guest". Each architecture's model is written from its specification and Linux's driver.
 pub trait GuestDriverModel<U: PassthroughUnit> {
     /// Sets the unit up as Linux does at boot (queues, interrupts, enables).
-    fn init<M: GuestMemory>(
+    fn init<M: GuestRam>(
         &mut self,
         unit: &mut U,
         mem: &M,
@@ -104,7 +104,7 @@ pub trait GuestDriverModel<U: PassthroughUnit> {
 
     /// The driver's interrupt thread: reads its queue(s), resolves whole groups through
     /// `resolver`, answers through its command queue and waits for the answers' completion.
-    fn handle_event<M: GuestMemory>(
+    fn handle_event<M: GuestRam>(
         &mut self,
         unit: &mut U,
         mem: &M,
@@ -162,7 +162,7 @@ pub fn read64(unit: &impl PassthroughUnit, off: u64) -> Result<u64, DriverError>
 }
 
 /// Writes a 32-bit register of `unit`.
-pub fn write32<U: PassthroughUnit, M: GuestMemory>(
+pub fn write32<U: PassthroughUnit, M: GuestRam>(
     unit: &mut U,
     off: u64,
     v: u32,
@@ -175,7 +175,7 @@ pub fn write32<U: PassthroughUnit, M: GuestMemory>(
 }
 
 /// Writes a 64-bit register of `unit`.
-pub fn write64<U: PassthroughUnit, M: GuestMemory>(
+pub fn write64<U: PassthroughUnit, M: GuestRam>(
     unit: &mut U,
     off: u64,
     v: u64,
@@ -194,7 +194,7 @@ pub fn write64<U: PassthroughUnit, M: GuestMemory>(
 macro_rules! delegate_driver_model {
     ($driver:ident, $unit:ident, $discarded:expr) => {
         impl<C: iopf_abi::FaultConsumer> $crate::guest::GuestDriverModel<$unit<C>> for $driver {
-            fn init<M: vm_memory::GuestMemory>(
+            fn init<M: $crate::GuestRam>(
                 &mut self,
                 unit: &mut $unit<C>,
                 mem: &M,
@@ -204,7 +204,7 @@ macro_rules! delegate_driver_model {
                 $driver::init(self, unit, mem, irq, now_ns)
             }
 
-            fn handle_event<M: vm_memory::GuestMemory>(
+            fn handle_event<M: $crate::GuestRam>(
                 &mut self,
                 unit: &mut $unit<C>,
                 mem: &M,

@@ -33,8 +33,9 @@
 
 use std::collections::HashMap;
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::{FaultConsumer, ResponseCode};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::GuestAddress;
 
 use super::model::{
     read32, resolve_group, write32, write64, DriverError, GuestResolver, Handled, Misbehaviour,
@@ -185,7 +186,7 @@ impl SmmuGuestDriver {
     pub fn init<C: FaultConsumer>(
         &mut self,
         unit: &mut SmmuBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now: u64,
     ) -> Result<(), DriverError> {
@@ -204,7 +205,7 @@ impl SmmuGuestDriver {
         // The stream table: zeroed, one STE per stream.
         let log2 = self.strtab_log2();
         let zero = vec![0u8; (STE_BYTES << log2) as usize];
-        mem.write_slice(&zero, GuestAddress(strtab))
+        mem.write_guest(&zero, GuestAddress(strtab))
             .map_err(|_| DriverError::Memory(strtab))?;
         for &sid in &self.streams {
             let mut ste = [0u8; 16];
@@ -212,7 +213,7 @@ impl SmmuGuestDriver {
             let dw1 = if self.ppar { STE_1_PPAR } else { 0 };
             ste[8..].copy_from_slice(&dw1.to_le_bytes());
             let at = strtab + u64::from(sid) * STE_BYTES;
-            mem.write_slice(&ste, GuestAddress(at))
+            mem.write_guest(&ste, GuestAddress(at))
                 .map_err(|_| DriverError::Memory(at))?;
         }
         let mut w = Writer {
@@ -278,7 +279,7 @@ impl SmmuGuestDriver {
     pub fn handle_event<C: FaultConsumer>(
         &mut self,
         unit: &mut SmmuBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         resolver: &mut dyn GuestResolver,
         now: u64,
@@ -297,7 +298,7 @@ impl SmmuGuestDriver {
     fn gerror_handler<C: FaultConsumer>(
         &mut self,
         unit: &mut SmmuBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now: u64,
     ) -> Result<(), DriverError> {
@@ -318,7 +319,7 @@ impl SmmuGuestDriver {
                     msi_data: 0,
                     msi_addr: 0,
                 };
-                mem.write_slice(&sync.to_bytes(), GuestAddress(at))
+                mem.write_guest(&sync.to_bytes(), GuestAddress(at))
                     .map_err(|_| DriverError::Memory(at))?;
             }
         }
@@ -329,7 +330,7 @@ impl SmmuGuestDriver {
     fn evtq_thread<C: FaultConsumer>(
         &mut self,
         unit: &mut SmmuBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         resolver: &mut dyn GuestResolver,
         now: u64,
@@ -340,7 +341,7 @@ impl SmmuGuestDriver {
             while !self.evtq.empty() {
                 let at = base + 32 * u64::from(q_idx(self.evtq.cons, self.evtq.shift));
                 let mut b = [0u8; 32];
-                mem.read_slice(&mut b, GuestAddress(at))
+                mem.read_guest(&mut b, GuestAddress(at))
                     .map_err(|_| DriverError::Memory(at))?;
                 done.descriptors += 1;
                 // Anything but a stall is only logged by Linux.
@@ -375,7 +376,7 @@ impl SmmuGuestDriver {
     fn priq_thread<C: FaultConsumer>(
         &mut self,
         unit: &mut SmmuBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         resolver: &mut dyn GuestResolver,
         now: u64,
@@ -387,7 +388,7 @@ impl SmmuGuestDriver {
             while !self.priq.empty() {
                 let at = base + 16 * u64::from(q_idx(self.priq.cons, self.priq.shift));
                 let mut b = [0u8; 16];
-                mem.read_slice(&mut b, GuestAddress(at))
+                mem.read_guest(&mut b, GuestAddress(at))
                     .map_err(|_| DriverError::Memory(at))?;
                 done.descriptors += 1;
                 self.take_ppr(PriEntry::fields(&dwords(&b)), resolver, done);
@@ -416,7 +417,7 @@ impl SmmuGuestDriver {
     fn sync_cons_ovf<C: FaultConsumer>(
         &mut self,
         unit: &mut SmmuBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now: u64,
         pri: bool,
@@ -491,7 +492,7 @@ impl SmmuGuestDriver {
     pub fn submit<C: FaultConsumer>(
         &mut self,
         unit: &mut SmmuBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now: u64,
     ) -> Result<bool, DriverError> {
@@ -529,19 +530,19 @@ impl SmmuGuestDriver {
     }
 
     /// Whether the last `CMD_SYNC` has completed (its first word reads 0).
-    pub fn sync_done(&self, mem: &impl GuestMemory) -> Result<bool, DriverError> {
+    pub fn sync_done(&self, mem: &impl GuestRam) -> Result<bool, DriverError> {
         let Some(at) = self.last_sync else {
             return Ok(true);
         };
         let mut b = [0u8; 4];
-        mem.read_slice(&mut b, GuestAddress(at))
+        mem.read_guest(&mut b, GuestAddress(at))
             .map_err(|_| DriverError::Memory(at))?;
         Ok(u32::from_le_bytes(b) == 0)
     }
 
-    fn put(&self, mem: &impl GuestMemory, p: u32, c: &Command) -> Result<(), DriverError> {
+    fn put(&self, mem: &impl GuestRam, p: u32, c: &Command) -> Result<(), DriverError> {
         let at = self.cmdq_slot(p);
-        mem.write_slice(&c.to_bytes(), GuestAddress(at))
+        mem.write_guest(&c.to_bytes(), GuestAddress(at))
             .map_err(|_| DriverError::Memory(at))
     }
 }
@@ -553,14 +554,14 @@ const MAX_ROUNDS: usize = 64;
 super::model::delegate_driver_model!(SmmuGuestDriver, SmmuBridge, |d| d.discarded_partials);
 
 /// MMIO writes with the unit, memory and interrupt sink at hand.
-struct Writer<'a, C: FaultConsumer, M: GuestMemory> {
+struct Writer<'a, C: FaultConsumer, M: GuestRam> {
     unit: &'a mut SmmuBridge<C>,
     mem: &'a M,
     irq: &'a mut dyn MsiSink,
     now: u64,
 }
 
-impl<C: FaultConsumer, M: GuestMemory> Writer<'_, C, M> {
+impl<C: FaultConsumer, M: GuestRam> Writer<'_, C, M> {
     fn w32(&mut self, off: u64, v: u32) -> Result<(), DriverError> {
         write32(self.unit, off, v, self.mem, self.irq, self.now)
     }

@@ -17,8 +17,9 @@
 
 use std::collections::HashMap;
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::{FaultConsumer, Perm, ResponseCode};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::GuestAddress;
 
 use super::model::{
     canonical, read32, read64, resolve_group, write32, write64, DriverError, GuestResolver,
@@ -90,13 +91,13 @@ impl VtdGuestDriver {
     pub fn init<C: FaultConsumer>(
         &mut self,
         vtd: &mut VtdBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now: u64,
     ) -> Result<(), DriverError> {
         self.iqt = 0;
         // A status word left by an earlier driver (before a reset) must not read as pending.
-        mem.write_slice(&self.wait_seq.to_le_bytes(), GuestAddress(self.status_addr))
+        mem.write_guest(&self.wait_seq.to_le_bytes(), GuestAddress(self.status_addr))
             .map_err(|_| DriverError::Memory(self.status_addr))?;
         write64(vtd, IQT, 0, mem, irq, now)?;
         write64(vtd, IQA, self.iq_base | IQA_DW | IQ_QS, mem, irq, now)?;
@@ -115,7 +116,7 @@ impl VtdGuestDriver {
     pub fn handle_event<C: FaultConsumer>(
         &mut self,
         vtd: &mut VtdBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         resolver: &mut dyn GuestResolver,
         now: u64,
@@ -128,7 +129,7 @@ impl VtdGuestDriver {
         let mut head = read64(vtd, PQH)? & mask;
         while head != tail {
             let mut b = [0u8; 32];
-            mem.read_slice(&mut b, GuestAddress(self.prq_base + head))
+            mem.read_guest(&mut b, GuestAddress(self.prq_base + head))
                 .map_err(|_| DriverError::Memory(self.prq_base + head))?;
             let req = VtdPageRequest::fields(&from_bytes(&b), mode);
             done.descriptors += 1;
@@ -154,7 +155,7 @@ impl VtdGuestDriver {
     pub fn submit<C: FaultConsumer>(
         &mut self,
         vtd: &mut VtdBridge<C>,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now: u64,
     ) -> Result<bool, DriverError> {
@@ -188,9 +189,9 @@ impl VtdGuestDriver {
     }
 
     /// Whether the last wait descriptor has written its status.
-    pub fn wait_done(&self, mem: &impl GuestMemory) -> Result<bool, DriverError> {
+    pub fn wait_done(&self, mem: &impl GuestRam) -> Result<bool, DriverError> {
         let mut b = [0u8; 4];
-        mem.read_slice(&mut b, GuestAddress(self.status_addr))
+        mem.read_guest(&mut b, GuestAddress(self.status_addr))
             .map_err(|_| DriverError::Memory(self.status_addr))?;
         Ok(u32::from_le_bytes(b) == self.wait_seq)
     }
@@ -200,9 +201,9 @@ impl VtdGuestDriver {
         self.partial.len()
     }
 
-    fn put(&mut self, mem: &impl GuestMemory, qw: &[u64; 4]) -> Result<(), DriverError> {
+    fn put(&mut self, mem: &impl GuestRam, qw: &[u64; 4]) -> Result<(), DriverError> {
         let at = self.iq_base + self.iqt;
-        mem.write_slice(&to_bytes(qw), GuestAddress(at))
+        mem.write_guest(&to_bytes(qw), GuestAddress(at))
             .map_err(|_| DriverError::Memory(at))?;
         self.iqt = (self.iqt + 32) % IQ_BYTES;
         Ok(())

@@ -20,7 +20,8 @@
 //! makes `GERRORN.CMDQ_ERR` equal `GERROR.CMDQ_ERR` (Linux's `arm_smmu_cmdq_skip_err()`
 //! overwrites an illegal command with a `CMD_SYNC` first, and retries a failed fetch as is).
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
+use crate::guest_ram::GuestRam;
+use vm_memory::GuestAddress;
 
 use super::command::{Command, CommandError, SyncCs};
 use super::regs::{CERROR_ABT, CERROR_ILL, CR0_CMDQEN, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT_ERR};
@@ -47,7 +48,7 @@ impl SmmuPri {
     /// documentation.
     pub fn process_commands(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         sink: &mut dyn PageResponseSink,
     ) -> Processed {
@@ -61,7 +62,7 @@ impl SmmuPri {
         while (self.cmdq.cons ^ self.cmdq.prod) & mask != 0 {
             let mut b = [0u8; super::command::COMMAND_BYTES];
             let at = GuestAddress(self.cmdq.slot(self.cmdq.cons));
-            if mem.read_slice(&mut b, at).is_err() {
+            if mem.read_guest(&mut b, at).is_err() {
                 return self.fail(CERROR_ABT, None, irq);
             }
             let cmd = match Command::from_bytes(&b) {
@@ -84,7 +85,7 @@ impl SmmuPri {
     fn execute(
         &mut self,
         cmd: Command,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         sink: &mut dyn PageResponseSink,
     ) {
@@ -139,8 +140,8 @@ impl SmmuPri {
                 // at guest-physical 0), else an MSI; address 0 outside RAM sends none, as the
                 // IRQ_CFG0 registers' "ADDR == 0: no MSI" rule has it.
                 let at = GuestAddress(msi_addr);
-                if mem.check_range(at, 4, Permissions::Write) {
-                    if mem.write_slice(&msi_data.to_le_bytes(), at).is_err() {
+                if mem.is_ram(at, 4) {
+                    if mem.write_guest(&msi_data.to_le_bytes(), at).is_err() {
                         self.raise_gerror(GERROR_MSI_CMDQ_ABT_ERR, irq);
                     }
                 } else if msi_addr != 0 {

@@ -27,8 +27,9 @@
 //! it full (a host group larger than the whole queue) is aborted: Invalid, the device sees an
 //! abort.
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::{Perm, ResponseCode};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::GuestAddress;
 
 use super::event::{StallEvent, F_TRANSLATION};
 use super::pri_entry::PriEntry;
@@ -66,7 +67,7 @@ impl SmmuPri {
     }
 
     /// How `rid`'s groups are named now (reads its STE for a PRI stream).
-    pub fn naming(&self, mem: &impl GuestMemory, rid: u16) -> GroupNaming {
+    pub fn naming(&self, mem: &impl GuestRam, rid: u16) -> GroupNaming {
         if self.is_stall_stream(rid) {
             GroupNaming::STALL
         } else if self.cr0 & CR0_SMMUEN != 0 && self.strtab.ppar(mem, u32::from(rid)) {
@@ -79,7 +80,7 @@ impl SmmuPri {
     /// Offers one PRI request to the PRI queue, by the rules of this module's documentation.
     pub fn post_pri(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         req: &GuestPageRequest,
         irq: &mut dyn MsiSink,
     ) -> Posted {
@@ -105,7 +106,7 @@ impl SmmuPri {
             return Posted::Dropped;
         }
         let at = GuestAddress(self.priq.slot(self.priq.prod));
-        if mem.write_slice(&entry.to_bytes(), at).is_err() {
+        if mem.write_guest(&entry.to_bytes(), at).is_err() {
             self.stats.unreachable += 1;
             self.raise_gerror(GERROR_PRIQ_ABT_ERR, irq);
             return Posted::Unreachable;
@@ -123,7 +124,7 @@ impl SmmuPri {
     /// Offers one stalled transaction to the event queue.
     pub fn post_stall(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         req: &GuestPageRequest,
         irq: &mut dyn MsiSink,
     ) -> Posted {
@@ -140,7 +141,7 @@ impl SmmuPri {
             addr: req.addr,
         };
         let at = GuestAddress(self.evtq.slot(self.evtq.prod));
-        if mem.write_slice(&event.to_bytes(), at).is_err() {
+        if mem.write_guest(&event.to_bytes(), at).is_err() {
             self.stats.unreachable += 1;
             self.raise_gerror(GERROR_EVTQ_ABT_ERR, irq);
             return Posted::Unreachable;
@@ -156,7 +157,7 @@ impl SmmuPri {
     }
 
     /// The unit's queues as the bridge posts into them.
-    pub fn guest_queue<'a, M: GuestMemory>(
+    pub fn guest_queue<'a, M: GuestRam>(
         &'a mut self,
         mem: &'a M,
         irq: &'a mut dyn MsiSink,
@@ -172,13 +173,13 @@ impl SmmuPri {
 /// The PRI and event queues of a [`SmmuPri`] with the memory and interrupt sink they write
 /// through: what [`crate::Bridge::pump`] posts into. Each function's requests go to the queue
 /// its stream uses.
-pub struct SmmuGuestQueue<'a, M: GuestMemory> {
+pub struct SmmuGuestQueue<'a, M: GuestRam> {
     pri: &'a mut SmmuPri,
     mem: &'a M,
     irq: &'a mut dyn MsiSink,
 }
 
-impl<M: GuestMemory> GuestQueue for SmmuGuestQueue<'_, M> {
+impl<M: GuestRam> GuestQueue for SmmuGuestQueue<'_, M> {
     fn enabled(&self, rid: u16) -> bool {
         if self.pri.is_stall_stream(rid) {
             self.pri.evtq_enabled()

@@ -1,8 +1,8 @@
 //! [`SmmuBridge`]: an SMMUv3's page request path and the bridge from a host fault queue,
 //! wired together.
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::FaultConsumer;
-use vm_memory::GuestMemory;
 
 use super::command_queue::Processed;
 use super::unit::{MmioError, SmmuConfig, SmmuPri, Written};
@@ -93,7 +93,7 @@ impl<C: FaultConsumer> SmmuBridge<C> {
         &mut self,
         offset: u64,
         data: &[u8],
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now_ns: u64,
     ) -> Result<Written, MmioError> {
@@ -116,7 +116,7 @@ impl<C: FaultConsumer> SmmuBridge<C> {
     /// resumes a command queue that was waiting at a `CMD_SYNC`. Returns the groups posted.
     pub fn pump(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now_ns: u64,
     ) -> Result<usize, C::Error> {
@@ -129,7 +129,7 @@ impl<C: FaultConsumer> SmmuBridge<C> {
     }
 
     /// Carries out the command queue (a VMM that defers command processing calls this).
-    pub fn process_commands(&mut self, mem: &impl GuestMemory, irq: &mut dyn MsiSink) -> Processed {
+    pub fn process_commands(&mut self, mem: &impl GuestRam, irq: &mut dyn MsiSink) -> Processed {
         let p = self.pri.process_commands(mem, irq, &mut self.bridge);
         self.bridge.flush();
         p

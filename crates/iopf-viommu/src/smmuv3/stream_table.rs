@@ -9,7 +9,8 @@
 //! off, a two-level format this model does not advertise, a StreamID beyond the table, memory
 //! that is not there, `V` = 0) reads as `PPAR` = 0, as §8.1 says for an STE it cannot check.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use crate::guest_ram::GuestRam;
+use vm_memory::GuestAddress;
 
 use super::regs::{SIDSIZE, STRTAB_BASE_ADDR_MASK, STRTAB_BASE_CFG_FMT_SHIFT};
 
@@ -31,7 +32,7 @@ pub struct StreamTable {
 
 impl StreamTable {
     /// The STE's `PPAR` for `sid`, by the rules of this module's documentation.
-    pub fn ppar(&self, mem: &impl GuestMemory, sid: u32) -> bool {
+    pub fn ppar(&self, mem: &impl GuestRam, sid: u32) -> bool {
         if (self.cfg >> STRTAB_BASE_CFG_FMT_SHIFT) & 3 != 0 {
             return false;
         }
@@ -41,7 +42,7 @@ impl StreamTable {
         }
         let at = (self.base & STRTAB_BASE_ADDR_MASK).wrapping_add(u64::from(sid) * STE_BYTES);
         let mut b = [0u8; 16];
-        if mem.read_slice(&mut b, GuestAddress(at)).is_err() {
+        if mem.read_guest(&mut b, GuestAddress(at)).is_err() {
             return false;
         }
         let dw: [u64; 2] = super::pri_entry::dwords(&b);

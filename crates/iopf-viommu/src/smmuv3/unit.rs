@@ -2,7 +2,7 @@
 //! handler makes: the register file (this file), the PRI and event queues the bridge posts
 //! into (output_queue.rs) and the command queue (command_queue.rs).
 
-use vm_memory::GuestMemory;
+use crate::guest_ram::GuestRam;
 
 use super::msi::MsiConfig;
 use super::queue::{Ring, Q_OVF};
@@ -227,7 +227,7 @@ impl SmmuPri {
         &mut self,
         offset: u64,
         data: &[u8],
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         sink: &mut dyn PageResponseSink,
     ) -> Result<Written, MmioError> {

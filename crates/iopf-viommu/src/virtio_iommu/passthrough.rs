@@ -1,8 +1,9 @@
 //! [`VirtioIommuBridge`]: an emulated virtio-iommu's page request side and the bridge from a
 //! host fault queue, wired together (experimental).
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::FaultConsumer;
-use vm_memory::{GuestAddress, GuestMemory};
+use vm_memory::GuestAddress;
 
 use super::unit::{EventBufferError, VirtioIommuConfig, VirtioIommuPri};
 use crate::bridge::{Bridge, BridgeConfig, ConfigError, PrivateDataMode};
@@ -122,7 +123,7 @@ impl<C: FaultConsumer> VirtioIommuBridge<C> {
     /// Moves host groups into the event buffers as they allow, expires aged groups, sends owed
     /// answers. `now_ns` is the caller's clock. Returns the groups posted. Errors: the host
     /// queue's (the groups stay in it).
-    pub fn pump(&mut self, mem: &impl GuestMemory, now_ns: u64) -> Result<usize, C::Error> {
+    pub fn pump(&mut self, mem: &impl GuestRam, now_ns: u64) -> Result<usize, C::Error> {
         let mut q = self.pri.guest_queue(mem);
         self.bridge.pump(&mut q, now_ns)
     }

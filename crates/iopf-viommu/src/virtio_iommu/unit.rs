@@ -4,8 +4,9 @@
 
 use std::collections::VecDeque;
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::{FaultConsumer, ResponseCode};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::GuestAddress;
 
 use super::records::{
     PageRespRequest, VirtioIommuFault, FAULT_RECORD_BYTES, VIRTIO_IOMMU_S_NOENT, VIRTIO_IOMMU_S_OK,
@@ -197,7 +198,7 @@ impl VirtioIommuPri {
     }
 
     /// The event queue as the bridge posts into it, writing through `mem`.
-    pub fn guest_queue<'a, M: GuestMemory>(&'a mut self, mem: &'a M) -> VirtioEventQueue<'a, M> {
+    pub fn guest_queue<'a, M: GuestRam>(&'a mut self, mem: &'a M) -> VirtioEventQueue<'a, M> {
         VirtioEventQueue { pri: self, mem }
     }
 
@@ -229,7 +230,7 @@ impl VirtioIommuPri {
     }
 
     /// Writes `req` into the next buffer, or fails by the rules on [`VirtioIommuPri`].
-    fn post<M: GuestMemory>(&mut self, mem: &M, req: &GuestPageRequest) -> Posted {
+    fn post<M: GuestRam>(&mut self, mem: &M, req: &GuestPageRequest) -> Posted {
         if let Some(failure) = self.failing {
             self.stats.rest_of_failed_group += 1;
             if req.last {
@@ -249,7 +250,7 @@ impl VirtioIommuPri {
         outcome
     }
 
-    fn write_next<M: GuestMemory>(&mut self, mem: &M, req: &GuestPageRequest) -> Posted {
+    fn write_next<M: GuestRam>(&mut self, mem: &M, req: &GuestPageRequest) -> Posted {
         let Some((addr, len)) = self.available.pop_front() else {
             self.stats.no_buffer += 1;
             return Self::failed(GroupFailure::NoBuffer, req.last);
@@ -260,7 +261,7 @@ impl VirtioIommuPri {
             return Posted::Unreachable;
         }
         let record = VirtioIommuFault::page_request(req).to_bytes();
-        if mem.write_slice(&record, addr).is_err() {
+        if mem.write_guest(&record, addr).is_err() {
             self.stats.buffers_unreachable += 1;
             self.used.push((addr, 0));
             return Posted::Unreachable;
@@ -281,12 +282,12 @@ impl VirtioIommuPri {
 
 /// The event queue of a [`VirtioIommuPri`] with the memory it writes through: what
 /// [`Bridge::pump`] posts into.
-pub struct VirtioEventQueue<'a, M: GuestMemory> {
+pub struct VirtioEventQueue<'a, M: GuestRam> {
     pri: &'a mut VirtioIommuPri,
     mem: &'a M,
 }
 
-impl<M: GuestMemory> GuestQueue for VirtioEventQueue<'_, M> {
+impl<M: GuestRam> GuestQueue for VirtioEventQueue<'_, M> {
     /// One event queue for every endpoint, on while the driver is ready.
     fn enabled(&self, _rid: u16) -> bool {
         self.pri.driver_ok

@@ -18,7 +18,8 @@
 //! `qi_check_fault()` overwrites the bad descriptor with its wait descriptor, then clears it).
 //! The fault event interrupt is raised. Nothing the descriptor asked for is done.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use crate::guest_ram::GuestRam;
+use vm_memory::GuestAddress;
 
 use super::inv_descriptor::{
     descriptor_type, DescriptorError, PageGroupResponse, WaitDescriptor, LAST_DEFINED_TYPE,
@@ -162,7 +163,7 @@ impl InvalidationQueue {
     /// documentation. `mode` says whether page group responses may carry private data.
     pub fn process(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         sink: &mut dyn PageResponseSink,
         mode: PrivateDataMode,
         irq: &mut dyn MsiSink,
@@ -189,7 +190,7 @@ impl InvalidationQueue {
         while self.iqh != self.iqt {
             let mut bytes = [0u8; 32];
             let at = GuestAddress((self.iqa & !0xfff).wrapping_add(self.iqh));
-            if mem.read_slice(&mut bytes[..width as usize], at).is_err() {
+            if mem.read_guest(&mut bytes[..width as usize], at).is_err() {
                 return self.fail(IqeReason::FetchFailed, None);
             }
             let qw = super::page_request::from_bytes(&bytes);
@@ -218,7 +219,7 @@ impl InvalidationQueue {
                         }
                         if w.status_write
                             && mem
-                                .write_slice(
+                                .write_guest(
                                     &w.status_data.to_le_bytes(),
                                     GuestAddress(w.status_address),
                                 )

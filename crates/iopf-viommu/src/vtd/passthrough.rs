@@ -1,8 +1,8 @@
 //! [`VtdBridge`]: a VT-d unit's page request path and the bridge from a host fault queue,
 //! wired together.
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::FaultConsumer;
-use vm_memory::GuestMemory;
 
 use super::invalidation_queue::Processed;
 use super::unit::{MmioError, VtdConfig, VtdPri, Written};
@@ -102,7 +102,7 @@ impl<C: FaultConsumer> VtdBridge<C> {
         &mut self,
         offset: u64,
         data: &[u8],
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now_ns: u64,
     ) -> Result<Written, MmioError> {
@@ -125,7 +125,7 @@ impl<C: FaultConsumer> VtdBridge<C> {
     /// resumes an invalidation queue that was waiting for them. Returns the groups posted.
     pub fn pump(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         now_ns: u64,
     ) -> Result<usize, C::Error> {
@@ -142,7 +142,7 @@ impl<C: FaultConsumer> VtdBridge<C> {
     /// Carries out the invalidation queue (a VMM that defers descriptor processing calls this).
     pub fn process_invalidations(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
     ) -> Processed {
         let p = self.pri.process_invalidations(mem, irq, &mut self.bridge);

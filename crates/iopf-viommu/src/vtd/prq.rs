@@ -25,8 +25,9 @@
 //! **Memory.** Descriptors are written through the VMM's [`GuestMemory`]; a queue pointed at
 //! memory that is not there loses the request ([`Posted::Unreachable`]), never the VMM.
 
+use crate::guest_ram::GuestRam;
 use iopf_abi::{Perm, ResponseCode};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::GuestAddress;
 
 use super::page_request::{to_bytes, VtdPageRequest, DESCRIPTOR_BYTES};
 use super::regs::{PRS_PPR, PRS_PRO};
@@ -159,7 +160,7 @@ impl PageRequestQueue {
     /// Offers one request to the queue, by the rules of this module's documentation.
     pub fn post(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         req: &GuestPageRequest,
         mode: PrivateDataMode,
         irq: &mut dyn MsiSink,
@@ -191,7 +192,7 @@ impl PageRequestQueue {
         .encode(mode);
         let tail = self.tail();
         let at = GuestAddress(self.base().wrapping_add(tail));
-        if mem.write_slice(&to_bytes(&desc), at).is_err() {
+        if mem.write_guest(&to_bytes(&desc), at).is_err() {
             self.stats.unreachable += 1;
             return Posted::Unreachable;
         }

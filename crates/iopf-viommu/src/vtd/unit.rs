@@ -1,7 +1,7 @@
 //! [`VtdPri`]: the page request path of one emulated VT-d remapping unit, behind the calls a
 //! VMM's MMIO handler makes.
 
-use vm_memory::GuestMemory;
+use crate::guest_ram::GuestRam;
 
 use super::invalidation_queue::{InvalidationQueue, Processed};
 use super::prq::PageRequestQueue;
@@ -126,7 +126,7 @@ impl VtdPri {
         &mut self,
         offset: u64,
         data: &[u8],
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         responses: &mut dyn PageResponseSink,
     ) -> Result<Written, MmioError> {
@@ -149,7 +149,7 @@ impl VtdPri {
     /// waiting for the host). An error sets `FSTS.IQE` and raises the fault event.
     pub fn process_invalidations(
         &mut self,
-        mem: &impl GuestMemory,
+        mem: &impl GuestRam,
         irq: &mut dyn MsiSink,
         responses: &mut dyn PageResponseSink,
     ) -> Processed {
@@ -164,7 +164,7 @@ impl VtdPri {
     }
 
     /// The page request queue as the bridge posts into it.
-    pub fn guest_queue<'a, M: GuestMemory>(
+    pub fn guest_queue<'a, M: GuestRam>(
         &'a mut self,
         mem: &'a M,
         irq: &'a mut dyn MsiSink,
@@ -257,13 +257,13 @@ impl VtdPri {
 
 /// The page request queue of a [`VtdPri`] with the memory and interrupt sink it writes
 /// through: what [`crate::Bridge::pump`] posts into.
-pub struct VtdGuestQueue<'a, M: GuestMemory> {
+pub struct VtdGuestQueue<'a, M: GuestRam> {
     pri: &'a mut VtdPri,
     mem: &'a M,
     irq: &'a mut dyn MsiSink,
 }
 
-impl<M: GuestMemory> GuestQueue for VtdGuestQueue<'_, M> {
+impl<M: GuestRam> GuestQueue for VtdGuestQueue<'_, M> {
     /// One page request queue for every function.
     fn enabled(&self, _rid: u16) -> bool {
         self.pri.prq.enabled()
