@@ -1,0 +1,228 @@
+//! `iopf_guest_memory`: the guest's memory as the vIOMMU models read and write it, given by
+//! the VMM either as host-virtual regions it has mapped (through `vm-memory`) or as read and
+//! write callbacks over its own accessors (QEMU's `address_space_rw`).
+
+use std::ffi::c_void;
+
+use iopf_viommu::{GuestRam, Unreachable};
+use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+use crate::error::{guard, guard_void, CError};
+use crate::ffi;
+
+/// One region of guest RAM mapped in the VMM: guest-physical `guest_addr..guest_addr+size`
+/// at host-virtual `host_addr`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IopfGuestRegion {
+    /// The region's first guest-physical address.
+    pub guest_addr: u64,
+    /// Its size in bytes (a multiple of the page size is not required; more than 0 is).
+    pub size: u64,
+    /// Where the VMM has it mapped, readable and writable: page-aligned.
+    pub host_addr: *mut c_void,
+}
+
+/// Reads `len` bytes of guest-physical memory at `gpa` into `buf`: 0, or a negative errno when
+/// the range is not (all) guest RAM.
+pub type IopfGuestReadFn = Option<
+    unsafe extern "C" fn(opaque: *mut c_void, gpa: u64, buf: *mut c_void, len: usize) -> i32,
+>;
+/// Writes `len` bytes from `buf` to guest-physical `gpa`: 0, or a negative errno.
+pub type IopfGuestWriteFn = Option<
+    unsafe extern "C" fn(opaque: *mut c_void, gpa: u64, buf: *const c_void, len: usize) -> i32,
+>;
+/// Whether `len` bytes at `gpa` are guest RAM (not a device): an SMMUv3 `CMD_SYNC` writes its
+/// completion into RAM and signals an MSI otherwise.
+pub type IopfGuestIsRamFn =
+    Option<unsafe extern "C" fn(opaque: *mut c_void, gpa: u64, len: usize) -> bool>;
+
+/// A VMM's guest memory accessors. `read` and `write` are required; `is_ram` may be NULL
+/// (every address is RAM: writes go through `write`, which reaches a device's MMIO in a VMM
+/// whose accessors route them, as real hardware's writes do).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IopfGuestMemoryOps {
+    /// Reads guest memory.
+    pub read: IopfGuestReadFn,
+    /// Writes guest memory.
+    pub write: IopfGuestWriteFn,
+    /// Tells RAM from devices, or NULL.
+    pub is_ram: IopfGuestIsRamFn,
+}
+
+/// The guest's memory. Created by `iopf_guest_memory_from_regions` or
+/// `iopf_guest_memory_from_callbacks`, freed by `iopf_guest_memory_free`; passed to each
+/// vIOMMU call that may touch guest memory (it is only borrowed for the call).
+pub struct IopfGuestMemory {
+    backing: Backing,
+}
+
+enum Backing {
+    Regions(GuestMemoryMmap<()>),
+    Callbacks {
+        read: unsafe extern "C" fn(*mut c_void, u64, *mut c_void, usize) -> i32,
+        write: unsafe extern "C" fn(*mut c_void, u64, *const c_void, usize) -> i32,
+        is_ram: IopfGuestIsRamFn,
+        opaque: *mut c_void,
+    },
+}
+
+impl GuestRam for IopfGuestMemory {
+    fn read_guest(&self, buf: &mut [u8], addr: GuestAddress) -> Result<(), Unreachable> {
+        match &self.backing {
+            Backing::Regions(m) => m.read_guest(buf, addr),
+            Backing::Callbacks { read, opaque, .. } => {
+                // SAFETY: `read` is the VMM's function, given for this memory with `opaque`;
+                // `buf` is valid for `buf.len()` writable bytes for the call.
+                let rc = unsafe { read(*opaque, addr.0, buf.as_mut_ptr().cast(), buf.len()) };
+                unreachable_unless(rc == 0, addr, buf.len())
+            }
+        }
+    }
+
+    fn write_guest(&self, buf: &[u8], addr: GuestAddress) -> Result<(), Unreachable> {
+        match &self.backing {
+            Backing::Regions(m) => m.write_guest(buf, addr),
+            Backing::Callbacks { write, opaque, .. } => {
+                // SAFETY: as read_guest's; `buf` is valid for `buf.len()` bytes for the call.
+                let rc = unsafe { write(*opaque, addr.0, buf.as_ptr().cast(), buf.len()) };
+                unreachable_unless(rc == 0, addr, buf.len())
+            }
+        }
+    }
+
+    fn is_ram(&self, addr: GuestAddress, len: usize) -> bool {
+        match &self.backing {
+            Backing::Regions(m) => m.is_ram(addr, len),
+            Backing::Callbacks {
+                is_ram: Some(f),
+                opaque,
+                ..
+            } => {
+                // SAFETY: the VMM's function, given for this memory with `opaque`.
+                unsafe { f(*opaque, addr.0, len) }
+            }
+            Backing::Callbacks { is_ram: None, .. } => true,
+        }
+    }
+}
+
+fn unreachable_unless(ok: bool, addr: GuestAddress, len: usize) -> Result<(), Unreachable> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Unreachable { addr: addr.0, len })
+    }
+}
+
+/// Guest memory made of `n` regions the VMM has mapped. The library does not copy, map or
+/// unmap them: they must stay mapped, readable and writable, until the memory is freed.
+/// Errors: `-EINVAL` with the region named: a NULL or unaligned `host_addr` (page-aligned, as
+/// `mmap` returns), a size of 0, a range past 2^64, regions that overlap, no regions.
+///
+/// # Safety
+/// `regions` is NULL or holds `n` regions, each of which describes host memory the VMM has
+/// mapped for `size` bytes at `host_addr` and keeps mapped while the memory lives; `out` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn iopf_guest_memory_from_regions(
+    regions: *const IopfGuestRegion,
+    n: usize,
+    out: *mut *mut IopfGuestMemory,
+) -> i32 {
+    guard(|| {
+        // SAFETY: by contract.
+        let regions = unsafe { ffi::slice(regions, n, "regions") }?;
+        if regions.is_empty() {
+            return Err(CError::invalid("no guest memory regions"));
+        }
+        let mut mapped = Vec::with_capacity(regions.len());
+        for (i, r) in regions.iter().enumerate() {
+            let size = usize::try_from(r.size)
+                .ok()
+                .filter(|&s| s > 0 && r.guest_addr.checked_add(r.size - 1).is_some())
+                .ok_or_else(|| {
+                    CError::invalid(format!(
+                        "region {i}: size {:#x} at {:#x} is empty or runs past the address space",
+                        r.size, r.guest_addr
+                    ))
+                })?;
+            if r.host_addr.is_null() {
+                return Err(CError::invalid(format!("region {i}: host_addr is NULL")));
+            }
+            // SAFETY: the caller guarantees host_addr..+size is a live mapping of its own, kept
+            // while this memory lives; the region is not owned, so dropping it unmaps nothing.
+            let region = unsafe {
+                MmapRegion::<()>::build_raw(
+                    r.host_addr.cast(),
+                    size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                )
+            }
+            .map_err(|e| {
+                CError::invalid(format!(
+                    "region {i}: host_addr {:p}: {e} (it must be page-aligned)",
+                    r.host_addr
+                ))
+            })?;
+            let region =
+                GuestRegionMmap::new(region, GuestAddress(r.guest_addr)).ok_or_else(|| {
+                    CError::invalid(format!("region {i}: runs past the guest address space"))
+                })?;
+            mapped.push(region);
+        }
+        let mem = GuestMemoryMmap::from_regions(mapped)
+            .map_err(|e| CError::invalid(format!("guest memory regions: {e}")))?;
+        let mem = IopfGuestMemory {
+            backing: Backing::Regions(mem),
+        };
+        // SAFETY: by contract.
+        unsafe { ffi::give(out, mem, "out") }?;
+        Ok(0)
+    })
+}
+
+/// Guest memory reached through the VMM's accessors: `ops->read` and `ops->write` (required),
+/// `ops->is_ram` (may be NULL), each called with `opaque`, on the thread that calls the vIOMMU,
+/// only during a vIOMMU call. `ops` is copied. Errors: `-EINVAL` (a NULL argument or callback).
+///
+/// # Safety
+/// `ops` is NULL or points at ops whose functions may be called with `opaque` until the
+/// memory is freed; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn iopf_guest_memory_from_callbacks(
+    ops: *const IopfGuestMemoryOps,
+    opaque: *mut c_void,
+    out: *mut *mut IopfGuestMemory,
+) -> i32 {
+    guard(|| {
+        // SAFETY: by contract.
+        let ops = unsafe { ffi::obj(ops, "ops") }?;
+        let (Some(read), Some(write)) = (ops.read, ops.write) else {
+            return Err(CError::invalid("ops->read and ops->write are required"));
+        };
+        let mem = IopfGuestMemory {
+            backing: Backing::Callbacks {
+                read,
+                write,
+                is_ram: ops.is_ram,
+                opaque,
+            },
+        };
+        // SAFETY: by contract.
+        unsafe { ffi::give(out, mem, "out") }?;
+        Ok(0)
+    })
+}
+
+/// Frees guest memory (NULL: nothing). The VMM's mappings are left as they are.
+///
+/// # Safety
+/// `mem` is NULL or a memory not freed yet, not in use by a call on another thread.
+#[no_mangle]
+pub unsafe extern "C" fn iopf_guest_memory_free(mem: *mut IopfGuestMemory) {
+    // SAFETY: by contract.
+    guard_void(|| drop(unsafe { ffi::take(mem) }));
+}
