@@ -4,7 +4,9 @@
 set -euo pipefail
 # linux-source-6.12: the viommu layout test (crates/iopf-viommu/tests/layout_linux_vtd.rs) reads
 # drivers/iommu/intel/prq.c and iommu.h from it.
-need=(gcc linux-libc-dev linux-source-6.12)
+# gcc, make, valgrind: the C API's tests (crates/iopf-capi/tests/c_api.rs compiles C programs
+# and runs them under memcheck) and the C VMM example (make -C examples/c run).
+need=(gcc make valgrind linux-libc-dev linux-source-6.12)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start and CI run it:
-#   formatting, lints, docs, every crate's unit, property and integration tests, then the kernel tier
+#   formatting, lints, docs, every crate's unit, property and integration tests (the C API's C
+#   tests under valgrind among them), the C VMM example, then the kernel tier
 #   (a Linux 6.12 kernel in QEMU) when its script is present.
 # Set IOPF_SKIP_KERNEL=1 to leave the kernel tier out of a local run.
 set -euo pipefail
@@ -22,6 +23,8 @@ cargo test --workspace
 cargo test -p iopf-viommu --features virtio-iommu-experimental --lib --test virtio_iommu_bridge
 # The queue's wake-up paths under the other handshake (fenced is the default).
 IOPF_WAKE_HANDSHAKE=membarrier cargo test -p iopf-queue --lib --test socket --test event_loop --test queue
+echo "== the C VMM example (make -C examples/c run)"
+make -C examples/c run
 echo "== package check (no_std abi, light facade, its docs, cargo package of every crate)"
 bash scripts/package-check.sh
 

@@ -163,11 +163,10 @@ pub unsafe extern "C" fn iopf_compat_take_answers(
 /// `device` is NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn iopf_compat_outstanding(device: *const IopfCompatDevice) -> i32 {
-    // SAFETY: by contract.
     guard(|| {
-        Ok(unsafe { ffi::obj(device, "device") }?
-            .producer
-            .outstanding())
+        // SAFETY: by contract.
+        let dev = unsafe { ffi::obj(device, "device") }?;
+        Ok(dev.producer.outstanding())
     })
 }
 

@@ -161,9 +161,11 @@ fn c_shared_queue_consumer() {
     let exe = compile("shared", &[]);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("q.sock");
-    let mut config = ServeConfig::default();
     // The consumer runs under valgrind: give its handshake time.
-    config.handshake_timeout = Duration::from_secs(60);
+    let config = ServeConfig {
+        handshake_timeout: Duration::from_secs(60),
+        ..ServeConfig::default()
+    };
     let listener = Listener::bind(&path, config).expect("bind");
     let arg = path.to_str().expect("a UTF-8 path").to_string();
     let consumer = std::thread::spawn(move || memcheck(&exe, &[&arg]));

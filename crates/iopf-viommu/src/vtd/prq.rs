@@ -22,7 +22,7 @@
 //! (QEMU's emulation drops without answering, which leaves the device waiting for a response
 //! that never comes.)
 //!
-//! **Memory.** Descriptors are written through the VMM's [`GuestMemory`]; a queue pointed at
+//! **Memory.** Descriptors are written through the VMM's [`GuestRam`]; a queue pointed at
 //! memory that is not there loses the request ([`Posted::Unreachable`]), never the VMM.
 
 use crate::guest_ram::GuestRam;
