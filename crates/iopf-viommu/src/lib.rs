@@ -40,7 +40,7 @@
 //!   unmerged 2021 virtio-iommu RFC proposed them.
 //!
 //! Guest memory is the VMM's, as a [`GuestRam`]: every `vm-memory`
-//! [`GuestMemory`](vm_memory::GuestMemory) is one, and a VMM with its own accessors implements
+//! `GuestMemory` is one, and a VMM with its own accessors implements
 //! it over them. Descriptors are read and written with bounds-checked copies, so a guest that
 //! points a queue at memory that is not there loses its own requests and nothing else.
 
