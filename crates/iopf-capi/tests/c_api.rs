@@ -24,14 +24,18 @@ fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The static library cargo built with this test (beside the test binary's `deps/`).
-fn static_lib() -> PathBuf {
+/// Where cargo put this crate's libraries: beside the test binary's `deps/`.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
+    exe.parent()
         .and_then(Path::parent)
-        .expect("the test binary is in <target>/<profile>/deps");
-    let lib = profile_dir.join("libiopf_capi.a");
+        .expect("the test binary is in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The static library cargo built with this test.
+fn static_lib() -> PathBuf {
+    let lib = profile_dir().join("libiopf_capi.a");
     assert!(
         lib.exists(),
         "{} is missing: cargo builds it with this crate's tests",
@@ -49,37 +53,59 @@ fn tool(name: &str) -> String {
     name.to_string()
 }
 
-/// Compiles `tests/c/<name>.c` (and `extra` sources) into a program.
+/// Compiles `tests/c/<name>.c` (and `extra` sources) into a program linked with the static
+/// library.
 fn compile(name: &str, extra: &[&Path]) -> PathBuf {
+    compile_with(name, extra, Link::Static)
+}
+
+/// Which of the two libraries a test program links.
+#[derive(PartialEq)]
+enum Link {
+    Static,
+    Shared,
+}
+
+fn compile_with(name: &str, extra: &[&Path], link: Link) -> PathBuf {
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-tests");
     std::fs::create_dir_all(&out_dir).expect("the C tests' build directory");
-    let exe = out_dir.join(name);
+    let exe = out_dir.join(match link {
+        Link::Static => name.to_string(),
+        Link::Shared => format!("{name}-shared"),
+    });
     let src = crate_dir().join("tests/c").join(format!("{name}.c"));
     let examples = crate_dir().join("../../examples/c");
-    let out = Command::new(tool("gcc"))
-        .args([
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-g",
-            "-O1",
-        ])
-        .arg("-I")
-        .arg(crate_dir().join("include"))
-        .arg("-I")
-        .arg(crate_dir().join("tests/c"))
-        .arg("-I")
-        .arg(&examples)
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .args(extra)
-        .arg(static_lib())
-        .args(NATIVE_LIBS)
-        .output()
-        .expect("gcc runs");
+    let mut gcc = Command::new(tool("gcc"));
+    gcc.args([
+        "-std=c11",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-pedantic",
+        "-g",
+        "-O1",
+    ])
+    .arg("-I")
+    .arg(crate_dir().join("include"))
+    .arg("-I")
+    .arg(crate_dir().join("tests/c"))
+    .arg("-I")
+    .arg(&examples)
+    .arg("-o")
+    .arg(&exe)
+    .arg(&src)
+    .args(extra);
+    match link {
+        Link::Static => gcc.arg(static_lib()).args(NATIVE_LIBS),
+        Link::Shared => {
+            let dir = profile_dir();
+            gcc.arg("-L")
+                .arg(&dir)
+                .arg("-liopf_capi")
+                .arg(format!("-Wl,-rpath,{}", dir.display()))
+        }
+    };
+    let out = gcc.output().expect("gcc runs");
     assert!(
         out.status.success(),
         "gcc failed on {}:\n{}",
@@ -210,4 +236,64 @@ fn c_shared_queue_consumer() {
     drop(listener);
     let out = consumer.join().expect("the consumer thread");
     assert!(String::from_utf8_lossy(&out.stdout).contains("shared: all checks passed"));
+}
+
+/// The shared library works as the static one does, and exports the C API and nothing else.
+#[test]
+fn c_errors_against_the_shared_library() {
+    memcheck(&compile_with("errors", &[], Link::Shared), &[]);
+    let so = profile_dir().join("libiopf_capi.so");
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&so)
+        .output()
+        .expect("nm runs (binutils, with gcc)");
+    assert!(out.status.success());
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert!(names.contains(&"iopf_viommu_new_vtd"), "{names:?}");
+    let foreign: Vec<&&str> = names.iter().filter(|n| !n.starts_with("iopf_")).collect();
+    assert!(
+        foreign.is_empty(),
+        "{} exports more than iopf_*: {foreign:?}",
+        so.display()
+    );
+}
+
+/// The header is C++ too (`extern "C"`, no C-only syntax), for VMMs with C++ parts.
+#[test]
+fn the_header_compiles_as_cpp() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-tests");
+    std::fs::create_dir_all(&dir).expect("the C tests' build directory");
+    let src = dir.join("header.cpp");
+    std::fs::write(
+        &src,
+        "#include \"iopf.h\"\nint main() { return iopf_host_fd(nullptr) == -22 ? 0 : 1; }\n",
+    )
+    .expect("write header.cpp");
+    let exe = dir.join("header-cpp");
+    let out = Command::new(tool("g++"))
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg(static_lib())
+        .args(NATIVE_LIBS)
+        .output()
+        .expect("g++ runs");
+    assert!(
+        out.status.success(),
+        "g++ failed on the header:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(&exe).status().expect("run header-cpp");
+    assert!(
+        run.success(),
+        "iopf_host_fd(nullptr) is -EINVAL from C++ too"
+    );
 }
