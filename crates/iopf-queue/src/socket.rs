@@ -666,20 +666,32 @@ fn connect_inner(
     timeout: Duration,
     choose: impl FnOnce(&Offer) -> Request,
 ) -> Result<Consumer, QueueError> {
+    // Non-blocking for the connect: a listener whose backlog is full makes a blocking
+    // connect() wait for as long as the listener does not accept, past any timeout.
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
     )
     .map_err(|e| QueueError::os("socket", e))?;
     let addr = SocketAddrUnix::new(path).map_err(|e| QueueError::os("socket path", e))?;
+    let deadline = std::time::Instant::now() + timeout;
     let not_a_queue = |why: &str, errno: i32| QueueError::NotAQueue {
         path: path.to_path_buf(),
         why: why.to_string(),
         errno,
     };
-    match rustix::net::connect(&fd, &addr) {
+    let connected = loop {
+        match rustix::net::connect(&fd, &addr) {
+            // A full backlog: try again until the timeout (AF_UNIX has no EINPROGRESS).
+            Err(rustix::io::Errno::AGAIN) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => break other,
+        }
+    };
+    match connected {
         Ok(()) => {}
         Err(rustix::io::Errno::PROTOTYPE) => {
             return Err(not_a_queue(
@@ -701,6 +713,7 @@ fn connect_inner(
         }
         Err(e) => return Err(QueueError::os("connect", e)),
     }
+    rustix::io::ioctl_fionbio(&fd, false).map_err(|e| QueueError::os("FIONBIO", e))?;
     rustix::net::sockopt::set_socket_timeout(
         &fd,
         rustix::net::sockopt::Timeout::Recv,
@@ -807,8 +820,43 @@ fn check_refusal(msg: &[u8]) -> Result<(), QueueError> {
     let (head, rest) =
         WireRefuse::read_from_prefix(msg).map_err(|_| QueueError::Protocol("short refusal"))?;
     let text = rest.get(..head.text_len as usize).unwrap_or(rest);
+    // An errno is 1 to 4095 (the kernel's MAX_ERRNO); anything else is not a refusal.
+    let errno = match head.errno {
+        e @ 1..=4095 => e as i32,
+        _ => {
+            return Err(QueueError::Protocol(
+                "a refusal whose errno is not 1 to 4095",
+            ))
+        }
+    };
     Err(QueueError::RefusedByProducer {
-        errno: head.errno as i32,
+        errno,
         text: String::from_utf8_lossy(text).into_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (review of the C API): a peer's refusal carried errno 0x80000000 as an i32,
+    /// which the C API's `-errno` overflowed on (an abort in a debug build). An errno is 1 to
+    /// 4095; anything else is the peer breaking the protocol.
+    #[test]
+    fn a_refusal_with_an_errno_out_of_range_is_a_protocol_error() {
+        for errno in [0u32, 4096, 0x7fff_ffff, 0x8000_0000, u32::MAX] {
+            let msg = [16u32, KIND_REFUSE, errno, 0];
+            let bytes: Vec<u8> = msg.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            match check_refusal(&bytes) {
+                Err(QueueError::Protocol(_)) => {}
+                other => panic!("errno {errno:#x}: {other:?}"),
+            }
+        }
+        let msg = [16u32, KIND_REFUSE, libc::EACCES as u32, 0];
+        let bytes: Vec<u8> = msg.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        match check_refusal(&bytes) {
+            Err(QueueError::RefusedByProducer { errno, .. }) => assert_eq!(errno, libc::EACCES),
+            other => panic!("{other:?}"),
+        }
+    }
 }

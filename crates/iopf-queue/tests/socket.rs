@@ -509,3 +509,44 @@ fn two_listeners_racing_for_one_path_never_both_succeed() {
         t.join().expect("consumer").expect("connect");
     }
 }
+
+/// Regression (review of the C API): connect() on a listener whose backlog is full blocks for
+/// as long as the listener does not accept; `connect_timeout` waited with it, past its
+/// timeout. Now the connect is non-blocking and retried until the timeout.
+#[test]
+fn connect_to_a_listener_with_a_full_backlog_keeps_its_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("full.sock");
+    let listener = raw_seqpacket();
+    let addr = rustix::net::SocketAddrUnix::new(&path).expect("address");
+    rustix::net::bind(&listener, &addr).expect("bind");
+    rustix::net::listen(&listener, 0).expect("listen");
+    // Fill the backlog (it never accepts).
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let c = rustix::net::socket_with(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::NONBLOCK,
+            None,
+        )
+        .expect("socket");
+        let _ = rustix::net::connect(&c, &addr);
+        fillers.push(c);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let r = iopf_queue::connect_timeout(&p, Duration::from_millis(200), cookie_choice);
+        let _ = tx.send(r.map(|_| ()));
+    });
+    // Not a timing threshold: a generous bound that only a hang exceeds.
+    let r = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("connect_timeout returned (it hung before the fix)");
+    match r {
+        Err(QueueError::PeerSilent { .. }) => {}
+        other => panic!("want PeerSilent (ETIMEDOUT), got {other:?}"),
+    }
+    drop(fillers);
+}
