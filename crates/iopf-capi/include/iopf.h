@@ -10,6 +10,24 @@
  *  - Nothing panics across this boundary: an internal error returns -EIO with its message.
  *  - Records are the Linux uAPI's: struct iopf_hwpt_pgfault is struct iommu_hwpt_pgfault,
  *    struct iopf_hwpt_page_response is struct iommu_hwpt_page_response, byte for byte.
+ *  - A vIOMMU's callbacks (MSI, guest memory) must not call into the same vIOMMU: such a call
+ *    is refused with -EDEADLK.
+ *
+ * A VMM loop with an emulated VT-d (examples/c/vmm.c is a whole one):
+ *
+ *   struct iopf_host *host;                 // the fault fd from IOMMU_FAULT_QUEUE_ALLOC
+ *   if (iopf_host_from_fault_fd(fault_fd, fault_id, &host) < 0)
+ *       die(iopf_last_error());
+ *   struct iopf_endpoint ep = { .host_dev_id = dev_id, .guest_rid = bdf,
+ *                               .flags = IOPF_ENDPOINT_PRG_RESPONSE_PASID_REQUIRED };
+ *   struct iopf_bridge_config cfg = { .endpoints = &ep, .n_endpoints = 1 };
+ *   struct iopf_viommu *vtd;                // takes host
+ *   iopf_viommu_new_vtd(host, &cfg, inject_msi, vmm, &vtd);
+ *   // MMIO handler:   iopf_viommu_mmio_write(vtd, mem, offset, data, len, now_ns);
+ *   // event loop:     if (iopf_viommu_host_arm(vtd, IOPF_READY_FAULTS) == 0)
+ *   //                     poll iopf_viommu_host_fd(vtd) for POLLIN;
+ *   //                 iopf_viommu_pump(vtd, mem, now_ns);
+ *   iopf_viommu_free(vtd);                  // and the host queue
  */
 
 #ifndef IOPF_H
@@ -37,18 +55,18 @@
 #define IOPF_DEVICE_RESPONSE_PRIV_DATA (1 << 1)
 
 /**
- * `iopf_host_arm`/`iopf_host_ready` bit: page requests wait to be read.
+ * `iopf_host_arm` bit: page requests wait to be read.
  */
 #define IOPF_READY_FAULTS (1 << 0)
 
 /**
- * `iopf_host_arm`/`iopf_host_ready` bit: a response can be written (always set for the Linux
+ * `iopf_host_arm` bit: a response can be written (always set for the Linux
  * fault fd and the compatible queue, which take every response at once).
  */
 #define IOPF_READY_RESPONSE_ROOM (1 << 1)
 
 /**
- * `iopf_host_arm`/`iopf_host_ready` bit: the other end has gone (iopf's shared queue only:
+ * `iopf_host_arm` bit: the other end has gone (iopf's shared queue only:
  * the producer closed, died or was dropped); reported whether asked for or not.
  */
 #define IOPF_READY_PEER_GONE (1 << 4)
@@ -165,6 +183,11 @@ struct iopf_host;
 /**
  * An emulated IOMMU's page request path and its bridge. Created by `iopf_viommu_new_vtd`,
  * `_smmuv3` or `_amd`; freed by `iopf_viommu_free`.
+ *
+ * Its callbacks (the MSI function, guest memory's accessors) run inside a call on it; a call
+ * on the same vIOMMU from within one of them (a guest that points a queue at the unit's own
+ * registers, through accessors that route DMA to MMIO) is refused with `-EDEADLK` and changes
+ * nothing.
  */
 struct iopf_viommu;
 
@@ -332,7 +355,8 @@ struct iopf_guest_region {
    */
   uint64_t guest_addr;
   /**
-   * Its size in bytes (a multiple of the page size is not required; more than 0 is).
+   * Its size in bytes: more than 0 (a multiple of the page size is not required), at most
+   * `PTRDIFF_MAX`, and `guest_addr + size` fits in 64 bits.
    */
   uint64_t size;
   /**
@@ -448,7 +472,10 @@ struct iopf_bridge_config {
    */
   uint32_t flags;
   /**
-   * The largest group the bridge reads from the host, in records; 0: 65,536.
+   * The largest group the bridge reads from the host, in records; 0: 65,536. Set it at
+   * least to the largest group the functions can send (their PRI capability's Outstanding
+   * Page Request Allocation): a larger group cannot be read (`iopf_viommu_pump` returns
+   * `-EINVAL`) and waits, with the groups behind it, until the host queue is freed.
    */
   uint32_t max_group_records;
   /**
@@ -592,7 +619,8 @@ int32_t iopf_compat_set_attached(struct iopf_compat_device *device, bool attach)
 /**
  * The message of the last call that failed on this thread, as a NUL-terminated UTF-8
  * string; `""` if none has. Owned by the library and valid until the next failing call on
- * this thread: copy it to keep it.
+ * this thread: read it right after the call that failed (not in the same expression as a
+ * later call) and copy it to keep it.
  */
 const char *iopf_last_error(void);
 
@@ -681,8 +709,9 @@ int32_t iopf_host_read_faults(struct iopf_host *host, struct iopf_hwpt_pgfault *
  * responses were taken (fewer than `n` when the queue has no room for more: write the rest
  * later, after `iopf_host_arm(host, IOPF_READY_RESPONSE_ROOM)`). A code other than
  * `IOMMUFD_PAGE_RESP_SUCCESS` (0) or `IOMMUFD_PAGE_RESP_INVALID` (1), or an unknown cookie,
- * stops there: the responses before it are taken and counted, and if it is the first the call
- * returns `-EINVAL` (the kernel's rule).
+ * stops there: the responses before it are taken and counted (the call returns how many),
+ * and if it is the first the call returns `-EINVAL` (the kernel's rule). A return of 0 with
+ * `n` > 0 means the queue had no room: nothing was judged, write them again later.
  *
  * # Safety
  * `host` is NULL or a live host; `responses` is NULL or holds `n` responses.
@@ -702,8 +731,10 @@ int32_t iopf_host_stats(const struct iopf_host *host, struct iopf_host_stats *ou
 /**
  * Guest memory made of `n` regions the VMM has mapped. The library does not copy, map or
  * unmap them: they must stay mapped, readable and writable, until the memory is freed.
- * Errors: `-EINVAL` with the region named: a NULL or unaligned `host_addr` (page-aligned, as
- * `mmap` returns), a size of 0, a range past 2^64, regions that overlap, no regions.
+ * Regions may come in any order. Errors: `-EINVAL` with the region named (its index in
+ * `regions`): a NULL or unaligned `host_addr` (page-aligned, as `mmap` returns), a size of 0
+ * or above `PTRDIFF_MAX`, `guest_addr + size` beyond 64 bits, a host range that wraps,
+ * regions that overlap; no regions.
  *
  * # Safety
  * `regions` is NULL or holds `n` regions, each of which describes host memory the VMM has
@@ -790,7 +821,8 @@ int32_t iopf_viommu_new_amd(struct iopf_host *host,
 
 /**
  * Frees the vIOMMU and its host queue (NULL: nothing). Groups the guest held are answered
- * INVALID by the host queue's other end.
+ * INVALID by the host queue's other end. From within one of the vIOMMU's callbacks it does
+ * nothing (and `iopf_last_error` says so).
  *
  * # Safety
  * `viommu` is NULL or a vIOMMU not freed yet.

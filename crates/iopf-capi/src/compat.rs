@@ -81,9 +81,9 @@ pub unsafe extern "C" fn iopf_compat_new(
                 flags & !IOPF_COMPAT_PASID_REQUIRED
             )));
         }
-        if device.is_null() || host.is_null() {
-            return Err(CError::invalid("device or host is NULL"));
-        }
+        // Both checked before either is written: a failure leaves nothing behind.
+        ffi::check(device, "device")?;
+        ffi::check(host, "host")?;
         let mut cfg = CompatConfig::new(dev_id);
         cfg.pasid_required = flags & IOPF_COMPAT_PASID_REQUIRED != 0;
         let (producer, queue) = compat_fault_queue_with(cfg)?;
@@ -91,10 +91,13 @@ pub unsafe extern "C" fn iopf_compat_new(
             producer,
             answers: VecDeque::new(),
         };
-        // SAFETY: both checked not NULL; writable by contract.
+        // SAFETY: both checked (not NULL, aligned) above, so neither write can fail; writable by
+        // contract.
         unsafe {
-            ffi::give(device, dev, "device")?;
-            ffi::give(host, IopfHost::new(HostQueue::Compat(queue)), "host")?;
+            device.write(Box::into_raw(Box::new(dev)));
+            host.write(Box::into_raw(Box::new(IopfHost::new(HostQueue::Compat(
+                queue,
+            )))));
         }
         Ok(0)
     })
@@ -149,7 +152,7 @@ pub unsafe extern "C" fn iopf_compat_take_answers(
         // SAFETY: by contract; plain integers.
         let out = unsafe { ffi::slice_mut(out, n, "out") }?;
         dev.answers.extend(dev.producer.take_answers());
-        let k = out.len().min(dev.answers.len());
+        let k = out.len().min(dev.answers.len()).min(crate::host::MAX_COUNT);
         for (slot, r) in out.iter_mut().zip(dev.answers.drain(..k)) {
             *slot = IopfDeviceResponse::from(&r);
         }

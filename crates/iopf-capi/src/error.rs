@@ -87,7 +87,13 @@ pub(crate) fn guard(f: impl FnOnce() -> Result<usize, CError>) -> i32 {
         Ok(Ok(n)) => i32::try_from(n).unwrap_or(i32::MAX),
         Ok(Err(e)) => {
             set_last_error(&e.message);
-            -e.errno.abs().max(1)
+            // An errno is 1 to 4095 (the kernel's MAX_ERRNO); anything else is iopf's bug or a
+            // peer's number that slipped through: EIO, never an overflow.
+            if (1..=4095).contains(&e.errno) {
+                -e.errno
+            } else {
+                -libc::EIO
+            }
         }
         Err(panic) => {
             let what = panic
@@ -114,7 +120,8 @@ pub(crate) fn guard_void(f: impl FnOnce()) {
 
 /// The message of the last call that failed on this thread, as a NUL-terminated UTF-8
 /// string; `""` if none has. Owned by the library and valid until the next failing call on
-/// this thread: copy it to keep it.
+/// this thread: read it right after the call that failed (not in the same expression as a
+/// later call) and copy it to keep it.
 #[no_mangle]
 pub extern "C" fn iopf_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
@@ -147,6 +154,19 @@ mod tests {
     fn a_panic_does_not_cross_and_is_named() {
         assert_eq!(guard(|| panic!("boom")), -libc::EIO);
         assert!(last().contains("boom"), "{}", last());
+    }
+
+    /// Regression (review): `-errno.abs()` of i32::MIN overflowed outside the unwind guard.
+    #[test]
+    fn an_errno_out_of_range_is_eio() {
+        for errno in [0, -5, 4096, i32::MAX, i32::MIN] {
+            assert_eq!(
+                guard(|| Err(CError::new(errno, "odd"))),
+                -libc::EIO,
+                "{errno}"
+            );
+        }
+        assert_eq!(guard(|| Err(CError::new(4095, "max"))), -4095);
     }
 
     #[test]

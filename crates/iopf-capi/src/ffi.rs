@@ -8,7 +8,9 @@
 
 use crate::error::CError;
 
-fn check<T>(p: *const T, what: &str) -> Result<(), CError> {
+/// Whether `p` is a usable pointer to a `T`: not NULL, aligned. Callers that must not fail
+/// after taking ownership of something check their out pointers with it first.
+pub(crate) fn check<T>(p: *const T, what: &str) -> Result<(), CError> {
     if p.is_null() {
         return Err(CError::invalid(format!("{what} is NULL")));
     }

@@ -16,12 +16,12 @@ use iopf_queue::{Consumer, Readiness, Request, ResponseVerdict};
 use crate::error::{guard, guard_void, CError};
 use crate::ffi;
 
-/// `iopf_host_arm`/`iopf_host_ready` bit: page requests wait to be read.
+/// `iopf_host_arm` bit: page requests wait to be read.
 pub const IOPF_READY_FAULTS: u32 = 1 << 0;
-/// `iopf_host_arm`/`iopf_host_ready` bit: a response can be written (always set for the Linux
+/// `iopf_host_arm` bit: a response can be written (always set for the Linux
 /// fault fd and the compatible queue, which take every response at once).
 pub const IOPF_READY_RESPONSE_ROOM: u32 = 1 << 1;
-/// `iopf_host_arm`/`iopf_host_ready` bit: the other end has gone (iopf's shared queue only:
+/// `iopf_host_arm` bit: the other end has gone (iopf's shared queue only:
 /// the producer closed, died or was dropped); reported whether asked for or not.
 pub const IOPF_READY_PEER_GONE: u32 = 1 << 4;
 
@@ -131,7 +131,7 @@ impl FaultConsumer for IopfHost {
 }
 
 impl IopfHost {
-    fn raw_fd(&self) -> RawFd {
+    pub(crate) fn raw_fd(&self) -> RawFd {
         match &self.queue {
             HostQueue::Linux(q) => q.as_fd().as_raw_fd(),
             HostQueue::Shared(s) => s.consumer.as_fd().as_raw_fd(),
@@ -222,6 +222,9 @@ pub struct IopfHostStats {
     pub answered_broken: u64,
 }
 
+/// The most records or responses one call handles: its count must fit the `int` it returns.
+pub(crate) const MAX_COUNT: usize = i32::MAX as usize;
+
 /// `timeout_ms` as a timeout: negative waits forever.
 pub(crate) fn timeout_of(timeout_ms: i64) -> Option<Duration> {
     u64::try_from(timeout_ms).ok().map(Duration::from_millis)
@@ -270,16 +273,16 @@ pub unsafe extern "C" fn iopf_host_from_fault_fd(
     out: *mut *mut IopfHost,
 ) -> i32 {
     guard(|| {
-        if out.is_null() {
-            return Err(CError::invalid("out is NULL"));
-        }
+        // Everything that can fail is checked before the fd is owned: a failure must leave it
+        // the caller's, open.
+        ffi::check(out, "out")?;
         check_fault_fd(fd)?;
-        // SAFETY: fd is open (checked through /proc) and the caller hands it over on success;
-        // nothing below can fail once it is owned, so it is never closed on the caller.
+        // SAFETY: fd is open (checked through /proc) and the caller hands it over on success.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let host = IopfHost::new(HostQueue::Linux(FaultQueue::from_parts(fault_id, owned)));
-        // SAFETY: out checked not NULL above; writable by contract.
-        unsafe { ffi::give(out, host, "out") }?;
+        // SAFETY: out checked (not NULL, aligned) above, so this cannot fail; writable by
+        // contract.
+        unsafe { out.write(Box::into_raw(Box::new(host))) };
         Ok(0)
     })
 }
@@ -303,9 +306,10 @@ pub unsafe extern "C" fn iopf_host_attach(
     out: *mut *mut IopfHost,
 ) -> i32 {
     guard(|| {
-        if path.is_null() || out.is_null() {
-            return Err(CError::invalid("path or out is NULL"));
+        if path.is_null() {
+            return Err(CError::invalid("path is NULL"));
         }
+        ffi::check(out, "out")?;
         // SAFETY: not NULL (checked); NUL-terminated by contract.
         let path = unsafe { CStr::from_ptr(path) }
             .to_str()
@@ -356,7 +360,12 @@ pub unsafe extern "C" fn iopf_host_free(host: *mut IopfHost) {
 #[no_mangle]
 pub unsafe extern "C" fn iopf_host_fd(host: *const IopfHost) -> i32 {
     // SAFETY: by contract.
-    guard(|| Ok(unsafe { ffi::obj(host, "host") }?.raw_fd() as usize))
+    guard(|| fd_count(unsafe { ffi::obj(host, "host") }?.raw_fd()))
+}
+
+/// A descriptor as the count `guard` returns (an open descriptor is never negative).
+pub(crate) fn fd_count(fd: RawFd) -> Result<usize, CError> {
+    usize::try_from(fd).map_err(|_| CError::new(libc::EBADF, "the queue has no descriptor"))
 }
 
 /// Prepares to sleep on `iopf_host_fd` until something in `want` (`IOPF_READY_*` bits) may be
@@ -403,6 +412,8 @@ pub unsafe extern "C" fn iopf_host_read_faults(
         let host = unsafe { ffi::obj_mut(host, "host") }?;
         // SAFETY: by contract; HwptPgfault is plain integers.
         let out = unsafe { ffi::slice_mut(out, n, "out") }?;
+        // The count is returned as an int: never read more than one can say.
+        let out = &mut out[..n.min(MAX_COUNT)];
         let mut faults = std::mem::take(&mut host.scratch);
         faults.clear();
         faults.resize(out.len(), PgFault::ZEROED);
@@ -421,8 +432,9 @@ pub unsafe extern "C" fn iopf_host_read_faults(
 /// responses were taken (fewer than `n` when the queue has no room for more: write the rest
 /// later, after `iopf_host_arm(host, IOPF_READY_RESPONSE_ROOM)`). A code other than
 /// `IOMMUFD_PAGE_RESP_SUCCESS` (0) or `IOMMUFD_PAGE_RESP_INVALID` (1), or an unknown cookie,
-/// stops there: the responses before it are taken and counted, and if it is the first the call
-/// returns `-EINVAL` (the kernel's rule).
+/// stops there: the responses before it are taken and counted (the call returns how many),
+/// and if it is the first the call returns `-EINVAL` (the kernel's rule). A return of 0 with
+/// `n` > 0 means the queue had no room: nothing was judged, write them again later.
 ///
 /// # Safety
 /// `host` is NULL or a live host; `responses` is NULL or holds `n` responses.
@@ -437,6 +449,7 @@ pub unsafe extern "C" fn iopf_host_respond(
         let host = unsafe { ffi::obj_mut(host, "host") }?;
         // SAFETY: by contract.
         let raw = unsafe { ffi::slice(responses, n, "responses") }?;
+        let raw = &raw[..n.min(MAX_COUNT)];
         let mut decoded = Vec::with_capacity(raw.len());
         let mut bad = None;
         for r in raw {
@@ -448,14 +461,11 @@ pub unsafe extern "C" fn iopf_host_respond(
                 }
             }
         }
-        let done = if decoded.is_empty() {
-            0
-        } else {
-            host.respond(&decoded)?
-        };
+        // Only a bad *first* response is an error: a bad one later waits for the call that
+        // reaches it, even when the queue had no room for the good ones before it (0 taken).
         match bad {
-            Some(e) if done == 0 => Err(e),
-            _ => Ok(done),
+            Some(e) if decoded.is_empty() => Err(e),
+            _ => Ok(host.respond(&decoded)?),
         }
     })
 }

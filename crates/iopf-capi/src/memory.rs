@@ -17,7 +17,8 @@ use crate::ffi;
 pub struct IopfGuestRegion {
     /// The region's first guest-physical address.
     pub guest_addr: u64,
-    /// Its size in bytes (a multiple of the page size is not required; more than 0 is).
+    /// Its size in bytes: more than 0 (a multiple of the page size is not required), at most
+    /// `PTRDIFF_MAX`, and `guest_addr + size` fits in 64 bits.
     pub size: u64,
     /// Where the VMM has it mapped, readable and writable: page-aligned.
     pub host_addr: *mut c_void,
@@ -118,8 +119,10 @@ fn unreachable_unless(ok: bool, addr: GuestAddress, len: usize) -> Result<(), Un
 
 /// Guest memory made of `n` regions the VMM has mapped. The library does not copy, map or
 /// unmap them: they must stay mapped, readable and writable, until the memory is freed.
-/// Errors: `-EINVAL` with the region named: a NULL or unaligned `host_addr` (page-aligned, as
-/// `mmap` returns), a size of 0, a range past 2^64, regions that overlap, no regions.
+/// Regions may come in any order. Errors: `-EINVAL` with the region named (its index in
+/// `regions`): a NULL or unaligned `host_addr` (page-aligned, as `mmap` returns), a size of 0
+/// or above `PTRDIFF_MAX`, `guest_addr + size` beyond 64 bits, a host range that wraps,
+/// regions that overlap; no regions.
 ///
 /// # Safety
 /// `regions` is NULL or holds `n` regions, each of which describes host memory the VMM has
@@ -137,22 +140,52 @@ pub unsafe extern "C" fn iopf_guest_memory_from_regions(
         if regions.is_empty() {
             return Err(CError::invalid("no guest memory regions"));
         }
-        let mut mapped = Vec::with_capacity(regions.len());
-        for (i, r) in regions.iter().enumerate() {
+        // Checked, in guest-address order, before any is built: sizes that fit the guest's and
+        // the host's address spaces, no overlap (named by the caller's indices).
+        let mut order: Vec<usize> = (0..regions.len()).collect();
+        order.sort_by_key(|&i| regions[i].guest_addr);
+        let mut prev: Option<(usize, u64)> = None;
+        for &i in &order {
+            let r = &regions[i];
             let size = usize::try_from(r.size)
                 .ok()
-                .filter(|&s| s > 0 && r.guest_addr.checked_add(r.size - 1).is_some())
+                .filter(|&s| s > 0 && s <= isize::MAX as usize)
                 .ok_or_else(|| {
-                    CError::invalid(format!(
-                        "region {i}: size {:#x} at {:#x} is empty or runs past the address space",
-                        r.size, r.guest_addr
-                    ))
+                    CError::invalid(format!("region {i}: size {:#x} is 0 or too large", r.size))
                 })?;
+            let end = r.guest_addr.checked_add(r.size).ok_or_else(|| {
+                CError::invalid(format!(
+                    "region {i}: {:#x}+{:#x} does not fit in 64 bits",
+                    r.guest_addr, r.size
+                ))
+            })?;
             if r.host_addr.is_null() {
                 return Err(CError::invalid(format!("region {i}: host_addr is NULL")));
             }
+            if (r.host_addr as usize).checked_add(size).is_none() {
+                return Err(CError::invalid(format!(
+                    "region {i}: host_addr {:p} + {size:#x} wraps the address space",
+                    r.host_addr
+                )));
+            }
+            if let Some((j, prev_end)) = prev {
+                if r.guest_addr < prev_end {
+                    return Err(CError::invalid(format!(
+                        "regions {j} and {i} overlap (guest-physical {:#x})",
+                        r.guest_addr
+                    )));
+                }
+            }
+            prev = Some((i, end));
+        }
+        let mut mapped = Vec::with_capacity(regions.len());
+        for &i in &order {
+            let r = &regions[i];
+            // Checked above: fits usize.
+            let size = r.size as usize;
             // SAFETY: the caller guarantees host_addr..+size is a live mapping of its own, kept
-            // while this memory lives; the region is not owned, so dropping it unmaps nothing.
+            // while this memory lives (its size checked to fit the address space above); the
+            // region is not owned, so dropping it unmaps nothing.
             let region = unsafe {
                 MmapRegion::<()>::build_raw(
                     r.host_addr.cast(),

@@ -2,6 +2,7 @@
 //! host fault queue through iopf's bridge: the VMM forwards the unit's MMIO accesses and pumps
 //! when the host queue is readable; the guest's answers go back to the host groups.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CString};
 use std::sync::OnceLock;
 
@@ -13,7 +14,7 @@ use iopf_viommu::{
     BridgeConfig, Endpoint, HostAnswer, MsiSink, PasidMap, PassthroughUnit, PrivateDataMode,
 };
 
-use crate::error::{guard, guard_void, CError};
+use crate::error::{guard, CError};
 use crate::ffi;
 use crate::host::{IopfHost, IopfHostStats};
 use crate::memory::IopfGuestMemory;
@@ -74,7 +75,10 @@ pub struct IopfBridgeConfig {
     pub aged_code: u32,
     /// `IOPF_BRIDGE_PRIVATE_DATA`.
     pub flags: u32,
-    /// The largest group the bridge reads from the host, in records; 0: 65,536.
+    /// The largest group the bridge reads from the host, in records; 0: 65,536. Set it at
+    /// least to the largest group the functions can send (their PRI capability's Outstanding
+    /// Page Request Allocation): a larger group cannot be read (`iopf_viommu_pump` returns
+    /// `-EINVAL`) and waits, with the groups behind it, until the host queue is freed.
     pub max_group_records: u32,
     /// Must be 0.
     pub reserved: u32,
@@ -144,9 +148,41 @@ impl MsiSink for CMsi {
 
 /// An emulated IOMMU's page request path and its bridge. Created by `iopf_viommu_new_vtd`,
 /// `_smmuv3` or `_amd`; freed by `iopf_viommu_free`.
+///
+/// Its callbacks (the MSI function, guest memory's accessors) run inside a call on it; a call
+/// on the same vIOMMU from within one of them (a guest that points a queue at the unit's own
+/// registers, through accessors that route DMA to MMIO) is refused with `-EDEADLK` and changes
+/// nothing.
 pub struct IopfViommu {
+    /// Borrowed for the length of each call: a nested call finds it borrowed.
+    inner: RefCell<ViommuInner>,
+}
+
+struct ViommuInner {
     unit: Unit,
     msi: CMsi,
+}
+
+/// Runs `f` on the vIOMMU `p` points at, unless a call on it is already running on this
+/// thread's stack (one of its callbacks called back): then `EDEADLK`.
+///
+/// # Safety
+/// `p` is NULL or a live vIOMMU.
+unsafe fn with_viommu<R>(
+    p: *const IopfViommu,
+    f: impl FnOnce(&mut ViommuInner) -> Result<R, CError>,
+) -> Result<R, CError> {
+    // SAFETY: by the caller's contract. A shared reference: a nested call may make another
+    // while the outer one runs, and all mutation goes through the RefCell.
+    let v = unsafe { ffi::obj(p, "viommu") }?;
+    let mut inner = v.inner.try_borrow_mut().map_err(|_| {
+        CError::new(
+            libc::EDEADLK,
+            "the vIOMMU is inside a call already: one of its callbacks (MSI or guest memory) \
+             called into it, which is refused",
+        )
+    })?;
+    f(&mut inner)
 }
 
 /// Reads the C configuration strictly.
@@ -229,8 +265,10 @@ unsafe fn new_viommu(
             return Err(CError::invalid("out is NULL"));
         }
         let v = IopfViommu {
-            unit: build(*host, cfg)?,
-            msi: CMsi { f, opaque },
+            inner: RefCell::new(ViommuInner {
+                unit: build(*host, cfg)?,
+                msi: CMsi { f, opaque },
+            }),
         };
         // SAFETY: checked not NULL; writable by contract.
         unsafe { ffi::give(out, v, "out") }?;
@@ -329,14 +367,35 @@ pub unsafe extern "C" fn iopf_viommu_new_amd(
 }
 
 /// Frees the vIOMMU and its host queue (NULL: nothing). Groups the guest held are answered
-/// INVALID by the host queue's other end.
+/// INVALID by the host queue's other end. From within one of the vIOMMU's callbacks it does
+/// nothing (and `iopf_last_error` says so).
 ///
 /// # Safety
 /// `viommu` is NULL or a vIOMMU not freed yet.
 #[no_mangle]
 pub unsafe extern "C" fn iopf_viommu_free(viommu: *mut IopfViommu) {
-    // SAFETY: by contract.
-    guard_void(|| drop(unsafe { ffi::take(viommu) }));
+    let _ = guard(|| {
+        if viommu.is_null() {
+            return Ok(0);
+        }
+        // SAFETY: by contract, a live vIOMMU; a shared reference, as in with_viommu.
+        let busy = unsafe { ffi::obj(viommu.cast_const(), "viommu") }?
+            .inner
+            .try_borrow_mut()
+            .is_err();
+        if busy {
+            // Freeing it under the running call would pull it from under that call: refused
+            // (and left allocated) rather than a use after free.
+            return Err(CError::new(
+                libc::EDEADLK,
+                "iopf_viommu_free from within one of the vIOMMU's own callbacks: refused",
+            ));
+        }
+        // SAFETY: by contract, a pointer this library gave and the caller still owns; no call
+        // on it is running (checked above).
+        drop(unsafe { ffi::take(viommu) });
+        Ok(0)
+    });
 }
 
 /// A guest read of `len` (4 or 8) bytes at `offset` from the unit's register base, into
@@ -355,10 +414,13 @@ pub unsafe extern "C" fn iopf_viommu_mmio_read(
 ) -> i32 {
     guard(|| {
         // SAFETY: by contract.
-        let v = unsafe { ffi::obj(viommu, "viommu") }?;
-        // SAFETY: by contract.
         let data = unsafe { ffi::slice_mut(data, len, "data") }?;
-        each_unit!(&v.unit, u => PassthroughUnit::mmio_read(u, offset, data))?;
+        // SAFETY: by contract.
+        unsafe {
+            with_viommu(viommu, |v| {
+                Ok(each_unit!(&v.unit, u => PassthroughUnit::mmio_read(u, offset, data))?)
+            })
+        }?;
         Ok(0)
     })
 }
@@ -382,13 +444,18 @@ pub unsafe extern "C" fn iopf_viommu_mmio_write(
 ) -> i32 {
     guard(|| {
         // SAFETY: by contract.
-        let v = unsafe { ffi::obj_mut(viommu, "viommu") }?;
-        // SAFETY: by contract.
         let mem = unsafe { ffi::obj(mem, "mem") }?;
         // SAFETY: by contract.
         let data = unsafe { ffi::bytes(data, len, "data") }?;
-        let irq = &mut v.msi;
-        each_unit!(&mut v.unit, u => PassthroughUnit::mmio_write(u, offset, data, mem, irq, now_ns))?;
+        // SAFETY: by contract.
+        unsafe {
+            with_viommu(viommu, |v| {
+                let irq = &mut v.msi;
+                Ok(
+                    each_unit!(&mut v.unit, u => PassthroughUnit::mmio_write(u, offset, data, mem, irq, now_ns))?,
+                )
+            })
+        }?;
         Ok(0)
     })
 }
@@ -408,11 +475,14 @@ pub unsafe extern "C" fn iopf_viommu_pump(
 ) -> i32 {
     guard(|| {
         // SAFETY: by contract.
-        let v = unsafe { ffi::obj_mut(viommu, "viommu") }?;
-        // SAFETY: by contract.
         let mem = unsafe { ffi::obj(mem, "mem") }?;
-        let irq = &mut v.msi;
-        each_unit!(&mut v.unit, u => PassthroughUnit::pump(u, mem, irq, now_ns))
+        // SAFETY: by contract.
+        unsafe {
+            with_viommu(viommu, |v| {
+                let irq = &mut v.msi;
+                each_unit!(&mut v.unit, u => PassthroughUnit::pump(u, mem, irq, now_ns))
+            })
+        }
     })
 }
 
@@ -425,9 +495,12 @@ pub unsafe extern "C" fn iopf_viommu_pump(
 pub unsafe extern "C" fn iopf_viommu_reset(viommu: *mut IopfViommu) -> i32 {
     guard(|| {
         // SAFETY: by contract.
-        let v = unsafe { ffi::obj_mut(viommu, "viommu") }?;
-        each_unit!(&mut v.unit, u => PassthroughUnit::reset(u));
-        Ok(0)
+        unsafe {
+            with_viommu(viommu, |v| {
+                each_unit!(&mut v.unit, u => PassthroughUnit::reset(u));
+                Ok(0)
+            })
+        }
     })
 }
 
@@ -445,9 +518,11 @@ pub unsafe extern "C" fn iopf_viommu_set_pri_enabled(
 ) -> i32 {
     guard(|| {
         // SAFETY: by contract.
-        let v = unsafe { ffi::obj_mut(viommu, "viommu") }?;
-        let known =
-            each_unit!(&mut v.unit, u => u.bridge_mut().set_pri_enabled(guest_rid, enabled));
+        let known = unsafe {
+            with_viommu(viommu, |v| {
+                Ok(each_unit!(&mut v.unit, u => u.bridge_mut().set_pri_enabled(guest_rid, enabled)))
+            })
+        }?;
         if !known {
             return Err(CError::new(
                 libc::ENODEV,
@@ -466,10 +541,11 @@ pub unsafe extern "C" fn iopf_viommu_set_pri_enabled(
 pub unsafe extern "C" fn iopf_viommu_host_fd(viommu: *const IopfViommu) -> i32 {
     guard(|| {
         // SAFETY: by contract.
-        let v = unsafe { ffi::obj(viommu, "viommu") }?;
-        let host: *const IopfHost = each_unit!(&v.unit, u => u.bridge().host());
-        // SAFETY: a reference the bridge holds, alive for this call.
-        Ok(unsafe { crate::host::iopf_host_fd(host) } as usize)
+        unsafe {
+            with_viommu(viommu, |v| {
+                crate::host::fd_count(each_unit!(&v.unit, u => u.bridge().host().raw_fd()))
+            })
+        }
     })
 }
 
@@ -481,9 +557,12 @@ pub unsafe extern "C" fn iopf_viommu_host_fd(viommu: *const IopfViommu) -> i32 {
 pub unsafe extern "C" fn iopf_viommu_host_arm(viommu: *mut IopfViommu, want: u32) -> i32 {
     guard(|| {
         // SAFETY: by contract.
-        let v = unsafe { ffi::obj_mut(viommu, "viommu") }?;
-        let host = each_unit!(&mut v.unit, u => u.bridge_mut().host_mut());
-        Ok(host.readiness(want, true)? as usize)
+        unsafe {
+            with_viommu(viommu, |v| {
+                let host = each_unit!(&mut v.unit, u => u.bridge_mut().host_mut());
+                Ok(host.readiness(want, true)? as usize)
+            })
+        }
     })
 }
 
@@ -498,8 +577,11 @@ pub unsafe extern "C" fn iopf_viommu_host_stats(
 ) -> i32 {
     guard(|| {
         // SAFETY: by contract.
-        let v = unsafe { ffi::obj(viommu, "viommu") }?;
-        let st = each_unit!(&v.unit, u => u.bridge().host().stats());
+        let st = unsafe {
+            with_viommu(viommu, |v| {
+                Ok(each_unit!(&v.unit, u => u.bridge().host().stats()))
+            })
+        }?;
         // SAFETY: by contract.
         unsafe { ffi::put(out, st, "out") }?;
         Ok(0)
@@ -517,11 +599,14 @@ pub unsafe extern "C" fn iopf_viommu_stats(
 ) -> i32 {
     guard(|| {
         // SAFETY: by contract.
-        let v = unsafe { ffi::obj(viommu, "viommu") }?;
-        let (s, outstanding, owed) = each_unit!(&v.unit, u => {
-            let b = u.bridge();
-            (b.stats(), b.outstanding(), b.owed_answers())
-        });
+        let (s, outstanding, owed) = unsafe {
+            with_viommu(viommu, |v| {
+                Ok(each_unit!(&v.unit, u => {
+                    let b = u.bridge();
+                    (b.stats(), b.outstanding(), b.owed_answers())
+                }))
+            })
+        }?;
         let st = IopfBridgeStats {
             groups_read: s.groups_read,
             records_read: s.records_read,

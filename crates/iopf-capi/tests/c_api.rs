@@ -297,3 +297,8 @@ fn the_header_compiles_as_cpp() {
         "iopf_host_fd(nullptr) is -EINVAL from C++ too"
     );
 }
+
+#[test]
+fn c_calls_from_a_callback_into_its_own_viommu_are_refused() {
+    memcheck(&compile("reentry", &[&vtd_guest()]), &[]);
+}

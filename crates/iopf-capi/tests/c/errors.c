@@ -64,6 +64,20 @@ int main(void)
     CHECK_RC(iopf_host_from_fault_fd(fds[0], 1, &host), -EBADF);
     CHECK_RC(iopf_host_from_fault_fd(-1, 1, &host), -EBADF);
 
+    /* Regression (review): every check comes before ownership is taken. A misaligned out
+     * pointer leaves the fd open and the caller's; a misaligned second out pointer of
+     * iopf_compat_new leaves nothing behind (valgrind saw the device end leak). */
+    CHECK(pipe(fds) == 0);
+    struct iopf_host *hosts[2];
+    CHECK_RC(iopf_host_from_fault_fd(fds[0], 1, (struct iopf_host **)((char *)hosts + 1)), -EINVAL);
+    CHECK_MSG("not aligned");
+    CHECK(fcntl(fds[0], F_GETFD) >= 0);
+    close(fds[0]);
+    close(fds[1]);
+    struct iopf_compat_device *one = NULL;
+    CHECK_RC(iopf_compat_new(1, 0, &one, (struct iopf_host **)((char *)hosts + 1)), -EINVAL);
+    CHECK(one == NULL);
+
     /* Nothing listens at this path. */
     CHECK_RC(iopf_host_attach("/nonexistent/iopf.sock", 0, 100, &host), -ENOENT);
     CHECK_MSG("/nonexistent/iopf.sock");
@@ -114,6 +128,28 @@ int main(void)
         { .guest_addr = 4096, .size = 4096, .host_addr = ram + 4096 },
     };
     CHECK_RC(iopf_guest_memory_from_regions(overlap, 2, &mem), -EINVAL);
+    /* Regression (review): sizes past the address space were taken, and a guest address in
+     * them wrote outside the mapping. */
+    struct iopf_guest_region huge = { .guest_addr = 0, .size = 1ull << 63, .host_addr = ram };
+    CHECK_RC(iopf_guest_memory_from_regions(&huge, 1, &mem), -EINVAL);
+    CHECK_MSG("too large");
+    struct iopf_guest_region wraps = {
+        .guest_addr = 0, .size = 1ull << 40, .host_addr = (void *)(~(uintptr_t)0 - 4095),
+    };
+    CHECK_RC(iopf_guest_memory_from_regions(&wraps, 1, &mem), -EINVAL);
+    CHECK_MSG("wraps");
+    CHECK_MSG("region 0");
+    CHECK_RC(iopf_guest_memory_from_regions(overlap, 2, &mem), -EINVAL);
+    CHECK_MSG("regions 0 and 1 overlap");
+    CHECK(mem == NULL);
+    /* Out of guest-address order is fine. */
+    struct iopf_guest_region backwards[2] = {
+        { .guest_addr = 0x100000, .size = 4096, .host_addr = ram + 4096 },
+        { .guest_addr = 0, .size = 4096, .host_addr = ram },
+    };
+    CHECK_RC(iopf_guest_memory_from_regions(backwards, 2, &mem), 0);
+    iopf_guest_memory_free(mem);
+    mem = NULL;
     CHECK_RC(iopf_guest_memory_from_regions(NULL, 0, &mem), -EINVAL);
     CHECK_MSG("no guest memory regions");
     CHECK(mem == NULL);
