@@ -759,7 +759,8 @@ int32_t iopf_guest_memory_from_callbacks(const struct iopf_guest_memory_ops *ops
                                          struct iopf_guest_memory **out);
 
 /**
- * Frees guest memory (NULL: nothing). The VMM's mappings are left as they are.
+ * Frees guest memory (NULL: nothing). The VMM's mappings are left as they are. From within a
+ * callback of a vIOMMU call that uses it, it does nothing (and `iopf_last_error` says so).
  *
  * # Safety
  * `mem` is NULL or a memory not freed yet, not in use by a call on another thread.

@@ -2,12 +2,13 @@
 //! the VMM either as host-virtual regions it has mapped (through `vm-memory`) or as read and
 //! write callbacks over its own accessors (QEMU's `address_space_rw`).
 
+use std::cell::Cell;
 use std::ffi::c_void;
 
 use iopf_viommu::{GuestRam, Unreachable};
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
-use crate::error::{guard, guard_void, CError};
+use crate::error::{guard, CError};
 use crate::ffi;
 
 /// One region of guest RAM mapped in the VMM: guest-physical `guest_addr..guest_addr+size`
@@ -57,6 +58,34 @@ pub struct IopfGuestMemoryOps {
 /// vIOMMU call that may touch guest memory (it is only borrowed for the call).
 pub struct IopfGuestMemory {
     backing: Backing,
+    /// vIOMMU calls using it right now (on this thread's stack): a free from one of their
+    /// callbacks is refused.
+    leases: Cell<usize>,
+}
+
+/// A vIOMMU call's use of guest memory, from its start to its end.
+pub(crate) struct Lease<'a>(&'a IopfGuestMemory);
+
+impl IopfGuestMemory {
+    /// Marks the memory in use until the lease is dropped.
+    pub(crate) fn lease(&self) -> Lease<'_> {
+        self.leases.set(self.leases.get() + 1);
+        Lease(self)
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.0.leases.set(self.0.leases.get() - 1);
+    }
+}
+
+impl std::ops::Deref for Lease<'_> {
+    type Target = IopfGuestMemory;
+
+    fn deref(&self) -> &IopfGuestMemory {
+        self.0
+    }
 }
 
 enum Backing {
@@ -210,6 +239,7 @@ pub unsafe extern "C" fn iopf_guest_memory_from_regions(
             .map_err(|e| CError::invalid(format!("guest memory regions: {e}")))?;
         let mem = IopfGuestMemory {
             backing: Backing::Regions(mem),
+            leases: Cell::new(0),
         };
         // SAFETY: by contract.
         unsafe { ffi::give(out, mem, "out") }?;
@@ -243,6 +273,7 @@ pub unsafe extern "C" fn iopf_guest_memory_from_callbacks(
                 is_ram: ops.is_ram,
                 opaque,
             },
+            leases: Cell::new(0),
         };
         // SAFETY: by contract.
         unsafe { ffi::give(out, mem, "out") }?;
@@ -250,12 +281,27 @@ pub unsafe extern "C" fn iopf_guest_memory_from_callbacks(
     })
 }
 
-/// Frees guest memory (NULL: nothing). The VMM's mappings are left as they are.
+/// Frees guest memory (NULL: nothing). The VMM's mappings are left as they are. From within a
+/// callback of a vIOMMU call that uses it, it does nothing (and `iopf_last_error` says so).
 ///
 /// # Safety
 /// `mem` is NULL or a memory not freed yet, not in use by a call on another thread.
 #[no_mangle]
 pub unsafe extern "C" fn iopf_guest_memory_free(mem: *mut IopfGuestMemory) {
-    // SAFETY: by contract.
-    guard_void(|| drop(unsafe { ffi::take(mem) }));
+    let _ = guard(|| {
+        if mem.is_null() {
+            return Ok(0);
+        }
+        // SAFETY: by contract, a live memory; a shared reference, as a running call holds.
+        if unsafe { ffi::obj(mem.cast_const(), "mem") }?.leases.get() > 0 {
+            return Err(CError::new(
+                libc::EDEADLK,
+                "iopf_guest_memory_free while a vIOMMU call uses it (from one of its callbacks): \
+                 refused",
+            ));
+        }
+        // SAFETY: by contract, a pointer this library gave and not freed; no call uses it.
+        drop(unsafe { ffi::take(mem) });
+        Ok(0)
+    });
 }

@@ -444,7 +444,8 @@ pub unsafe extern "C" fn iopf_viommu_mmio_write(
 ) -> i32 {
     guard(|| {
         // SAFETY: by contract.
-        let mem = unsafe { ffi::obj(mem, "mem") }?;
+        let mem = unsafe { ffi::obj(mem, "mem") }?.lease();
+        let mem = &*mem;
         // SAFETY: by contract.
         let data = unsafe { ffi::bytes(data, len, "data") }?;
         // SAFETY: by contract.
@@ -475,7 +476,8 @@ pub unsafe extern "C" fn iopf_viommu_pump(
 ) -> i32 {
     guard(|| {
         // SAFETY: by contract.
-        let mem = unsafe { ffi::obj(mem, "mem") }?;
+        let mem = unsafe { ffi::obj(mem, "mem") }?.lease();
+        let mem = &*mem;
         // SAFETY: by contract.
         unsafe {
             with_viommu(viommu, |v| {

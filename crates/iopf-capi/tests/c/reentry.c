@@ -3,8 +3,8 @@
  * the unit's descriptor write called iopf_viommu_mmio_write on the same vIOMMU from inside
  * iopf_viommu_pump: aliased mutable state, and an unbounded re-entry that overflowed the
  * stack (SIGSEGV). Now a call on a vIOMMU from within one of its own callbacks is refused
- * with -EDEADLK and changes nothing; the group is answered once; a free from inside a
- * callback is refused too. */
+ * with -EDEADLK and changes nothing; the group is answered once; a free of the vIOMMU or of
+ * the guest memory it is using, from inside a callback, is refused too. */
 #define _DEFAULT_SOURCE
 #include <errno.h>
 #include <sys/mman.h>
@@ -59,8 +59,12 @@ static void on_msi(void *o, uint64_t addr, uint32_t data)
     /* A read of the unit from inside its own interrupt callback: refused. */
     CHECK_RC(iopf_viommu_mmio_read(v, VTD_PQT, b, 4), -EDEADLK);
     CHECK_MSG("called into it");
-    /* And a free: refused, nothing freed. */
+    /* And frees of the vIOMMU and of the memory the running call uses: refused, nothing
+     * freed (valgrind would see the use after free). */
     iopf_viommu_free(v);
+    CHECK_MSG("iopf_viommu_free from within");
+    iopf_guest_memory_free(mem);
+    CHECK_MSG("iopf_guest_memory_free while a vIOMMU call uses it");
     free_tried++;
     if (addr >= MMIO_BASE && addr < MMIO_BASE + 0x1000) {
         uint64_t d = data;
