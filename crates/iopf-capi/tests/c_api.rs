@@ -180,6 +180,23 @@ fn c_smmuv3_and_amd_units() {
     memcheck(&compile("units", &[]), &[]);
 }
 
+/// A C guest driver of the tests' own (not an example's), compiled with the test using it.
+fn test_guest(name: &str) -> PathBuf {
+    crate_dir().join("tests/c").join(format!("{name}.c"))
+}
+
+#[test]
+fn c_smmuv3_bridge() {
+    let out = memcheck(&compile("smmuv3", &[&test_guest("smmuv3_guest")]), &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("smmuv3: all checks passed"));
+}
+
+#[test]
+fn c_amd_bridge() {
+    let out = memcheck(&compile("amd", &[&test_guest("amd_guest")]), &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("amd: all checks passed"));
+}
+
 fn request(grpid: u32, last: bool, addr: u64) -> PageRequest {
     let mut flags = PageRequestFlags::PASID_VALID;
     flags.set(PageRequestFlags::LAST_PAGE, last);
