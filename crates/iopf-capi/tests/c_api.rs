@@ -33,9 +33,21 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where this crate's C libraries are: `deps/`, where cargo builds them with this test
+/// (always current), else the profile directory (`cargo build` copies them there, but
+/// `cargo test` alone does not: a fresh checkout has none there, an older build a stale one).
+fn lib_dir() -> PathBuf {
+    let deps = profile_dir().join("deps");
+    if deps.join("libiopf_capi.a").exists() {
+        deps
+    } else {
+        profile_dir()
+    }
+}
+
 /// The static library cargo built with this test.
 fn static_lib() -> PathBuf {
-    let lib = profile_dir().join("libiopf_capi.a");
+    let lib = lib_dir().join("libiopf_capi.a");
     assert!(
         lib.exists(),
         "{} is missing: cargo builds it with this crate's tests",
@@ -98,7 +110,7 @@ fn compile_with(name: &str, extra: &[&Path], link: Link) -> PathBuf {
     match link {
         Link::Static => gcc.arg(static_lib()).args(NATIVE_LIBS),
         Link::Shared => {
-            let dir = profile_dir();
+            let dir = lib_dir();
             gcc.arg("-L")
                 .arg(&dir)
                 .arg("-liopf_capi")
@@ -166,6 +178,23 @@ fn c_vtd_bridge() {
 #[test]
 fn c_smmuv3_and_amd_units() {
     memcheck(&compile("units", &[]), &[]);
+}
+
+/// A C guest driver of the tests' own (not an example's), compiled with the test using it.
+fn test_guest(name: &str) -> PathBuf {
+    crate_dir().join("tests/c").join(format!("{name}.c"))
+}
+
+#[test]
+fn c_smmuv3_bridge() {
+    let out = memcheck(&compile("smmuv3", &[&test_guest("smmuv3_guest")]), &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("smmuv3: all checks passed"));
+}
+
+#[test]
+fn c_amd_bridge() {
+    let out = memcheck(&compile("amd", &[&test_guest("amd_guest")]), &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("amd: all checks passed"));
 }
 
 fn request(grpid: u32, last: bool, addr: u64) -> PageRequest {
@@ -242,7 +271,7 @@ fn c_shared_queue_consumer() {
 #[test]
 fn c_errors_against_the_shared_library() {
     memcheck(&compile_with("errors", &[], Link::Shared), &[]);
-    let so = profile_dir().join("libiopf_capi.so");
+    let so = lib_dir().join("libiopf_capi.so");
     let out = Command::new("nm")
         .args(["-D", "--defined-only"])
         .arg(&so)
