@@ -894,6 +894,22 @@ int32_t iopf_viommu_reset(struct iopf_viommu *viommu);
 int32_t iopf_viommu_set_pri_enabled(struct iopf_viommu *viommu, uint16_t guest_rid, bool enabled);
 
 /**
+ * The guest programmed the AMD-Vi IOMMU's MSI capability, which lives in its PCI
+ * configuration space (emulated by the VMM, not in the unit's registers): `address` and
+ * `data` are the message, `enabled` its MSI Enable bit. Until it is enabled the unit sends no
+ * interrupt (a condition that arises meanwhile is not remembered, as for a disabled MSI).
+ * VT-d and SMMUv3 program their interrupts in their registers. Errors: `-EOPNOTSUPP` for a
+ * unit that is not AMD-Vi, `-EINVAL` (`viommu` NULL).
+ *
+ * # Safety
+ * `viommu` is NULL or live.
+ */
+int32_t iopf_viommu_amd_set_msi(struct iopf_viommu *viommu,
+                                uint64_t address,
+                                uint32_t data,
+                                bool enabled);
+
+/**
  * The host queue's descriptor, to poll in the VMM's event loop (owned by the vIOMMU).
  *
  * # Safety

@@ -535,6 +535,39 @@ pub unsafe extern "C" fn iopf_viommu_set_pri_enabled(
     })
 }
 
+/// The guest programmed the AMD-Vi IOMMU's MSI capability, which lives in its PCI
+/// configuration space (emulated by the VMM, not in the unit's registers): `address` and
+/// `data` are the message, `enabled` its MSI Enable bit. Until it is enabled the unit sends no
+/// interrupt (a condition that arises meanwhile is not remembered, as for a disabled MSI).
+/// VT-d and SMMUv3 program their interrupts in their registers. Errors: `-EOPNOTSUPP` for a
+/// unit that is not AMD-Vi, `-EINVAL` (`viommu` NULL).
+///
+/// # Safety
+/// `viommu` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn iopf_viommu_amd_set_msi(
+    viommu: *mut IopfViommu,
+    address: u64,
+    data: u32,
+    enabled: bool,
+) -> i32 {
+    guard(|| {
+        // SAFETY: by contract.
+        unsafe {
+            with_viommu(viommu, |v| match &mut v.unit {
+                Unit::Amd(u) => {
+                    u.set_msi(address, data, enabled);
+                    Ok(0)
+                }
+                _ => Err(CError::new(
+                    libc::EOPNOTSUPP,
+                    "iopf_viommu_amd_set_msi on a unit that is not AMD-Vi",
+                )),
+            })
+        }
+    })
+}
+
 /// The host queue's descriptor, to poll in the VMM's event loop (owned by the vIOMMU).
 ///
 /// # Safety

@@ -139,6 +139,9 @@ fn memcheck(exe: &Path, args: &[&str]) -> Output {
         ])
         .arg(exe)
         .args(args)
+        // cargo's own LD_LIBRARY_PATH names the profile directory, where an older `cargo
+        // build` may have left a stale libiopf_capi.so that would win over the rpath.
+        .env("LD_LIBRARY_PATH", lib_dir())
         .output()
         .expect("valgrind runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

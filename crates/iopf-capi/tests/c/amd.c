@@ -5,11 +5,9 @@
  * as Linux does, and reaches the device as INVALID (iommufd carries no FAILURE); a reset
  * answers what the guest held and the driver starts again.
  *
- * The PPR interrupt: the unit raises STATUS.PPR_INT, but the IOMMU's MSI is programmed in its
- * PCI configuration space and the C API has no call to pass it to the unit (the Rust API's
- * AmdBridge::set_msi), so an AMD unit made by iopf_viommu_new_amd never sends an MSI: the
- * "guest" here runs its handler when STATUS says so. The check that no MSI arrives marks
- * that gap; it fails once the C API can enable the MSI. */
+ * The PPR interrupt: the IOMMU's MSI is programmed in its PCI configuration space, which the
+ * VMM emulates and passes on with iopf_viommu_amd_set_msi (regression: the C API had no such
+ * call, and an AMD unit made by iopf_viommu_new_amd never sent an MSI). */
 #define _DEFAULT_SOURCE
 #include <errno.h>
 #include <sys/mman.h>
@@ -124,6 +122,8 @@ static void setup(struct rig *r, int callbacks)
         .resolve = resolve,
     };
     CHECK(GUEST_BASE + AMD_GUEST_BYTES <= RAM);
+    /* The guest's MSI capability write, as the VMM's PCI config space emulation passes it on. */
+    CHECK_RC(iopf_viommu_amd_set_msi(r->amd, 0xfee00000u, 0x41, true), 0);
     CHECK_RC(amd_guest_init(&r->guest, 0), 0);
     CHECK(r->guest.max_pasids == 0xffff); /* PASMAX 15 */
     uint32_t status = 0;
@@ -184,7 +184,7 @@ static void serves_groups(int callbacks)
         CHECK_RC(iopf_viommu_mmio_read(r.amd, AMD_STATUS, (uint8_t *)&status, 4), 0);
         CHECK(status & AMD_STATUS_PPR_INT);
         CHECK(!(status & AMD_STATUS_PPR_OVERFLOW));
-        CHECK(r.vmm.msis == 0); /* the C API cannot enable the MSI: see the top */
+        CHECK(r.vmm.msis > 0); /* the MSI programmed through iopf_viommu_amd_set_msi */
         CHECK_RC(iopf_viommu_mmio_read(r.amd, AMD_PPR_TAIL, (uint8_t *)&tail, 4), 0);
         CHECK(tail == (uint32_t)records * 16 % 8192);
         CHECK_RC(amd_guest_handle_event(&r.guest, 2 + round), 40);

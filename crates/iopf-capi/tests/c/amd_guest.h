@@ -92,8 +92,8 @@ struct amd_guest {
 
 /* Programs the unit as Linux does at boot: the command buffer (512 entries), IOMMU_EN, the
  * event log, EVT_INT_EN and, when the EFR has GT, PPR and EPHSUP, PPR_EN, the PPR log (512
- * entries), PPRINT_EN, PPRLOG_EN. (The IOMMU's MSI is in its PCI configuration space: the
- * C API has no call for it.) 0, -ENODEV without PPR support, or a negative errno. */
+ * entries), PPRINT_EN, PPRLOG_EN. (The IOMMU's MSI is in its PCI configuration space:
+ * the VMM passes it on with iopf_viommu_amd_set_msi.) 0, -ENODEV without PPR support, or a negative errno. */
 int amd_guest_init(struct amd_guest *g, uint64_t now_ns);
 
 /* amd_iommu_int_thread(): while STATUS has the event log's or the PPR log's INT or OVERFLOW

@@ -198,6 +198,8 @@ int main(void)
     CHECK_RC(iopf_viommu_mmio_write(v, mem, 0x10000, b, 4, 0), -EINVAL);
     CHECK_RC(iopf_viommu_mmio_write(v, NULL, 0xc0, b, 8, 0), -EINVAL);
     CHECK_RC(iopf_viommu_set_pri_enabled(v, 0x77, false), -ENODEV);
+    CHECK_RC(iopf_viommu_amd_set_msi(v, 0xfee00000u, 0x41, true), -EOPNOTSUPP);
+    CHECK_MSG("not AMD-Vi");
     CHECK(iopf_host_answer_name(0) && strcmp(iopf_host_answer_name(0), "guest") == 0);
     CHECK(iopf_host_answer_name(IOPF_HOST_ANSWER_KINDS) == NULL);
 
