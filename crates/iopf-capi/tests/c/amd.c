@@ -14,6 +14,7 @@
 
 #include "amd_guest.h"
 #include "check.h"
+#include "guest_ram.h"
 
 #define RAM (1u << 20)
 #define DEV 6u
@@ -24,9 +25,8 @@
 #define MAX_GROUPS 512
 
 struct vmm {
-    uint8_t *ram;
+    struct guest_ram ram;
     uint64_t msis;
-    uint64_t callback_reads, callback_writes;
 };
 
 static void on_msi(void *opaque, uint64_t address, uint32_t data)
@@ -35,26 +35,6 @@ static void on_msi(void *opaque, uint64_t address, uint32_t data)
     (void)address;
     (void)data;
     v->msis++;
-}
-
-static int cb_read(void *opaque, uint64_t gpa, void *buf, size_t len)
-{
-    struct vmm *v = opaque;
-    v->callback_reads++;
-    if (gpa + len > RAM || gpa + len < gpa)
-        return -EFAULT;
-    memcpy(buf, v->ram + gpa, len);
-    return 0;
-}
-
-static int cb_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
-{
-    struct vmm *v = opaque;
-    v->callback_writes++;
-    if (gpa + len > RAM || gpa + len < gpa)
-        return -EFAULT;
-    memcpy(v->ram + gpa, buf, len);
-    return 0;
 }
 
 static uint64_t resolved;
@@ -102,15 +82,7 @@ static void setup(struct rig *r, int callbacks)
 {
     struct iopf_host *host = NULL;
     memset(r, 0, sizeof(*r));
-    r->vmm.ram = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    CHECK(r->vmm.ram != MAP_FAILED);
-    if (callbacks) {
-        struct iopf_guest_memory_ops ops = { .read = cb_read, .write = cb_write };
-        CHECK_RC(iopf_guest_memory_from_callbacks(&ops, &r->vmm, &r->mem), 0);
-    } else {
-        struct iopf_guest_region reg = { .guest_addr = 0, .size = RAM, .host_addr = r->vmm.ram };
-        CHECK_RC(iopf_guest_memory_from_regions(&reg, 1, &r->mem), 0);
-    }
+    r->mem = guest_ram_open(&r->vmm.ram, RAM, callbacks ? GUEST_RAM_CALLBACKS : GUEST_RAM_REGION);
     CHECK_RC(iopf_compat_new(DEV, 0, &r->dev, &host), 0);
     struct iopf_endpoint ep = {
         .host_dev_id = DEV, .guest_rid = RID, .flags = IOPF_ENDPOINT_PRG_RESPONSE_PASID_REQUIRED,
@@ -118,7 +90,7 @@ static void setup(struct rig *r, int callbacks)
     struct iopf_bridge_config cfg = { .endpoints = &ep, .n_endpoints = 1 };
     CHECK_RC(iopf_viommu_new_amd(host, &cfg, 0, on_msi, &r->vmm, &r->amd), 0);
     r->guest = (struct amd_guest){
-        .amd = r->amd, .mem = r->mem, .ram = r->vmm.ram, .base = GUEST_BASE, .pri_tlp = 1,
+        .amd = r->amd, .mem = r->mem, .ram = r->vmm.ram.ram, .base = GUEST_BASE, .pri_tlp = 1,
         .resolve = resolve,
     };
     CHECK(GUEST_BASE + AMD_GUEST_BYTES <= RAM);
@@ -137,8 +109,7 @@ static void teardown(struct rig *r)
 {
     iopf_viommu_free(r->amd);
     iopf_compat_device_free(r->dev);
-    iopf_guest_memory_free(r->mem);
-    munmap(r->vmm.ram, RAM);
+    guest_ram_close(&r->vmm.ram, r->mem);
 }
 
 /* Groups `first` .. `first + n - 1` were answered at the device, each exactly once, with the
@@ -207,7 +178,7 @@ static void serves_groups(int callbacks)
     CHECK_RC(iopf_viommu_host_stats(r.amd, &hs), 0);
     CHECK(hs.kind == IOPF_HOST_COMPAT && hs.records_read == 159 && hs.responses_sent == 80);
     if (callbacks)
-        CHECK(r.vmm.callback_writes > 0 && r.vmm.callback_reads > 0);
+        CHECK(r.vmm.ram.writes > 0 && r.vmm.ram.reads > 0);
     teardown(&r);
 }
 

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 
 #include "check.h"
+#include "guest_ram.h"
 #include "smmuv3_guest.h"
 
 #define RAM (1u << 20)
@@ -21,12 +22,11 @@
 #define MAX_GROUPS 512
 
 struct vmm {
-    uint8_t *ram;
+    struct guest_ram ram;
     uint64_t msis;
     uint64_t msis_by_data[3];
     uint64_t other_msis;
     uint64_t last_addr;
-    uint64_t callback_reads, callback_writes, is_ram_calls;
 };
 
 static void on_msi(void *opaque, uint64_t address, uint32_t data)
@@ -38,33 +38,6 @@ static void on_msi(void *opaque, uint64_t address, uint32_t data)
         v->msis_by_data[data]++;
     else
         v->other_msis++;
-}
-
-static int cb_read(void *opaque, uint64_t gpa, void *buf, size_t len)
-{
-    struct vmm *v = opaque;
-    v->callback_reads++;
-    if (gpa + len > RAM || gpa + len < gpa)
-        return -EFAULT;
-    memcpy(buf, v->ram + gpa, len);
-    return 0;
-}
-
-static int cb_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
-{
-    struct vmm *v = opaque;
-    v->callback_writes++;
-    if (gpa + len > RAM || gpa + len < gpa)
-        return -EFAULT;
-    memcpy(v->ram + gpa, buf, len);
-    return 0;
-}
-
-static bool cb_is_ram(void *opaque, uint64_t gpa, size_t len)
-{
-    struct vmm *v = opaque;
-    v->is_ram_calls++;
-    return gpa + len <= RAM && gpa + len >= gpa;
 }
 
 static uint64_t resolved; /* requests the guest resolved */
@@ -120,16 +93,7 @@ static void setup(struct rig *r, int callbacks, int stall, int ppar, int sig_non
     struct iopf_host *host = NULL;
     memset(r, 0, sizeof(*r));
     r->sid = stall ? STALL_SID : PRI_SID;
-    r->vmm.ram = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    CHECK(r->vmm.ram != MAP_FAILED);
-    if (callbacks) {
-        struct iopf_guest_memory_ops ops = { .read = cb_read, .write = cb_write,
-                                             .is_ram = cb_is_ram };
-        CHECK_RC(iopf_guest_memory_from_callbacks(&ops, &r->vmm, &r->mem), 0);
-    } else {
-        struct iopf_guest_region reg = { .guest_addr = 0, .size = RAM, .host_addr = r->vmm.ram };
-        CHECK_RC(iopf_guest_memory_from_regions(&reg, 1, &r->mem), 0);
-    }
+    r->mem = guest_ram_open(&r->vmm.ram, RAM, callbacks ? GUEST_RAM_CALLBACKS_IS_RAM : GUEST_RAM_REGION);
     CHECK_RC(iopf_compat_new(DEV, IOPF_COMPAT_PASID_REQUIRED, &r->dev, &host), 0);
     struct iopf_endpoint ep = {
         .host_dev_id = DEV, .guest_rid = r->sid,
@@ -140,7 +104,7 @@ static void setup(struct rig *r, int callbacks, int stall, int ppar, int sig_non
     CHECK_RC(iopf_viommu_new_smmuv3(host, &cfg, stall_streams, 1, on_msi, &r->vmm, &r->smmu), 0);
     CHECK(smmuv3_guest_bytes(STALL_SID) + GUEST_BASE <= RAM);
     r->guest = (struct smmuv3_guest){
-        .smmu = r->smmu, .mem = r->mem, .ram = r->vmm.ram, .base = GUEST_BASE,
+        .smmu = r->smmu, .mem = r->mem, .ram = r->vmm.ram.ram, .base = GUEST_BASE,
         .streams = streams, .n_streams = 2, .ppar = ppar, .sync_sig_none = sig_none,
         .resolve = resolve,
     };
@@ -154,8 +118,7 @@ static void teardown(struct rig *r)
 {
     iopf_viommu_free(r->smmu);
     iopf_compat_device_free(r->dev);
-    iopf_guest_memory_free(r->mem);
-    munmap(r->vmm.ram, RAM);
+    guest_ram_close(&r->vmm.ram, r->mem);
 }
 
 /* Groups `first` .. `first + n - 1` were answered at the device, each exactly once, with the
@@ -230,9 +193,9 @@ static void serves_pri_groups(int callbacks, int ppar, int sig_none)
     CHECK_RC(iopf_viommu_host_stats(r.smmu, &hs), 0);
     CHECK(hs.kind == IOPF_HOST_COMPAT && hs.records_read == 159 && hs.responses_sent == 80);
     if (callbacks)
-        CHECK(r.vmm.callback_writes > 0 && r.vmm.callback_reads > 0);
+        CHECK(r.vmm.ram.writes > 0 && r.vmm.ram.reads > 0);
     if (callbacks && !sig_none)
-        CHECK(r.vmm.is_ram_calls > 0); /* the MSI-poll sync asked where it writes */
+        CHECK(r.vmm.ram.is_ram_calls > 0); /* the MSI-poll sync asked where it writes */
     teardown(&r);
 }
 

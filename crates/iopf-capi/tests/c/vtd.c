@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 
 #include "check.h"
+#include "guest_ram.h"
 #include "vtd_guest.h"
 
 #define RAM (1u << 20)
@@ -14,12 +15,10 @@
 #define RID 0x10
 
 struct vmm {
-    uint8_t *ram;
+    struct guest_ram ram;
     uint64_t msis;
     uint64_t last_addr;
     uint32_t last_data;
-    uint64_t unreachable_from; /* callback memory fails at and above this address */
-    uint64_t callback_reads, callback_writes;
 };
 
 static void on_msi(void *opaque, uint64_t address, uint32_t data)
@@ -28,26 +27,6 @@ static void on_msi(void *opaque, uint64_t address, uint32_t data)
     v->msis++;
     v->last_addr = address;
     v->last_data = data;
-}
-
-static int cb_read(void *opaque, uint64_t gpa, void *buf, size_t len)
-{
-    struct vmm *v = opaque;
-    v->callback_reads++;
-    if (gpa >= v->unreachable_from || gpa + len > RAM || gpa + len < gpa)
-        return -EFAULT;
-    memcpy(buf, v->ram + gpa, len);
-    return 0;
-}
-
-static int cb_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
-{
-    struct vmm *v = opaque;
-    v->callback_writes++;
-    if (gpa >= v->unreachable_from || gpa + len > RAM || gpa + len < gpa)
-        return -EFAULT;
-    memcpy(v->ram + gpa, buf, len);
-    return 0;
 }
 
 static uint32_t resolve(void *opaque, uint32_t pasid, uint64_t addr)
@@ -83,16 +62,7 @@ static void setup(struct rig *r, int callbacks, uint64_t age_limit_ns)
 {
     struct iopf_host *host = NULL;
     memset(r, 0, sizeof(*r));
-    r->vmm.ram = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    CHECK(r->vmm.ram != MAP_FAILED);
-    r->vmm.unreachable_from = RAM;
-    if (callbacks) {
-        struct iopf_guest_memory_ops ops = { .read = cb_read, .write = cb_write };
-        CHECK_RC(iopf_guest_memory_from_callbacks(&ops, &r->vmm, &r->mem), 0);
-    } else {
-        struct iopf_guest_region reg = { .guest_addr = 0, .size = RAM, .host_addr = r->vmm.ram };
-        CHECK_RC(iopf_guest_memory_from_regions(&reg, 1, &r->mem), 0);
-    }
+    r->mem = guest_ram_open(&r->vmm.ram, RAM, callbacks ? GUEST_RAM_CALLBACKS : GUEST_RAM_REGION);
     CHECK_RC(iopf_compat_new(DEV, IOPF_COMPAT_PASID_REQUIRED, &r->dev, &host), 0);
     struct iopf_endpoint ep = {
         .host_dev_id = DEV, .guest_rid = RID, .flags = IOPF_ENDPOINT_PRG_RESPONSE_PASID_REQUIRED,
@@ -100,7 +70,7 @@ static void setup(struct rig *r, int callbacks, uint64_t age_limit_ns)
     struct iopf_bridge_config cfg = { .endpoints = &ep, .n_endpoints = 1, .age_limit_ns = age_limit_ns };
     CHECK_RC(iopf_viommu_new_vtd(host, &cfg, on_msi, &r->vmm, &r->vtd), 0);
     r->guest = (struct vtd_guest){
-        .vtd = r->vtd, .mem = r->mem, .ram = r->vmm.ram,
+        .vtd = r->vtd, .mem = r->mem, .ram = r->vmm.ram.ram,
         .prq_base = 0x10000, .iq_base = 0x20000, .status_addr = 0x21000,
         .resolve = resolve,
     };
@@ -111,8 +81,7 @@ static void teardown(struct rig *r)
 {
     iopf_viommu_free(r->vtd);
     iopf_compat_device_free(r->dev);
-    iopf_guest_memory_free(r->mem);
-    munmap(r->vmm.ram, RAM);
+    guest_ram_close(&r->vmm.ram, r->mem);
 }
 
 /* 40 groups of 1 to 3 requests, a quarter above what the guest maps: every one answered
@@ -145,7 +114,7 @@ static void serves_groups(int callbacks)
     CHECK_RC(iopf_viommu_host_stats(r.vtd, &hs), 0);
     CHECK(hs.kind == IOPF_HOST_COMPAT && hs.records_read == 79 && hs.responses_sent == 40);
     if (callbacks)
-        CHECK(r.vmm.callback_writes > 0 && r.vmm.callback_reads > 0);
+        CHECK(r.vmm.ram.writes > 0 && r.vmm.ram.reads > 0);
     teardown(&r);
 }
 
@@ -164,7 +133,7 @@ static void unreachable_queue(void)
     struct rig r;
     struct iopf_device_response a[8];
     setup(&r, 1, 0);
-    r.vmm.unreachable_from = 0x10000; /* the PRQ and the invalidation queue */
+    r.vmm.ram.unreachable_from = 0x10000; /* the PRQ and the invalidation queue */
     report(r.dev, 1, 0x1000, 1);
     report(r.dev, 2, 0x2000, 2);
     CHECK(iopf_viommu_pump(r.vtd, r.mem, 1) >= 0);
