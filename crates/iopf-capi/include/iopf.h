@@ -639,8 +639,9 @@ int32_t iopf_host_from_fault_fd(int fd, uint32_t fault_id, struct iopf_host **ou
 
 /**
  * Attaches to iopf's shared fault queue served at the UNIX socket `path` (an `iopf serve` or
- * a Rust producer's `Listener`), as a consumer of `iommu_hwpt_pgfault` records with cookie
- * responses; `entries` is the ring size asked for (0: the producer's choice);
+ * a Rust producer's `Listener`), as a consumer of whole `iommu_fault` records (which carry
+ * private data; `iommu_hwpt_pgfault` records when the producer offers no others), answering
+ * by cookie; `entries` is the ring size asked for (0: the producer's choice);
  * `timeout_ms` bounds each handshake message (negative: 5 s, iopf's default).
  *
  * Errors, with the message naming the path: `-ECONNREFUSED`/`-ENOENT`/`-EPROTOTYPE` (no iopf

@@ -288,8 +288,9 @@ pub unsafe extern "C" fn iopf_host_from_fault_fd(
 }
 
 /// Attaches to iopf's shared fault queue served at the UNIX socket `path` (an `iopf serve` or
-/// a Rust producer's `Listener`), as a consumer of `iommu_hwpt_pgfault` records with cookie
-/// responses; `entries` is the ring size asked for (0: the producer's choice);
+/// a Rust producer's `Listener`), as a consumer of whole `iommu_fault` records (which carry
+/// private data; `iommu_hwpt_pgfault` records when the producer offers no others), answering
+/// by cookie; `entries` is the ring size asked for (0: the producer's choice);
 /// `timeout_ms` bounds each handshake message (negative: 5 s, iopf's default).
 ///
 /// Errors, with the message naming the path: `-ECONNREFUSED`/`-ENOENT`/`-EPROTOTYPE` (no iopf
@@ -316,17 +317,27 @@ pub unsafe extern "C" fn iopf_host_attach(
             .map_err(|_| CError::invalid("path is not UTF-8"))?;
         let timeout = timeout_of(timeout_ms).unwrap_or(iopf_queue::DEFAULT_HANDSHAKE_TIMEOUT);
         let consumer = iopf_queue::connect_timeout(path, timeout, |offer| {
-            let want = Features::LOSS_RECORDS | Features::COOKIE_RESPONSE;
-            let mut r = Request::best_for(offer, RecordFormats::HWPT_PGFAULT, want).unwrap_or(
-                // Not offered: ask anyway and let the producer refuse in its own words.
-                Request {
-                    abi_version: offer.abi_version,
-                    record: RecordFormats::HWPT_PGFAULT,
-                    responses: iopf_abi::ResponseFormats::COOKIE,
-                    features: Features::COOKIE_RESPONSE,
-                    entries: 0,
-                },
-            );
+            // Whole `iommu_fault` records with the private data echo when offered: only they
+            // carry private data (a VT-d 3.x guest needs it); the iommufd record otherwise.
+            // Answers by cookie either way (the producer restores private data from its copy).
+            let want =
+                Features::LOSS_RECORDS | Features::COOKIE_RESPONSE | Features::PRIV_DATA_ECHO;
+            let mut r = [RecordFormats::IOMMU_FAULT, RecordFormats::HWPT_PGFAULT]
+                .into_iter()
+                .find_map(|record| {
+                    Request::best_for(offer, record, want)
+                        .filter(|r| r.features.contains(Features::COOKIE_RESPONSE))
+                })
+                .unwrap_or(
+                    // Not offered: ask anyway and let the producer refuse in its own words.
+                    Request {
+                        abi_version: offer.abi_version,
+                        record: RecordFormats::HWPT_PGFAULT,
+                        responses: iopf_abi::ResponseFormats::COOKIE,
+                        features: Features::COOKIE_RESPONSE,
+                        entries: 0,
+                    },
+                );
             r.entries = entries;
             r
         })?;
@@ -415,17 +426,53 @@ pub unsafe extern "C" fn iopf_host_read_faults(
         // The count is returned as an int: never read more than one can say.
         let out = &mut out[..n.min(MAX_COUNT)];
         let mut faults = std::mem::take(&mut host.scratch);
-        faults.clear();
-        faults.resize(out.len(), PgFault::ZEROED);
-        let got = host.read_faults(&mut faults);
-        if let Ok(got) = got {
-            for (slot, f) in out.iter_mut().zip(&faults[..got]) {
-                *slot = f.encode();
-            }
-        }
+        let got = read_in_chunks(host, &mut faults, out);
         host.scratch = faults;
         got
     })
+}
+
+/// The records one read of the queue asks for at first: doubled while the first waiting group
+/// does not fit, up to the caller's room. The read buffer grows with the groups, not with the
+/// room a caller offers (a VMM may offer room for millions).
+const READ_CHUNK: usize = 256;
+
+/// Reads whole groups into `out` in chunks through `faults` (the kept scratch buffer).
+/// `EINVAL` only when the first waiting group does not fit in all of `out`.
+fn read_in_chunks(
+    host: &mut IopfHost,
+    faults: &mut Vec<PgFault>,
+    out: &mut [HwptPgfault],
+) -> Result<usize, CError> {
+    if out.is_empty() {
+        // As read() with a count of 0: EINVAL when a group waits (it does not fit), else 0.
+        return host.read_faults(&mut []);
+    }
+    let mut total = 0;
+    let mut chunk = READ_CHUNK;
+    loop {
+        let left = out.len() - total;
+        let want = chunk.min(left);
+        if want == 0 {
+            return Ok(total);
+        }
+        faults.clear();
+        faults.resize(want, PgFault::ZEROED);
+        match host.read_faults(faults) {
+            Ok(0) => return Ok(total),
+            Ok(k) => {
+                for (slot, f) in out[total..].iter_mut().zip(&faults[..k]) {
+                    *slot = f.encode();
+                }
+                total += k;
+            }
+            // The first waiting group does not fit in this chunk, and there is more room.
+            Err(e) if e.errno == libc::EINVAL && want < left => chunk = chunk.saturating_mul(2),
+            // Records were read: they are returned; what failed comes back on the next call.
+            Err(_) if total > 0 => return Ok(total),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Answers groups by cookie, in order, as `write()` on the fault fd does: returns how many

@@ -2,8 +2,8 @@
 //! the VMM either as host-virtual regions it has mapped (through `vm-memory`) or as read and
 //! write callbacks over its own accessors (QEMU's `address_space_rw`).
 
-use std::cell::Cell;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use iopf_viommu::{GuestRam, Unreachable};
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
@@ -58,9 +58,9 @@ pub struct IopfGuestMemoryOps {
 /// vIOMMU call that may touch guest memory (it is only borrowed for the call).
 pub struct IopfGuestMemory {
     backing: Backing,
-    /// vIOMMU calls using it right now (on this thread's stack): a free from one of their
-    /// callbacks is refused.
-    leases: Cell<usize>,
+    /// vIOMMU calls using it right now (one memory may serve vIOMMUs on several threads): a
+    /// free while any runs (from one of their callbacks, or another thread) is refused.
+    leases: AtomicUsize,
 }
 
 /// A vIOMMU call's use of guest memory, from its start to its end.
@@ -69,14 +69,14 @@ pub(crate) struct Lease<'a>(&'a IopfGuestMemory);
 impl IopfGuestMemory {
     /// Marks the memory in use until the lease is dropped.
     pub(crate) fn lease(&self) -> Lease<'_> {
-        self.leases.set(self.leases.get() + 1);
+        self.leases.fetch_add(1, Ordering::SeqCst);
         Lease(self)
     }
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.0.leases.set(self.0.leases.get() - 1);
+        self.0.leases.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -239,7 +239,7 @@ pub unsafe extern "C" fn iopf_guest_memory_from_regions(
             .map_err(|e| CError::invalid(format!("guest memory regions: {e}")))?;
         let mem = IopfGuestMemory {
             backing: Backing::Regions(mem),
-            leases: Cell::new(0),
+            leases: AtomicUsize::new(0),
         };
         // SAFETY: by contract.
         unsafe { ffi::give(out, mem, "out") }?;
@@ -273,7 +273,7 @@ pub unsafe extern "C" fn iopf_guest_memory_from_callbacks(
                 is_ram: ops.is_ram,
                 opaque,
             },
-            leases: Cell::new(0),
+            leases: AtomicUsize::new(0),
         };
         // SAFETY: by contract.
         unsafe { ffi::give(out, mem, "out") }?;
@@ -293,7 +293,11 @@ pub unsafe extern "C" fn iopf_guest_memory_free(mem: *mut IopfGuestMemory) {
             return Ok(0);
         }
         // SAFETY: by contract, a live memory; a shared reference, as a running call holds.
-        if unsafe { ffi::obj(mem.cast_const(), "mem") }?.leases.get() > 0 {
+        if unsafe { ffi::obj(mem.cast_const(), "mem") }?
+            .leases
+            .load(Ordering::SeqCst)
+            > 0
+        {
             return Err(CError::new(
                 libc::EDEADLK,
                 "iopf_guest_memory_free while a vIOMMU call uses it (from one of its callbacks): \

@@ -1272,9 +1272,11 @@ impl FaultConsumer for Consumer {
         self.wait(timeout)
     }
 
-    /// iopf's records are whole `struct iommu_fault`s: they carry the private data.
+    /// When the agreed records are whole `struct iommu_fault`s and `PRIV_DATA_ECHO` was agreed:
+    /// only then does the producer deliver the private data (the iommufd record has no room for
+    /// it, and without the echo the producer keeps it to itself).
     fn carries_private_data(&self) -> bool {
-        true
+        self.agreement.record == RecordFormat::IommuFault && self.agreement.echoes_private_data()
     }
 
     /// From the consumer's table of the groups it handed out (the LAST_PAGE request's).
@@ -1346,6 +1348,24 @@ mod tests {
         .unwrap();
         r.entries = entries;
         channel(&offer, &r, ProducerConfig::default()).unwrap()
+    }
+
+    /// Regression (review of the C API): the consumer said it carried private data whatever
+    /// records were agreed, so a VT-d 3.0 bridge over iommufd records gave its guest none.
+    #[test]
+    fn private_data_is_carried_only_by_iommu_fault_records() {
+        let (_p, hwpt) = queue(8);
+        assert!(!hwpt.carries_private_data());
+        let offer = Offer::current();
+        let consumer = |features| {
+            let r = Request::best_for(&offer, RecordFormats::IOMMU_FAULT, features).unwrap();
+            channel(&offer, &r, ProducerConfig::default()).unwrap().1
+        };
+        // Without the echo the producer strips the private data from the records.
+        assert!(!consumer(Features::COOKIE_RESPONSE).carries_private_data());
+        assert!(
+            consumer(Features::COOKIE_RESPONSE | Features::PRIV_DATA_ECHO).carries_private_data()
+        );
     }
 
     /// Pushes and answers `n` one-request groups; every `reject_every`-th response names a
