@@ -532,53 +532,6 @@ pub unsafe extern "C" fn iopf_host_stats(host: *const IopfHost, out: *mut IopfHo
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use iopf_abi::{PageRequest, PageRequestFlags, Perm};
-    use iopf_iommufd::{compat_fault_queue_with, CompatConfig, KernelModel};
-
-    /// A group of more records than the first chunk reads is read whole into a caller's room
-    /// that fits it, under both kernels' rules for a read too small for the first group
-    /// (6.12: EINVAL; newer: 0 with the group still waiting, which iopf-iommufd's wire layer
-    /// reports as EINVAL too); into a room that does not fit it, EINVAL, the group left
-    /// waiting.
-    #[test]
-    fn a_group_larger_than_a_chunk_is_read_whole_under_both_kernels() {
-        let big = READ_CHUNK + 44;
-        for kernel in [KernelModel::Linux6_12, KernelModel::Newest] {
-            let mut cfg = CompatConfig::new(1);
-            cfg.kernel = kernel;
-            let (device, queue) = compat_fault_queue_with(cfg).expect("queue");
-            for i in 0..big {
-                let mut flags = PageRequestFlags::PASID_VALID;
-                flags.set(PageRequestFlags::LAST_PAGE, i + 1 == big);
-                device.report(PageRequest {
-                    flags,
-                    pasid: 1,
-                    grpid: 3,
-                    perm: Perm::READ,
-                    addr: (i as u64) << 12,
-                    private_data: [0; 2],
-                });
-            }
-            let mut host = IopfHost::new(HostQueue::Compat(queue));
-            let mut scratch = Vec::new();
-            let mut small = vec![HwptPgfault::default(); big - 1];
-            let e = read_in_chunks(&mut host, &mut scratch, &mut small).expect_err("too small");
-            assert_eq!(e.errno, libc::EINVAL, "{kernel:?}");
-            let mut room = vec![HwptPgfault::default(); 4 * big];
-            let n = read_in_chunks(&mut host, &mut scratch, &mut room).expect("read");
-            assert_eq!(n, big, "{kernel:?}");
-            assert!(room[big - 1].flags & IOPF_PGFAULT_FLAGS_LAST_PAGE != 0);
-            assert!(
-                scratch.capacity() < 4 * big,
-                "the scratch grew with the group, not the room"
-            );
-        }
-    }
-}
-
 /// Compile-time check that the C record names keep Linux's meaning.
 const _: () = {
     assert!(std::mem::size_of::<HwptPgfault>() == 40);
@@ -627,3 +580,50 @@ const _: () = {
     assert!(IOPF_FAULT_PAGE_REQUEST_LAST_PAGE == Req::LAST_PAGE.bits());
     assert!(IOPF_FAULT_PAGE_REQUEST_PRIV_DATA == Req::PRIV_DATA.bits());
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iopf_abi::{PageRequest, PageRequestFlags, Perm};
+    use iopf_iommufd::{compat_fault_queue_with, CompatConfig, KernelModel};
+
+    /// A group of more records than the first chunk reads is read whole into a caller's room
+    /// that fits it, under both kernels' rules for a read too small for the first group
+    /// (6.12: EINVAL; newer: 0 with the group still waiting, which iopf-iommufd's wire layer
+    /// reports as EINVAL too); into a room that does not fit it, EINVAL, the group left
+    /// waiting.
+    #[test]
+    fn a_group_larger_than_a_chunk_is_read_whole_under_both_kernels() {
+        let big = READ_CHUNK + 44;
+        for kernel in [KernelModel::Linux6_12, KernelModel::Newest] {
+            let mut cfg = CompatConfig::new(1);
+            cfg.kernel = kernel;
+            let (device, queue) = compat_fault_queue_with(cfg).expect("queue");
+            for i in 0..big {
+                let mut flags = PageRequestFlags::PASID_VALID;
+                flags.set(PageRequestFlags::LAST_PAGE, i + 1 == big);
+                device.report(PageRequest {
+                    flags,
+                    pasid: 1,
+                    grpid: 3,
+                    perm: Perm::READ,
+                    addr: (i as u64) << 12,
+                    private_data: [0; 2],
+                });
+            }
+            let mut host = IopfHost::new(HostQueue::Compat(queue));
+            let mut scratch = Vec::new();
+            let mut small = vec![HwptPgfault::default(); big - 1];
+            let e = read_in_chunks(&mut host, &mut scratch, &mut small).expect_err("too small");
+            assert_eq!(e.errno, libc::EINVAL, "{kernel:?}");
+            let mut room = vec![HwptPgfault::default(); 4 * big];
+            let n = read_in_chunks(&mut host, &mut scratch, &mut room).expect("read");
+            assert_eq!(n, big, "{kernel:?}");
+            assert!(room[big - 1].flags & IOPF_PGFAULT_FLAGS_LAST_PAGE != 0);
+            assert!(
+                scratch.capacity() < 4 * big,
+                "the scratch grew with the group, not the room"
+            );
+        }
+    }
+}
