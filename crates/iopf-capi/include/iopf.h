@@ -6,7 +6,8 @@
  *    (-EINVAL, -EAGAIN, ...) on failure; iopf_last_error() then says why, in words.
  *  - Handles (iopf_host, iopf_compat_device, iopf_viommu, iopf_guest_memory) are created by
  *    an iopf_*_new/_attach/_from_* function and freed by the matching iopf_*_free; freeing
- *    NULL does nothing. A handle is used by one thread at a time; it may move between threads.
+ *    NULL does nothing. A handle is used by one thread at a time and may move between
+ *    threads; one iopf_guest_memory may serve vIOMMUs running on several threads.
  *  - Nothing panics across this boundary: an internal error returns -EIO with its message.
  *  - Records are the Linux uAPI's: struct iopf_hwpt_pgfault is struct iommu_hwpt_pgfault,
  *    struct iopf_hwpt_page_response is struct iommu_hwpt_page_response, byte for byte.
@@ -764,7 +765,8 @@ int32_t iopf_guest_memory_from_callbacks(const struct iopf_guest_memory_ops *ops
  * callback of a vIOMMU call that uses it, it does nothing (and `iopf_last_error` says so).
  *
  * # Safety
- * `mem` is NULL or a memory not freed yet, not in use by a call on another thread.
+ * `mem` is NULL or a memory not freed yet (a free while a vIOMMU call uses it, from one of
+ * its callbacks or another thread, is refused).
  */
 void iopf_guest_memory_free(struct iopf_guest_memory *mem);
 

@@ -285,7 +285,8 @@ pub unsafe extern "C" fn iopf_guest_memory_from_callbacks(
 /// callback of a vIOMMU call that uses it, it does nothing (and `iopf_last_error` says so).
 ///
 /// # Safety
-/// `mem` is NULL or a memory not freed yet, not in use by a call on another thread.
+/// `mem` is NULL or a memory not freed yet (a free while a vIOMMU call uses it, from one of
+/// its callbacks or another thread, is refused).
 #[no_mangle]
 pub unsafe extern "C" fn iopf_guest_memory_free(mem: *mut IopfGuestMemory) {
     let _ = guard(|| {
