@@ -106,3 +106,13 @@ impl GroupHandler for BoundedHandler {
         self.unrecoverable.push((device, *fault));
     }
 }
+
+/// The case count a property test runs: `PROPTEST_CASES` when set (proptest's own variable,
+/// which an explicit `cases` in a test's config would otherwise override; `scripts/soak.sh`
+/// raises it), else `default`. One rule for every model-based property test of the workspace.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

@@ -972,8 +972,72 @@ impl Run {
     }
 }
 
+/// The model test's case count: `PROPTEST_CASES` when set, else 256 in CI and 128 elsewhere.
+fn model_cases() -> u32 {
+    iopf_core::testing::proptest_cases(if std::env::var_os("CI").is_some() {
+        256
+    } else {
+        128
+    })
+}
+
+/// Soak: random runs of the model test until `IOPF_SOAK_OPS` operations (default 10^7) have
+/// been checked against the reference model, each step checked as in the property test; a
+/// violation stops the soak with its case. `IOPF_SOAK_SEED` replays a run.
+/// `scripts/soak.sh` runs it in a release build.
+#[test]
+#[ignore = "a soak of 10^7 operations: scripts/soak.sh runs it"]
+fn fault_core_soak() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+    let target: u64 = std::env::var("IOPF_SOAK_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
+    let seed: u64 = std::env::var("IOPF_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
+    let mut runner = TestRunner::new_with_rng(ProptestConfig::default(), rng);
+    let strategy = (config(), prop::collection::vec((op(), 0u64..60), 1..400));
+    let (mut ops_done, mut runs, mut completed) = (0u64, 0u64, 0u64);
+    let start = std::time::Instant::now();
+    while ops_done < target {
+        let (cfg, ops) = strategy.new_tree(&mut runner).unwrap().current();
+        let mut run = Run::new(cfg);
+        for (op, dt) in &ops {
+            run.step(op, *dt);
+            run.check();
+        }
+        run.finish();
+        ops_done += ops.len() as u64;
+        completed += run.m.completed;
+        runs += 1;
+    }
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
+        })
+        .unwrap_or_default();
+    println!(
+        "fault-core soak (seed {seed}): {ops_done} operations in {runs} runs ({completed} groups completed, each answered exactly once) in {:.1} s, 0 violations, 0 stranded groups, memory high-water {hwm}",
+        start.elapsed().as_secs_f64()
+    );
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: if std::env::var_os("CI").is_some() { 256 } else { 128 }, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: model_cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn fault_core_matches_the_reference_model(cfg in config(), ops in prop::collection::vec((op(), 0u64..60), 1..400)) {

@@ -56,7 +56,7 @@ struct Function {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: iopf_core::testing::proptest_cases(192), ..ProptestConfig::default() })]
 
     #[test]
     fn groups_wait_for_room_and_are_never_failed_for_it(

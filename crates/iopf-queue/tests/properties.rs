@@ -41,7 +41,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: iopf_core::testing::proptest_cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn exactly_once_and_nothing_lost_silently(

@@ -173,7 +173,7 @@ fn run<A: Arch>(ops: &[Op], age_limit: Option<u64>) -> Result<(), TestCaseError>
 macro_rules! property {
     ($name:ident: $ty:ty) => {
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: iopf_core::testing::proptest_cases(128), ..ProptestConfig::default() })]
 
             #[test]
             fn $name(

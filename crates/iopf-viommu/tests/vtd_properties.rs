@@ -192,7 +192,7 @@ fn run(ops: &[Op], age_limit: Option<u64>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: iopf_core::testing::proptest_cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn every_host_group_is_answered_exactly_once(
