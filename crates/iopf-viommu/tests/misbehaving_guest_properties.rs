@@ -153,10 +153,16 @@ fn run<A: Arch>(ops: &[Op], age_limit: Option<u64>) -> Result<(), TestCaseError>
         }
         take_answers(&mut rig, &mut outstanding, &mut answered)?;
     }
-    // The guest is reset with the host ring free: every group is answered, none twice.
+    // The guest is reset with the host ring free: every group is answered, none twice. The
+    // reset answers what the bridge read; what still waits in the host queue (more than the
+    // guest's queue had room for: an SMMUv3 PRI queue of 16 entries) is answered by the pump
+    // the VMM runs while the host queue is readable, the unit's queue being off after a reset.
+    // (The soak's 4,096 cases found the oracle missing that pump: an SMMUv3 case left groups
+    // in the host queue, not stranded, only not yet pumped.)
     rig.unit.bridge_mut().host_mut().room = None;
     rig.pump();
     rig.unit.reset();
+    rig.pump();
     take_answers(&mut rig, &mut outstanding, &mut answered)?;
     let left: usize = outstanding.values().sum();
     prop_assert_eq!(left, 0, "{}: groups left unanswered", A::NAME);
