@@ -108,14 +108,14 @@ fuzz_target!(|data: &[u8]| {
     let agreement = *c.agreement();
     let failure_ok =
         !agreement.cookie_responses() || agreement.features.contains(Features::COOKIE_FAILURE);
-    // The region's layout, read before anything is scribbled.
+    // The region's layout (byte offsets in the header), read before anything is scribbled.
     let (fault_off, resp_off, verdict_off, len) = {
         let w = c.raw_region();
         let offs = w[hdr::RING_OFFS].load(Ordering::Relaxed);
         (
-            (offs & 0xffff_ffff) as usize,
-            (offs >> 32) as usize,
-            w[hdr::VERDICT_OFF].load(Ordering::Relaxed) as usize,
+            (offs & 0xffff_ffff) as usize / 8,
+            (offs >> 32) as usize / 8,
+            w[hdr::VERDICT_OFF].load(Ordering::Relaxed) as usize / 8,
             w.len(),
         )
     };
