@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a bounded time, from its seed corpus in fuzz/corpus/<target>/.
 #   scripts/fuzz.sh                 # the long mode: 60 s per target
-#   scripts/fuzz.sh --suite         # the test suite's mode: 20 s per target
+#   scripts/fuzz.sh --suite         # the test suite's mode: 15 s per target
 #   FUZZ_SECONDS=300 scripts/fuzz.sh [--suite]
 #   scripts/fuzz.sh [--suite] TARGET...   # only these targets
 # Needs the nightly toolchain and cargo-fuzz (installed from crates.io if missing). Fails on any
@@ -21,11 +21,11 @@ for arg in "$@"; do
     esac
 done
 if [ "$suite" = 1 ]; then
-    seconds="${FUZZ_SECONDS:-20}"
+    seconds="${FUZZ_SECONDS:-15}"
 else
     seconds="${FUZZ_SECONDS:-60}"
 fi
-export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
+
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"

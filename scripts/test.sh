@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start and CI run it:
 #   formatting, lints, docs, every crate's unit, property and integration tests (the C API's C
-#   tests under valgrind among them), the C VMM example, then the kernel tier
+#   tests under valgrind among them), the C VMM example, every fuzz target for 15 s, then the
+#   kernel tier
 #   (a Linux 6.12 kernel in QEMU) when its script is present.
-# Set IOPF_SKIP_KERNEL=1 to leave the kernel tier out of a local run.
+# Set IOPF_SKIP_KERNEL=1 (IOPF_SKIP_FUZZ=1) to leave the kernel tier (fuzzing) out of a local run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,13 @@ echo "== the C VMM example (make -C examples/c run)"
 make -C examples/c run
 echo "== package check (no_std abi, light facade, its docs, cargo package of every crate)"
 bash scripts/package-check.sh
+
+# Every fuzz target for a bounded time from its kept corpus (nightly + cargo-fuzz, installed by
+# the script if missing); IOPF_SKIP_FUZZ=1 leaves it out of a local run.
+if [ "${IOPF_SKIP_FUZZ:-0}" != 1 ]; then
+    echo "== fuzzing (scripts/fuzz.sh --suite: every target, 15 s each)"
+    bash scripts/fuzz.sh --suite
+fi
 
 if [ -f scripts/kernel-tier.sh ] && [ "${IOPF_SKIP_KERNEL:-0}" != 1 ]; then
     echo "== kernel tier"
