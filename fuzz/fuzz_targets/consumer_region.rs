@@ -22,28 +22,7 @@ use iopf_queue::{
 };
 use libfuzzer_sys::fuzz_target;
 
-/// The region header's word indexes (`iopf_queue::layout::hdr`, which is crate-private; the
-/// layout is the cross-process ABI, version-stamped in `MAGIC`, so these do not drift quietly).
-mod hdr {
-    pub const MAGIC: usize = 0;
-    pub const VERSION_RECORD: usize = 1;
-    pub const RESPONSES_SLOT: usize = 2;
-    pub const ENTRIES: usize = 3;
-    pub const FEATURES: usize = 4;
-    pub const RING_OFFS: usize = 5;
-    pub const VERDICT_OFF: usize = 6;
-    pub const SIZE: usize = 7;
-    pub const FAULT_HEAD: usize = 8;
-    pub const RESP_TAIL: usize = 32;
-    pub const JUDGED: usize = 33;
-    pub const VERDICT_HEAD: usize = 40;
-    pub const PRODUCER_SLEEPING: usize = 64;
-    pub const NEXT_SEQ: usize = 72;
-    pub const LOST: usize = 73;
-    pub const PRODUCER_FLAGS: usize = 88;
-    pub const LOST_BY_REASON: usize = 96;
-    pub const ROOM_WAIT: usize = 104;
-}
+use iopf_queue::layout::hdr;
 
 /// Header words the producer writes (the consumer only reads them).
 const PRODUCER_WORDS: [usize; 20] = [

@@ -54,14 +54,17 @@ use crate::negotiate::{Agreement, RecordFormat};
 /// refused ("bad magic") instead of waiting on a head nobody reads or a ring nobody rings.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IOPFQ\0\0\x05");
 
-/// Header word indices.
-pub(crate) mod hdr {
+/// Header word indices: the region's cross-process layout (versioned by [`MAGIC`]). Public
+/// but hidden for the fuzz targets and adversarial tests that write a peer's words; not an
+/// API.
+#[doc(hidden)]
+pub mod hdr {
     pub const MAGIC: usize = 0;
     pub const VERSION_RECORD: usize = 1;
     pub const RESPONSES_SLOT: usize = 2;
     pub const ENTRIES: usize = 3;
     pub const FEATURES: usize = 4;
-    /// Fault ring offset (low) | response ring offset (high), in words.
+    /// Fault ring offset (low) | response ring offset (high), in bytes.
     pub const RING_OFFS: usize = 5;
     pub const VERDICT_OFF: usize = 6;
     pub const SIZE: usize = 7;
