@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use iopf_abi::{PageRequest, PageRequestFlags, Perm, ResponseCode};
-use iopf_queue::{AnsweredBy, Listener, ServeConfig, TaggedGroup};
+use iopf_queue::{Answer, AnsweredBy, Listener, ServeConfig, TaggedGroup};
 
 const NATIVE_LIBS: &[&str] = &[
     "-lgcc_s",
@@ -223,10 +223,15 @@ fn request(grpid: u32, last: bool, addr: u64) -> PageRequest {
     }
 }
 
-/// The producer is iopf-queue's, in this process; the consumer is the C program, in its own.
-#[test]
-fn c_shared_queue_consumer() {
-    let exe = compile("shared", &[]);
+/// The producer is iopf-queue's, in this process; the consumer is the C program `exe` (with
+/// the socket's path as its argument), under memcheck, in its own. Pushes `groups` and collects
+/// answers until `want` have come (or two minutes passed); then the producer leaves, and the
+/// consumer's run (checked clean) is returned with the answers.
+fn serve_c_consumer(
+    exe: PathBuf,
+    groups: &[TaggedGroup<'_>],
+    want: usize,
+) -> (Vec<Answer>, Output) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("q.sock");
     // The consumer runs under valgrind: give its handshake time.
@@ -241,28 +246,41 @@ fn c_shared_queue_consumer() {
         .accept_timeout(Some(Duration::from_secs(120)))
         .expect("accept")
         .expect("the C consumer connects");
-    let groups: [&[PageRequest]; 3] = [
-        &[request(1, true, 0x1000)],
-        &[request(2, false, 0x2000), request(2, true, 0x3000)],
-        &[request(3, true, 0x20_0000)],
-    ];
-    for (tag, requests) in groups.iter().enumerate() {
-        producer
-            .push_group(&TaggedGroup {
-                tag: tag as u64,
-                dev_id: 5,
-                requests,
-            })
-            .expect("push");
+    for g in groups {
+        producer.push_group(g).expect("push");
     }
     let mut answers = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while answers.len() < 3 && Instant::now() < deadline {
+    while answers.len() < want && Instant::now() < deadline {
         producer
             .wait_responses(Some(Duration::from_millis(200)))
             .expect("wait");
         producer.drain_responses(&mut answers);
     }
+    // The producer leaves; the consumer sees it go and exits.
+    drop(producer);
+    drop(listener);
+    let out = consumer.join().expect("the consumer thread");
+    (answers, out)
+}
+
+#[test]
+fn c_shared_queue_consumer() {
+    let groups: [&[PageRequest]; 3] = [
+        &[request(1, true, 0x1000)],
+        &[request(2, false, 0x2000), request(2, true, 0x3000)],
+        &[request(3, true, 0x20_0000)],
+    ];
+    let tagged: Vec<TaggedGroup<'_>> = groups
+        .iter()
+        .enumerate()
+        .map(|(tag, requests)| TaggedGroup {
+            tag: tag as u64,
+            dev_id: 5,
+            requests,
+        })
+        .collect();
+    let (answers, out) = serve_c_consumer(compile("shared", &[]), &tagged, 3);
     let mut got: Vec<_> = answers.iter().map(|a| (a.tag, a.code, a.by)).collect();
     got.sort_by_key(|a| a.0);
     assert_eq!(
@@ -273,10 +291,6 @@ fn c_shared_queue_consumer() {
             (2, ResponseCode::Invalid, AnsweredBy::Consumer),
         ]
     );
-    // The producer leaves; the consumer sees it go and exits cleanly.
-    drop(producer);
-    drop(listener);
-    let out = consumer.join().expect("the consumer thread");
     assert!(String::from_utf8_lossy(&out.stdout).contains("shared: all checks passed"));
 }
 
@@ -415,20 +429,6 @@ fn c_private_data_over_the_compatible_queue_is_a_4_0_unit() {
 /// and the consumer says so only when they do.
 #[test]
 fn c_private_data_over_the_shared_queue_reaches_the_guest_and_comes_back() {
-    let exe = compile("private_data", &[&vtd_guest()]);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().join("q.sock");
-    let config = ServeConfig {
-        handshake_timeout: Duration::from_secs(60),
-        ..ServeConfig::default()
-    };
-    let listener = Listener::bind(&path, config).expect("bind");
-    let arg = path.to_str().expect("a UTF-8 path").to_string();
-    let consumer = std::thread::spawn(move || memcheck(&exe, &[&arg]));
-    let mut producer = listener
-        .accept_timeout(Some(Duration::from_secs(120)))
-        .expect("accept")
-        .expect("the C consumer connects");
     let pd = [0x1111_1111_1111_1111, 0x2222_2222_2222_2222];
     let req = PageRequest {
         flags: PageRequestFlags::PASID_VALID
@@ -440,24 +440,13 @@ fn c_private_data_over_the_shared_queue_reaches_the_guest_and_comes_back() {
         addr: 0x1000,
         private_data: pd,
     };
-    producer
-        .push_group(&TaggedGroup {
-            tag: 9,
-            dev_id: 5,
-            requests: &[req],
-        })
-        .expect("push");
-    let mut answers = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while answers.is_empty() && Instant::now() < deadline {
-        producer
-            .wait_responses(Some(Duration::from_millis(200)))
-            .expect("wait");
-        producer.drain_responses(&mut answers);
-    }
-    drop(producer);
-    drop(listener);
-    let out = consumer.join().expect("the consumer thread");
+    let group = TaggedGroup {
+        tag: 9,
+        dev_id: 5,
+        requests: &[req],
+    };
+    let exe = compile("private_data", &[&vtd_guest()]);
+    let (answers, out) = serve_c_consumer(exe, &[group], 1);
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].private_data, Some(pd));
     assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
