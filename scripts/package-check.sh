@@ -163,15 +163,33 @@ pkg_args=()
 for c in $publishable; do pkg_args+=(-p "$c"); done
 log=$(mktemp)
 trap 'rm -f "$metadata" "$log"' EXIT
+# The crates are verified against each other through a local registry, and cargo treats a
+# registry crate as immutable per version: it does not extract one again whose directory is in
+# $CARGO_HOME/registry/src/-<hash of the registry's path>/, and it does not rebuild one whose
+# build of that version is in the target directory. On a machine that ran this before (CI keeps
+# both) a crate changed since, at the same version, was used as it was then, and the crates
+# using its new items failed. So the verification builds go to a target directory of their own,
+# and this workspace's crates' old extracts, and their builds there, are removed first (the
+# crates.io dependencies' builds are kept).
+pkg_target="$root/target/package-check"
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+for c in $publishable; do
+    rm -rf "$cargo_home"/registry/src/-*/"$c-$version"
+done
+rm -rf "$pkg_target/package"
+for d in "$pkg_target"/*/; do
+    [ -d "$d" ] || continue
+    rm -rf "$d".fingerprint/iopf-* "$d"build/iopf-* "$d"deps/*iopf*
+done
 # --allow-dirty: this checks what would ship, whether or not the work tree is committed.
-if ! cargo package --allow-dirty "${pkg_args[@]}" > "$log" 2>&1; then
+if ! CARGO_TARGET_DIR="$pkg_target" cargo package --allow-dirty "${pkg_args[@]}" > "$log" 2>&1; then
     tail -40 "$log" >&2
     fail "cargo package"
 fi
 # "Packaging <crate> v<version> (<path>)" is followed by "Packaged <n> files, <size> (<c> compressed)".
 awk '/^ *Packaging /{name=$2" "$3} /^ *Packaged /{sub(/^ *Packaged /, ""); print "   " name ": " $0}' "$log"
 for c in $publishable; do
-    crate_file="target/package/$c-$version.crate"
+    crate_file="$pkg_target/package/$c-$version.crate"
     [ -f "$crate_file" ] || fail "$crate_file was not written"
     files=$(tar -tzf "$crate_file")
     for f in README.md CHANGELOG.md LICENSE-MIT LICENSE-APACHE; do
