@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start and CI run it:
 #   formatting, lints, docs, every crate's unit, property and integration tests (the C API's C
-#   tests under valgrind among them), the C VMM example, every fuzz target for 15 s, then the
+#   tests under valgrind among them), the queue's loom model checks, the C VMM example, every
+#   fuzz target for 15 s, then the
 #   kernel tier
 #   (a Linux 6.12 kernel in QEMU) when its script is present.
 # Set IOPF_SKIP_KERNEL=1 (IOPF_SKIP_FUZZ=1) to leave the kernel tier (fuzzing) out of a local run.
@@ -24,6 +25,9 @@ cargo test --workspace
 cargo test -p iopf-viommu --features virtio-iommu-experimental --lib --test virtio_iommu_bridge
 # The queue's wake-up paths under the other handshake (fenced is the default).
 IOPF_WAKE_HANDSHAKE=membarrier cargo test -p iopf-queue --lib --test socket --test event_loop --test queue
+# The ring's protocol model-checked: the queue built on loom's atomics (its own target dir).
+echo "== loom model checks of the fault queue's ring (scripts/loom.sh)"
+bash scripts/loom.sh
 echo "== the C VMM example (make -C examples/c run)"
 make -C examples/c run
 echo "== package check (no_std abi, light facade, its docs, cargo package of every crate)"

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,9 +25,9 @@ use iopf_core::{
 use crate::error::{LossCounts, LossReason, RejectReason, Rejection};
 use crate::handshake::chose_membarrier;
 use crate::layout::{
-    hdr, stamp, unpack, StampAt, COOKIES_PER_SLOT, FAULT_SLOT_WORDS, FLAG_CONSUMER_CLOSED,
-    FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP, IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER,
-    RESP_SLOT_BYTES, RESP_SLOT_WORDS, RESP_STAMP,
+    accept_tail, hdr, stamp, unpack, StampAt, COOKIES_PER_SLOT, FAULT_SLOT_WORDS,
+    FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP, IOMMU_FAULT_STAMP,
+    PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_BYTES, RESP_SLOT_WORDS, RESP_STAMP,
 };
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::peer::Link;
@@ -37,6 +37,7 @@ use crate::record::{
 };
 use crate::response::{encode_cookies, encode_slot, RawFormat};
 use crate::shared::{HeldStamp, Shared};
+use crate::sync::AtomicU64;
 use crate::wake::{arm, publish_and_wake, wait_until_woke, Doorbell};
 use crate::wake::{Publish, Woke};
 use crate::QueueError;
@@ -615,17 +616,9 @@ impl Consumer {
     #[inline(always)]
     fn take_slot(&mut self, at: StampAt) -> Option<SlotWords> {
         let index = self.fault_tail;
-        let slot = self.fault_slot(index)?;
-        let stamp_word = slot.get(at.word)?.load(Ordering::Acquire);
-        if at.get(stamp_word) != stamp(index) {
-            return None;
-        }
-        // Every word once; the stamp word as it was checked.
-        let w = std::array::from_fn(|i| match slot.get(i) {
-            Some(_) if i == at.word => stamp_word,
-            Some(v) => v.load(Ordering::Relaxed),
-            None => 0,
-        });
+        let w = self
+            .shared
+            .read_stamped(self.shared.geo.fault_slot(index), at, stamp(index))?;
         self.fault_tail = index.wrapping_add(1);
         Some(w)
     }
@@ -725,7 +718,7 @@ impl Consumer {
             return entries - used;
         }
         let t = self.shared.w(hdr::RESP_TAIL).load(Ordering::Acquire);
-        if t.wrapping_sub(self.cached_resp_tail) <= used {
+        if let Some(t) = accept_tail(self.resp_head, self.cached_resp_tail, t) {
             self.cached_resp_tail = t;
         }
         entries - self.resp_head.wrapping_sub(self.cached_resp_tail)
@@ -1300,11 +1293,7 @@ impl AsFd for Consumer {
 /// the producer's tail is read now.
 fn resp_room_now(shared: &Shared, head: u64, cached: u64, entries: u64) -> bool {
     let t = shared.w(hdr::RESP_TAIL).load(Ordering::Acquire);
-    let tail = if t.wrapping_sub(cached) <= head.wrapping_sub(cached) {
-        t
-    } else {
-        cached
-    };
+    let tail = accept_tail(head, cached, t).unwrap_or(cached);
     head.wrapping_sub(tail) < entries
 }
 
@@ -1316,10 +1305,7 @@ fn fault_published(shared: &Shared, index: u64) -> bool {
 /// [`fault_published`] with the format's stamp position given.
 #[inline(always)]
 fn slot_published(shared: &Shared, index: u64, at: StampAt) -> bool {
-    let w = shared
-        .w(shared.geo.fault_slot(index) + at.word)
-        .load(Ordering::Acquire);
-    at.get(w) == stamp(index)
+    shared.stamped(shared.geo.fault_slot(index) + at.word, at, stamp(index))
 }
 
 impl std::os::fd::AsRawFd for Consumer {

@@ -256,6 +256,16 @@ pub(crate) fn stamp(index: u64) -> u32 {
     index.wrapping_add(1) as u32
 }
 
+/// A reader's tail `tail` as the ring's writer reads it, given the writer's `head` and the tail
+/// it accepted last (`cached`): accepted (`Some(tail)`) when it moved forward, and no further
+/// than `head`; `None` for a tail that went back or past what was written, which only a
+/// confused or hostile peer writes (the writer keeps `cached`, and may count the violation).
+/// Free-running indices, so `wrapping_sub`: the rule holds across the `u64` wrap.
+#[inline]
+pub(crate) fn accept_tail(head: u64, cached: u64, tail: u64) -> Option<u64> {
+    (tail.wrapping_sub(cached) <= head.wrapping_sub(cached)).then_some(tail)
+}
+
 /// The first word of a response slot, without its stamp: length in bytes (low 16 bits) and
 /// format tag (next 16 bits). The writer ORs in the stamp (high 32 bits) when it publishes.
 #[inline]

@@ -86,7 +86,11 @@ pub mod socket;
 mod peer;
 mod shared;
 mod shm;
+mod sync;
 mod wake;
+
+#[cfg(all(test, iopf_loom))]
+mod model_check;
 
 use std::sync::Arc;
 
@@ -118,14 +122,8 @@ pub fn channel(
     let shared = shared::Shared::new(Arc::new(region), geo)?;
     let fault_bell = wake::Doorbell::new()?;
     let resp_bell = wake::Doorbell::new()?;
-    let consumer_fault = fault_bell
-        .fd()
-        .try_clone()
-        .map_err(|e| QueueError::os("dup", e))?;
-    let consumer_resp = resp_bell
-        .fd()
-        .try_clone()
-        .map_err(|e| QueueError::os("dup", e))?;
+    let consumer_fault = fault_bell.twin()?;
+    let consumer_resp = resp_bell.twin()?;
     let alive = Arc::new(());
     let producer = Producer::new(
         shared.clone(),
@@ -139,8 +137,8 @@ pub fn channel(
     let consumer = Consumer::new(
         shared,
         agreement,
-        wake::Doorbell::from_fd(consumer_fault),
-        wake::Doorbell::from_fd(consumer_resp),
+        consumer_fault,
+        consumer_resp,
         Some(alive),
         None,
     )?;

@@ -33,8 +33,8 @@ use iopf_core::{Cookie, GroupFacts, GroupTable, Naming, Responder, Response, Tab
 use crate::error::{LossCounts, LossReason, Rejection};
 use crate::handshake::chose_membarrier;
 use crate::layout::{
-    hdr, pack, stamp, StampAt, FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP,
-    IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_WORDS, RESP_STAMP,
+    accept_tail, hdr, pack, stamp, StampAt, FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER,
+    HWPT_STAMP, IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_WORDS, RESP_STAMP,
 };
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::peer::Link;
@@ -518,8 +518,12 @@ impl Producer {
     /// fault path (the link, a system call for a socket, is looked at by
     /// [`consumer_gone`](Producer::consumer_gone)).
     #[inline]
-    fn consumer_closed(&self) -> bool {
-        self.closed || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
+    /// Whether the consumer closed its end (or this producer was closed). `Acquire`: the
+    /// consumer sets the flag last, after publishing its last responses, so a producer that sees
+    /// it also sees them, and its [`close`](Producer::close) judges them instead of answering
+    /// their groups "consumer gone" (the model check found this with the load `Relaxed`).
+    pub(crate) fn consumer_closed(&self) -> bool {
+        self.closed || self.shared.w(hdr::FLAGS).load(Ordering::Acquire) & FLAG_CONSUMER_CLOSED != 0
     }
 
     fn check_group(&self, group: &TaggedGroup<'_>) -> Result<(), QueueError> {
@@ -807,11 +811,9 @@ impl Producer {
     }
 
     fn accept_tail(&mut self, tail: u64) {
-        let progress = tail.wrapping_sub(self.cached_fault_tail);
-        if progress <= self.fault_head.wrapping_sub(self.cached_fault_tail) {
-            self.cached_fault_tail = tail;
-        } else {
-            self.stats.violations += 1;
+        match accept_tail(self.fault_head, self.cached_fault_tail, tail) {
+            Some(tail) => self.cached_fault_tail = tail,
+            None => self.stats.violations += 1,
         }
     }
 
@@ -1101,19 +1103,8 @@ impl Producer {
     /// Copies response slot `index` out of the ring if the consumer has published it (its stamp
     /// names `index`): the copy is what gets judged, whatever the consumer writes afterwards.
     fn copy_response(&self, index: u64) -> Option<[u64; RESP_SLOT_WORDS]> {
-        let slot = self
-            .shared
-            .words_at(self.shared.geo.resp_slot(index), RESP_SLOT_WORDS);
-        let first = slot.first()?.load(Ordering::Acquire);
-        if RESP_STAMP.get(first) != stamp(index) {
-            return None;
-        }
-        let mut w = [0u64; RESP_SLOT_WORDS];
-        w[0] = first;
-        for (v, src) in w.iter_mut().zip(slot).skip(1) {
-            *v = src.load(Ordering::Relaxed);
-        }
-        Some(w)
+        self.shared
+            .read_stamped(self.shared.geo.resp_slot(index), RESP_STAMP, stamp(index))
     }
 
     /// Whether a response is waiting (the next response slot carries the expected stamp).
@@ -1231,6 +1222,12 @@ impl Producer {
     /// or, in process, it was dropped.
     pub fn consumer_gone(&self) -> bool {
         let gone = self.consumer_closed() || self.link.gone();
+        if gone {
+            // An in-process consumer's end is also seen through its liveness count, which
+            // `Weak::strong_count` loads `Relaxed`: this fence makes that load synchronise with
+            // the consumer's release of it, after its last responses.
+            std::sync::atomic::fence(Ordering::Acquire);
+        }
         if gone && self.link.misbehaviour().is_some() {
             if let Some(fd) = self.link.socket_fd() {
                 // Its unread bytes would keep an event loop's descriptor readable for ever.
@@ -1383,10 +1380,11 @@ fn table(naming: Naming, agreement: &Agreement) -> GroupTable<Pushed> {
 
 /// Whether the consumer has published response slot `index`.
 fn response_published(shared: &Shared, index: u64) -> bool {
-    let w = shared
-        .w(shared.geo.resp_slot(index))
-        .load(Ordering::Acquire);
-    RESP_STAMP.get(w) == stamp(index)
+    shared.stamped(
+        shared.geo.resp_slot(index) + RESP_STAMP.word,
+        RESP_STAMP,
+        stamp(index),
+    )
 }
 
 fn verdict_word(rej: Rejection) -> u64 {

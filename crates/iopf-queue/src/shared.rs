@@ -1,12 +1,13 @@
 //! A mapped region together with the geometry both ends computed from their agreement: word
 //! accessors, and the header written by the producer and checked by the consumer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::layout::{hdr, pack, Geometry, StampAt, FAULT_SLOT_WORDS, MAGIC};
 use crate::negotiate::Agreement;
 use crate::shm::Region;
+use crate::sync::AtomicU64;
 use crate::QueueError;
 
 /// The stamp of the first slot written since the last publication, held back until the batch
@@ -57,10 +58,21 @@ impl Shared {
     /// The header's words, as an array so that a caller that takes it once indexes it with
     /// constants and no bounds checks. [`Shared::new`] checked that the mapping holds the whole
     /// geometry, header first, so the all-zero stand-in is never returned.
+    #[cfg(not(iopf_loom))]
     #[inline]
     pub fn header(&self) -> &[AtomicU64; hdr::WORDS] {
         static NONE: [AtomicU64; hdr::WORDS] = [const { AtomicU64::new(0) }; hdr::WORDS];
         self.region.words().first_chunk().unwrap_or(&NONE)
+    }
+
+    /// [`Shared::header`] under loom, whose atomics have no `const` constructor for the
+    /// stand-in.
+    #[cfg(iopf_loom)]
+    pub fn header(&self) -> &[AtomicU64; hdr::WORDS] {
+        self.region
+            .words()
+            .first_chunk()
+            .expect("Shared::new checked that the mapping holds the header")
     }
 
     /// Words `base..base + n` of the region; both always come from `geo` (a slot), which
@@ -109,6 +121,37 @@ impl Shared {
             }
         }
         (base + at.word, at.set(words[at.word], stamp))
+    }
+
+    /// Whether the slot whose stamp word is `word` carries `stamp` at `at` (an `Acquire` load:
+    /// when it does, the writer's stores to the slot's other words are visible).
+    #[inline(always)]
+    pub fn stamped(&self, word: usize, at: StampAt, stamp: u32) -> bool {
+        at.get(self.w(word).load(Ordering::Acquire)) == stamp
+    }
+
+    /// Copies the `N`-word slot of a stamped ring at word `base` out of the region if it carries
+    /// `stamp` at `at` (the slot is published): the stamp word with `Acquire`, then every other
+    /// word once, `Relaxed`. The copy is what the reader decodes, whatever the writer stores
+    /// afterwards. `None` while the slot is not published. The slot comes from the geometry, so
+    /// it is whole.
+    #[inline(always)]
+    pub fn read_stamped<const N: usize>(
+        &self,
+        base: usize,
+        at: StampAt,
+        stamp: u32,
+    ) -> Option<[u64; N]> {
+        let slot = self.words_at(base, N);
+        let stamp_word = slot.get(at.word)?.load(Ordering::Acquire);
+        if at.get(stamp_word) != stamp {
+            return None;
+        }
+        Some(std::array::from_fn(|i| match slot.get(i) {
+            Some(_) if i == at.word => stamp_word,
+            Some(v) => v.load(Ordering::Relaxed),
+            None => 0,
+        }))
     }
 
     /// Every word of the region.

@@ -11,7 +11,8 @@
 //! consumer checks the seals before it maps.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::AtomicU64;
+
+use crate::sync::AtomicU64;
 
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{MemfdFlags, SealFlags};
@@ -23,6 +24,10 @@ use crate::QueueError;
 pub struct Region {
     map: MmapRaw,
     words: usize,
+    /// Under loom the words are loom's atomics, which cannot live in a mapping: they live here,
+    /// and the mapping (still made, sealed and checked) is not read.
+    #[cfg(iopf_loom)]
+    model: Vec<AtomicU64>,
 }
 
 impl Region {
@@ -73,10 +78,20 @@ impl Region {
         Ok(Region {
             map,
             words: bytes / 8,
+            #[cfg(iopf_loom)]
+            model: (0..bytes / 8).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
     /// The region as words. The slice lives as long as the mapping.
+    #[cfg(iopf_loom)]
+    pub fn words(&self) -> &[AtomicU64] {
+        let _ = &self.map;
+        &self.model[..self.words]
+    }
+
+    /// The region as words. The slice lives as long as the mapping.
+    #[cfg(not(iopf_loom))]
     pub fn words(&self) -> &[AtomicU64] {
         // SAFETY: `map` is a live shared mapping of `words * 8` bytes (checked in `map_fd`; mmap
         // returns page-aligned memory, so 8-byte alignment holds) that stays mapped until `self`
