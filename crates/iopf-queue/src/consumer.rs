@@ -25,12 +25,13 @@ use iopf_core::{
 use crate::error::{LossCounts, LossReason, RejectReason, Rejection};
 use crate::handshake::chose_membarrier;
 use crate::layout::{
-    accept_tail, hdr, stamp, unpack, StampAt, COOKIES_PER_SLOT, FAULT_SLOT_WORDS,
-    FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP, IOMMU_FAULT_STAMP,
-    PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_BYTES, RESP_SLOT_WORDS, RESP_STAMP,
+    accept_tail, hdr, stamp, unpack, StampAt, COOKIES_PER_SLOT, FLAG_CONSUMER_CLOSED,
+    FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP, IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER,
+    RESP_SLOT_BYTES, RESP_SLOT_WORDS, RESP_STAMP,
 };
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::peer::Link;
+use crate::read_chunk::FaultReader;
 use crate::readiness::{PollFd, Readiness};
 use crate::record::{
     decode_folded, decode_hwpt, decode_slot_fast, Event, FaultEvent, SlotDefect, SlotWords,
@@ -110,11 +111,13 @@ pub struct ConsumerStats {
 pub struct Consumer {
     shared: Shared,
     agreement: Agreement,
-    fault_tail: u64,
+    /// The one reader of the fault ring: the tail, and the slots known published.
+    reader: FaultReader,
     /// The fault tail as last published: slots below it are the producer's again.
     committed_tail: u64,
-    /// Fault slots up to here (from `fault_tail`) were seen stamped: published.
-    ready_to: u64,
+    /// The sequence numbers of the records of the group `read_faults` is reading, counted when
+    /// the group is complete (a group cut short stays in the ring, uncounted).
+    group_seqs: Vec<u64>,
     resp_head: u64,
     /// The first unpublished response slot's stamp, stored by `publish_responses`.
     unpublished: HeldStamp,
@@ -183,9 +186,9 @@ impl Consumer {
         Ok(Consumer {
             shared,
             agreement,
-            fault_tail: 0,
+            reader: FaultReader::default(),
             committed_tail: 0,
-            ready_to: 0,
+            group_seqs: Vec::new(),
             resp_head: 0,
             unpublished: HeldStamp::default(),
             resp_seq: 0,
@@ -279,7 +282,7 @@ impl Consumer {
     /// process).
     pub fn ready(&mut self) -> Readiness {
         let mut r = Readiness::empty();
-        if fault_published(&self.shared, self.fault_tail) || !self.owed_broken.is_empty() {
+        if fault_published(&self.shared, self.reader.tail()) || !self.owed_broken.is_empty() {
             r |= Readiness::FAULTS;
         }
         if self.resp_room() > 0 {
@@ -321,7 +324,7 @@ impl Consumer {
                 .store(1, Ordering::SeqCst);
         }
         let shared = self.shared.clone();
-        let tail = self.fault_tail;
+        let tail = self.reader.tail();
         let owed = !self.owed_broken.is_empty();
         let entries = shared.geo.entries;
         let (head, cached) = (self.resp_head, self.cached_resp_tail);
@@ -373,50 +376,6 @@ impl Consumer {
     /// consumer's own queue.
     pub fn raw_region(&self) -> &[AtomicU64] {
         self.shared.words()
-    }
-
-    /// Forgets what is known published if it lies out of reach (only after the tail moved past
-    /// it in a way `available` did not see).
-    #[inline]
-    fn resync_ready(&mut self) {
-        if self.ready_to.wrapping_sub(self.fault_tail) > self.shared.geo.entries {
-            self.ready_to = self.fault_tail;
-        }
-    }
-
-    /// Records waiting in the fault ring, at most `limit`: the slots from `fault_tail` on that
-    /// carry their index's stamp (the producer publishes them in order), looking at each stamp
-    /// once.
-    fn available(&mut self, limit: u64) -> u64 {
-        let limit = limit.min(self.shared.geo.entries);
-        self.resync_ready();
-        while self.ready_to.wrapping_sub(self.fault_tail) < limit
-            && fault_published(&self.shared, self.ready_to)
-        {
-            self.ready_to = self.ready_to.wrapping_add(1);
-        }
-        self.ready_to.wrapping_sub(self.fault_tail).min(limit)
-    }
-
-    /// Copies fault slot `index` out of the ring and decodes the copy. A slot that does not
-    /// decode comes back with why and what it held (the caller counts it).
-    #[inline(always)]
-    fn read_slot(&self, index: u64) -> Result<Event, (SlotDefect, SlotWords)> {
-        let Some(slot) = self.fault_slot(index) else {
-            return Err((SlotDefect::Outside, [0; FAULT_SLOT_WORDS]));
-        };
-        let w = slot.each_ref().map(|v| v.load(Ordering::Relaxed));
-        decode_slot_fast(&self.agreement, &w).map_err(|r| (r, w))
-    }
-
-    /// Fault slot `index`'s words in the region. The geometry put every slot inside the mapping,
-    /// so this is never `None`.
-    #[inline(always)]
-    fn fault_slot(&self, index: u64) -> Option<&[AtomicU64; FAULT_SLOT_WORDS]> {
-        let words = self
-            .shared
-            .words_at(self.shared.geo.fault_slot(index), FAULT_SLOT_WORDS);
-        <&[AtomicU64; FAULT_SLOT_WORDS]>::try_from(words).ok()
     }
 
     /// Counts a slot that did not decode, and keeps why ([`Consumer::last_refusal`]).
@@ -494,12 +453,12 @@ impl Consumer {
     fn commit_tail(&mut self) {
         publish_and_wake(
             self.shared.w(hdr::FAULT_TAIL),
-            self.fault_tail,
+            self.reader.tail(),
             self.shared.w(hdr::ROOM_WAIT),
             &self.resp_bell,
             self.publish,
         );
-        self.committed_tail = self.fault_tail;
+        self.committed_tail = self.reader.tail();
     }
 
     /// Returns the slots read so far once an eighth of the ring is waiting to go back, or at once
@@ -509,7 +468,7 @@ impl Consumer {
     /// producer is ahead; it costs the producer at most an eighth of the ring while the consumer
     /// is behind, never a slot while it keeps up.
     fn return_slots(&mut self, caught_up: bool) {
-        let lag = self.fault_tail.wrapping_sub(self.committed_tail);
+        let lag = self.reader.tail().wrapping_sub(self.committed_tail);
         if lag != 0 && (caught_up || lag >= (self.shared.geo.entries / 8).max(1)) {
             self.commit_tail();
         }
@@ -552,28 +511,33 @@ impl Consumer {
         decode: impl Fn(&Agreement, &SlotWords) -> Result<Event, SlotDefect>,
     ) -> Option<Event> {
         loop {
-            let Some(words) = self.take_slot(at) else {
+            let chunk = self.reader.chunk(&self.shared, 1, at);
+            if chunk.len() == 0 {
                 self.return_slots(true);
                 return None;
-            };
-            match decode(&self.agreement, &words) {
+            }
+            let read = chunk.read(&self.shared, &self.agreement, 0, &decode);
+            self.reader.commit(1);
+            match read {
                 Ok(ev) => {
                     self.note(&ev);
                     // As `pop_events` having taken its `max`: the next slot's stamp says whether
                     // to keep the slots a while, so a consumer that stops calling after the last
                     // waiting record holds none.
-                    let caught_up = !slot_published(&self.shared, self.fault_tail, at);
+                    let caught_up = !self.reader.next_published(&self.shared, at);
                     self.return_slots(caught_up);
                     return Some(ev);
                 }
-                Err(why) => self.refused((why, words)),
+                Err(refusal) => self.refused(refusal),
             }
         }
     }
 
     /// [`Consumer::pop_events`] for one record format: `at` is where its slots keep the stamp
     /// and `decode` its slot decoder, both known at compile time, so the loop is built for that
-    /// format alone.
+    /// format alone. One chunk: at most a ring's worth a call, so a producer that stamps slots
+    /// past the ones it was given back (only a misbehaving one does) cannot keep this call, or
+    /// `out`, growing.
     #[inline(always)]
     fn pop_as(
         &mut self,
@@ -582,45 +546,27 @@ impl Consumer {
         at: StampAt,
         decode: impl Fn(&Agreement, &SlotWords) -> Result<Event, SlotDefect>,
     ) -> usize {
-        // At most a ring's worth a call: a producer that stamps slots past the ones it was given
-        // back (only a misbehaving one does) cannot keep this loop, or `out`, growing.
-        let max = max.min(self.shared.geo.entries as usize);
+        let max = (max as u64).min(self.shared.geo.entries);
+        let chunk = self.reader.chunk(&self.shared, max, at);
+        out.reserve(chunk.len() as usize);
         let mut taken = 0;
-        let mut n = 0;
-        let caught_up = loop {
-            if n == max {
-                // Took `max`: the next slot's stamp says whether the producer is ahead (keep the
-                // slots a while) or not (give them back).
-                break !slot_published(&self.shared, self.fault_tail, at);
-            }
-            let Some(words) = self.take_slot(at) else {
-                break true;
-            };
-            n += 1;
-            match decode(&self.agreement, &words) {
+        for i in 0..chunk.len() {
+            match chunk.read(&self.shared, &self.agreement, i, &decode) {
                 Ok(ev) => {
                     self.note(&ev);
                     out.push(ev);
                     taken += 1;
                 }
-                Err(why) => self.refused((why, words)),
+                Err(refusal) => self.refused(refusal),
             }
-        };
+        }
+        self.reader.commit(chunk.len());
+        // Took fewer than `max`: the chunk ended at a slot not published, the producer has
+        // nothing more; took `max`: the next slot's stamp says whether it is ahead (keep the
+        // slots a while) or not (give them back).
+        let caught_up = chunk.len() < max || !self.reader.next_published(&self.shared, at);
         self.return_slots(caught_up);
         taken
-    }
-
-    /// The slot at `fault_tail`, copied out, if the producer has published it (it carries its
-    /// stamp, which lives at `at`); the tail moves past it. The geometry put the slot inside the
-    /// mapping, so it is whole.
-    #[inline(always)]
-    fn take_slot(&mut self, at: StampAt) -> Option<SlotWords> {
-        let index = self.fault_tail;
-        let w = self
-            .shared
-            .read_stamped(self.shared.geo.fault_slot(index), at, stamp(index))?;
-        self.fault_tail = index.wrapping_add(1);
-        Some(w)
     }
 
     /// Waits until a record is waiting, the producer is gone, or `timeout` passes (spinning
@@ -657,7 +603,7 @@ impl Consumer {
                     .store(1, Ordering::SeqCst);
             }
             let shared = self.shared.clone();
-            let tail = self.fault_tail;
+            let tail = self.reader.tail();
             let owed = !self.owed_broken.is_empty();
             let (head, cached, entries) =
                 (self.resp_head, self.cached_resp_tail, shared.geo.entries);
@@ -1106,13 +1052,16 @@ impl FaultConsumer for Consumer {
         if !self.owed_broken.is_empty() {
             self.pay_owed_broken();
         }
-        let avail = self.available(u64::MAX);
-        let mut pos = self.fault_tail;
-        let end = self.fault_tail.wrapping_add(avail);
+        let chunk = self
+            .reader
+            .chunk(&self.shared, u64::MAX, self.shared.geo.stamp);
+        // Slot `i` of the chunk is read next; slots below `done` are committed.
+        let (mut i, mut done) = (0u64, 0u64);
         let mut written = 0;
         let mut group_start = 0;
-        while pos != end {
-            let ev = match self.read_slot(pos) {
+        self.group_seqs.clear();
+        while i < chunk.len() {
+            let ev = match chunk.read(&self.shared, &self.agreement, i, &decode_slot_fast) {
                 Ok(ev) => ev,
                 Err(refusal) => {
                     // Skip the slot and answer the unfinished group it breaks.
@@ -1121,9 +1070,10 @@ impl FaultConsumer for Consumer {
                         let first = out[group_start];
                         self.answer_broken(&first);
                     }
-                    pos = pos.wrapping_add(1);
-                    self.fault_tail = pos;
+                    i += 1;
+                    done = i;
                     written = group_start;
+                    self.group_seqs.clear();
                     continue;
                 }
             };
@@ -1134,9 +1084,10 @@ impl FaultConsumer for Consumer {
                         let first = out[group_start];
                         self.answer_broken(&first);
                     }
-                    pos = pos.wrapping_add(1);
-                    self.fault_tail = pos;
+                    i += 1;
+                    done = i;
                     written = group_start;
+                    self.group_seqs.clear();
                 }
                 Event::Fault(f) if self.skipping.is_some() => {
                     if self.skipping == Some(f.cookie) {
@@ -1145,8 +1096,8 @@ impl FaultConsumer for Consumer {
                         if f.request.is_last() {
                             self.skipping = None;
                         }
-                        pos = pos.wrapping_add(1);
-                        self.fault_tail = pos;
+                        i += 1;
+                        done = i;
                     } else {
                         // The broken group ended with its unreadable record.
                         self.skipping = None;
@@ -1158,22 +1109,25 @@ impl FaultConsumer for Consumer {
                     };
                     *slot = Consumer::to_pgfault(&f);
                     written += 1;
-                    pos = pos.wrapping_add(1);
+                    i += 1;
                     if f.request.is_last() {
                         // The group is complete: account for its records and take it.
-                        for i in self.fault_tail..pos {
-                            if let Ok(ev) = self.read_slot(i) {
-                                self.note(&ev);
-                            }
+                        for k in 0..self.group_seqs.len() {
+                            self.count_record(self.group_seqs[k]);
                         }
-                        self.fault_tail = pos;
+                        self.group_seqs.clear();
+                        self.note(&ev);
+                        done = i;
                         group_start = written;
+                    } else {
+                        self.group_seqs.push(f.seq);
                     }
                 }
             }
         }
+        self.reader.commit(done);
         self.commit_tail();
-        if group_start == 0 && self.fault_tail != end && out.len() <= written {
+        if group_start == 0 && done != chunk.len() && out.len() <= written {
             return Err(QueueError::Inconsistent(
                 "the first waiting group does not fit",
             ));
@@ -1334,6 +1288,50 @@ mod tests {
         .unwrap();
         r.entries = entries;
         channel(&offer, &r, ProducerConfig::default()).unwrap()
+    }
+
+    /// The one reader: a group `read_faults` cannot fit stays in the ring and is read again
+    /// whole by the next call; each record is counted once, when its group is taken, and none
+    /// is taken for lost. Before the chunked reader each slot was decoded twice per call; the
+    /// counts must not have changed with it.
+    #[test]
+    fn a_group_cut_short_is_read_again_whole_and_counted_once() {
+        let (mut p, mut c) = queue(64);
+        let req = |grpid: u32, last: bool| PageRequest {
+            flags: if last {
+                PageRequestFlags::LAST_PAGE
+            } else {
+                PageRequestFlags::empty()
+            },
+            pasid: 0,
+            grpid,
+            perm: Perm::READ,
+            addr: u64::from(grpid) << 12,
+            private_data: [0, 0],
+        };
+        for g in 0..3u32 {
+            let requests = [req(g, false), req(g, true)];
+            p.push_group(&TaggedGroup {
+                tag: u64::from(g),
+                dev_id: 0,
+                requests: &requests,
+            })
+            .unwrap();
+        }
+        let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 3];
+        assert_eq!(
+            c.read_faults(&mut out).unwrap(),
+            2,
+            "one whole group fits in 3"
+        );
+        assert_eq!((c.stats().records, c.stats().lost), (2, 0));
+        assert_eq!(c.held_groups(), 1);
+        let mut out = [PgFault::from_bytes(&[0; 40]).unwrap(); 8];
+        assert_eq!(c.read_faults(&mut out).unwrap(), 4);
+        assert_eq!(out[0].grpid, 1, "the group cut short comes first, whole");
+        assert_eq!((c.stats().records, c.stats().lost), (6, 0));
+        assert_eq!(c.held_groups(), 3);
+        assert_eq!(c.read_faults(&mut out).unwrap(), 0);
     }
 
     /// Regression (review of the C API): the consumer said it carried private data whatever

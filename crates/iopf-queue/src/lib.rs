@@ -84,6 +84,7 @@ pub mod response;
 pub mod socket;
 
 mod peer;
+mod read_chunk;
 mod shared;
 mod shm;
 mod sync;

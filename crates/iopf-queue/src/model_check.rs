@@ -22,6 +22,7 @@ use loom::thread;
 
 use crate::layout::{accept_tail, hdr, stamp, Geometry, FAULT_SLOT_WORDS, HWPT_STAMP};
 use crate::negotiate::negotiate;
+use crate::read_chunk::FaultReader;
 use crate::shared::{HeldStamp, Shared};
 use crate::shm::Region;
 use crate::wake::{arm, publish_and_wake, wait_until_woke, Doorbell, Publish, Woke};
@@ -133,40 +134,37 @@ impl Writer {
     }
 }
 
-/// Reader side, as [`Consumer`] reads: the slot at the tail when it carries the tail's stamp
-/// ([`Shared::read_stamped`]), the tail given back with [`publish_and_wake`] (which rings the
+/// Reader side, with [`Consumer`]'s own reader ([`FaultReader`]): the slot at the tail when it
+/// carries the tail's stamp, the tail given back with [`publish_and_wake`] (which rings the
 /// writer if it waits for room).
 struct Reader {
     shared: Shared,
-    tail: u64,
+    reader: FaultReader,
 }
 
 impl Reader {
     fn take(&mut self) -> Option<[u64; FAULT_SLOT_WORDS]> {
-        let base = self.shared.geo.fault_slot(self.tail);
-        let w = self
-            .shared
-            .read_stamped(base, HWPT_STAMP, stamp(self.tail))?;
-        self.tail += 1;
+        let chunk = self.reader.chunk(&self.shared, 1, HWPT_STAMP);
+        if chunk.len() == 0 {
+            return None;
+        }
+        let w = chunk.words(&self.shared, 0);
+        self.reader.commit(1);
         Some(w)
     }
 
     fn give_back(&self, bell: &Doorbell) {
         publish_and_wake(
             self.shared.w(hdr::FAULT_TAIL),
-            self.tail,
+            self.reader.tail(),
             self.shared.w(hdr::ROOM_WAIT),
             bell,
             Publish::Fenced,
         );
     }
 
-    fn published(&self) -> bool {
-        self.shared.stamped(
-            self.shared.geo.fault_slot(self.tail) + HWPT_STAMP.word,
-            HWPT_STAMP,
-            stamp(self.tail),
-        )
+    fn published(&mut self) -> bool {
+        self.reader.next_published(&self.shared, HWPT_STAMP)
     }
 }
 
@@ -190,7 +188,7 @@ fn model_stamped_slots_arrive_whole_in_order_and_once() {
         );
         let mut reader = Reader {
             shared: shared.clone(),
-            tail: 0,
+            reader: FaultReader::default(),
         };
         let read = thread::spawn(move || {
             let mut got = Vec::new();
@@ -242,7 +240,7 @@ fn sleeper_against_publisher(how: Publish) {
     let twin = bell.twin().expect("dup");
     let mut reader = Reader {
         shared: shared.clone(),
-        tail: 0,
+        reader: FaultReader::default(),
     };
     let read = thread::spawn(move || {
         for _ in 0..2 {
@@ -291,7 +289,10 @@ fn model_a_producer_waiting_for_room_is_woken_when_slots_come_back() {
         w.write(0);
         w.write(1);
         w.publish(&quiet, Publish::Fenced);
-        let mut reader = Reader { shared, tail: 0 };
+        let mut reader = Reader {
+            shared,
+            reader: FaultReader::default(),
+        };
         let read = thread::spawn(move || {
             while reader.take().is_none() {
                 thread::yield_now();
@@ -326,9 +327,9 @@ fn model_an_armed_event_loop_is_rung_for_a_publication() {
         let shared = region();
         let bell = Doorbell::new().expect("eventfd");
         let twin = bell.twin().expect("dup");
-        let reader = Reader {
+        let mut reader = Reader {
             shared: shared.clone(),
-            tail: 0,
+            reader: FaultReader::default(),
         };
         let read = thread::spawn(move || {
             let s = reader.shared.clone();

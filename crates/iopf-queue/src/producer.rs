@@ -33,8 +33,9 @@ use iopf_core::{Cookie, GroupFacts, GroupTable, Naming, Responder, Response, Tab
 use crate::error::{LossCounts, LossReason, Rejection};
 use crate::handshake::chose_membarrier;
 use crate::layout::{
-    accept_tail, hdr, pack, stamp, StampAt, FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER,
-    HWPT_STAMP, IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER, RESP_SLOT_WORDS, RESP_STAMP,
+    accept_tail, hdr, pack, stamp, Geometry, StampAt, FLAG_CONSUMER_CLOSED,
+    FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP, IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER,
+    RESP_SLOT_WORDS, RESP_STAMP,
 };
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::peer::Link;
@@ -996,10 +997,18 @@ impl Producer {
         let mut room = entries - self.verdict_head.wrapping_sub(self.cached_verdict_tail);
         let (mut slots, mut judged) = (0u64, 0usize);
         let mut rejected = false;
-        while slots < entries && judged < max {
-            let Some(w) = self.copy_response(self.resp_tail) else {
-                break;
-            };
+        // The run of published slots first, each stamp looked at once in a loop of its own (as
+        // the consumer's reader does), then each slot copied once and judged from the copy.
+        let run = self.shared.published_run(
+            self.resp_tail,
+            entries.min(max as u64),
+            RESP_STAMP,
+            Geometry::resp_slot,
+        );
+        while slots < run && judged < max {
+            let w: [u64; RESP_SLOT_WORDS] = self
+                .shared
+                .copy_published(self.shared.geo.resp_slot(self.resp_tail));
             // Judged from the copy only: what the consumer writes now changes nothing.
             let packed = packed_in(&w, entries);
             let k = packed.unwrap_or(1);
@@ -1098,13 +1107,6 @@ impl Producer {
             self.stats.violations += 1;
         }
         self.shared.geo.entries - self.verdict_head.wrapping_sub(self.cached_verdict_tail)
-    }
-
-    /// Copies response slot `index` out of the ring if the consumer has published it (its stamp
-    /// names `index`): the copy is what gets judged, whatever the consumer writes afterwards.
-    fn copy_response(&self, index: u64) -> Option<[u64; RESP_SLOT_WORDS]> {
-        self.shared
-            .read_stamped(self.shared.geo.resp_slot(index), RESP_STAMP, stamp(index))
     }
 
     /// Whether a response is waiting (the next response slot carries the expected stamp).

@@ -161,8 +161,6 @@ pub(crate) fn encode_lost(
 /// error; [`SlotDefect::error`] says it in full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotDefect {
-    /// The slot is not inside the mapping (never: the geometry was checked against it).
-    Outside,
     /// An unrecoverable record on a queue that did not agree them.
     UnrecoverableNotAgreed,
     /// An unrecoverable record with a cookie.
@@ -182,7 +180,6 @@ impl SlotDefect {
     #[cold]
     pub fn error(self, w: &SlotWords) -> QueueError {
         match self {
-            SlotDefect::Outside => QueueError::Corrupt("fault slot outside the region"),
             SlotDefect::UnrecoverableNotAgreed => {
                 QueueError::Corrupt("unrecoverable record was not agreed")
             }

@@ -130,28 +130,37 @@ impl Shared {
         at.get(self.w(word).load(Ordering::Acquire)) == stamp
     }
 
-    /// Copies the `N`-word slot of a stamped ring at word `base` out of the region if it carries
-    /// `stamp` at `at` (the slot is published): the stamp word with `Acquire`, then every other
-    /// word once, `Relaxed`. The copy is what the reader decodes, whatever the writer stores
-    /// afterwards. `None` while the slot is not published. The slot comes from the geometry, so
-    /// it is whole.
+    /// Copies the `N`-word slot at word `base`, every word once, `Relaxed`: for a slot whose
+    /// stamp the caller has already seen with an `Acquire` load ([`Shared::stamped`]), which
+    /// makes the writer's stores to it visible. The slot comes from the geometry, so it is
+    /// whole.
     #[inline(always)]
-    pub fn read_stamped<const N: usize>(
-        &self,
-        base: usize,
-        at: StampAt,
-        stamp: u32,
-    ) -> Option<[u64; N]> {
+    pub fn copy_published<const N: usize>(&self, base: usize) -> [u64; N] {
         let slot = self.words_at(base, N);
-        let stamp_word = slot.get(at.word)?.load(Ordering::Acquire);
-        if at.get(stamp_word) != stamp {
-            return None;
+        std::array::from_fn(|i| slot.get(i).map_or(0, |v| v.load(Ordering::Relaxed)))
+    }
+
+    /// How many slots from `index` on, at most `max`, carry their index's stamp at `at` (each
+    /// stamp looked at once, `Acquire`, in a loop that does nothing else, so that the lines of a
+    /// batch are fetched together); `slot` gives a slot's first word. Readers of both stamped
+    /// rings find their runs with it.
+    #[inline(always)]
+    pub fn published_run(
+        &self,
+        index: u64,
+        max: u64,
+        at: StampAt,
+        slot: impl Fn(&Geometry, u64) -> usize,
+    ) -> u64 {
+        let mut n = 0;
+        while n < max {
+            let i = index.wrapping_add(n);
+            if !self.stamped(slot(&self.geo, i) + at.word, at, crate::layout::stamp(i)) {
+                break;
+            }
+            n += 1;
         }
-        Some(std::array::from_fn(|i| match slot.get(i) {
-            Some(_) if i == at.word => stamp_word,
-            Some(v) => v.load(Ordering::Relaxed),
-            None => 0,
-        }))
+        n
     }
 
     /// Every word of the region.
