@@ -149,8 +149,15 @@ impl FaultReason {
 }
 
 /// A decoded unrecoverable fault.
+///
+/// `#[repr(C)]`: the fields lie in memory as in the record's words 1 to 4 (reason and flags,
+/// pasid and perm, addr, fetch_addr), so a decoder moves whole words into it; in Rust's own
+/// layout the compiler stored the `u32` fields one by one and read them back as words, a
+/// store-forwarding stall that took half a ring consumer's time per record (see
+/// docs/PERFORMANCE.md, issue 17).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[repr(C)]
 pub struct Unrecoverable {
     /// Why it happened.
     pub reason: FaultReason,
@@ -167,8 +174,12 @@ pub struct Unrecoverable {
 }
 
 /// A decoded page request: one page of a Page Request Group.
+///
+/// `#[repr(C)]` for the reason [`Unrecoverable`] is: the fields lie as in the record's words 1
+/// to 5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[repr(C)]
 pub struct PageRequest {
     /// Which fields are valid, and whether this request ends its group.
     pub flags: PageRequestFlags,

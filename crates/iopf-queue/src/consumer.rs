@@ -516,9 +516,9 @@ impl Consumer {
                 self.return_slots(true);
                 return None;
             }
-            let read = chunk.read(&self.shared, &self.agreement, 0, &decode);
+            let words = chunk.words(&self.shared, 0);
             self.reader.commit(1);
-            match read {
+            match decode(&self.agreement, &words) {
                 Ok(ev) => {
                     self.note(&ev);
                     // As `pop_events` having taken its `max`: the next slot's stamp says whether
@@ -528,7 +528,7 @@ impl Consumer {
                     self.return_slots(caught_up);
                     return Some(ev);
                 }
-                Err(refusal) => self.refused(refusal),
+                Err(why) => self.refused((why, words)),
             }
         }
     }
@@ -551,13 +551,14 @@ impl Consumer {
         out.reserve(chunk.len() as usize);
         let mut taken = 0;
         for i in 0..chunk.len() {
-            match chunk.read(&self.shared, &self.agreement, i, &decode) {
+            let words = chunk.words(&self.shared, i);
+            match decode(&self.agreement, &words) {
                 Ok(ev) => {
                     self.note(&ev);
                     out.push(ev);
                     taken += 1;
                 }
-                Err(refusal) => self.refused(refusal),
+                Err(why) => self.refused((why, words)),
             }
         }
         self.reader.commit(chunk.len());
@@ -1061,11 +1062,12 @@ impl FaultConsumer for Consumer {
         let mut group_start = 0;
         self.group_seqs.clear();
         while i < chunk.len() {
-            let ev = match chunk.read(&self.shared, &self.agreement, i, &decode_slot_fast) {
+            let words = chunk.words(&self.shared, i);
+            let ev = match decode_slot_fast(&self.agreement, &words) {
                 Ok(ev) => ev,
-                Err(refusal) => {
+                Err(why) => {
                     // Skip the slot and answer the unfinished group it breaks.
-                    self.refused(refusal);
+                    self.refused((why, words));
                     if written > group_start {
                         let first = out[group_start];
                         self.answer_broken(&first);

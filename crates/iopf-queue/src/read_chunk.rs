@@ -7,8 +7,9 @@
 //!    slot's stamp once (`Acquire`), in a loop that does nothing else, so the cache lines of a
 //!    batch the producer just wrote are fetched from its core together rather than one after the
 //!    other (a stamp is remembered across calls, `ready_to`, so no stamp is looked at twice);
-//! 2. [`ReadChunk::read`] copies slot `i` of the chunk out of the region (every word once,
-//!    `Relaxed`: the stamp's `Acquire` already ordered them) and decodes the copy, once;
+//! 2. [`ReadChunk::words`] copies slot `i` of the chunk out of the region (every word once,
+//!    `Relaxed`: the stamp's `Acquire` already ordered them), and the caller decodes the copy,
+//!    once;
 //! 3. [`FaultReader::commit`] gives `n` slots back (the tail moves past them); slots read but not
 //!    committed are read again by the next chunk (a group `read_faults` could not fit).
 //!
@@ -20,13 +21,8 @@
 //! [`FaultConsumer::read_faults`]: iopf_abi::FaultConsumer::read_faults
 
 use crate::layout::{Geometry, StampAt};
-use crate::negotiate::Agreement;
-use crate::record::{Event, SlotDefect, SlotWords};
+use crate::record::SlotWords;
 use crate::shared::Shared;
-
-/// A slot as the reader hands it out: the record decoded from it, or why it could not be and
-/// what the slot held (for [`SlotDefect::error`]).
-pub(crate) type Decoded = Result<Event, (SlotDefect, SlotWords)>;
 
 /// Where the consumer is in the fault ring: its tail, and how far slots are known published.
 #[derive(Debug, Default)]
@@ -110,23 +106,10 @@ impl ReadChunk {
         self.first.wrapping_add(i)
     }
 
-    /// Copies slot `i` of the chunk (`i < len`) out of the region and decodes the copy with
-    /// `decode` (the agreed format's decoder, known at compile time to the caller). The copy is
-    /// what is decoded, whatever the producer writes afterwards; the stamp bits in it are the
+    /// Copies slot `i` of the chunk (`i < len`) out of the region: every word once, `Relaxed`
+    /// (the stamp's `Acquire` in [`FaultReader::chunk`] ordered them). The copy is what the
+    /// caller decodes, whatever the producer writes afterwards; the stamp bits in it are the
     /// decoders' to ignore.
-    #[inline(always)]
-    pub fn read(
-        &self,
-        shared: &Shared,
-        agreement: &Agreement,
-        i: u64,
-        decode: &impl Fn(&Agreement, &SlotWords) -> Result<Event, SlotDefect>,
-    ) -> Decoded {
-        let w = self.words(shared, i);
-        decode(agreement, &w).map_err(|why| (why, w))
-    }
-
-    /// Copies slot `i` of the chunk (`i < len`) out of the region, undecoded.
     #[inline(always)]
     pub fn words(&self, shared: &Shared, i: u64) -> SlotWords {
         debug_assert!(i < self.len);

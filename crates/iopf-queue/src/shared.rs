@@ -136,8 +136,15 @@ impl Shared {
     /// whole.
     #[inline(always)]
     pub fn copy_published<const N: usize>(&self, base: usize) -> [u64; N] {
-        let slot = self.words_at(base, N);
-        std::array::from_fn(|i| slot.get(i).map_or(0, |v| v.load(Ordering::Relaxed)))
+        match self
+            .region
+            .words()
+            .get(base..)
+            .and_then(<[AtomicU64]>::first_chunk::<N>)
+        {
+            Some(slot) => slot.each_ref().map(|v| v.load(Ordering::Relaxed)),
+            None => [0; N],
+        }
     }
 
     /// How many slots from `index` on, at most `max`, carry their index's stamp at `at` (each
@@ -152,10 +159,16 @@ impl Shared {
         at: StampAt,
         slot: impl Fn(&Geometry, u64) -> usize,
     ) -> u64 {
+        // The words taken once: an `Acquire` load keeps later loads after it, so a slice
+        // looked up through the region in the loop would be looked up again for every slot.
+        let words = self.region.words();
         let mut n = 0;
         while n < max {
             let i = index.wrapping_add(n);
-            if !self.stamped(slot(&self.geo, i) + at.word, at, crate::layout::stamp(i)) {
+            let Some(w) = words.get(slot(&self.geo, i) + at.word) else {
+                break;
+            };
+            if at.get(w.load(Ordering::Acquire)) != crate::layout::stamp(i) {
                 break;
             }
             n += 1;
