@@ -25,7 +25,7 @@ use iopf_core::{
 use crate::error::{LossCounts, LossReason, RejectReason, Rejection};
 use crate::handshake::chose_membarrier;
 use crate::layout::{
-    accept_tail, hdr, stamp, unpack, StampAt, COOKIES_PER_SLOT, FLAG_CONSUMER_CLOSED,
+    accept_tail, stamp, unpack, StampAt, COOKIES_PER_SLOT, FLAG_CONSUMER_CLOSED,
     FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP, IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER,
     RESP_SLOT_BYTES, RESP_SLOT_WORDS, RESP_STAMP,
 };
@@ -38,6 +38,7 @@ use crate::record::{
 };
 use crate::response::{encode_cookies, encode_slot, RawFormat};
 use crate::shared::{HeldStamp, Shared};
+#[cfg(not(iopf_loom))]
 use crate::sync::AtomicU64;
 use crate::wake::{arm, publish_and_wake, wait_until_woke, Doorbell};
 use crate::wake::{Publish, Woke};
@@ -167,14 +168,15 @@ impl Consumer {
     ) -> Result<Consumer, QueueError> {
         shared.check_header(&agreement)?;
         let producer_chose =
-            shared.w(hdr::PRODUCER_FLAGS).load(Ordering::Acquire) & PRODUCER_FLAG_MEMBARRIER != 0;
+            shared.header().producer_flags.load(Ordering::Acquire) & PRODUCER_FLAG_MEMBARRIER != 0;
         // Declared only when the producer chose it too: otherwise the producer publishes fenced
         // whatever this side does, and a barrier before each sleep would interrupt this
         // process's threads for nothing.
         let membarrier = producer_chose && chose_membarrier()?;
         if membarrier {
             shared
-                .w(hdr::FLAGS)
+                .header()
+                .flags
                 .fetch_or(FLAG_CONSUMER_MEMBARRIER, Ordering::SeqCst);
         }
         let publish = if membarrier {
@@ -229,7 +231,7 @@ impl Consumer {
 
     /// The producer's count of lost records, from the region header.
     pub fn producer_lost(&self) -> u64 {
-        self.shared.w(hdr::LOST).load(Ordering::Acquire)
+        self.shared.header().lost.load(Ordering::Acquire)
     }
 
     /// The producer's lost records by reason, from the region header: exact the moment a loss
@@ -239,9 +241,7 @@ impl Consumer {
         for r in LossReason::ALL {
             c.set(
                 r,
-                self.shared
-                    .w(hdr::LOST_BY_REASON + r as usize)
-                    .load(Ordering::Acquire),
+                self.shared.header().lost_by_reason[r as usize].load(Ordering::Acquire),
             );
         }
         c
@@ -320,7 +320,8 @@ impl Consumer {
         let room_wait = want.contains(Readiness::RESPONSE_ROOM);
         if room_wait {
             self.shared
-                .w(hdr::RESP_ROOM_WAIT)
+                .header()
+                .resp_room_wait
                 .store(1, Ordering::SeqCst);
         }
         let shared = self.shared.clone();
@@ -339,23 +340,20 @@ impl Consumer {
             r
         };
         let mut got = Readiness::empty();
+        let h = self.shared.header();
         let sleeping = if want.contains(Readiness::FAULTS) {
-            hdr::CONSUMER_SLEEPING
+            &h.consumer_sleeping
         } else {
-            hdr::RESP_ROOM_WAIT
+            &h.resp_room_wait
         };
-        arm(
-            self.shared.w(sleeping),
-            &self.fault_bell,
-            self.membarrier,
-            || {
-                got = look();
-                !got.is_empty()
-            },
-        );
+        arm(sleeping, &self.fault_bell, self.membarrier, || {
+            got = look();
+            !got.is_empty()
+        });
         if !got.is_empty() && room_wait {
             self.shared
-                .w(hdr::RESP_ROOM_WAIT)
+                .header()
+                .resp_room_wait
                 .store(0, Ordering::Relaxed);
         }
         got
@@ -374,6 +372,7 @@ impl Consumer {
     /// The whole shared region as words. A consumer has write access to all of it anyway; this
     /// is for tools and tests that play a misbehaving consumer. Writing here can only harm this
     /// consumer's own queue.
+    #[cfg(not(iopf_loom))]
     pub fn raw_region(&self) -> &[AtomicU64] {
         self.shared.words()
     }
@@ -452,9 +451,9 @@ impl Consumer {
     /// producer if it sleeps waiting for room for groups it holds back.
     fn commit_tail(&mut self) {
         publish_and_wake(
-            self.shared.w(hdr::FAULT_TAIL),
+            &self.shared.header().fault_tail,
             self.reader.tail(),
-            self.shared.w(hdr::ROOM_WAIT),
+            &self.shared.header().room_wait,
             &self.resp_bell,
             self.publish,
         );
@@ -600,7 +599,8 @@ impl Consumer {
         loop {
             if room_wait {
                 self.shared
-                    .w(hdr::RESP_ROOM_WAIT)
+                    .header()
+                    .resp_room_wait
                     .store(1, Ordering::SeqCst);
             }
             let shared = self.shared.clone();
@@ -610,10 +610,11 @@ impl Consumer {
                 (self.resp_head, self.cached_resp_tail, shared.geo.entries);
             let mut got = Readiness::empty();
             let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let h = shared.header();
             let sleeping = if want.contains(Readiness::FAULTS) {
-                hdr::CONSUMER_SLEEPING
+                &h.consumer_sleeping
             } else {
-                hdr::RESP_ROOM_WAIT
+                &h.resp_room_wait
             };
             let extra = self
                 .producer
@@ -621,7 +622,7 @@ impl Consumer {
                 .and_then(Link::wake_fd)
                 .map(|fd| &**fd);
             let woke = wait_until_woke(
-                shared.w(sleeping),
+                sleeping,
                 &self.fault_bell,
                 extra,
                 left,
@@ -640,7 +641,8 @@ impl Consumer {
             )?;
             if room_wait {
                 self.shared
-                    .w(hdr::RESP_ROOM_WAIT)
+                    .header()
+                    .resp_room_wait
                     .store(0, Ordering::Relaxed);
             }
             match woke {
@@ -664,7 +666,7 @@ impl Consumer {
         if used < entries {
             return entries - used;
         }
-        let t = self.shared.w(hdr::RESP_TAIL).load(Ordering::Acquire);
+        let t = self.shared.header().resp_tail.load(Ordering::Acquire);
         if let Some(t) = accept_tail(self.resp_head, self.cached_resp_tail, t) {
             self.cached_resp_tail = t;
         }
@@ -675,12 +677,11 @@ impl Consumer {
     /// when an earlier slot of this batch is still unpublished, or else kept for
     /// `publish_responses`.
     fn write_slot(&mut self, w: &[u64; RESP_SLOT_WORDS]) {
-        let base = self.shared.geo.resp_slot(self.resp_head);
-        self.shared.write_stamped(
-            base,
+        Shared::write_stamped(
+            self.shared.resp_slot(self.resp_head),
+            self.resp_head,
             w,
             RESP_STAMP,
-            stamp(self.resp_head),
             &mut self.unpublished,
         );
         self.resp_head = self.resp_head.wrapping_add(1);
@@ -709,16 +710,17 @@ impl Consumer {
     /// Makes written responses visible — the first unpublished slot's stamp, which releases the
     /// whole batch — and wakes the producer if it sleeps.
     fn publish_responses(&mut self) {
-        let Some((word, first)) = self.unpublished.take() else {
+        let Some((index, first)) = self.unpublished.take() else {
             return;
         };
         self.shared
-            .w(hdr::RESP_HEAD)
+            .header()
+            .resp_head
             .store(self.resp_head, Ordering::Relaxed);
         publish_and_wake(
-            self.shared.w(word),
+            &self.shared.resp_slot(index).0[RESP_STAMP.word],
             first,
-            self.shared.w(hdr::PRODUCER_SLEEPING),
+            &self.shared.header().producer_sleeping,
             &self.resp_bell,
             self.publish,
         );
@@ -882,7 +884,7 @@ impl Consumer {
     /// writes only when it rejects something: an exchange without rejections never pulls the
     /// producer's watermark line (which it writes on every drain) over to this core.
     fn collect_rejections(&mut self) {
-        if self.shared.w(hdr::VERDICT_HEAD).load(Ordering::Relaxed) != self.verdict_tail {
+        if self.shared.header().verdict_head.load(Ordering::Relaxed) != self.verdict_tail {
             self.collect_verdicts();
         }
     }
@@ -892,14 +894,14 @@ impl Consumer {
     /// ring, and the rest were accepted. Accepted runs are kept as ranges, so an accepted
     /// response costs no ring entry and no per-response work here.
     fn collect_verdicts(&mut self) {
-        let judged = self.shared.w(hdr::JUDGED).load(Ordering::Acquire);
+        let judged = self.shared.header().judged.load(Ordering::Acquire);
         let ahead = judged.wrapping_sub(self.judged);
         if ahead == 0 || ahead > self.resp_seq.wrapping_sub(self.judged) {
             // Nothing new, or a watermark beyond the responses sent (only a scribbled region).
             return;
         }
         // Loaded after the watermark: every rejection below it is visible.
-        let head = self.shared.w(hdr::VERDICT_HEAD).load(Ordering::Acquire);
+        let head = self.shared.header().verdict_head.load(Ordering::Acquire);
         let n = head.wrapping_sub(self.verdict_tail);
         if n > self.shared.geo.entries {
             // Only a scribbled region: learn nothing rather than call a rejection accepted.
@@ -907,8 +909,8 @@ impl Consumer {
         }
         {
             for _ in 0..n {
-                let base = self.shared.geo.verdict_slot(self.verdict_tail);
-                let id = self.shared.w(base).load(Ordering::Relaxed);
+                let verdict = &self.shared.verdict_slot(self.verdict_tail).0;
+                let id = verdict[0].load(Ordering::Relaxed);
                 // Relative to the first response still without a verdict (which moves as
                 // rejections are taken): below `judged` is this round's, up to `resp_seq` a
                 // later round's, anything else only a scribbled region has.
@@ -920,7 +922,7 @@ impl Consumer {
                 if rel >= judged.wrapping_sub(self.judged) {
                     break; // Beyond the watermark: next time.
                 }
-                let (errno, reason) = unpack(self.shared.w(base + 1).load(Ordering::Relaxed));
+                let (errno, reason) = unpack(verdict[1].load(Ordering::Relaxed));
                 self.keep_accepted(id);
                 self.stats.rejected += 1;
                 self.keep(Kept::Rejected(ResponseVerdict {
@@ -937,9 +939,9 @@ impl Consumer {
                 // Wakes a producer that sleeps because the verdict ring was full (it stops
                 // judging then, and sleeps until this tail moves).
                 publish_and_wake(
-                    self.shared.w(hdr::VERDICT_TAIL),
+                    &self.shared.header().verdict_tail,
                     self.verdict_tail,
-                    self.shared.w(hdr::PRODUCER_SLEEPING),
+                    &self.shared.header().producer_sleeping,
                     &self.resp_bell,
                     self.publish,
                 );
@@ -1031,7 +1033,8 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.shared
-            .w(hdr::FLAGS)
+            .header()
+            .flags
             .fetch_or(FLAG_CONSUMER_CLOSED, Ordering::SeqCst);
         self.resp_bell.ring();
     }
@@ -1248,7 +1251,7 @@ impl AsFd for Consumer {
 /// Whether the response ring, with `head` written and `cached` the tail last read, has room once
 /// the producer's tail is read now.
 fn resp_room_now(shared: &Shared, head: u64, cached: u64, entries: u64) -> bool {
-    let t = shared.w(hdr::RESP_TAIL).load(Ordering::Acquire);
+    let t = shared.header().resp_tail.load(Ordering::Acquire);
     let tail = accept_tail(head, cached, t).unwrap_or(cached);
     head.wrapping_sub(tail) < entries
 }
@@ -1261,7 +1264,7 @@ fn fault_published(shared: &Shared, index: u64) -> bool {
 /// [`fault_published`] with the format's stamp position given.
 #[inline(always)]
 fn slot_published(shared: &Shared, index: u64, at: StampAt) -> bool {
-    shared.stamped(shared.geo.fault_slot(index) + at.word, at, stamp(index))
+    Shared::stamped(shared.fault_slot(index), at, stamp(index))
 }
 
 impl std::os::fd::AsRawFd for Consumer {
@@ -1403,7 +1406,7 @@ mod tests {
     fn accepted_responses_take_no_verdict_entry_and_still_get_a_verdict() {
         let (mut p, mut c) = queue(4);
         exchange(&mut p, &mut c, 40, 0);
-        assert_eq!(c.shared.w(hdr::VERDICT_HEAD).load(Ordering::Acquire), 0);
+        assert_eq!(c.shared.header().verdict_head.load(Ordering::Acquire), 0);
         let mut v = Vec::new();
         assert_eq!(c.take_verdicts(&mut v), 40);
         assert!(v.iter().all(|v| v.outcome.is_ok()));
@@ -1498,7 +1501,7 @@ mod tests {
         let rs = successes(&cookies);
         assert_eq!(c.respond(&rs).unwrap(), 20);
         // 20 responses, 7 to a slot: 3 slots, 20 ids.
-        assert_eq!(c.shared.w(hdr::RESP_HEAD).load(Ordering::Acquire), 3);
+        assert_eq!(c.shared.header().resp_head.load(Ordering::Acquire), 3);
         assert_eq!(c.responses_sent(), 20);
         let mut answers = Vec::new();
         assert_eq!(p.drain_responses(&mut answers), 20);
@@ -1569,11 +1572,11 @@ mod tests {
         }
         let mut answers = Vec::new();
         assert_eq!(p.drain_responses(&mut answers), 4);
-        c.shared.w(hdr::JUDGED).store(3, Ordering::Release);
+        c.shared.header().judged.store(3, Ordering::Release);
         let mut v = Vec::new();
         assert_eq!(c.take_verdicts(&mut v), 3);
         assert_eq!(v.iter().map(|v| v.id).collect::<Vec<_>>(), vec![0, 1, 2]);
-        c.shared.w(hdr::JUDGED).store(4, Ordering::Release);
+        c.shared.header().judged.store(4, Ordering::Release);
         v.clear();
         assert_eq!(c.take_verdicts(&mut v), 1);
         assert_eq!(v[0].id, 3);

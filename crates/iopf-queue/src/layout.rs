@@ -32,6 +32,11 @@
 //!               in responses) with no entry here was accepted
 //! ```
 //!
+//! The layout is typed: the header is one `#[repr(C)]` struct (`Header`, whose field offsets
+//! give the word numbers above and [`hdr`]'s constants), a fault or response slot a
+//! `RingSlot` (one line), a verdict slot a `VerdictSlot`; the crate's one unsafe module casts the mapping into
+//! them once, where it maps it, and the ends use the fields by name.
+//!
 //! Indices are free-running `u64` counters; a slot is `index & (entries - 1)`. The ring sizes and
 //! offsets are computed from the [`Agreement`] by each end on its own; neither end ever takes an
 //! offset or a size from the region to index it.
@@ -47,6 +52,7 @@
 //! Tails stay indices: a writer re-reads the reader's tail only when its cached copy says full.
 
 use crate::negotiate::{Agreement, RecordFormat};
+use crate::sync::AtomicU64;
 
 /// `"IOPFQ\0\0\x05"`: the region's magic. The last byte is the region format's version: 2 added
 /// the judged watermark and packed cookie responses, 3 the slot stamps, 4 the loss reasons (in
@@ -54,47 +60,149 @@ use crate::negotiate::{Agreement, RecordFormat};
 /// refused ("bad magic") instead of waiting on a head nobody reads or a ring nobody rings.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IOPFQ\0\0\x05");
 
-/// Header word indices: the region's cross-process layout (versioned by [`MAGIC`]). Public
-/// but hidden for the fuzz targets and adversarial tests that write a peer's words; not an
-/// API.
-#[doc(hidden)]
-pub mod hdr {
-    pub const MAGIC: usize = 0;
-    pub const VERSION_RECORD: usize = 1;
-    pub const RESPONSES_SLOT: usize = 2;
-    pub const ENTRIES: usize = 3;
-    pub const FEATURES: usize = 4;
+/// The region's header: one struct, `#[repr(C)]`, laid over the mapping's first 1 KiB by
+/// [`crate::shm`] (the one place the region is cast). Each line is 64 bytes; the hot words each
+/// have a line of their own (the `_line_*` words fill it), so the two ends never share a line
+/// they write. Changing it changes the region format: bump [`MAGIC`]'s version.
+#[repr(C, align(64))]
+#[cfg_attr(iopf_loom, derive(Default, Debug))]
+pub(crate) struct Header {
+    // Line 0: the description, written once by the producer before the consumer maps it.
+    pub magic: AtomicU64,
+    /// ABI version (low) | record format (high).
+    pub version_record: AtomicU64,
+    /// Response formats (low) | fault slot bytes (high).
+    pub responses_slot: AtomicU64,
+    /// Fault ring entries (low) | response ring entries (high).
+    pub entries: AtomicU64,
+    pub features: AtomicU64,
     /// Fault ring offset (low) | response ring offset (high), in bytes.
-    pub const RING_OFFS: usize = 5;
-    pub const VERDICT_OFF: usize = 6;
-    pub const SIZE: usize = 7;
-    pub const FAULT_HEAD: usize = 8;
-    pub const FAULT_TAIL: usize = 16;
-    pub const RESP_HEAD: usize = 24;
-    pub const RESP_TAIL: usize = 32;
+    pub ring_offs: AtomicU64,
+    /// Verdict ring offset, in bytes.
+    pub verdict_off: AtomicU64,
+    /// Region size, in bytes.
+    pub size: AtomicU64,
+    /// The producer's fault head (for tools: neither end reads it, the stamps say what is full).
+    pub fault_head: AtomicU64,
+    _line_fault_head: [AtomicU64; 7],
+    /// The consumer's fault tail: slots below it are the producer's again.
+    pub fault_tail: AtomicU64,
+    _line_fault_tail: [AtomicU64; 7],
+    /// The consumer's response head (for tools, as `fault_head`).
+    pub resp_head: AtomicU64,
+    _line_resp_head: [AtomicU64; 7],
+    /// The producer's response tail.
+    pub resp_tail: AtomicU64,
     /// Responses judged (the verdict watermark), on `resp_tail`'s line: the producer writes
     /// both at once and the consumer reads both.
-    pub const JUDGED: usize = 33;
-    pub const VERDICT_HEAD: usize = 40;
-    pub const VERDICT_TAIL: usize = 48;
-    pub const CONSUMER_SLEEPING: usize = 56;
-    pub const PRODUCER_SLEEPING: usize = 64;
-    pub const NEXT_SEQ: usize = 72;
-    pub const LOST: usize = 73;
-    pub const FLAGS: usize = 80;
-    pub const PRODUCER_FLAGS: usize = 88;
-    /// Records lost for loss reason `r` are at `LOST_BY_REASON + r` (reasons number from 1).
-    pub const LOST_BY_REASON: usize = 96;
+    pub judged: AtomicU64,
+    _line_resp_tail: [AtomicU64; 6],
+    pub verdict_head: AtomicU64,
+    _line_verdict_head: [AtomicU64; 7],
+    pub verdict_tail: AtomicU64,
+    _line_verdict_tail: [AtomicU64; 7],
+    /// The consumer sleeps (the producer clears it when it rings).
+    pub consumer_sleeping: AtomicU64,
+    _line_consumer_sleeping: [AtomicU64; 7],
+    /// The producer sleeps (the consumer clears it when it rings).
+    pub producer_sleeping: AtomicU64,
+    _line_producer_sleeping: [AtomicU64; 7],
+    /// The next sequence number the producer gives a record.
+    pub next_seq: AtomicU64,
+    /// Records lost in all.
+    pub lost: AtomicU64,
+    _line_next_seq: [AtomicU64; 6],
+    /// The consumer's flags (`FLAG_CONSUMER_*`).
+    pub flags: AtomicU64,
+    _line_flags: [AtomicU64; 7],
+    /// The producer's flags (`PRODUCER_FLAG_*`), written once before the consumer maps the
+    /// region.
+    pub producer_flags: AtomicU64,
+    _line_producer_flags: [AtomicU64; 7],
+    /// Records lost for each `LossReason`: reason `r` (numbered from 1) at index `r`, updated
+    /// the moment a loss happens.
+    pub lost_by_reason: [AtomicU64; 8],
     /// The producer sleeps with groups held back and wants a ring when slots come back.
-    pub const ROOM_WAIT: usize = 104;
+    pub room_wait: AtomicU64,
+    _line_room_wait: [AtomicU64; 7],
     /// The consumer sleeps on a full response ring and wants a ring when responses are judged.
-    pub const RESP_ROOM_WAIT: usize = 112;
-    /// Words in the header.
-    pub const WORDS: usize = 128;
+    pub resp_room_wait: AtomicU64,
+    _line_resp_room_wait: [AtomicU64; 7],
+    _spare: [AtomicU64; 8],
 }
 
+/// A slot of the fault ring or of the response ring: one cache line, so a record (a response)
+/// crosses from one core to the other as one line, and neighbouring slots never share one.
+#[repr(C, align(64))]
+#[cfg_attr(iopf_loom, derive(Default, Debug))]
+pub(crate) struct RingSlot(pub [AtomicU64; RING_SLOT_WORDS]);
+
+/// A slot of the verdict ring: response id; errno | reason.
+#[repr(C)]
+#[cfg_attr(iopf_loom, derive(Default, Debug))]
+pub(crate) struct VerdictSlot(pub [AtomicU64; VERDICT_SLOT_WORDS]);
+
+/// Words of a slot of either stamped ring.
+pub(crate) const RING_SLOT_WORDS: usize = 8;
+
+#[cfg(not(iopf_loom))]
+const _: () = {
+    assert!(std::mem::size_of::<Header>() == hdr::WORDS * 8);
+    assert!(std::mem::size_of::<RingSlot>() == 64 && std::mem::align_of::<RingSlot>() == 64);
+    assert!(std::mem::size_of::<VerdictSlot>() == VERDICT_SLOT_WORDS * 8);
+};
+
+/// Header word indices, from the fields of the (crate-private) `Header`: the region's
+/// cross-process layout (versioned by [`MAGIC`]), for the fuzz targets and adversarial tests
+/// that write a peer's words ([`crate::Consumer::raw_region`]) and for tools that look at a
+/// region. Public but hidden; not an API.
+#[doc(hidden)]
+#[cfg(not(iopf_loom))]
+pub mod hdr {
+    use super::Header;
+    use std::mem::offset_of;
+
+    const fn word(bytes: usize) -> usize {
+        bytes / 8
+    }
+    pub const MAGIC: usize = word(offset_of!(Header, magic));
+    pub const VERSION_RECORD: usize = word(offset_of!(Header, version_record));
+    pub const RESPONSES_SLOT: usize = word(offset_of!(Header, responses_slot));
+    pub const ENTRIES: usize = word(offset_of!(Header, entries));
+    pub const FEATURES: usize = word(offset_of!(Header, features));
+    /// Fault ring offset (low) | response ring offset (high), in bytes.
+    pub const RING_OFFS: usize = word(offset_of!(Header, ring_offs));
+    pub const VERDICT_OFF: usize = word(offset_of!(Header, verdict_off));
+    pub const SIZE: usize = word(offset_of!(Header, size));
+    pub const FAULT_HEAD: usize = word(offset_of!(Header, fault_head));
+    pub const FAULT_TAIL: usize = word(offset_of!(Header, fault_tail));
+    pub const RESP_HEAD: usize = word(offset_of!(Header, resp_head));
+    pub const RESP_TAIL: usize = word(offset_of!(Header, resp_tail));
+    pub const JUDGED: usize = word(offset_of!(Header, judged));
+    pub const VERDICT_HEAD: usize = word(offset_of!(Header, verdict_head));
+    pub const VERDICT_TAIL: usize = word(offset_of!(Header, verdict_tail));
+    pub const CONSUMER_SLEEPING: usize = word(offset_of!(Header, consumer_sleeping));
+    pub const PRODUCER_SLEEPING: usize = word(offset_of!(Header, producer_sleeping));
+    pub const NEXT_SEQ: usize = word(offset_of!(Header, next_seq));
+    pub const LOST: usize = word(offset_of!(Header, lost));
+    pub const FLAGS: usize = word(offset_of!(Header, flags));
+    pub const PRODUCER_FLAGS: usize = word(offset_of!(Header, producer_flags));
+    /// Records lost for loss reason `r` are at `LOST_BY_REASON + r` (reasons number from 1).
+    pub const LOST_BY_REASON: usize = word(offset_of!(Header, lost_by_reason));
+    pub const ROOM_WAIT: usize = word(offset_of!(Header, room_wait));
+    pub const RESP_ROOM_WAIT: usize = word(offset_of!(Header, resp_room_wait));
+    /// Words in the header.
+    pub const WORDS: usize = word(std::mem::size_of::<Header>());
+}
+
+/// Words in the header (a constant of the format, also under loom, whose atomics are larger).
+pub(crate) const HEADER_WORDS: usize = 128;
+
 // The read-mostly description fits in the header's first line.
-const _: () = assert!(hdr::SIZE < 8 && hdr::VERDICT_OFF < 8 && hdr::RING_OFFS < 8);
+#[cfg(not(iopf_loom))]
+const _: () = assert!(
+    hdr::SIZE < 8 && hdr::VERDICT_OFF < 8 && hdr::RING_OFFS < 8 && hdr::WORDS == HEADER_WORDS
+);
 
 /// `flags` bit: the consumer has closed its end.
 pub(crate) const FLAG_CONSUMER_CLOSED: u64 = 1;
@@ -108,7 +216,7 @@ pub(crate) const PRODUCER_FLAG_MEMBARRIER: u64 = 1;
 
 /// Words of a fault slot, in either record format: one cache line, so a record crosses from one
 /// core to the other as one line, and neighbouring slots never share one.
-pub(crate) const FAULT_SLOT_WORDS: usize = 8;
+pub(crate) const FAULT_SLOT_WORDS: usize = RING_SLOT_WORDS;
 
 /// Where a fault slot's stamp lives: 32 bits of one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +275,7 @@ pub(crate) const KIND_FAULT: u32 = 1;
 /// word, count in the body).
 pub(crate) const KIND_LOST: u32 = 2;
 /// Words of a response slot: len | format | stamp, then 56 bytes of response.
-pub(crate) const RESP_SLOT_WORDS: usize = 8;
+pub(crate) const RESP_SLOT_WORDS: usize = RING_SLOT_WORDS;
 /// Where a response slot keeps its stamp: the high half of its first word.
 pub(crate) const RESP_STAMP: StampAt = StampAt { word: 0, shift: 32 };
 /// Bytes of response a slot can carry.
@@ -205,7 +313,7 @@ impl Geometry {
             RecordFormat::HwptPgfault => HWPT_STAMP,
         };
         let entries = a.entries as usize;
-        let fault_off = hdr::WORDS;
+        let fault_off = HEADER_WORDS;
         let resp_off = align8(fault_off + entries * FAULT_SLOT_WORDS);
         let verdict_off = align8(resp_off + entries * RESP_SLOT_WORDS);
         let end = verdict_off + entries * VERDICT_SLOT_WORDS;
@@ -229,19 +337,11 @@ impl Geometry {
         self.entries - 1
     }
 
-    /// First word of fault slot `index`.
-    pub fn fault_slot(&self, index: u64) -> usize {
-        self.fault_off + (index & self.mask()) as usize * FAULT_SLOT_WORDS
-    }
-
-    /// First word of response slot `index`.
-    pub fn resp_slot(&self, index: u64) -> usize {
-        self.resp_off + (index & self.mask()) as usize * RESP_SLOT_WORDS
-    }
-
-    /// First word of verdict slot `index`.
-    pub fn verdict_slot(&self, index: u64) -> usize {
-        self.verdict_off + (index & self.mask()) as usize * VERDICT_SLOT_WORDS
+    /// The position in its ring (fault, response or verdict: all have `entries` slots) of the
+    /// slot for free-running index `index`.
+    #[inline(always)]
+    pub fn slot(&self, index: u64) -> usize {
+        (index & self.mask()) as usize
     }
 }
 
@@ -289,7 +389,7 @@ pub(crate) fn unpack(w: u64) -> (u32, u32) {
     (w as u32, (w >> 32) as u32)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(iopf_loom)))]
 mod tests {
     use super::*;
     use crate::negotiate::{negotiate, Offer, Request};
@@ -320,17 +420,53 @@ mod tests {
     }
 
     #[test]
-    fn every_slot_of_every_ring_is_inside_the_region() {
+    fn every_ring_is_inside_the_region_and_slots_are_lines() {
         for entries in [2, 64, 4096] {
             let mut r = Request::v1();
             r.entries = entries;
             let g = Geometry::new(&negotiate(&Offer::current(), &r).unwrap());
-            let last = u64::from(entries) - 1;
-            assert!(g.fault_slot(last) + FAULT_SLOT_WORDS <= g.resp_off);
-            assert!(g.resp_slot(last) + RESP_SLOT_WORDS <= g.verdict_off);
-            assert!(g.verdict_slot(last) + VERDICT_SLOT_WORDS <= g.words);
-            assert_eq!(g.fault_slot(last + 1), g.fault_off);
+            let n = entries as usize;
+            assert_eq!(g.fault_off, hdr::WORDS);
+            assert!(g.fault_off + n * FAULT_SLOT_WORDS <= g.resp_off);
+            assert!(g.resp_off + n * RESP_SLOT_WORDS <= g.verdict_off);
+            assert!(g.verdict_off + n * VERDICT_SLOT_WORDS <= g.words);
+            assert_eq!(
+                (g.fault_off % 8, g.resp_off % 8),
+                (0, 0),
+                "slots are whole lines"
+            );
+            assert_eq!(g.slot(u64::from(entries)), 0);
             assert_eq!(g.bytes() % 4096, 0);
+        }
+    }
+
+    /// The header's word numbers are the region format's (a peer of the same `MAGIC` reads
+    /// them there): a change to [`Header`] that moves one must bump the format's version.
+    #[test]
+    fn the_header_words_are_where_the_format_puts_them() {
+        let want = [
+            (hdr::MAGIC, 0),
+            (hdr::SIZE, 7),
+            (hdr::FAULT_HEAD, 8),
+            (hdr::FAULT_TAIL, 16),
+            (hdr::RESP_HEAD, 24),
+            (hdr::RESP_TAIL, 32),
+            (hdr::JUDGED, 33),
+            (hdr::VERDICT_HEAD, 40),
+            (hdr::VERDICT_TAIL, 48),
+            (hdr::CONSUMER_SLEEPING, 56),
+            (hdr::PRODUCER_SLEEPING, 64),
+            (hdr::NEXT_SEQ, 72),
+            (hdr::LOST, 73),
+            (hdr::FLAGS, 80),
+            (hdr::PRODUCER_FLAGS, 88),
+            (hdr::LOST_BY_REASON, 96),
+            (hdr::ROOM_WAIT, 104),
+            (hdr::RESP_ROOM_WAIT, 112),
+            (hdr::WORDS, 128),
+        ];
+        for (got, word) in want {
+            assert_eq!(got, word);
         }
     }
 }

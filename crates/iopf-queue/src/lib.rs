@@ -119,7 +119,7 @@ pub fn channel(
 ) -> Result<(Producer, Consumer), QueueError> {
     let agreement = negotiate(offer, request)?;
     let geo = layout::Geometry::new(&agreement);
-    let (region, _memfd) = shm::Region::create(geo.bytes())?;
+    let (region, _memfd) = shm::Region::create(&geo)?;
     let shared = shared::Shared::new(Arc::new(region), geo)?;
     let fault_bell = wake::Doorbell::new()?;
     let resp_bell = wake::Doorbell::new()?;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use loom::thread;
 
-use crate::layout::{accept_tail, hdr, stamp, Geometry, FAULT_SLOT_WORDS, HWPT_STAMP};
+use crate::layout::{accept_tail, Geometry, FAULT_SLOT_WORDS, HWPT_STAMP};
 use crate::negotiate::negotiate;
 use crate::read_chunk::FaultReader;
 use crate::shared::{HeldStamp, Shared};
@@ -70,7 +70,7 @@ fn agreement(entries: u32) -> crate::negotiate::Agreement {
 /// A region with the geometry of a two-slot `iommu_hwpt_pgfault` ring.
 fn region() -> Shared {
     let geo = Geometry::new(&agreement(2));
-    let (region, _memfd) = Region::create(geo.bytes()).expect("memfd");
+    let (region, _memfd) = Region::create(&geo).expect("memfd");
     Shared::new(Arc::new(region), geo).expect("the region fits its geometry")
 }
 
@@ -99,7 +99,7 @@ struct Writer {
 
 impl Writer {
     fn room(&mut self) -> u64 {
-        let t = self.shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire);
+        let t = self.shared.header().fault_tail.load(Ordering::Acquire);
         let accepted = accept_tail(self.head, self.cached_tail, t);
         assert!(
             accepted.is_some(),
@@ -110,23 +110,22 @@ impl Writer {
     }
 
     fn write(&mut self, i: u64) {
-        let base = self.shared.geo.fault_slot(self.head);
-        self.shared.write_stamped(
-            base,
+        Shared::write_stamped(
+            self.shared.fault_slot(self.head),
+            self.head,
             &record(i),
             HWPT_STAMP,
-            stamp(self.head),
             &mut self.held,
         );
         self.head += 1;
     }
 
     fn publish(&mut self, bell: &Doorbell, how: Publish) {
-        if let Some((word, stamped)) = self.held.take() {
+        if let Some((index, stamped)) = self.held.take() {
             publish_and_wake(
-                self.shared.w(word),
+                &self.shared.fault_slot(index).0[HWPT_STAMP.word],
                 stamped,
-                self.shared.w(hdr::CONSUMER_SLEEPING),
+                &self.shared.header().consumer_sleeping,
                 bell,
                 how,
             );
@@ -155,9 +154,9 @@ impl Reader {
 
     fn give_back(&self, bell: &Doorbell) {
         publish_and_wake(
-            self.shared.w(hdr::FAULT_TAIL),
+            &self.shared.header().fault_tail,
             self.reader.tail(),
-            self.shared.w(hdr::ROOM_WAIT),
+            &self.shared.header().room_wait,
             bell,
             Publish::Fenced,
         );
@@ -246,7 +245,7 @@ fn sleeper_against_publisher(how: Publish) {
         for _ in 0..2 {
             let sleeping = reader.shared.clone();
             wait_until_woke(
-                sleeping.w(hdr::CONSUMER_SLEEPING),
+                &sleeping.header().consumer_sleeping,
                 &twin,
                 None,
                 None,
@@ -302,17 +301,17 @@ fn model_a_producer_waiting_for_room_is_woken_when_slots_come_back() {
         // The ring is full: wait for room as the producer does with groups held back.
         let cached = w.cached_tail;
         let s = w.shared.clone();
-        s.w(hdr::ROOM_WAIT).store(1, Ordering::SeqCst);
+        s.header().room_wait.store(1, Ordering::SeqCst);
         let woke = wait_until_woke(
-            s.w(hdr::PRODUCER_SLEEPING),
+            &s.header().producer_sleeping,
             &bell,
             None,
             None,
             false,
-            || s.w(hdr::FAULT_TAIL).load(Ordering::Acquire) != cached,
+            || s.header().fault_tail.load(Ordering::Acquire) != cached,
         )
         .expect("a wait without a timeout or a socket");
-        s.w(hdr::ROOM_WAIT).store(0, Ordering::Relaxed);
+        s.header().room_wait.store(0, Ordering::Relaxed);
         assert_ne!(woke, Woke::Peer);
         assert_eq!(w.room(), 1, "the slot given back is free");
         read.join().expect("reader");
@@ -333,7 +332,7 @@ fn model_an_armed_event_loop_is_rung_for_a_publication() {
         };
         let read = thread::spawn(move || {
             let s = reader.shared.clone();
-            if !arm(s.w(hdr::CONSUMER_SLEEPING), &twin, false, || {
+            if !arm(&s.header().consumer_sleeping, &twin, false, || {
                 reader.published()
             }) {
                 // What the event loop's epoll does: sleep until the descriptor is readable.

@@ -33,9 +33,8 @@ use iopf_core::{Cookie, GroupFacts, GroupTable, Naming, Responder, Response, Tab
 use crate::error::{LossCounts, LossReason, Rejection};
 use crate::handshake::chose_membarrier;
 use crate::layout::{
-    accept_tail, hdr, pack, stamp, Geometry, StampAt, FLAG_CONSUMER_CLOSED,
-    FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP, IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER,
-    RESP_SLOT_WORDS, RESP_STAMP,
+    accept_tail, pack, stamp, StampAt, FLAG_CONSUMER_CLOSED, FLAG_CONSUMER_MEMBARRIER, HWPT_STAMP,
+    IOMMU_FAULT_STAMP, PRODUCER_FLAG_MEMBARRIER, RESP_STAMP,
 };
 use crate::negotiate::{Agreement, RecordFormat};
 use crate::peer::Link;
@@ -232,7 +231,8 @@ impl Producer {
         let membarrier = chose_membarrier()?;
         if membarrier {
             shared
-                .w(hdr::PRODUCER_FLAGS)
+                .header()
+                .producer_flags
                 .store(PRODUCER_FLAG_MEMBARRIER, Ordering::Release);
         }
         Ok(Producer {
@@ -415,8 +415,8 @@ impl Producer {
         // publishes it), the header's head and sequence, and three counters.
         let (seq, head) = (self.next_seq, self.fault_head);
         // Unrecoverable faults are only ever agreed with `iommu_fault` records.
-        let (word, stamped) = self.shared.write_unstamped(
-            self.shared.geo.fault_slot(head),
+        let stamped = Shared::write_unstamped(
+            self.shared.fault_slot(head),
             &encode_unrecoverable(seq, dev_id, fault),
             IOMMU_FAULT_STAMP,
             stamp(head),
@@ -424,7 +424,7 @@ impl Producer {
         self.fault_head = head + 1;
         self.next_seq = seq + 1;
         self.stats.delivered += 1;
-        self.publish_stamp(word, stamped);
+        self.publish_stamp(head, stamped);
         Ok(seq)
     }
 
@@ -490,7 +490,7 @@ impl Producer {
         !self.closed
             && self.unreported_loss.is_none()
             && self.shared.geo.entries - self.fault_head.wrapping_sub(self.cached_fault_tail) >= n
-            && self.shared.header()[hdr::FLAGS].load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED == 0
+            && self.shared.header().flags.load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED == 0
     }
 
     /// An unrecoverable fault (not published) when the fast path could not take it: the consumer
@@ -524,7 +524,8 @@ impl Producer {
     /// it also sees them, and its [`close`](Producer::close) judges them instead of answering
     /// their groups "consumer gone" (the model check found this with the load `Relaxed`).
     pub(crate) fn consumer_closed(&self) -> bool {
-        self.closed || self.shared.w(hdr::FLAGS).load(Ordering::Acquire) & FLAG_CONSUMER_CLOSED != 0
+        self.closed
+            || self.shared.header().flags.load(Ordering::Acquire) & FLAG_CONSUMER_CLOSED != 0
     }
 
     fn check_group(&self, group: &TaggedGroup<'_>) -> Result<(), QueueError> {
@@ -793,7 +794,7 @@ impl Producer {
     /// hold groups back than lose them looks here before pushing; the fault path itself never
     /// waits.
     pub fn free_slots(&mut self) -> u64 {
-        let tail = self.shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire);
+        let tail = self.shared.header().fault_tail.load(Ordering::Acquire);
         self.accept_tail(tail);
         self.shared.geo.entries - self.fault_head.wrapping_sub(self.cached_fault_tail)
     }
@@ -806,7 +807,7 @@ impl Producer {
         if entries - self.fault_head.wrapping_sub(self.cached_fault_tail) >= need {
             return true;
         }
-        let tail = self.shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire);
+        let tail = self.shared.header().fault_tail.load(Ordering::Acquire);
         self.accept_tail(tail);
         entries - self.fault_head.wrapping_sub(self.cached_fault_tail) >= need
     }
@@ -834,12 +835,11 @@ impl Producer {
     #[inline(always)]
     fn write_slot_at(&mut self, words: &SlotWords, at: StampAt) {
         debug_assert_eq!(at, self.shared.geo.stamp);
-        let base = self.shared.geo.fault_slot(self.fault_head);
-        self.shared.write_stamped(
-            base,
+        Shared::write_stamped(
+            self.shared.fault_slot(self.fault_head),
+            self.fault_head,
             words,
             at,
-            stamp(self.fault_head),
             &mut self.unpublished,
         );
         self.fault_head += 1;
@@ -871,11 +871,11 @@ impl Producer {
                 reason: Some(reason),
             },
         });
-        self.shared
-            .w(hdr::LOST_BY_REASON + reason as usize)
+        self.shared.header().lost_by_reason[reason as usize]
             .store(self.stats.lost_by.get(reason), Ordering::Release);
         self.shared
-            .w(hdr::LOST)
+            .header()
+            .lost
             .store(self.stats.lost, Ordering::Release);
         if !self.agreement.features.contains(Features::LOSS_RECORDS) {
             self.unreported_loss = None;
@@ -931,26 +931,29 @@ impl Producer {
     /// chose the `membarrier` handshake, fenced otherwise).
     #[inline]
     fn publish(&mut self) {
-        let Some((word, stamped)) = self.unpublished.take() else {
-            self.shared.header()[hdr::NEXT_SEQ].store(self.next_seq, Ordering::Relaxed);
+        let Some((index, stamped)) = self.unpublished.take() else {
+            self.shared
+                .header()
+                .next_seq
+                .store(self.next_seq, Ordering::Relaxed);
             return;
         };
-        self.publish_stamp(word, stamped);
+        self.publish_stamp(index, stamped);
     }
 
-    /// Stores the stamp word `word` (value `stamped`), which publishes every slot written since
-    /// the last publication, with the header's head and sequence; wakes the consumer if it
-    /// sleeps.
+    /// Stores fault slot `index`'s stamp word (value `stamped`), which publishes every slot
+    /// written since the last publication, with the header's head and sequence; wakes the
+    /// consumer if it sleeps.
     #[inline(always)]
-    fn publish_stamp(&mut self, word: usize, stamped: u64) {
+    fn publish_stamp(&mut self, index: u64, stamped: u64) {
         let h = self.shared.header();
-        h[hdr::NEXT_SEQ].store(self.next_seq, Ordering::Relaxed);
-        h[hdr::FAULT_HEAD].store(self.fault_head, Ordering::Relaxed);
+        h.next_seq.store(self.next_seq, Ordering::Relaxed);
+        h.fault_head.store(self.fault_head, Ordering::Relaxed);
         let how = self.record_publish();
         publish_and_wake(
-            self.shared.w(word),
+            &self.shared.fault_slot(index).0[self.shared.geo.stamp.word],
             stamped,
-            &h[hdr::CONSUMER_SLEEPING],
+            &h.consumer_sleeping,
             &self.fault_bell,
             how,
         );
@@ -961,7 +964,7 @@ impl Producer {
     #[inline(always)]
     fn record_publish(&self) -> Publish {
         if self.membarrier
-            && self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_MEMBARRIER != 0
+            && self.shared.header().flags.load(Ordering::Relaxed) & FLAG_CONSUMER_MEMBARRIER != 0
         {
             Publish::Light
         } else {
@@ -999,16 +1002,14 @@ impl Producer {
         let mut rejected = false;
         // The run of published slots first, each stamp looked at once in a loop of its own (as
         // the consumer's reader does), then each slot copied once and judged from the copy.
-        let run = self.shared.published_run(
+        let run = Shared::published_run(
+            self.shared.responses(),
             self.resp_tail,
             entries.min(max as u64),
             RESP_STAMP,
-            Geometry::resp_slot,
         );
         while slots < run && judged < max {
-            let w: [u64; RESP_SLOT_WORDS] = self
-                .shared
-                .copy_published(self.shared.geo.resp_slot(self.resp_tail));
+            let w = Shared::copy_published(self.shared.resp_slot(self.resp_tail));
             // Judged from the copy only: what the consumer writes now changes nothing.
             let packed = packed_in(&w, entries);
             let k = packed.unwrap_or(1);
@@ -1034,11 +1035,9 @@ impl Producer {
                     }
                     Err(rej) => {
                         self.stats.rejected += 1;
-                        let vbase = self.shared.geo.verdict_slot(self.verdict_head);
-                        self.shared.w(vbase).store(self.judged, Ordering::Relaxed);
-                        self.shared
-                            .w(vbase + 1)
-                            .store(verdict_word(rej), Ordering::Relaxed);
+                        let verdict = &self.shared.verdict_slot(self.verdict_head).0;
+                        verdict[0].store(self.judged, Ordering::Relaxed);
+                        verdict[1].store(verdict_word(rej), Ordering::Relaxed);
                         self.verdict_head += 1;
                         room -= 1;
                         rejected = true;
@@ -1057,18 +1056,20 @@ impl Producer {
         // every rejection entry below it.
         if rejected {
             self.shared
-                .w(hdr::VERDICT_HEAD)
+                .header()
+                .verdict_head
                 .store(self.verdict_head, Ordering::Release);
         }
         self.shared
-            .w(hdr::JUDGED)
+            .header()
+            .judged
             .store(self.judged, Ordering::Release);
         // Wakes a consumer that sleeps on a full response ring (`Consumer::wait_for`).
         let how = self.record_publish();
         publish_and_wake(
-            self.shared.w(hdr::RESP_TAIL),
+            &self.shared.header().resp_tail,
             self.resp_tail,
-            self.shared.w(hdr::RESP_ROOM_WAIT),
+            &self.shared.header().resp_room_wait,
             &self.fault_bell,
             how,
         );
@@ -1098,7 +1099,7 @@ impl Producer {
 
     /// Free entries in the verdict ring, re-reading (and checking) the consumer's tail.
     fn verdict_room(&mut self) -> u64 {
-        let vt = self.shared.w(hdr::VERDICT_TAIL).load(Ordering::Acquire);
+        let vt = self.shared.header().verdict_tail.load(Ordering::Acquire);
         if vt.wrapping_sub(self.cached_verdict_tail)
             <= self.verdict_head.wrapping_sub(self.cached_verdict_tail)
         {
@@ -1152,7 +1153,7 @@ impl Producer {
     /// bell so that a sleeping wait or event loop looks again (and re-arms for room).
     fn announce_holding(&self) {
         self.holding.store(true, Ordering::Release);
-        self.shared.w(hdr::ROOM_WAIT).store(1, Ordering::SeqCst);
+        self.shared.header().room_wait.store(1, Ordering::SeqCst);
         self.resp_bell.ring();
     }
 
@@ -1192,16 +1193,19 @@ impl Producer {
         let holding = want.contains(Readiness::FAULT_ROOM) && !self.backlog.is_empty();
         let w = self.response_wait();
         if holding {
-            w.shared.w(hdr::ROOM_WAIT).store(1, Ordering::SeqCst);
+            w.shared.header().room_wait.store(1, Ordering::SeqCst);
         }
-        let armed = !arm(w.shared.w(hdr::PRODUCER_SLEEPING), &w.bell, w.heavy, || {
-            w.something()
-        });
+        let armed = !arm(
+            &w.shared.header().producer_sleeping,
+            &w.bell,
+            w.heavy,
+            || w.something(),
+        );
         if armed {
             return Ok(Readiness::empty());
         }
         if holding {
-            w.shared.w(hdr::ROOM_WAIT).store(0, Ordering::Relaxed);
+            w.shared.header().room_wait.store(0, Ordering::Relaxed);
         }
         Ok(self.ready() & (want | Readiness::PEER_GONE))
     }
@@ -1330,8 +1334,8 @@ impl ResponseWait {
     fn something(&self) -> bool {
         judgeable(&self.shared, self.resp_tail, self.verdict_blocked)
             || ((self.holding || self.held_later.load(Ordering::Acquire))
-                && self.shared.w(hdr::FAULT_TAIL).load(Ordering::Acquire) != self.cached_tail)
-            || self.shared.w(hdr::FLAGS).load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
+                && self.shared.header().fault_tail.load(Ordering::Acquire) != self.cached_tail)
+            || self.shared.header().flags.load(Ordering::Relaxed) & FLAG_CONSUMER_CLOSED != 0
             || self
                 .in_process
                 .as_ref()
@@ -1342,10 +1346,10 @@ impl ResponseWait {
     /// Returns whether there is something to do (or to look at: the socket's news).
     pub(crate) fn wait(self, timeout: Option<Duration>) -> Result<bool, QueueError> {
         if self.holding {
-            self.shared.w(hdr::ROOM_WAIT).store(1, Ordering::SeqCst);
+            self.shared.header().room_wait.store(1, Ordering::SeqCst);
         }
         let r = wait_until(
-            self.shared.w(hdr::PRODUCER_SLEEPING),
+            &self.shared.header().producer_sleeping,
             &self.bell,
             self.socket.as_deref(),
             timeout,
@@ -1353,7 +1357,7 @@ impl ResponseWait {
             || self.something(),
         );
         if self.holding {
-            self.shared.w(hdr::ROOM_WAIT).store(0, Ordering::Relaxed);
+            self.shared.header().room_wait.store(0, Ordering::Relaxed);
         }
         r
     }
@@ -1366,7 +1370,7 @@ impl ResponseWait {
 fn judgeable(shared: &Shared, resp_tail: u64, verdict_blocked: Option<u64>) -> bool {
     response_published(shared, resp_tail)
         && verdict_blocked
-            .is_none_or(|vt| shared.w(hdr::VERDICT_TAIL).load(Ordering::Acquire) != vt)
+            .is_none_or(|vt| shared.header().verdict_tail.load(Ordering::Acquire) != vt)
 }
 
 /// The producer's group table: with the PRG-index lookup when responses may name groups by
@@ -1382,11 +1386,7 @@ fn table(naming: Naming, agreement: &Agreement) -> GroupTable<Pushed> {
 
 /// Whether the consumer has published response slot `index`.
 fn response_published(shared: &Shared, index: u64) -> bool {
-    shared.stamped(
-        shared.geo.resp_slot(index) + RESP_STAMP.word,
-        RESP_STAMP,
-        stamp(index),
-    )
+    Shared::stamped(shared.resp_slot(index), RESP_STAMP, stamp(index))
 }
 
 fn verdict_word(rej: Rejection) -> u64 {

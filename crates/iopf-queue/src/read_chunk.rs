@@ -20,7 +20,7 @@
 //! [`Consumer::pop_events`]: crate::Consumer::pop_events
 //! [`FaultConsumer::read_faults`]: iopf_abi::FaultConsumer::read_faults
 
-use crate::layout::{Geometry, StampAt};
+use crate::layout::StampAt;
 use crate::record::SlotWords;
 use crate::shared::Shared;
 
@@ -65,7 +65,7 @@ impl FaultReader {
         }
         if known < max {
             let from = self.tail.wrapping_add(known);
-            known += shared.published_run(from, max - known, at, Geometry::fault_slot);
+            known += Shared::published_run(shared.faults(), from, max - known, at);
         }
         self.ready_to = self.tail.wrapping_add(known);
         ReadChunk {
@@ -113,6 +113,6 @@ impl ReadChunk {
     #[inline(always)]
     pub fn words(&self, shared: &Shared, i: u64) -> SlotWords {
         debug_assert!(i < self.len);
-        shared.copy_published(shared.geo.fault_slot(self.index(i)))
+        Shared::copy_published(shared.fault_slot(self.index(i)))
     }
 }

@@ -1,26 +1,34 @@
-//! A mapped region together with the geometry both ends computed from their agreement: word
-//! accessors, and the header written by the producer and checked by the consumer.
+//! A mapped region together with the geometry both ends computed from their agreement: the
+//! typed parts of the region ([`Header`], the rings' slots), the stamped-slot rules both ends
+//! write and read by, and the header written by the producer and checked by the consumer.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::layout::{hdr, pack, Geometry, StampAt, FAULT_SLOT_WORDS, MAGIC};
+use crate::layout::{
+    pack, stamp, Geometry, Header, RingSlot, StampAt, VerdictSlot, FAULT_SLOT_WORDS, MAGIC,
+    RING_SLOT_WORDS,
+};
 use crate::negotiate::Agreement;
 use crate::shm::Region;
 use crate::sync::AtomicU64;
 use crate::QueueError;
 
+/// The words of a slot of either stamped ring, as they are written and as a copy is read.
+pub(crate) type RingWords = [u64; RING_SLOT_WORDS];
+
 /// The stamp of the first slot written since the last publication, held back until the batch
 /// is published (see [`crate::wake`]): a reader stops at that slot, so the later slots' stamps
-/// can be stored as they are written.
+/// can be stored as they are written. Which ring it belongs to is its holder's: the producer's
+/// is a fault slot's, the consumer's a response slot's.
 #[derive(Debug, Default)]
-pub(crate) struct HeldStamp(Option<(usize, u64)>);
+pub(crate) struct HeldStamp(Option<(u64, u64)>);
 
 impl HeldStamp {
-    /// The held stamp word's index and value, to publish; `None` when nothing was written since
-    /// the last publication.
+    /// The held slot's free-running index and its stamp word's value, to publish; `None` when
+    /// nothing was written since the last publication.
     #[inline]
-    pub fn take(&mut self) -> Option<(usize, u64)> {
+    pub fn take(&mut self) -> Option<(u64, u64)> {
         self.0.take()
     }
 
@@ -31,8 +39,8 @@ impl HeldStamp {
     }
 }
 
-/// The region and its geometry. Every index into the region is computed from `geo`, which
-/// [`Shared::new`] checked against the mapping's length, so no access is out of bounds.
+/// The region and its geometry. The region was mapped for `geo` ([`Region::map`] checked it
+/// against the mapping), so every slot a free-running index names is inside it.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
     region: Arc<Region>,
@@ -41,134 +49,120 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(region: Arc<Region>, geo: Geometry) -> Result<Shared, QueueError> {
-        if region.words().len() < geo.words {
+        if region.geometry() != &geo {
             return Err(QueueError::Corrupt(
-                "the mapping is smaller than the agreed region",
+                "the mapping was made for another geometry",
             ));
         }
         Ok(Shared { region, geo })
     }
 
-    /// Word `i` of the region. `i` always comes from `geo` (below `geo.words`).
-    #[inline]
-    pub fn w(&self, i: usize) -> &AtomicU64 {
-        &self.region.words()[i]
-    }
-
-    /// The header's words, as an array so that a caller that takes it once indexes it with
-    /// constants and no bounds checks. [`Shared::new`] checked that the mapping holds the whole
-    /// geometry, header first, so the all-zero stand-in is never returned.
-    #[cfg(not(iopf_loom))]
-    #[inline]
-    pub fn header(&self) -> &[AtomicU64; hdr::WORDS] {
-        static NONE: [AtomicU64; hdr::WORDS] = [const { AtomicU64::new(0) }; hdr::WORDS];
-        self.region.words().first_chunk().unwrap_or(&NONE)
-    }
-
-    /// [`Shared::header`] under loom, whose atomics have no `const` constructor for the
-    /// stand-in.
-    #[cfg(iopf_loom)]
-    pub fn header(&self) -> &[AtomicU64; hdr::WORDS] {
-        self.region
-            .words()
-            .first_chunk()
-            .expect("Shared::new checked that the mapping holds the header")
-    }
-
-    /// Words `base..base + n` of the region; both always come from `geo` (a slot), which
-    /// [`Shared::new`] checked against the mapping, so this never comes out short.
-    #[inline]
-    pub fn words_at(&self, base: usize, n: usize) -> &[AtomicU64] {
-        let words = self.region.words();
-        words.get(base..base + n).unwrap_or(&[])
-    }
-
-    /// Writes a slot of a stamped ring (fault or response) at word `base`: every word but the
-    /// stamp word (`Relaxed`), then the stamp word with `stamp` in it — held in `held` if it is
-    /// the batch's first slot, stored with `Release` otherwise. The stamp bits of `words` are
-    /// zero (the slot encoders leave them so); the slot comes from the geometry, so it is whole.
+    /// The header.
     #[inline(always)]
-    pub fn write_stamped<const N: usize>(
-        &self,
-        base: usize,
-        words: &[u64; N],
+    pub fn header(&self) -> &Header {
+        self.region.header()
+    }
+
+    /// The fault ring's slots, for a loop that takes them once.
+    #[inline(always)]
+    pub fn faults(&self) -> &[RingSlot] {
+        self.region.faults()
+    }
+
+    /// Fault slot `index` (free-running).
+    #[inline(always)]
+    pub fn fault_slot(&self, index: u64) -> &RingSlot {
+        &self.region.faults()[self.geo.slot(index)]
+    }
+
+    /// Response slot `index` (free-running).
+    #[inline(always)]
+    pub fn resp_slot(&self, index: u64) -> &RingSlot {
+        &self.region.responses()[self.geo.slot(index)]
+    }
+
+    /// The response ring's slots, for a loop that takes them once.
+    #[inline(always)]
+    pub fn responses(&self) -> &[RingSlot] {
+        self.region.responses()
+    }
+
+    /// Verdict slot `index` (free-running).
+    #[inline(always)]
+    pub fn verdict_slot(&self, index: u64) -> &VerdictSlot {
+        &self.region.verdicts()[self.geo.slot(index)]
+    }
+
+    /// Every word of the region (for [`crate::Consumer::raw_region`]).
+    #[cfg(not(iopf_loom))]
+    pub fn words(&self) -> &[AtomicU64] {
+        self.region.words()
+    }
+
+    /// Writes slot `index` of a stamped ring (fault or response), `slot`: every word but the
+    /// stamp word (`Relaxed`), then the stamp word with the index's stamp in it — held in
+    /// `held` if it is the batch's first slot, stored with `Release` otherwise. The stamp bits
+    /// of `words` are zero (the slot encoders leave them so).
+    #[inline(always)]
+    pub fn write_stamped(
+        slot: &RingSlot,
+        index: u64,
+        words: &RingWords,
         at: StampAt,
-        stamp: u32,
         held: &mut HeldStamp,
     ) {
-        let (word, stamped) = self.write_unstamped(base, words, at, stamp);
+        let stamped = Shared::write_unstamped(slot, words, at, stamp(index));
         if held.0.is_none() {
-            held.0 = Some((word, stamped));
+            held.0 = Some((index, stamped));
         } else {
-            self.w(word).store(stamped, Ordering::Release);
+            slot.0[at.word].store(stamped, Ordering::Release);
         }
     }
 
-    /// Writes every word of a slot but its stamp word (`Relaxed`) and returns the stamp word's
-    /// index and value (with `stamp` in it), for the caller to publish the slot with.
+    /// Writes every word of `slot` but its stamp word (`Relaxed`) and returns the stamp word's
+    /// value (with `stamp` in it), for the caller to publish the slot with.
     #[inline(always)]
-    pub fn write_unstamped<const N: usize>(
-        &self,
-        base: usize,
-        words: &[u64; N],
-        at: StampAt,
-        stamp: u32,
-    ) -> (usize, u64) {
-        let slot = self.words_at(base, N);
-        for (i, (w, &v)) in slot.iter().zip(words).enumerate() {
+    pub fn write_unstamped(slot: &RingSlot, words: &RingWords, at: StampAt, stamp: u32) -> u64 {
+        for (i, (w, &v)) in slot.0.iter().zip(words).enumerate() {
             if i != at.word {
                 w.store(v, Ordering::Relaxed);
             }
         }
-        (base + at.word, at.set(words[at.word], stamp))
+        at.set(words[at.word], stamp)
     }
 
-    /// Whether the slot whose stamp word is `word` carries `stamp` at `at` (an `Acquire` load:
-    /// when it does, the writer's stores to the slot's other words are visible).
+    /// Whether `slot` carries `stamp` at `at` (an `Acquire` load: when it does, the writer's
+    /// stores to the slot's other words are visible).
     #[inline(always)]
-    pub fn stamped(&self, word: usize, at: StampAt, stamp: u32) -> bool {
-        at.get(self.w(word).load(Ordering::Acquire)) == stamp
+    pub fn stamped(slot: &RingSlot, at: StampAt, stamp: u32) -> bool {
+        at.get(slot.0[at.word].load(Ordering::Acquire)) == stamp
     }
 
-    /// Copies the `N`-word slot at word `base`, every word once, `Relaxed`: for a slot whose
-    /// stamp the caller has already seen with an `Acquire` load ([`Shared::stamped`]), which
-    /// makes the writer's stores to it visible. The slot comes from the geometry, so it is
-    /// whole.
+    /// Copies `slot`, every word once, `Relaxed`: for a slot whose stamp the caller has already
+    /// seen with an `Acquire` load ([`Shared::stamped`], [`Shared::published_run`]), which makes
+    /// the writer's stores to it visible. The copy is what the reader decodes, whatever the
+    /// writer stores afterwards.
     #[inline(always)]
-    pub fn copy_published<const N: usize>(&self, base: usize) -> [u64; N] {
-        match self
-            .region
-            .words()
-            .get(base..)
-            .and_then(<[AtomicU64]>::first_chunk::<N>)
-        {
-            Some(slot) => slot.each_ref().map(|v| v.load(Ordering::Relaxed)),
-            None => [0; N],
-        }
+    pub fn copy_published(slot: &RingSlot) -> RingWords {
+        slot.0.each_ref().map(|v| v.load(Ordering::Relaxed))
     }
 
-    /// How many slots from `index` on, at most `max`, carry their index's stamp at `at` (each
-    /// stamp looked at once, `Acquire`, in a loop that does nothing else, so that the lines of a
-    /// batch are fetched together); `slot` gives a slot's first word. Readers of both stamped
-    /// rings find their runs with it.
+    /// How many slots of `ring` from free-running index `index` on, at most `max`, carry their
+    /// index's stamp at `at` (each stamp looked at once, `Acquire`, in a loop that does nothing
+    /// else, so that the lines of a batch are fetched together). Readers of both stamped rings
+    /// find their runs with it; `ring` is taken once by the caller, as an `Acquire` load keeps
+    /// later loads after it and a ring looked up through the region in the loop would be looked
+    /// up again for every slot.
     #[inline(always)]
-    pub fn published_run(
-        &self,
-        index: u64,
-        max: u64,
-        at: StampAt,
-        slot: impl Fn(&Geometry, u64) -> usize,
-    ) -> u64 {
-        // The words taken once: an `Acquire` load keeps later loads after it, so a slice
-        // looked up through the region in the loop would be looked up again for every slot.
-        let words = self.region.words();
+    pub fn published_run(ring: &[RingSlot], index: u64, max: u64, at: StampAt) -> u64 {
+        let mask = ring.len().wrapping_sub(1) as u64;
         let mut n = 0;
         while n < max {
             let i = index.wrapping_add(n);
-            let Some(w) = words.get(slot(&self.geo, i) + at.word) else {
+            let Some(slot) = ring.get((i & mask) as usize) else {
                 break;
             };
-            if at.get(w.load(Ordering::Acquire)) != crate::layout::stamp(i) {
+            if !Shared::stamped(slot, at, stamp(i)) {
                 break;
             }
             n += 1;
@@ -176,49 +170,45 @@ impl Shared {
         n
     }
 
-    /// Every word of the region.
-    pub fn words(&self) -> &[AtomicU64] {
-        self.region.words()
-    }
-
-    /// The header words describing `a`, as the producer writes them.
-    fn header_fields(&self, a: &Agreement) -> [(usize, u64); 8] {
+    /// The header's description of `a`, as the producer writes it: each word with its value.
+    fn header_fields<'h>(&self, h: &'h Header, a: &Agreement) -> [(&'h AtomicU64, u64); 8] {
         let g = &self.geo;
         [
-            (hdr::MAGIC, MAGIC),
+            (&h.magic, MAGIC),
             (
-                hdr::VERSION_RECORD,
+                &h.version_record,
                 pack(a.abi_version, a.record.bits().bits()),
             ),
             (
-                hdr::RESPONSES_SLOT,
+                &h.responses_slot,
                 pack(a.responses.bits(), FAULT_SLOT_WORDS as u32 * 8),
             ),
-            (hdr::ENTRIES, pack(a.entries, a.entries)),
-            (hdr::FEATURES, a.features.bits()),
+            (&h.entries, pack(a.entries, a.entries)),
+            (&h.features, a.features.bits()),
             (
-                hdr::RING_OFFS,
+                &h.ring_offs,
                 pack(g.fault_off as u32 * 8, g.resp_off as u32 * 8),
             ),
-            (hdr::VERDICT_OFF, g.verdict_off as u64 * 8),
-            (hdr::SIZE, g.bytes() as u64),
+            (&h.verdict_off, g.verdict_off as u64 * 8),
+            (&h.size, g.bytes() as u64),
         ]
     }
 
     /// Producer: writes the header (before the consumer can see the region).
     pub fn write_header(&self, a: &Agreement) {
-        for (i, v) in self.header_fields(a) {
-            self.w(i).store(v, Ordering::Release);
+        for (w, v) in self.header_fields(self.header(), a) {
+            w.store(v, Ordering::Release);
         }
     }
 
     /// Consumer: checks that the header says what was agreed.
     pub fn check_header(&self, a: &Agreement) -> Result<(), QueueError> {
-        if self.w(hdr::MAGIC).load(Ordering::Acquire) != MAGIC {
+        let h = self.header();
+        if h.magic.load(Ordering::Acquire) != MAGIC {
             return Err(QueueError::Corrupt("bad magic"));
         }
-        for (i, v) in self.header_fields(a) {
-            if self.w(i).load(Ordering::Acquire) != v {
+        for (w, v) in self.header_fields(h, a) {
+            if w.load(Ordering::Acquire) != v {
                 return Err(QueueError::Corrupt(
                     "the header does not describe what was agreed",
                 ));

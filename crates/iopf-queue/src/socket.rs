@@ -577,7 +577,7 @@ fn finish_handshake(conn: BorrowedFd<'_>, config: &ServeConfig) -> Result<Produc
     };
     let agreement = negotiate(o, &request)?;
     let geo = Geometry::new(&agreement);
-    let (region, memfd) = Region::create(geo.bytes())?;
+    let (region, memfd) = Region::create(&geo)?;
     let shared = Shared::new(Arc::new(region), geo)?;
     let fault_bell = Doorbell::new()?;
     let resp_bell = Doorbell::new()?;
@@ -785,7 +785,7 @@ fn connect_inner(
     else {
         return Err(QueueError::Protocol("expected exactly three descriptors"));
     };
-    let region = Region::map(&memfd, geo.bytes())?;
+    let region = Region::map(&memfd, &geo)?;
     let shared = Shared::new(Arc::new(region), geo)?;
     Consumer::new(
         shared,

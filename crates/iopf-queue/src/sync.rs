@@ -71,6 +71,12 @@ mod loom_atomics {
     #[derive(Debug)]
     pub struct AtomicU64(loom::sync::atomic::AtomicU64);
 
+    impl Default for AtomicU64 {
+        fn default() -> AtomicU64 {
+            AtomicU64::new(0)
+        }
+    }
+
     impl AtomicU64 {
         pub fn new(v: u64) -> AtomicU64 {
             AtomicU64(loom::sync::atomic::AtomicU64::new(v))
