@@ -218,6 +218,7 @@ impl<T> Slot<T> {
     }
 
     /// Writes `facts` and marks the slot live (held back or not); links are the caller's.
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     fn fill(&mut self, facts: &GroupFacts, held_back: bool) {
         // A field its flag says is absent is never read: left as it was.
@@ -359,6 +360,7 @@ impl<T: Copy + Default> GroupTable<T> {
         self.insert_own(facts, extra, true)
     }
 
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     fn insert_own(
         &mut self,
@@ -413,6 +415,7 @@ impl<T: Copy + Default> GroupTable<T> {
         self.insert_upstream(cookie, facts, extra, true)
     }
 
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     fn insert_upstream(
         &mut self,
@@ -504,6 +507,7 @@ impl<T: Copy + Default> GroupTable<T> {
     }
 
     /// Removes the live slot `idx`.
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     pub(crate) fn remove_at(&mut self, idx: u32) -> (GroupFacts, T) {
         self.unlink(idx);
@@ -691,6 +695,7 @@ impl<T: Copy + Default> GroupTable<T> {
 
     /// A free slot: the oldest free one once [`REUSE_DISTANCE`] are free (or no new slot can be
     /// made), else a new one.
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     fn alloc(&mut self) -> Result<u32, TableError> {
         let full = self.slots.len() >= Cookie::MAX_SLOTS;
@@ -733,6 +738,7 @@ impl<T: Copy + Default> GroupTable<T> {
     }
 
     /// Returns a freed slot to the end of the free list.
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     fn release(&mut self, idx: u32) {
         self.slots[idx as usize].next = NIL;
@@ -746,6 +752,7 @@ impl<T: Copy + Default> GroupTable<T> {
     }
 
     /// Appends the newly filled slot `idx` to its owner's list and its PRG-index chain.
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     fn link(&mut self, idx: u32) {
         self.live += 1;
@@ -791,6 +798,7 @@ impl<T: Copy + Default> GroupTable<T> {
     }
 
     /// Takes the live slot `idx` out of its owner's list and its PRG-index chain.
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     fn unlink(&mut self, idx: u32) {
         if self.ordered {

@@ -42,6 +42,7 @@ pub(crate) struct PrgIndex {
 
 impl PrgIndex {
     /// The chain of (`device`, `grpid`).
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     pub fn get(&self, device: u32, grpid: u32) -> Chain {
         if (grpid as usize) < FLAT && (device as usize) < DENSE_DEVICES {
@@ -59,6 +60,7 @@ impl PrgIndex {
 
     /// Runs `f` on the chain of (`device`, `grpid`), made empty if there was none; an empty
     /// chain left in the hash map is removed.
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     pub fn update(&mut self, device: u32, grpid: u32, f: impl FnOnce(&mut Chain)) {
         if (grpid as usize) < FLAT && (device as usize) < DENSE_DEVICES {
@@ -73,6 +75,7 @@ impl PrgIndex {
     }
 
     /// The flat table's entry, the device's table made on first use.
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     fn flat_mut(&mut self, device: usize, grpid: usize) -> &mut Chain {
         if device >= self.dense.len() {

@@ -391,6 +391,7 @@ impl Consumer {
         self.last_refusal.as_ref()
     }
 
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     fn note(&mut self, ev: &Event) {
         match *ev {
@@ -414,7 +415,7 @@ impl Consumer {
 
     /// Keeps the group whose LAST_PAGE request `f` is, under its cookie. A cookie the producer
     /// repeats while it is held (only a misbehaving producer does) replaces the group.
-    #[inline(always)]
+    #[inline]
     fn hold(&mut self, f: &FaultEvent) {
         let cookie = Cookie::from_raw(f.cookie);
         let facts = GroupFacts::of_last(0, 0, &f.request);
@@ -436,7 +437,7 @@ impl Consumer {
 
     /// Counts a record with sequence number `seq`: a gap since the last one is lost records. No
     /// branch on `seq`, which has just come from the producer's core.
-    #[inline(always)]
+    #[inline]
     fn count_record(&mut self, seq: u64) {
         self.stats.records += 1;
         self.stats.lost = self
@@ -503,7 +504,7 @@ impl Consumer {
     }
 
     /// [`Consumer::pop_event`] for one record format (see [`Consumer::pop_as`]).
-    #[inline(always)]
+    #[inline]
     fn pop_one_as(
         &mut self,
         at: StampAt,
@@ -537,7 +538,7 @@ impl Consumer {
     /// format alone. One chunk: at most a ring's worth a call, so a producer that stamps slots
     /// past the ones it was given back (only a misbehaving one does) cannot keep this call, or
     /// `out`, growing.
-    #[inline(always)]
+    #[inline]
     fn pop_as(
         &mut self,
         out: &mut Vec<Event>,
@@ -1262,7 +1263,7 @@ fn fault_published(shared: &Shared, index: u64) -> bool {
 }
 
 /// [`fault_published`] with the format's stamp position given.
-#[inline(always)]
+#[inline]
 fn slot_published(shared: &Shared, index: u64, at: StampAt) -> bool {
     Shared::stamped(shared.fault_slot(index), at, stamp(index))
 }

@@ -339,7 +339,7 @@ impl Geometry {
 
     /// The position in its ring (fault, response or verdict: all have `entries` slots) of the
     /// slot for free-running index `index`.
-    #[inline(always)]
+    #[inline]
     pub fn slot(&self, index: u64) -> usize {
         (index & self.mask()) as usize
     }

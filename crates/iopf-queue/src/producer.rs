@@ -473,7 +473,7 @@ impl Producer {
     /// Writes an unrecoverable fault's slot (not published) and returns its sequence number. The
     /// caller checked the agreement and that the slot is free; unrecoverable faults are only ever
     /// agreed with `iommu_fault` records.
-    #[inline(always)]
+    #[inline]
     fn write_unrecoverable(&mut self, dev_id: u32, fault: &Unrecoverable) -> u64 {
         let seq = self.next_seq;
         self.write_slot_at(&encode_unrecoverable(seq, dev_id, fault), IOMMU_FAULT_STAMP);
@@ -485,7 +485,7 @@ impl Producer {
     /// Whether `n` records can be written without anything else first: the consumer has not
     /// closed, no loss waits to be announced, and the cached tail leaves room (the tail itself is
     /// re-read only on the slow path).
-    #[inline(always)]
+    #[inline]
     fn clear_to_write(&self, n: u64) -> bool {
         !self.closed
             && self.unreported_loss.is_none()
@@ -768,6 +768,7 @@ impl Producer {
 
     /// Writes a group's requests, the group's cookie in each, in `format` (the agreed one) whose
     /// slots keep their stamp at `at`. Private data goes only to a consumer that echoes it.
+    // Forced inline kept on measurement: docs/PERFORMANCE.md, "Forced inlining".
     #[inline(always)]
     fn write_requests<'r>(
         &mut self,
@@ -832,7 +833,7 @@ impl Producer {
 
     /// [`Producer::write_slot`] with the agreed format's stamp position given as a constant, so
     /// the slot's stores compile to a straight line.
-    #[inline(always)]
+    #[inline]
     fn write_slot_at(&mut self, words: &SlotWords, at: StampAt) {
         debug_assert_eq!(at, self.shared.geo.stamp);
         Shared::write_stamped(
@@ -944,7 +945,7 @@ impl Producer {
     /// Stores fault slot `index`'s stamp word (value `stamped`), which publishes every slot
     /// written since the last publication, with the header's head and sequence; wakes the
     /// consumer if it sleeps.
-    #[inline(always)]
+    #[inline]
     fn publish_stamp(&mut self, index: u64, stamped: u64) {
         let h = self.shared.header();
         h.next_seq.store(self.next_seq, Ordering::Relaxed);
@@ -961,7 +962,7 @@ impl Producer {
 
     /// How this producer publishes to its consumer: light when both processes chose the
     /// `membarrier` handshake (the consumer declares it in the region's flags), fenced otherwise.
-    #[inline(always)]
+    #[inline]
     fn record_publish(&self) -> Publish {
         if self.membarrier
             && self.shared.header().flags.load(Ordering::Relaxed) & FLAG_CONSUMER_MEMBARRIER != 0

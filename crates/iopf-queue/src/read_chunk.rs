@@ -44,7 +44,7 @@ pub(crate) struct ReadChunk {
 
 impl FaultReader {
     /// The next slot to read.
-    #[inline(always)]
+    #[inline]
     pub fn tail(&self) -> u64 {
         self.tail
     }
@@ -54,7 +54,7 @@ impl FaultReader {
     /// one is not published or `max` are known. At most a ring's worth, whatever `max` says: a
     /// producer that stamps slots past those given back (only a misbehaving one) cannot make a
     /// chunk longer than the ring.
-    #[inline(always)]
+    #[inline]
     pub fn chunk(&mut self, shared: &Shared, max: u64, at: StampAt) -> ReadChunk {
         let max = max.min(shared.geo.entries);
         let mut known = self.ready_to.wrapping_sub(self.tail);
@@ -76,14 +76,14 @@ impl FaultReader {
 
     /// Whether the slot at the tail is published: known from an earlier chunk, or its stamp
     /// looked at now (and remembered).
-    #[inline(always)]
+    #[inline]
     pub fn next_published(&mut self, shared: &Shared, at: StampAt) -> bool {
         self.chunk(shared, 1, at).len == 1
     }
 
     /// Gives the first `n` slots from the tail back: they are read. `n` never exceeds the slots
     /// of the chunk the caller read them from.
-    #[inline(always)]
+    #[inline]
     pub fn commit(&mut self, n: u64) {
         debug_assert!(n <= self.ready_to.wrapping_sub(self.tail));
         self.tail = self.tail.wrapping_add(n);
@@ -95,13 +95,13 @@ impl FaultReader {
 
 impl ReadChunk {
     /// Slots in the chunk.
-    #[inline(always)]
+    #[inline]
     pub fn len(&self) -> u64 {
         self.len
     }
 
     /// The index in the ring of slot `i` of the chunk.
-    #[inline(always)]
+    #[inline]
     pub fn index(&self, i: u64) -> u64 {
         self.first.wrapping_add(i)
     }
@@ -110,7 +110,7 @@ impl ReadChunk {
     /// (the stamp's `Acquire` in [`FaultReader::chunk`] ordered them). The copy is what the
     /// caller decodes, whatever the producer writes afterwards; the stamp bits in it are the
     /// decoders' to ignore.
-    #[inline(always)]
+    #[inline]
     pub fn words(&self, shared: &Shared, i: u64) -> SlotWords {
         debug_assert!(i < self.len);
         Shared::copy_published(shared.fault_slot(self.index(i)))

@@ -214,7 +214,7 @@ impl SlotDefect {
 /// record must be a valid `IOMMU_FAULT_DMA_UNRECOV` one; a page request's record must be a valid
 /// page request. The stamp is the ring's business and is ignored. A refusal is a [`SlotDefect`]
 /// code; [`SlotDefect::error`] says it in full.
-#[inline(always)]
+#[inline]
 pub(crate) fn decode_slot_fast(agreement: &Agreement, w: &SlotWords) -> Result<Event, SlotDefect> {
     match agreement.record {
         RecordFormat::IommuFault => decode_folded(agreement, w),
@@ -225,7 +225,7 @@ pub(crate) fn decode_slot_fast(agreement: &Agreement, w: &SlotWords) -> Result<E
 /// The `iommu_fault` record of a slot in that format: the slot with the queue's own words taken
 /// out of the record's reserved bytes (zeroed there, so that the record is decoded as the
 /// kernel's would be).
-#[inline(always)]
+#[inline]
 fn folded_record(w: &SlotWords) -> IommuFaultWords {
     [
         IOMMU_FAULT_STAMP.clear(w[0]),
@@ -240,7 +240,7 @@ fn folded_record(w: &SlotWords) -> IommuFaultWords {
 }
 
 /// An `iommu_fault` slot.
-#[inline(always)]
+#[inline]
 pub(crate) fn decode_folded(agreement: &Agreement, w: &SlotWords) -> Result<Event, SlotDefect> {
     let rec = folded_record(w);
     let seq = w[SEQ_WORD];
@@ -294,7 +294,7 @@ fn check_own_hwpt(raw: &HwptPgfault) -> Result<(), iopf_abi::AbiError> {
 }
 
 /// An `iommu_hwpt_pgfault` slot.
-#[inline(always)]
+#[inline]
 pub(crate) fn decode_hwpt(w: &SlotWords) -> Result<Event, SlotDefect> {
     let (kind, cookie) = unpack(w[1]);
     let (_stamp, dev_id) = unpack(w[2]);

@@ -58,37 +58,37 @@ impl Shared {
     }
 
     /// The header.
-    #[inline(always)]
+    #[inline]
     pub fn header(&self) -> &Header {
         self.region.header()
     }
 
     /// The fault ring's slots, for a loop that takes them once.
-    #[inline(always)]
+    #[inline]
     pub fn faults(&self) -> &[RingSlot] {
         self.region.faults()
     }
 
     /// Fault slot `index` (free-running).
-    #[inline(always)]
+    #[inline]
     pub fn fault_slot(&self, index: u64) -> &RingSlot {
         &self.region.faults()[self.geo.slot(index)]
     }
 
     /// Response slot `index` (free-running).
-    #[inline(always)]
+    #[inline]
     pub fn resp_slot(&self, index: u64) -> &RingSlot {
         &self.region.responses()[self.geo.slot(index)]
     }
 
     /// The response ring's slots, for a loop that takes them once.
-    #[inline(always)]
+    #[inline]
     pub fn responses(&self) -> &[RingSlot] {
         self.region.responses()
     }
 
     /// Verdict slot `index` (free-running).
-    #[inline(always)]
+    #[inline]
     pub fn verdict_slot(&self, index: u64) -> &VerdictSlot {
         &self.region.verdicts()[self.geo.slot(index)]
     }
@@ -103,7 +103,7 @@ impl Shared {
     /// stamp word (`Relaxed`), then the stamp word with the index's stamp in it — held in
     /// `held` if it is the batch's first slot, stored with `Release` otherwise. The stamp bits
     /// of `words` are zero (the slot encoders leave them so).
-    #[inline(always)]
+    #[inline]
     pub fn write_stamped(
         slot: &RingSlot,
         index: u64,
@@ -121,7 +121,7 @@ impl Shared {
 
     /// Writes every word of `slot` but its stamp word (`Relaxed`) and returns the stamp word's
     /// value (with `stamp` in it), for the caller to publish the slot with.
-    #[inline(always)]
+    #[inline]
     pub fn write_unstamped(slot: &RingSlot, words: &RingWords, at: StampAt, stamp: u32) -> u64 {
         for (i, (w, &v)) in slot.0.iter().zip(words).enumerate() {
             if i != at.word {
@@ -133,7 +133,7 @@ impl Shared {
 
     /// Whether `slot` carries `stamp` at `at` (an `Acquire` load: when it does, the writer's
     /// stores to the slot's other words are visible).
-    #[inline(always)]
+    #[inline]
     pub fn stamped(slot: &RingSlot, at: StampAt, stamp: u32) -> bool {
         at.get(slot.0[at.word].load(Ordering::Acquire)) == stamp
     }
@@ -142,7 +142,7 @@ impl Shared {
     /// seen with an `Acquire` load ([`Shared::stamped`], [`Shared::published_run`]), which makes
     /// the writer's stores to it visible. The copy is what the reader decodes, whatever the
     /// writer stores afterwards.
-    #[inline(always)]
+    #[inline]
     pub fn copy_published(slot: &RingSlot) -> RingWords {
         slot.0.each_ref().map(|v| v.load(Ordering::Relaxed))
     }
@@ -153,7 +153,7 @@ impl Shared {
     /// find their runs with it; `ring` is taken once by the caller, as an `Acquire` load keeps
     /// later loads after it and a ring looked up through the region in the loop would be looked
     /// up again for every slot.
-    #[inline(always)]
+    #[inline]
     pub fn published_run(ring: &[RingSlot], index: u64, max: u64, at: StampAt) -> u64 {
         let mask = ring.len().wrapping_sub(1) as u64;
         let mut n = 0;
