@@ -447,7 +447,26 @@ impl Consumer {
         self.expected_seq = seq.saturating_add(1);
     }
 
-    /// Returns the slots read so far to the producer (publishes `fault_tail`).
+    /// Whether `ev` is a record of the broken group `read_faults` answered and is skipping the
+    /// rest of ([`Consumer::answer_broken`]): counted, not held nor handed out, whichever reader
+    /// meets it. Anything else ends the skipping.
+    #[cold]
+    fn skip_answered(&mut self, ev: &Event) -> bool {
+        match *ev {
+            Event::Fault(f) if self.skipping == Some(f.cookie) => {
+                self.count_record(f.seq);
+                if f.request.is_last() {
+                    self.skipping = None;
+                }
+                true
+            }
+            _ => {
+                self.skipping = None;
+                false
+            }
+        }
+    }
+
     /// Returns the slots read so far to the producer (publishes `fault_tail`), and wakes the
     /// producer if it sleeps waiting for room for groups it holds back.
     fn commit_tail(&mut self) {
@@ -510,15 +529,17 @@ impl Consumer {
         at: StampAt,
         decode: impl Fn(&Agreement, &SlotWords) -> Result<Event, SlotDefect>,
     ) -> Option<Event> {
-        loop {
+        // At most a ring's worth of slots a call, as `pop_events`: a producer that keeps
+        // stamping unreadable slots (only a misbehaving one does) cannot keep this call going.
+        for _ in 0..self.shared.geo.entries {
             let chunk = self.reader.chunk(&self.shared, 1, at);
             if chunk.len() == 0 {
-                self.return_slots(true);
-                return None;
+                break;
             }
             let words = chunk.words(&self.shared, 0);
             self.reader.commit(1);
             match decode(&self.agreement, &words) {
+                Ok(ev) if self.skipping.is_some() && self.skip_answered(&ev) => {}
                 Ok(ev) => {
                     self.note(&ev);
                     // As `pop_events` having taken its `max`: the next slot's stamp says whether
@@ -531,6 +552,8 @@ impl Consumer {
                 Err(why) => self.refused((why, words)),
             }
         }
+        self.return_slots(true);
+        None
     }
 
     /// [`Consumer::pop_events`] for one record format: `at` is where its slots keep the stamp
@@ -553,6 +576,7 @@ impl Consumer {
         for i in 0..chunk.len() {
             let words = chunk.words(&self.shared, i);
             match decode(&self.agreement, &words) {
+                Ok(ev) if self.skipping.is_some() && self.skip_answered(&ev) => {}
                 Ok(ev) => {
                     self.note(&ev);
                     out.push(ev);
@@ -818,6 +842,20 @@ impl Consumer {
         Ok(self.write_response(RawFormat::Vfio, &buf[..n]))
     }
 
+    /// The unfinished group `out[group_start..written]` that `read_faults` was gathering will
+    /// not be taken (a record of it could not be read, or something else came between its
+    /// records): its records were read, so they are counted, and it is answered broken.
+    fn drop_unfinished(&mut self, out: &[PgFault], group_start: usize, written: usize) {
+        for k in 0..self.group_seqs.len() {
+            self.count_record(self.group_seqs[k]);
+        }
+        self.group_seqs.clear();
+        if written > group_start {
+            let first = out[group_start];
+            self.answer_broken(&first);
+        }
+    }
+
     /// Answers INVALID the group whose first record read is `first` and one of whose records
     /// could not be read, so that it is not stranded (the caller skips its other records), and
     /// publishes the answer; counted in [`ConsumerStats::answered_broken`].
@@ -1072,44 +1110,43 @@ impl FaultConsumer for Consumer {
                 Err(why) => {
                     // Skip the slot and answer the unfinished group it breaks.
                     self.refused((why, words));
-                    if written > group_start {
-                        let first = out[group_start];
-                        self.answer_broken(&first);
-                    }
+                    self.drop_unfinished(out, group_start, written);
                     i += 1;
                     done = i;
                     written = group_start;
-                    self.group_seqs.clear();
                     continue;
                 }
             };
             match ev {
                 Event::Lost { .. } | Event::Unrecoverable { .. } => {
+                    self.drop_unfinished(out, group_start, written);
                     self.note(&ev);
-                    if written > group_start {
-                        let first = out[group_start];
-                        self.answer_broken(&first);
-                    }
                     i += 1;
                     done = i;
                     written = group_start;
-                    self.group_seqs.clear();
                 }
-                Event::Fault(f) if self.skipping.is_some() => {
-                    if self.skipping == Some(f.cookie) {
-                        // The rest of a group already answered: counted, not held.
-                        self.count_record(f.seq);
-                        if f.request.is_last() {
-                            self.skipping = None;
-                        }
+                Event::Fault(_) if self.skipping.is_some() => {
+                    // The rest of a group already answered is counted, not taken; a record of
+                    // another group (the broken one ended with its unreadable record) is read
+                    // again as what it is.
+                    if self.skip_answered(&ev) {
                         i += 1;
                         done = i;
-                    } else {
-                        // The broken group ended with its unreadable record.
-                        self.skipping = None;
                     }
                 }
                 Event::Fault(f) => {
+                    if written > group_start && out[group_start].cookie != f.cookie {
+                        // The producer writes a group's records together: a record of another
+                        // group before LAST_PAGE means the first one was cut short.
+                        self.stats.corrupt = self.stats.corrupt.saturating_add(1);
+                        self.last_refusal = Some(QueueError::Corrupt(
+                            "a group's records interrupted by another group's",
+                        ));
+                        self.drop_unfinished(out, group_start, written);
+                        self.skipping = None;
+                        done = i;
+                        written = group_start;
+                    }
                     let Some(slot) = out.get_mut(written) else {
                         break;
                     };
@@ -1130,6 +1167,17 @@ impl FaultConsumer for Consumer {
                     }
                 }
             }
+        }
+        if done == 0 && i == self.shared.geo.entries && written == i as usize {
+            // A whole ring of one group's records and no LAST_PAGE: the producer never sends
+            // a group larger than the ring (negotiation refuses one), so this one cannot end.
+            // Answered and skipped as a broken group, lest it wedge the queue.
+            self.stats.corrupt = self.stats.corrupt.saturating_add(1);
+            self.last_refusal = Some(QueueError::Corrupt(
+                "a group of a whole ring's records with no LAST_PAGE",
+            ));
+            self.drop_unfinished(out, group_start, written);
+            done = i;
         }
         self.reader.commit(done);
         self.commit_tail();
@@ -1294,6 +1342,57 @@ mod tests {
         .unwrap();
         r.entries = entries;
         channel(&offer, &r, ProducerConfig::default()).unwrap()
+    }
+
+    /// Regression (review of the chunked reader): `pop_event` skipped unreadable slots without
+    /// bound, so a producer that kept stamping them just ahead of the reader (only a misbehaving
+    /// one does) kept one call from returning; `pop_events` stopped at a ring's worth. The
+    /// writer thread is paced at thrice the reader's cost per slot so that it stays ahead of the
+    /// reader without lapping it; whatever the pacing, one call may skip a ring's worth at most.
+    #[test]
+    fn one_pop_event_skips_a_ring_of_unreadable_slots_at_most() {
+        const N: u64 = 4096;
+        let (_p, mut c) = queue(N as u32);
+        let shared = c.shared.clone();
+        let at = shared.geo.stamp;
+        let write = move |i: u64| {
+            let mut words = [0u64; 8];
+            words[0] = i; // seq
+            words[1] = 0xdead_0000_0000_0007; // a slot kind nobody defined
+            let slot = shared.fault_slot(i);
+            let stamped = Shared::write_unstamped(slot, &words, at, crate::layout::stamp(i));
+            slot.0[at.word].store(stamped, Ordering::Release);
+        };
+        for i in 0..N {
+            write(i);
+        }
+        let t = std::time::Instant::now();
+        assert!(c.pop_event().is_none());
+        let per_slot = t.elapsed() / N as u32;
+        assert_eq!(c.stats().corrupt, N);
+        for i in N..2 * N {
+            write(i);
+        }
+        let go = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let go2 = go.clone();
+        let writer = std::thread::spawn(move || {
+            while !go2.load(Ordering::Acquire) {}
+            let t = std::time::Instant::now();
+            while t.elapsed() < per_slot * (N as u32 / 4) {}
+            for i in 2 * N..6 * N {
+                write(i);
+                let t = std::time::Instant::now();
+                while t.elapsed() < per_slot * 3 {}
+            }
+        });
+        go.store(true, Ordering::Release);
+        assert!(c.pop_event().is_none());
+        writer.join().unwrap();
+        let skipped = c.stats().corrupt - N;
+        assert!(
+            skipped <= N,
+            "one call skipped {skipped} slots of a {N}-slot ring"
+        );
     }
 
     /// The one reader: a group `read_faults` cannot fit stays in the ring and is read again

@@ -1,7 +1,7 @@
 //! The shared region's layout: where every header field, ring and slot lives, in 64-bit words.
 //!
 //! ```text
-//!  word 0       header, line 0: magic, version|record format, response formats|fault slot words,
+//!  word 0       header, line 0: magic, version|record format, response formats|fault slot bytes,
 //!               entries, features, fault ring offset, response ring offset, verdict ring offset,
 //!               region size        (written once by the producer, before the consumer maps it)
 //!  word 8       fault_head        (producer)      \
@@ -189,6 +189,8 @@ pub mod hdr {
     pub const PRODUCER_FLAGS: usize = word(offset_of!(Header, producer_flags));
     /// Records lost for loss reason `r` are at `LOST_BY_REASON + r` (reasons number from 1).
     pub const LOST_BY_REASON: usize = word(offset_of!(Header, lost_by_reason));
+    // Every loss reason indexes its own counter (`reason as usize`; reason 0 is none).
+    const _: () = assert!(crate::LossReason::ALL.len() < 8);
     pub const ROOM_WAIT: usize = word(offset_of!(Header, room_wait));
     pub const RESP_ROOM_WAIT: usize = word(offset_of!(Header, resp_room_wait));
     /// Words in the header.
@@ -446,6 +448,12 @@ mod tests {
     fn the_header_words_are_where_the_format_puts_them() {
         let want = [
             (hdr::MAGIC, 0),
+            (hdr::VERSION_RECORD, 1),
+            (hdr::RESPONSES_SLOT, 2),
+            (hdr::ENTRIES, 3),
+            (hdr::FEATURES, 4),
+            (hdr::RING_OFFS, 5),
+            (hdr::VERDICT_OFF, 6),
             (hdr::SIZE, 7),
             (hdr::FAULT_HEAD, 8),
             (hdr::FAULT_TAIL, 16),

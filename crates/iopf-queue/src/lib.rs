@@ -40,9 +40,10 @@
 //!   `examples/tokio_vmm.rs` (tokio's `AsyncFd`) are built and run by `cargo test`.
 //!   Threads: each end is `Send`, owned by one thread; a [`CoreLink`]'s waits hold no lock, so
 //!   reporting into the core and pumping run on different threads without blocking each other.
-//! * [`layout`], `shm`, `wake`, [`record`], [`response`], `pending`, `held`: the region's words,
-//!   its mapping (the crate's only `unsafe`), wake-ups, slot encodings, response judgement, the
-//!   producer's unanswered groups and the consumer's held ones.
+//! * [`layout`], `shm`, `wake`, [`record`], [`response`], `read_chunk`: the region's words, its
+//!   mapping (the crate's only `unsafe`), wake-ups, slot encodings, response judgement, and the
+//!   one reader of the fault ring that every way of reading shares. The producer's unanswered
+//!   groups and the consumer's held ones are kept in `iopf_core`'s one group table.
 //!
 //! ```
 //! use iopf_abi::features::RecordFormats;

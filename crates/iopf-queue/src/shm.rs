@@ -127,13 +127,16 @@ impl Region {
     fn cast<T>(&self, off: usize, n: usize) -> &[T] {
         // SAFETY: `map_fd` checked that `off` (a header at 0, or a ring's offset) plus `n`
         // values of `T` lie inside the mapping of `geo.words * 8` bytes (`size_of::<T>()` is a
-        // whole number of words: asserted in `layout`), and that rings start on a 64-byte
-        // boundary of the page-aligned mapping, which is `T`'s alignment at most. The mapping
-        // lives until `self` is dropped, which the returned borrow of `self` outlives not. `T`
-        // is made of `AtomicU64`s only (size and alignment of `u64`, every bit pattern valid),
-        // and every access to the region, in this process and the peer's, is atomic, so
-        // concurrent writes by the peer are not data races. No `&mut` to the memory is ever
-        // created.
+        // whole number of words: asserted in `layout`), and that the slot rings start on a
+        // 64-byte boundary of the page-aligned mapping (the verdict ring's `VerdictSlot` needs
+        // 8 bytes, which every word offset has), so each `T` is aligned. The mapping lives until
+        // `self` is dropped, which the returned borrow of `self` outlives not. `T` is made of
+        // `AtomicU64`s only (size and alignment of `u64`, every bit pattern valid), and every
+        // access this process makes to the region is atomic (a peer in this process is this
+        // code). A peer in another process is outside this program's memory model: whatever
+        // it stores, aligned 64-bit loads do not tear, and every value read is checked before
+        // it is used. No `&mut` to the memory is
+        // ever created.
         unsafe {
             std::slice::from_raw_parts(self.map.as_ptr().cast::<u64>().add(off).cast::<T>(), n)
         }

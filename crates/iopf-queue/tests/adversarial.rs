@@ -555,3 +555,162 @@ fn a_broken_group_found_with_the_response_ring_full_is_answered_once_room_frees(
     );
     assert_eq!(p.pending_groups(), 0);
 }
+
+/// Word `w` of fault ring slot `slot`, in the region as words.
+fn slot_word(c: &iopf_queue::Consumer, slot: usize, w: usize) -> usize {
+    let base = c.raw_region()[RING_OFFS].load(Ordering::Relaxed) & 0xffff_ffff;
+    (base / 8) as usize + slot * 8 + w
+}
+
+/// Regression (review of the chunked reader): a ring full of records none of which is
+/// LAST_PAGE (a scribbled region, or a producer that lies) made `read_faults` return 0 for
+/// ever while `ready()` said FAULTS: an event loop spun, nothing was counted, the queue was
+/// wedged. Each record was of another group, so the groups were broken where the next began;
+/// they are now answered INVALID one by one and counted corrupt.
+#[test]
+fn records_of_groups_that_never_end_are_answered_broken_not_a_wedge() {
+    let (mut p, mut c) = cookie_queue(4);
+    for g in 0..4 {
+        push_one(&mut p, g).unwrap();
+    }
+    for s in 0..4 {
+        // The hwpt record's first word holds its flags: clear LAST_PAGE (bit 1).
+        let w = slot_word(&c, s, 3);
+        let v = c.raw_region()[w].load(Ordering::Relaxed);
+        c.raw_region()[w].store(v & !(1 << 1), Ordering::Relaxed);
+    }
+    let mut out = pgfaults();
+    assert_eq!(c.read_faults(&mut out).unwrap(), 0);
+    let s = c.stats();
+    assert_eq!((s.corrupt, s.answered_broken, s.records), (3, 3, 3));
+    let mut answers = Vec::new();
+    p.drain_responses(&mut answers);
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert!(answers.iter().all(|a| a.code == ResponseCode::Invalid));
+    // The fourth is still being gathered: room freed, a well-behaved producer would send its
+    // LAST_PAGE next. None comes; the group stays the producer's, to its age limit.
+    assert_eq!(p.pending_groups(), 1);
+}
+
+/// The same with one group's cookie on every slot: a whole ring of one group and no LAST_PAGE
+/// can never end (no group is larger than the ring), so it is answered broken at once.
+#[test]
+fn a_whole_ring_of_one_group_without_last_page_is_answered_broken() {
+    let (mut p, mut c) = cookie_queue(4);
+    let cookie = p
+        .push_group(&TaggedGroup {
+            tag: 1,
+            dev_id: 0,
+            requests: &[
+                req(1, None, false, 0x1000),
+                req(1, None, false, 0x2000),
+                req(1, None, false, 0x3000),
+                req(1, None, true, 0x4000),
+            ],
+        })
+        .unwrap();
+    let w = slot_word(&c, 3, 3);
+    let v = c.raw_region()[w].load(Ordering::Relaxed);
+    c.raw_region()[w].store(v & !(1 << 1), Ordering::Relaxed);
+    let mut out = pgfaults();
+    assert_eq!(c.read_faults(&mut out).unwrap(), 0);
+    let s = c.stats();
+    assert_eq!((s.corrupt, s.answered_broken, s.records), (1, 1, 4));
+    assert!(c.last_refusal().is_some());
+    let mut answers = Vec::new();
+    p.drain_responses(&mut answers);
+    assert_eq!(
+        answers
+            .iter()
+            .map(|a| (a.cookie, a.code))
+            .collect::<Vec<_>>(),
+        [(cookie, ResponseCode::Invalid)]
+    );
+    assert_eq!(p.pending_groups(), 0);
+    assert_eq!(c.read_faults(&mut out).unwrap(), 0);
+}
+
+/// Regression (review of the chunked reader): `read_faults` dropped the records it had read of
+/// a group broken by an unreadable record without counting them, so the next record counted
+/// them lost; `pop_events` counted them read. Both readers now account the same.
+#[test]
+fn a_broken_group_is_accounted_the_same_by_both_readers() {
+    let setup = || {
+        let (mut p, c) = cookie_queue(16);
+        push_one(&mut p, 1).unwrap(); // seq 0
+        p.push_group(&TaggedGroup {
+            tag: 2,
+            dev_id: 0,
+            requests: &[
+                req(2, None, false, 0x1000), // seq 1
+                req(2, None, false, 0x2000), // seq 2, made unreadable
+                req(2, None, true, 0x3000),  // seq 3
+            ],
+        })
+        .unwrap();
+        push_one(&mut p, 3).unwrap(); // seq 4
+        let w = slot_word(&c, 2, 1);
+        c.raw_region()[w].store(0xdead_0000_0000_0007, Ordering::Relaxed);
+        (p, c)
+    };
+    let (_p1, mut a) = setup();
+    let mut evs = Vec::new();
+    a.pop_events(&mut evs, 64).unwrap();
+    let (_p2, mut b) = setup();
+    let mut out = pgfaults();
+    b.read_faults(&mut out).unwrap();
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!((sa.records, sa.lost, sa.corrupt), (4, 1, 1));
+    assert_eq!(
+        (sb.records, sb.lost, sb.corrupt),
+        (sa.records, sa.lost, sa.corrupt)
+    );
+}
+
+/// Regression (review of the chunked reader): after `read_faults` answered a broken group
+/// INVALID, the rest of it read by `pop_events` was handed out and held again, so the VMM
+/// answered a group twice (the producer refused the second: AlreadyAnswered). Every reader now
+/// skips the rest of a group already answered.
+#[test]
+fn the_rest_of_a_group_answered_broken_is_skipped_by_every_reader() {
+    let (mut p, mut c) = cookie_queue(16);
+    let cookie = p
+        .push_group(&TaggedGroup {
+            tag: 2,
+            dev_id: 0,
+            requests: &[
+                req(2, None, false, 0x1000),
+                req(2, None, false, 0x2000),
+                req(2, None, true, 0x3000),
+            ],
+        })
+        .unwrap();
+    // Slot 1 unreadable; slot 2 not yet visible (its stamp hidden, then restored).
+    c.raw_region()[slot_word(&c, 1, 1)].store(0xdead_0000_0000_0007, Ordering::Relaxed);
+    let sw = slot_word(&c, 2, 2);
+    let stamp = c.raw_region()[sw].load(Ordering::Relaxed);
+    c.raw_region()[sw].store(stamp & !0xffff_ffff, Ordering::Relaxed);
+    let mut out = pgfaults();
+    assert_eq!(c.read_faults(&mut out).unwrap(), 0);
+    assert_eq!(c.stats().answered_broken, 1);
+    c.raw_region()[sw].store(stamp, Ordering::Release);
+    let mut evs = Vec::new();
+    assert_eq!(c.pop_events(&mut evs, 64).unwrap(), 0, "{evs:?}");
+    assert_eq!(c.held_groups(), 0);
+    assert_eq!(c.stats().records, 2, "the skipped record is counted read");
+    assert!(c
+        .respond(&[IommufdResponse {
+            cookie,
+            code: ResponseCode::Success,
+        }])
+        .is_err());
+    let mut answers = Vec::new();
+    p.drain_responses(&mut answers);
+    assert_eq!(
+        answers
+            .iter()
+            .map(|a| (a.cookie, a.code))
+            .collect::<Vec<_>>(),
+        [(cookie, ResponseCode::Invalid)]
+    );
+}
