@@ -522,3 +522,24 @@ workload = { pattern = "sequential", region_pages = 1000000, group_pages = 2 }
     assert_eq!((r.totals.groups, r.ledger.answered), (0, 0));
     assert!(r.ledger.ok);
 }
+
+/// `scenarios/one-in-flight.toml`, the round trip alone (docs/PERFORMANCE.md, issue 17): it
+/// must really keep one group, of one request, in flight at a time, and answer every one.
+#[test]
+fn the_one_in_flight_scenario_keeps_one_group_in_flight() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scenarios/one-in-flight.toml"
+    );
+    let mut s = Scenario::parse(&std::fs::read_to_string(path).unwrap(), path).unwrap();
+    s.duration_ms = 100;
+    let r = run_scenario(&s);
+    assert!(r.ledger.ok, "{:?}", r.ledger);
+    assert!(r.totals.groups > 100, "{:?}", r.totals);
+    assert_eq!(r.totals.success, r.totals.groups);
+    assert_eq!(r.devices.len(), 1);
+    let d = &r.devices[0].stats;
+    assert_eq!((d.max_outstanding, d.max_groups_in_flight), (1, 1));
+    assert_eq!(r.iommu.prq.high_water, 1);
+    assert_eq!(r.queue.pending_high_water, 1);
+}
