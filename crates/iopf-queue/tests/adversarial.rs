@@ -30,6 +30,20 @@ fn pgfaults() -> Vec<PgFault> {
     vec![PgFault::from_bytes(&[0; 40]).unwrap(); 64]
 }
 
+/// Group 2 of three requests (pages 1, 2, 3; LAST_PAGE on the third), pushed; its cookie.
+fn three_request_group(p: &mut iopf_queue::Producer) -> u32 {
+    p.push_group(&TaggedGroup {
+        tag: 2,
+        dev_id: 0,
+        requests: &[
+            req(2, None, false, 0x1000),
+            req(2, None, false, 0x2000),
+            req(2, None, true, 0x3000),
+        ],
+    })
+    .unwrap()
+}
+
 fn cookie_bytes(cookie: u32, code: ResponseCode) -> [u8; 8] {
     let one: u64 = zerocopy::transmute!(IommufdResponse { cookie, code }.encode());
     one.to_ne_bytes()
@@ -455,17 +469,7 @@ mod handshake {
 fn a_group_with_an_unreadable_record_is_answered_by_the_consumer_not_stranded() {
     let (mut p, mut c) = cookie_queue(16);
     push_one(&mut p, 1).unwrap();
-    let broken = p
-        .push_group(&TaggedGroup {
-            tag: 2,
-            dev_id: 0,
-            requests: &[
-                req(2, None, false, 0x1000),
-                req(2, None, false, 0x2000),
-                req(2, None, true, 0x3000),
-            ],
-        })
-        .unwrap();
+    let broken = three_request_group(&mut p);
     push_one(&mut p, 3).unwrap();
     // The group's second record (ring slot 2): an unknown slot kind in its header, whatever
     // the ring's base.
@@ -516,17 +520,7 @@ fn a_broken_group_found_with_the_response_ring_full_is_answered_once_room_frees(
         assert_eq!(c.respond(&[r]).unwrap(), 1);
     }
     // Ring slots 16..=18 (slots 0..=2 of the ring): a group whose second record is unreadable.
-    let broken = p
-        .push_group(&TaggedGroup {
-            tag: 2,
-            dev_id: 0,
-            requests: &[
-                req(2, None, false, 0x1000),
-                req(2, None, false, 0x2000),
-                req(2, None, true, 0x3000),
-            ],
-        })
-        .unwrap();
+    let broken = three_request_group(&mut p);
     let base = c.raw_region()[RING_OFFS].load(Ordering::Relaxed) & 0xffff_ffff;
     let word = (base / 8) as usize + 8 + 1;
     c.raw_region()[word].store(0xdead_0000_0000_0007, Ordering::Relaxed);
@@ -638,16 +632,7 @@ fn a_broken_group_is_accounted_the_same_by_both_readers() {
     let setup = || {
         let (mut p, c) = cookie_queue(16);
         push_one(&mut p, 1).unwrap(); // seq 0
-        p.push_group(&TaggedGroup {
-            tag: 2,
-            dev_id: 0,
-            requests: &[
-                req(2, None, false, 0x1000), // seq 1
-                req(2, None, false, 0x2000), // seq 2, made unreadable
-                req(2, None, true, 0x3000),  // seq 3
-            ],
-        })
-        .unwrap();
+        three_request_group(&mut p); // seqs 1, 2 (made unreadable), 3
         push_one(&mut p, 3).unwrap(); // seq 4
         let w = slot_word(&c, 2, 1);
         c.raw_region()[w].store(0xdead_0000_0000_0007, Ordering::Relaxed);
@@ -674,17 +659,7 @@ fn a_broken_group_is_accounted_the_same_by_both_readers() {
 #[test]
 fn the_rest_of_a_group_answered_broken_is_skipped_by_every_reader() {
     let (mut p, mut c) = cookie_queue(16);
-    let cookie = p
-        .push_group(&TaggedGroup {
-            tag: 2,
-            dev_id: 0,
-            requests: &[
-                req(2, None, false, 0x1000),
-                req(2, None, false, 0x2000),
-                req(2, None, true, 0x3000),
-            ],
-        })
-        .unwrap();
+    let cookie = three_request_group(&mut p);
     // Slot 1 unreadable; slot 2 not yet visible (its stamp hidden, then restored).
     c.raw_region()[slot_word(&c, 1, 1)].store(0xdead_0000_0000_0007, Ordering::Relaxed);
     let sw = slot_word(&c, 2, 2);

@@ -56,6 +56,14 @@ impl Idle {
     pub(crate) fn reset(&mut self) {
         self.0 = 0;
     }
+    /// After a pass of a polling loop: waits if nothing `moved`, else starts over.
+    pub(crate) fn after(&mut self, moved: bool) {
+        if moved {
+            self.reset();
+        } else {
+            self.wait();
+        }
+    }
 }
 
 pub(crate) fn page_request(i: u64) -> PageRequest {

@@ -47,11 +47,7 @@ pub(crate) fn rtrb_one_way<T: Copy + Send + 'static>(
                 got += (a.len() + c.len()) as u64;
                 chunk.commit_all();
             }
-            if got == before {
-                idle.wait();
-            } else {
-                idle.reset();
-            }
+            idle.after(got != before);
         }
         sum
     });
@@ -71,11 +67,7 @@ pub(crate) fn rtrb_one_way<T: Copy + Send + 'static>(
                 sent += chunk.fill_from_iter((first..).map(&make)) as u64;
             }
         }
-        if sent == before {
-            idle.wait();
-        } else {
-            idle.reset();
-        }
+        idle.after(sent != before);
     }
     std::hint::black_box(consumer.join().unwrap());
     start.elapsed()
@@ -364,11 +356,7 @@ pub(crate) fn crossbeam_throughput(n: u64, b: usize) -> Duration {
                     got += 1;
                 }
             }
-            if got == before {
-                idle.wait();
-            } else {
-                idle.reset();
-            }
+            idle.after(got != before);
         }
         sum
     });
@@ -382,11 +370,7 @@ pub(crate) fn crossbeam_throughput(n: u64, b: usize) -> Duration {
                 sent += 1;
             }
         }
-        if sent == before {
-            idle.wait();
-        } else {
-            idle.reset();
-        }
+        idle.after(sent != before);
     }
     std::hint::black_box(consumer.join().unwrap());
     start.elapsed()
