@@ -129,9 +129,12 @@ pub struct Consumer {
     expected_seq: u64,
     /// Groups read and not answered, under the producer's cookies.
     held: GroupTable<()>,
-    /// A group whose records are being skipped: one of them could not be read, and the group
-    /// was answered INVALID.
-    skipping: Option<u32>,
+    /// Groups whose records are being skipped, as (cookie, records that may still be read
+    /// before it is forgotten): each was broken (a record of it could not be read, another
+    /// group's came between its records, or it grew past the largest group) and answered
+    /// INVALID. At most [`BROKEN_REMEMBERED`]; each forgotten after a ring's worth of records,
+    /// within which no legitimate group reuses its cookie.
+    skipping: Vec<(u32, u64)>,
     /// Broken groups (their first record) waiting for room in the response ring to be answered
     /// INVALID: answered before anything else the consumer writes or reads.
     owed_broken: VecDeque<PgFault>,
@@ -202,7 +205,7 @@ impl Consumer {
             } else {
                 GroupTable::new(Naming::Upstream)
             },
-            skipping: None,
+            skipping: Vec::new(),
             owed_broken: VecDeque::new(),
             judged: 0,
             verdicts: VecDeque::new(),
@@ -447,24 +450,27 @@ impl Consumer {
         self.expected_seq = seq.saturating_add(1);
     }
 
-    /// Whether `ev` is a record of the broken group `read_faults` answered and is skipping the
+    /// Whether `ev` is a record of a broken group `read_faults` answered and is skipping the
     /// rest of ([`Consumer::answer_broken`]): counted, not held nor handed out, whichever reader
-    /// meets it. Anything else ends the skipping.
+    /// meets it. A skipped group's LAST_PAGE ends its skipping; every other record read brings
+    /// each skipped group nearer to being forgotten.
     #[cold]
     fn skip_answered(&mut self, ev: &Event) -> bool {
-        match *ev {
-            Event::Fault(f) if self.skipping == Some(f.cookie) => {
-                self.count_record(f.seq);
-                if f.request.is_last() {
-                    self.skipping = None;
-                }
-                true
+        let mut skipped = None;
+        self.skipping.retain_mut(|(cookie, left)| match *ev {
+            Event::Fault(f) if f.cookie == *cookie => {
+                skipped = Some(f.seq);
+                !f.request.is_last()
             }
             _ => {
-                self.skipping = None;
-                false
+                *left = left.saturating_sub(1);
+                *left > 0
             }
+        });
+        if let Some(seq) = skipped {
+            self.count_record(seq);
         }
+        skipped.is_some()
     }
 
     /// Returns the slots read so far to the producer (publishes `fault_tail`), and wakes the
@@ -539,7 +545,7 @@ impl Consumer {
             let words = chunk.words(&self.shared, 0);
             self.reader.commit(1);
             match decode(&self.agreement, &words) {
-                Ok(ev) if self.skipping.is_some() && self.skip_answered(&ev) => {}
+                Ok(ev) if !self.skipping.is_empty() && self.skip_answered(&ev) => {}
                 Ok(ev) => {
                     self.note(&ev);
                     // As `pop_events` having taken its `max`: the next slot's stamp says whether
@@ -576,7 +582,7 @@ impl Consumer {
         for i in 0..chunk.len() {
             let words = chunk.words(&self.shared, i);
             match decode(&self.agreement, &words) {
-                Ok(ev) if self.skipping.is_some() && self.skip_answered(&ev) => {}
+                Ok(ev) if !self.skipping.is_empty() && self.skip_answered(&ev) => {}
                 Ok(ev) => {
                     self.note(&ev);
                     out.push(ev);
@@ -862,7 +868,10 @@ impl Consumer {
     #[cold]
     fn answer_broken(&mut self, first: &PgFault) {
         self.stats.answered_broken += 1;
-        self.skipping = Some(first.cookie);
+        if self.skipping.len() == BROKEN_REMEMBERED {
+            self.skipping.remove(0);
+        }
+        self.skipping.push((first.cookie, self.shared.geo.entries));
         if self.owed_broken.is_empty() && self.write_broken(first) {
             return;
         }
@@ -1102,6 +1111,7 @@ impl FaultConsumer for Consumer {
         let (mut i, mut done) = (0u64, 0u64);
         let mut written = 0;
         let mut group_start = 0;
+        let largest = self.agreement.largest_group() as usize;
         self.group_seqs.clear();
         while i < chunk.len() {
             let words = chunk.words(&self.shared, i);
@@ -1125,14 +1135,10 @@ impl FaultConsumer for Consumer {
                     done = i;
                     written = group_start;
                 }
-                Event::Fault(_) if self.skipping.is_some() => {
-                    // The rest of a group already answered is counted, not taken; a record of
-                    // another group (the broken one ended with its unreadable record) is read
-                    // again as what it is.
-                    if self.skip_answered(&ev) {
-                        i += 1;
-                        done = i;
-                    }
+                Event::Fault(_) if !self.skipping.is_empty() && self.skip_answered(&ev) => {
+                    // The rest of a group already answered: counted, not taken.
+                    i += 1;
+                    done = i;
                 }
                 Event::Fault(f) => {
                     if written > group_start && out[group_start].cookie != f.cookie {
@@ -1143,7 +1149,6 @@ impl FaultConsumer for Consumer {
                             "a group's records interrupted by another group's",
                         ));
                         self.drop_unfinished(out, group_start, written);
-                        self.skipping = None;
                         done = i;
                         written = group_start;
                     }
@@ -1164,20 +1169,21 @@ impl FaultConsumer for Consumer {
                         group_start = written;
                     } else {
                         self.group_seqs.push(f.seq);
+                        if written - group_start >= largest {
+                            // As many records as the largest group the agreement allows (at
+                            // most the ring) and none of them LAST_PAGE: it cannot end. Broken,
+                            // lest it wedge the queue; the rest of it is skipped.
+                            self.stats.corrupt = self.stats.corrupt.saturating_add(1);
+                            self.last_refusal = Some(QueueError::Corrupt(
+                                "a group past the largest agreed with no LAST_PAGE",
+                            ));
+                            self.drop_unfinished(out, group_start, written);
+                            done = i;
+                            written = group_start;
+                        }
                     }
                 }
             }
-        }
-        if done == 0 && i == self.shared.geo.entries && written == i as usize {
-            // A whole ring of one group's records and no LAST_PAGE: the producer never sends
-            // a group larger than the ring (negotiation refuses one), so this one cannot end.
-            // Answered and skipped as a broken group, lest it wedge the queue.
-            self.stats.corrupt = self.stats.corrupt.saturating_add(1);
-            self.last_refusal = Some(QueueError::Corrupt(
-                "a group of a whole ring's records with no LAST_PAGE",
-            ));
-            self.drop_unfinished(out, group_start, written);
-            done = i;
         }
         self.reader.commit(done);
         self.commit_tail();
@@ -1323,6 +1329,9 @@ impl std::os::fd::AsRawFd for Consumer {
         self.as_fd().as_raw_fd()
     }
 }
+
+/// Broken groups whose other records the consumer remembers to skip, at most.
+const BROKEN_REMEMBERED: usize = 8;
 
 #[cfg(test)]
 mod tests {

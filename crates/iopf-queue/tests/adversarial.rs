@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::{caps, cookie_queue, cookie_request, push_one, req};
+use common::{caps, cookie_queue, cookie_request, push_one, req, slot_word, RING_OFFS};
 use iopf_abi::{Fault, FaultConsumer, IommufdResponse, PgFault, ResponseCode};
 use iopf_core::testing::RecordingSink;
 use iopf_core::{AgeLimit, FaultCore, Reported};
@@ -22,9 +22,6 @@ use iopf_queue::{
 /// Header words the consumer owns (see `layout::hdr`).
 const FAULT_TAIL: usize = 16;
 const VERDICT_TAIL: usize = 48;
-/// The header word with the fault ring's offset (low half) and the response ring's (high half),
-/// in bytes.
-const RING_OFFS: usize = 5;
 
 fn pgfaults() -> Vec<PgFault> {
     vec![PgFault::from_bytes(&[0; 40]).unwrap(); 64]
@@ -548,12 +545,6 @@ fn a_broken_group_found_with_the_response_ring_full_is_answered_once_room_frees(
         (broken, ResponseCode::Invalid, AnsweredBy::Consumer)
     );
     assert_eq!(p.pending_groups(), 0);
-}
-
-/// Word `w` of fault ring slot `slot`, in the region as words.
-fn slot_word(c: &iopf_queue::Consumer, slot: usize, w: usize) -> usize {
-    let base = c.raw_region()[RING_OFFS].load(Ordering::Relaxed) & 0xffff_ffff;
-    (base / 8) as usize + slot * 8 + w
 }
 
 /// Regression (review of the chunked reader): a ring full of records none of which is

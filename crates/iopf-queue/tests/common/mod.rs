@@ -80,3 +80,13 @@ pub fn caps(opra: u32) -> PriCaps {
         ..PriCaps::default()
     }
 }
+
+/// The header word with the fault ring's offset (low half) and the response ring's (high half),
+/// in bytes (`layout::hdr::RING_OFFS`, pinned by the layout's own test).
+pub const RING_OFFS: usize = 5;
+
+/// Index, in `c.raw_region()`, of word `w` of fault ring slot `slot`.
+pub fn slot_word(c: &Consumer, slot: usize, w: usize) -> usize {
+    let base = c.raw_region()[RING_OFFS].load(std::sync::atomic::Ordering::Relaxed) & 0xffff_ffff;
+    (base / 8) as usize + slot * 8 + w
+}
