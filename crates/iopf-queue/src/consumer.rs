@@ -848,14 +848,35 @@ impl Consumer {
         Ok(self.write_response(RawFormat::Vfio, &buf[..n]))
     }
 
-    /// The unfinished group `out[group_start..written]` that `read_faults` was gathering will
-    /// not be taken (a record of it could not be read, or something else came between its
-    /// records): its records were read, so they are counted, and it is answered broken.
-    fn drop_unfinished(&mut self, out: &[PgFault], group_start: usize, written: usize) {
+    /// Counts the records `read_faults` gathered of the group it is reading but its last
+    /// (`group_seqs`), once it takes or drops the group.
+    fn count_group_records(&mut self) {
         for k in 0..self.group_seqs.len() {
             self.count_record(self.group_seqs[k]);
         }
         self.group_seqs.clear();
+    }
+
+    /// The group `out[group_start..written]` that `read_faults` is gathering breaks the ring's
+    /// rules (`why`): counted corrupt, kept as the last refusal, and dropped as broken.
+    #[cold]
+    fn break_group(
+        &mut self,
+        why: &'static str,
+        out: &[PgFault],
+        group_start: usize,
+        written: usize,
+    ) {
+        self.stats.corrupt = self.stats.corrupt.saturating_add(1);
+        self.last_refusal = Some(QueueError::Corrupt(why));
+        self.drop_unfinished(out, group_start, written);
+    }
+
+    /// The unfinished group `out[group_start..written]` that `read_faults` was gathering will
+    /// not be taken (a record of it could not be read, or something else came between its
+    /// records): its records were read, so they are counted, and it is answered broken.
+    fn drop_unfinished(&mut self, out: &[PgFault], group_start: usize, written: usize) {
+        self.count_group_records();
         if written > group_start {
             let first = out[group_start];
             self.answer_broken(&first);
@@ -1144,11 +1165,12 @@ impl FaultConsumer for Consumer {
                     if written > group_start && out[group_start].cookie != f.cookie {
                         // The producer writes a group's records together: a record of another
                         // group before LAST_PAGE means the first one was cut short.
-                        self.stats.corrupt = self.stats.corrupt.saturating_add(1);
-                        self.last_refusal = Some(QueueError::Corrupt(
+                        self.break_group(
                             "a group's records interrupted by another group's",
-                        ));
-                        self.drop_unfinished(out, group_start, written);
+                            out,
+                            group_start,
+                            written,
+                        );
                         done = i;
                         written = group_start;
                     }
@@ -1160,10 +1182,7 @@ impl FaultConsumer for Consumer {
                     i += 1;
                     if f.request.is_last() {
                         // The group is complete: account for its records and take it.
-                        for k in 0..self.group_seqs.len() {
-                            self.count_record(self.group_seqs[k]);
-                        }
-                        self.group_seqs.clear();
+                        self.count_group_records();
                         self.note(&ev);
                         done = i;
                         group_start = written;
@@ -1173,11 +1192,12 @@ impl FaultConsumer for Consumer {
                             // As many records as the largest group the agreement allows (at
                             // most the ring) and none of them LAST_PAGE: it cannot end. Broken,
                             // lest it wedge the queue; the rest of it is skipped.
-                            self.stats.corrupt = self.stats.corrupt.saturating_add(1);
-                            self.last_refusal = Some(QueueError::Corrupt(
+                            self.break_group(
                                 "a group past the largest agreed with no LAST_PAGE",
-                            ));
-                            self.drop_unfinished(out, group_start, written);
+                                out,
+                                group_start,
+                                written,
+                            );
                             done = i;
                             written = group_start;
                         }
