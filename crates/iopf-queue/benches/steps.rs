@@ -170,8 +170,8 @@ fn one_way(rounds: u32) {
     std::hint::black_box(sum);
     let per = |d: Duration| d.as_nanos() as f64 / f64::from(rounds * 64);
     println!(
-        "record direction, per record: push {:.0} ns, pop {:.0} ns (one at a time); \
-         push {:.0} ns, pop {:.0} ns (64 at a time)",
+        "record direction, per record: push {:.1} ns, pop {:.1} ns (one at a time); \
+         push {:.1} ns, pop {:.1} ns (64 at a time)",
         per(t[0]),
         per(t[1]),
         per(tb[0]),

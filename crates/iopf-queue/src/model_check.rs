@@ -120,6 +120,18 @@ impl Writer {
         self.head += 1;
     }
 
+    /// Writes records `from..to` as one run ([`Shared::write_stamped_run`], as the producer
+    /// writes a batch).
+    fn write_run(&mut self, from: u64, to: u64) {
+        self.head += Shared::write_stamped_run(
+            self.shared.faults(),
+            self.head,
+            HWPT_STAMP,
+            &mut self.held,
+            (from..to).map(record),
+        );
+    }
+
     fn publish(&mut self, bell: &Doorbell, how: Publish) {
         if let Some((index, stamped)) = self.held.take() {
             publish_and_wake(
@@ -173,10 +185,10 @@ fn unstamped(mut w: [u64; FAULT_SLOT_WORDS]) -> [u64; FAULT_SLOT_WORDS] {
     w
 }
 
-/// Three records through two slots, the last two as one batch behind a held stamp; the reader
-/// polls. Every record arrives whole (no word from another lap or half written), in order, once;
-/// the writer never overwrites a slot the reader has not given back (a tail ahead of the head
-/// would fail `room`).
+/// Three records through two slots, the last two as one run (`write_stamped_run`) behind a held
+/// stamp; the reader polls. Every record arrives whole (no word from another lap or half
+/// written), in order, once; the writer never overwrites a slot the reader has not given back (a
+/// tail ahead of the head would fail `room`).
 #[test]
 fn model_stamped_slots_arrive_whole_in_order_and_once() {
     model(None, || {
@@ -216,8 +228,7 @@ fn model_stamped_slots_arrive_whole_in_order_and_once() {
         while w.room() < 2 {
             thread::yield_now();
         }
-        w.write(1);
-        w.write(2);
+        w.write_run(1, 3);
         w.publish(&wbell, Publish::Fenced);
         let got = read.join().expect("reader");
         assert_eq!(got, vec![record(0), record(1), record(2)]);

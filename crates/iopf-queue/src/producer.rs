@@ -445,12 +445,11 @@ impl Producer {
             return;
         }
         if self.clear_to_write(faults.len() as u64) {
-            // Room for all of them and nothing to do first: one check for the batch.
-            out.extend(
-                faults
-                    .iter()
-                    .map(|(dev_id, fault)| Ok(self.write_unrecoverable(*dev_id, fault))),
-            );
+            // Room for all of them and nothing to do first: one check for the batch, and the
+            // results once the slots are written (docs/PERFORMANCE.md, "Batches").
+            let first = self.next_seq;
+            let n = self.write_unrecoverables(faults.iter());
+            out.extend((first..first + n).map(Ok));
         } else {
             // Not all of them fit, or something goes first: each on its own, with every check.
             out.extend(
@@ -471,15 +470,52 @@ impl Producer {
     }
 
     /// Writes an unrecoverable fault's slot (not published) and returns its sequence number. The
-    /// caller checked the agreement and that the slot is free; unrecoverable faults are only ever
-    /// agreed with `iommu_fault` records.
-    #[inline]
+    /// caller checked the agreement and that the slot is free.
     fn write_unrecoverable(&mut self, dev_id: u32, fault: &Unrecoverable) -> u64 {
         let seq = self.next_seq;
-        self.write_slot_at(&encode_unrecoverable(seq, dev_id, fault), IOMMU_FAULT_STAMP);
-        self.next_seq += 1;
-        self.stats.delivered += 1;
+        self.write_unrecoverables(std::iter::once(&(dev_id, *fault)));
         seq
+    }
+
+    /// Writes unrecoverable faults (device id, fault) into the next slots (not published) and
+    /// counts them delivered; returns how many. The caller checked the agreement and that the
+    /// slots are free; unrecoverable faults are only ever agreed with `iommu_fault` records.
+    #[inline]
+    fn write_unrecoverables<'f>(
+        &mut self,
+        faults: impl Iterator<Item = &'f (u32, Unrecoverable)>,
+    ) -> u64 {
+        let n = self.write_records(IOMMU_FAULT_STAMP, faults, |seq, (dev_id, fault)| {
+            encode_unrecoverable(seq, *dev_id, fault)
+        });
+        self.stats.delivered += n;
+        n
+    }
+
+    /// Writes records into the next fault slots (not published), one for each of `records`,
+    /// `encode(seq, record)` with consecutive sequence numbers from the next; the slots keep
+    /// their stamp at `at` (the agreed format's, given as a constant so the slot's stores are a
+    /// straight line). The caller checked the room. Returns how many were written. The head and
+    /// sequence are kept in locals for the run ([`Shared::write_stamped_run`]).
+    #[inline]
+    fn write_records<T>(
+        &mut self,
+        at: StampAt,
+        records: impl Iterator<Item = T>,
+        encode: impl Fn(u64, T) -> SlotWords,
+    ) -> u64 {
+        debug_assert_eq!(at, self.shared.geo.stamp);
+        let (head, seq) = (self.fault_head, self.next_seq);
+        let n = Shared::write_stamped_run(
+            self.shared.faults(),
+            head,
+            at,
+            &mut self.unpublished,
+            records.zip(seq..).map(|(r, seq)| encode(seq, r)),
+        );
+        self.fault_head = head + n;
+        self.next_seq = seq + n;
+        n
     }
 
     /// Whether `n` records can be written without anything else first: the consumer has not
@@ -779,16 +815,14 @@ impl Producer {
         at: StampAt,
     ) {
         let echo = self.agreement.echoes_private_data();
-        for r in requests {
+        self.write_records(at, requests, |seq, r| {
             let mut r = *r;
             if !echo {
                 r.flags.remove(PageRequestFlags::PRIV_DATA);
                 r.private_data = [0, 0];
             }
-            let words = encode_fault(format, self.next_seq, cookie, dev_id, &r);
-            self.write_slot_at(&words, at);
-            self.next_seq += 1;
-        }
+            encode_fault(format, seq, cookie, dev_id, &r)
+        });
     }
 
     /// Free slots in the fault ring (re-reading the consumer's tail). An owner that would rather
@@ -820,27 +854,15 @@ impl Producer {
         }
     }
 
-    /// Writes the next slot. Its stamp goes last: with `Release` when an earlier slot of this
-    /// batch is still unpublished (a reader cannot pass that one), or else kept for
-    /// [`Producer::publish`].
-    #[inline]
+    /// Writes the next slot with a record that takes no sequence number of its own (a loss
+    /// record). Its stamp goes last: with `Release` when an earlier slot of this batch is still
+    /// unpublished (a reader cannot pass that one), or else kept for [`Producer::publish`].
     fn write_slot(&mut self, words: &SlotWords) {
-        match self.agreement.record {
-            RecordFormat::IommuFault => self.write_slot_at(words, IOMMU_FAULT_STAMP),
-            RecordFormat::HwptPgfault => self.write_slot_at(words, HWPT_STAMP),
-        }
-    }
-
-    /// [`Producer::write_slot`] with the agreed format's stamp position given as a constant, so
-    /// the slot's stores compile to a straight line.
-    #[inline]
-    fn write_slot_at(&mut self, words: &SlotWords, at: StampAt) {
-        debug_assert_eq!(at, self.shared.geo.stamp);
         Shared::write_stamped(
             self.shared.fault_slot(self.fault_head),
             self.fault_head,
             words,
-            at,
+            self.shared.geo.stamp,
             &mut self.unpublished,
         );
         self.fault_head += 1;

@@ -111,9 +111,49 @@ impl Shared {
         at: StampAt,
         held: &mut HeldStamp,
     ) {
+        Shared::write_stamped_into(slot, index, words, at, &mut held.0);
+    }
+
+    /// Writes the slots of a stamped ring, `ring`, from free-running index `first` on, one for
+    /// each of `slots` (the writer has room for them all), each by the rule of
+    /// [`Shared::write_stamped`]; returns how many were written. The held stamp is kept in a
+    /// local for the run and given back to `held` once, so the loop stores the slots and nothing
+    /// else: the writer's counters, kept in memory from one slot to the next, took up to five of
+    /// the store buffer's entries a slot, and the store buffer is what bounds how many slot lines
+    /// are on their way to the reader's core at once (docs/PERFORMANCE.md, "Batches").
+    #[inline]
+    pub fn write_stamped_run(
+        ring: &[RingSlot],
+        first: u64,
+        at: StampAt,
+        held: &mut HeldStamp,
+        slots: impl IntoIterator<Item = RingWords>,
+    ) -> u64 {
+        let mask = (ring.len() as u64).wrapping_sub(1);
+        let mut local = held.0.take();
+        let mut index = first;
+        for words in slots {
+            // `ring` has a power-of-two number of slots (the geometry's), so this is in it.
+            let slot = &ring[(index & mask) as usize];
+            Shared::write_stamped_into(slot, index, &words, at, &mut local);
+            index = index.wrapping_add(1);
+        }
+        held.0 = local;
+        index.wrapping_sub(first)
+    }
+
+    /// The rule of [`Shared::write_stamped`], with the held stamp where the caller keeps it.
+    #[inline]
+    fn write_stamped_into(
+        slot: &RingSlot,
+        index: u64,
+        words: &RingWords,
+        at: StampAt,
+        held: &mut Option<(u64, u64)>,
+    ) {
         let stamped = Shared::write_unstamped(slot, words, at, stamp(index));
-        if held.0.is_none() {
-            held.0 = Some((index, stamped));
+        if held.is_none() {
+            *held = Some((index, stamped));
         } else {
             slot.0[at.word].store(stamped, Ordering::Release);
         }
