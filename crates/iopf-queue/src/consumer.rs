@@ -34,7 +34,8 @@ use crate::peer::Link;
 use crate::read_chunk::FaultReader;
 use crate::readiness::{PollFd, Readiness};
 use crate::record::{
-    decode_folded, decode_hwpt, decode_slot_fast, Event, FaultEvent, SlotDefect, SlotWords,
+    decode_folded, decode_folded_with, decode_hwpt, decode_hwpt_with, decode_slot_fast, Event,
+    FaultEvent, SlotDefect, SlotWords,
 };
 use crate::response::{encode_cookies, encode_slot, RawFormat};
 use crate::shared::{HeldStamp, Shared};
@@ -510,8 +511,12 @@ impl Consumer {
     /// (or [`Consumer::wait`]).
     pub fn pop_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, QueueError> {
         Ok(match self.agreement.record {
-            RecordFormat::IommuFault => self.pop_as(out, max, IOMMU_FAULT_STAMP, decode_folded),
-            RecordFormat::HwptPgfault => self.pop_as(out, max, HWPT_STAMP, |_, w| decode_hwpt(w)),
+            RecordFormat::IommuFault => self.pop_as(out, max, IOMMU_FAULT_STAMP, |a, w, out| {
+                decode_folded_with(a, w, |ev| out.push(ev))
+            }),
+            RecordFormat::HwptPgfault => self.pop_as(out, max, HWPT_STAMP, |_, w, out| {
+                decode_hwpt_with(w, |ev| out.push(ev))
+            }),
         })
     }
 
@@ -563,17 +568,18 @@ impl Consumer {
     }
 
     /// [`Consumer::pop_events`] for one record format: `at` is where its slots keep the stamp
-    /// and `decode` its slot decoder, both known at compile time, so the loop is built for that
-    /// format alone. One chunk: at most a ring's worth a call, so a producer that stamps slots
-    /// past the ones it was given back (only a misbehaving one does) cannot keep this call, or
-    /// `out`, growing.
+    /// and `decode` its slot decoder, which pushes the event onto `out` where it makes it (see
+    /// `record::decode_folded_with`), both known at compile time, so the loop is built for that
+    /// format alone. The event is then noted where it lies in `out`, not copied. One chunk: at
+    /// most a ring's worth a call, so a producer that stamps slots past the ones it was given
+    /// back (only a misbehaving one does) cannot keep this call, or `out`, growing.
     #[inline]
     fn pop_as(
         &mut self,
         out: &mut Vec<Event>,
         max: usize,
         at: StampAt,
-        decode: impl Fn(&Agreement, &SlotWords) -> Result<Event, SlotDefect>,
+        decode: impl Fn(&Agreement, &SlotWords, &mut Vec<Event>) -> Result<(), SlotDefect>,
     ) -> usize {
         let max = (max as u64).min(self.shared.geo.entries);
         let chunk = self.reader.chunk(&self.shared, max, at);
@@ -581,14 +587,16 @@ impl Consumer {
         let mut taken = 0;
         for i in 0..chunk.len() {
             let words = chunk.words(&self.shared, i);
-            match decode(&self.agreement, &words) {
-                Ok(ev) if !self.skipping.is_empty() && self.skip_answered(&ev) => {}
-                Ok(ev) => {
-                    self.note(&ev);
-                    out.push(ev);
-                    taken += 1;
-                }
-                Err(why) => self.refused((why, words)),
+            if let Err(why) = decode(&self.agreement, &words, out) {
+                self.refused((why, words));
+                continue;
+            }
+            let Some(ev) = out.last() else { continue };
+            if !self.skipping.is_empty() && self.skip_answered(ev) {
+                out.pop();
+            } else {
+                self.note(ev);
+                taken += 1;
             }
         }
         self.reader.commit(chunk.len());
@@ -1360,6 +1368,49 @@ mod tests {
     use iopf_abi::features::RecordFormats;
     use iopf_abi::{Features, PageRequest, PageRequestFlags, Perm, ResponseCode};
     use zerocopy::IntoBytes;
+
+    /// A run of slots written at once is written as the slots one at a time would be, across
+    /// the ring's end: every slot but the first stamped (`Release`), the first's stamp held for
+    /// the publication, and a run written while a stamp is held stamps all of its slots.
+    #[test]
+    fn a_run_of_stamped_slots_is_the_slots_written_one_at_a_time() {
+        let (_p, c) = queue(8);
+        let shared = c.shared.clone();
+        let at = shared.geo.stamp;
+        let words = |i: u64| -> SlotWords {
+            let mut w = [0u64; 8];
+            for (k, v) in w.iter_mut().enumerate() {
+                *v = at.clear(i * 100 + k as u64);
+            }
+            w
+        };
+        let stamped = |i: u64| at.set(words(i)[at.word], crate::layout::stamp(i));
+        let read = |i: u64| Shared::copy_published(shared.fault_slot(i));
+        let mut held = crate::shared::HeldStamp::default();
+        let n = Shared::write_stamped_run(shared.faults(), 5, at, &mut held, (5..10).map(words));
+        assert_eq!(n, 5);
+        assert_eq!(held.take(), Some((5, stamped(5))));
+        assert_eq!(
+            read(5)[at.word],
+            0,
+            "the first stamp waits for the publication"
+        );
+        for i in 6..10 {
+            let mut want = words(i);
+            want[at.word] = stamped(i);
+            assert_eq!(read(i), want, "slot {i}");
+        }
+        // With a stamp already held, the run's first slot is stamped too.
+        let mut held = crate::shared::HeldStamp::default();
+        Shared::write_stamped(shared.fault_slot(10), 10, &words(10), at, &mut held);
+        assert_eq!(
+            Shared::write_stamped_run(shared.faults(), 11, at, &mut held, (11..13).map(words)),
+            2
+        );
+        assert_eq!(held.take(), Some((10, stamped(10))));
+        assert_eq!(read(11)[at.word], stamped(11));
+        assert_eq!(read(12)[at.word], stamped(12));
+    }
 
     fn queue(entries: u32) -> (crate::Producer, Consumer) {
         let offer = Offer::current();
